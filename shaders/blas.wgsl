@@ -1,0 +1,58 @@
+// blas.wgsl: vector and bias operations, one thread per output element.
+//   fill:      x = value
+//   scale:     x *= alpha
+//   axpy:      y += alpha * x
+//   add_bias:  y[r, j] += bias[j]           y (rows, cols)
+//   bias_grad: db[j] += sum_r dy[r, j]      one thread per column, rows summed in order (the
+//                                           column sum is deterministic, like the CPU twin's)
+
+struct Params {
+    n: u32,     // elements (fill, scale, axpy, add_bias) or columns (bias_grad)
+    cols: u32,  // add_bias and bias_grad
+    rows: u32,  // bias_grad
+    alpha: f32, // fill value, scale, axpy
+}
+// must match src/gpu/kernels.rs::BlasParams
+
+@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(1) var<storage, read_write> y: array<f32>;
+@group(0) @binding(2) var<storage, read> x: array<f32>;
+
+@compute @workgroup_size(256)
+fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if i >= p.n { return; }
+    y[i] = p.alpha;
+}
+
+@compute @workgroup_size(256)
+fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if i >= p.n { return; }
+    y[i] *= p.alpha;
+}
+
+@compute @workgroup_size(256)
+fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if i >= p.n { return; }
+    y[i] += p.alpha * x[i];
+}
+
+@compute @workgroup_size(256)
+fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let i = linear_id(gid, nwg);
+    if i >= p.n { return; }
+    y[i] += x[i % p.cols];
+}
+
+@compute @workgroup_size(256)
+fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let j = linear_id(gid, nwg);
+    if j >= p.cols { return; }
+    var s = 0.0;
+    for (var r = 0u; r < p.rows; r++) {
+        s += x[r * p.cols + j];
+    }
+    y[j] += s;
+}

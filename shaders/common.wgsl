@@ -1,0 +1,27 @@
+// common.wgsl: helpers prepended to every kernel file (see src/gpu/shaders.rs).
+//
+// One-dimensional kernels run 256 threads a workgroup. Past 65535 workgroups the launcher
+// spreads the grid over y (src/gpu/program.rs::groups_1d); `linear_id` folds it back.
+
+const WG: u32 = 256u;
+
+fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    return gid.x + gid.y * nwg.x * WG;
+}
+
+// WGSL has no isnan/isinf, and compilers may fold `x != x` away: test the exponent bits.
+fn is_finite_f32(x: f32) -> bool {
+    return (bitcast<u32>(x) & 0x7f800000u) != 0x7f800000u;
+}
+
+fn sigmoid(x: f32) -> f32 {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+// tanh through exp of a non-positive argument: never overflows, exact at the ends.
+// (Some drivers' builtin tanh returns NaN for |x| > ~44.)
+fn tanh_stable(x: f32) -> f32 {
+    let e = exp(-2.0 * abs(x));
+    let t = (1.0 - e) / (1.0 + e);
+    return select(-t, t, x >= 0.0);
+}

@@ -1,0 +1,353 @@
+//! CPU twins of the GPU kernels: same names, same argument order, plain loops. They are the
+//! oracle of the kernel tests and of `rnn-gpu verify`, and building blocks of the CPU device.
+
+use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
+use crate::real::Real;
+use crate::rng::hash_uniform;
+use crate::train::optim::{Adagrad, Adam, Sgd};
+
+/// `c = op(a)·op(b)` (or `+=`).
+pub fn matmul<T: Real>(c: &mut [T], a: &[T], b: &[T], p: Matmul) {
+    let Matmul {
+        m,
+        n,
+        k,
+        trans_a,
+        trans_b,
+        accumulate,
+    } = p;
+    assert_eq!(c.len(), m * n, "matmul: C");
+    assert_eq!(a.len(), m * k, "matmul: A");
+    assert_eq!(b.len(), k * n, "matmul: B");
+    if !accumulate {
+        c.fill(T::ZERO);
+    }
+    // i-k-j order: the inner loop walks rows of B and C contiguously when B is not transposed.
+    for i in 0..m {
+        let crow = &mut c[i * n..(i + 1) * n];
+        for kk in 0..k {
+            let aik = if trans_a {
+                a[kk * m + i]
+            } else {
+                a[i * k + kk]
+            };
+            if trans_b {
+                for (j, cj) in crow.iter_mut().enumerate() {
+                    *cj += aik * b[j * k + kk];
+                }
+            } else {
+                let brow = &b[kk * n..(kk + 1) * n];
+                for (cj, &bj) in crow.iter_mut().zip(brow) {
+                    *cj += aik * bj;
+                }
+            }
+        }
+    }
+}
+
+pub fn tanh_forward<T: Real>(y: &mut [T], x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = x.tanh();
+    }
+}
+
+pub fn tanh_backward<T: Real>(dx: &mut [T], y: &[T], dy: &[T]) {
+    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+        *dx += dy * (T::ONE - y * y);
+    }
+}
+
+pub fn sigmoid_forward<T: Real>(y: &mut [T], x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = x.sigmoid();
+    }
+}
+
+pub fn sigmoid_backward<T: Real>(dx: &mut [T], y: &[T], dy: &[T]) {
+    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+        *dx += dy * y * (T::ONE - y);
+    }
+}
+
+pub fn relu_forward<T: Real>(y: &mut [T], x: &[T]) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y = x.max(T::ZERO);
+    }
+}
+
+pub fn relu_backward<T: Real>(dx: &mut [T], y: &[T], dy: &[T]) {
+    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
+        if y > T::ZERO {
+            *dx += dy;
+        }
+    }
+}
+
+pub fn fill<T: Real>(x: &mut [T], value: T) {
+    x.fill(value);
+}
+
+pub fn scale<T: Real>(x: &mut [T], alpha: T) {
+    for v in x {
+        *v *= alpha;
+    }
+}
+
+pub fn axpy<T: Real>(y: &mut [T], x: &[T], alpha: T) {
+    for (y, &x) in y.iter_mut().zip(x) {
+        *y += alpha * x;
+    }
+}
+
+pub fn add_bias<T: Real>(y: &mut [T], bias: &[T], rows: usize, cols: usize) {
+    for r in 0..rows {
+        for j in 0..cols {
+            y[r * cols + j] += bias[j];
+        }
+    }
+}
+
+pub fn bias_grad<T: Real>(db: &mut [T], dy: &[T], rows: usize, cols: usize) {
+    for (j, db) in db.iter_mut().enumerate().take(cols) {
+        let mut s = T::ZERO;
+        for r in 0..rows {
+            s += dy[r * cols + j];
+        }
+        *db += s;
+    }
+}
+
+/// `out[index] (+)= sum(x)` or the sum of squares. (The GPU's scratch buffer has no twin.)
+pub fn reduce<T: Real>(out: &mut [T], x: &[T], p: Reduce) {
+    let s: T = if p.square {
+        x.iter().map(|&v| v * v).sum()
+    } else {
+        x.iter().copied().sum()
+    };
+    if p.accumulate {
+        out[p.index] += s;
+    } else {
+        out[p.index] = s;
+    }
+}
+
+fn row_max<T: Real>(row: &[T]) -> T {
+    row.iter().copied().fold(row[0], |m, v| m.max(v))
+}
+
+pub fn softmax_rows<T: Real>(y: &mut [T], x: &[T], rows: usize, cols: usize) {
+    for r in 0..rows {
+        let row = &x[r * cols..(r + 1) * cols];
+        let m = row_max(row);
+        let s: T = row.iter().map(|&v| (v - m).exp()).sum();
+        for j in 0..cols {
+            y[r * cols + j] = (row[j] - m).exp() / s;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent<T: Real>(
+    loss: &mut [T],
+    dx: &mut [T],
+    logits: &[T],
+    targets: &[u32],
+    weights: &[T],
+    rows: usize,
+    cols: usize,
+) {
+    for r in 0..rows {
+        let w = weights[r];
+        let row = &logits[r * cols..(r + 1) * cols];
+        let drow = &mut dx[r * cols..(r + 1) * cols];
+        if w == T::ZERO {
+            loss[r] = T::ZERO;
+            drow.fill(T::ZERO);
+            continue;
+        }
+        let t = targets[r] as usize;
+        let m = row_max(row);
+        let s: T = row.iter().map(|&v| (v - m).exp()).sum();
+        loss[r] = w * (m + s.ln() - row[t]);
+        for j in 0..cols {
+            let p = (row[j] - m).exp() / s;
+            drow[j] = w * (p - if j == t { T::ONE } else { T::ZERO });
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn mse<T: Real>(
+    loss: &mut [T],
+    dx: &mut [T],
+    pred: &[T],
+    target: &[T],
+    weights: &[T],
+    rows: usize,
+    cols: usize,
+) {
+    let two = T::from_f64(2.0);
+    for r in 0..rows {
+        let w = weights[r];
+        let mut s = T::ZERO;
+        for j in 0..cols {
+            let i = r * cols + j;
+            let d = pred[i] - target[i];
+            s += d * d;
+            dx[i] = two * w * d;
+        }
+        loss[r] = w * s;
+    }
+}
+
+pub fn finalize_step<T: Real>(state: &mut [T], max_norm: T) {
+    use step_state::*;
+    let sumsq = state[GRAD_SUMSQ];
+    let norm = sumsq.sqrt();
+    let ok = state[LOSS].is_finite() && sumsq.is_finite();
+    state[GRAD_NORM] = norm;
+    state[CLIP_SCALE] = if max_norm > T::ZERO && norm > max_norm {
+        max_norm / (norm + T::from_f64(1e-6))
+    } else {
+        T::ONE
+    };
+    if ok {
+        state[OK] = T::ONE;
+        state[STEP] += T::ONE;
+    } else {
+        state[OK] = T::ZERO;
+        state[SKIPPED] += T::ONE;
+    }
+}
+
+pub fn clip_by_norm<T: Real>(grad: &mut [T], state: &[T]) {
+    scale(grad, state[step_state::CLIP_SCALE]);
+}
+
+pub fn clip_by_value<T: Real>(grad: &mut [T], lo: T, hi: T) {
+    for g in grad {
+        *g = g.max(lo).min(hi);
+    }
+}
+
+fn step_ok<T: Real>(state: &[T]) -> bool {
+    state[step_state::OK] != T::ZERO
+}
+
+pub fn sgd<T: Real>(param: &mut [T], grad: &[T], momentum: Option<&mut [T]>, state: &[T], o: Sgd) {
+    if !step_ok(state) {
+        return;
+    }
+    let lr = T::from_f32(o.lr);
+    let wd = T::from_f32(o.weight_decay);
+    let mu = T::from_f32(o.momentum);
+    match momentum {
+        Some(buf) if o.momentum != 0.0 => {
+            for i in 0..param.len() {
+                let g = grad[i] + wd * param[i];
+                buf[i] = mu * buf[i] + g;
+                let step = if o.nesterov { g + mu * buf[i] } else { buf[i] };
+                param[i] -= lr * step;
+            }
+        }
+        _ => {
+            for i in 0..param.len() {
+                let g = grad[i] + wd * param[i];
+                param[i] -= lr * g;
+            }
+        }
+    }
+}
+
+pub fn adagrad<T: Real>(param: &mut [T], grad: &[T], sum: &mut [T], state: &[T], o: Adagrad) {
+    if !step_ok(state) {
+        return;
+    }
+    let lr = T::from_f32(o.lr);
+    let wd = T::from_f32(o.weight_decay);
+    let eps = T::from_f32(o.eps);
+    for i in 0..param.len() {
+        let g = grad[i] + wd * param[i];
+        sum[i] += g * g;
+        param[i] -= lr * g / (sum[i].sqrt() + eps);
+    }
+}
+
+pub fn adam<T: Real>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], state: &[T], o: Adam) {
+    if !step_ok(state) {
+        return;
+    }
+    let t = state[step_state::STEP].to_f64() as i32;
+    let (b1, b2) = (T::from_f32(o.beta1), T::from_f32(o.beta2));
+    let lr = T::from_f32(o.lr);
+    let wd = T::from_f32(o.weight_decay);
+    let eps = T::from_f32(o.eps);
+    let bc1 = T::ONE - b1.powi(t);
+    let bc2 = T::ONE - b2.powi(t);
+    for i in 0..param.len() {
+        let g = grad[i] + wd * param[i];
+        m[i] = b1 * m[i] + (T::ONE - b1) * g;
+        v[i] = b2 * v[i] + (T::ONE - b2) * g * g;
+        param[i] -= (lr / bc1) * m[i] / (v[i].sqrt() / bc2.sqrt() + eps);
+    }
+}
+
+pub fn gather<T: Real>(out: &mut [T], table: &[T], idx: &[u32], p: Gather) {
+    for i in 0..p.n {
+        for j in 0..p.width {
+            out[i * p.width + j] = table[idx[i] as usize * p.idx_stride + j * p.col_stride];
+        }
+    }
+}
+
+pub fn scatter_add<T: Real>(dtable: &mut [T], dout: &[T], starts: &[u32], rows: &[u32], p: Gather) {
+    for v in 0..p.n {
+        for j in 0..p.width {
+            let mut s = T::ZERO;
+            for &r in &rows[starts[v] as usize..starts[v + 1] as usize] {
+                s += dout[r as usize * p.width + j];
+            }
+            dtable[v * p.idx_stride + j * p.col_stride] += s;
+        }
+    }
+}
+
+/// Lists, for each of `vocab` table rows, the positions of `idx` that read it (the `starts` and
+/// `rows` of `scatter_add`). Ids must be below `vocab`.
+pub fn index_lists(idx: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut counts = vec![0u32; vocab + 1];
+    for &v in idx {
+        counts[v as usize + 1] += 1;
+    }
+    for v in 0..vocab {
+        counts[v + 1] += counts[v];
+    }
+    let starts = counts.clone();
+    let mut next = counts;
+    let mut rows = vec![0u32; idx.len()];
+    for (r, &v) in idx.iter().enumerate() {
+        rows[next[v as usize] as usize] = r as u32;
+        next[v as usize] += 1;
+    }
+    (starts, rows)
+}
+
+fn keep_scale(seed: u32, p: Dropout, i: usize) -> f32 {
+    if hash_uniform(seed ^ p.salt, i as u32) >= p.prob {
+        1.0 / (1.0 - p.prob)
+    } else {
+        0.0
+    }
+}
+
+pub fn dropout_forward<T: Real>(out: &mut [T], x: &[T], seeds: &[u32], p: Dropout) {
+    for i in 0..out.len() {
+        out[i] = x[i] * T::from_f32(keep_scale(seeds[0], p, i));
+    }
+}
+
+pub fn dropout_backward<T: Real>(dx: &mut [T], dy: &[T], seeds: &[u32], p: Dropout) {
+    for i in 0..dx.len() {
+        dx[i] += dy[i] * T::from_f32(keep_scale(seeds[0], p, i));
+    }
+}

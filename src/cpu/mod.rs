@@ -1,0 +1,4 @@
+//! The CPU reference: plain loops written from the equations. The oracle of every GPU test and
+//! the fallback device.
+
+pub mod kernels;

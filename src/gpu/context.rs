@@ -1,0 +1,396 @@
+//! The GPU context: adapter choice, the device and its limits, compiled pipelines, error capture
+//! and the counters that show the execution model at work.
+//!
+//! wgpu reports validation errors to a callback that panics by default; the context installs its
+//! own, collects them, and turns them into `Err` at the next check, so that no input a caller can
+//! pass brings the process down.
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+
+use crate::error::{Error, Result};
+
+/// Environment variable that picks an adapter by a part of its name or by backend
+/// (`vulkan`, `metal`, `dx12`), for example `RNN_GPU_ADAPTER=llvmpipe`.
+pub const ADAPTER_ENV: &str = "RNN_GPU_ADAPTER";
+/// Environment variable that forces a matmul variant (`register` or `shared`) on any adapter.
+pub const MATMUL_ENV: &str = "RNN_GPU_MATMUL";
+
+/// How a matmul is tiled. Every variant passes the same tests; the context picks one per adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum MatmulVariant {
+    /// Each thread keeps a 4x4 block of C in registers and reads A and B straight from memory; no
+    /// workgroup barriers. Software rasterizers (lavapipe) run this one far faster.
+    Register,
+    /// 64x64 tiles of C staged through workgroup memory; what real GPUs want.
+    Shared,
+}
+
+impl MatmulVariant {
+    pub const ALL: [MatmulVariant; 2] = [MatmulVariant::Register, MatmulVariant::Shared];
+
+    pub fn name(self) -> &'static str {
+        match self {
+            MatmulVariant::Register => "register",
+            MatmulVariant::Shared => "shared",
+        }
+    }
+}
+
+/// What the engine does per training step on the GPU, counted. `bench --verbose` prints the
+/// difference of two snapshots.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct Counters {
+    pub submits: u64,
+    pub dispatches: u64,
+    pub host_waits: u64,
+    pub bytes_allocated: u64,
+    pub buffers_allocated: u64,
+}
+
+impl std::ops::Sub for Counters {
+    type Output = Counters;
+    fn sub(self, o: Counters) -> Counters {
+        Counters {
+            submits: self.submits - o.submits,
+            dispatches: self.dispatches - o.dispatches,
+            host_waits: self.host_waits - o.host_waits,
+            bytes_allocated: self.bytes_allocated - o.bytes_allocated,
+            buffers_allocated: self.buffers_allocated - o.buffers_allocated,
+        }
+    }
+}
+
+#[derive(Default)]
+pub(crate) struct AtomicCounters {
+    pub submits: AtomicU64,
+    pub dispatches: AtomicU64,
+    pub host_waits: AtomicU64,
+    pub bytes_allocated: AtomicU64,
+    pub buffers_allocated: AtomicU64,
+}
+
+/// A compiled compute pipeline and the layout of its bind group 0.
+pub(crate) struct Pipeline {
+    pub pipeline: wgpu::ComputePipeline,
+    pub layout: wgpu::BindGroupLayout,
+    pub name: &'static str,
+}
+
+type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
+
+pub struct GpuContext {
+    pub(crate) device: wgpu::Device,
+    pub(crate) queue: wgpu::Queue,
+    info: wgpu::AdapterInfo,
+    limits: wgpu::Limits,
+    timestamps: bool,
+    matmul_variant: MatmulVariant,
+    modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
+    pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
+    errors: Arc<Mutex<Vec<String>>>,
+    lost: Arc<Mutex<Option<String>>>,
+    pub(crate) counters: AtomicCounters,
+}
+
+impl std::fmt::Debug for GpuContext {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("GpuContext")
+            .field("adapter", &self.info.name)
+            .field("backend", &self.info.backend)
+            .finish()
+    }
+}
+
+fn device_type_rank(t: wgpu::DeviceType) -> u8 {
+    match t {
+        wgpu::DeviceType::DiscreteGpu => 0,
+        wgpu::DeviceType::IntegratedGpu => 1,
+        wgpu::DeviceType::VirtualGpu => 2,
+        wgpu::DeviceType::Other => 3,
+        wgpu::DeviceType::Cpu => 4,
+    }
+}
+
+fn matches_selector(info: &wgpu::AdapterInfo, selector: &str) -> bool {
+    let s = selector.to_lowercase();
+    let backend = format!("{:?}", info.backend).to_lowercase();
+    info.name.to_lowercase().contains(&s) || backend == s || info.driver.to_lowercase().contains(&s)
+}
+
+/// Lists the adapters wgpu can see, best first (discrete, integrated, virtual, other, software).
+pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
+    let instance = new_instance();
+    let mut adapters: Vec<_> =
+        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+            .into_iter()
+            .map(|a| a.get_info())
+            .collect();
+    adapters.sort_by_key(|i| device_type_rank(i.device_type));
+    adapters
+}
+
+fn new_instance() -> wgpu::Instance {
+    let mut desc = wgpu::InstanceDescriptor::new_without_display_handle();
+    // Validation layers are for debugging wgpu itself; they slow every call. WGPU_* variables
+    // still switch them on.
+    desc.flags = wgpu::InstanceFlags::empty().with_env();
+    wgpu::Instance::new(desc)
+}
+
+impl GpuContext {
+    /// Opens the best adapter, or the one named by `RNN_GPU_ADAPTER` when it is set.
+    pub fn new() -> Result<Arc<Self>> {
+        let selector = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
+        Self::with_selector(selector.as_deref())
+    }
+
+    /// Opens the best adapter whose name, driver or backend matches `selector` (any adapter when
+    /// `None`).
+    pub fn with_selector(selector: Option<&str>) -> Result<Arc<Self>> {
+        let instance = new_instance();
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        if adapters.is_empty() {
+            return Err(Error::NoAdapter(
+                "wgpu found no adapter; on Debian or Ubuntu install the software Vulkan driver with \
+                 `apt-get install mesa-vulkan-drivers`, or use the CPU device"
+                    .into(),
+            ));
+        }
+        adapters.sort_by_key(|a| device_type_rank(a.get_info().device_type));
+        let adapter = match selector {
+            None => adapters.remove(0),
+            Some(sel) => {
+                let names: Vec<String> = adapters
+                    .iter()
+                    .map(|a| {
+                        let i = a.get_info();
+                        format!("{} ({:?})", i.name, i.backend)
+                    })
+                    .collect();
+                let pos = adapters
+                    .iter()
+                    .position(|a| matches_selector(&a.get_info(), sel))
+                    .ok_or_else(|| {
+                        Error::NoAdapter(format!(
+                            "{ADAPTER_ENV}={sel} matches none of the adapters: {}",
+                            names.join(", ")
+                        ))
+                    })?;
+                adapters.remove(pos)
+            }
+        };
+        Self::from_adapter(adapter)
+    }
+
+    fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<Self>> {
+        let info = adapter.get_info();
+        let limits = adapter.limits();
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let features = adapter.features() & wanted;
+        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+            label: Some("rnn-gpu"),
+            required_features: features,
+            required_limits: limits.clone(),
+            experimental_features: wgpu::ExperimentalFeatures::disabled(),
+            memory_hints: wgpu::MemoryHints::Performance,
+            trace: wgpu::Trace::Off,
+        }))
+        .map_err(|e| Error::NoAdapter(format!("{} refused a device: {e}", info.name)))?;
+
+        let errors = Arc::new(Mutex::new(Vec::new()));
+        let sink = errors.clone();
+        device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
+            if let Ok(mut v) = sink.lock() {
+                v.push(e.to_string());
+            }
+        }));
+        let lost = Arc::new(Mutex::new(None));
+        let lost_sink = lost.clone();
+        device.set_device_lost_callback(move |reason, message| {
+            if let Ok(mut l) = lost_sink.lock() {
+                *l = Some(format!("{reason:?}: {message}"));
+            }
+        });
+
+        let matmul_variant = match std::env::var(MATMUL_ENV).ok().as_deref() {
+            Some("register") => MatmulVariant::Register,
+            Some("shared") => MatmulVariant::Shared,
+            _ if info.device_type == wgpu::DeviceType::Cpu => MatmulVariant::Register,
+            _ => MatmulVariant::Shared,
+        };
+
+        Ok(Arc::new(GpuContext {
+            device,
+            queue,
+            info,
+            limits,
+            timestamps: features.contains(wanted),
+            matmul_variant,
+            modules: Mutex::new(HashMap::new()),
+            pipelines: Mutex::new(HashMap::new()),
+            errors,
+            lost,
+            counters: AtomicCounters::default(),
+        }))
+    }
+
+    pub fn adapter_info(&self) -> &wgpu::AdapterInfo {
+        &self.info
+    }
+
+    pub fn limits(&self) -> &wgpu::Limits {
+        &self.limits
+    }
+
+    /// Whether the adapter can time kernels with timestamp queries.
+    pub fn has_timestamps(&self) -> bool {
+        self.timestamps
+    }
+
+    pub fn matmul_variant(&self) -> MatmulVariant {
+        self.matmul_variant
+    }
+
+    pub fn is_software(&self) -> bool {
+        self.info.device_type == wgpu::DeviceType::Cpu
+    }
+
+    /// A one-line description: name, backend, device type.
+    pub fn describe(&self) -> String {
+        format!(
+            "{} ({:?}, {:?}, driver {} {})",
+            self.info.name,
+            self.info.backend,
+            self.info.device_type,
+            self.info.driver,
+            self.info.driver_info
+        )
+    }
+
+    pub fn counters(&self) -> Counters {
+        let c = &self.counters;
+        Counters {
+            submits: c.submits.load(Ordering::Relaxed),
+            dispatches: c.dispatches.load(Ordering::Relaxed),
+            host_waits: c.host_waits.load(Ordering::Relaxed),
+            bytes_allocated: c.bytes_allocated.load(Ordering::Relaxed),
+            buffers_allocated: c.buffers_allocated.load(Ordering::Relaxed),
+        }
+    }
+
+    /// Turns errors that wgpu reported since the last check into an `Err`.
+    pub(crate) fn check(&self, op: &str) -> Result<()> {
+        if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
+            return Err(Error::DeviceLost(reason));
+        }
+        let mut errors = self.errors.lock().map_err(|_| Error::Gpu {
+            op: op.to_string(),
+            message: "error log poisoned".into(),
+        })?;
+        if errors.is_empty() {
+            return Ok(());
+        }
+        let message = errors.join("; ");
+        errors.clear();
+        Err(Error::Gpu {
+            op: op.to_string(),
+            message,
+        })
+    }
+
+    /// The pipeline for `entry` in `shader` (a file under shaders/), specialised by the override
+    /// constants given; compiled once and cached. WGSL errors come back as `Err`.
+    pub(crate) fn pipeline(
+        &self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, u64)],
+    ) -> Result<Arc<Pipeline>> {
+        let key = (shader, entry, constants.to_vec());
+        if let Some(p) = self.pipelines.lock().expect("pipeline cache").get(&key) {
+            return Ok(p.clone());
+        }
+        let source = crate::gpu::shaders::source(shader).ok_or_else(|| Error::Gpu {
+            op: format!("{shader}::{entry}"),
+            message: format!("no shader file named {shader}"),
+        })?;
+        let op = format!("compiling shaders/{shader}.wgsl::{entry}");
+        let module = {
+            let mut modules = self.modules.lock().expect("module cache");
+            match modules.get(shader) {
+                Some(m) => m.clone(),
+                None => {
+                    let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+                    let m = self
+                        .device
+                        .create_shader_module(wgpu::ShaderModuleDescriptor {
+                            label: Some(shader),
+                            source: wgpu::ShaderSource::Wgsl(source.into()),
+                        });
+                    if let Some(e) = pollster::block_on(scope.pop()) {
+                        return Err(Error::Gpu {
+                            op,
+                            message: e.to_string(),
+                        });
+                    }
+                    modules.insert(shader, m.clone());
+                    m
+                }
+            }
+        };
+        let float_constants: Vec<(&str, f64)> =
+            constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let pipeline = self
+            .device
+            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                label: Some(entry),
+                layout: None,
+                module: &module,
+                entry_point: Some(entry),
+                compilation_options: wgpu::PipelineCompilationOptions {
+                    constants: &float_constants,
+                    zero_initialize_workgroup_memory: false,
+                },
+                cache: None,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                op,
+                message: e.to_string(),
+            });
+        }
+        let layout = pipeline.get_bind_group_layout(0);
+        let p = Arc::new(Pipeline {
+            pipeline,
+            layout,
+            name: entry,
+        });
+        self.pipelines
+            .lock()
+            .expect("pipeline cache")
+            .insert(key, p.clone());
+        Ok(p)
+    }
+
+    /// Blocks until the queue is idle; counted as a host wait.
+    pub(crate) fn wait(&self, op: &str) -> Result<()> {
+        self.counters.host_waits.fetch_add(1, Ordering::Relaxed);
+        self.device
+            .poll(wgpu::PollType::wait_indefinitely())
+            .map_err(|e| Error::Gpu {
+                op: op.to_string(),
+                message: e.to_string(),
+            })?;
+        self.check(op)
+    }
+
+    pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) {
+        self.counters.submits.fetch_add(1, Ordering::Relaxed);
+        self.queue.submit(Some(encoder.finish()));
+    }
+}

@@ -1,0 +1,782 @@
+//! Launchers: one per WGSL entry point, named like it, arguments in the kernel's order (outputs,
+//! then inputs, then a descriptor). Each checks its shapes, then appends a dispatch to a
+//! `Program`. The CPU twin of each lives in `cpu::kernels` under the same name.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::context::MatmulVariant;
+use super::program::{Program, groups_1d};
+use super::tensor::GpuTensor;
+use crate::error::{Error, Result};
+use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
+use crate::train::optim::{Adagrad, Adam, Sgd};
+
+const WG: usize = 256;
+
+fn need(op: &'static str, what: &str, t: &GpuTensor, n: usize) -> Result<()> {
+    if t.len() != n {
+        return Err(Error::shape(op, what, t.shape(), &[n]));
+    }
+    Ok(())
+}
+
+fn nonzero(op: &'static str, what: &str, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::range(op, what, 0, "at least 1"));
+    }
+    Ok(())
+}
+
+fn to_u32(op: &'static str, what: &str, n: usize) -> Result<u32> {
+    u32::try_from(n).map_err(|_| Error::range(op, what, n, "at most 4294967295"))
+}
+
+// ---------------------------------------------------------------------------------------------
+// matmul.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct MatmulParams {
+    // must match shaders/matmul.wgsl::MatmulParams
+    m: u32,
+    n: u32,
+    k: u32,
+    accumulate: u32,
+}
+
+/// `c = op(a)·op(b)` (or `+=`), with the adapter's matmul variant.
+pub fn matmul(
+    prog: &mut Program,
+    c: &GpuTensor,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    p: Matmul,
+) -> Result<()> {
+    let variant = prog.ctx().matmul_variant();
+    matmul_variant(prog, c, a, b, p, variant)
+}
+
+/// `matmul` with an explicit variant (tests and benchmarks run every variant).
+pub fn matmul_variant(
+    prog: &mut Program,
+    c: &GpuTensor, // (m, n)
+    a: &GpuTensor, // (m, k) or (k, m)
+    b: &GpuTensor, // (k, n) or (n, k)
+    p: Matmul,
+    variant: MatmulVariant,
+) -> Result<()> {
+    const OP: &str = "matmul";
+    nonzero(OP, "m", p.m)?;
+    nonzero(OP, "n", p.n)?;
+    nonzero(OP, "k", p.k)?;
+    let a_shape = if p.trans_a { [p.k, p.m] } else { [p.m, p.k] };
+    let b_shape = if p.trans_b { [p.n, p.k] } else { [p.k, p.n] };
+    if a.len() != p.m * p.k {
+        return Err(Error::shape(OP, "A", a.shape(), &a_shape));
+    }
+    if b.len() != p.k * p.n {
+        return Err(Error::shape(OP, "B", b.shape(), &b_shape));
+    }
+    if c.len() != p.m * p.n {
+        return Err(Error::shape(OP, "C", c.shape(), &[p.m, p.n]));
+    }
+    let params = MatmulParams {
+        m: to_u32(OP, "m", p.m)?,
+        n: to_u32(OP, "n", p.n)?,
+        k: to_u32(OP, "k", p.k)?,
+        accumulate: p.accumulate as u32,
+    };
+    let entry = match variant {
+        MatmulVariant::Register => "matmul_register",
+        MatmulVariant::Shared => "matmul_shared",
+    };
+    let max = prog.ctx().limits().max_compute_workgroups_per_dimension as usize;
+    let groups = [p.n.div_ceil(64), p.m.div_ceil(64)];
+    if groups[0] > max || groups[1] > max {
+        return Err(Error::range(
+            OP,
+            "workgroups",
+            format!("{groups:?}"),
+            format!("at most {max} per dimension"),
+        ));
+    }
+    prog.dispatch(
+        "matmul",
+        entry,
+        &[("TRANS_A", p.trans_a as u64), ("TRANS_B", p.trans_b as u64)],
+        &[(1, c), (2, a), (3, b)],
+        &params,
+        [groups[0] as u32, groups[1] as u32, 1],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// activation.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ElementwiseParams {
+    // must match shaders/activation.wgsl::Params
+    n: u32,
+    _pad: [u32; 3],
+}
+
+fn activation(
+    prog: &mut Program,
+    entry: &'static str,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    dy: Option<&GpuTensor>,
+) -> Result<()> {
+    let n = out.len();
+    need(entry, "input", x, n)?;
+    let mut args = vec![(1, out), (2, x)];
+    if let Some(dy) = dy {
+        need(entry, "dy", dy, n)?;
+        args.push((3, dy));
+    }
+    let params = ElementwiseParams {
+        n: to_u32(entry, "n", n)?,
+        _pad: [0; 3],
+    };
+    let groups = groups_1d(prog.ctx(), n, WG);
+    prog.dispatch("activation", entry, &[], &args, &params, groups)
+}
+
+/// `y = tanh(x)`
+pub fn tanh_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Result<()> {
+    activation(prog, "tanh_forward", y, x, None)
+}
+/// `dx += dy * (1 - y^2)`
+pub fn tanh_backward(
+    prog: &mut Program,
+    dx: &GpuTensor,
+    y: &GpuTensor,
+    dy: &GpuTensor,
+) -> Result<()> {
+    activation(prog, "tanh_backward", dx, y, Some(dy))
+}
+/// `y = 1 / (1 + exp(-x))`
+pub fn sigmoid_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Result<()> {
+    activation(prog, "sigmoid_forward", y, x, None)
+}
+/// `dx += dy * y * (1 - y)`
+pub fn sigmoid_backward(
+    prog: &mut Program,
+    dx: &GpuTensor,
+    y: &GpuTensor,
+    dy: &GpuTensor,
+) -> Result<()> {
+    activation(prog, "sigmoid_backward", dx, y, Some(dy))
+}
+/// `y = max(x, 0)`
+pub fn relu_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Result<()> {
+    activation(prog, "relu_forward", y, x, None)
+}
+/// `dx += dy * (y > 0)`
+pub fn relu_backward(
+    prog: &mut Program,
+    dx: &GpuTensor,
+    y: &GpuTensor,
+    dy: &GpuTensor,
+) -> Result<()> {
+    activation(prog, "relu_backward", dx, y, Some(dy))
+}
+
+// ---------------------------------------------------------------------------------------------
+// blas.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct BlasParams {
+    // must match shaders/blas.wgsl::Params
+    n: u32,
+    cols: u32,
+    rows: u32,
+    alpha: f32,
+}
+
+fn blas(
+    prog: &mut Program,
+    entry: &'static str,
+    y: &GpuTensor,
+    x: Option<&GpuTensor>,
+    params: BlasParams,
+    threads: usize,
+) -> Result<()> {
+    let mut args = vec![(1, y)];
+    if let Some(x) = x {
+        args.push((2, x));
+    }
+    let groups = groups_1d(prog.ctx(), threads, WG);
+    prog.dispatch("blas", entry, &[], &args, &params, groups)
+}
+
+/// `x = value`
+pub fn fill(prog: &mut Program, x: &GpuTensor, value: f32) -> Result<()> {
+    let n = x.len();
+    let p = BlasParams {
+        n: to_u32("fill", "n", n)?,
+        cols: 1,
+        rows: 1,
+        alpha: value,
+    };
+    blas(prog, "fill", x, None, p, n)
+}
+
+/// `x *= alpha`
+pub fn scale(prog: &mut Program, x: &GpuTensor, alpha: f32) -> Result<()> {
+    let n = x.len();
+    let p = BlasParams {
+        n: to_u32("scale", "n", n)?,
+        cols: 1,
+        rows: 1,
+        alpha,
+    };
+    blas(prog, "scale", x, None, p, n)
+}
+
+/// `y += alpha * x`
+pub fn axpy(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, alpha: f32) -> Result<()> {
+    let n = y.len();
+    need("axpy", "x", x, n)?;
+    let p = BlasParams {
+        n: to_u32("axpy", "n", n)?,
+        cols: 1,
+        rows: 1,
+        alpha,
+    };
+    blas(prog, "axpy", y, Some(x), p, n)
+}
+
+/// `y[r, j] += bias[j]` for y `(rows, cols)`.
+pub fn add_bias(
+    prog: &mut Program,
+    y: &GpuTensor,
+    bias: &GpuTensor,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    nonzero("add_bias", "cols", cols)?;
+    need("add_bias", "y", y, rows * cols)?;
+    need("add_bias", "bias", bias, cols)?;
+    let n = rows * cols;
+    let p = BlasParams {
+        n: to_u32("add_bias", "n", n)?,
+        cols: cols as u32,
+        rows: rows as u32,
+        alpha: 0.0,
+    };
+    blas(prog, "add_bias", y, Some(bias), p, n)
+}
+
+/// `db[j] += sum_r dy[r, j]` for dy `(rows, cols)`.
+pub fn bias_grad(
+    prog: &mut Program,
+    db: &GpuTensor,
+    dy: &GpuTensor,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    need("bias_grad", "db", db, cols)?;
+    need("bias_grad", "dy", dy, rows * cols)?;
+    let p = BlasParams {
+        n: to_u32("bias_grad", "cols", cols)?,
+        cols: cols as u32,
+        rows: to_u32("bias_grad", "rows", rows)?,
+        alpha: 0.0,
+    };
+    blas(prog, "bias_grad", db, Some(dy), p, cols)
+}
+
+// ---------------------------------------------------------------------------------------------
+// reduce.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReduceParams {
+    // must match shaders/reduce.wgsl::Params
+    n: u32,
+    parts: u32,
+    index: u32,
+    accumulate: u32,
+}
+
+/// Partial sums the first pass leaves for the second.
+pub const REDUCE_PARTS: usize = 1024;
+
+/// `out[index] (+)= sum(x)` (or the sum of squares), in two passes through `scratch`
+/// (`REDUCE_PARTS` elements).
+pub fn reduce(
+    prog: &mut Program,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    scratch: &GpuTensor,
+    p: Reduce,
+) -> Result<()> {
+    const OP: &str = "reduce";
+    need(OP, "scratch", scratch, REDUCE_PARTS)?;
+    if p.index >= out.len() {
+        return Err(Error::range(
+            OP,
+            "index",
+            p.index,
+            format!("below {}", out.len()),
+        ));
+    }
+    let n = to_u32(OP, "n", x.len())?;
+    let first = ReduceParams {
+        n,
+        parts: REDUCE_PARTS as u32,
+        index: 0,
+        accumulate: 0,
+    };
+    prog.dispatch(
+        "reduce",
+        "reduce_partial",
+        &[("SQUARE", p.square as u64)],
+        &[(1, scratch), (2, x)],
+        &first,
+        [(REDUCE_PARTS / WG) as u32, 1, 1],
+    )?;
+    let second = ReduceParams {
+        n: REDUCE_PARTS as u32,
+        parts: REDUCE_PARTS as u32,
+        index: p.index as u32,
+        accumulate: p.accumulate as u32,
+    };
+    prog.dispatch(
+        "reduce",
+        "reduce_final",
+        &[],
+        &[(1, out), (2, scratch)],
+        &second,
+        [1, 1, 1],
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// loss.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct RowParams {
+    // must match shaders/loss.wgsl::Params
+    rows: u32,
+    cols: u32,
+    _pad: [u32; 2],
+}
+
+fn row_params(op: &'static str, rows: usize, cols: usize) -> Result<RowParams> {
+    nonzero(op, "rows", rows)?;
+    nonzero(op, "cols", cols)?;
+    Ok(RowParams {
+        rows: to_u32(op, "rows", rows)?,
+        cols: to_u32(op, "cols", cols)?,
+        _pad: [0; 2],
+    })
+}
+
+/// `y = softmax(x)` along each row of `(rows, cols)`.
+pub fn softmax_rows(
+    prog: &mut Program,
+    y: &GpuTensor,
+    x: &GpuTensor,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    let p = row_params("softmax_rows", rows, cols)?;
+    need("softmax_rows", "y", y, rows * cols)?;
+    need("softmax_rows", "x", x, rows * cols)?;
+    let groups = groups_1d(prog.ctx(), rows, WG);
+    prog.dispatch("loss", "softmax_rows", &[], &[(1, y), (3, x)], &p, groups)
+}
+
+/// Softmax cross-entropy per row: `loss[r] = w[r] * (lse(x[r]) - x[r, t[r]])`,
+/// `dx[r] = w[r] * (softmax(x[r]) - onehot(t[r]))`. Targets must be below `cols`.
+#[allow(clippy::too_many_arguments)]
+pub fn softmax_xent(
+    prog: &mut Program,
+    loss: &GpuTensor,    // (rows)
+    dx: &GpuTensor,      // (rows, cols)
+    logits: &GpuTensor,  // (rows, cols)
+    targets: &GpuTensor, // (rows) u32
+    weights: &GpuTensor, // (rows)
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    const OP: &str = "softmax_xent";
+    let p = row_params(OP, rows, cols)?;
+    need(OP, "loss", loss, rows)?;
+    need(OP, "dx", dx, rows * cols)?;
+    need(OP, "logits", logits, rows * cols)?;
+    need(OP, "targets", targets, rows)?;
+    need(OP, "weights", weights, rows)?;
+    let groups = groups_1d(prog.ctx(), rows, WG);
+    prog.dispatch(
+        "loss",
+        "softmax_xent",
+        &[],
+        &[(1, loss), (2, dx), (3, logits), (4, targets), (6, weights)],
+        &p,
+        groups,
+    )
+}
+
+/// Squared error per row: `loss[r] = w[r] * sum_j (x - t)^2`, `dx = 2 w (x - t)`.
+#[allow(clippy::too_many_arguments)]
+pub fn mse(
+    prog: &mut Program,
+    loss: &GpuTensor,    // (rows)
+    dx: &GpuTensor,      // (rows, cols)
+    pred: &GpuTensor,    // (rows, cols)
+    target: &GpuTensor,  // (rows, cols)
+    weights: &GpuTensor, // (rows)
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    const OP: &str = "mse";
+    let p = row_params(OP, rows, cols)?;
+    need(OP, "loss", loss, rows)?;
+    need(OP, "dx", dx, rows * cols)?;
+    need(OP, "pred", pred, rows * cols)?;
+    need(OP, "target", target, rows * cols)?;
+    need(OP, "weights", weights, rows)?;
+    let groups = groups_1d(prog.ctx(), rows, WG);
+    prog.dispatch(
+        "loss",
+        "mse",
+        &[],
+        &[(1, loss), (2, dx), (3, pred), (5, target), (6, weights)],
+        &p,
+        groups,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// optim.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable, Default)]
+struct OptimParams {
+    // must match shaders/optim.wgsl::Params
+    n: u32,
+    nesterov: u32,
+    lr: f32,
+    beta1: f32,
+    beta2: f32,
+    eps: f32,
+    weight_decay: f32,
+    max_norm: f32,
+    lo: f32,
+    hi: f32,
+    _pad: [u32; 2],
+}
+
+fn need_state(op: &'static str, state: &GpuTensor) -> Result<()> {
+    need(op, "step state", state, step_state::LEN)
+}
+
+/// Decides from the loss and gradient norm in `state` whether the step is finite, and sets the
+/// clipping scale for `max_norm` (0: no clipping).
+pub fn finalize_step(prog: &mut Program, state: &GpuTensor, max_norm: f32) -> Result<()> {
+    need_state("finalize_step", state)?;
+    let p = OptimParams {
+        max_norm,
+        ..Default::default()
+    };
+    prog.dispatch("optim", "finalize_step", &[], &[(1, state)], &p, [1, 1, 1])
+}
+
+/// `grad *= state[CLIP_SCALE]`
+pub fn clip_by_norm(prog: &mut Program, grad: &GpuTensor, state: &GpuTensor) -> Result<()> {
+    need_state("clip_by_norm", state)?;
+    let n = grad.len();
+    let p = OptimParams {
+        n: to_u32("clip_by_norm", "n", n)?,
+        ..Default::default()
+    };
+    let groups = groups_1d(prog.ctx(), n, WG);
+    prog.dispatch(
+        "optim",
+        "clip_by_norm",
+        &[],
+        &[(1, state), (2, grad)],
+        &p,
+        groups,
+    )
+}
+
+/// `grad = clamp(grad, lo, hi)`
+pub fn clip_by_value(prog: &mut Program, grad: &GpuTensor, lo: f32, hi: f32) -> Result<()> {
+    if !(lo <= hi) {
+        return Err(Error::invalid(
+            "clip_by_value",
+            format!("lo = {lo} must not exceed hi = {hi}"),
+        ));
+    }
+    let n = grad.len();
+    let p = OptimParams {
+        n: to_u32("clip_by_value", "n", n)?,
+        lo,
+        hi,
+        ..Default::default()
+    };
+    let groups = groups_1d(prog.ctx(), n, WG);
+    prog.dispatch("optim", "clip_by_value", &[], &[(2, grad)], &p, groups)
+}
+
+pub fn sgd(
+    prog: &mut Program,
+    param: &GpuTensor,
+    grad: &GpuTensor,
+    momentum: Option<&GpuTensor>,
+    state: &GpuTensor,
+    o: Sgd,
+) -> Result<()> {
+    const OP: &str = "sgd";
+    need_state(OP, state)?;
+    let n = param.len();
+    need(OP, "grad", grad, n)?;
+    let mut args = vec![(1, state), (2, grad), (3, param)];
+    let beta1 = match momentum {
+        Some(m) if o.momentum != 0.0 => {
+            need(OP, "momentum", m, n)?;
+            args.push((4, m));
+            o.momentum
+        }
+        None if o.momentum != 0.0 => {
+            return Err(Error::invalid(OP, "momentum > 0 needs a momentum buffer"));
+        }
+        _ => 0.0,
+    };
+    let p = OptimParams {
+        n: to_u32(OP, "n", n)?,
+        nesterov: o.nesterov as u32,
+        lr: o.lr,
+        beta1,
+        weight_decay: o.weight_decay,
+        ..Default::default()
+    };
+    let groups = groups_1d(prog.ctx(), n, WG);
+    let entry = if beta1 != 0.0 { "sgd_momentum" } else { "sgd" };
+    prog.dispatch("optim", entry, &[], &args, &p, groups)
+}
+
+pub fn adagrad(
+    prog: &mut Program,
+    param: &GpuTensor,
+    grad: &GpuTensor,
+    sum: &GpuTensor,
+    state: &GpuTensor,
+    o: Adagrad,
+) -> Result<()> {
+    const OP: &str = "adagrad";
+    need_state(OP, state)?;
+    let n = param.len();
+    need(OP, "grad", grad, n)?;
+    need(OP, "sum", sum, n)?;
+    let p = OptimParams {
+        n: to_u32(OP, "n", n)?,
+        lr: o.lr,
+        eps: o.eps,
+        weight_decay: o.weight_decay,
+        ..Default::default()
+    };
+    let groups = groups_1d(prog.ctx(), n, WG);
+    prog.dispatch(
+        "optim",
+        "adagrad",
+        &[],
+        &[(1, state), (2, grad), (3, param), (4, sum)],
+        &p,
+        groups,
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn adam(
+    prog: &mut Program,
+    param: &GpuTensor,
+    grad: &GpuTensor,
+    m: &GpuTensor,
+    v: &GpuTensor,
+    state: &GpuTensor,
+    o: Adam,
+) -> Result<()> {
+    const OP: &str = "adam";
+    need_state(OP, state)?;
+    let n = param.len();
+    need(OP, "grad", grad, n)?;
+    need(OP, "m", m, n)?;
+    need(OP, "v", v, n)?;
+    let p = OptimParams {
+        n: to_u32(OP, "n", n)?,
+        lr: o.lr,
+        beta1: o.beta1,
+        beta2: o.beta2,
+        eps: o.eps,
+        weight_decay: o.weight_decay,
+        ..Default::default()
+    };
+    let groups = groups_1d(prog.ctx(), n, WG);
+    prog.dispatch(
+        "optim",
+        "adam",
+        &[],
+        &[(1, state), (2, grad), (3, param), (4, m), (5, v)],
+        &p,
+        groups,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// gather.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GatherParams {
+    // must match shaders/gather.wgsl::Params
+    n: u32,
+    width: u32,
+    idx_stride: u32,
+    col_stride: u32,
+}
+
+fn gather_params(op: &'static str, p: Gather) -> Result<GatherParams> {
+    nonzero(op, "n", p.n)?;
+    nonzero(op, "width", p.width)?;
+    to_u32(op, "n * width", p.n * p.width)?;
+    Ok(GatherParams {
+        n: p.n as u32,
+        width: p.width as u32,
+        idx_stride: to_u32(op, "idx_stride", p.idx_stride)?,
+        col_stride: to_u32(op, "col_stride", p.col_stride)?,
+    })
+}
+
+/// `out[i, j] = table[idx[i] * idx_stride + j * col_stride]`. Indices must address inside
+/// `table` (the callers check token ids against the vocabulary on upload).
+pub fn gather(
+    prog: &mut Program,
+    out: &GpuTensor,
+    table: &GpuTensor,
+    idx: &GpuTensor,
+    p: Gather,
+) -> Result<()> {
+    let params = gather_params("gather", p)?;
+    need("gather", "out", out, p.n * p.width)?;
+    need("gather", "idx", idx, p.n)?;
+    let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
+    prog.dispatch(
+        "gather",
+        "gather",
+        &[],
+        &[(1, out), (2, table), (3, idx)],
+        &params,
+        groups,
+    )
+}
+
+/// The gradient of `gather`: `dtable[v * idx_stride + j * col_stride] += sum of dout[r, j]` over
+/// the rows r listed for v in `rows[starts[v]..starts[v + 1]]`; `p.n` is the number of table
+/// rows V.
+pub fn scatter_add(
+    prog: &mut Program,
+    dtable: &GpuTensor,
+    dout: &GpuTensor,   // (rows, width)
+    starts: &GpuTensor, // (V + 1) u32
+    rows: &GpuTensor,   // (rows) u32
+    p: Gather,
+) -> Result<()> {
+    let params = gather_params("scatter_add", p)?;
+    need("scatter_add", "starts", starts, p.n + 1)?;
+    if dout.len() != rows.len() * p.width {
+        return Err(Error::shape(
+            "scatter_add",
+            "dout",
+            dout.shape(),
+            &[rows.len(), p.width],
+        ));
+    }
+    let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
+    prog.dispatch(
+        "gather",
+        "scatter_add",
+        &[],
+        &[(1, dtable), (2, dout), (3, starts), (4, rows)],
+        &params,
+        groups,
+    )
+}
+
+// ---------------------------------------------------------------------------------------------
+// dropout.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DropoutParams {
+    // must match shaders/dropout.wgsl::Params
+    n: u32,
+    seed: u32,
+    prob: f32,
+    _pad: u32,
+}
+
+fn dropout(
+    prog: &mut Program,
+    entry: &'static str,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    seeds: &GpuTensor,
+    p: Dropout,
+) -> Result<()> {
+    if !(0.0..1.0).contains(&p.prob) {
+        return Err(Error::range(
+            entry,
+            "dropout probability",
+            p.prob,
+            "in [0, 1)",
+        ));
+    }
+    let n = out.len();
+    need(entry, "input", x, n)?;
+    need(entry, "seeds", seeds, 1)?;
+    let params = DropoutParams {
+        n: to_u32(entry, "n", n)?,
+        seed: p.salt,
+        prob: p.prob,
+        _pad: 0,
+    };
+    let groups = groups_1d(prog.ctx(), n, WG);
+    prog.dispatch(
+        "dropout",
+        entry,
+        &[],
+        &[(1, out), (2, x), (3, seeds)],
+        &params,
+        groups,
+    )
+}
+
+/// `out = keep ? x / (1 - p) : 0`, the mask drawn from (`seeds[0] ^ salt`, index).
+pub fn dropout_forward(
+    prog: &mut Program,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    seeds: &GpuTensor,
+    p: Dropout,
+) -> Result<()> {
+    dropout(prog, "dropout_forward", out, x, seeds, p)
+}
+
+/// `dx += keep ? dy / (1 - p) : 0`, the same mask as the forward pass.
+pub fn dropout_backward(
+    prog: &mut Program,
+    dx: &GpuTensor,
+    dy: &GpuTensor,
+    seeds: &GpuTensor,
+    p: Dropout,
+) -> Result<()> {
+    dropout(prog, "dropout_backward", dx, dy, seeds, p)
+}

@@ -1,0 +1,332 @@
+//! A program: a recorded list of kernel dispatches (with their bind groups and parameters built
+//! once), replayed into one command encoder and submitted once.
+//!
+//! A training step is built as a program the first time a batch shape is seen; every later step
+//! only uploads its batch and replays the program: no pipeline compilation, no bind group or
+//! buffer creation, one submit.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use bytemuck::Pod;
+
+use super::context::{GpuContext, Pipeline};
+use super::tensor::GpuTensor;
+use crate::error::{Error, Result};
+
+/// Bytes of each uniform chunk; parameter structs are packed into chunks at 256-byte slots.
+const UNIFORM_CHUNK: u64 = 64 * 1024;
+const UNIFORM_SLOT: u64 = 256;
+
+enum Command {
+    Dispatch {
+        pipeline: Arc<Pipeline>,
+        bind_group: wgpu::BindGroup,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: GpuTensor,
+        dst: GpuTensor,
+    },
+    Clear {
+        dst: GpuTensor,
+    },
+}
+
+pub struct Program {
+    ctx: Arc<GpuContext>,
+    commands: Vec<Command>,
+    uniform_chunks: Vec<wgpu::Buffer>,
+    uniform_used: u64,
+}
+
+/// Workgroups for `n` threads of workgroups of `wg`, spread over y past the per-dimension limit
+/// (shaders/common.wgsl::linear_id folds the grid back).
+pub fn groups_1d(ctx: &GpuContext, n: usize, wg: usize) -> [u32; 3] {
+    let groups = n.div_ceil(wg).max(1) as u64;
+    let max = ctx.limits().max_compute_workgroups_per_dimension.max(1) as u64;
+    if groups <= max {
+        [groups as u32, 1, 1]
+    } else {
+        [max as u32, groups.div_ceil(max) as u32, 1]
+    }
+}
+
+impl Program {
+    pub fn new(ctx: &Arc<GpuContext>) -> Program {
+        Program {
+            ctx: ctx.clone(),
+            commands: Vec::new(),
+            uniform_chunks: Vec::new(),
+            uniform_used: UNIFORM_CHUNK,
+        }
+    }
+
+    pub fn ctx(&self) -> &Arc<GpuContext> {
+        &self.ctx
+    }
+
+    /// The number of kernel dispatches one replay records.
+    pub fn dispatch_count(&self) -> usize {
+        self.commands
+            .iter()
+            .filter(|c| matches!(c, Command::Dispatch { .. }))
+            .count()
+    }
+
+    /// The kernels one replay dispatches, in order.
+    pub fn kernel_names(&self) -> Vec<&'static str> {
+        self.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Dispatch { pipeline, .. } => Some(pipeline.name),
+                _ => None,
+            })
+            .collect()
+    }
+
+    fn uniform<P: Pod>(&mut self, params: &P) -> Result<(usize, u64)> {
+        let bytes = bytemuck::bytes_of(params);
+        let size = (bytes.len() as u64).div_ceil(16) * 16;
+        if self.uniform_used + size > UNIFORM_CHUNK {
+            let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+                label: Some("kernel parameters"),
+                size: UNIFORM_CHUNK,
+                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                mapped_at_creation: false,
+            });
+            let c = &self.ctx.counters;
+            c.bytes_allocated
+                .fetch_add(UNIFORM_CHUNK, Ordering::Relaxed);
+            c.buffers_allocated.fetch_add(1, Ordering::Relaxed);
+            self.uniform_chunks.push(buffer);
+            self.uniform_used = 0;
+        }
+        let chunk = self.uniform_chunks.len() - 1;
+        let offset = self.uniform_used;
+        let mut padded = bytes.to_vec();
+        padded.resize(size as usize, 0);
+        self.ctx
+            .queue
+            .write_buffer(&self.uniform_chunks[chunk], offset, &padded);
+        self.uniform_used = (offset + size).div_ceil(UNIFORM_SLOT) * UNIFORM_SLOT;
+        Ok((chunk, offset))
+    }
+
+    /// Appends a dispatch of `entry` from shaders/`shader`.wgsl, specialised by `constants`, with
+    /// `params` at binding 0 and each `(binding, tensor)` of `args`.
+    pub fn dispatch<P: Pod>(
+        &mut self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, u64)],
+        args: &[(u32, &GpuTensor)],
+        params: &P,
+        groups: [u32; 3],
+    ) -> Result<()> {
+        let pipeline = self.ctx.pipeline(shader, entry, constants)?;
+        for (binding, t) in args {
+            if t.offset % 256 != 0 {
+                return Err(Error::invalid(
+                    "Program::dispatch",
+                    format!(
+                        "{entry}: binding {binding} starts at byte {}, not a multiple of 256",
+                        t.offset
+                    ),
+                ));
+            }
+        }
+        let (chunk, offset) = self.uniform(params)?;
+        let size = (std::mem::size_of::<P>() as u64).div_ceil(16) * 16;
+        let mut entries = vec![wgpu::BindGroupEntry {
+            binding: 0,
+            resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                buffer: &self.uniform_chunks[chunk],
+                offset,
+                size: wgpu::BufferSize::new(size),
+            }),
+        }];
+        for (binding, t) in args {
+            entries.push(wgpu::BindGroupEntry {
+                binding: *binding,
+                resource: t.binding(),
+            });
+        }
+        let scope = self
+            .ctx
+            .device
+            .push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = self
+            .ctx
+            .device
+            .create_bind_group(&wgpu::BindGroupDescriptor {
+                label: Some(entry),
+                layout: &pipeline.layout,
+                entries: &entries,
+            });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                op: format!("binding {shader}.wgsl::{entry}"),
+                message: e.to_string(),
+            });
+        }
+        self.commands.push(Command::Dispatch {
+            pipeline,
+            bind_group,
+            groups,
+        });
+        Ok(())
+    }
+
+    /// Appends a copy of `src` into `dst` (same length).
+    pub fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(Error::shape(
+                "Program::copy",
+                "source",
+                src.shape(),
+                dst.shape(),
+            ));
+        }
+        self.commands.push(Command::Copy {
+            src: src.clone(),
+            dst: dst.clone(),
+        });
+        Ok(())
+    }
+
+    /// Appends a zeroing of `dst`.
+    pub fn clear(&mut self, dst: &GpuTensor) {
+        self.commands.push(Command::Clear { dst: dst.clone() });
+    }
+
+    /// Records every command into `enc`, in order. Dispatches that follow each other share one
+    /// compute pass; wgpu orders the dependent ones with barriers.
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder) {
+        let mut i = 0;
+        let mut dispatches = 0u64;
+        while i < self.commands.len() {
+            match &self.commands[i] {
+                Command::Dispatch { .. } => {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: None,
+                    });
+                    while let Some(Command::Dispatch {
+                        pipeline,
+                        bind_group,
+                        groups,
+                    }) = self.commands.get(i)
+                    {
+                        pass.set_pipeline(&pipeline.pipeline);
+                        pass.set_bind_group(0, bind_group, &[]);
+                        pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                        dispatches += 1;
+                        i += 1;
+                    }
+                }
+                Command::Copy { src, dst } => {
+                    enc.copy_buffer_to_buffer(
+                        &src.buffer,
+                        src.offset,
+                        &dst.buffer,
+                        dst.offset,
+                        src.bytes(),
+                    );
+                    i += 1;
+                }
+                Command::Clear { dst } => {
+                    enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes()));
+                    i += 1;
+                }
+            }
+        }
+        self.ctx
+            .counters
+            .dispatches
+            .fetch_add(dispatches, Ordering::Relaxed);
+    }
+
+    /// Records and submits; does not wait.
+    pub fn run(&self) -> Result<()> {
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        self.record(&mut enc);
+        self.ctx.submit(enc);
+        self.ctx.check("running a program")
+    }
+
+    /// Records each dispatch in its own pass between two timestamps, submits, waits, and returns
+    /// (kernel name, seconds) per dispatch. Needs the adapter's timestamp queries.
+    pub fn profile(&self) -> Result<Vec<(&'static str, f64)>> {
+        if !self.ctx.has_timestamps() {
+            return Err(Error::invalid(
+                "Program::profile",
+                "this adapter has no timestamp queries; time kernel families alone instead",
+            ));
+        }
+        let n = self.dispatch_count();
+        let count = (2 * n).max(2) as u32;
+        let set = self.ctx.device.create_query_set(&wgpu::QuerySetDescriptor {
+            label: Some("profile"),
+            ty: wgpu::QueryType::Timestamp,
+            count,
+        });
+        let resolve = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("profile resolve"),
+            size: count as u64 * 8,
+            usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
+            mapped_at_creation: false,
+        });
+        let staging = super::tensor::Staging::new(&self.ctx, count as u64 * 8)?;
+        let mut enc = self.ctx.device.create_command_encoder(&Default::default());
+        let mut names = Vec::new();
+        let mut q = 0u32;
+        for c in &self.commands {
+            match c {
+                Command::Dispatch {
+                    pipeline,
+                    bind_group,
+                    groups,
+                } => {
+                    let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
+                        label: None,
+                        timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
+                            query_set: &set,
+                            beginning_of_pass_write_index: Some(q),
+                            end_of_pass_write_index: Some(q + 1),
+                        }),
+                    });
+                    pass.set_pipeline(&pipeline.pipeline);
+                    pass.set_bind_group(0, bind_group, &[]);
+                    pass.dispatch_workgroups(groups[0], groups[1], groups[2]);
+                    names.push(pipeline.name);
+                    q += 2;
+                }
+                Command::Copy { src, dst } => enc.copy_buffer_to_buffer(
+                    &src.buffer,
+                    src.offset,
+                    &dst.buffer,
+                    dst.offset,
+                    src.bytes(),
+                ),
+                Command::Clear { dst } => {
+                    enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes()))
+                }
+            }
+        }
+        enc.resolve_query_set(&set, 0..count, &resolve, 0);
+        enc.copy_buffer_to_buffer(&resolve, 0, staging.buffer(), 0, count as u64 * 8);
+        self.ctx.submit(enc);
+        let bytes = staging.map_read(&self.ctx, count as u64 * 8)?;
+        let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
+        let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
+        Ok(names
+            .into_iter()
+            .enumerate()
+            .map(|(i, name)| {
+                let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
+                (name, dt as f64 * period)
+            })
+            .collect())
+    }
+}

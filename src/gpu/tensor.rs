@@ -1,0 +1,330 @@
+//! Device tensors: f32 (or u32) buffers that stay on the GPU, with their shape.
+//!
+//! A `GpuTensor` is a view: a buffer, a byte offset and a length. Views that are bound to a
+//! kernel start on a 256-byte boundary (the largest storage-offset alignment WebGPU allows), which
+//! is why the flat parameter buffer aligns every tensor to `ALIGN` elements.
+
+use std::sync::Arc;
+use std::sync::atomic::Ordering;
+
+use super::context::GpuContext;
+use crate::error::{Error, Result};
+
+/// Alignment, in 4-byte elements, of every view bound to a kernel (256 bytes).
+pub const ALIGN: usize = 64;
+
+/// Rounds `n` up to a multiple of [`ALIGN`].
+pub fn align_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+#[derive(Clone)]
+pub struct GpuTensor {
+    pub(crate) buffer: Arc<wgpu::Buffer>,
+    /// Offset of element 0, in bytes.
+    pub(crate) offset: u64,
+    shape: Vec<usize>,
+}
+
+impl std::fmt::Debug for GpuTensor {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "GpuTensor{:?}", self.shape)
+    }
+}
+
+impl GpuTensor {
+    pub fn shape(&self) -> &[usize] {
+        &self.shape
+    }
+
+    pub fn len(&self) -> usize {
+        self.shape.iter().product()
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+
+    pub(crate) fn bytes(&self) -> u64 {
+        (self.len() * 4) as u64
+    }
+
+    /// A view of `shape` starting `start` elements into this tensor. `start` must be a multiple
+    /// of [`ALIGN`] for the view to be bound to a kernel.
+    pub fn view(&self, start: usize, shape: &[usize]) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if start + n > self.len() {
+            return Err(Error::range(
+                "GpuTensor::view",
+                "end",
+                start + n,
+                format!("at most {} elements", self.len()),
+            ));
+        }
+        Ok(GpuTensor {
+            buffer: self.buffer.clone(),
+            offset: self.offset + (start * 4) as u64,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// The same elements under another shape of equal size.
+    pub fn reshape(&self, shape: &[usize]) -> Result<GpuTensor> {
+        if shape.iter().product::<usize>() != self.len() {
+            return Err(Error::shape(
+                "GpuTensor::reshape",
+                "new shape",
+                shape,
+                &self.shape,
+            ));
+        }
+        Ok(GpuTensor {
+            buffer: self.buffer.clone(),
+            offset: self.offset,
+            shape: shape.to_vec(),
+        })
+    }
+
+    pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+            buffer: &self.buffer,
+            offset: self.offset,
+            size: wgpu::BufferSize::new(self.bytes()),
+        })
+    }
+}
+
+impl GpuContext {
+    /// Checks a byte size against the adapter's limits.
+    pub(crate) fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
+        let l = self.limits();
+        if bytes > l.max_buffer_size {
+            return Err(Error::BufferTooLarge {
+                what: what.to_string(),
+                bytes,
+                limit_name: "max_buffer_size",
+                limit: l.max_buffer_size,
+            });
+        }
+        if bytes > l.max_storage_buffer_binding_size {
+            return Err(Error::BufferTooLarge {
+                what: what.to_string(),
+                bytes,
+                limit_name: "max_storage_buffer_binding_size",
+                limit: l.max_storage_buffer_binding_size,
+            });
+        }
+        Ok(())
+    }
+
+    /// A new tensor of `shape`, contents unspecified (zero on wgpu, which clears new buffers).
+    pub fn alloc(&self, what: &str, shape: &[usize]) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if n == 0 {
+            return Err(Error::range(
+                "GpuContext::alloc",
+                format!("size of {what} {shape:?}"),
+                0,
+                "at least one element",
+            ));
+        }
+        let bytes = (n as u64)
+            .checked_mul(4)
+            .ok_or_else(|| Error::range("GpuContext::alloc", what, n, "a size that fits in u64"))?;
+        self.check_size(what, bytes)?;
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size: bytes.div_ceil(16) * 16,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                op: format!("allocating {what} ({bytes} bytes)"),
+                message: e.to_string(),
+            });
+        }
+        self.counters
+            .bytes_allocated
+            .fetch_add(bytes, Ordering::Relaxed);
+        self.counters
+            .buffers_allocated
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(GpuTensor {
+            buffer: Arc::new(buffer),
+            offset: 0,
+            shape: shape.to_vec(),
+        })
+    }
+
+    /// A new tensor holding `data`.
+    pub fn upload(&self, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
+        let t = self.alloc(what, shape)?;
+        self.write(&t, data)?;
+        Ok(t)
+    }
+
+    /// A new tensor holding the integers `data` (token ids, lengths, targets).
+    pub fn upload_u32(&self, what: &str, shape: &[usize], data: &[u32]) -> Result<GpuTensor> {
+        let t = self.alloc(what, shape)?;
+        self.write_u32(&t, data)?;
+        Ok(t)
+    }
+
+    /// Overwrites the contents of `t` (queued; takes effect before the next submit).
+    pub fn write(&self, t: &GpuTensor, data: &[f32]) -> Result<()> {
+        if data.len() != t.len() {
+            return Err(Error::shape(
+                "GpuContext::write",
+                "data",
+                &[data.len()],
+                t.shape(),
+            ));
+        }
+        self.queue
+            .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    pub fn write_u32(&self, t: &GpuTensor, data: &[u32]) -> Result<()> {
+        if data.len() != t.len() {
+            return Err(Error::shape(
+                "GpuContext::write_u32",
+                "data",
+                &[data.len()],
+                t.shape(),
+            ));
+        }
+        self.queue
+            .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+        Ok(())
+    }
+
+    /// Reads `t` back through a staging buffer. Waits for the GPU.
+    pub fn download(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        let bytes = self.download_bytes(t)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    pub fn download_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
+        let bytes = self.download_bytes(t)?;
+        Ok(bytemuck::pod_collect_to_vec(&bytes))
+    }
+
+    fn download_bytes(&self, t: &GpuTensor) -> Result<Vec<u8>> {
+        let staging = Staging::new(self, t.bytes())?;
+        staging.read(self, t)
+    }
+
+    /// Copies `src` into `dst` (same length), recorded and submitted at once.
+    pub fn copy(&self, src: &GpuTensor, dst: &GpuTensor) -> Result<()> {
+        if src.len() != dst.len() {
+            return Err(Error::shape(
+                "GpuContext::copy",
+                "source",
+                src.shape(),
+                dst.shape(),
+            ));
+        }
+        let mut enc = self.device.create_command_encoder(&Default::default());
+        enc.copy_buffer_to_buffer(
+            &src.buffer,
+            src.offset,
+            &dst.buffer,
+            dst.offset,
+            src.bytes(),
+        );
+        self.submit(enc);
+        self.check("copy")
+    }
+}
+
+/// A reusable buffer for reading results back to the host, sized once. Training keeps one so
+/// that reading the loss allocates nothing.
+pub(crate) struct Staging {
+    buffer: wgpu::Buffer,
+    size: u64,
+}
+
+impl Staging {
+    pub fn new(ctx: &GpuContext, size: u64) -> Result<Staging> {
+        let size = size.div_ceil(8) * 8;
+        ctx.check_size("staging buffer", size)?;
+        let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some("staging"),
+            size,
+            usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        ctx.counters
+            .bytes_allocated
+            .fetch_add(size, Ordering::Relaxed);
+        ctx.counters
+            .buffers_allocated
+            .fetch_add(1, Ordering::Relaxed);
+        Ok(Staging { buffer, size })
+    }
+
+    pub fn buffer(&self) -> &wgpu::Buffer {
+        &self.buffer
+    }
+
+    /// Records the copy of `t` into this staging buffer.
+    pub fn record_copy(&self, enc: &mut wgpu::CommandEncoder, t: &GpuTensor) {
+        enc.copy_buffer_to_buffer(&t.buffer, t.offset, &self.buffer, 0, t.bytes());
+    }
+
+    /// Copies `t` here, submits, waits and returns its bytes.
+    pub fn read(&self, ctx: &GpuContext, t: &GpuTensor) -> Result<Vec<u8>> {
+        if t.bytes() > self.size {
+            return Err(Error::range(
+                "Staging::read",
+                "bytes",
+                t.bytes(),
+                format!("at most {}", self.size),
+            ));
+        }
+        let mut enc = ctx.device.create_command_encoder(&Default::default());
+        self.record_copy(&mut enc, t);
+        ctx.submit(enc);
+        self.map_read(ctx, t.bytes())
+    }
+
+    /// Maps the first `bytes` after a submitted copy, waits, and returns them.
+    pub fn map_read(&self, ctx: &GpuContext, bytes: u64) -> Result<Vec<u8>> {
+        let len = bytes.div_ceil(8) * 8;
+        let slice = self.buffer.slice(0..len);
+        let (tx, rx) = std::sync::mpsc::channel();
+        slice.map_async(wgpu::MapMode::Read, move |r| {
+            let _ = tx.send(r);
+        });
+        ctx.wait("reading a buffer back")?;
+        match rx.recv() {
+            Ok(Ok(())) => {}
+            Ok(Err(e)) => {
+                return Err(Error::Gpu {
+                    op: "mapping a staging buffer".into(),
+                    message: e.to_string(),
+                });
+            }
+            Err(_) => {
+                return Err(Error::Gpu {
+                    op: "mapping a staging buffer".into(),
+                    message: "the map callback never ran".into(),
+                });
+            }
+        }
+        let out = {
+            let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
+                op: "mapping a staging buffer".into(),
+                message: format!("{e:?}"),
+            })?;
+            view[..bytes as usize].to_vec()
+        };
+        self.buffer.unmap();
+        Ok(out)
+    }
+}

@@ -1,0 +1,3 @@
+//! Training: optimizers and clipping settings.
+
+pub mod optim;

@@ -1,0 +1,718 @@
+//! Every GPU kernel against its CPU twin, on the adapter at hand: the cases behind the kernel
+//! tests and `rnn-gpu verify`.
+//!
+//! Outputs the kernel writes are poisoned with NaN before the run, so an element it fails to write
+//! fails the comparison; outputs it accumulates into start from the same random values on both
+//! sides. Tolerance: `|gpu - cpu| <= atol + rtol * |cpu|` (DESIGN.md), rtol 1e-4 and atol 1e-5 for
+//! elementwise kernels; sums and dot products widen atol with their length, as each case says.
+
+use std::fmt;
+use std::sync::Arc;
+
+use crate::cpu::kernels as cpu;
+use crate::error::Result;
+use crate::gpu::kernels as gk;
+use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program};
+use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
+use crate::rng::Rng;
+use crate::train::optim::{Adagrad, Adam, Sgd};
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Tolerance {
+    pub atol: f64,
+    pub rtol: f64,
+}
+
+impl Tolerance {
+    /// DESIGN.md's tolerance for elementwise kernels.
+    pub const ELEMENTWISE: Tolerance = Tolerance {
+        atol: 1e-5,
+        rtol: 1e-4,
+    };
+
+    /// For a sum of `len` products of values of magnitude about 1: f32 rounding grows with the
+    /// length of the sum (and the two sides add in different orders).
+    pub fn accumulation(len: usize) -> Tolerance {
+        Tolerance {
+            atol: 1e-5 + 2e-6 * len as f64,
+            rtol: 1e-4,
+        }
+    }
+}
+
+/// The worst element of a failed comparison.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Mismatch {
+    pub index: usize,
+    pub gpu: f32,
+    pub cpu: f32,
+    pub allowed: f64,
+}
+
+/// The outcome of one kernel at one shape.
+#[derive(Clone, Debug)]
+pub struct Check {
+    pub kernel: String,
+    pub shape: String,
+    pub max_err: f64,
+    pub tol: Tolerance,
+    pub mismatch: Option<Mismatch>,
+}
+
+impl Check {
+    pub fn pass(&self) -> bool {
+        self.mismatch.is_none()
+    }
+}
+
+impl fmt::Display for Check {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{} {}: max error {:.3e} (atol {:.1e}, rtol {:.1e})",
+            self.kernel, self.shape, self.max_err, self.tol.atol, self.tol.rtol
+        )?;
+        if let Some(m) = &self.mismatch {
+            write!(
+                f,
+                " FAILED at index {}: gpu {} cpu {} |diff| {:.3e} > allowed {:.3e}",
+                m.index,
+                m.gpu,
+                m.cpu,
+                (m.gpu as f64 - m.cpu as f64).abs(),
+                m.allowed
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// Compares `gpu` with `cpu` element by element.
+pub fn compare(kernel: &str, shape: String, gpu: &[f32], cpu: &[f32], tol: Tolerance) -> Check {
+    let mut max_err = 0.0f64;
+    let mut worst: Option<(f64, Mismatch)> = None;
+    if gpu.len() != cpu.len() {
+        let m = Mismatch {
+            index: gpu.len().min(cpu.len()),
+            gpu: f32::NAN,
+            cpu: f32::NAN,
+            allowed: 0.0,
+        };
+        worst = Some((f64::INFINITY, m));
+    }
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        let allowed = tol.atol + tol.rtol * (c as f64).abs();
+        // NaN (an unwritten, poisoned element) is the worst possible error.
+        let err = (g as f64 - c as f64).abs();
+        let err = if err.is_nan() { f64::INFINITY } else { err };
+        max_err = max_err.max(err);
+        let excess = err - allowed;
+        if excess > 0.0 && worst.as_ref().is_none_or(|(e, _)| excess > *e) {
+            worst = Some((
+                excess,
+                Mismatch {
+                    index: i,
+                    gpu: g,
+                    cpu: c,
+                    allowed,
+                },
+            ));
+        }
+    }
+    Check {
+        kernel: kernel.to_string(),
+        shape,
+        max_err,
+        tol,
+        mismatch: worst.map(|(_, m)| m),
+    }
+}
+
+fn poison(ctx: &GpuContext, what: &str, n: usize) -> Result<GpuTensor> {
+    ctx.upload(what, &[n], &vec![f32::NAN; n])
+}
+
+fn run(prog: Program) -> Result<()> {
+    prog.run()
+}
+
+/// Matmul at `(m, n, k)` with the given transposes and variant.
+pub fn check_matmul(
+    ctx: &Arc<GpuContext>,
+    p: Matmul,
+    variant: MatmulVariant,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let a = rng.uniform_vec(p.m * p.k, -1.0, 1.0);
+    let b = rng.uniform_vec(p.k * p.n, -1.0, 1.0);
+    let c0 = rng.uniform_vec(p.m * p.n, -1.0, 1.0);
+    let mut c = c0.clone();
+    cpu::matmul(&mut c, &a, &b, p);
+    let ga = ctx.upload("A", &[a.len()], &a)?;
+    let gb = ctx.upload("B", &[b.len()], &b)?;
+    let gc = if p.accumulate {
+        ctx.upload("C", &[c0.len()], &c0)?
+    } else {
+        poison(ctx, "C", c0.len())?
+    };
+    let mut prog = Program::new(ctx);
+    gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant)?;
+    run(prog)?;
+    let got = ctx.download(&gc)?;
+    let name = format!(
+        "matmul_{}{}{}{}",
+        variant.name(),
+        if p.trans_a { "_ta" } else { "" },
+        if p.trans_b { "_tb" } else { "" },
+        if p.accumulate { "_acc" } else { "" }
+    );
+    Ok(compare(
+        &name,
+        format!("{}x{}x{}", p.m, p.n, p.k),
+        &got,
+        &c,
+        Tolerance::accumulation(p.k),
+    ))
+}
+
+/// An activation, forward or backward, over `n` elements. `name`: tanh, sigmoid or relu.
+pub fn check_activation(
+    ctx: &Arc<GpuContext>,
+    name: &str,
+    backward: bool,
+    n: usize,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = Rng::seed_from_u64(seed);
+    // Past +-10 to reach the saturated ends, where a careless tanh overflows.
+    let x = rng.uniform_vec(n, -12.0, 12.0);
+    let gx = ctx.upload("x", &[n], &x)?;
+    let mut prog = Program::new(ctx);
+    let (kernel, got, want) = if !backward {
+        let mut y = vec![0.0; n];
+        let gy = poison(ctx, "y", n)?;
+        match name {
+            "tanh" => {
+                cpu::tanh_forward(&mut y, &x);
+                gk::tanh_forward(&mut prog, &gy, &gx)?
+            }
+            "sigmoid" => {
+                cpu::sigmoid_forward(&mut y, &x);
+                gk::sigmoid_forward(&mut prog, &gy, &gx)?
+            }
+            _ => {
+                cpu::relu_forward(&mut y, &x);
+                gk::relu_forward(&mut prog, &gy, &gx)?
+            }
+        }
+        run(prog)?;
+        (format!("{name}_forward"), ctx.download(&gy)?, y)
+    } else {
+        // The backward kernels take the forward output y.
+        let mut y = vec![0.0; n];
+        match name {
+            "tanh" => cpu::tanh_forward(&mut y, &x),
+            "sigmoid" => cpu::sigmoid_forward(&mut y, &x),
+            _ => cpu::relu_forward(&mut y, &x),
+        }
+        let dy = rng.uniform_vec(n, -1.0, 1.0);
+        let dx0 = rng.uniform_vec(n, -1.0, 1.0);
+        let mut dx = dx0.clone();
+        let (gyv, gdy, gdx) = (
+            ctx.upload("y", &[n], &y)?,
+            ctx.upload("dy", &[n], &dy)?,
+            ctx.upload("dx", &[n], &dx0)?,
+        );
+        match name {
+            "tanh" => {
+                cpu::tanh_backward(&mut dx, &y, &dy);
+                gk::tanh_backward(&mut prog, &gdx, &gyv, &gdy)?
+            }
+            "sigmoid" => {
+                cpu::sigmoid_backward(&mut dx, &y, &dy);
+                gk::sigmoid_backward(&mut prog, &gdx, &gyv, &gdy)?
+            }
+            _ => {
+                cpu::relu_backward(&mut dx, &y, &dy);
+                gk::relu_backward(&mut prog, &gdx, &gyv, &gdy)?
+            }
+        }
+        run(prog)?;
+        (format!("{name}_backward"), ctx.download(&gdx)?, dx)
+    };
+    Ok(compare(
+        &kernel,
+        format!("{n}"),
+        &got,
+        &want,
+        Tolerance::ELEMENTWISE,
+    ))
+}
+
+/// fill, scale and axpy over `n` elements; add_bias and bias_grad over `(rows, cols)`.
+pub fn check_blas(
+    ctx: &Arc<GpuContext>,
+    kernel: &str,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let n = rows * cols;
+    let y0 = rng.uniform_vec(n, -1.0, 1.0);
+    let x = rng.uniform_vec(n, -1.0, 1.0);
+    let bias = rng.uniform_vec(cols, -1.0, 1.0);
+    let mut prog = Program::new(ctx);
+    let (got, want, shape, tol) = match kernel {
+        "fill" => {
+            let g = poison(ctx, "x", n)?;
+            gk::fill(&mut prog, &g, 0.375)?;
+            run(prog)?;
+            let mut w = y0.clone();
+            cpu::fill(&mut w, 0.375);
+            (ctx.download(&g)?, w, format!("{n}"), Tolerance::ELEMENTWISE)
+        }
+        "scale" => {
+            let g = ctx.upload("x", &[n], &y0)?;
+            gk::scale(&mut prog, &g, -1.75)?;
+            run(prog)?;
+            let mut w = y0.clone();
+            cpu::scale(&mut w, -1.75);
+            (ctx.download(&g)?, w, format!("{n}"), Tolerance::ELEMENTWISE)
+        }
+        "axpy" => {
+            let gy = ctx.upload("y", &[n], &y0)?;
+            let gx = ctx.upload("x", &[n], &x)?;
+            gk::axpy(&mut prog, &gy, &gx, 0.5)?;
+            run(prog)?;
+            let mut w = y0.clone();
+            cpu::axpy(&mut w, &x, 0.5);
+            (
+                ctx.download(&gy)?,
+                w,
+                format!("{n}"),
+                Tolerance::ELEMENTWISE,
+            )
+        }
+        "add_bias" => {
+            let gy = ctx.upload("y", &[n], &y0)?;
+            let gb = ctx.upload("bias", &[cols], &bias)?;
+            gk::add_bias(&mut prog, &gy, &gb, rows, cols)?;
+            run(prog)?;
+            let mut w = y0.clone();
+            cpu::add_bias(&mut w, &bias, rows, cols);
+            (
+                ctx.download(&gy)?,
+                w,
+                format!("{rows}x{cols}"),
+                Tolerance::ELEMENTWISE,
+            )
+        }
+        _ => {
+            let gdb = ctx.upload("db", &[cols], &bias)?;
+            let gdy = ctx.upload("dy", &[n], &x)?;
+            gk::bias_grad(&mut prog, &gdb, &gdy, rows, cols)?;
+            run(prog)?;
+            let mut w = bias.clone();
+            cpu::bias_grad(&mut w, &x, rows, cols);
+            (
+                ctx.download(&gdb)?,
+                w,
+                format!("{rows}x{cols}"),
+                Tolerance::accumulation(rows),
+            )
+        }
+    };
+    Ok(compare(kernel, shape, &got, &want, tol))
+}
+
+/// The two-pass sum (or sum of squares) of `n` elements into `out[index]`.
+pub fn check_reduce(
+    ctx: &Arc<GpuContext>,
+    n: usize,
+    square: bool,
+    accumulate: bool,
+    seed: u64,
+) -> Result<Check> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let x = rng.uniform_vec(n, -1.0, 1.0);
+    let out0 = rng.uniform_vec(4, -1.0, 1.0);
+    let p = Reduce {
+        index: 2,
+        square,
+        accumulate,
+    };
+    let mut want = out0.clone();
+    cpu::reduce(&mut want, &x, p);
+    let gout = ctx.upload("out", &[4], &out0)?;
+    let gx = ctx.upload("x", &[n], &x)?;
+    let scratch = ctx.alloc("scratch", &[gk::REDUCE_PARTS])?;
+    let mut prog = Program::new(ctx);
+    gk::reduce(&mut prog, &gout, &gx, &scratch, p)?;
+    run(prog)?;
+    let name = format!(
+        "reduce{}{}",
+        if square { "_sumsq" } else { "_sum" },
+        if accumulate { "_acc" } else { "" }
+    );
+    Ok(compare(
+        &name,
+        format!("{n}"),
+        &ctx.download(&gout)?,
+        &want,
+        Tolerance::accumulation(n),
+    ))
+}
+
+/// softmax_rows, softmax_xent or mse over `(rows, cols)`; a quarter of the rows carry weight 0
+/// (padded positions). Returns one check per output.
+pub fn check_rows(
+    ctx: &Arc<GpuContext>,
+    kernel: &str,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<Vec<Check>> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let n = rows * cols;
+    let x = rng.uniform_vec(n, -8.0, 8.0);
+    let targets: Vec<u32> = (0..rows).map(|_| rng.below(cols) as u32).collect();
+    let values = rng.uniform_vec(n, -1.0, 1.0);
+    let weights: Vec<f32> = (0..rows)
+        .map(|r| if r % 4 == 3 { 0.0 } else { 1.0 / rows as f32 })
+        .collect();
+    let shape = format!("{rows}x{cols}");
+    let gx = ctx.upload("x", &[n], &x)?;
+    let mut prog = Program::new(ctx);
+    if kernel == "softmax_rows" {
+        let gy = poison(ctx, "y", n)?;
+        gk::softmax_rows(&mut prog, &gy, &gx, rows, cols)?;
+        run(prog)?;
+        let mut want = vec![0.0; n];
+        cpu::softmax_rows(&mut want, &x, rows, cols);
+        return Ok(vec![compare(
+            kernel,
+            shape,
+            &ctx.download(&gy)?,
+            &want,
+            Tolerance::ELEMENTWISE,
+        )]);
+    }
+    let gloss = poison(ctx, "loss", rows)?;
+    let gdx = poison(ctx, "dx", n)?;
+    let gw = ctx.upload("weights", &[rows], &weights)?;
+    let mut loss = vec![0.0; rows];
+    let mut dx = vec![0.0; n];
+    if kernel == "softmax_xent" {
+        let gt = ctx.upload_u32("targets", &[rows], &targets)?;
+        gk::softmax_xent(&mut prog, &gloss, &gdx, &gx, &gt, &gw, rows, cols)?;
+        cpu::softmax_xent(&mut loss, &mut dx, &x, &targets, &weights, rows, cols);
+    } else {
+        let gv = ctx.upload("target", &[n], &values)?;
+        gk::mse(&mut prog, &gloss, &gdx, &gx, &gv, &gw, rows, cols)?;
+        cpu::mse(&mut loss, &mut dx, &x, &values, &weights, rows, cols);
+    }
+    run(prog)?;
+    // exp and log of logits up to 8 in magnitude: a few ulps of cols-long sums.
+    let tol = Tolerance::accumulation(cols);
+    Ok(vec![
+        compare(
+            &format!("{kernel}.loss"),
+            shape.clone(),
+            &ctx.download(&gloss)?,
+            &loss,
+            tol,
+        ),
+        compare(
+            &format!("{kernel}.dx"),
+            shape,
+            &ctx.download(&gdx)?,
+            &dx,
+            tol,
+        ),
+    ])
+}
+
+/// finalize_step, then clip_by_norm and clip_by_value, then `optimizer` (sgd, momentum, nesterov,
+/// adagrad or adam) over `n` parameters, for two steps. With `finite` false the loss is NaN and
+/// every kernel must leave the parameters as they were.
+pub fn check_optimizer(
+    ctx: &Arc<GpuContext>,
+    optimizer: &str,
+    n: usize,
+    finite: bool,
+    seed: u64,
+) -> Result<Vec<Check>> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let mut param = rng.uniform_vec(n, -1.0, 1.0);
+    let mut s1 = vec![0.0f32; n];
+    let mut s2 = vec![0.0f32; n];
+    let mut state = vec![0.0f32; step_state::LEN];
+    let gparam = ctx.upload("param", &[n], &param)?;
+    let gs1 = ctx.upload("s1", &[n], &s1)?;
+    let gs2 = ctx.upload("s2", &[n], &s2)?;
+    let gstate = ctx.upload("state", &[step_state::LEN], &state)?;
+    let ggrad = ctx.alloc("grad", &[n])?;
+    let mut grads_after = Vec::new();
+    let max_norm = 0.5;
+    for _ in 0..2 {
+        let mut grad = rng.uniform_vec(n, -2.0, 2.0);
+        ctx.write(&ggrad, &grad)?;
+        state[step_state::LOSS] = if finite { 1.25 } else { f32::NAN };
+        state[step_state::GRAD_SUMSQ] = grad.iter().map(|g| g * g).sum();
+        ctx.write(&gstate, &state)?;
+        let mut prog = Program::new(ctx);
+        gk::finalize_step(&mut prog, &gstate, max_norm)?;
+        gk::clip_by_norm(&mut prog, &ggrad, &gstate)?;
+        gk::clip_by_value(&mut prog, &ggrad, -0.01, 0.01)?;
+        cpu::finalize_step(&mut state, max_norm);
+        cpu::clip_by_norm(&mut grad, &state);
+        cpu::clip_by_value(&mut grad, -0.01, 0.01);
+        match optimizer {
+            "sgd" | "momentum" | "nesterov" => {
+                let o = Sgd {
+                    lr: 0.1,
+                    momentum: if optimizer == "sgd" { 0.0 } else { 0.9 },
+                    nesterov: optimizer == "nesterov",
+                    weight_decay: 0.01,
+                };
+                gk::sgd(
+                    &mut prog,
+                    &gparam,
+                    &ggrad,
+                    (o.momentum != 0.0).then_some(&gs1),
+                    &gstate,
+                    o,
+                )?;
+                cpu::sgd(&mut param, &grad, Some(&mut s1), &state, o);
+            }
+            "adagrad" => {
+                let o = Adagrad {
+                    lr: 0.1,
+                    eps: 1e-10,
+                    weight_decay: 0.01,
+                };
+                gk::adagrad(&mut prog, &gparam, &ggrad, &gs1, &gstate, o)?;
+                cpu::adagrad(&mut param, &grad, &mut s1, &state, o);
+            }
+            _ => {
+                let o = Adam {
+                    lr: 0.01,
+                    beta1: 0.9,
+                    beta2: 0.999,
+                    eps: 1e-8,
+                    weight_decay: 0.01,
+                };
+                gk::adam(&mut prog, &gparam, &ggrad, &gs1, &gs2, &gstate, o)?;
+                cpu::adam(&mut param, &grad, &mut s1, &mut s2, &state, o);
+            }
+        }
+        run(prog)?;
+        grads_after.push((ctx.download(&ggrad)?, grad));
+    }
+    let name = if finite {
+        optimizer.to_string()
+    } else {
+        format!("{optimizer}_nonfinite")
+    };
+    let shape = format!("{n}");
+    let tol = Tolerance::ELEMENTWISE;
+    let (g_got, g_want) = grads_after.pop().unwrap_or_default();
+    Ok(vec![
+        compare(
+            "finalize_step",
+            "8".into(),
+            &ctx.download(&gstate)?,
+            &state,
+            tol,
+        ),
+        compare(
+            "clip_by_norm+clip_by_value",
+            shape.clone(),
+            &g_got,
+            &g_want,
+            tol,
+        ),
+        compare(&name, shape.clone(), &ctx.download(&gparam)?, &param, tol),
+        compare(
+            &format!("{name}.state"),
+            shape,
+            &ctx.download(&gs1)?,
+            &s1,
+            tol,
+        ),
+    ])
+}
+
+/// gather and scatter_add: `n` lookups of `width` from a table of `vocab` rows, as an embedding
+/// (row lookup) or as a one-hot input to a weight `[width, vocab]` (column lookup).
+pub fn check_gather(
+    ctx: &Arc<GpuContext>,
+    n: usize,
+    width: usize,
+    vocab: usize,
+    columns: bool,
+    seed: u64,
+) -> Result<Vec<Check>> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let table = rng.uniform_vec(vocab * width, -1.0, 1.0);
+    let idx: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
+    let (idx_stride, col_stride) = if columns { (1, vocab) } else { (width, 1) };
+    let p = Gather {
+        n,
+        width,
+        idx_stride,
+        col_stride,
+    };
+    let mut out = vec![0.0; n * width];
+    cpu::gather(&mut out, &table, &idx, p);
+    let gtable = ctx.upload("table", &[table.len()], &table)?;
+    let gidx = ctx.upload_u32("idx", &[n], &idx)?;
+    let gout = poison(ctx, "out", n * width)?;
+    let dout = rng.uniform_vec(n * width, -1.0, 1.0);
+    let dtable0 = rng.uniform_vec(vocab * width, -1.0, 1.0);
+    let mut dtable = dtable0.clone();
+    let (starts, rows) = cpu::index_lists(&idx, vocab);
+    let ps = Gather { n: vocab, ..p };
+    cpu::scatter_add(&mut dtable, &dout, &starts, &rows, ps);
+    let gdout = ctx.upload("dout", &[dout.len()], &dout)?;
+    let gdtable = ctx.upload("dtable", &[dtable0.len()], &dtable0)?;
+    let gstarts = ctx.upload_u32("starts", &[starts.len()], &starts)?;
+    let grows = ctx.upload_u32("rows", &[rows.len()], &rows)?;
+    let mut prog = Program::new(ctx);
+    gk::gather(&mut prog, &gout, &gtable, &gidx, p)?;
+    gk::scatter_add(&mut prog, &gdtable, &gdout, &gstarts, &grows, ps)?;
+    run(prog)?;
+    let shape = format!(
+        "{n}x{width} of {vocab}{}",
+        if columns { " (columns)" } else { "" }
+    );
+    Ok(vec![
+        compare(
+            "gather",
+            shape.clone(),
+            &ctx.download(&gout)?,
+            &out,
+            Tolerance::ELEMENTWISE,
+        ),
+        compare(
+            "scatter_add",
+            shape,
+            &ctx.download(&gdtable)?,
+            &dtable,
+            Tolerance::accumulation(n / vocab + 1),
+        ),
+    ])
+}
+
+/// dropout_forward and dropout_backward over `n` elements with probability `prob`.
+pub fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64) -> Result<Vec<Check>> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let x = rng.uniform_vec(n, -1.0, 1.0);
+    let dx0 = rng.uniform_vec(n, -1.0, 1.0);
+    let seeds = [rng.next_u32()];
+    let p = Dropout { prob, salt: 0x5eed };
+    let mut y = vec![0.0; n];
+    cpu::dropout_forward(&mut y, &x, &seeds, p);
+    let mut dx = dx0.clone();
+    cpu::dropout_backward(&mut dx, &x, &seeds, p);
+    let gx = ctx.upload("x", &[n], &x)?;
+    let gy = poison(ctx, "y", n)?;
+    let gdx = ctx.upload("dx", &[n], &dx0)?;
+    let gseeds = ctx.upload_u32("seeds", &[1], &seeds)?;
+    let mut prog = Program::new(ctx);
+    gk::dropout_forward(&mut prog, &gy, &gx, &gseeds, p)?;
+    gk::dropout_backward(&mut prog, &gdx, &gx, &gseeds, p)?;
+    run(prog)?;
+    let shape = format!("{n} p={prob}");
+    Ok(vec![
+        compare(
+            "dropout_forward",
+            shape.clone(),
+            &ctx.download(&gy)?,
+            &y,
+            Tolerance::ELEMENTWISE,
+        ),
+        compare(
+            "dropout_backward",
+            shape,
+            &ctx.download(&gdx)?,
+            &dx,
+            Tolerance::ELEMENTWISE,
+        ),
+    ])
+}
+
+/// Awkward sizes: one element, less than a workgroup, not a multiple of a tile, several hundred.
+pub const SIZES: [usize; 5] = [1, 7, 100, 257, 1000];
+
+/// Matmul shapes (m, n, k): degenerate, sub-tile, ragged, square, and the skinny shapes of a
+/// recurrence (B x H times H x 4H).
+pub const MATMUL_SHAPES: [(usize, usize, usize); 7] = [
+    (1, 1, 1),
+    (3, 5, 7),
+    (17, 33, 9),
+    (64, 64, 64),
+    (65, 130, 67),
+    (300, 257, 190),
+    (5, 516, 129),
+];
+
+/// Every kernel at the standard awkward shapes: what `rnn-gpu verify` prints.
+pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
+    let mut out = Vec::new();
+    let mut seed = 1u64;
+    let mut next = || {
+        seed += 1;
+        seed
+    };
+    for variant in MatmulVariant::ALL {
+        for &(m, n, k) in &MATMUL_SHAPES {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                let mut p = Matmul::new(m, n, k);
+                p.trans_a = ta;
+                p.trans_b = tb;
+                p.accumulate = (m + n) % 2 == 1;
+                out.push(check_matmul(ctx, p, variant, next())?);
+            }
+        }
+    }
+    for name in ["tanh", "sigmoid", "relu"] {
+        for backward in [false, true] {
+            for &n in &SIZES {
+                out.push(check_activation(ctx, name, backward, n, next())?);
+            }
+        }
+    }
+    for kernel in ["fill", "scale", "axpy", "add_bias", "bias_grad"] {
+        for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257)] {
+            out.push(check_blas(ctx, kernel, rows, cols, next())?);
+        }
+    }
+    for &n in &[1, 7, 1000, 5000] {
+        for (square, acc) in [(false, false), (true, false), (true, true)] {
+            out.push(check_reduce(ctx, n, square, acc, next())?);
+        }
+    }
+    for kernel in ["softmax_rows", "softmax_xent", "mse"] {
+        for &(rows, cols) in &[(1, 1), (1, 5), (7, 65), (300, 3), (257, 130)] {
+            out.extend(check_rows(ctx, kernel, rows, cols, next())?);
+        }
+    }
+    for opt in ["sgd", "momentum", "nesterov", "adagrad", "adam"] {
+        for &n in &[1, 100, 1000] {
+            out.extend(check_optimizer(ctx, opt, n, true, next())?);
+        }
+        out.extend(check_optimizer(ctx, opt, 100, false, next())?);
+    }
+    for &(n, width, vocab) in &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257)] {
+        for columns in [false, true] {
+            out.extend(check_gather(ctx, n, width, vocab, columns, next())?);
+        }
+    }
+    for &n in &SIZES {
+        out.extend(check_dropout(ctx, n, 0.3, next())?);
+    }
+    Ok(out)
+}

@@ -1,0 +1,47 @@
+//! Shared by the test binaries: one GPU context per binary, and the opt-out.
+#![allow(dead_code)]
+
+use std::sync::{Arc, OnceLock};
+
+use rnn_gpu::gpu::GpuContext;
+
+/// Set to 1 to skip GPU tests explicitly on a machine without any Vulkan/Metal/DX12 driver.
+pub const NO_GPU_ENV: &str = "RNN_GPU_NO_GPU_TESTS";
+
+/// The GPU context for this test binary. Without an adapter the test fails, naming the driver to
+/// install, unless `RNN_GPU_NO_GPU_TESTS=1` says to skip (then `None`).
+pub fn gpu() -> Option<Arc<GpuContext>> {
+    static CTX: OnceLock<Result<Arc<GpuContext>, String>> = OnceLock::new();
+    let ctx = CTX.get_or_init(|| GpuContext::new().map_err(|e| e.to_string()));
+    match ctx {
+        Ok(c) => Some(c.clone()),
+        Err(e) => {
+            if std::env::var(NO_GPU_ENV).as_deref() == Ok("1") {
+                eprintln!("GPU test skipped because {NO_GPU_ENV}=1 ({e})");
+                None
+            } else {
+                panic!(
+                    "{e}\nThe GPU tests need a GPU adapter; with no GPU, install the software Vulkan \
+                     driver (Debian/Ubuntu: apt-get install mesa-vulkan-drivers), or set {NO_GPU_ENV}=1 \
+                     to skip them explicitly."
+                )
+            }
+        }
+    }
+}
+
+/// Asserts every check passed, printing each failure in full.
+pub fn assert_checks(checks: &[rnn_gpu::verify::Check]) {
+    let failed: Vec<String> = checks
+        .iter()
+        .filter(|c| !c.pass())
+        .map(|c| c.to_string())
+        .collect();
+    assert!(
+        failed.is_empty(),
+        "{} of {} checks failed:\n{}",
+        failed.len(),
+        checks.len(),
+        failed.join("\n")
+    );
+}

@@ -1,0 +1,151 @@
+//! Every GPU kernel against its CPU twin on seeded random inputs over awkward shapes (one
+//! element, less than a workgroup, not a multiple of the tile, several hundred), both matmul
+//! variants, outputs poisoned before each run. The cases live in `rnn_gpu::verify`, shared with
+//! `rnn-gpu verify`.
+
+mod common;
+
+use common::{assert_checks, gpu};
+use rnn_gpu::gpu::MatmulVariant;
+use rnn_gpu::ops::Matmul;
+use rnn_gpu::verify::{self, MATMUL_SHAPES, SIZES};
+
+#[test]
+fn matmul_matches_cpu_for_every_variant_transpose_and_shape() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    let mut seed = 100;
+    for variant in MatmulVariant::ALL {
+        for &(m, n, k) in &MATMUL_SHAPES {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                for acc in [false, true] {
+                    let mut p = Matmul::new(m, n, k);
+                    p.trans_a = ta;
+                    p.trans_b = tb;
+                    p.accumulate = acc;
+                    seed += 1;
+                    checks.push(verify::check_matmul(&ctx, p, variant, seed).unwrap());
+                }
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn activations_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for name in ["tanh", "sigmoid", "relu"] {
+        for backward in [false, true] {
+            for &n in &SIZES {
+                checks.push(verify::check_activation(&ctx, name, backward, n, n as u64).unwrap());
+            }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn vector_and_bias_kernels_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for kernel in ["fill", "scale", "axpy", "add_bias", "bias_grad"] {
+        for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3)] {
+            checks
+                .push(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64).unwrap());
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn reductions_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for &n in &[1, 7, 255, 1024, 1025, 20000] {
+        for (square, acc) in [(false, false), (true, false), (false, true), (true, true)] {
+            checks.push(verify::check_reduce(&ctx, n, square, acc, n as u64).unwrap());
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn softmax_and_losses_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for kernel in ["softmax_rows", "softmax_xent", "mse"] {
+        for &(rows, cols) in &[(1, 1), (1, 5), (7, 65), (300, 3), (257, 130)] {
+            checks.extend(
+                verify::check_rows(&ctx, kernel, rows, cols, (rows + cols) as u64).unwrap(),
+            );
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn clipping_and_optimizers_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for opt in ["sgd", "momentum", "nesterov", "adagrad", "adam"] {
+        for &n in &SIZES {
+            checks.extend(verify::check_optimizer(&ctx, opt, n, true, n as u64).unwrap());
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn a_non_finite_step_leaves_parameters_and_state_untouched() {
+    let Some(ctx) = gpu() else { return };
+    for opt in ["sgd", "momentum", "adagrad", "adam"] {
+        let checks = verify::check_optimizer(&ctx, opt, 100, false, 9).unwrap();
+        assert_checks(&checks);
+    }
+    // The twin itself must refuse the step: parameters equal their initial values.
+    let mut param = vec![0.5f32; 4];
+    let mut state = vec![0.0f32; rnn_gpu::ops::step_state::LEN];
+    state[rnn_gpu::ops::step_state::LOSS] = f32::NAN;
+    rnn_gpu::cpu::kernels::finalize_step(&mut state, 1.0);
+    let o = rnn_gpu::train::optim::Sgd {
+        lr: 1.0,
+        momentum: 0.0,
+        nesterov: false,
+        weight_decay: 0.0,
+    };
+    rnn_gpu::cpu::kernels::sgd(&mut param, &[1.0; 4], None, &state, o);
+    assert_eq!(param, vec![0.5; 4]);
+    assert_eq!(state[rnn_gpu::ops::step_state::SKIPPED], 1.0);
+}
+
+#[test]
+fn gather_and_scatter_add_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for &(n, width, vocab) in &[
+        (1, 1, 1),
+        (7, 5, 3),
+        (300, 65, 65),
+        (100, 40, 257),
+        (2048, 256, 65),
+    ] {
+        for columns in [false, true] {
+            checks.extend(verify::check_gather(&ctx, n, width, vocab, columns, n as u64).unwrap());
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn dropout_matches_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for &n in &SIZES {
+        for prob in [0.0, 0.3, 0.9] {
+            checks.extend(verify::check_dropout(&ctx, n, prob, n as u64).unwrap());
+        }
+    }
+    assert_checks(&checks);
+}
