@@ -5,13 +5,13 @@
 // transposes are override constants: each combination is its own pipeline, with no branch left in
 // the inner loop.
 //
-// Both variants give each workgroup a 64×64 block of C and each of its 16×16 threads a 4×4 set
-// of C in registers. The set is strided (rows ly + 16i, columns lx + 16j), so neighbouring threads
-// touch neighbouring addresses: coalesced on a GPU, contiguous vectors on a SIMD CPU.
-//   matmul_register: reads A and B straight from memory, no barriers. Lavapipe runs a workgroup's
-//                    threads as SIMD lanes and pays heavily for every barrier: this one wins there.
-//   matmul_shared:   stages 64×16 tiles of A and B through workgroup memory, two barriers per
-//                    tile: the classic tiling that real GPUs want.
+// Variants (src/gpu/context.rs::MatmulVariant picks one per adapter):
+//   matmul_register, matmul_register_vec4: no workgroup memory, no barriers. Lavapipe runs a
+//       workgroup's threads as the SIMD lanes of one CPU core and pays heavily for every barrier;
+//       these reach 20+ GFLOP/s there at 512^3 where a shared-memory tile reaches 2.
+//   matmul_shared: 64x64 tiles of C, 64x16 tiles of A and B staged through workgroup memory, two
+//       barriers per tile, each of 16x16 threads keeping a strided 4x4 set of C in registers so
+//       that neighbouring threads touch neighbouring addresses: the classic tiling real GPUs want.
 
 struct MatmulParams {
     m: u32,
@@ -43,7 +43,7 @@ fn b_at(kk: u32, col: u32) -> f32 {
     return b[kk * p.n + col];
 }
 
-fn store(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
+fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
     var acc_v = acc;
     for (var i = 0u; i < 4u; i++) {
         let r = row0 + 16u * i;
@@ -64,28 +64,203 @@ fn store(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
     }
 }
 
-@compute @workgroup_size(16, 16)
-fn matmul_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let row0 = wg.y * 64u + l.y;
-    let col0 = wg.x * 64u + l.x;
-    // Out-of-range rows and columns read a valid element and are never stored: no branch inside
-    // the loop.
-    let r = vec4<u32>(
-        min(row0, p.m - 1u), min(row0 + 16u, p.m - 1u),
-        min(row0 + 32u, p.m - 1u), min(row0 + 48u, p.m - 1u));
-    let cc = vec4<u32>(
-        min(col0, p.n - 1u), min(col0 + 16u, p.n - 1u),
-        min(col0 + 32u, p.n - 1u), min(col0 + 48u, p.n - 1u));
-    var acc: array<vec4<f32>, 4>;
-    for (var kk = 0u; kk < p.k; kk++) {
-        let bv = vec4<f32>(b_at(kk, cc.x), b_at(kk, cc.y), b_at(kk, cc.z), b_at(kk, cc.w));
-        acc[0] = fma(vec4<f32>(a_at(r.x, kk)), bv, acc[0]);
-        acc[1] = fma(vec4<f32>(a_at(r.y, kk)), bv, acc[1]);
-        acc[2] = fma(vec4<f32>(a_at(r.z, kk)), bv, acc[2]);
-        acc[3] = fma(vec4<f32>(a_at(r.w, kk)), bv, acc[3]);
-    }
-    store(acc, row0, col0);
+// ---- matmul_register and matmul_register_vec4 ------------------------------------------------
+// A workgroup of 16 threads owns 8 rows of C; each thread owns a contiguous 8x16 block. The rows
+// depend on the workgroup alone, so lavapipe loads A once for all its SIMD lanes; only B varies
+// across lanes. The k loop advances 4 at a time: every step reads an 8x4 block of A and a 4x16
+// block of B and does 512 multiply-adds. The vec4 entry point reads 4 floats per load; it needs
+// the contiguous dimension of each operand to be a multiple of 4 (see
+// src/gpu/kernels.rs::register_vec4_fits); the scalar one takes any shape.
+
+const ROWS: u32 = 8u;   // rows of C per workgroup (and per thread)
+const COLS: u32 = 16u;  // columns of C per thread
+const THREADS: u32 = 16u;
+
+// Four k-steps of four columns of B: r_q = B[k + q, c .. c + 4].
+struct Quad {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
 }
+
+// One row of a thread's block of C: 16 columns.
+struct Row16 {
+    c0: vec4<f32>,
+    c1: vec4<f32>,
+    c2: vec4<f32>,
+    c3: vec4<f32>,
+}
+
+fn transpose_quad(q: Quad) -> Quad {
+    return Quad(
+        vec4<f32>(q.r0.x, q.r1.x, q.r2.x, q.r3.x),
+        vec4<f32>(q.r0.y, q.r1.y, q.r2.y, q.r3.y),
+        vec4<f32>(q.r0.z, q.r1.z, q.r2.z, q.r3.z),
+        vec4<f32>(q.r0.w, q.r1.w, q.r2.w, q.r3.w));
+}
+
+// c + a[0] * b.r0 + a[1] * b.r1 + a[2] * b.r2 + a[3] * b.r3, where a holds one row of A over 4 k.
+fn fma_quad(c: vec4<f32>, a: vec4<f32>, b: Quad) -> vec4<f32> {
+    return fma(vec4<f32>(a.w), b.r3, fma(vec4<f32>(a.z), b.r2, fma(vec4<f32>(a.y), b.r1, fma(vec4<f32>(a.x), b.r0, c))));
+}
+
+fn fma_row(acc: Row16, a: vec4<f32>, b0: Quad, b1: Quad, b2: Quad, b3: Quad) -> Row16 {
+    return Row16(fma_quad(acc.c0, a, b0), fma_quad(acc.c1, a, b1), fma_quad(acc.c2, a, b2), fma_quad(acc.c3, a, b3));
+}
+
+fn store4(r: u32, col: u32, v: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) {
+        if col + q < p.n {
+            let idx = r * p.n + col + q;
+            var x = v[q];
+            if p.accumulate != 0u {
+                x += c[idx];
+            }
+            c[idx] = x;
+        }
+    }
+}
+
+fn store_row(i: u32, row0: u32, col0: u32, acc: Row16) {
+    let r = row0 + i;
+    if r < p.m {
+        store4(r, col0, acc.c0);
+        store4(r, col0 + 4u, acc.c1);
+        store4(r, col0 + 8u, acc.c2);
+        store4(r, col0 + 12u, acc.c3);
+    }
+}
+
+// Scalar loads. Past the edges: rows and columns are clamped (never stored), k reads zero.
+fn a_k4(r: u32, k: u32) -> vec4<f32> {
+    let rr = min(r, p.m - 1u);
+    var v = vec4<f32>();
+    for (var q = 0u; q < 4u; q++) {
+        if k + q < p.k {
+            v[q] = a_at(rr, k + q);
+        }
+    }
+    return v;
+}
+
+fn b_quad(k: u32, col: u32) -> Quad {
+    var rows: array<vec4<f32>, 4>;
+    for (var q = 0u; q < 4u; q++) {
+        var v = vec4<f32>();
+        if k + q < p.k {
+            for (var j = 0u; j < 4u; j++) {
+                v[j] = b_at(k + q, min(col + j, p.n - 1u));
+            }
+        }
+        rows[q] = v;
+    }
+    return Quad(rows[0], rows[1], rows[2], rows[3]);
+}
+
+@compute @workgroup_size(16, 1)
+fn matmul_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let row0 = wg.y * ROWS;
+    let col0 = (wg.x * THREADS + l.x) * COLS;
+    var acc: array<Row16, 8>;
+    for (var k = 0u; k < p.k; k += 4u) {
+        let b0 = b_quad(k, col0);
+        let b1 = b_quad(k, col0 + 4u);
+        let b2 = b_quad(k, col0 + 8u);
+        let b3 = b_quad(k, col0 + 12u);
+        acc[0] = fma_row(acc[0], a_k4(row0, k), b0, b1, b2, b3);
+        acc[1] = fma_row(acc[1], a_k4(row0 + 1u, k), b0, b1, b2, b3);
+        acc[2] = fma_row(acc[2], a_k4(row0 + 2u, k), b0, b1, b2, b3);
+        acc[3] = fma_row(acc[3], a_k4(row0 + 3u, k), b0, b1, b2, b3);
+        acc[4] = fma_row(acc[4], a_k4(row0 + 4u, k), b0, b1, b2, b3);
+        acc[5] = fma_row(acc[5], a_k4(row0 + 5u, k), b0, b1, b2, b3);
+        acc[6] = fma_row(acc[6], a_k4(row0 + 6u, k), b0, b1, b2, b3);
+        acc[7] = fma_row(acc[7], a_k4(row0 + 7u, k), b0, b1, b2, b3);
+    }
+    if col0 >= p.n {
+        return;
+    }
+    for (var i = 0u; i < ROWS; i++) {
+        store_row(i, row0, col0, acc[i]);
+    }
+}
+
+// The same operands seen as vec4 arrays (bindings 4 and 5 alias bindings 2 and 3).
+@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
+@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
+
+// Rows r .. r + 4 of A over k .. k + 4, one vec4 per row.
+fn a_quad4(r: u32, k: u32) -> Quad {
+    if TRANS_A {
+        // A stored (K, M): each load is 4 rows at one k. M is a multiple of 4 and at least 4.
+        let rr = min(r, p.m - 4u) / 4u;
+        let m4 = p.m / 4u;
+        return transpose_quad(Quad(a4[k * m4 + rr], a4[(k + 1u) * m4 + rr], a4[(k + 2u) * m4 + rr], a4[(k + 3u) * m4 + rr]));
+    }
+    let k4 = p.k / 4u;
+    let kk = k / 4u;
+    return Quad(
+        a4[min(r, p.m - 1u) * k4 + kk], a4[min(r + 1u, p.m - 1u) * k4 + kk],
+        a4[min(r + 2u, p.m - 1u) * k4 + kk], a4[min(r + 3u, p.m - 1u) * k4 + kk]);
+}
+
+// B over k .. k + 4 at columns col .. col + 4.
+fn b_quad4(k: u32, col: u32) -> Quad {
+    if TRANS_B {
+        // B stored (N, K): each load is one column over 4 k.
+        let k4 = p.k / 4u;
+        let kk = k / 4u;
+        return transpose_quad(Quad(
+            b4[min(col, p.n - 1u) * k4 + kk], b4[min(col + 1u, p.n - 1u) * k4 + kk],
+            b4[min(col + 2u, p.n - 1u) * k4 + kk], b4[min(col + 3u, p.n - 1u) * k4 + kk]));
+    }
+    let n4 = p.n / 4u;
+    let cb = min(col / 4u, n4 - 1u);
+    return Quad(b4[k * n4 + cb], b4[(k + 1u) * n4 + cb], b4[(k + 2u) * n4 + cb], b4[(k + 3u) * n4 + cb]);
+}
+
+@compute @workgroup_size(16, 1)
+fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    let row0 = wg.y * ROWS;
+    let col0 = (wg.x * THREADS + l.x) * COLS;
+    var acc0: Row16;
+    var acc1: Row16;
+    var acc2: Row16;
+    var acc3: Row16;
+    var acc4: Row16;
+    var acc5: Row16;
+    var acc6: Row16;
+    var acc7: Row16;
+    for (var k = 0u; k < p.k; k += 4u) {
+        let b0 = b_quad4(k, col0);
+        let b1 = b_quad4(k, col0 + 4u);
+        let b2 = b_quad4(k, col0 + 8u);
+        let b3 = b_quad4(k, col0 + 12u);
+        let lo = a_quad4(row0, k);
+        let hi = a_quad4(row0 + 4u, k);
+        acc0 = fma_row(acc0, lo.r0, b0, b1, b2, b3);
+        acc1 = fma_row(acc1, lo.r1, b0, b1, b2, b3);
+        acc2 = fma_row(acc2, lo.r2, b0, b1, b2, b3);
+        acc3 = fma_row(acc3, lo.r3, b0, b1, b2, b3);
+        acc4 = fma_row(acc4, hi.r0, b0, b1, b2, b3);
+        acc5 = fma_row(acc5, hi.r1, b0, b1, b2, b3);
+        acc6 = fma_row(acc6, hi.r2, b0, b1, b2, b3);
+        acc7 = fma_row(acc7, hi.r3, b0, b1, b2, b3);
+    }
+    if col0 >= p.n {
+        return;
+    }
+    store_row(0u, row0, col0, acc0);
+    store_row(1u, row0, col0, acc1);
+    store_row(2u, row0, col0, acc2);
+    store_row(3u, row0, col0, acc3);
+    store_row(4u, row0, col0, acc4);
+    store_row(5u, row0, col0, acc5);
+    store_row(6u, row0, col0, acc6);
+    store_row(7u, row0, col0, acc7);
+}
+
+// ---- matmul_shared ----------------------------------------------------------------------------
 
 const BK: u32 = 16u;
 var<workgroup> a_tile: array<f32, 1024>; // [BK][64], k-major
@@ -149,5 +324,5 @@ fn matmul_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
         }
         workgroupBarrier();
     }
-    store(acc, block_row + l.y, block_col + l.x);
+    store_strided(acc, block_row + l.y, block_col + l.x);
 }

@@ -161,8 +161,8 @@ pub fn check_matmul(
     run(prog)?;
     let got = ctx.download(&gc)?;
     let name = format!(
-        "matmul_{}{}{}{}",
-        variant.name(),
+        "{}{}{}{}",
+        gk::matmul_entry(&p, variant),
         if p.trans_a { "_ta" } else { "" },
         if p.trans_b { "_tb" } else { "" },
         if p.accumulate { "_acc" } else { "" }
@@ -648,15 +648,18 @@ pub fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64) -> R
 pub const SIZES: [usize; 5] = [1, 7, 100, 257, 1000];
 
 /// Matmul shapes (m, n, k): degenerate, sub-tile, ragged, square, and the skinny shapes of a
-/// recurrence (B x H times H x 4H).
-pub const MATMUL_SHAPES: [(usize, usize, usize); 7] = [
+/// recurrence (B x H times H x 4H); the multiples of 4 among them take the vec4 kernel.
+pub const MATMUL_SHAPES: [(usize, usize, usize); 10] = [
     (1, 1, 1),
     (3, 5, 7),
     (17, 33, 9),
+    (4, 4, 4),
     (64, 64, 64),
     (65, 130, 67),
     (300, 257, 190),
     (5, 516, 129),
+    (12, 260, 36),
+    (33, 1028, 256),
 ];
 
 /// Every kernel at the standard awkward shapes: what `rnn-gpu verify` prints.

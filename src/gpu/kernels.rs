@@ -86,12 +86,22 @@ pub fn matmul_variant(
         k: to_u32(OP, "k", p.k)?,
         accumulate: p.accumulate as u32,
     };
-    let entry = match variant {
-        MatmulVariant::Register => "matmul_register",
-        MatmulVariant::Shared => "matmul_shared",
+    let entry = matmul_entry(&p, variant);
+    let (groups, args) = match entry {
+        "matmul_shared" => (
+            [p.n.div_ceil(64), p.m.div_ceil(64)],
+            [(1, c), (2, a), (3, b)],
+        ),
+        "matmul_register" => (
+            [p.n.div_ceil(256), p.m.div_ceil(8)],
+            [(1, c), (2, a), (3, b)],
+        ),
+        _ => (
+            [p.n.div_ceil(256), p.m.div_ceil(8)],
+            [(1, c), (4, a), (5, b)],
+        ),
     };
     let max = prog.ctx().limits().max_compute_workgroups_per_dimension as usize;
-    let groups = [p.n.div_ceil(64), p.m.div_ceil(64)];
     if groups[0] > max || groups[1] > max {
         return Err(Error::range(
             OP,
@@ -104,10 +114,35 @@ pub fn matmul_variant(
         "matmul",
         entry,
         &[("TRANS_A", p.trans_a as u64), ("TRANS_B", p.trans_b as u64)],
-        &[(1, c), (2, a), (3, b)],
+        &args,
         &params,
         [groups[0] as u32, groups[1] as u32, 1],
     )
+}
+
+/// Whether `matmul_register_vec4` can read both operands 4 floats at a time: the contiguous
+/// dimension of each stored operand is a multiple of 4 (and a transposed A has at least 4 rows).
+pub fn register_vec4_fits(p: &Matmul) -> bool {
+    let a_ok = if p.trans_a {
+        p.m % 4 == 0
+    } else {
+        p.k % 4 == 0
+    };
+    let b_ok = if p.trans_b {
+        p.k % 4 == 0
+    } else {
+        p.n % 4 == 0
+    };
+    a_ok && b_ok
+}
+
+/// The entry point of shaders/matmul.wgsl that runs `p` under `variant`.
+pub fn matmul_entry(p: &Matmul, variant: MatmulVariant) -> &'static str {
+    match variant {
+        MatmulVariant::Shared => "matmul_shared",
+        MatmulVariant::Register if register_vec4_fits(p) => "matmul_register_vec4",
+        MatmulVariant::Register => "matmul_register",
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
