@@ -80,3 +80,87 @@ pub mod step_state {
     pub const SKIPPED: usize = 6;
     pub const LEN: usize = 8;
 }
+
+/// The recurrent cell of a layer.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum Cell {
+    /// Elman RNN with tanh, or relu when `relu`.
+    Rnn {
+        relu: bool,
+    },
+    Lstm,
+    Gru,
+}
+
+impl Cell {
+    /// Gates per hidden unit: rows of `weight_ih` are `gates() * H`.
+    pub fn gates(self) -> usize {
+        match self {
+            Cell::Rnn { .. } => 1,
+            Cell::Lstm => 4,
+            Cell::Gru => 3,
+        }
+    }
+
+    /// Values per hidden unit the forward step keeps for the backward step (`gates` buffer).
+    pub fn saved(self) -> usize {
+        match self {
+            Cell::Rnn { .. } => 0,
+            Cell::Lstm | Cell::Gru => 4,
+        }
+    }
+
+    pub fn has_cell_state(self) -> bool {
+        self == Cell::Lstm
+    }
+
+    pub fn name(self) -> &'static str {
+        match self {
+            Cell::Rnn { relu: false } => "rnn_tanh",
+            Cell::Rnn { relu: true } => "rnn_relu",
+            Cell::Lstm => "lstm",
+            Cell::Gru => "gru",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Option<Cell> {
+        match name {
+            "rnn" | "rnn_tanh" | "tanh" => Some(Cell::Rnn { relu: false }),
+            "rnn_relu" | "relu" => Some(Cell::Rnn { relu: true }),
+            "lstm" => Some(Cell::Lstm),
+            "gru" => Some(Cell::Gru),
+            _ => None,
+        }
+    }
+}
+
+/// What a backward step kernel does.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum StepMode {
+    /// The first step processed backward: nothing reaches it through W_hh.
+    First,
+    /// A later step: the gate gradients of step `next_t` reach it through W_hh.
+    Later,
+    /// After the last step: adds the gradient reaching the initial state through W_hh to the
+    /// carry, which then holds the gradient of the initial state.
+    Initial,
+}
+
+/// One time step of one layer direction: where it reads and writes (see shaders/step_common.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Step {
+    pub t: usize,
+    pub batch: usize,
+    pub hidden: usize,
+    pub in_slot: usize,
+    pub out_slot: usize,
+    /// Element offset of slot 0 in the state buffers.
+    pub state_base: usize,
+    /// Columns of y and dy (D*H) and this direction's first column.
+    pub out_stride: usize,
+    pub out_col: usize,
+    /// Offset of b_hh within the bias buffer.
+    pub bias_hh: usize,
+    pub next_t: usize,
+    pub mode: StepMode,
+}

@@ -149,3 +149,19 @@ fn dropout_matches_cpu() {
     }
     assert_checks(&checks);
 }
+
+#[test]
+fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for cell in verify::ALL_CELLS {
+        for &(t, b, h) in &verify::STEP_SHAPES {
+            for reverse in [false, true] {
+                checks.extend(
+                    verify::check_steps(&ctx, cell, t, b, h, reverse, (t * b * h) as u64).unwrap(),
+                );
+            }
+        }
+    }
+    assert_checks(&checks);
+}

@@ -1,7 +1,7 @@
 //! CPU twins of the GPU kernels: same names, same argument order, plain loops. They are the
 //! oracle of the kernel tests and of `rnn-gpu verify`, and building blocks of the CPU device.
 
-use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
+use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::real::Real;
 use crate::rng::hash_uniform;
 use crate::train::optim::{Adagrad, Adam, Sgd};
@@ -349,5 +349,322 @@ pub fn dropout_forward<T: Real>(out: &mut [T], x: &[T], seeds: &[u32], p: Dropou
 pub fn dropout_backward<T: Real>(dx: &mut [T], dy: &[T], seeds: &[u32], p: Dropout) {
     for i in 0..dx.len() {
         dx[i] += dy[i] * T::from_f32(keep_scale(seeds[0], p, i));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fused recurrent steps: the same buffers, the same layout (shaders/step_common.wgsl), the
+// cell equations written out per (batch row, hidden unit).
+
+fn slot_row(s: &Step, slot: usize, b: usize) -> usize {
+    s.state_base + (slot * s.batch + b) * s.hidden
+}
+
+fn out_index(s: &Step, b: usize, j: usize) -> usize {
+    (s.t * s.batch + b) * s.out_stride + s.out_col + j
+}
+
+/// `W_hh[row, :] · h`
+fn dot_row<T: Real>(w_hh: &[T], row: usize, h: &[T]) -> T {
+    let n = h.len();
+    w_hh[row * n..(row + 1) * n]
+        .iter()
+        .zip(h)
+        .map(|(&w, &x)| w * x)
+        .sum()
+}
+
+/// The gradient reaching unit j of row b through W_hh from step `next_t`'s gate gradients `dgr`
+/// (G*H per row): `sum_g dgr[next_t, b, g] * W_hh[g, j]`.
+fn recurrent_grad<T: Real>(
+    s: &Step,
+    dgr: &[T],
+    w_hh: &[T],
+    g_rows: usize,
+    b: usize,
+    j: usize,
+) -> T {
+    if s.mode == StepMode::First {
+        return T::ZERO;
+    }
+    let base = (s.next_t * s.batch + b) * g_rows;
+    (0..g_rows)
+        .map(|g| dgr[base + g] * w_hh[g * s.hidden + j])
+        .sum()
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_step_forward<T: Real>(
+    states: &mut [T],
+    cells: &mut [T],
+    gates: &mut [T],
+    y: &mut [T],
+    xw: &[T],
+    w_hh: &[T],
+    bias: &[T],
+    lengths: &[u32],
+    s: Step,
+) {
+    let h = s.hidden;
+    let g4 = 4 * h;
+    for b in 0..s.batch {
+        let src = slot_row(&s, s.in_slot, b);
+        let dst = slot_row(&s, s.out_slot, b);
+        let h_prev: Vec<T> = states[src..src + h].to_vec();
+        let row = (s.t * s.batch + b) * g4;
+        let valid = s.t < lengths[b] as usize;
+        for j in 0..h {
+            let pre = |k: usize| {
+                xw[row + k * h + j]
+                    + bias[k * h + j]
+                    + dot_row(w_hh, k * h + j, &h_prev)
+                    + bias[s.bias_hh + k * h + j]
+            };
+            let i = pre(0).sigmoid();
+            let f = pre(1).sigmoid();
+            let g = pre(2).tanh();
+            let o = pre(3).sigmoid();
+            let (c, hv, out) = if valid {
+                let c = f * cells[src + j] + i * g;
+                let hv = o * c.tanh();
+                (c, hv, hv)
+            } else {
+                (cells[src + j], h_prev[j], T::ZERO)
+            };
+            cells[dst + j] = c;
+            states[dst + j] = hv;
+            gates[row + j] = i;
+            gates[row + h + j] = f;
+            gates[row + 2 * h + j] = g;
+            gates[row + 3 * h + j] = o;
+            y[out_index(&s, b, j)] = out;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_step_backward<T: Real>(
+    cells: &[T],
+    gates: &[T],
+    w_hh: &[T],
+    lengths: &[u32],
+    dy: &[T],
+    dg: &mut [T],
+    carry: &mut [T],
+    s: Step,
+) {
+    let h = s.hidden;
+    let g4 = 4 * h;
+    let bh = s.batch * h;
+    let rec: Vec<T> = (0..s.batch)
+        .flat_map(|b| (0..h).map(move |j| (b, j)))
+        .map(|(b, j)| recurrent_grad(&s, dg, w_hh, g4, b, j))
+        .collect();
+    for b in 0..s.batch {
+        for j in 0..h {
+            let ci = b * h + j;
+            if s.mode == StepMode::Initial {
+                carry[ci] += rec[ci];
+                continue;
+            }
+            let row = (s.t * s.batch + b) * g4;
+            if s.t >= lengths[b] as usize {
+                carry[ci] += rec[ci];
+                for k in 0..4 {
+                    dg[row + k * h + j] = T::ZERO;
+                }
+                continue;
+            }
+            let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
+            let (i, f, g, o) = (
+                gates[row + j],
+                gates[row + h + j],
+                gates[row + 2 * h + j],
+                gates[row + 3 * h + j],
+            );
+            let c = cells[slot_row(&s, s.out_slot, b) + j];
+            let c_prev = cells[slot_row(&s, s.in_slot, b) + j];
+            let tc = c.tanh();
+            let dc = dh * o * (T::ONE - tc * tc) + carry[bh + ci];
+            dg[row + j] = dc * g * i * (T::ONE - i);
+            dg[row + h + j] = dc * c_prev * f * (T::ONE - f);
+            dg[row + 2 * h + j] = dc * i * (T::ONE - g * g);
+            dg[row + 3 * h + j] = dh * tc * o * (T::ONE - o);
+            carry[ci] = T::ZERO;
+            carry[bh + ci] = dc * f;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn gru_step_forward<T: Real>(
+    states: &mut [T],
+    gates: &mut [T],
+    y: &mut [T],
+    xw: &[T],
+    w_hh: &[T],
+    bias: &[T],
+    lengths: &[u32],
+    s: Step,
+) {
+    let h = s.hidden;
+    for b in 0..s.batch {
+        let src = slot_row(&s, s.in_slot, b);
+        let dst = slot_row(&s, s.out_slot, b);
+        let h_prev: Vec<T> = states[src..src + h].to_vec();
+        let xrow = (s.t * s.batch + b) * 3 * h;
+        let grow = (s.t * s.batch + b) * 4 * h;
+        let valid = s.t < lengths[b] as usize;
+        for j in 0..h {
+            let hh = |k: usize| dot_row(w_hh, k * h + j, &h_prev) + bias[s.bias_hh + k * h + j];
+            let r = (xw[xrow + j] + bias[j] + hh(0)).sigmoid();
+            let z = (xw[xrow + h + j] + bias[h + j] + hh(1)).sigmoid();
+            let hn = hh(2);
+            let n = (xw[xrow + 2 * h + j] + bias[2 * h + j] + r * hn).tanh();
+            let (hv, out) = if valid {
+                let hv = (T::ONE - z) * n + z * h_prev[j];
+                (hv, hv)
+            } else {
+                (h_prev[j], T::ZERO)
+            };
+            states[dst + j] = hv;
+            gates[grow + j] = r;
+            gates[grow + h + j] = z;
+            gates[grow + 2 * h + j] = n;
+            gates[grow + 3 * h + j] = hn;
+            y[out_index(&s, b, j)] = out;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn gru_step_backward<T: Real>(
+    states: &[T],
+    gates: &[T],
+    w_hh: &[T],
+    lengths: &[u32],
+    dy: &[T],
+    dgx: &mut [T],
+    dgh: &mut [T],
+    carry: &mut [T],
+    s: Step,
+) {
+    let h = s.hidden;
+    let g3 = 3 * h;
+    let rec: Vec<T> = (0..s.batch)
+        .flat_map(|b| (0..h).map(move |j| (b, j)))
+        .map(|(b, j)| recurrent_grad(&s, dgh, w_hh, g3, b, j))
+        .collect();
+    for b in 0..s.batch {
+        for j in 0..h {
+            let ci = b * h + j;
+            if s.mode == StepMode::Initial {
+                carry[ci] += rec[ci];
+                continue;
+            }
+            let row = (s.t * s.batch + b) * g3;
+            if s.t >= lengths[b] as usize {
+                carry[ci] += rec[ci];
+                for k in 0..3 {
+                    dgx[row + k * h + j] = T::ZERO;
+                    dgh[row + k * h + j] = T::ZERO;
+                }
+                continue;
+            }
+            let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
+            let grow = (s.t * s.batch + b) * 4 * h;
+            let (r, z, n, hn) = (
+                gates[grow + j],
+                gates[grow + h + j],
+                gates[grow + 2 * h + j],
+                gates[grow + 3 * h + j],
+            );
+            let h_prev = states[slot_row(&s, s.in_slot, b) + j];
+            let dn = dh * (T::ONE - z) * (T::ONE - n * n);
+            let dz = dh * (h_prev - n) * z * (T::ONE - z);
+            let dr = dn * hn * r * (T::ONE - r);
+            dgx[row + j] = dr;
+            dgx[row + h + j] = dz;
+            dgx[row + 2 * h + j] = dn;
+            dgh[row + j] = dr;
+            dgh[row + h + j] = dz;
+            dgh[row + 2 * h + j] = dn * r;
+            carry[ci] = dh * z;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_step_forward<T: Real>(
+    states: &mut [T],
+    y: &mut [T],
+    xw: &[T],
+    w_hh: &[T],
+    bias: &[T],
+    lengths: &[u32],
+    s: Step,
+    relu: bool,
+) {
+    let h = s.hidden;
+    for b in 0..s.batch {
+        let src = slot_row(&s, s.in_slot, b);
+        let dst = slot_row(&s, s.out_slot, b);
+        let h_prev: Vec<T> = states[src..src + h].to_vec();
+        let valid = s.t < lengths[b] as usize;
+        for j in 0..h {
+            let pre = xw[(s.t * s.batch + b) * h + j]
+                + bias[j]
+                + dot_row(w_hh, j, &h_prev)
+                + bias[s.bias_hh + j];
+            let (hv, out) = if valid {
+                let hv = if relu { pre.max(T::ZERO) } else { pre.tanh() };
+                (hv, hv)
+            } else {
+                (h_prev[j], T::ZERO)
+            };
+            states[dst + j] = hv;
+            y[out_index(&s, b, j)] = out;
+        }
+    }
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_step_backward<T: Real>(
+    states: &[T],
+    w_hh: &[T],
+    lengths: &[u32],
+    dy: &[T],
+    dg: &mut [T],
+    carry: &mut [T],
+    s: Step,
+    relu: bool,
+) {
+    let h = s.hidden;
+    let rec: Vec<T> = (0..s.batch)
+        .flat_map(|b| (0..h).map(move |j| (b, j)))
+        .map(|(b, j)| recurrent_grad(&s, dg, w_hh, h, b, j))
+        .collect();
+    for b in 0..s.batch {
+        for j in 0..h {
+            let ci = b * h + j;
+            if s.mode == StepMode::Initial {
+                carry[ci] += rec[ci];
+                continue;
+            }
+            let row = (s.t * s.batch + b) * h + j;
+            if s.t >= lengths[b] as usize {
+                carry[ci] += rec[ci];
+                dg[row] = T::ZERO;
+                continue;
+            }
+            let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
+            let hv = states[slot_row(&s, s.out_slot, b) + j];
+            dg[row] = if relu {
+                if hv > T::ZERO { dh } else { T::ZERO }
+            } else {
+                dh * (T::ONE - hv * hv)
+            };
+            carry[ci] = T::ZERO;
+        }
     }
 }

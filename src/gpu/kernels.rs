@@ -8,7 +8,7 @@ use super::context::MatmulVariant;
 use super::program::{Program, groups_1d};
 use super::tensor::GpuTensor;
 use crate::error::{Error, Result};
-use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
+use crate::ops::{Cell, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::train::optim::{Adagrad, Adam, Sgd};
 
 const WG: usize = 256;
@@ -814,4 +814,380 @@ pub fn dropout_backward(
     p: Dropout,
 ) -> Result<()> {
     dropout(prog, "dropout_backward", dx, dy, seeds, p)
+}
+
+// ---------------------------------------------------------------------------------------------
+// rnn.wgsl, lstm.wgsl, gru.wgsl: the fused recurrent steps
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct StepParams {
+    // must match shaders/step_common.wgsl::StepParams
+    t: u32,
+    batch: u32,
+    hidden: u32,
+    in_slot: u32,
+    out_slot: u32,
+    state_base: u32,
+    out_stride: u32,
+    out_col: u32,
+    bias_hh: u32,
+    next_t: u32,
+    mode: u32,
+    _pad: u32,
+}
+
+/// Batch rows per thread in the step kernels; must match shaders/step_common.wgsl::ROWS.
+const STEP_ROWS: usize = 8;
+
+/// Checks every buffer a step kernel touches against the extent `s` implies, and builds its
+/// parameters and its override constants.
+struct StepCheck {
+    op: &'static str,
+    s: Step,
+}
+
+impl StepCheck {
+    fn at_least(&self, what: &str, t: &GpuTensor, n: usize) -> Result<()> {
+        if t.len() < n {
+            return Err(Error::shape(self.op, what, t.shape(), &[n]));
+        }
+        Ok(())
+    }
+
+    fn states(&self, t: &GpuTensor) -> Result<()> {
+        let s = &self.s;
+        let slots = s.in_slot.max(s.out_slot) + 1;
+        self.at_least("states", t, s.state_base + slots * s.batch * s.hidden)?;
+        self.vec4_len("states", t)
+    }
+
+    // Bound as vec4 arrays: a whole number of vec4s, or the last elements are out of reach.
+    fn vec4_len(&self, what: &str, t: &GpuTensor) -> Result<()> {
+        if t.len() % 4 != 0 {
+            return Err(Error::invalid(
+                self.op,
+                format!("{what} holds {} elements, not a multiple of 4", t.len()),
+            ));
+        }
+        Ok(())
+    }
+
+    fn per_step(&self, what: &str, t: &GpuTensor, width: usize, last_t: usize) -> Result<()> {
+        self.at_least(what, t, (last_t + 1) * self.s.batch * width)
+    }
+
+    fn common(&self, cell: Cell, w_hh: &GpuTensor, lengths: &GpuTensor) -> Result<()> {
+        let s = &self.s;
+        nonzero(self.op, "batch", s.batch)?;
+        nonzero(self.op, "hidden", s.hidden)?;
+        self.at_least("w_hh", w_hh, cell.gates() * s.hidden * s.hidden)?;
+        self.vec4_len("w_hh", w_hh)?;
+        need(self.op, "lengths", lengths, s.batch)
+    }
+
+    fn params(&self) -> Result<StepParams> {
+        let s = &self.s;
+        let u = |what, v| to_u32(self.op, what, v);
+        Ok(StepParams {
+            t: u("t", s.t)?,
+            batch: u("batch", s.batch)?,
+            hidden: u("hidden", s.hidden)?,
+            in_slot: u("in_slot", s.in_slot)?,
+            out_slot: u("out_slot", s.out_slot)?,
+            state_base: u("state_base", s.state_base)?,
+            out_stride: u("out_stride", s.out_stride)?,
+            out_col: u("out_col", s.out_col)?,
+            bias_hh: u("bias_hh", s.bias_hh)?,
+            next_t: u("next_t", s.next_t)?,
+            mode: match s.mode {
+                StepMode::First => 0,
+                StepMode::Later => 1,
+                StepMode::Initial => 2,
+            },
+            _pad: 0,
+        })
+    }
+
+    fn vec4(&self) -> u64 {
+        (self.s.hidden % 4 == 0 && self.s.state_base % 4 == 0) as u64
+    }
+
+    fn forward_groups(&self) -> [u32; 3] {
+        [
+            self.s.hidden.div_ceil(64) as u32,
+            self.s.batch.div_ceil(STEP_ROWS) as u32,
+            1,
+        ]
+    }
+
+    fn backward_groups(&self) -> [u32; 3] {
+        [
+            self.s.hidden.div_ceil(4).div_ceil(64) as u32,
+            self.s.batch.div_ceil(STEP_ROWS) as u32,
+            1,
+        ]
+    }
+
+    fn last_t(&self) -> usize {
+        self.s.t.max(self.s.next_t)
+    }
+}
+
+/// The LSTM step at time `s.t` (shaders/lstm.wgsl).
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_step_forward(
+    prog: &mut Program,
+    states: &GpuTensor,  // see shaders/step_common.wgsl
+    cells: &GpuTensor,   // like states
+    gates: &GpuTensor,   // (T, B, 4H)
+    y: &GpuTensor,       // (T, B, D*H)
+    xw: &GpuTensor,      // (T, B, 4H)
+    w_hh: &GpuTensor,    // (4H, H)
+    bias: &GpuTensor,    // b_ih (4H), b_hh at s.bias_hh
+    lengths: &GpuTensor, // (B) u32
+    s: Step,
+) -> Result<()> {
+    let c = StepCheck {
+        op: "lstm_step_forward",
+        s,
+    };
+    let (h, b) = (s.hidden, s.batch);
+    c.common(Cell::Lstm, w_hh, lengths)?;
+    c.states(states)?;
+    c.at_least(
+        "cells",
+        cells,
+        s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h,
+    )?;
+    c.per_step("gates", gates, 4 * h, s.t)?;
+    c.per_step("y", y, s.out_stride, s.t)?;
+    c.per_step("xw", xw, 4 * h, s.t)?;
+    c.at_least("bias", bias, s.bias_hh + 4 * h)?;
+    prog.dispatch(
+        "lstm",
+        "lstm_step_forward",
+        &[("VEC4", c.vec4())],
+        &[
+            (1, states),
+            (2, cells),
+            (3, gates),
+            (4, y),
+            (5, xw),
+            (6, w_hh),
+            (7, bias),
+            (8, lengths),
+        ],
+        &c.params()?,
+        c.forward_groups(),
+    )
+}
+
+/// The LSTM backward step at time `s.t` (or, in `StepMode::Initial`, the initial-state gradient).
+#[allow(clippy::too_many_arguments)]
+pub fn lstm_step_backward(
+    prog: &mut Program,
+    cells: &GpuTensor,
+    gates: &GpuTensor,
+    w_hh: &GpuTensor,
+    lengths: &GpuTensor,
+    dy: &GpuTensor,    // (T, B, D*H)
+    dg: &GpuTensor,    // (T, B, 4H)
+    carry: &GpuTensor, // (2, B, H)
+    s: Step,
+) -> Result<()> {
+    let c = StepCheck {
+        op: "lstm_step_backward",
+        s,
+    };
+    let (h, b) = (s.hidden, s.batch);
+    c.common(Cell::Lstm, w_hh, lengths)?;
+    c.at_least(
+        "cells",
+        cells,
+        s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h,
+    )?;
+    c.per_step("gates", gates, 4 * h, s.t)?;
+    c.per_step("dy", dy, s.out_stride, s.t)?;
+    c.per_step("dg", dg, 4 * h, c.last_t())?;
+    need(c.op, "carry", carry, 2 * b * h)?;
+    prog.dispatch(
+        "lstm",
+        "lstm_step_backward",
+        &[("VEC4", c.vec4())],
+        &[
+            (2, cells),
+            (3, gates),
+            (6, w_hh),
+            (8, lengths),
+            (9, dy),
+            (10, dg),
+            (12, carry),
+        ],
+        &c.params()?,
+        c.backward_groups(),
+    )
+}
+
+/// The GRU step at time `s.t` (shaders/gru.wgsl).
+#[allow(clippy::too_many_arguments)]
+pub fn gru_step_forward(
+    prog: &mut Program,
+    states: &GpuTensor,
+    gates: &GpuTensor, // (T, B, 4H): r, z, n, hn
+    y: &GpuTensor,
+    xw: &GpuTensor,   // (T, B, 3H)
+    w_hh: &GpuTensor, // (3H, H)
+    bias: &GpuTensor,
+    lengths: &GpuTensor,
+    s: Step,
+) -> Result<()> {
+    let c = StepCheck {
+        op: "gru_step_forward",
+        s,
+    };
+    let h = s.hidden;
+    c.common(Cell::Gru, w_hh, lengths)?;
+    c.states(states)?;
+    c.per_step("gates", gates, 4 * h, s.t)?;
+    c.per_step("y", y, s.out_stride, s.t)?;
+    c.per_step("xw", xw, 3 * h, s.t)?;
+    c.at_least("bias", bias, s.bias_hh + 3 * h)?;
+    prog.dispatch(
+        "gru",
+        "gru_step_forward",
+        &[("VEC4", c.vec4())],
+        &[
+            (1, states),
+            (3, gates),
+            (4, y),
+            (5, xw),
+            (6, w_hh),
+            (7, bias),
+            (8, lengths),
+        ],
+        &c.params()?,
+        c.forward_groups(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn gru_step_backward(
+    prog: &mut Program,
+    states: &GpuTensor,
+    gates: &GpuTensor,
+    w_hh: &GpuTensor,
+    lengths: &GpuTensor,
+    dy: &GpuTensor,
+    dgx: &GpuTensor,   // (T, B, 3H)
+    dgh: &GpuTensor,   // (T, B, 3H)
+    carry: &GpuTensor, // (2, B, H)
+    s: Step,
+) -> Result<()> {
+    let c = StepCheck {
+        op: "gru_step_backward",
+        s,
+    };
+    let (h, b) = (s.hidden, s.batch);
+    c.common(Cell::Gru, w_hh, lengths)?;
+    c.states(states)?;
+    c.per_step("gates", gates, 4 * h, s.t)?;
+    c.per_step("dy", dy, s.out_stride, s.t)?;
+    c.per_step("dgx", dgx, 3 * h, s.t)?;
+    c.per_step("dgh", dgh, 3 * h, c.last_t())?;
+    need(c.op, "carry", carry, 2 * b * h)?;
+    prog.dispatch(
+        "gru",
+        "gru_step_backward",
+        &[("VEC4", c.vec4())],
+        &[
+            (1, states),
+            (3, gates),
+            (6, w_hh),
+            (8, lengths),
+            (9, dy),
+            (10, dgx),
+            (11, dgh),
+            (12, carry),
+        ],
+        &c.params()?,
+        c.backward_groups(),
+    )
+}
+
+/// The Elman RNN step at time `s.t` (shaders/rnn.wgsl), tanh or relu.
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_step_forward(
+    prog: &mut Program,
+    states: &GpuTensor,
+    y: &GpuTensor,
+    xw: &GpuTensor,   // (T, B, H)
+    w_hh: &GpuTensor, // (H, H)
+    bias: &GpuTensor,
+    lengths: &GpuTensor,
+    s: Step,
+    relu: bool,
+) -> Result<()> {
+    let c = StepCheck {
+        op: "rnn_step_forward",
+        s,
+    };
+    c.common(Cell::Rnn { relu }, w_hh, lengths)?;
+    c.states(states)?;
+    c.per_step("y", y, s.out_stride, s.t)?;
+    c.per_step("xw", xw, s.hidden, s.t)?;
+    c.at_least("bias", bias, s.bias_hh + s.hidden)?;
+    prog.dispatch(
+        "rnn",
+        "rnn_step_forward",
+        &[("VEC4", c.vec4()), ("RELU", relu as u64)],
+        &[
+            (1, states),
+            (4, y),
+            (5, xw),
+            (6, w_hh),
+            (7, bias),
+            (8, lengths),
+        ],
+        &c.params()?,
+        c.forward_groups(),
+    )
+}
+
+#[allow(clippy::too_many_arguments)]
+pub fn rnn_step_backward(
+    prog: &mut Program,
+    states: &GpuTensor,
+    w_hh: &GpuTensor,
+    lengths: &GpuTensor,
+    dy: &GpuTensor,
+    dg: &GpuTensor,    // (T, B, H)
+    carry: &GpuTensor, // (2, B, H)
+    s: Step,
+    relu: bool,
+) -> Result<()> {
+    let c = StepCheck {
+        op: "rnn_step_backward",
+        s,
+    };
+    c.common(Cell::Rnn { relu }, w_hh, lengths)?;
+    c.states(states)?;
+    c.per_step("dy", dy, s.out_stride, s.t)?;
+    c.per_step("dg", dg, s.hidden, c.last_t())?;
+    need(c.op, "carry", carry, 2 * s.batch * s.hidden)?;
+    prog.dispatch(
+        "rnn",
+        "rnn_step_backward",
+        &[("VEC4", c.vec4()), ("RELU", relu as u64)],
+        &[
+            (1, states),
+            (6, w_hh),
+            (8, lengths),
+            (9, dy),
+            (10, dg),
+            (12, carry),
+        ],
+        &c.params()?,
+        c.backward_groups(),
+    )
 }

@@ -1,5 +1,18 @@
 //! The WGSL sources, compiled into the binary. Each file under shaders/ is one kernel family;
-//! shaders/common.wgsl (indexing, finiteness, stable activations) is prepended to every one.
+//! shaders/common.wgsl (indexing, finiteness, stable activations) is prepended to every one, and
+//! shaders/step_common.wgsl (layout and loads of the fused steps) to the three cell files.
+
+macro_rules! step_shader {
+    ($file:literal) => {
+        concat!(
+            include_str!("../../shaders/common.wgsl"),
+            "\n",
+            include_str!("../../shaders/step_common.wgsl"),
+            "\n",
+            include_str!(concat!("../../shaders/", $file, ".wgsl"))
+        )
+    };
+}
 
 macro_rules! shader {
     ($file:literal) => {
@@ -21,6 +34,9 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("optim", shader!("optim")),
     ("gather", shader!("gather")),
     ("dropout", shader!("dropout")),
+    ("rnn", step_shader!("rnn")),
+    ("lstm", step_shader!("lstm")),
+    ("gru", step_shader!("gru")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {

@@ -1,0 +1,140 @@
+// lstm.wgsl: the fused LSTM step, forward and backward (PyTorch's equations, gate order i, f, g, o):
+//   i = σ(x_i + h W_hi + b_i), f = σ(...), g = tanh(...), o = σ(...)
+//   c' = f * c + i * g,  h' = o * tanh(c')
+// (x_* is the input projection x W_ih, computed for all steps by one GEMM beforehand.)
+// Backward, with dh the gradient reaching h' (from the output, from the next step through W_hh,
+// and passed through padded steps) and dc_carry the gradient reaching c' from the next step:
+//   dc = dh * o * (1 - tanh(c')^2) + dc_carry
+//   do = dh * tanh(c') * o(1-o),  di = dc * g * i(1-i),  df = dc * c * f(1-f),  dg = dc * i * (1-g^2)
+//   dc_carry <- dc * f
+// See step_common.wgsl for the layout and the thread mapping.
+
+@group(0) @binding(2) var<storage, read_write> cells: array<f32>;  // like states, scalar
+@group(0) @binding(3) var<storage, read_write> gates: array<f32>;  // (T, B, 4H) i, f, g, o
+@group(0) @binding(4) var<storage, read_write> y: array<f32>;      // (T, B, D*H)
+@group(0) @binding(5) var<storage, read> xw: array<f32>;           // (T, B, 4H)
+@group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (4H), then b_hh at bias_hh
+@group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
+@group(0) @binding(10) var<storage, read_write> dg: array<f32>;    // (T, B, 4H)
+
+@compute @workgroup_size(64, 1)
+fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let H = p.hidden;
+    let j = gid.x;
+    if j >= H {
+        return;
+    }
+    let b0 = gid.y * ROWS;
+    var ai: array<f32, 8>;
+    var af: array<f32, 8>;
+    var ag: array<f32, 8>;
+    var ao: array<f32, 8>;
+    for (var k = 0u; k < H; k += 4u) {
+        let wi = w_row4(j, k);
+        let wf = w_row4(H + j, k);
+        let wg = w_row4(2u * H + j, k);
+        let wo = w_row4(3u * H + j, k);
+        for (var r = 0u; r < ROWS; r++) {
+            let h = state4(slot_row(p.in_slot, min(b0 + r, p.batch - 1u)), k);
+            ai[r] += dot(wi, h);
+            af[r] += dot(wf, h);
+            ag[r] += dot(wg, h);
+            ao[r] += dot(wo, h);
+        }
+    }
+    let G = 4u * H;
+    let bh = p.bias_hh;
+    for (var r = 0u; r < ROWS; r++) {
+        let b = b0 + r;
+        if b >= p.batch {
+            break;
+        }
+        let row = (p.t * p.batch + b) * G;
+        let i = sigmoid(xw[row + j] + ai[r] + bias[j] + bias[bh + j]);
+        let f = sigmoid(xw[row + H + j] + af[r] + bias[H + j] + bias[bh + H + j]);
+        let g = tanh_stable(xw[row + 2u * H + j] + ag[r] + bias[2u * H + j] + bias[bh + 2u * H + j]);
+        let o = sigmoid(xw[row + 3u * H + j] + ao[r] + bias[3u * H + j] + bias[bh + 3u * H + j]);
+        let src = slot_row(p.in_slot, b) + j;
+        let dst = slot_row(p.out_slot, b) + j;
+        var c = cells[src];
+        var h = state_at(src);
+        var out = 0.0;
+        if valid(b) {
+            c = f * c + i * g;
+            h = o * tanh_stable(c);
+            out = h;
+        }
+        cells[dst] = c;
+        set_state(dst, h);
+        gates[row + j] = i;
+        gates[row + H + j] = f;
+        gates[row + 2u * H + j] = g;
+        gates[row + 3u * H + j] = o;
+        y[out_index(b, j)] = out;
+    }
+}
+
+@compute @workgroup_size(64, 1)
+fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    let H = p.hidden;
+    let j0 = gid.x * 4u;
+    if j0 >= H {
+        return;
+    }
+    let b0 = gid.y * ROWS;
+    let G = 4u * H;
+    // rec[r][q]: the gradient reaching h(b0 + r, j0 + q) through W_hh from the later step.
+    var rec: array<vec4<f32>, 8>;
+    if p.mode != MODE_FIRST {
+        for (var g = 0u; g < G; g++) {
+            let w = w_cols4(g, j0);
+            for (var r = 0u; r < ROWS; r++) {
+                let b = min(b0 + r, p.batch - 1u);
+                rec[r] += dg[(p.next_t * p.batch + b) * G + g] * w;
+            }
+        }
+    }
+    let BH = p.batch * H;
+    for (var r = 0u; r < ROWS; r++) {
+        let b = b0 + r;
+        if b >= p.batch {
+            break;
+        }
+        for (var q = 0u; q < 4u; q++) {
+            let j = j0 + q;
+            if j >= H {
+                break;
+            }
+            let ci = b * H + j;
+            if p.mode == MODE_INITIAL {
+                carry[ci] += rec[r][q];
+                continue;
+            }
+            let row = (p.t * p.batch + b) * G;
+            if !valid(b) {
+                // The state passed through: so does its gradient.
+                carry[ci] += rec[r][q];
+                dg[row + j] = 0.0;
+                dg[row + H + j] = 0.0;
+                dg[row + 2u * H + j] = 0.0;
+                dg[row + 3u * H + j] = 0.0;
+                continue;
+            }
+            let dh = rec[r][q] + carry[ci] + dy[out_index(b, j)];
+            let i = gates[row + j];
+            let f = gates[row + H + j];
+            let g = gates[row + 2u * H + j];
+            let o = gates[row + 3u * H + j];
+            let c = cells[slot_row(p.out_slot, b) + j];
+            let c_prev = cells[slot_row(p.in_slot, b) + j];
+            let tc = tanh_stable(c);
+            let dc = dh * o * (1.0 - tc * tc) + carry[BH + ci];
+            dg[row + j] = dc * g * i * (1.0 - i);
+            dg[row + H + j] = dc * c_prev * f * (1.0 - f);
+            dg[row + 2u * H + j] = dc * i * (1.0 - g * g);
+            dg[row + 3u * H + j] = dh * tc * o * (1.0 - o);
+            carry[ci] = 0.0;
+            carry[BH + ci] = dc * f;
+        }
+    }
+}
