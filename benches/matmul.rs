@@ -25,15 +25,7 @@ fn shapes() -> Vec<(String, Matmul)> {
     let skinny: &[(usize, usize)] = if quick() {
         &[(8, 64)]
     } else {
-        &[
-            (1, 256),
-            (8, 256),
-            (32, 256),
-            (64, 256),
-            (32, 512),
-            (64, 512),
-            (64, 1024),
-        ]
+        &[(1, 256), (8, 256), (32, 256), (64, 256), (32, 512), (64, 512), (64, 1024)]
     };
     for &(b, h) in skinny {
         // the recurrence: h (B, H) times W_hh^T (H, 4H)
@@ -62,15 +54,12 @@ fn bench(c: &mut Criterion) {
             assert!(check.pass(), "refusing to time a wrong kernel: {check}");
             let mut prog = Program::new(&ctx);
             gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant).unwrap();
-            group.bench_function(
-                BenchmarkId::new(format!("gpu_{}", variant.name()), &name),
-                |bencher| {
-                    bencher.iter(|| {
-                        prog.run().unwrap();
-                        ctx.download(&gc.view(0, &[1]).unwrap()).unwrap()
-                    })
-                },
-            );
+            group.bench_function(BenchmarkId::new(format!("gpu_{}", variant.name()), &name), |bencher| {
+                bencher.iter(|| {
+                    prog.run().unwrap();
+                    ctx.download(&gc.view(0, &[1]).unwrap()).unwrap()
+                })
+            });
         }
         let mut cbuf = vec![0.0f32; p.m * p.n];
         group.bench_function(BenchmarkId::new("cpu", &name), |bencher| {

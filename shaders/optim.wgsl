@@ -8,13 +8,14 @@
 //   sgd, sgd_momentum, adagrad, adam: PyTorch's update rules (torch.optim.SGD with momentum and nesterov,
 //                   Adagrad, Adam with L2 weight decay). Each returns at once, leaving the weights
 //                   and the optimizer state untouched, when the step was found non-finite.
+// The learning rate is read from the step state (written by the host before each step), so that
+// a schedule changes it without recording a new program.
 // One thread per parameter element; the parameters of a model are one flat buffer, so one
 // dispatch updates them all.
 
 struct Params {
     n: u32,
     nesterov: u32,
-    lr: f32,
     beta1: f32,       // SGD momentum, Adam beta1
     beta2: f32,
     eps: f32,
@@ -24,6 +25,7 @@ struct Params {
     hi: f32,
     _pad0: u32,
     _pad1: u32,
+    _pad2: u32,
 }
 // must match src/gpu/kernels.rs::OptimParams
 
@@ -35,6 +37,7 @@ const CLIP_SCALE: u32 = 3u;
 const OK: u32 = 4u;
 const STEP: u32 = 5u;
 const SKIPPED: u32 = 6u;
+const LR: u32 = 7u;
 
 @group(0) @binding(0) var<uniform> p: Params;
 @group(0) @binding(1) var<storage, read_write> step: array<f32>;  // (8) step state
@@ -81,7 +84,7 @@ fn clip_by_value(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let i = linear_id(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
-    param[i] -= p.lr * (grad[i] + p.weight_decay * param[i]);
+    param[i] -= step[LR] * (grad[i] + p.weight_decay * param[i]);
 }
 
 @compute @workgroup_size(256)
@@ -92,9 +95,9 @@ fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     let buf = p.beta1 * s1[i] + g;
     s1[i] = buf;
     if p.nesterov != 0u {
-        param[i] -= p.lr * (g + p.beta1 * buf);
+        param[i] -= step[LR] * (g + p.beta1 * buf);
     } else {
-        param[i] -= p.lr * buf;
+        param[i] -= step[LR] * buf;
     }
 }
 
@@ -105,7 +108,7 @@ fn adagrad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let g = grad[i] + p.weight_decay * param[i];
     let sum = s1[i] + g * g;
     s1[i] = sum;
-    param[i] -= p.lr * g / (sqrt(sum) + p.eps);
+    param[i] -= step[LR] * g / (sqrt(sum) + p.eps);
 }
 
 @compute @workgroup_size(256)
@@ -120,5 +123,5 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     s2[i] = v;
     let bc1 = 1.0 - pow(p.beta1, t);
     let bc2 = 1.0 - pow(p.beta2, t);
-    param[i] -= (p.lr / bc1) * m / (sqrt(v) / sqrt(bc2) + p.eps);
+    param[i] -= (step[LR] / bc1) * m / (sqrt(v) / sqrt(bc2) + p.eps);
 }

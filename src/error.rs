@@ -9,58 +9,32 @@ pub type Result<T, E = Error> = std::result::Result<T, E>;
 pub enum Error {
     /// Two shapes that must agree do not.
     #[error("{op}: {what} has shape {got:?}, expected {expected:?}")]
-    Shape {
-        op: &'static str,
-        what: String,
-        got: Vec<usize>,
-        expected: Vec<usize>,
-    },
+    Shape { op: &'static str, what: String, got: Vec<usize>, expected: Vec<usize> },
 
     /// A value outside the range the operation accepts.
     #[error("{op}: {what} = {value} is out of range; expected {expected}")]
-    OutOfRange {
-        op: &'static str,
-        what: String,
-        value: String,
-        expected: String,
-    },
+    OutOfRange { op: &'static str, what: String, value: String, expected: String },
 
     /// A configuration or argument that makes no sense, with the reason.
     #[error("{op}: {message}")]
     Invalid { op: &'static str, message: String },
 
     /// An input holding NaN or an infinity.
-    #[error(
-        "{op}: {what} holds a non-finite value ({value}) at index {index}; inputs must be finite"
-    )]
-    NonFinite {
-        op: &'static str,
-        what: String,
-        index: usize,
-        value: f32,
-    },
+    #[error("{op}: {what} holds a non-finite value ({value}) at index {index}; inputs must be finite")]
+    NonFinite { op: &'static str, what: String, index: usize, value: f32 },
 
     /// A training step whose loss or gradient norm was not finite; the weights were left as they were.
     #[error(
         "training step refused: loss = {loss}, gradient norm = {grad_norm} ({skipped} step(s) refused so far); \
          the weights are unchanged. Lower the learning rate or enable gradient clipping"
     )]
-    NonFiniteStep {
-        loss: f32,
-        grad_norm: f32,
-        skipped: u32,
-    },
+    NonFiniteStep { loss: f32, grad_norm: f32, skipped: u32 },
 
     /// A buffer larger than the adapter allows.
     #[error(
         "{what}: {bytes} bytes exceeds the adapter's {limit_name} of {limit} bytes; use smaller batches, sequences or hidden sizes"
     )]
-    BufferTooLarge {
-        what: String,
-        bytes: u64,
-        limit_name: &'static str,
-        limit: u64,
-    },
+    BufferTooLarge { what: String, bytes: u64, limit_name: &'static str, limit: u64 },
 
     /// No GPU adapter could be found or created.
     #[error("no GPU adapter: {0}")]
@@ -93,19 +67,11 @@ impl Error {
         got: &[usize],
         expected: &[usize],
     ) -> Self {
-        Error::Shape {
-            op,
-            what: what.into(),
-            got: got.to_vec(),
-            expected: expected.to_vec(),
-        }
+        Error::Shape { op, what: what.into(), got: got.to_vec(), expected: expected.to_vec() }
     }
 
     pub(crate) fn invalid(op: &'static str, message: impl Into<String>) -> Self {
-        Error::Invalid {
-            op,
-            message: message.into(),
-        }
+        Error::Invalid { op, message: message.into() }
     }
 
     pub(crate) fn range(
@@ -114,26 +80,15 @@ impl Error {
         value: impl ToString,
         expected: impl Into<String>,
     ) -> Self {
-        Error::OutOfRange {
-            op,
-            what: what.into(),
-            value: value.to_string(),
-            expected: expected.into(),
-        }
+        Error::OutOfRange { op, what: what.into(), value: value.to_string(), expected: expected.into() }
     }
 
     pub(crate) fn io(path: impl Into<PathBuf>, source: std::io::Error) -> Self {
-        Error::Io {
-            path: path.into(),
-            source,
-        }
+        Error::Io { path: path.into(), source }
     }
 
     pub(crate) fn file(path: impl Into<PathBuf>, message: impl Into<String>) -> Self {
-        Error::File {
-            path: path.into(),
-            message: message.into(),
-        }
+        Error::File { path: path.into(), message: message.into() }
     }
 }
 
@@ -141,11 +96,6 @@ impl Error {
 pub(crate) fn check_finite(op: &'static str, what: &str, data: &[f32]) -> Result<()> {
     match data.iter().position(|v| !v.is_finite()) {
         None => Ok(()),
-        Some(index) => Err(Error::NonFinite {
-            op,
-            what: what.to_string(),
-            index,
-            value: data[index],
-        }),
+        Some(index) => Err(Error::NonFinite { op, what: what.to_string(), index, value: data[index] }),
     }
 }

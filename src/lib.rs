@@ -1,9 +1,11 @@
 //! rnn-gpu: recurrent neural networks (RNN, LSTM, GRU) trained and run on any GPU through wgpu
 //! and WGSL compute shaders, with a plain CPU reference of the same math as oracle and fallback.
 
+pub mod backend;
 pub mod cpu;
 pub mod error;
 pub mod gpu;
+pub mod model;
 pub mod ops;
 pub mod real;
 pub mod rng;
@@ -11,3 +13,7 @@ pub mod train;
 pub mod verify;
 
 pub use error::{Error, Result};
+pub use model::batch::{Batch, Input, Targets};
+pub use model::spec::{Cell, Head, InputKind, Loss, ModelSpec, OutputMode};
+pub use model::{Device, Forward, Gradients, Model, Start, StepStats};
+pub use train::optim::{Clip, Optimizer};

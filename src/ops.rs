@@ -15,14 +15,7 @@ pub struct Matmul {
 
 impl Matmul {
     pub fn new(m: usize, n: usize, k: usize) -> Matmul {
-        Matmul {
-            m,
-            n,
-            k,
-            trans_a: false,
-            trans_b: false,
-            accumulate: false,
-        }
+        Matmul { m, n, k, trans_a: false, trans_b: false, accumulate: false }
     }
     pub fn trans_a(mut self) -> Self {
         self.trans_a = true;
@@ -78,6 +71,8 @@ pub mod step_state {
     pub const OK: usize = 4;
     pub const STEP: usize = 5;
     pub const SKIPPED: usize = 6;
+    /// The learning rate of the step, written by the host (a schedule needs no new program).
+    pub const LR: usize = 7;
     pub const LEN: usize = 8;
 }
 

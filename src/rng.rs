@@ -23,12 +23,7 @@ fn splitmix64(state: &mut u64) -> u64 {
 impl Rng {
     pub fn seed_from_u64(seed: u64) -> Self {
         let mut sm = seed;
-        let s = [
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-            splitmix64(&mut sm),
-        ];
+        let s = [splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm), splitmix64(&mut sm)];
         Rng { s }
     }
 
@@ -89,9 +84,7 @@ impl Rng {
 
     /// `n` values uniform in [lo, hi), as f32.
     pub fn uniform_vec(&mut self, n: usize, lo: f32, hi: f32) -> Vec<f32> {
-        (0..n)
-            .map(|_| self.uniform_in(lo as f64, hi as f64) as f32)
-            .collect()
+        (0..n).map(|_| self.uniform_in(lo as f64, hi as f64) as f32).collect()
     }
 }
 

@@ -25,18 +25,12 @@ pub struct Tolerance {
 
 impl Tolerance {
     /// DESIGN.md's tolerance for elementwise kernels.
-    pub const ELEMENTWISE: Tolerance = Tolerance {
-        atol: 1e-5,
-        rtol: 1e-4,
-    };
+    pub const ELEMENTWISE: Tolerance = Tolerance { atol: 1e-5, rtol: 1e-4 };
 
     /// For a sum of `len` products of values of magnitude about 1: f32 rounding grows with the
     /// length of the sum (and the two sides add in different orders).
     pub fn accumulation(len: usize) -> Tolerance {
-        Tolerance {
-            atol: 1e-5 + 2e-6 * len as f64,
-            rtol: 1e-4,
-        }
+        Tolerance { atol: 1e-5 + 2e-6 * len as f64, rtol: 1e-4 }
     }
 }
 
@@ -92,12 +86,7 @@ pub fn compare(kernel: &str, shape: String, gpu: &[f32], cpu: &[f32], tol: Toler
     let mut max_err = 0.0f64;
     let mut worst: Option<(f64, Mismatch)> = None;
     if gpu.len() != cpu.len() {
-        let m = Mismatch {
-            index: gpu.len().min(cpu.len()),
-            gpu: f32::NAN,
-            cpu: f32::NAN,
-            allowed: 0.0,
-        };
+        let m = Mismatch { index: gpu.len().min(cpu.len()), gpu: f32::NAN, cpu: f32::NAN, allowed: 0.0 };
         worst = Some((f64::INFINITY, m));
     }
     for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
@@ -106,30 +95,12 @@ pub fn compare(kernel: &str, shape: String, gpu: &[f32], cpu: &[f32], tol: Toler
         let err = (g as f64 - c as f64).abs();
         let err = if err.is_nan() { f64::INFINITY } else { err };
         max_err = max_err.max(err);
-        let excess = if allowed.is_nan() {
-            f64::INFINITY
-        } else {
-            err - allowed
-        };
+        let excess = if allowed.is_nan() { f64::INFINITY } else { err - allowed };
         if excess > 0.0 && worst.as_ref().is_none_or(|(e, _)| excess > *e) {
-            worst = Some((
-                excess,
-                Mismatch {
-                    index: i,
-                    gpu: g,
-                    cpu: c,
-                    allowed,
-                },
-            ));
+            worst = Some((excess, Mismatch { index: i, gpu: g, cpu: c, allowed }));
         }
     }
-    Check {
-        kernel: kernel.to_string(),
-        shape,
-        max_err,
-        tol,
-        mismatch: worst.map(|(_, m)| m),
-    }
+    Check { kernel: kernel.to_string(), shape, max_err, tol, mismatch: worst.map(|(_, m)| m) }
 }
 
 fn poison(ctx: &GpuContext, what: &str, n: usize) -> Result<GpuTensor> {
@@ -141,12 +112,7 @@ fn run(prog: Program) -> Result<()> {
 }
 
 /// Matmul at `(m, n, k)` with the given transposes and variant.
-pub fn check_matmul(
-    ctx: &Arc<GpuContext>,
-    p: Matmul,
-    variant: MatmulVariant,
-    seed: u64,
-) -> Result<Check> {
+pub fn check_matmul(ctx: &Arc<GpuContext>, p: Matmul, variant: MatmulVariant, seed: u64) -> Result<Check> {
     let mut rng = Rng::seed_from_u64(seed);
     let a = rng.uniform_vec(p.m * p.k, -1.0, 1.0);
     let b = rng.uniform_vec(p.k * p.n, -1.0, 1.0);
@@ -155,11 +121,7 @@ pub fn check_matmul(
     cpu::matmul(&mut c, &a, &b, p);
     let ga = ctx.upload("A", &[a.len()], &a)?;
     let gb = ctx.upload("B", &[b.len()], &b)?;
-    let gc = if p.accumulate {
-        ctx.upload("C", &[c0.len()], &c0)?
-    } else {
-        poison(ctx, "C", c0.len())?
-    };
+    let gc = if p.accumulate { ctx.upload("C", &[c0.len()], &c0)? } else { poison(ctx, "C", c0.len())? };
     let mut prog = Program::new(ctx);
     gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant)?;
     run(prog)?;
@@ -171,13 +133,7 @@ pub fn check_matmul(
         if p.trans_b { "_tb" } else { "" },
         if p.accumulate { "_acc" } else { "" }
     );
-    Ok(compare(
-        &name,
-        format!("{}x{}x{}", p.m, p.n, p.k),
-        &got,
-        &c,
-        Tolerance::accumulation(p.k),
-    ))
+    Ok(compare(&name, format!("{}x{}x{}", p.m, p.n, p.k), &got, &c, Tolerance::accumulation(p.k)))
 }
 
 /// An activation, forward or backward, over `n` elements. `name`: tanh, sigmoid or relu.
@@ -223,11 +179,8 @@ pub fn check_activation(
         let dy = rng.uniform_vec(n, -1.0, 1.0);
         let dx0 = rng.uniform_vec(n, -1.0, 1.0);
         let mut dx = dx0.clone();
-        let (gyv, gdy, gdx) = (
-            ctx.upload("y", &[n], &y)?,
-            ctx.upload("dy", &[n], &dy)?,
-            ctx.upload("dx", &[n], &dx0)?,
-        );
+        let (gyv, gdy, gdx) =
+            (ctx.upload("y", &[n], &y)?, ctx.upload("dy", &[n], &dy)?, ctx.upload("dx", &[n], &dx0)?);
         match name {
             "tanh" => {
                 cpu::tanh_backward(&mut dx, &y, &dy);
@@ -245,23 +198,11 @@ pub fn check_activation(
         run(prog)?;
         (format!("{name}_backward"), ctx.download(&gdx)?, dx)
     };
-    Ok(compare(
-        &kernel,
-        format!("{n}"),
-        &got,
-        &want,
-        Tolerance::ELEMENTWISE,
-    ))
+    Ok(compare(&kernel, format!("{n}"), &got, &want, Tolerance::ELEMENTWISE))
 }
 
 /// fill, scale and axpy over `n` elements; add_bias and bias_grad over `(rows, cols)`.
-pub fn check_blas(
-    ctx: &Arc<GpuContext>,
-    kernel: &str,
-    rows: usize,
-    cols: usize,
-    seed: u64,
-) -> Result<Check> {
+pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize, seed: u64) -> Result<Check> {
     let mut rng = Rng::seed_from_u64(seed);
     let n = rows * cols;
     let y0 = rng.uniform_vec(n, -1.0, 1.0);
@@ -292,12 +233,7 @@ pub fn check_blas(
             run(prog)?;
             let mut w = y0.clone();
             cpu::axpy(&mut w, &x, 0.5);
-            (
-                ctx.download(&gy)?,
-                w,
-                format!("{n}"),
-                Tolerance::ELEMENTWISE,
-            )
+            (ctx.download(&gy)?, w, format!("{n}"), Tolerance::ELEMENTWISE)
         }
         "add_bias" => {
             let gy = ctx.upload("y", &[n], &y0)?;
@@ -306,12 +242,7 @@ pub fn check_blas(
             run(prog)?;
             let mut w = y0.clone();
             cpu::add_bias(&mut w, &bias, rows, cols);
-            (
-                ctx.download(&gy)?,
-                w,
-                format!("{rows}x{cols}"),
-                Tolerance::ELEMENTWISE,
-            )
+            (ctx.download(&gy)?, w, format!("{rows}x{cols}"), Tolerance::ELEMENTWISE)
         }
         _ => {
             let gdb = ctx.upload("db", &[cols], &bias)?;
@@ -320,12 +251,7 @@ pub fn check_blas(
             run(prog)?;
             let mut w = bias.clone();
             cpu::bias_grad(&mut w, &x, rows, cols);
-            (
-                ctx.download(&gdb)?,
-                w,
-                format!("{rows}x{cols}"),
-                Tolerance::accumulation(rows),
-            )
+            (ctx.download(&gdb)?, w, format!("{rows}x{cols}"), Tolerance::accumulation(rows))
         }
     };
     Ok(compare(kernel, shape, &got, &want, tol))
@@ -342,11 +268,7 @@ pub fn check_reduce(
     let mut rng = Rng::seed_from_u64(seed);
     let x = rng.uniform_vec(n, -1.0, 1.0);
     let out0 = rng.uniform_vec(4, -1.0, 1.0);
-    let p = Reduce {
-        index: 2,
-        square,
-        accumulate,
-    };
+    let p = Reduce { index: 2, square, accumulate };
     let mut want = out0.clone();
     cpu::reduce(&mut want, &x, p);
     let gout = ctx.upload("out", &[4], &out0)?;
@@ -355,18 +277,9 @@ pub fn check_reduce(
     let mut prog = Program::new(ctx);
     gk::reduce(&mut prog, &gout, &gx, &scratch, p)?;
     run(prog)?;
-    let name = format!(
-        "reduce{}{}",
-        if square { "_sumsq" } else { "_sum" },
-        if accumulate { "_acc" } else { "" }
-    );
-    Ok(compare(
-        &name,
-        format!("{n}"),
-        &ctx.download(&gout)?,
-        &want,
-        Tolerance::accumulation(n),
-    ))
+    let name =
+        format!("reduce{}{}", if square { "_sumsq" } else { "_sum" }, if accumulate { "_acc" } else { "" });
+    Ok(compare(&name, format!("{n}"), &ctx.download(&gout)?, &want, Tolerance::accumulation(n)))
 }
 
 /// softmax_rows, softmax_xent or mse over `(rows, cols)`; a quarter of the rows carry weight 0
@@ -383,9 +296,7 @@ pub fn check_rows(
     let x = rng.uniform_vec(n, -8.0, 8.0);
     let targets: Vec<u32> = (0..rows).map(|_| rng.below(cols) as u32).collect();
     let values = rng.uniform_vec(n, -1.0, 1.0);
-    let weights: Vec<f32> = (0..rows)
-        .map(|r| if r % 4 == 3 { 0.0 } else { 1.0 / rows as f32 })
-        .collect();
+    let weights: Vec<f32> = (0..rows).map(|r| if r % 4 == 3 { 0.0 } else { 1.0 / rows as f32 }).collect();
     let shape = format!("{rows}x{cols}");
     let gx = ctx.upload("x", &[n], &x)?;
     let mut prog = Program::new(ctx);
@@ -395,13 +306,7 @@ pub fn check_rows(
         run(prog)?;
         let mut want = vec![0.0; n];
         cpu::softmax_rows(&mut want, &x, rows, cols);
-        return Ok(vec![compare(
-            kernel,
-            shape,
-            &ctx.download(&gy)?,
-            &want,
-            Tolerance::ELEMENTWISE,
-        )]);
+        return Ok(vec![compare(kernel, shape, &ctx.download(&gy)?, &want, Tolerance::ELEMENTWISE)]);
     }
     let gloss = poison(ctx, "loss", rows)?;
     let gdx = poison(ctx, "dx", n)?;
@@ -421,20 +326,8 @@ pub fn check_rows(
     // exp and log of logits up to 8 in magnitude: a few ulps of cols-long sums.
     let tol = Tolerance::accumulation(cols);
     Ok(vec![
-        compare(
-            &format!("{kernel}.loss"),
-            shape.clone(),
-            &ctx.download(&gloss)?,
-            &loss,
-            tol,
-        ),
-        compare(
-            &format!("{kernel}.dx"),
-            shape,
-            &ctx.download(&gdx)?,
-            &dx,
-            tol,
-        ),
+        compare(&format!("{kernel}.loss"), shape.clone(), &ctx.download(&gloss)?, &loss, tol),
+        compare(&format!("{kernel}.dx"), shape, &ctx.download(&gdx)?, &dx, tol),
     ])
 }
 
@@ -465,6 +358,7 @@ pub fn check_optimizer(
         ctx.write(&ggrad, &grad)?;
         state[step_state::LOSS] = if finite { 1.25 } else { f32::NAN };
         state[step_state::GRAD_SUMSQ] = grad.iter().map(|g| g * g).sum();
+        state[step_state::LR] = if optimizer == "adam" { 0.01 } else { 0.1 };
         ctx.write(&gstate, &state)?;
         let mut prog = Program::new(ctx);
         gk::finalize_step(&mut prog, &gstate, max_norm)?;
@@ -481,33 +375,16 @@ pub fn check_optimizer(
                     nesterov: optimizer == "nesterov",
                     weight_decay: 0.01,
                 };
-                gk::sgd(
-                    &mut prog,
-                    &gparam,
-                    &ggrad,
-                    (o.momentum != 0.0).then_some(&gs1),
-                    &gstate,
-                    o,
-                )?;
+                gk::sgd(&mut prog, &gparam, &ggrad, (o.momentum != 0.0).then_some(&gs1), &gstate, o)?;
                 cpu::sgd(&mut param, &grad, Some(&mut s1), &state, o);
             }
             "adagrad" => {
-                let o = Adagrad {
-                    lr: 0.1,
-                    eps: 1e-10,
-                    weight_decay: 0.01,
-                };
+                let o = Adagrad { lr: 0.1, eps: 1e-10, weight_decay: 0.01 };
                 gk::adagrad(&mut prog, &gparam, &ggrad, &gs1, &gstate, o)?;
                 cpu::adagrad(&mut param, &grad, &mut s1, &state, o);
             }
             _ => {
-                let o = Adam {
-                    lr: 0.01,
-                    beta1: 0.9,
-                    beta2: 0.999,
-                    eps: 1e-8,
-                    weight_decay: 0.01,
-                };
+                let o = Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
                 gk::adam(&mut prog, &gparam, &ggrad, &gs1, &gs2, &gstate, o)?;
                 cpu::adam(&mut param, &grad, &mut s1, &mut s2, &state, o);
             }
@@ -515,38 +392,16 @@ pub fn check_optimizer(
         run(prog)?;
         grads_after.push((ctx.download(&ggrad)?, grad));
     }
-    let name = if finite {
-        optimizer.to_string()
-    } else {
-        format!("{optimizer}_nonfinite")
-    };
+    let name = if finite { optimizer.to_string() } else { format!("{optimizer}_nonfinite") };
     let shape = format!("{n}");
     let tol = Tolerance::ELEMENTWISE;
     let (g_got, g_want) = grads_after.pop().unwrap_or_default();
     Ok(vec![
         // Past the loss, which is NaN on purpose in the non-finite case.
-        compare(
-            "finalize_step",
-            "8".into(),
-            &ctx.download(&gstate)?[1..],
-            &state[1..],
-            tol,
-        ),
-        compare(
-            "clip_by_norm+clip_by_value",
-            shape.clone(),
-            &g_got,
-            &g_want,
-            tol,
-        ),
+        compare("finalize_step", "8".into(), &ctx.download(&gstate)?[1..], &state[1..], tol),
+        compare("clip_by_norm+clip_by_value", shape.clone(), &g_got, &g_want, tol),
         compare(&name, shape.clone(), &ctx.download(&gparam)?, &param, tol),
-        compare(
-            &format!("{name}.state"),
-            shape,
-            &ctx.download(&gs1)?,
-            &s1,
-            tol,
-        ),
+        compare(&format!("{name}.state"), shape, &ctx.download(&gs1)?, &s1, tol),
     ])
 }
 
@@ -564,12 +419,7 @@ pub fn check_gather(
     let table = rng.uniform_vec(vocab * width, -1.0, 1.0);
     let idx: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
     let (idx_stride, col_stride) = if columns { (1, vocab) } else { (width, 1) };
-    let p = Gather {
-        n,
-        width,
-        idx_stride,
-        col_stride,
-    };
+    let p = Gather { n, width, idx_stride, col_stride };
     let mut out = vec![0.0; n * width];
     cpu::gather(&mut out, &table, &idx, p);
     let gtable = ctx.upload("table", &[table.len()], &table)?;
@@ -589,18 +439,9 @@ pub fn check_gather(
     gk::gather(&mut prog, &gout, &gtable, &gidx, p)?;
     gk::scatter_add(&mut prog, &gdtable, &gdout, &gstarts, &grows, ps)?;
     run(prog)?;
-    let shape = format!(
-        "{n}x{width} of {vocab}{}",
-        if columns { " (columns)" } else { "" }
-    );
+    let shape = format!("{n}x{width} of {vocab}{}", if columns { " (columns)" } else { "" });
     Ok(vec![
-        compare(
-            "gather",
-            shape.clone(),
-            &ctx.download(&gout)?,
-            &out,
-            Tolerance::ELEMENTWISE,
-        ),
+        compare("gather", shape.clone(), &ctx.download(&gout)?, &out, Tolerance::ELEMENTWISE),
         compare(
             "scatter_add",
             shape,
@@ -632,20 +473,8 @@ pub fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64) -> R
     run(prog)?;
     let shape = format!("{n} p={prob}");
     Ok(vec![
-        compare(
-            "dropout_forward",
-            shape.clone(),
-            &ctx.download(&gy)?,
-            &y,
-            Tolerance::ELEMENTWISE,
-        ),
-        compare(
-            "dropout_backward",
-            shape,
-            &ctx.download(&gdx)?,
-            &dx,
-            Tolerance::ELEMENTWISE,
-        ),
+        compare("dropout_forward", shape.clone(), &ctx.download(&gy)?, &y, Tolerance::ELEMENTWISE),
+        compare("dropout_backward", shape, &ctx.download(&gdx)?, &dx, Tolerance::ELEMENTWISE),
     ])
 }
 
@@ -787,18 +616,9 @@ pub fn check_steps(
     let mut carry = rng.uniform_vec(2 * b * h, -1.0, 1.0);
 
     let up = |what: &str, v: &[f32]| ctx.upload(what, &[v.len()], v);
-    let (g_states, g_cells, g_gates, g_y) = (
-        up("states", &states)?,
-        up("cells", &cells)?,
-        up("gates", &gates)?,
-        up("y", &y)?,
-    );
-    let (g_xw, g_w, g_bias, g_dy) = (
-        up("xw", &xw)?,
-        up("w_hh", &w_hh)?,
-        up("bias", &bias)?,
-        up("dy", &dy)?,
-    );
+    let (g_states, g_cells, g_gates, g_y) =
+        (up("states", &states)?, up("cells", &cells)?, up("gates", &gates)?, up("y", &y)?);
+    let (g_xw, g_w, g_bias, g_dy) = (up("xw", &xw)?, up("w_hh", &w_hh)?, up("bias", &bias)?, up("dy", &dy)?);
     let (g_dg, g_dgh, g_carry) = (up("dg", &dg)?, up("dgh", &dgh)?, up("carry", &carry)?);
     let g_len = ctx.upload_u32("lengths", &[b], &lengths)?;
 
@@ -821,17 +641,11 @@ pub fn check_steps(
     for s in 0..t_len {
         let t = time(s);
         let (in_slot, out_slot) = slots(t);
-        let st = Step {
-            t,
-            in_slot,
-            out_slot,
-            ..base
-        };
+        let st = Step { t, in_slot, out_slot, ..base };
         match cell {
             Cell::Lstm => {
                 gk::lstm_step_forward(
-                    &mut prog, &g_states, &g_cells, &g_gates, &g_y, &g_xw, &g_w, &g_bias, &g_len,
-                    st,
+                    &mut prog, &g_states, &g_cells, &g_gates, &g_y, &g_xw, &g_w, &g_bias, &g_len, st,
                 )?;
                 cpu::lstm_step_forward(
                     &mut states,
@@ -846,24 +660,11 @@ pub fn check_steps(
                 );
             }
             Cell::Gru => {
-                gk::gru_step_forward(
-                    &mut prog, &g_states, &g_gates, &g_y, &g_xw, &g_w, &g_bias, &g_len, st,
-                )?;
-                cpu::gru_step_forward(
-                    &mut states,
-                    &mut gates,
-                    &mut y,
-                    &xw,
-                    &w_hh,
-                    &bias,
-                    &lengths,
-                    st,
-                );
+                gk::gru_step_forward(&mut prog, &g_states, &g_gates, &g_y, &g_xw, &g_w, &g_bias, &g_len, st)?;
+                cpu::gru_step_forward(&mut states, &mut gates, &mut y, &xw, &w_hh, &bias, &lengths, st);
             }
             Cell::Rnn { relu } => {
-                gk::rnn_step_forward(
-                    &mut prog, &g_states, &g_y, &g_xw, &g_w, &g_bias, &g_len, st, relu,
-                )?;
+                gk::rnn_step_forward(&mut prog, &g_states, &g_y, &g_xw, &g_w, &g_bias, &g_len, st, relu)?;
                 cpu::rnn_step_forward(&mut states, &mut y, &xw, &w_hh, &bias, &lengths, st, relu);
             }
         }
@@ -875,69 +676,41 @@ pub fn check_steps(
         } else {
             let t = time(t_len - 1 - s);
             let next_t = if s == 0 { t } else { time(t_len - s) };
-            (
-                t,
-                next_t,
-                if s == 0 {
-                    StepMode::First
-                } else {
-                    StepMode::Later
-                },
-            )
+            (t, next_t, if s == 0 { StepMode::First } else { StepMode::Later })
         };
         let (in_slot, out_slot) = slots(t);
-        let st = Step {
-            t,
-            in_slot,
-            out_slot,
-            next_t,
-            mode,
-            ..base
-        };
+        let st = Step { t, in_slot, out_slot, next_t, mode, ..base };
         match cell {
             Cell::Lstm => {
                 gk::lstm_step_backward(
                     &mut prog, &g_cells, &g_gates, &g_w, &g_len, &g_dy, &g_dg, &g_carry, st,
                 )?;
-                cpu::lstm_step_backward(
-                    &cells, &gates, &w_hh, &lengths, &dy, &mut dg, &mut carry, st,
-                );
+                cpu::lstm_step_backward(&cells, &gates, &w_hh, &lengths, &dy, &mut dg, &mut carry, st);
             }
             Cell::Gru => {
                 gk::gru_step_backward(
-                    &mut prog, &g_states, &g_gates, &g_w, &g_len, &g_dy, &g_dg, &g_dgh, &g_carry,
-                    st,
+                    &mut prog, &g_states, &g_gates, &g_w, &g_len, &g_dy, &g_dg, &g_dgh, &g_carry, st,
                 )?;
                 cpu::gru_step_backward(
                     &states, &gates, &w_hh, &lengths, &dy, &mut dg, &mut dgh, &mut carry, st,
                 );
             }
             Cell::Rnn { relu } => {
-                gk::rnn_step_backward(
-                    &mut prog, &g_states, &g_w, &g_len, &g_dy, &g_dg, &g_carry, st, relu,
-                )?;
-                cpu::rnn_step_backward(
-                    &states, &w_hh, &lengths, &dy, &mut dg, &mut carry, st, relu,
-                );
+                gk::rnn_step_backward(&mut prog, &g_states, &g_w, &g_len, &g_dy, &g_dg, &g_carry, st, relu)?;
+                cpu::rnn_step_backward(&states, &w_hh, &lengths, &dy, &mut dg, &mut carry, st, relu);
             }
         }
     }
     run(prog)?;
 
     let name = cell.name();
-    let shape = format!(
-        "T{t_len} B{b} H{h}{}",
-        if reverse { " reverse" } else { "" }
-    );
+    let shape = format!("T{t_len} B{b} H{h}{}", if reverse { " reverse" } else { "" });
     let tol = Tolerance::accumulation(gh);
     // Compare only the slots the sequence wrote (the others stay poisoned on both sides).
-    let written =
-        |v: Vec<f32>| -> Vec<f32> { v[state_base..state_base + (t_len + 1) * b * h].to_vec() };
+    let written = |v: Vec<f32>| -> Vec<f32> { v[state_base..state_base + (t_len + 1) * b * h].to_vec() };
     // This direction's columns of y (the others belong to the other direction).
     let own_columns = |v: Vec<f32>| -> Vec<f32> {
-        v.chunks(out_stride)
-            .flat_map(|row| row[out_col..out_col + h].to_vec())
-            .collect()
+        v.chunks(out_stride).flat_map(|row| row[out_col..out_col + h].to_vec()).collect()
     };
     let mut out = vec![
         compare(
@@ -954,20 +727,8 @@ pub fn check_steps(
             &own_columns(y),
             tol,
         ),
-        compare(
-            &format!("{name}_step_backward.dg"),
-            shape.clone(),
-            &ctx.download(&g_dg)?,
-            &dg,
-            tol,
-        ),
-        compare(
-            &format!("{name}_step_backward.carry"),
-            shape.clone(),
-            &ctx.download(&g_carry)?,
-            &carry,
-            tol,
-        ),
+        compare(&format!("{name}_step_backward.dg"), shape.clone(), &ctx.download(&g_dg)?, &dg, tol),
+        compare(&format!("{name}_step_backward.carry"), shape.clone(), &ctx.download(&g_carry)?, &carry, tol),
     ];
     if cell.saved() > 0 {
         out.push(compare(
@@ -988,13 +749,7 @@ pub fn check_steps(
         ));
     }
     if cell == Cell::Gru {
-        out.push(compare(
-            &format!("{name}_step_backward.dgh"),
-            shape,
-            &ctx.download(&g_dgh)?,
-            &dgh,
-            tol,
-        ));
+        out.push(compare(&format!("{name}_step_backward.dgh"), shape, &ctx.download(&g_dgh)?, &dgh, tol));
     }
     Ok(out)
 }

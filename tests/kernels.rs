@@ -52,8 +52,7 @@ fn vector_and_bias_kernels_match_cpu() {
     let mut checks = Vec::new();
     for kernel in ["fill", "scale", "axpy", "add_bias", "bias_grad"] {
         for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3)] {
-            checks
-                .push(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64).unwrap());
+            checks.push(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64).unwrap());
         }
     }
     assert_checks(&checks);
@@ -77,9 +76,7 @@ fn softmax_and_losses_match_cpu() {
     let mut checks = Vec::new();
     for kernel in ["softmax_rows", "softmax_xent", "mse"] {
         for &(rows, cols) in &[(1, 1), (1, 5), (7, 65), (300, 3), (257, 130)] {
-            checks.extend(
-                verify::check_rows(&ctx, kernel, rows, cols, (rows + cols) as u64).unwrap(),
-            );
+            checks.extend(verify::check_rows(&ctx, kernel, rows, cols, (rows + cols) as u64).unwrap());
         }
     }
     assert_checks(&checks);
@@ -109,12 +106,7 @@ fn a_non_finite_step_leaves_parameters_and_state_untouched() {
     let mut state = vec![0.0f32; rnn_gpu::ops::step_state::LEN];
     state[rnn_gpu::ops::step_state::LOSS] = f32::NAN;
     rnn_gpu::cpu::kernels::finalize_step(&mut state, 1.0);
-    let o = rnn_gpu::train::optim::Sgd {
-        lr: 1.0,
-        momentum: 0.0,
-        nesterov: false,
-        weight_decay: 0.0,
-    };
+    let o = rnn_gpu::train::optim::Sgd { lr: 1.0, momentum: 0.0, nesterov: false, weight_decay: 0.0 };
     rnn_gpu::cpu::kernels::sgd(&mut param, &[1.0; 4], None, &state, o);
     assert_eq!(param, vec![0.5; 4]);
     assert_eq!(state[rnn_gpu::ops::step_state::SKIPPED], 1.0);
@@ -124,13 +116,7 @@ fn a_non_finite_step_leaves_parameters_and_state_untouched() {
 fn gather_and_scatter_add_match_cpu() {
     let Some(ctx) = gpu() else { return };
     let mut checks = Vec::new();
-    for &(n, width, vocab) in &[
-        (1, 1, 1),
-        (7, 5, 3),
-        (300, 65, 65),
-        (100, 40, 257),
-        (2048, 256, 65),
-    ] {
+    for &(n, width, vocab) in &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257), (2048, 256, 65)] {
         for columns in [false, true] {
             checks.extend(verify::check_gather(&ctx, n, width, vocab, columns, n as u64).unwrap());
         }
@@ -157,9 +143,7 @@ fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
     for cell in verify::ALL_CELLS {
         for &(t, b, h) in &verify::STEP_SHAPES {
             for reverse in [false, true] {
-                checks.extend(
-                    verify::check_steps(&ctx, cell, t, b, h, reverse, (t * b * h) as u64).unwrap(),
-                );
+                checks.extend(verify::check_steps(&ctx, cell, t, b, h, reverse, (t * b * h) as u64).unwrap());
             }
         }
     }

@@ -8,14 +8,7 @@ use crate::train::optim::{Adagrad, Adam, Sgd};
 
 /// `c = op(a)·op(b)` (or `+=`).
 pub fn matmul<T: Real>(c: &mut [T], a: &[T], b: &[T], p: Matmul) {
-    let Matmul {
-        m,
-        n,
-        k,
-        trans_a,
-        trans_b,
-        accumulate,
-    } = p;
+    let Matmul { m, n, k, trans_a, trans_b, accumulate } = p;
     assert_eq!(c.len(), m * n, "matmul: C");
     assert_eq!(a.len(), m * k, "matmul: A");
     assert_eq!(b.len(), k * n, "matmul: B");
@@ -26,11 +19,7 @@ pub fn matmul<T: Real>(c: &mut [T], a: &[T], b: &[T], p: Matmul) {
     for i in 0..m {
         let crow = &mut c[i * n..(i + 1) * n];
         for kk in 0..k {
-            let aik = if trans_a {
-                a[kk * m + i]
-            } else {
-                a[i * k + kk]
-            };
+            let aik = if trans_a { a[kk * m + i] } else { a[i * k + kk] };
             if trans_b {
                 for (j, cj) in crow.iter_mut().enumerate() {
                     *cj += aik * b[j * k + kk];
@@ -119,11 +108,7 @@ pub fn bias_grad<T: Real>(db: &mut [T], dy: &[T], rows: usize, cols: usize) {
 
 /// `out[index] (+)= sum(x)` or the sum of squares. (The GPU's scratch buffer has no twin.)
 pub fn reduce<T: Real>(out: &mut [T], x: &[T], p: Reduce) {
-    let s: T = if p.square {
-        x.iter().map(|&v| v * v).sum()
-    } else {
-        x.iter().copied().sum()
-    };
+    let s: T = if p.square { x.iter().map(|&v| v * v).sum() } else { x.iter().copied().sum() };
     if p.accumulate {
         out[p.index] += s;
     } else {
@@ -206,11 +191,8 @@ pub fn finalize_step<T: Real>(state: &mut [T], max_norm: T) {
     let norm = sumsq.sqrt();
     let ok = state[LOSS].is_finite() && sumsq.is_finite();
     state[GRAD_NORM] = norm;
-    state[CLIP_SCALE] = if max_norm > T::ZERO && norm > max_norm {
-        max_norm / (norm + T::from_f64(1e-6))
-    } else {
-        T::ONE
-    };
+    state[CLIP_SCALE] =
+        if max_norm > T::ZERO && norm > max_norm { max_norm / (norm + T::from_f64(1e-6)) } else { T::ONE };
     if ok {
         state[OK] = T::ONE;
         state[STEP] += T::ONE;
@@ -238,7 +220,7 @@ pub fn sgd<T: Real>(param: &mut [T], grad: &[T], momentum: Option<&mut [T]>, sta
     if !step_ok(state) {
         return;
     }
-    let lr = T::from_f32(o.lr);
+    let lr = state[step_state::LR];
     let wd = T::from_f32(o.weight_decay);
     let mu = T::from_f32(o.momentum);
     match momentum {
@@ -263,7 +245,7 @@ pub fn adagrad<T: Real>(param: &mut [T], grad: &[T], sum: &mut [T], state: &[T],
     if !step_ok(state) {
         return;
     }
-    let lr = T::from_f32(o.lr);
+    let lr = state[step_state::LR];
     let wd = T::from_f32(o.weight_decay);
     let eps = T::from_f32(o.eps);
     for i in 0..param.len() {
@@ -279,7 +261,7 @@ pub fn adam<T: Real>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], stat
     }
     let t = state[step_state::STEP].to_f64() as i32;
     let (b1, b2) = (T::from_f32(o.beta1), T::from_f32(o.beta2));
-    let lr = T::from_f32(o.lr);
+    let lr = state[step_state::LR];
     let wd = T::from_f32(o.weight_decay);
     let eps = T::from_f32(o.eps);
     let bc1 = T::ONE - b1.powi(t);
@@ -333,11 +315,7 @@ pub fn index_lists(idx: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
 }
 
 fn keep_scale(seed: u32, p: Dropout, i: usize) -> f32 {
-    if hash_uniform(seed ^ p.salt, i as u32) >= p.prob {
-        1.0 / (1.0 - p.prob)
-    } else {
-        0.0
-    }
+    if hash_uniform(seed ^ p.salt, i as u32) >= p.prob { 1.0 / (1.0 - p.prob) } else { 0.0 }
 }
 
 pub fn dropout_forward<T: Real>(out: &mut [T], x: &[T], seeds: &[u32], p: Dropout) {
@@ -367,30 +345,17 @@ fn out_index(s: &Step, b: usize, j: usize) -> usize {
 /// `W_hh[row, :] · h`
 fn dot_row<T: Real>(w_hh: &[T], row: usize, h: &[T]) -> T {
     let n = h.len();
-    w_hh[row * n..(row + 1) * n]
-        .iter()
-        .zip(h)
-        .map(|(&w, &x)| w * x)
-        .sum()
+    w_hh[row * n..(row + 1) * n].iter().zip(h).map(|(&w, &x)| w * x).sum()
 }
 
 /// The gradient reaching unit j of row b through W_hh from step `next_t`'s gate gradients `dgr`
 /// (G*H per row): `sum_g dgr[next_t, b, g] * W_hh[g, j]`.
-fn recurrent_grad<T: Real>(
-    s: &Step,
-    dgr: &[T],
-    w_hh: &[T],
-    g_rows: usize,
-    b: usize,
-    j: usize,
-) -> T {
+fn recurrent_grad<T: Real>(s: &Step, dgr: &[T], w_hh: &[T], g_rows: usize, b: usize, j: usize) -> T {
     if s.mode == StepMode::First {
         return T::ZERO;
     }
     let base = (s.next_t * s.batch + b) * g_rows;
-    (0..g_rows)
-        .map(|g| dgr[base + g] * w_hh[g * s.hidden + j])
-        .sum()
+    (0..g_rows).map(|g| dgr[base + g] * w_hh[g * s.hidden + j]).sum()
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -476,12 +441,8 @@ pub fn lstm_step_backward<T: Real>(
                 continue;
             }
             let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
-            let (i, f, g, o) = (
-                gates[row + j],
-                gates[row + h + j],
-                gates[row + 2 * h + j],
-                gates[row + 3 * h + j],
-            );
+            let (i, f, g, o) =
+                (gates[row + j], gates[row + h + j], gates[row + 2 * h + j], gates[row + 3 * h + j]);
             let c = cells[slot_row(&s, s.out_slot, b) + j];
             let c_prev = cells[slot_row(&s, s.in_slot, b) + j];
             let tc = c.tanh();
@@ -573,12 +534,8 @@ pub fn gru_step_backward<T: Real>(
             }
             let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
             let grow = (s.t * s.batch + b) * 4 * h;
-            let (r, z, n, hn) = (
-                gates[grow + j],
-                gates[grow + h + j],
-                gates[grow + 2 * h + j],
-                gates[grow + 3 * h + j],
-            );
+            let (r, z, n, hn) =
+                (gates[grow + j], gates[grow + h + j], gates[grow + 2 * h + j], gates[grow + 3 * h + j]);
             let h_prev = states[slot_row(&s, s.in_slot, b) + j];
             let dn = dh * (T::ONE - z) * (T::ONE - n * n);
             let dz = dh * (h_prev - n) * z * (T::ONE - z);
@@ -612,10 +569,8 @@ pub fn rnn_step_forward<T: Real>(
         let h_prev: Vec<T> = states[src..src + h].to_vec();
         let valid = s.t < lengths[b] as usize;
         for j in 0..h {
-            let pre = xw[(s.t * s.batch + b) * h + j]
-                + bias[j]
-                + dot_row(w_hh, j, &h_prev)
-                + bias[s.bias_hh + j];
+            let pre =
+                xw[(s.t * s.batch + b) * h + j] + bias[j] + dot_row(w_hh, j, &h_prev) + bias[s.bias_hh + j];
             let (hv, out) = if valid {
                 let hv = if relu { pre.max(T::ZERO) } else { pre.tanh() };
                 (hv, hv)
@@ -659,11 +614,7 @@ pub fn rnn_step_backward<T: Real>(
             }
             let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
             let hv = states[slot_row(&s, s.out_slot, b) + j];
-            dg[row] = if relu {
-                if hv > T::ZERO { dh } else { T::ZERO }
-            } else {
-                dh * (T::ONE - hv * hv)
-            };
+            dg[row] = if relu { if hv > T::ZERO { dh } else { T::ZERO } } else { dh * (T::ONE - hv * hv) };
             carry[ci] = T::ZERO;
         }
     }

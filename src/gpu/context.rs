@@ -122,11 +122,10 @@ fn matches_selector(info: &wgpu::AdapterInfo, selector: &str) -> bool {
 /// Lists the adapters wgpu can see, best first (discrete, integrated, virtual, other, software).
 pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
     let instance = new_instance();
-    let mut adapters: Vec<_> =
-        pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-            .into_iter()
-            .map(|a| a.get_info())
-            .collect();
+    let mut adapters: Vec<_> = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
+        .into_iter()
+        .map(|a| a.get_info())
+        .collect();
     adapters.sort_by_key(|i| device_type_rank(i.device_type));
     adapters
 }
@@ -169,10 +168,8 @@ impl GpuContext {
                         format!("{} ({:?})", i.name, i.backend)
                     })
                     .collect();
-                let pos = adapters
-                    .iter()
-                    .position(|a| matches_selector(&a.get_info(), sel))
-                    .ok_or_else(|| {
+                let pos =
+                    adapters.iter().position(|a| matches_selector(&a.get_info(), sel)).ok_or_else(|| {
                         Error::NoAdapter(format!(
                             "{ADAPTER_ENV}={sel} matches none of the adapters: {}",
                             names.join(", ")
@@ -263,11 +260,7 @@ impl GpuContext {
     pub fn describe(&self) -> String {
         format!(
             "{} ({:?}, {:?}, driver {} {})",
-            self.info.name,
-            self.info.backend,
-            self.info.device_type,
-            self.info.driver,
-            self.info.driver_info
+            self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
         )
     }
 
@@ -287,19 +280,16 @@ impl GpuContext {
         if let Some(reason) = self.lost.lock().ok().and_then(|l| l.clone()) {
             return Err(Error::DeviceLost(reason));
         }
-        let mut errors = self.errors.lock().map_err(|_| Error::Gpu {
-            op: op.to_string(),
-            message: "error log poisoned".into(),
-        })?;
+        let mut errors = self
+            .errors
+            .lock()
+            .map_err(|_| Error::Gpu { op: op.to_string(), message: "error log poisoned".into() })?;
         if errors.is_empty() {
             return Ok(());
         }
         let message = errors.join("; ");
         errors.clear();
-        Err(Error::Gpu {
-            op: op.to_string(),
-            message,
-        })
+        Err(Error::Gpu { op: op.to_string(), message })
     }
 
     /// The pipeline for `entry` in `shader` (a file under shaders/), specialised by the override
@@ -325,55 +315,37 @@ impl GpuContext {
                 Some(m) => m.clone(),
                 None => {
                     let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                    let m = self
-                        .device
-                        .create_shader_module(wgpu::ShaderModuleDescriptor {
-                            label: Some(shader),
-                            source: wgpu::ShaderSource::Wgsl(source.into()),
-                        });
+                    let m = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+                        label: Some(shader),
+                        source: wgpu::ShaderSource::Wgsl(source.into()),
+                    });
                     if let Some(e) = pollster::block_on(scope.pop()) {
-                        return Err(Error::Gpu {
-                            op,
-                            message: e.to_string(),
-                        });
+                        return Err(Error::Gpu { op, message: e.to_string() });
                     }
                     modules.insert(shader, m.clone());
                     m
                 }
             }
         };
-        let float_constants: Vec<(&str, f64)> =
-            constants.iter().map(|&(k, v)| (k, v as f64)).collect();
+        let float_constants: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self
-            .device
-            .create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-                label: Some(entry),
-                layout: None,
-                module: &module,
-                entry_point: Some(entry),
-                compilation_options: wgpu::PipelineCompilationOptions {
-                    constants: &float_constants,
-                    zero_initialize_workgroup_memory: false,
-                },
-                cache: None,
-            });
+        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+            label: Some(entry),
+            layout: None,
+            module: &module,
+            entry_point: Some(entry),
+            compilation_options: wgpu::PipelineCompilationOptions {
+                constants: &float_constants,
+                zero_initialize_workgroup_memory: false,
+            },
+            cache: None,
+        });
         if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu {
-                op,
-                message: e.to_string(),
-            });
+            return Err(Error::Gpu { op, message: e.to_string() });
         }
         let layout = pipeline.get_bind_group_layout(0);
-        let p = Arc::new(Pipeline {
-            pipeline,
-            layout,
-            name: entry,
-        });
-        self.pipelines
-            .lock()
-            .expect("pipeline cache")
-            .insert(key, p.clone());
+        let p = Arc::new(Pipeline { pipeline, layout, name: entry });
+        self.pipelines.lock().expect("pipeline cache").insert(key, p.clone());
         Ok(p)
     }
 
@@ -382,10 +354,7 @@ impl GpuContext {
         self.counters.host_waits.fetch_add(1, Ordering::Relaxed);
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
-            .map_err(|e| Error::Gpu {
-                op: op.to_string(),
-                message: e.to_string(),
-            })?;
+            .map_err(|e| Error::Gpu { op: op.to_string(), message: e.to_string() })?;
         self.check(op)
     }
 

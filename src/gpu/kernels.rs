@@ -45,13 +45,7 @@ struct MatmulParams {
 }
 
 /// `c = op(a)·op(b)` (or `+=`), with the adapter's matmul variant.
-pub fn matmul(
-    prog: &mut Program,
-    c: &GpuTensor,
-    a: &GpuTensor,
-    b: &GpuTensor,
-    p: Matmul,
-) -> Result<()> {
+pub fn matmul(prog: &mut Program, c: &GpuTensor, a: &GpuTensor, b: &GpuTensor, p: Matmul) -> Result<()> {
     let variant = prog.ctx().matmul_variant();
     matmul_variant(prog, c, a, b, p, variant)
 }
@@ -88,18 +82,9 @@ pub fn matmul_variant(
     };
     let entry = matmul_entry(&p, variant);
     let (groups, args) = match entry {
-        "matmul_shared" => (
-            [p.n.div_ceil(64), p.m.div_ceil(64)],
-            [(1, c), (2, a), (3, b)],
-        ),
-        "matmul_register" => (
-            [p.n.div_ceil(256), p.m.div_ceil(8)],
-            [(1, c), (2, a), (3, b)],
-        ),
-        _ => (
-            [p.n.div_ceil(256), p.m.div_ceil(8)],
-            [(1, c), (4, a), (5, b)],
-        ),
+        "matmul_shared" => ([p.n.div_ceil(64), p.m.div_ceil(64)], [(1, c), (2, a), (3, b)]),
+        "matmul_register" => ([p.n.div_ceil(256), p.m.div_ceil(8)], [(1, c), (2, a), (3, b)]),
+        _ => ([p.n.div_ceil(256), p.m.div_ceil(8)], [(1, c), (4, a), (5, b)]),
     };
     let max = prog.ctx().limits().max_compute_workgroups_per_dimension as usize;
     if groups[0] > max || groups[1] > max {
@@ -123,16 +108,8 @@ pub fn matmul_variant(
 /// Whether `matmul_register_vec4` can read both operands 4 floats at a time: the contiguous
 /// dimension of each stored operand is a multiple of 4 (and a transposed A has at least 4 rows).
 pub fn register_vec4_fits(p: &Matmul) -> bool {
-    let a_ok = if p.trans_a {
-        p.m % 4 == 0
-    } else {
-        p.k % 4 == 0
-    };
-    let b_ok = if p.trans_b {
-        p.k % 4 == 0
-    } else {
-        p.n % 4 == 0
-    };
+    let a_ok = if p.trans_a { p.m % 4 == 0 } else { p.k % 4 == 0 };
+    let b_ok = if p.trans_b { p.k % 4 == 0 } else { p.n % 4 == 0 };
     a_ok && b_ok
 }
 
@@ -170,10 +147,7 @@ fn activation(
         need(entry, "dy", dy, n)?;
         args.push((3, dy));
     }
-    let params = ElementwiseParams {
-        n: to_u32(entry, "n", n)?,
-        _pad: [0; 3],
-    };
+    let params = ElementwiseParams { n: to_u32(entry, "n", n)?, _pad: [0; 3] };
     let groups = groups_1d(prog.ctx(), n, WG);
     prog.dispatch("activation", entry, &[], &args, &params, groups)
 }
@@ -183,12 +157,7 @@ pub fn tanh_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Result<
     activation(prog, "tanh_forward", y, x, None)
 }
 /// `dx += dy * (1 - y^2)`
-pub fn tanh_backward(
-    prog: &mut Program,
-    dx: &GpuTensor,
-    y: &GpuTensor,
-    dy: &GpuTensor,
-) -> Result<()> {
+pub fn tanh_backward(prog: &mut Program, dx: &GpuTensor, y: &GpuTensor, dy: &GpuTensor) -> Result<()> {
     activation(prog, "tanh_backward", dx, y, Some(dy))
 }
 /// `y = 1 / (1 + exp(-x))`
@@ -196,12 +165,7 @@ pub fn sigmoid_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Resu
     activation(prog, "sigmoid_forward", y, x, None)
 }
 /// `dx += dy * y * (1 - y)`
-pub fn sigmoid_backward(
-    prog: &mut Program,
-    dx: &GpuTensor,
-    y: &GpuTensor,
-    dy: &GpuTensor,
-) -> Result<()> {
+pub fn sigmoid_backward(prog: &mut Program, dx: &GpuTensor, y: &GpuTensor, dy: &GpuTensor) -> Result<()> {
     activation(prog, "sigmoid_backward", dx, y, Some(dy))
 }
 /// `y = max(x, 0)`
@@ -209,12 +173,7 @@ pub fn relu_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Result<
     activation(prog, "relu_forward", y, x, None)
 }
 /// `dx += dy * (y > 0)`
-pub fn relu_backward(
-    prog: &mut Program,
-    dx: &GpuTensor,
-    y: &GpuTensor,
-    dy: &GpuTensor,
-) -> Result<()> {
+pub fn relu_backward(prog: &mut Program, dx: &GpuTensor, y: &GpuTensor, dy: &GpuTensor) -> Result<()> {
     activation(prog, "relu_backward", dx, y, Some(dy))
 }
 
@@ -250,24 +209,14 @@ fn blas(
 /// `x = value`
 pub fn fill(prog: &mut Program, x: &GpuTensor, value: f32) -> Result<()> {
     let n = x.len();
-    let p = BlasParams {
-        n: to_u32("fill", "n", n)?,
-        cols: 1,
-        rows: 1,
-        alpha: value,
-    };
+    let p = BlasParams { n: to_u32("fill", "n", n)?, cols: 1, rows: 1, alpha: value };
     blas(prog, "fill", x, None, p, n)
 }
 
 /// `x *= alpha`
 pub fn scale(prog: &mut Program, x: &GpuTensor, alpha: f32) -> Result<()> {
     let n = x.len();
-    let p = BlasParams {
-        n: to_u32("scale", "n", n)?,
-        cols: 1,
-        rows: 1,
-        alpha,
-    };
+    let p = BlasParams { n: to_u32("scale", "n", n)?, cols: 1, rows: 1, alpha };
     blas(prog, "scale", x, None, p, n)
 }
 
@@ -275,44 +224,22 @@ pub fn scale(prog: &mut Program, x: &GpuTensor, alpha: f32) -> Result<()> {
 pub fn axpy(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, alpha: f32) -> Result<()> {
     let n = y.len();
     need("axpy", "x", x, n)?;
-    let p = BlasParams {
-        n: to_u32("axpy", "n", n)?,
-        cols: 1,
-        rows: 1,
-        alpha,
-    };
+    let p = BlasParams { n: to_u32("axpy", "n", n)?, cols: 1, rows: 1, alpha };
     blas(prog, "axpy", y, Some(x), p, n)
 }
 
 /// `y[r, j] += bias[j]` for y `(rows, cols)`.
-pub fn add_bias(
-    prog: &mut Program,
-    y: &GpuTensor,
-    bias: &GpuTensor,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
+pub fn add_bias(prog: &mut Program, y: &GpuTensor, bias: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
     nonzero("add_bias", "cols", cols)?;
     need("add_bias", "y", y, rows * cols)?;
     need("add_bias", "bias", bias, cols)?;
     let n = rows * cols;
-    let p = BlasParams {
-        n: to_u32("add_bias", "n", n)?,
-        cols: cols as u32,
-        rows: rows as u32,
-        alpha: 0.0,
-    };
+    let p = BlasParams { n: to_u32("add_bias", "n", n)?, cols: cols as u32, rows: rows as u32, alpha: 0.0 };
     blas(prog, "add_bias", y, Some(bias), p, n)
 }
 
 /// `db[j] += sum_r dy[r, j]` for dy `(rows, cols)`.
-pub fn bias_grad(
-    prog: &mut Program,
-    db: &GpuTensor,
-    dy: &GpuTensor,
-    rows: usize,
-    cols: usize,
-) -> Result<()> {
+pub fn bias_grad(prog: &mut Program, db: &GpuTensor, dy: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
     need("bias_grad", "db", db, cols)?;
     need("bias_grad", "dy", dy, rows * cols)?;
     let p = BlasParams {
@@ -352,20 +279,10 @@ pub fn reduce(
     const OP: &str = "reduce";
     need(OP, "scratch", scratch, REDUCE_PARTS)?;
     if p.index >= out.len() {
-        return Err(Error::range(
-            OP,
-            "index",
-            p.index,
-            format!("below {}", out.len()),
-        ));
+        return Err(Error::range(OP, "index", p.index, format!("below {}", out.len())));
     }
     let n = to_u32(OP, "n", x.len())?;
-    let first = ReduceParams {
-        n,
-        parts: REDUCE_PARTS as u32,
-        index: 0,
-        accumulate: 0,
-    };
+    let first = ReduceParams { n, parts: REDUCE_PARTS as u32, index: 0, accumulate: 0 };
     prog.dispatch(
         "reduce",
         "reduce_partial",
@@ -380,14 +297,7 @@ pub fn reduce(
         index: p.index as u32,
         accumulate: p.accumulate as u32,
     };
-    prog.dispatch(
-        "reduce",
-        "reduce_final",
-        &[],
-        &[(1, out), (2, scratch)],
-        &second,
-        [1, 1, 1],
-    )
+    prog.dispatch("reduce", "reduce_final", &[], &[(1, out), (2, scratch)], &second, [1, 1, 1])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -405,11 +315,7 @@ struct RowParams {
 fn row_params(op: &'static str, rows: usize, cols: usize) -> Result<RowParams> {
     nonzero(op, "rows", rows)?;
     nonzero(op, "cols", cols)?;
-    Ok(RowParams {
-        rows: to_u32(op, "rows", rows)?,
-        cols: to_u32(op, "cols", cols)?,
-        _pad: [0; 2],
-    })
+    Ok(RowParams { rows: to_u32(op, "rows", rows)?, cols: to_u32(op, "cols", cols)?, _pad: [0; 2] })
 }
 
 /// `y = softmax(x)` along each row of `(rows, cols)`.
@@ -478,14 +384,7 @@ pub fn mse(
     need(OP, "target", target, rows * cols)?;
     need(OP, "weights", weights, rows)?;
     let groups = groups_1d(prog.ctx(), rows, WG);
-    prog.dispatch(
-        "loss",
-        "mse",
-        &[],
-        &[(1, loss), (2, dx), (3, pred), (5, target), (6, weights)],
-        &p,
-        groups,
-    )
+    prog.dispatch("loss", "mse", &[], &[(1, loss), (2, dx), (3, pred), (5, target), (6, weights)], &p, groups)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -497,7 +396,6 @@ struct OptimParams {
     // must match shaders/optim.wgsl::Params
     n: u32,
     nesterov: u32,
-    lr: f32,
     beta1: f32,
     beta2: f32,
     eps: f32,
@@ -505,7 +403,7 @@ struct OptimParams {
     max_norm: f32,
     lo: f32,
     hi: f32,
-    _pad: [u32; 2],
+    _pad: [u32; 3],
 }
 
 fn need_state(op: &'static str, state: &GpuTensor) -> Result<()> {
@@ -516,10 +414,7 @@ fn need_state(op: &'static str, state: &GpuTensor) -> Result<()> {
 /// clipping scale for `max_norm` (0: no clipping).
 pub fn finalize_step(prog: &mut Program, state: &GpuTensor, max_norm: f32) -> Result<()> {
     need_state("finalize_step", state)?;
-    let p = OptimParams {
-        max_norm,
-        ..Default::default()
-    };
+    let p = OptimParams { max_norm, ..Default::default() };
     prog.dispatch("optim", "finalize_step", &[], &[(1, state)], &p, [1, 1, 1])
 }
 
@@ -527,36 +422,18 @@ pub fn finalize_step(prog: &mut Program, state: &GpuTensor, max_norm: f32) -> Re
 pub fn clip_by_norm(prog: &mut Program, grad: &GpuTensor, state: &GpuTensor) -> Result<()> {
     need_state("clip_by_norm", state)?;
     let n = grad.len();
-    let p = OptimParams {
-        n: to_u32("clip_by_norm", "n", n)?,
-        ..Default::default()
-    };
+    let p = OptimParams { n: to_u32("clip_by_norm", "n", n)?, ..Default::default() };
     let groups = groups_1d(prog.ctx(), n, WG);
-    prog.dispatch(
-        "optim",
-        "clip_by_norm",
-        &[],
-        &[(1, state), (2, grad)],
-        &p,
-        groups,
-    )
+    prog.dispatch("optim", "clip_by_norm", &[], &[(1, state), (2, grad)], &p, groups)
 }
 
 /// `grad = clamp(grad, lo, hi)`
 pub fn clip_by_value(prog: &mut Program, grad: &GpuTensor, lo: f32, hi: f32) -> Result<()> {
     if !(lo <= hi) {
-        return Err(Error::invalid(
-            "clip_by_value",
-            format!("lo = {lo} must not exceed hi = {hi}"),
-        ));
+        return Err(Error::invalid("clip_by_value", format!("lo = {lo} must not exceed hi = {hi}")));
     }
     let n = grad.len();
-    let p = OptimParams {
-        n: to_u32("clip_by_value", "n", n)?,
-        lo,
-        hi,
-        ..Default::default()
-    };
+    let p = OptimParams { n: to_u32("clip_by_value", "n", n)?, lo, hi, ..Default::default() };
     let groups = groups_1d(prog.ctx(), n, WG);
     prog.dispatch("optim", "clip_by_value", &[], &[(2, grad)], &p, groups)
 }
@@ -588,7 +465,6 @@ pub fn sgd(
     let p = OptimParams {
         n: to_u32(OP, "n", n)?,
         nesterov: o.nesterov as u32,
-        lr: o.lr,
         beta1,
         weight_decay: o.weight_decay,
         ..Default::default()
@@ -613,20 +489,12 @@ pub fn adagrad(
     need(OP, "sum", sum, n)?;
     let p = OptimParams {
         n: to_u32(OP, "n", n)?,
-        lr: o.lr,
         eps: o.eps,
         weight_decay: o.weight_decay,
         ..Default::default()
     };
     let groups = groups_1d(prog.ctx(), n, WG);
-    prog.dispatch(
-        "optim",
-        "adagrad",
-        &[],
-        &[(1, state), (2, grad), (3, param), (4, sum)],
-        &p,
-        groups,
-    )
+    prog.dispatch("optim", "adagrad", &[], &[(1, state), (2, grad), (3, param), (4, sum)], &p, groups)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -647,7 +515,6 @@ pub fn adam(
     need(OP, "v", v, n)?;
     let p = OptimParams {
         n: to_u32(OP, "n", n)?,
-        lr: o.lr,
         beta1: o.beta1,
         beta2: o.beta2,
         eps: o.eps,
@@ -655,14 +522,7 @@ pub fn adam(
         ..Default::default()
     };
     let groups = groups_1d(prog.ctx(), n, WG);
-    prog.dispatch(
-        "optim",
-        "adam",
-        &[],
-        &[(1, state), (2, grad), (3, param), (4, m), (5, v)],
-        &p,
-        groups,
-    )
+    prog.dispatch("optim", "adam", &[], &[(1, state), (2, grad), (3, param), (4, m), (5, v)], &p, groups)
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -703,14 +563,7 @@ pub fn gather(
     need("gather", "out", out, p.n * p.width)?;
     need("gather", "idx", idx, p.n)?;
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
-    prog.dispatch(
-        "gather",
-        "gather",
-        &[],
-        &[(1, out), (2, table), (3, idx)],
-        &params,
-        groups,
-    )
+    prog.dispatch("gather", "gather", &[], &[(1, out), (2, table), (3, idx)], &params, groups)
 }
 
 /// The gradient of `gather`: `dtable[v * idx_stride + j * col_stride] += sum of dout[r, j]` over
@@ -727,12 +580,7 @@ pub fn scatter_add(
     let params = gather_params("scatter_add", p)?;
     need("scatter_add", "starts", starts, p.n + 1)?;
     if dout.len() != rows.len() * p.width {
-        return Err(Error::shape(
-            "scatter_add",
-            "dout",
-            dout.shape(),
-            &[rows.len(), p.width],
-        ));
+        return Err(Error::shape("scatter_add", "dout", dout.shape(), &[rows.len(), p.width]));
     }
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
     prog.dispatch(
@@ -767,31 +615,14 @@ fn dropout(
     p: Dropout,
 ) -> Result<()> {
     if !(0.0..1.0).contains(&p.prob) {
-        return Err(Error::range(
-            entry,
-            "dropout probability",
-            p.prob,
-            "in [0, 1)",
-        ));
+        return Err(Error::range(entry, "dropout probability", p.prob, "in [0, 1)"));
     }
     let n = out.len();
     need(entry, "input", x, n)?;
     need(entry, "seeds", seeds, 1)?;
-    let params = DropoutParams {
-        n: to_u32(entry, "n", n)?,
-        seed: p.salt,
-        prob: p.prob,
-        _pad: 0,
-    };
+    let params = DropoutParams { n: to_u32(entry, "n", n)?, seed: p.salt, prob: p.prob, _pad: 0 };
     let groups = groups_1d(prog.ctx(), n, WG);
-    prog.dispatch(
-        "dropout",
-        entry,
-        &[],
-        &[(1, out), (2, x), (3, seeds)],
-        &params,
-        groups,
-    )
+    prog.dispatch("dropout", entry, &[], &[(1, out), (2, x), (3, seeds)], &params, groups)
 }
 
 /// `out = keep ? x / (1 - p) : 0`, the mask drawn from (`seeds[0] ^ salt`, index).
@@ -914,19 +745,11 @@ impl StepCheck {
     }
 
     fn forward_groups(&self) -> [u32; 3] {
-        [
-            self.s.hidden.div_ceil(64) as u32,
-            self.s.batch.div_ceil(STEP_ROWS) as u32,
-            1,
-        ]
+        [self.s.hidden.div_ceil(64) as u32, self.s.batch.div_ceil(STEP_ROWS) as u32, 1]
     }
 
     fn backward_groups(&self) -> [u32; 3] {
-        [
-            self.s.hidden.div_ceil(4).div_ceil(64) as u32,
-            self.s.batch.div_ceil(STEP_ROWS) as u32,
-            1,
-        ]
+        [self.s.hidden.div_ceil(4).div_ceil(64) as u32, self.s.batch.div_ceil(STEP_ROWS) as u32, 1]
     }
 
     fn last_t(&self) -> usize {
@@ -948,18 +771,11 @@ pub fn lstm_step_forward(
     lengths: &GpuTensor, // (B) u32
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck {
-        op: "lstm_step_forward",
-        s,
-    };
+    let c = StepCheck { op: "lstm_step_forward", s };
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Lstm, w_hh, lengths)?;
     c.states(states)?;
-    c.at_least(
-        "cells",
-        cells,
-        s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h,
-    )?;
+    c.at_least("cells", cells, s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h)?;
     c.per_step("gates", gates, 4 * h, s.t)?;
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, 4 * h, s.t)?;
@@ -968,16 +784,7 @@ pub fn lstm_step_forward(
         "lstm",
         "lstm_step_forward",
         &[("VEC4", c.vec4())],
-        &[
-            (1, states),
-            (2, cells),
-            (3, gates),
-            (4, y),
-            (5, xw),
-            (6, w_hh),
-            (7, bias),
-            (8, lengths),
-        ],
+        &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
         &c.params()?,
         c.forward_groups(),
     )
@@ -996,17 +803,10 @@ pub fn lstm_step_backward(
     carry: &GpuTensor, // (2, B, H)
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck {
-        op: "lstm_step_backward",
-        s,
-    };
+    let c = StepCheck { op: "lstm_step_backward", s };
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Lstm, w_hh, lengths)?;
-    c.at_least(
-        "cells",
-        cells,
-        s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h,
-    )?;
+    c.at_least("cells", cells, s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h)?;
     c.per_step("gates", gates, 4 * h, s.t)?;
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, 4 * h, c.last_t())?;
@@ -1015,15 +815,7 @@ pub fn lstm_step_backward(
         "lstm",
         "lstm_step_backward",
         &[("VEC4", c.vec4())],
-        &[
-            (2, cells),
-            (3, gates),
-            (6, w_hh),
-            (8, lengths),
-            (9, dy),
-            (10, dg),
-            (12, carry),
-        ],
+        &[(2, cells), (3, gates), (6, w_hh), (8, lengths), (9, dy), (10, dg), (12, carry)],
         &c.params()?,
         c.backward_groups(),
     )
@@ -1042,10 +834,7 @@ pub fn gru_step_forward(
     lengths: &GpuTensor,
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck {
-        op: "gru_step_forward",
-        s,
-    };
+    let c = StepCheck { op: "gru_step_forward", s };
     let h = s.hidden;
     c.common(Cell::Gru, w_hh, lengths)?;
     c.states(states)?;
@@ -1057,15 +846,7 @@ pub fn gru_step_forward(
         "gru",
         "gru_step_forward",
         &[("VEC4", c.vec4())],
-        &[
-            (1, states),
-            (3, gates),
-            (4, y),
-            (5, xw),
-            (6, w_hh),
-            (7, bias),
-            (8, lengths),
-        ],
+        &[(1, states), (3, gates), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
         &c.params()?,
         c.forward_groups(),
     )
@@ -1084,10 +865,7 @@ pub fn gru_step_backward(
     carry: &GpuTensor, // (2, B, H)
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck {
-        op: "gru_step_backward",
-        s,
-    };
+    let c = StepCheck { op: "gru_step_backward", s };
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Gru, w_hh, lengths)?;
     c.states(states)?;
@@ -1100,16 +878,7 @@ pub fn gru_step_backward(
         "gru",
         "gru_step_backward",
         &[("VEC4", c.vec4())],
-        &[
-            (1, states),
-            (3, gates),
-            (6, w_hh),
-            (8, lengths),
-            (9, dy),
-            (10, dgx),
-            (11, dgh),
-            (12, carry),
-        ],
+        &[(1, states), (3, gates), (6, w_hh), (8, lengths), (9, dy), (10, dgx), (11, dgh), (12, carry)],
         &c.params()?,
         c.backward_groups(),
     )
@@ -1128,10 +897,7 @@ pub fn rnn_step_forward(
     s: Step,
     relu: bool,
 ) -> Result<()> {
-    let c = StepCheck {
-        op: "rnn_step_forward",
-        s,
-    };
+    let c = StepCheck { op: "rnn_step_forward", s };
     c.common(Cell::Rnn { relu }, w_hh, lengths)?;
     c.states(states)?;
     c.per_step("y", y, s.out_stride, s.t)?;
@@ -1141,14 +907,7 @@ pub fn rnn_step_forward(
         "rnn",
         "rnn_step_forward",
         &[("VEC4", c.vec4()), ("RELU", relu as u64)],
-        &[
-            (1, states),
-            (4, y),
-            (5, xw),
-            (6, w_hh),
-            (7, bias),
-            (8, lengths),
-        ],
+        &[(1, states), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
         &c.params()?,
         c.forward_groups(),
     )
@@ -1166,10 +925,7 @@ pub fn rnn_step_backward(
     s: Step,
     relu: bool,
 ) -> Result<()> {
-    let c = StepCheck {
-        op: "rnn_step_backward",
-        s,
-    };
+    let c = StepCheck { op: "rnn_step_backward", s };
     c.common(Cell::Rnn { relu }, w_hh, lengths)?;
     c.states(states)?;
     c.per_step("dy", dy, s.out_stride, s.t)?;
@@ -1179,14 +935,7 @@ pub fn rnn_step_backward(
         "rnn",
         "rnn_step_backward",
         &[("VEC4", c.vec4()), ("RELU", relu as u64)],
-        &[
-            (1, states),
-            (6, w_hh),
-            (8, lengths),
-            (9, dy),
-            (10, dg),
-            (12, carry),
-        ],
+        &[(1, states), (6, w_hh), (8, lengths), (9, dy), (10, dg), (12, carry)],
         &c.params()?,
         c.backward_groups(),
     )

@@ -19,18 +19,9 @@ const UNIFORM_CHUNK: u64 = 64 * 1024;
 const UNIFORM_SLOT: u64 = 256;
 
 enum Command {
-    Dispatch {
-        pipeline: Arc<Pipeline>,
-        bind_group: wgpu::BindGroup,
-        groups: [u32; 3],
-    },
-    Copy {
-        src: GpuTensor,
-        dst: GpuTensor,
-    },
-    Clear {
-        dst: GpuTensor,
-    },
+    Dispatch { pipeline: Arc<Pipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
+    Copy { src: GpuTensor, dst: GpuTensor },
+    Clear { dst: GpuTensor },
 }
 
 pub struct Program {
@@ -45,11 +36,7 @@ pub struct Program {
 pub fn groups_1d(ctx: &GpuContext, n: usize, wg: usize) -> [u32; 3] {
     let groups = n.div_ceil(wg).max(1) as u64;
     let max = ctx.limits().max_compute_workgroups_per_dimension.max(1) as u64;
-    if groups <= max {
-        [groups as u32, 1, 1]
-    } else {
-        [max as u32, groups.div_ceil(max) as u32, 1]
-    }
+    if groups <= max { [groups as u32, 1, 1] } else { [max as u32, groups.div_ceil(max) as u32, 1] }
 }
 
 impl Program {
@@ -68,10 +55,7 @@ impl Program {
 
     /// The number of kernel dispatches one replay records.
     pub fn dispatch_count(&self) -> usize {
-        self.commands
-            .iter()
-            .filter(|c| matches!(c, Command::Dispatch { .. }))
-            .count()
+        self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count()
     }
 
     /// The kernels one replay dispatches, in order.
@@ -96,8 +80,7 @@ impl Program {
                 mapped_at_creation: false,
             });
             let c = &self.ctx.counters;
-            c.bytes_allocated
-                .fetch_add(UNIFORM_CHUNK, Ordering::Relaxed);
+            c.bytes_allocated.fetch_add(UNIFORM_CHUNK, Ordering::Relaxed);
             c.buffers_allocated.fetch_add(1, Ordering::Relaxed);
             self.uniform_chunks.push(buffer);
             self.uniform_used = 0;
@@ -106,9 +89,7 @@ impl Program {
         let offset = self.uniform_used;
         let mut padded = bytes.to_vec();
         padded.resize(size as usize, 0);
-        self.ctx
-            .queue
-            .write_buffer(&self.uniform_chunks[chunk], offset, &padded);
+        self.ctx.queue.write_buffer(&self.uniform_chunks[chunk], offset, &padded);
         self.uniform_used = (offset + size).div_ceil(UNIFORM_SLOT) * UNIFORM_SLOT;
         Ok((chunk, offset))
     }
@@ -129,10 +110,7 @@ impl Program {
             if t.offset % 256 != 0 {
                 return Err(Error::invalid(
                     "Program::dispatch",
-                    format!(
-                        "{entry}: binding {binding} starts at byte {}, not a multiple of 256",
-                        t.offset
-                    ),
+                    format!("{entry}: binding {binding} starts at byte {}, not a multiple of 256", t.offset),
                 ));
             }
         }
@@ -147,51 +125,27 @@ impl Program {
             }),
         }];
         for (binding, t) in args {
-            entries.push(wgpu::BindGroupEntry {
-                binding: *binding,
-                resource: t.binding(),
-            });
+            entries.push(wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
         }
-        let scope = self
-            .ctx
-            .device
-            .push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self
-            .ctx
-            .device
-            .create_bind_group(&wgpu::BindGroupDescriptor {
-                label: Some(entry),
-                layout: &pipeline.layout,
-                entries: &entries,
-            });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu {
-                op: format!("binding {shader}.wgsl::{entry}"),
-                message: e.to_string(),
-            });
-        }
-        self.commands.push(Command::Dispatch {
-            pipeline,
-            bind_group,
-            groups,
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let bind_group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+            label: Some(entry),
+            layout: &pipeline.layout,
+            entries: &entries,
         });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu { op: format!("binding {shader}.wgsl::{entry}"), message: e.to_string() });
+        }
+        self.commands.push(Command::Dispatch { pipeline, bind_group, groups });
         Ok(())
     }
 
     /// Appends a copy of `src` into `dst` (same length).
     pub fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) -> Result<()> {
         if src.len() != dst.len() {
-            return Err(Error::shape(
-                "Program::copy",
-                "source",
-                src.shape(),
-                dst.shape(),
-            ));
+            return Err(Error::shape("Program::copy", "source", src.shape(), dst.shape()));
         }
-        self.commands.push(Command::Copy {
-            src: src.clone(),
-            dst: dst.clone(),
-        });
+        self.commands.push(Command::Copy { src: src.clone(), dst: dst.clone() });
         Ok(())
     }
 
@@ -212,11 +166,7 @@ impl Program {
                         label: None,
                         timestamp_writes: None,
                     });
-                    while let Some(Command::Dispatch {
-                        pipeline,
-                        bind_group,
-                        groups,
-                    }) = self.commands.get(i)
+                    while let Some(Command::Dispatch { pipeline, bind_group, groups }) = self.commands.get(i)
                     {
                         pass.set_pipeline(&pipeline.pipeline);
                         pass.set_bind_group(0, bind_group, &[]);
@@ -226,13 +176,7 @@ impl Program {
                     }
                 }
                 Command::Copy { src, dst } => {
-                    enc.copy_buffer_to_buffer(
-                        &src.buffer,
-                        src.offset,
-                        &dst.buffer,
-                        dst.offset,
-                        src.bytes(),
-                    );
+                    enc.copy_buffer_to_buffer(&src.buffer, src.offset, &dst.buffer, dst.offset, src.bytes());
                     i += 1;
                 }
                 Command::Clear { dst } => {
@@ -241,10 +185,7 @@ impl Program {
                 }
             }
         }
-        self.ctx
-            .counters
-            .dispatches
-            .fetch_add(dispatches, Ordering::Relaxed);
+        self.ctx.counters.dispatches.fetch_add(dispatches, Ordering::Relaxed);
     }
 
     /// Records and submits; does not wait.
@@ -283,11 +224,7 @@ impl Program {
         let mut q = 0u32;
         for c in &self.commands {
             match c {
-                Command::Dispatch {
-                    pipeline,
-                    bind_group,
-                    groups,
-                } => {
+                Command::Dispatch { pipeline, bind_group, groups } => {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: None,
                         timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -302,16 +239,10 @@ impl Program {
                     names.push(pipeline.name);
                     q += 2;
                 }
-                Command::Copy { src, dst } => enc.copy_buffer_to_buffer(
-                    &src.buffer,
-                    src.offset,
-                    &dst.buffer,
-                    dst.offset,
-                    src.bytes(),
-                ),
-                Command::Clear { dst } => {
-                    enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes()))
+                Command::Copy { src, dst } => {
+                    enc.copy_buffer_to_buffer(&src.buffer, src.offset, &dst.buffer, dst.offset, src.bytes())
                 }
+                Command::Clear { dst } => enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes())),
             }
         }
         enc.resolve_query_set(&set, 0..count, &resolve, 0);

@@ -71,18 +71,9 @@ impl GpuTensor {
     /// The same elements under another shape of equal size.
     pub fn reshape(&self, shape: &[usize]) -> Result<GpuTensor> {
         if shape.iter().product::<usize>() != self.len() {
-            return Err(Error::shape(
-                "GpuTensor::reshape",
-                "new shape",
-                shape,
-                &self.shape,
-            ));
+            return Err(Error::shape("GpuTensor::reshape", "new shape", shape, &self.shape));
         }
-        Ok(GpuTensor {
-            buffer: self.buffer.clone(),
-            offset: self.offset,
-            shape: shape.to_vec(),
-        })
+        Ok(GpuTensor { buffer: self.buffer.clone(), offset: self.offset, shape: shape.to_vec() })
     }
 
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
@@ -136,9 +127,7 @@ impl GpuContext {
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
             size: bytes.div_ceil(16) * 16,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
+            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
@@ -147,17 +136,9 @@ impl GpuContext {
                 message: e.to_string(),
             });
         }
-        self.counters
-            .bytes_allocated
-            .fetch_add(bytes, Ordering::Relaxed);
-        self.counters
-            .buffers_allocated
-            .fetch_add(1, Ordering::Relaxed);
-        Ok(GpuTensor {
-            buffer: Arc::new(buffer),
-            offset: 0,
-            shape: shape.to_vec(),
-        })
+        self.counters.bytes_allocated.fetch_add(bytes, Ordering::Relaxed);
+        self.counters.buffers_allocated.fetch_add(1, Ordering::Relaxed);
+        Ok(GpuTensor { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec() })
     }
 
     /// A new tensor holding `data`.
@@ -177,29 +158,17 @@ impl GpuContext {
     /// Overwrites the contents of `t` (queued; takes effect before the next submit).
     pub fn write(&self, t: &GpuTensor, data: &[f32]) -> Result<()> {
         if data.len() != t.len() {
-            return Err(Error::shape(
-                "GpuContext::write",
-                "data",
-                &[data.len()],
-                t.shape(),
-            ));
+            return Err(Error::shape("GpuContext::write", "data", &[data.len()], t.shape()));
         }
-        self.queue
-            .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+        self.queue.write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
         Ok(())
     }
 
     pub fn write_u32(&self, t: &GpuTensor, data: &[u32]) -> Result<()> {
         if data.len() != t.len() {
-            return Err(Error::shape(
-                "GpuContext::write_u32",
-                "data",
-                &[data.len()],
-                t.shape(),
-            ));
+            return Err(Error::shape("GpuContext::write_u32", "data", &[data.len()], t.shape()));
         }
-        self.queue
-            .write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
+        self.queue.write_buffer(&t.buffer, t.offset, bytemuck::cast_slice(data));
         Ok(())
     }
 
@@ -222,21 +191,10 @@ impl GpuContext {
     /// Copies `src` into `dst` (same length), recorded and submitted at once.
     pub fn copy(&self, src: &GpuTensor, dst: &GpuTensor) -> Result<()> {
         if src.len() != dst.len() {
-            return Err(Error::shape(
-                "GpuContext::copy",
-                "source",
-                src.shape(),
-                dst.shape(),
-            ));
+            return Err(Error::shape("GpuContext::copy", "source", src.shape(), dst.shape()));
         }
         let mut enc = self.device.create_command_encoder(&Default::default());
-        enc.copy_buffer_to_buffer(
-            &src.buffer,
-            src.offset,
-            &dst.buffer,
-            dst.offset,
-            src.bytes(),
-        );
+        enc.copy_buffer_to_buffer(&src.buffer, src.offset, &dst.buffer, dst.offset, src.bytes());
         self.submit(enc);
         self.check("copy")
     }
@@ -259,12 +217,8 @@ impl Staging {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        ctx.counters
-            .bytes_allocated
-            .fetch_add(size, Ordering::Relaxed);
-        ctx.counters
-            .buffers_allocated
-            .fetch_add(1, Ordering::Relaxed);
+        ctx.counters.bytes_allocated.fetch_add(size, Ordering::Relaxed);
+        ctx.counters.buffers_allocated.fetch_add(1, Ordering::Relaxed);
         Ok(Staging { buffer, size })
     }
 
@@ -280,12 +234,7 @@ impl Staging {
     /// Copies `t` here, submits, waits and returns its bytes.
     pub fn read(&self, ctx: &GpuContext, t: &GpuTensor) -> Result<Vec<u8>> {
         if t.bytes() > self.size {
-            return Err(Error::range(
-                "Staging::read",
-                "bytes",
-                t.bytes(),
-                format!("at most {}", self.size),
-            ));
+            return Err(Error::range("Staging::read", "bytes", t.bytes(), format!("at most {}", self.size)));
         }
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.record_copy(&mut enc, t);
@@ -305,10 +254,7 @@ impl Staging {
         match rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                return Err(Error::Gpu {
-                    op: "mapping a staging buffer".into(),
-                    message: e.to_string(),
-                });
+                return Err(Error::Gpu { op: "mapping a staging buffer".into(), message: e.to_string() });
             }
             Err(_) => {
                 return Err(Error::Gpu {

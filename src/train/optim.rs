@@ -1,4 +1,7 @@
 //! Optimizer settings, with PyTorch's defaults and update rules (torch.optim.SGD, Adagrad, Adam).
+//!
+//! The kernels read the learning rate from the step state (`ops::step_state::LR`), which the
+//! trainer writes before every step from the `lr` here: changing it needs no new program.
 
 /// SGD with optional momentum (PyTorch's form: `buf = momentum*buf + g; p -= lr*buf`) and
 /// Nesterov momentum.
@@ -37,30 +40,15 @@ pub enum Optimizer {
 
 impl Optimizer {
     pub fn sgd(lr: f32, momentum: f32) -> Optimizer {
-        Optimizer::Sgd(Sgd {
-            lr,
-            momentum,
-            nesterov: false,
-            weight_decay: 0.0,
-        })
+        Optimizer::Sgd(Sgd { lr, momentum, nesterov: false, weight_decay: 0.0 })
     }
 
     pub fn adagrad(lr: f32) -> Optimizer {
-        Optimizer::Adagrad(Adagrad {
-            lr,
-            eps: 1e-10,
-            weight_decay: 0.0,
-        })
+        Optimizer::Adagrad(Adagrad { lr, eps: 1e-10, weight_decay: 0.0 })
     }
 
     pub fn adam(lr: f32) -> Optimizer {
-        Optimizer::Adam(Adam {
-            lr,
-            beta1: 0.9,
-            beta2: 0.999,
-            eps: 1e-8,
-            weight_decay: 0.0,
-        })
+        Optimizer::Adam(Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 })
     }
 
     pub fn name(&self) -> &'static str {

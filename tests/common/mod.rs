@@ -32,16 +32,6 @@ pub fn gpu() -> Option<Arc<GpuContext>> {
 
 /// Asserts every check passed, printing each failure in full.
 pub fn assert_checks(checks: &[rnn_gpu::verify::Check]) {
-    let failed: Vec<String> = checks
-        .iter()
-        .filter(|c| !c.pass())
-        .map(|c| c.to_string())
-        .collect();
-    assert!(
-        failed.is_empty(),
-        "{} of {} checks failed:\n{}",
-        failed.len(),
-        checks.len(),
-        failed.join("\n")
-    );
+    let failed: Vec<String> = checks.iter().filter(|c| !c.pass()).map(|c| c.to_string()).collect();
+    assert!(failed.is_empty(), "{} of {} checks failed:\n{}", failed.len(), checks.len(), failed.join("\n"));
 }

@@ -1,0 +1,148 @@
+//! The two devices behind one interface. The model's forward pass, losses, backpropagation through
+//! time and updates (src/model/graph.rs) are written once against `Backend`; the CPU backend runs
+//! each op as it is called, with the reference twins in `cpu::kernels`; the GPU backend records
+//! each op into a program once, which is then replayed with one submit per call.
+//!
+//! Buffers are views (`Buf` for floats, `IBuf` for integers). Ops take outputs first, then
+//! inputs, then a descriptor, as the kernels do.
+
+use crate::error::Result;
+use crate::ops::{Cell, Dropout, Gather, Matmul, Reduce, Step};
+use crate::real::Real;
+use crate::train::optim::{Adagrad, Adam, Sgd};
+
+/// What identifies a recorded program: its kind and the batch shape it was built for.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub struct ProgramKey {
+    pub kind: &'static str,
+    pub steps: usize,
+    pub batch: usize,
+    /// Options that change the recorded ops (for example whether the initial state is learned).
+    pub variant: u32,
+}
+
+/// The buffers of one fused step kernel; which are used depends on the cell.
+pub struct StepBufs<'a, B: Backend + ?Sized> {
+    pub states: &'a B::Buf,
+    pub cells: Option<&'a B::Buf>,
+    pub gates: Option<&'a B::Buf>,
+    pub y: &'a B::Buf,
+    pub xw: &'a B::Buf,
+    pub w_hh: &'a B::Buf,
+    pub bias: &'a B::Buf,
+    pub lengths: &'a B::IBuf,
+    pub dy: Option<&'a B::Buf>,
+    pub dg: Option<&'a B::Buf>,
+    pub dgh: Option<&'a B::Buf>,
+    pub carry: Option<&'a B::Buf>,
+}
+
+pub trait Backend {
+    type Elem: Real;
+    type Buf: Clone;
+    type IBuf: Clone;
+
+    /// A zeroed buffer of `len` elements.
+    fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf>;
+    fn alloc_u32(&mut self, what: &str, len: usize) -> Result<Self::IBuf>;
+    /// `len` elements of `t` from `start`.
+    fn view(&self, t: &Self::Buf, start: usize, len: usize) -> Result<Self::Buf>;
+    fn len(t: &Self::Buf) -> usize;
+
+    /// Host access, outside any program: write now, read now (the GPU waits).
+    fn write(&mut self, t: &Self::Buf, data: &[Self::Elem]) -> Result<()>;
+    fn write_u32(&mut self, t: &Self::IBuf, data: &[u32]) -> Result<()>;
+    fn read(&mut self, t: &Self::Buf) -> Result<Vec<Self::Elem>>;
+
+    /// Runs `record` as the program named `key`. The CPU executes each op as `record` calls it;
+    /// the GPU records the ops the first time a key is seen and replays the program (one submit)
+    /// every time, including the first.
+    fn execute(&mut self, key: ProgramKey, record: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()>;
+
+    fn clear(&mut self, t: &Self::Buf) -> Result<()>;
+    fn copy(&mut self, src: &Self::Buf, dst: &Self::Buf) -> Result<()>;
+
+    fn matmul(&mut self, c: &Self::Buf, a: &Self::Buf, b: &Self::Buf, p: Matmul) -> Result<()>;
+    fn add_bias(&mut self, y: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
+    fn bias_grad(&mut self, db: &Self::Buf, dy: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
+    fn axpy(&mut self, y: &Self::Buf, x: &Self::Buf, alpha: f32) -> Result<()>;
+    fn tanh_forward(&mut self, y: &Self::Buf, x: &Self::Buf) -> Result<()>;
+    fn tanh_backward(&mut self, dx: &Self::Buf, y: &Self::Buf, dy: &Self::Buf) -> Result<()>;
+    fn gather(&mut self, out: &Self::Buf, table: &Self::Buf, idx: &Self::IBuf, p: Gather) -> Result<()>;
+    fn scatter_add(
+        &mut self,
+        dtable: &Self::Buf,
+        dout: &Self::Buf,
+        starts: &Self::IBuf,
+        rows: &Self::IBuf,
+        p: Gather,
+    ) -> Result<()>;
+    fn softmax_rows(&mut self, y: &Self::Buf, x: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn softmax_xent(
+        &mut self,
+        loss: &Self::Buf,
+        dx: &Self::Buf,
+        logits: &Self::Buf,
+        targets: &Self::IBuf,
+        weights: &Self::Buf,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()>;
+    #[allow(clippy::too_many_arguments)]
+    fn mse(
+        &mut self,
+        loss: &Self::Buf,
+        dx: &Self::Buf,
+        pred: &Self::Buf,
+        target: &Self::Buf,
+        weights: &Self::Buf,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()>;
+    fn reduce(&mut self, out: &Self::Buf, x: &Self::Buf, p: Reduce) -> Result<()>;
+    fn dropout_forward(
+        &mut self,
+        out: &Self::Buf,
+        x: &Self::Buf,
+        seeds: &Self::IBuf,
+        p: Dropout,
+    ) -> Result<()>;
+    fn dropout_backward(
+        &mut self,
+        dx: &Self::Buf,
+        dy: &Self::Buf,
+        seeds: &Self::IBuf,
+        p: Dropout,
+    ) -> Result<()>;
+    fn finalize_step(&mut self, state: &Self::Buf, max_norm: f32) -> Result<()>;
+    fn clip_by_norm(&mut self, grad: &Self::Buf, state: &Self::Buf) -> Result<()>;
+    fn clip_by_value(&mut self, grad: &Self::Buf, lo: f32, hi: f32) -> Result<()>;
+    fn sgd(
+        &mut self,
+        param: &Self::Buf,
+        grad: &Self::Buf,
+        momentum: Option<&Self::Buf>,
+        state: &Self::Buf,
+        o: Sgd,
+    ) -> Result<()>;
+    fn adagrad(
+        &mut self,
+        param: &Self::Buf,
+        grad: &Self::Buf,
+        sum: &Self::Buf,
+        state: &Self::Buf,
+        o: Adagrad,
+    ) -> Result<()>;
+    fn adam(
+        &mut self,
+        param: &Self::Buf,
+        grad: &Self::Buf,
+        m: &Self::Buf,
+        v: &Self::Buf,
+        state: &Self::Buf,
+        o: Adam,
+    ) -> Result<()>;
+    fn step_forward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()>;
+    fn step_backward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()>;
+}

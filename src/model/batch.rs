@@ -1,0 +1,229 @@
+//! A batch of sequences as the caller gives it, checked against the model, and the derived arrays
+//! the kernels read (per-row loss weights, index lists).
+
+use super::spec::{InputKind, Loss, ModelSpec, OutputMode};
+use crate::error::{Error, Result, check_finite};
+
+/// Inputs of a batch, time-major.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Input {
+    /// `[T, B, I]`
+    Dense(Vec<f32>),
+    /// `[T, B]`
+    Tokens(Vec<u32>),
+}
+
+/// Targets: classes for cross-entropy, values for mean squared error. Many-to-many targets are
+/// `[T, B]` or `[T, B, O]`; many-to-one `[B]` or `[B, O]`. Targets at padded positions are ignored.
+#[derive(Clone, Debug, PartialEq)]
+pub enum Targets {
+    Classes(Vec<u32>),
+    Values(Vec<f32>),
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Batch {
+    pub steps: usize,
+    pub batch: usize,
+    pub input: Input,
+    /// Per-sequence lengths, each in 1..=steps; `None` means all sequences are `steps` long.
+    pub lengths: Option<Vec<usize>>,
+    pub targets: Option<Targets>,
+}
+
+impl Batch {
+    pub fn tokens(steps: usize, batch: usize, ids: Vec<u32>) -> Batch {
+        Batch { steps, batch, input: Input::Tokens(ids), lengths: None, targets: None }
+    }
+
+    pub fn dense(steps: usize, batch: usize, data: Vec<f32>) -> Batch {
+        Batch { steps, batch, input: Input::Dense(data), lengths: None, targets: None }
+    }
+
+    pub fn with_lengths(mut self, lengths: Vec<usize>) -> Batch {
+        self.lengths = Some(lengths);
+        self
+    }
+
+    pub fn with_classes(mut self, classes: Vec<u32>) -> Batch {
+        self.targets = Some(Targets::Classes(classes));
+        self
+    }
+
+    pub fn with_values(mut self, values: Vec<f32>) -> Batch {
+        self.targets = Some(Targets::Values(values));
+        self
+    }
+
+    /// Each sequence's length (all `steps` when none were given).
+    pub fn lengths_u32(&self) -> Vec<u32> {
+        match &self.lengths {
+            Some(l) => l.iter().map(|&v| v as u32).collect(),
+            None => vec![self.steps as u32; self.batch],
+        }
+    }
+
+    fn is_valid(&self, t: usize, b: usize) -> bool {
+        self.lengths.as_ref().is_none_or(|l| t < l[b])
+    }
+
+    /// Checks shapes, lengths, ids and values against `spec`. Targets are required when
+    /// `need_targets`.
+    pub fn validate(&self, spec: &ModelSpec, need_targets: bool) -> Result<()> {
+        const OP: &str = "Batch";
+        let (t, b) = (self.steps, self.batch);
+        if t == 0 || b == 0 {
+            return Err(Error::shape(OP, "batch [steps, batch]", &[t, b], &[1, 1]));
+        }
+        match (&self.input, spec.input) {
+            (Input::Dense(x), InputKind::Dense(i)) => {
+                if x.len() != t * b * i {
+                    return Err(Error::shape(OP, "dense input", &[x.len()], &[t, b, i]));
+                }
+                check_finite(OP, "input", x)?;
+            }
+            (Input::Tokens(ids), InputKind::Tokens(v)) => {
+                if ids.len() != t * b {
+                    return Err(Error::shape(OP, "token input", &[ids.len()], &[t, b]));
+                }
+                if let Some((pos, &id)) = ids.iter().enumerate().find(|&(_, &id)| id as usize >= v) {
+                    return Err(Error::range(
+                        OP,
+                        format!("token id at position {pos}"),
+                        id,
+                        format!("below the vocabulary size {v}"),
+                    ));
+                }
+            }
+            (Input::Dense(_), InputKind::Tokens(_)) => {
+                return Err(Error::invalid(
+                    OP,
+                    "the model reads token ids, but the batch holds dense features",
+                ));
+            }
+            (Input::Tokens(_), InputKind::Dense(_)) => {
+                return Err(Error::invalid(
+                    OP,
+                    "the model reads dense features, but the batch holds token ids",
+                ));
+            }
+        }
+        if let Some(lengths) = &self.lengths {
+            if lengths.len() != b {
+                return Err(Error::shape(OP, "lengths", &[lengths.len()], &[b]));
+            }
+            if let Some((i, &l)) = lengths.iter().enumerate().find(|&(_, &l)| l == 0 || l > t) {
+                return Err(Error::range(OP, format!("length of sequence {i}"), l, format!("in 1..={t}")));
+            }
+        }
+        match (&self.targets, spec.head) {
+            (None, _) if !need_targets => Ok(()),
+            (None, _) => Err(Error::invalid(OP, "training needs targets")),
+            (Some(_), None) => Err(Error::invalid(OP, "the model has no head to compare targets with")),
+            (Some(targets), Some(head)) => {
+                let per_step = head.mode == OutputMode::ManyToMany;
+                let rows = if per_step { t * b } else { b };
+                let row_shape = if per_step { vec![t, b] } else { vec![b] };
+                let counted = |r: usize| !per_step || self.is_valid(r / b, r % b);
+                match (targets, head.loss) {
+                    (Targets::Classes(c), Loss::CrossEntropy) => {
+                        if c.len() != rows {
+                            return Err(Error::shape(OP, "class targets", &[c.len()], &row_shape));
+                        }
+                        for (r, &class) in c.iter().enumerate() {
+                            if counted(r) && class as usize >= head.outputs {
+                                return Err(Error::range(
+                                    OP,
+                                    format!("class target at row {r}"),
+                                    class,
+                                    format!("below the {} outputs", head.outputs),
+                                ));
+                            }
+                        }
+                        Ok(())
+                    }
+                    (Targets::Values(v), Loss::Mse) => {
+                        let o = head.outputs;
+                        if v.len() != rows * o {
+                            let mut want = row_shape.clone();
+                            want.push(o);
+                            return Err(Error::shape(OP, "value targets", &[v.len()], &want));
+                        }
+                        for r in (0..rows).filter(|&r| counted(r)) {
+                            check_finite(OP, &format!("value targets of row {r}"), &v[r * o..(r + 1) * o])?;
+                        }
+                        Ok(())
+                    }
+                    (Targets::Classes(_), Loss::Mse) => {
+                        Err(Error::invalid(OP, "a mean-squared-error head needs value targets"))
+                    }
+                    (Targets::Values(_), Loss::CrossEntropy) => {
+                        Err(Error::invalid(OP, "a cross-entropy head needs class targets"))
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows the head reads: every (t, b) many-to-many, one per sequence many-to-one.
+    pub fn head_rows(&self, mode: OutputMode) -> usize {
+        match mode {
+            OutputMode::ManyToMany => self.steps * self.batch,
+            OutputMode::ManyToOne => self.batch,
+        }
+    }
+
+    /// Per-row loss weights: 0 at padded positions, else 1/count (cross-entropy) or
+    /// 1/(count*O) (mean squared error), so that the sum of the weighted row losses is the mean.
+    pub fn loss_weights(&self, mode: OutputMode, loss: Loss, outputs: usize) -> Vec<f32> {
+        let (t, b) = (self.steps, self.batch);
+        let per = if loss == Loss::Mse { outputs } else { 1 };
+        match mode {
+            OutputMode::ManyToMany => {
+                let count: usize = self.lengths.as_ref().map_or(t * b, |l| l.iter().sum());
+                let w = 1.0 / (count * per) as f32;
+                (0..t * b).map(|r| if self.is_valid(r / b, r % b) { w } else { 0.0 }).collect()
+            }
+            OutputMode::ManyToOne => vec![1.0 / (b * per) as f32; b],
+        }
+    }
+
+    /// Class targets with the ignored ones replaced by 0 (a kernel must not index past O).
+    pub fn class_targets(&self, mode: OutputMode) -> Vec<u32> {
+        let b = self.batch;
+        match &self.targets {
+            Some(Targets::Classes(c)) => c
+                .iter()
+                .enumerate()
+                .map(
+                    |(r, &v)| {
+                        if mode == OutputMode::ManyToOne || self.is_valid(r / b, r % b) { v } else { 0 }
+                    },
+                )
+                .collect(),
+            _ => vec![0; self.head_rows(mode)],
+        }
+    }
+
+    /// Value targets with the ignored ones replaced by 0.
+    pub fn value_targets(&self, mode: OutputMode, outputs: usize) -> Vec<f32> {
+        let b = self.batch;
+        match &self.targets {
+            Some(Targets::Values(v)) => v
+                .chunks(outputs)
+                .enumerate()
+                .flat_map(|(r, row)| {
+                    let keep = mode == OutputMode::ManyToOne || self.is_valid(r / b, r % b);
+                    row.iter().map(move |&x| if keep { x } else { 0.0 })
+                })
+                .collect(),
+            _ => vec![0.0; self.head_rows(mode) * outputs],
+        }
+    }
+
+    /// The row `t * B + b` of each sequence's last valid step.
+    pub fn last_rows(&self) -> Vec<u32> {
+        let lengths = self.lengths_u32();
+        (0..self.batch).map(|b| ((lengths[b] as usize - 1) * self.batch + b) as u32).collect()
+    }
+}

@@ -1,0 +1,387 @@
+//! Running a model on one backend: workspaces per batch shape, host uploads, and the programs
+//! for inference, gradients and training steps.
+
+use std::collections::HashMap;
+
+use super::batch::{Batch, Input};
+use super::graph::{BackwardOpts, ForwardOpts, Graph, Net, Workspace};
+use super::params::ParamLayout;
+use super::spec::{Loss, ModelSpec};
+use crate::backend::{Backend, ProgramKey};
+use crate::cpu::kernels::index_lists;
+use crate::error::{Error, Result};
+use crate::ops::step_state;
+use crate::real::Real;
+use crate::train::optim::{Clip, Optimizer};
+
+/// Where a run's initial state comes from.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Start<'a> {
+    /// Zeros, or the learned initial state of a model that has one.
+    Fresh,
+    /// The final state of the previous run with the same batch size: truncated BPTT over chunks,
+    /// or streaming inference. Gradients stop at the chunk boundary.
+    Continue,
+    /// Given states `h0` (and `c0` for an LSTM), `[L*D, B, H]`.
+    Given { h0: &'a [f32], c0: Option<&'a [f32]> },
+}
+
+/// The step state as read back after a training step.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct StepStats {
+    pub loss: f32,
+    pub grad_norm: f32,
+    /// Training steps applied so far.
+    pub step: u64,
+    /// Steps refused so far because their loss or gradient was not finite.
+    pub skipped: u32,
+}
+
+pub struct Exec<B: Backend> {
+    pub be: B,
+    pub net: Net<B>,
+    workspaces: HashMap<(usize, usize), Workspace<B>>,
+}
+
+/// Program kinds.
+const FORWARD: &str = "forward";
+const GRAD: &str = "gradient";
+const TRAIN: &str = "train";
+const EVALUATE: &str = "evaluate";
+const LOSS_GRAD: &str = "loss gradient";
+
+fn to_elem<T: Real>(v: &[f32]) -> Vec<T> {
+    v.iter().map(|&x| T::from_f32(x)).collect()
+}
+
+impl<B: Backend> Exec<B> {
+    pub fn new(mut be: B, layout: &ParamLayout, params: &[B::Elem]) -> Result<Self> {
+        let net = Net::new(&mut be, layout, params)?;
+        Ok(Exec { be, net, workspaces: HashMap::new() })
+    }
+
+    fn graph<'a>(spec: &'a ModelSpec, layout: &'a ParamLayout) -> Graph<'a> {
+        Graph { spec, layout }
+    }
+
+    /// The workspace for `[T, B]`, created on first use. Workspaces of one batch size share their
+    /// state buffers, so that `Start::Continue` carries the state across chunk lengths.
+    fn workspace(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        steps: usize,
+        batch: usize,
+    ) -> Result<()> {
+        if self.workspaces.contains_key(&(steps, batch)) {
+            return Ok(());
+        }
+        let mut ws = Self::graph(spec, layout).workspace(&mut self.be, steps, batch)?;
+        if let Some(other) = self.workspaces.iter().find(|((_, b), _)| *b == batch).map(|(_, w)| w) {
+            ws.h0 = other.h0.clone();
+            ws.c0 = other.c0.clone();
+        }
+        self.workspaces.insert((steps, batch), ws);
+        Ok(())
+    }
+
+    /// Writes the batch, its lengths and targets, and the initial state into the workspace.
+    fn upload(&mut self, spec: &ModelSpec, batch: &Batch, start: Start<'_>) -> Result<()> {
+        let ws = &self.workspaces[&(batch.steps, batch.batch)];
+        let be = &mut self.be;
+        match (&batch.input, &ws.input, &ws.tokens) {
+            (Input::Dense(x), Some(buf), _) => be.write(buf, &to_elem(x))?,
+            (Input::Tokens(ids), _, Some((tokens, starts, list))) => {
+                be.write_u32(tokens, ids)?;
+                let (s, l) = index_lists(ids, spec.input.size());
+                be.write_u32(starts, &s)?;
+                be.write_u32(list, &l)?;
+            }
+            _ => return Err(Error::invalid("upload", "the batch input does not match the model input")),
+        }
+        be.write_u32(&ws.lengths, &batch.lengths_u32())?;
+        if let (Some(head), Some(hw)) = (spec.head, &ws.head) {
+            be.write(&hw.weights, &to_elem(&batch.loss_weights(head.mode, head.loss, head.outputs)))?;
+            match head.loss {
+                Loss::CrossEntropy => be.write_u32(&hw.classes, &batch.class_targets(head.mode))?,
+                Loss::Mse => be.write(&hw.values, &to_elem(&batch.value_targets(head.mode, head.outputs)))?,
+            }
+            if let Some((last, starts, list)) = &hw.last {
+                let rows = batch.last_rows();
+                be.write_u32(last, &rows)?;
+                let (s, l) = index_lists(&rows, batch.steps * batch.batch);
+                be.write_u32(starts, &s)?;
+                be.write_u32(list, &l)?;
+            }
+        }
+        let n = B::len(&ws.h0);
+        match start {
+            Start::Continue => {}
+            Start::Fresh => {
+                // A learned initial state is gathered by the program itself.
+                if !spec.learn_initial_state {
+                    be.write(&ws.h0, &vec![B::Elem::ZERO; n])?;
+                    if let Some(c0) = &ws.c0 {
+                        be.write(c0, &vec![B::Elem::ZERO; n])?;
+                    }
+                }
+            }
+            Start::Given { h0, c0 } => {
+                crate::error::check_finite("initial state", "h0", h0)?;
+                if h0.len() != n {
+                    return Err(Error::shape(
+                        "initial state",
+                        "h0",
+                        &[h0.len()],
+                        &[spec.state_rows(), batch.batch, spec.hidden],
+                    ));
+                }
+                be.write(&ws.h0, &to_elem(h0))?;
+                if let Some(c0buf) = &ws.c0 {
+                    let c0 = c0.ok_or_else(|| Error::invalid("initial state", "an LSTM needs c0 with h0"))?;
+                    crate::error::check_finite("initial state", "c0", c0)?;
+                    if c0.len() != n {
+                        return Err(Error::shape(
+                            "initial state",
+                            "c0",
+                            &[c0.len()],
+                            &[spec.state_rows(), batch.batch, spec.hidden],
+                        ));
+                    }
+                    be.write(c0buf, &to_elem(c0))?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn key(kind: &'static str, batch: &Batch, variant: u32) -> ProgramKey {
+        ProgramKey { kind, steps: batch.steps, batch: batch.batch, variant }
+    }
+
+    fn learned(spec: &ModelSpec, start: Start<'_>) -> bool {
+        spec.learn_initial_state && start == Start::Fresh
+    }
+
+    /// Runs the forward pass (no dropout).
+    pub fn forward(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: &Batch,
+        start: Start<'_>,
+    ) -> Result<()> {
+        batch.validate(spec, false)?;
+        self.workspace(spec, layout, batch.steps, batch.batch)?;
+        self.upload(spec, batch, start)?;
+        let learned_init = Self::learned(spec, start);
+        let graph = Self::graph(spec, layout);
+        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
+        let opts = ForwardOpts { train: false, learned_init };
+        self.be.execute(Self::key(FORWARD, batch, learned_init as u32), &mut |be| {
+            graph.forward(be, net, ws, opts)
+        })
+    }
+
+    /// Runs forward and backward from the gradients of the top layer's outputs `d_output`
+    /// `[T, B, D*H]` and of the final states (zero when `None`). The gradients land in the
+    /// workspace and `net.grads`.
+    #[allow(clippy::too_many_arguments)]
+    pub fn gradients(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: &Batch,
+        start: Start<'_>,
+        d_output: &[f32],
+        d_hn: Option<&[f32]>,
+        d_cn: Option<&[f32]>,
+    ) -> Result<()> {
+        batch.validate(spec, false)?;
+        let want = batch.steps * batch.batch * spec.output_size();
+        if d_output.len() != want {
+            return Err(Error::shape(
+                "gradients",
+                "output gradient",
+                &[d_output.len()],
+                &[batch.steps, batch.batch, spec.output_size()],
+            ));
+        }
+        crate::error::check_finite("gradients", "output gradient", d_output)?;
+        self.workspace(spec, layout, batch.steps, batch.batch)?;
+        self.upload(spec, batch, start)?;
+        let ws = &self.workspaces[&(batch.steps, batch.batch)];
+        let top = &ws.layers[spec.layers - 1].dy;
+        self.be.write(top, &to_elem(d_output))?;
+        let n = B::len(&ws.dhn);
+        for (buf, given, what) in [
+            (Some(&ws.dhn), d_hn, "final hidden state gradient"),
+            (ws.dcn.as_ref(), d_cn, "final cell state gradient"),
+        ] {
+            let Some(buf) = buf else { continue };
+            let v = given.map(|v| v.to_vec()).unwrap_or_else(|| vec![0.0; n]);
+            if v.len() != n {
+                return Err(Error::shape(
+                    "gradients",
+                    what,
+                    &[v.len()],
+                    &[spec.state_rows(), batch.batch, spec.hidden],
+                ));
+            }
+            crate::error::check_finite("gradients", what, &v)?;
+            self.be.write(buf, &to_elem(&v))?;
+        }
+        let learned_init = Self::learned(spec, start);
+        let graph = Self::graph(spec, layout);
+        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
+        let fo = ForwardOpts { train: false, learned_init };
+        let bo =
+            BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, learned_init };
+        self.be.execute(Self::key(GRAD, batch, learned_init as u32), &mut |be| {
+            graph.forward(be, net, ws, fo)?;
+            graph.backward(be, net, ws, bo)
+        })?;
+        // Leave the final-state gradients zero for later runs.
+        let ws = &self.workspaces[&(batch.steps, batch.batch)];
+        self.be.write(&ws.dhn, &vec![B::Elem::ZERO; n])?;
+        if let Some(dcn) = &ws.dcn {
+            self.be.write(dcn, &vec![B::Elem::ZERO; n])?;
+        }
+        Ok(())
+    }
+
+    /// One training step: forward, loss, backward, clipping and update, as one program.
+    #[allow(clippy::too_many_arguments)]
+    pub fn train_step(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: &Batch,
+        start: Start<'_>,
+        opt: &Optimizer,
+        clip: Clip,
+        seed: u32,
+    ) -> Result<()> {
+        batch.validate(spec, true)?;
+        if self.net.opt.len() != opt.state_slots() {
+            self.net.reset_optimizer(&mut self.be, layout, opt)?;
+        }
+        self.workspace(spec, layout, batch.steps, batch.batch)?;
+        self.upload(spec, batch, start)?;
+        let ws = &self.workspaces[&(batch.steps, batch.batch)];
+        self.be.write_u32(&ws.seeds, &[seed])?;
+        let lr_slot = self.be.view(&self.net.step_state, step_state::LR, 1)?;
+        self.be.write(&lr_slot, &[B::Elem::from_f32(opt.lr())])?;
+        let learned_init = Self::learned(spec, start);
+        let graph = Self::graph(spec, layout);
+        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
+        let fo = ForwardOpts { train: true, learned_init };
+        let bo =
+            BackwardOpts { train: true, from_loss: true, input_grad: false, init_grad: false, learned_init };
+        // The optimizer and clipping settings are baked into the program: key them too.
+        let variant = learned_init as u32 | (opt_code(opt, clip) << 1);
+        let opt = *opt;
+        self.be.execute(Self::key(TRAIN, batch, variant), &mut |be| {
+            graph.forward(be, net, ws, fo)?;
+            graph.loss(be, net, ws)?;
+            graph.backward(be, net, ws, bo)?;
+            graph.update(be, net, &opt, clip)
+        })
+    }
+
+    /// The loss on `batch` without any update; it lands in the step state. With a dropout seed the
+    /// pass runs in training mode (dropout on, masks drawn from the seed).
+    pub fn evaluate(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: &Batch,
+        start: Start<'_>,
+        dropout_seed: Option<u32>,
+    ) -> Result<()> {
+        batch.validate(spec, true)?;
+        self.workspace(spec, layout, batch.steps, batch.batch)?;
+        self.upload(spec, batch, start)?;
+        let learned_init = Self::learned(spec, start);
+        let graph = Self::graph(spec, layout);
+        let train = self.set_seed(batch, dropout_seed)?;
+        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
+        let fo = ForwardOpts { train, learned_init };
+        self.be.execute(Self::key(EVALUATE, batch, learned_init as u32 | (train as u32) << 1), &mut |be| {
+            graph.forward(be, net, ws, fo)?;
+            graph.loss(be, net, ws)
+        })
+    }
+
+    /// The loss and its gradients (parameters in `net.grads`, the dense input and the initial
+    /// states in the workspace), without any update; dropout as in `evaluate`.
+    pub fn loss_gradients(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: &Batch,
+        start: Start<'_>,
+        dropout_seed: Option<u32>,
+    ) -> Result<()> {
+        batch.validate(spec, true)?;
+        self.workspace(spec, layout, batch.steps, batch.batch)?;
+        self.upload(spec, batch, start)?;
+        let learned_init = Self::learned(spec, start);
+        let graph = Self::graph(spec, layout);
+        let train = self.set_seed(batch, dropout_seed)?;
+        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
+        let fo = ForwardOpts { train, learned_init };
+        let bo = BackwardOpts { train, from_loss: true, input_grad: true, init_grad: true, learned_init };
+        self.be.execute(Self::key(LOSS_GRAD, batch, learned_init as u32 | (train as u32) << 1), &mut |be| {
+            graph.forward(be, net, ws, fo)?;
+            graph.loss(be, net, ws)?;
+            graph.backward(be, net, ws, bo)
+        })
+    }
+
+    fn set_seed(&mut self, batch: &Batch, seed: Option<u32>) -> Result<bool> {
+        match seed {
+            None => Ok(false),
+            Some(s) => {
+                let ws = &self.workspaces[&(batch.steps, batch.batch)];
+                self.be.write_u32(&ws.seeds, &[s])?;
+                Ok(true)
+            }
+        }
+    }
+
+    /// Reads the step state (waits for the device).
+    pub fn stats(&mut self) -> Result<StepStats> {
+        let s = self.be.read(&self.net.step_state)?;
+        let f = |i: usize| s[i].to_f32();
+        Ok(StepStats {
+            loss: f(step_state::LOSS),
+            grad_norm: f(step_state::GRAD_NORM),
+            step: f(step_state::STEP) as u64,
+            skipped: f(step_state::SKIPPED) as u32,
+        })
+    }
+
+    pub fn workspace_of(&self, batch: &Batch) -> Result<&Workspace<B>> {
+        self.workspaces
+            .get(&(batch.steps, batch.batch))
+            .ok_or_else(|| Error::invalid("workspace", "no run with this batch shape yet"))
+    }
+
+    pub fn read(&mut self, buf: &B::Buf) -> Result<Vec<f32>> {
+        Ok(self.be.read(buf)?.into_iter().map(|v| v.to_f32()).collect())
+    }
+
+    pub fn write(&mut self, buf: &B::Buf, data: &[f32]) -> Result<()> {
+        self.be.write(buf, &to_elem(data))
+    }
+}
+
+/// A number that changes whenever the optimizer or clipping settings recorded into a training
+/// program change (a different program is then recorded). The learning rate is not recorded.
+fn opt_code(opt: &Optimizer, clip: Clip) -> u32 {
+    let mut opt = *opt;
+    opt.set_lr(0.0);
+    let text = format!("{opt:?}{clip:?}");
+    text.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619)) >> 1
+}

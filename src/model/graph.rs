@@ -1,0 +1,675 @@
+//! The recurrent network as a sequence of ops, written once for both devices (see
+//! src/backend.rs): the forward pass over all steps, the loss, backpropagation through time and
+//! the update. On the GPU these calls are recorded once per batch shape and replayed.
+//!
+//! Per layer and direction, the execution model of DESIGN.md:
+//!   forward:  xw = X · W_ihᵀ for all T steps (one GEMM, or a column lookup for token input),
+//!             then one fused step kernel per time step;
+//!   backward: one fused step kernel per time step, then dW_ih, dW_hh and dX as one GEMM each
+//!             over all steps, and the bias gradients as column sums.
+//! The head and its loss run over all steps at once.
+
+use super::params::ParamLayout;
+use super::spec::{InputKind, Loss, ModelSpec, OutputMode};
+use crate::backend::{Backend, StepBufs};
+use crate::error::{Error, Result};
+use crate::gpu::tensor::align_up;
+use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
+use crate::train::optim::{Clip, Optimizer};
+
+/// What a model keeps on its device for its whole life: parameters, their gradients, the
+/// optimizer state and the step state.
+pub struct Net<B: Backend> {
+    pub params: B::Buf,
+    pub grads: B::Buf,
+    pub opt: Vec<B::Buf>,
+    pub step_state: B::Buf,
+}
+
+impl<B: Backend> Net<B> {
+    pub fn new(be: &mut B, layout: &ParamLayout, init: &[B::Elem]) -> Result<Self> {
+        let params = be.alloc("parameters", layout.total())?;
+        be.write(&params, init)?;
+        Ok(Net {
+            params,
+            grads: be.alloc("gradients", layout.total())?,
+            opt: Vec::new(),
+            step_state: be.alloc("step state", step_state::LEN)?,
+        })
+    }
+
+    /// Allocates (zeroed) optimizer state for `opt`, replacing any.
+    pub fn reset_optimizer(&mut self, be: &mut B, layout: &ParamLayout, opt: &Optimizer) -> Result<()> {
+        self.opt = (0..opt.state_slots())
+            .map(|_| be.alloc("optimizer state", layout.total()))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+}
+
+/// One direction of one layer.
+pub struct DirWs<B: Backend> {
+    xw: B::Buf,
+    states: B::Buf,
+    cells: Option<B::Buf>,
+    gates: Option<B::Buf>,
+    dg: B::Buf,
+    dgh: Option<B::Buf>,
+    carry: B::Buf,
+    /// Offset of slot 0: the reverse direction's h_prev rows (slots 1..=T) start aligned.
+    state_base: usize,
+}
+
+pub struct LayerWs<B: Backend> {
+    /// The layer's input after dropout (layers past the first, in training with dropout).
+    x_drop: Option<B::Buf>,
+    /// The gradient of the layer's input before dropout is undone.
+    dx_drop: Option<B::Buf>,
+    pub y: B::Buf,
+    pub dy: B::Buf,
+    dirs: Vec<DirWs<B>>,
+}
+
+pub struct HeadWs<B: Backend> {
+    pub rows: usize,
+    /// Many-to-one: each sequence's last valid output `[B, D*H]`, and its gradient.
+    z: Option<(B::Buf, B::Buf)>,
+    pub logits: B::Buf,
+    dlogits: B::Buf,
+    loss_rows: B::Buf,
+    pub classes: B::IBuf,
+    pub values: B::Buf,
+    pub weights: B::Buf,
+    /// Many-to-one: the rows read (`[B]`), and their scatter lists over `T*B` rows.
+    pub last: Option<(B::IBuf, B::IBuf, B::IBuf)>,
+}
+
+/// The buffers of one batch shape `[T, B]`. Inputs are written by the host before each run.
+pub struct Workspace<B: Backend> {
+    pub steps: usize,
+    pub batch: usize,
+    pub input: Option<B::Buf>,
+    pub tokens: Option<(B::IBuf, B::IBuf, B::IBuf)>,
+    pub lengths: B::IBuf,
+    pub seeds: B::IBuf,
+    /// Initial states `[L*D, B, H]`: written by the host, gathered from learned parameters, or
+    /// left holding the previous run's final states (truncated BPTT, streaming).
+    pub h0: B::Buf,
+    pub c0: Option<B::Buf>,
+    /// Final states, and the gradients reaching them from outside the model (zero unless given).
+    pub hn: B::Buf,
+    pub cn: Option<B::Buf>,
+    pub dhn: B::Buf,
+    pub dcn: Option<B::Buf>,
+    /// Gradients of the initial states and of a dense input.
+    pub dh0: B::Buf,
+    pub dc0: Option<B::Buf>,
+    pub d_input: Option<B::Buf>,
+    pub layers: Vec<LayerWs<B>>,
+    pub head: Option<HeadWs<B>>,
+    /// Learned initial state: the gather of `rnn.h0` rows into `[L*D, B, H]` and its scatter lists.
+    init_lists: Option<(B::IBuf, B::IBuf, B::IBuf)>,
+}
+
+/// Options of a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardOpts {
+    /// Training: dropout on.
+    pub train: bool,
+    /// Start from the learned initial state (else from whatever `h0` holds).
+    pub learned_init: bool,
+}
+
+/// Options of a backward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackwardOpts {
+    pub train: bool,
+    /// Start from the loss (else from `dy` of the top layer, written by the host).
+    pub from_loss: bool,
+    /// Compute the gradient of a dense input.
+    pub input_grad: bool,
+    /// Compute the gradients of the initial states (always when they are learned).
+    pub init_grad: bool,
+    pub learned_init: bool,
+}
+
+pub struct Graph<'a> {
+    pub spec: &'a ModelSpec,
+    pub layout: &'a ParamLayout,
+}
+
+impl Graph<'_> {
+    fn bh(&self, batch: usize) -> usize {
+        batch * self.spec.hidden
+    }
+
+    pub fn workspace<B: Backend>(&self, be: &mut B, steps: usize, batch: usize) -> Result<Workspace<B>> {
+        let spec = self.spec;
+        let (t, b, h) = (steps, batch, spec.hidden);
+        let tb = t * b;
+        let g = spec.cell.gates();
+        let dh = spec.output_size();
+        let lstm = spec.cell.has_cell_state();
+        let states_len = spec.state_rows() * b * h;
+        let opt = |be: &mut B, on: bool, what: &str, n: usize| -> Result<Option<B::Buf>> {
+            if on { be.alloc(what, n).map(Some) } else { Ok(None) }
+        };
+
+        let mut layers = Vec::with_capacity(spec.layers);
+        for k in 0..spec.layers {
+            let dropped = k > 0 && spec.dropout > 0.0;
+            let mut dirs = Vec::new();
+            for d in 0..spec.directions() {
+                let state_base = if d == 1 { align_up(b * h) - b * h } else { 0 };
+                let state_len = (state_base + (t + 1) * b * h).div_ceil(4) * 4;
+                dirs.push(DirWs {
+                    xw: be.alloc("input projection", tb * g * h)?,
+                    states: be.alloc("hidden states", state_len)?,
+                    cells: opt(be, lstm, "cell states", state_len)?,
+                    gates: opt(be, spec.cell.saved() > 0, "gates", tb * spec.cell.saved() * h)?,
+                    dg: be.alloc("gate gradients", tb * g * h)?,
+                    dgh: opt(
+                        be,
+                        spec.cell == super::spec::Cell::Gru,
+                        "recurrent gate gradients",
+                        tb * g * h,
+                    )?,
+                    carry: be.alloc("carried gradients", 2 * b * h)?,
+                    state_base,
+                });
+            }
+            layers.push(LayerWs {
+                x_drop: opt(be, dropped, "dropout output", tb * dh)?,
+                dx_drop: opt(be, dropped, "dropout gradient", tb * dh)?,
+                y: be.alloc("layer output", tb * dh)?,
+                dy: be.alloc("layer output gradient", tb * dh)?,
+                dirs,
+            });
+        }
+
+        let head = match spec.head {
+            None => None,
+            Some(head) => {
+                let rows = if head.mode == OutputMode::ManyToMany { tb } else { b };
+                let o = head.outputs;
+                Some(HeadWs {
+                    rows,
+                    z: if head.mode == OutputMode::ManyToOne {
+                        Some((be.alloc("last outputs", b * dh)?, be.alloc("last outputs gradient", b * dh)?))
+                    } else {
+                        None
+                    },
+                    logits: be.alloc("logits", rows * o)?,
+                    dlogits: be.alloc("logits gradient", rows * o)?,
+                    loss_rows: be.alloc("row losses", rows)?,
+                    classes: be.alloc_u32("class targets", rows)?,
+                    values: be.alloc("value targets", rows * o)?,
+                    weights: be.alloc("loss weights", rows)?,
+                    last: if head.mode == OutputMode::ManyToOne {
+                        Some((
+                            be.alloc_u32("last rows", b)?,
+                            be.alloc_u32("last starts", tb + 1)?,
+                            be.alloc_u32("last list", b)?,
+                        ))
+                    } else {
+                        None
+                    },
+                })
+            }
+        };
+
+        let (input, tokens) = match spec.input {
+            InputKind::Dense(i) => (Some(be.alloc("input", tb * i)?), None),
+            InputKind::Tokens(v) => (
+                None,
+                Some((
+                    be.alloc_u32("tokens", tb)?,
+                    be.alloc_u32("token starts", v + 1)?,
+                    be.alloc_u32("token list", tb)?,
+                )),
+            ),
+        };
+        let init_lists = if spec.learn_initial_state {
+            let rows = spec.state_rows();
+            let idx: Vec<u32> = (0..rows * b).map(|r| (r / b) as u32).collect();
+            let starts: Vec<u32> = (0..=rows).map(|r| (r * b) as u32).collect();
+            let list: Vec<u32> = (0..(rows * b) as u32).collect();
+            let bufs = (
+                be.alloc_u32("initial state rows", idx.len())?,
+                be.alloc_u32("initial state starts", starts.len())?,
+                be.alloc_u32("initial state list", list.len())?,
+            );
+            be.write_u32(&bufs.0, &idx)?;
+            be.write_u32(&bufs.1, &starts)?;
+            be.write_u32(&bufs.2, &list)?;
+            Some(bufs)
+        } else {
+            None
+        };
+        Ok(Workspace {
+            steps,
+            batch,
+            input,
+            tokens,
+            lengths: be.alloc_u32("lengths", b)?,
+            seeds: be.alloc_u32("dropout seed", 1)?,
+            h0: be.alloc("initial hidden state", states_len)?,
+            c0: opt(be, lstm, "initial cell state", states_len)?,
+            hn: be.alloc("final hidden state", states_len)?,
+            cn: opt(be, lstm, "final cell state", states_len)?,
+            dhn: be.alloc("final hidden state gradient", states_len)?,
+            dcn: opt(be, lstm, "final cell state gradient", states_len)?,
+            dh0: be.alloc("initial hidden state gradient", states_len)?,
+            dc0: opt(be, lstm, "initial cell state gradient", states_len)?,
+            d_input: match spec.input {
+                InputKind::Dense(i) => Some(be.alloc("input gradient", tb * i)?),
+                InputKind::Tokens(_) => None,
+            },
+            layers,
+            head,
+            init_lists,
+        })
+    }
+
+    fn param<B: Backend>(&self, be: &B, net: &Net<B>, name: &str) -> Result<B::Buf> {
+        let e = self.layout.get(name)?;
+        be.view(&net.params, e.offset, e.len())
+    }
+
+    fn grad<B: Backend>(&self, be: &B, net: &Net<B>, name: &str) -> Result<B::Buf> {
+        let e = self.layout.get(name)?;
+        be.view(&net.grads, e.offset, e.len())
+    }
+
+    /// The slots step `t` reads and writes, and the slot holding the first and the final state.
+    fn slots(&self, dir: usize, t: usize) -> (usize, usize) {
+        if dir == 0 { (t, t + 1) } else { (t + 1, t) }
+    }
+
+    fn first_slot(&self, dir: usize, steps: usize) -> usize {
+        if dir == 0 { 0 } else { steps }
+    }
+
+    fn final_slot(&self, dir: usize, steps: usize) -> usize {
+        if dir == 0 { steps } else { 0 }
+    }
+
+    /// Time index of the `s`-th step processed forward in direction `dir`.
+    fn time(&self, dir: usize, s: usize, steps: usize) -> usize {
+        if dir == 0 { s } else { steps - 1 - s }
+    }
+
+    fn base_step(&self, ws_batch: usize, dir: usize, dws_base: usize, bias_hh: usize) -> Step {
+        Step {
+            t: 0,
+            batch: ws_batch,
+            hidden: self.spec.hidden,
+            in_slot: 0,
+            out_slot: 0,
+            state_base: dws_base,
+            out_stride: self.spec.output_size(),
+            out_col: dir * self.spec.hidden,
+            bias_hh,
+            next_t: 0,
+            mode: StepMode::First,
+        }
+    }
+
+    /// Views of one layer direction's weights: W_ih, W_hh (padded to whole vec4s), the bias pair
+    /// (b_ih, then b_hh at the returned offset), and their gradients.
+    fn weights<B: Backend>(&self, be: &B, net: &Net<B>, k: usize, d: usize) -> Result<LayerViews<B>> {
+        let p = self.layout.layer(k, d)?;
+        let g = self.spec.cell.gates();
+        let h = self.spec.hidden;
+        let i = self.spec.layer_input(k);
+        let bias_hh = p.b_hh - p.b_ih;
+        let hh_len = (g * h * h).div_ceil(4) * 4;
+        Ok(LayerViews {
+            w_ih: be.view(&net.params, p.w_ih, g * h * i)?,
+            w_hh: be.view(&net.params, p.w_hh, hh_len)?,
+            bias: be.view(&net.params, p.b_ih, bias_hh + g * h)?,
+            bias_hh,
+            dw_ih: be.view(&net.grads, p.w_ih, g * h * i)?,
+            dw_hh: be.view(&net.grads, p.w_hh, g * h * h)?,
+            db_ih: be.view(&net.grads, p.b_ih, g * h)?,
+            db_hh: be.view(&net.grads, p.b_hh, g * h)?,
+        })
+    }
+
+    /// Records the forward pass: every layer, then the head's logits.
+    pub fn forward<B: Backend>(
+        &self,
+        be: &mut B,
+        net: &Net<B>,
+        ws: &Workspace<B>,
+        o: ForwardOpts,
+    ) -> Result<()> {
+        let spec = self.spec;
+        let (t_len, b) = (ws.steps, ws.batch);
+        let tb = t_len * b;
+        let bh = self.bh(b);
+        let (g, h) = (spec.cell.gates(), spec.hidden);
+        let dh = spec.output_size();
+
+        if o.learned_init {
+            let (idx, _, _) = ws
+                .init_lists
+                .as_ref()
+                .ok_or_else(|| Error::invalid("forward", "this model has no learned initial state"))?;
+            let p = Gather { n: spec.state_rows() * b, width: h, idx_stride: h, col_stride: 1 };
+            be.gather(&ws.h0, &self.param(be, net, "rnn.h0")?, idx, p)?;
+            if let Some(c0) = &ws.c0 {
+                be.gather(c0, &self.param(be, net, "rnn.c0")?, idx, p)?;
+            }
+        }
+
+        for k in 0..spec.layers {
+            let lw = &ws.layers[k];
+            // The layer's input: the batch, or the layer below (after dropout in training).
+            let x: Option<B::Buf> = if k == 0 {
+                ws.input.clone()
+            } else if o.train && spec.dropout > 0.0 {
+                let xd = lw.x_drop.as_ref().ok_or_else(|| Error::invalid("forward", "no dropout buffer"))?;
+                be.dropout_forward(
+                    xd,
+                    &ws.layers[k - 1].y,
+                    &ws.seeds,
+                    Dropout { prob: spec.dropout, salt: k as u32 },
+                )?;
+                Some(xd.clone())
+            } else {
+                Some(ws.layers[k - 1].y.clone())
+            };
+            let i = spec.layer_input(k);
+            for (d, dw) in lw.dirs.iter().enumerate() {
+                let w = self.weights(be, net, k, d)?;
+                match (&x, &ws.tokens) {
+                    (Some(x), _) => be.matmul(&dw.xw, x, &w.w_ih, Matmul::new(tb, g * h, i).trans_b())?,
+                    (None, Some((tokens, _, _))) => {
+                        let p = Gather { n: tb, width: g * h, idx_stride: 1, col_stride: i };
+                        be.gather(&dw.xw, &w.w_ih, tokens, p)?;
+                    }
+                    (None, None) => return Err(Error::invalid("forward", "the workspace has no input")),
+                }
+                let chunk = (k * spec.directions() + d) * bh;
+                let first = dw.state_base + self.first_slot(d, t_len) * bh;
+                be.copy(&be.view(&ws.h0, chunk, bh)?, &be.view(&dw.states, first, bh)?)?;
+                if let (Some(c0), Some(cells)) = (&ws.c0, &dw.cells) {
+                    be.copy(&be.view(c0, chunk, bh)?, &be.view(cells, first, bh)?)?;
+                }
+                let base = self.base_step(b, d, dw.state_base, w.bias_hh);
+                let bufs = StepBufs::<B> {
+                    states: &dw.states,
+                    cells: dw.cells.as_ref(),
+                    gates: dw.gates.as_ref(),
+                    y: &lw.y,
+                    xw: &dw.xw,
+                    w_hh: &w.w_hh,
+                    bias: &w.bias,
+                    lengths: &ws.lengths,
+                    dy: None,
+                    dg: None,
+                    dgh: None,
+                    carry: None,
+                };
+                for s in 0..t_len {
+                    let t = self.time(d, s, t_len);
+                    let (in_slot, out_slot) = self.slots(d, t);
+                    be.step_forward(spec.cell, &bufs, Step { t, in_slot, out_slot, ..base })?;
+                }
+                let last = dw.state_base + self.final_slot(d, t_len) * bh;
+                be.copy(&be.view(&dw.states, last, bh)?, &be.view(&ws.hn, chunk, bh)?)?;
+                if let (Some(cn), Some(cells)) = (&ws.cn, &dw.cells) {
+                    be.copy(&be.view(cells, last, bh)?, &be.view(cn, chunk, bh)?)?;
+                }
+            }
+        }
+
+        if let (Some(head), Some(hw)) = (spec.head, &ws.head) {
+            let top = &ws.layers[spec.layers - 1].y;
+            let z = match &hw.z {
+                None => top.clone(),
+                Some((z, _)) => {
+                    let (last, _, _) =
+                        hw.last.as_ref().ok_or_else(|| Error::invalid("forward", "no last-row list"))?;
+                    be.gather(z, top, last, Gather { n: b, width: dh, idx_stride: dh, col_stride: 1 })?;
+                    z.clone()
+                }
+            };
+            let o = head.outputs;
+            be.matmul(
+                &hw.logits,
+                &z,
+                &self.param(be, net, "head.weight")?,
+                Matmul::new(hw.rows, o, dh).trans_b(),
+            )?;
+            be.add_bias(&hw.logits, &self.param(be, net, "head.bias")?, hw.rows, o)?;
+        }
+        // The final states become the next run's initial states (truncated BPTT, streaming);
+        // a run that starts afresh overwrites them first.
+        be.copy(&ws.hn, &ws.h0)?;
+        if let (Some(cn), Some(c0)) = (&ws.cn, &ws.c0) {
+            be.copy(cn, c0)?;
+        }
+        Ok(())
+    }
+
+    /// Records the loss: per-row losses and their gradient, summed into the step state.
+    pub fn loss<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &Workspace<B>) -> Result<()> {
+        let (head, hw) = match (self.spec.head, &ws.head) {
+            (Some(h), Some(w)) => (h, w),
+            _ => return Err(Error::invalid("loss", "the model has no head")),
+        };
+        let o = head.outputs;
+        match head.loss {
+            Loss::CrossEntropy => {
+                be.softmax_xent(&hw.loss_rows, &hw.dlogits, &hw.logits, &hw.classes, &hw.weights, hw.rows, o)?
+            }
+            Loss::Mse => {
+                be.mse(&hw.loss_rows, &hw.dlogits, &hw.logits, &hw.values, &hw.weights, hw.rows, o)?
+            }
+        }
+        be.reduce(
+            &net.step_state,
+            &hw.loss_rows,
+            Reduce { index: step_state::LOSS, square: false, accumulate: false },
+        )
+    }
+
+    /// Records backpropagation through time. Gradients accumulate into `net.grads`, which this
+    /// clears first.
+    pub fn backward<B: Backend>(
+        &self,
+        be: &mut B,
+        net: &Net<B>,
+        ws: &Workspace<B>,
+        o: BackwardOpts,
+    ) -> Result<()> {
+        let spec = self.spec;
+        let (t_len, b) = (ws.steps, ws.batch);
+        let tb = t_len * b;
+        let bh = self.bh(b);
+        let (g, h) = (spec.cell.gates(), spec.hidden);
+        let dh = spec.output_size();
+        let top = spec.layers - 1;
+        be.clear(&net.grads)?;
+
+        if o.from_loss {
+            let (head, hw) = match (spec.head, &ws.head) {
+                (Some(h), Some(w)) => (h, w),
+                _ => return Err(Error::invalid("backward", "the model has no head")),
+            };
+            let out = head.outputs;
+            let top_y = &ws.layers[top].y;
+            let top_dy = &ws.layers[top].dy;
+            let (z, dz) = match &hw.z {
+                None => (top_y.clone(), top_dy.clone()),
+                Some((z, dz)) => (z.clone(), dz.clone()),
+            };
+            be.matmul(
+                &self.grad(be, net, "head.weight")?,
+                &hw.dlogits,
+                &z,
+                Matmul::new(out, dh, hw.rows).trans_a().accumulate(),
+            )?;
+            be.bias_grad(&self.grad(be, net, "head.bias")?, &hw.dlogits, hw.rows, out)?;
+            be.matmul(&dz, &hw.dlogits, &self.param(be, net, "head.weight")?, Matmul::new(hw.rows, dh, out))?;
+            if let Some((_, starts, list)) = &hw.last {
+                be.clear(top_dy)?;
+                be.scatter_add(
+                    top_dy,
+                    &dz,
+                    starts,
+                    list,
+                    Gather { n: tb, width: dh, idx_stride: dh, col_stride: 1 },
+                )?;
+            }
+        }
+
+        let init_grad = o.init_grad || o.learned_init;
+        for k in (0..spec.layers).rev() {
+            let lw = &ws.layers[k];
+            let i = spec.layer_input(k);
+            // Where the gradient of this layer's input goes: the layer below's dy (through the
+            // dropout buffer when dropout was applied), or the batch's input gradient.
+            let dropped = k > 0 && o.train && spec.dropout > 0.0;
+            let dx: Option<B::Buf> = if k > 0 {
+                if dropped { lw.dx_drop.clone() } else { Some(ws.layers[k - 1].dy.clone()) }
+            } else if o.input_grad {
+                ws.d_input.clone()
+            } else {
+                None
+            };
+            let x: Option<B::Buf> = if k == 0 {
+                ws.input.clone()
+            } else if dropped {
+                lw.x_drop.clone()
+            } else {
+                Some(ws.layers[k - 1].y.clone())
+            };
+            for (d, dw) in lw.dirs.iter().enumerate() {
+                let w = self.weights(be, net, k, d)?;
+                let chunk = (k * spec.directions() + d) * bh;
+                be.copy(&be.view(&ws.dhn, chunk, bh)?, &be.view(&dw.carry, 0, bh)?)?;
+                match &ws.dcn {
+                    Some(dcn) => be.copy(&be.view(dcn, chunk, bh)?, &be.view(&dw.carry, bh, bh)?)?,
+                    None => be.clear(&be.view(&dw.carry, bh, bh)?)?,
+                }
+                let dgh = dw.dgh.as_ref().unwrap_or(&dw.dg);
+                let bufs = StepBufs::<B> {
+                    states: &dw.states,
+                    cells: dw.cells.as_ref(),
+                    gates: dw.gates.as_ref(),
+                    y: &lw.y,
+                    xw: &dw.xw,
+                    w_hh: &w.w_hh,
+                    bias: &w.bias,
+                    lengths: &ws.lengths,
+                    dy: Some(&lw.dy),
+                    dg: Some(&dw.dg),
+                    dgh: dw.dgh.as_ref(),
+                    carry: Some(&dw.carry),
+                };
+                let base = self.base_step(b, d, dw.state_base, w.bias_hh);
+                let mut later: Option<usize> = None;
+                for s in (0..t_len).rev() {
+                    let t = self.time(d, s, t_len);
+                    let (in_slot, out_slot) = self.slots(d, t);
+                    let (next_t, mode) = match later {
+                        None => (t, StepMode::First),
+                        Some(n) => (n, StepMode::Later),
+                    };
+                    be.step_backward(spec.cell, &bufs, Step { t, in_slot, out_slot, next_t, mode, ..base })?;
+                    later = Some(t);
+                }
+                if init_grad {
+                    let next_t = later.unwrap_or(0);
+                    be.step_backward(spec.cell, &bufs, Step { next_t, mode: StepMode::Initial, ..base })?;
+                    be.copy(&be.view(&dw.carry, 0, bh)?, &be.view(&ws.dh0, chunk, bh)?)?;
+                    if let Some(dc0) = &ws.dc0 {
+                        be.copy(&be.view(&dw.carry, bh, bh)?, &be.view(dc0, chunk, bh)?)?;
+                    }
+                }
+                // The weight gradients, one GEMM each over all steps.
+                let hprev_start = if d == 0 { 0 } else { dw.state_base + bh };
+                let hprev = be.view(&dw.states, hprev_start, tb * h)?;
+                match (&x, &ws.tokens) {
+                    (Some(x), _) => {
+                        be.matmul(&w.dw_ih, &dw.dg, x, Matmul::new(g * h, i, tb).trans_a().accumulate())?
+                    }
+                    (None, Some((_, starts, list))) => {
+                        let p = Gather { n: i, width: g * h, idx_stride: 1, col_stride: i };
+                        be.scatter_add(&w.dw_ih, &dw.dg, starts, list, p)?;
+                    }
+                    (None, None) => return Err(Error::invalid("backward", "the workspace has no input")),
+                }
+                be.matmul(&w.dw_hh, dgh, &hprev, Matmul::new(g * h, h, tb).trans_a().accumulate())?;
+                be.bias_grad(&w.db_ih, &dw.dg, tb, g * h)?;
+                be.bias_grad(&w.db_hh, dgh, tb, g * h)?;
+                if let Some(dx) = &dx {
+                    let mut p = Matmul::new(tb, i, g * h);
+                    p.accumulate = d > 0;
+                    be.matmul(dx, &dw.dg, &w.w_ih, p)?;
+                }
+            }
+            if dropped {
+                let below = &ws.layers[k - 1].dy;
+                let dxd =
+                    lw.dx_drop.as_ref().ok_or_else(|| Error::invalid("backward", "no dropout buffer"))?;
+                be.clear(below)?;
+                be.dropout_backward(below, dxd, &ws.seeds, Dropout { prob: spec.dropout, salt: k as u32 })?;
+            }
+        }
+
+        if o.learned_init {
+            let (_, starts, list) = ws
+                .init_lists
+                .as_ref()
+                .ok_or_else(|| Error::invalid("backward", "no learned initial state"))?;
+            let p = Gather { n: spec.state_rows(), width: h, idx_stride: h, col_stride: 1 };
+            be.scatter_add(&self.grad(be, net, "rnn.h0")?, &ws.dh0, starts, list, p)?;
+            if let Some(dc0) = &ws.dc0 {
+                be.scatter_add(&self.grad(be, net, "rnn.c0")?, dc0, starts, list, p)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the update: clipping, the finiteness decision, the optimizer.
+    pub fn update<B: Backend>(&self, be: &mut B, net: &Net<B>, opt: &Optimizer, clip: Clip) -> Result<()> {
+        if clip.value > 0.0 {
+            be.clip_by_value(&net.grads, -clip.value, clip.value)?;
+        }
+        be.reduce(
+            &net.step_state,
+            &net.grads,
+            Reduce { index: step_state::GRAD_SUMSQ, square: true, accumulate: false },
+        )?;
+        be.finalize_step(&net.step_state, clip.max_norm)?;
+        if clip.max_norm > 0.0 {
+            be.clip_by_norm(&net.grads, &net.step_state)?;
+        }
+        let slot = |i: usize| {
+            net.opt.get(i).ok_or_else(|| Error::invalid("update", "optimizer state not allocated"))
+        };
+        match *opt {
+            Optimizer::Sgd(o) => {
+                let m = if o.momentum != 0.0 { Some(slot(0)?) } else { None };
+                be.sgd(&net.params, &net.grads, m, &net.step_state, o)
+            }
+            Optimizer::Adagrad(o) => be.adagrad(&net.params, &net.grads, slot(0)?, &net.step_state, o),
+            Optimizer::Adam(o) => be.adam(&net.params, &net.grads, slot(0)?, slot(1)?, &net.step_state, o),
+        }
+    }
+}
+
+struct LayerViews<B: Backend> {
+    w_ih: B::Buf,
+    w_hh: B::Buf,
+    bias: B::Buf,
+    bias_hh: usize,
+    dw_ih: B::Buf,
+    dw_hh: B::Buf,
+    db_ih: B::Buf,
+    db_hh: B::Buf,
+}

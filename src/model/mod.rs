@@ -1,0 +1,349 @@
+//! Models: RNN, LSTM and GRU stacks, one or two directions, with an optional linear head, on the
+//! GPU or the CPU.
+
+pub mod batch;
+pub mod exec;
+pub mod graph;
+pub mod params;
+pub mod spec;
+
+use std::sync::Arc;
+
+use crate::cpu::CpuBackend;
+use crate::error::{Error, Result};
+use crate::gpu::{GpuBackend, GpuContext};
+use crate::rng::Rng;
+use crate::train::optim::{Clip, Optimizer};
+use batch::Batch;
+use exec::Exec;
+pub use exec::{Start, StepStats};
+use params::ParamLayout;
+use spec::ModelSpec;
+
+/// Where a model lives and runs.
+#[derive(Clone, Debug)]
+pub enum Device {
+    /// The plain CPU reference (also the fallback when no GPU adapter exists).
+    Cpu,
+    Gpu(Arc<GpuContext>),
+}
+
+impl Device {
+    pub fn cpu() -> Device {
+        Device::Cpu
+    }
+
+    /// The best GPU adapter (or the one `RNN_GPU_ADAPTER` names); an error when there is none.
+    pub fn gpu() -> Result<Device> {
+        Ok(Device::Gpu(GpuContext::new()?))
+    }
+
+    /// The GPU when there is one; otherwise the CPU, saying so in one line on stderr.
+    pub fn auto() -> Device {
+        match GpuContext::new() {
+            Ok(ctx) => Device::Gpu(ctx),
+            Err(e) => {
+                eprintln!("rnn-gpu: {e}; running on the CPU reference instead");
+                Device::Cpu
+            }
+        }
+    }
+
+    /// `cpu`, `gpu` or `auto`.
+    pub fn from_name(name: &str) -> Result<Device> {
+        match name {
+            "cpu" => Ok(Device::Cpu),
+            "gpu" => Device::gpu(),
+            "auto" => Ok(Device::auto()),
+            other => Err(Error::invalid("device", format!("unknown device {other:?}; use cpu, gpu or auto"))),
+        }
+    }
+
+    pub fn describe(&self) -> String {
+        match self {
+            Device::Cpu => "CPU reference".to_string(),
+            Device::Gpu(ctx) => ctx.describe(),
+        }
+    }
+}
+
+enum Engine {
+    Cpu(Exec<CpuBackend<f32>>),
+    Gpu(Exec<GpuBackend>),
+}
+
+/// Calls `$body` with `$e` bound to the engine's executor, whatever its backend.
+macro_rules! with_exec {
+    ($engine:expr, $e:ident => $body:expr) => {
+        match $engine {
+            Engine::Cpu($e) => $body,
+            Engine::Gpu($e) => $body,
+        }
+    };
+}
+
+/// The outputs of a forward pass.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Forward {
+    /// The top layer's outputs `[T, B, D*H]` (zero at padded steps).
+    pub output: Vec<f32>,
+    /// Final states `[L*D, B, H]` (each sequence's state after its last valid step).
+    pub h_n: Vec<f32>,
+    pub c_n: Option<Vec<f32>>,
+    /// The head's outputs: `[T, B, O]` many-to-many, `[B, O]` many-to-one.
+    pub logits: Option<Vec<f32>>,
+}
+
+/// Gradients from `Model::gradients`.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Gradients {
+    /// Every parameter's gradient, by name (PyTorch's), in layout order.
+    pub params: Vec<(String, Vec<f32>)>,
+    /// The gradient of a dense input `[T, B, I]`.
+    pub input: Option<Vec<f32>>,
+    pub h0: Vec<f32>,
+    pub c0: Option<Vec<f32>>,
+}
+
+/// A recurrent model resident on its device: parameters, gradients and optimizer state stay there
+/// between calls.
+pub struct Model {
+    spec: ModelSpec,
+    layout: ParamLayout,
+    device: Device,
+    engine: Engine,
+    optimizer: Optimizer,
+    clip: Clip,
+    rng: Rng,
+    skipped_seen: u32,
+}
+
+impl Model {
+    /// A new model initialised like PyTorch's from `seed`.
+    pub fn new(spec: ModelSpec, device: &Device, seed: u64) -> Result<Model> {
+        spec.validate()?;
+        let layout = ParamLayout::new(&spec);
+        let params = layout.init(&spec, seed);
+        Self::with_flat_params(spec, device, &params, seed)
+    }
+
+    /// A model holding `params`, the flat buffer of its layout (see `ParamLayout`).
+    pub fn with_flat_params(spec: ModelSpec, device: &Device, params: &[f32], seed: u64) -> Result<Model> {
+        spec.validate()?;
+        let layout = ParamLayout::new(&spec);
+        if params.len() != layout.total() {
+            return Err(Error::shape("Model", "flat parameters", &[params.len()], &[layout.total()]));
+        }
+        crate::error::check_finite("Model", "parameters", params)?;
+        let engine = match device {
+            Device::Cpu => Engine::Cpu(Exec::new(CpuBackend::new(), &layout, params)?),
+            Device::Gpu(ctx) => Engine::Gpu(Exec::new(GpuBackend::new(ctx)?, &layout, params)?),
+        };
+        Ok(Model {
+            spec,
+            layout,
+            device: device.clone(),
+            engine,
+            optimizer: Optimizer::adam(2e-3),
+            clip: Clip::default(),
+            rng: Rng::seed_from_u64(seed ^ 0x5eed_0f_d20f),
+            skipped_seen: 0,
+        })
+    }
+
+    pub fn spec(&self) -> &ModelSpec {
+        &self.spec
+    }
+
+    pub fn layout(&self) -> &ParamLayout {
+        &self.layout
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// The GPU context, when the model is on a GPU.
+    pub fn gpu(&self) -> Option<&Arc<GpuContext>> {
+        match &self.device {
+            Device::Gpu(ctx) => Some(ctx),
+            Device::Cpu => None,
+        }
+    }
+
+    /// The flat parameter buffer (waits for the device).
+    pub fn flat_params(&mut self) -> Result<Vec<f32>> {
+        with_exec!(&mut self.engine, e => { let p = e.net.params.clone(); e.read(&p) })
+    }
+
+    /// Overwrites every parameter from a flat buffer of this layout.
+    pub fn set_flat_params(&mut self, params: &[f32]) -> Result<()> {
+        if params.len() != self.layout.total() {
+            return Err(Error::shape(
+                "set_flat_params",
+                "parameters",
+                &[params.len()],
+                &[self.layout.total()],
+            ));
+        }
+        crate::error::check_finite("set_flat_params", "parameters", params)?;
+        with_exec!(&mut self.engine, e => { let p = e.net.params.clone(); e.write(&p, params) })
+    }
+
+    /// Every parameter by name, in layout order.
+    pub fn named_params(&mut self) -> Result<Vec<(String, Vec<f32>)>> {
+        let flat = self.flat_params()?;
+        Ok(self.layout.entries().iter().map(|e| (e.name.clone(), flat[e.range()].to_vec())).collect())
+    }
+
+    /// Sets the optimizer and clipping used by `train_step`. The optimizer state is reset when
+    /// the kind of optimizer changes; a new learning rate alone keeps it.
+    pub fn set_optimizer(&mut self, optimizer: Optimizer, clip: Clip) -> Result<()> {
+        if clip.max_norm < 0.0 || clip.value < 0.0 || !clip.max_norm.is_finite() || !clip.value.is_finite() {
+            return Err(Error::invalid(
+                "set_optimizer",
+                format!("clipping thresholds must be finite and >= 0, got {clip:?}"),
+            ));
+        }
+        if !(optimizer.lr() > 0.0 && optimizer.lr().is_finite()) {
+            return Err(Error::range(
+                "set_optimizer",
+                "learning rate",
+                optimizer.lr(),
+                "a finite number > 0",
+            ));
+        }
+        if std::mem::discriminant(&optimizer) != std::mem::discriminant(&self.optimizer)
+            || optimizer.state_slots() != self.optimizer.state_slots()
+        {
+            let layout = &self.layout;
+            with_exec!(&mut self.engine, e => e.net.reset_optimizer(&mut e.be, layout, &optimizer))?;
+        }
+        self.optimizer = optimizer;
+        self.clip = clip;
+        Ok(())
+    }
+
+    pub fn optimizer(&self) -> Optimizer {
+        self.optimizer
+    }
+
+    pub fn clip(&self) -> Clip {
+        self.clip
+    }
+
+    /// Changes only the learning rate (a schedule); no new program is recorded.
+    pub fn set_lr(&mut self, lr: f32) -> Result<()> {
+        let mut o = self.optimizer;
+        o.set_lr(lr);
+        self.set_optimizer(o, self.clip)
+    }
+
+    /// One training step on `batch` (targets required): forward, loss, backpropagation through
+    /// time, clipping and the update, submitted as one program. Nothing is read back: call
+    /// `stats` for the loss. A step whose loss or gradient norm is not finite is refused on the
+    /// device, leaving the weights untouched, and reported by the next `stats`.
+    pub fn train_step(&mut self, batch: &Batch, start: Start<'_>) -> Result<()> {
+        let seed = self.rng.next_u32();
+        let (spec, layout, opt, clip) = (&self.spec, &self.layout, self.optimizer, self.clip);
+        with_exec!(&mut self.engine, e => e.train_step(spec, layout, batch, start, &opt, clip, seed))
+    }
+
+    /// The step state after the last training step (waits for the device). An error when a step
+    /// was refused since the last call, naming the loss and gradient norm.
+    pub fn stats(&mut self) -> Result<StepStats> {
+        let s = with_exec!(&mut self.engine, e => e.stats())?;
+        if s.skipped > self.skipped_seen {
+            self.skipped_seen = s.skipped;
+            return Err(Error::NonFiniteStep { loss: s.loss, grad_norm: s.grad_norm, skipped: s.skipped });
+        }
+        Ok(s)
+    }
+
+    /// `train_step`, then `stats`.
+    pub fn train_step_stats(&mut self, batch: &Batch, start: Start<'_>) -> Result<StepStats> {
+        self.train_step(batch, start)?;
+        self.stats()
+    }
+
+    /// The loss on `batch` (targets required), without dropout and without updating anything.
+    pub fn evaluate(&mut self, batch: &Batch, start: Start<'_>) -> Result<f32> {
+        let (spec, layout) = (&self.spec, &self.layout);
+        with_exec!(&mut self.engine, e => {
+            e.evaluate(spec, layout, batch, start, None)?;
+            Ok(e.stats()?.loss)
+        })
+    }
+
+    /// Runs the model on `batch` (no dropout) and reads back outputs, final states and logits.
+    pub fn forward(&mut self, batch: &Batch, start: Start<'_>) -> Result<Forward> {
+        let (spec, layout) = (&self.spec, &self.layout);
+        with_exec!(&mut self.engine, e => {
+            e.forward(spec, layout, batch, start)?;
+            let ws = e.workspace_of(batch)?;
+            let (y, hn, cn) = (ws.layers[spec.layers - 1].y.clone(), ws.hn.clone(), ws.cn.clone());
+            let logits = ws.head.as_ref().map(|h| h.logits.clone());
+            Ok(Forward {
+                output: e.read(&y)?,
+                h_n: e.read(&hn)?,
+                c_n: cn.map(|c| e.read(&c)).transpose()?,
+                logits: logits.map(|l| e.read(&l)).transpose()?,
+            })
+        })
+    }
+
+    /// Runs the model on `batch` and reads back only the head's outputs.
+    pub fn logits(&mut self, batch: &Batch, start: Start<'_>) -> Result<Vec<f32>> {
+        let (spec, layout) = (&self.spec, &self.layout);
+        with_exec!(&mut self.engine, e => {
+            e.forward(spec, layout, batch, start)?;
+            let logits = e.workspace_of(batch)?.head.as_ref().map(|h| h.logits.clone());
+            let logits = logits.ok_or_else(|| Error::invalid("logits", "the model has no head"))?;
+            e.read(&logits)
+        })
+    }
+
+    /// The gradients of `sum(output * d_output) + sum(h_n * d_hn) + sum(c_n * d_cn)` with respect
+    /// to every parameter, a dense input and the initial states: backpropagation from given
+    /// output gradients, as `torch.autograd.backward(output, d_output)` would do.
+    pub fn gradients(
+        &mut self,
+        batch: &Batch,
+        start: Start<'_>,
+        d_output: &[f32],
+        d_hn: Option<&[f32]>,
+        d_cn: Option<&[f32]>,
+    ) -> Result<Gradients> {
+        let (spec, layout) = (&self.spec, &self.layout);
+        with_exec!(&mut self.engine, e => {
+            e.gradients(spec, layout, batch, start, d_output, d_hn, d_cn)?;
+            let ws = e.workspace_of(batch)?;
+            let (grads, d_input, dh0, dc0) = (e.net.grads.clone(), ws.d_input.clone(), ws.dh0.clone(), ws.dc0.clone());
+            let flat = e.read(&grads)?;
+            Ok(Gradients {
+                params: layout.entries().iter().map(|p| (p.name.clone(), flat[p.range()].to_vec())).collect(),
+                input: d_input.map(|d| e.read(&d)).transpose()?,
+                h0: e.read(&dh0)?,
+                c0: dc0.map(|d| e.read(&d)).transpose()?,
+            })
+        })
+    }
+
+    /// The seeded generator of dropout masks and sampling; its state goes into checkpoints.
+    pub fn rng_mut(&mut self) -> &mut Rng {
+        &mut self.rng
+    }
+
+    /// The dispatches, bind groups and submits of a program, for `bench --verbose`: the recorded
+    /// training program for this batch shape (GPU only; run one step first).
+    pub fn program_dispatches(&self, batch: &Batch, kind: &'static str) -> Option<usize> {
+        match &self.engine {
+            Engine::Gpu(e) => {
+                e.be.programs()
+                    .find(|(k, _)| k.kind == kind && k.steps == batch.steps && k.batch == batch.batch)
+                    .map(|(_, p)| p.dispatch_count())
+            }
+            Engine::Cpu(_) => None,
+        }
+    }
+}

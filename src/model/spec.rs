@@ -1,0 +1,129 @@
+//! What a model is: cell, sizes, stacking, directions, head. Everything else (parameter names and
+//! shapes, buffer sizes) is derived from this.
+
+use crate::error::{Error, Result};
+pub use crate::ops::Cell;
+
+/// What the first layer reads at each step.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum InputKind {
+    /// `size` features per step: input `[T, B, size]` f32.
+    Dense(usize),
+    /// Token ids below `vocab` per step: input `[T, B]`. The first layer reads the id as a one-hot
+    /// vector, which is a column lookup of `weight_ih_l0` `[G*H, vocab]`; no one-hot is built.
+    Tokens(usize),
+}
+
+impl InputKind {
+    /// Columns of `weight_ih_l0`.
+    pub fn size(self) -> usize {
+        match self {
+            InputKind::Dense(n) | InputKind::Tokens(n) => n,
+        }
+    }
+}
+
+/// Where the head reads the recurrent outputs.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum OutputMode {
+    /// At every step: targets `[T, B]` (classes) or `[T, B, O]` (values).
+    ManyToMany,
+    /// At each sequence's last valid step: targets `[B]` or `[B, O]`.
+    ManyToOne,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Loss {
+    /// Softmax cross-entropy over O classes, the mean over counted positions.
+    CrossEntropy,
+    /// Mean squared error over O values, the mean over counted positions and values.
+    Mse,
+}
+
+/// The linear output layer `head.weight [O, D*H]`, `head.bias [O]`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Head {
+    pub outputs: usize,
+    pub mode: OutputMode,
+    pub loss: Loss,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct ModelSpec {
+    pub cell: Cell,
+    pub input: InputKind,
+    pub hidden: usize,
+    pub layers: usize,
+    pub bidirectional: bool,
+    /// Dropout on the outputs of every layer but the last, in training (PyTorch's `dropout`).
+    pub dropout: f32,
+    /// Learn the initial states `rnn.h0` (and `rnn.c0`) `[L*D, H]` instead of starting from zeros.
+    pub learn_initial_state: bool,
+    pub head: Option<Head>,
+}
+
+impl ModelSpec {
+    /// A one-layer, one-direction model without head; adjust the fields from there.
+    pub fn new(cell: Cell, input: InputKind, hidden: usize) -> ModelSpec {
+        ModelSpec {
+            cell,
+            input,
+            hidden,
+            layers: 1,
+            bidirectional: false,
+            dropout: 0.0,
+            learn_initial_state: false,
+            head: None,
+        }
+    }
+
+    /// A character model: token input, a softmax head over the same vocabulary at every step.
+    pub fn char_model(cell: Cell, vocab: usize, hidden: usize, layers: usize) -> ModelSpec {
+        ModelSpec {
+            layers,
+            head: Some(Head { outputs: vocab, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
+            ..ModelSpec::new(cell, InputKind::Tokens(vocab), hidden)
+        }
+    }
+
+    pub fn directions(&self) -> usize {
+        if self.bidirectional { 2 } else { 1 }
+    }
+
+    /// Columns of each layer's output, `D*H`.
+    pub fn output_size(&self) -> usize {
+        self.directions() * self.hidden
+    }
+
+    /// Columns of the input of layer `k`.
+    pub fn layer_input(&self, k: usize) -> usize {
+        if k == 0 { self.input.size() } else { self.output_size() }
+    }
+
+    /// Rows of the initial and final state `[L*D, B, H]`.
+    pub fn state_rows(&self) -> usize {
+        self.layers * self.directions()
+    }
+
+    pub fn validate(&self) -> Result<()> {
+        const OP: &str = "ModelSpec";
+        let positive = |what: &str, v: usize| {
+            if v == 0 { Err(Error::range(OP, what, 0, "at least 1")) } else { Ok(()) }
+        };
+        positive("hidden", self.hidden)?;
+        positive("layers", self.layers)?;
+        positive("input size", self.input.size())?;
+        if !(0.0..1.0).contains(&self.dropout) {
+            return Err(Error::range(OP, "dropout", self.dropout, "in [0, 1)"));
+        }
+        if let Some(h) = self.head {
+            positive("head outputs", h.outputs)?;
+        }
+        // Keep every size comfortably inside u32 indexing on the GPU.
+        let biggest = self.cell.gates() * self.hidden * self.input.size().max(self.output_size());
+        if biggest > (1usize << 31) {
+            return Err(Error::range(OP, "a weight's element count", biggest, "below 2^31"));
+        }
+        Ok(())
+    }
+}

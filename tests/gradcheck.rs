@@ -1,0 +1,241 @@
+//! Finite-difference gradient checks of the CPU reference in f64: every parameter, the dense
+//! input and the initial states, through stacked, bidirectional, variable-length sequences, for
+//! every cell, head and loss, with dropout. Central differences against backpropagation through
+//! time (see `assert_close` for the tolerance).
+
+use rnn_gpu::cpu::CpuBackend;
+use rnn_gpu::model::exec::Exec;
+use rnn_gpu::model::params::ParamLayout;
+use rnn_gpu::rng::Rng;
+use rnn_gpu::{Batch, Cell, Head, InputKind, Loss, ModelSpec, OutputMode, Start};
+
+const STEPS: usize = 4;
+const BATCH: usize = 3;
+
+/// Inputs on a grid of 2^-8 so that x +- 2^-10 is exact in f32, the type batches carry.
+fn grid(rng: &mut Rng, n: usize) -> Vec<f32> {
+    (0..n).map(|_| (rng.uniform_in(-1.0, 1.0) * 256.0).round() as f32 / 256.0).collect()
+}
+
+struct Case {
+    spec: ModelSpec,
+    batch: Batch,
+    h0: Option<(Vec<f32>, Option<Vec<f32>>)>,
+    dropout_seed: Option<u32>,
+}
+
+fn batch_for(spec: &ModelSpec, rng: &mut Rng) -> Batch {
+    let (t, b) = (STEPS, BATCH);
+    let mut batch = match spec.input {
+        InputKind::Dense(i) => Batch::dense(t, b, grid(rng, t * b * i)),
+        InputKind::Tokens(v) => Batch::tokens(t, b, (0..t * b).map(|_| rng.below(v) as u32).collect()),
+    };
+    batch = batch.with_lengths(vec![STEPS, 2, 1]);
+    let head = spec.head.expect("a head");
+    let rows = if head.mode == OutputMode::ManyToMany { t * b } else { b };
+    match head.loss {
+        Loss::CrossEntropy => batch.with_classes((0..rows).map(|_| rng.below(head.outputs) as u32).collect()),
+        Loss::Mse => batch.with_values(grid(rng, rows * head.outputs)),
+    }
+}
+
+fn loss(exec: &mut Exec<CpuBackend<f64>>, case: &Case, layout: &ParamLayout, start: Start<'_>) -> f64 {
+    exec.evaluate(&case.spec, layout, &case.batch, start, case.dropout_seed).unwrap();
+    exec.be_read_state_loss()
+}
+
+trait ReadLoss {
+    fn be_read_state_loss(&mut self) -> f64;
+}
+
+impl ReadLoss for Exec<CpuBackend<f64>> {
+    fn be_read_state_loss(&mut self) -> f64 {
+        use rnn_gpu::backend::Backend;
+        let s = self.net.step_state.clone();
+        self.be.read(&s).unwrap()[rnn_gpu::ops::step_state::LOSS]
+    }
+}
+
+/// |backprop - finite difference| <= 1e-6 relative + 1e-9 absolute: the absolute term covers
+/// the rounding of a loss of order 1 divided by 2 eps (about 1e-10 in f64 with eps 1e-6).
+fn assert_close(what: &str, analytic: f64, numeric: f64) {
+    let err = (analytic - numeric).abs();
+    let allowed = 1e-6 * analytic.abs().max(numeric.abs()) + 1e-9;
+    assert!(
+        err <= allowed,
+        "{what}: backprop {analytic:.10e} vs finite difference {numeric:.10e} (|diff| {err:.2e} > {allowed:.2e})"
+    );
+}
+
+fn check(case: Case) {
+    use rnn_gpu::backend::Backend;
+    let spec = &case.spec;
+    let layout = ParamLayout::new(spec);
+    let init: Vec<f64> = layout.init(spec, 7).iter().map(|&v| v as f64).collect();
+    let mut exec = Exec::new(CpuBackend::<f64>::new(), &layout, &init).unwrap();
+    let (h0, c0) = match &case.h0 {
+        Some((h, c)) => (Some(h.clone()), c.clone()),
+        None => (None, None),
+    };
+    let start = |h0: &Option<Vec<f32>>, c0: &Option<Vec<f32>>| -> Start<'static> {
+        match h0 {
+            // Leaked: a handful of small vectors in a test.
+            Some(h) => Start::Given {
+                h0: Box::leak(h.clone().into_boxed_slice()),
+                c0: c0.as_ref().map(|c| &*Box::leak(c.clone().into_boxed_slice())),
+            },
+            None => Start::Fresh,
+        }
+    };
+    exec.loss_gradients(spec, &layout, &case.batch, start(&h0, &c0), case.dropout_seed).unwrap();
+    let grads_buf = exec.net.grads.clone();
+    let grads = exec.be.read(&grads_buf).unwrap();
+    let ws = exec.workspace_of(&case.batch).unwrap();
+    let (d_input, dh0, dc0) = (ws.d_input.clone(), ws.dh0.clone(), ws.dc0.clone());
+    let d_input = d_input.map(|d| exec.be.read(&d).unwrap());
+    let dh0 = exec.be.read(&dh0).unwrap();
+    let dc0 = dc0.map(|d| exec.be.read(&d).unwrap());
+
+    // Every parameter.
+    let eps = 1e-6;
+    let params_buf = exec.net.params.clone();
+    let mut checked = 0;
+    for e in layout.entries() {
+        for i in e.range() {
+            let mut p = init.clone();
+            p[i] += eps;
+            exec.be.write(&params_buf, &p).unwrap();
+            let up = loss(&mut exec, &case, &layout, start(&h0, &c0));
+            p[i] -= 2.0 * eps;
+            exec.be.write(&params_buf, &p).unwrap();
+            let down = loss(&mut exec, &case, &layout, start(&h0, &c0));
+            assert_close(
+                &format!("{} {}[{}]", spec.cell.name(), e.name, i - e.offset),
+                grads[i],
+                (up - down) / (2.0 * eps),
+            );
+            checked += 1;
+        }
+    }
+    exec.be.write(&params_buf, &init).unwrap();
+    assert_eq!(checked, layout.count());
+
+    // The dense input and the initial states, perturbed on their exact grid: k/256 + 2^-16 is
+    // exact in f32.
+    let eps32 = 1.0 / 65536.0;
+    let eps_f = eps32 as f64;
+    if let (Some(d_input), rnn_gpu::Input::Dense(x)) = (&d_input, &case.batch.input) {
+        for i in 0..x.len() {
+            let mut shifted = |delta: f32| {
+                let mut xs = x.clone();
+                xs[i] += delta;
+                let b = Batch { input: rnn_gpu::Input::Dense(xs), ..case.batch.clone() };
+                exec.evaluate(spec, &layout, &b, start(&h0, &c0), case.dropout_seed).unwrap();
+                exec.be_read_state_loss()
+            };
+            let num = (shifted(eps32) - shifted(-eps32)) / (2.0 * eps_f);
+            assert_close(&format!("{} input[{i}]", spec.cell.name()), d_input[i], num);
+        }
+    }
+    if let Some(h) = &h0 {
+        for i in 0..h.len() {
+            let mut shifted = |delta: f32| {
+                let mut hs = h.clone();
+                hs[i] += delta;
+                loss(&mut exec, &case, &layout, start(&Some(hs), &c0))
+            };
+            let num = (shifted(eps32) - shifted(-eps32)) / (2.0 * eps_f);
+            assert_close(&format!("{} h0[{i}]", spec.cell.name()), dh0[i], num);
+        }
+        if let (Some(c), Some(dc0)) = (&c0, &dc0) {
+            for i in 0..c.len() {
+                let mut shifted = |delta: f32| {
+                    let mut cs = c.clone();
+                    cs[i] += delta;
+                    loss(&mut exec, &case, &layout, start(&h0, &Some(cs)))
+                };
+                let num = (shifted(eps32) - shifted(-eps32)) / (2.0 * eps_f);
+                assert_close(&format!("{} c0[{i}]", spec.cell.name()), dc0[i], num);
+            }
+        }
+    }
+}
+
+fn stacked(cell: Cell, bidirectional: bool) -> ModelSpec {
+    ModelSpec {
+        layers: 2,
+        bidirectional,
+        head: Some(Head { outputs: 3, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
+        ..ModelSpec::new(cell, InputKind::Dense(2), 3)
+    }
+}
+
+fn given_state(spec: &ModelSpec, rng: &mut Rng) -> Option<(Vec<f32>, Option<Vec<f32>>)> {
+    let n = spec.state_rows() * BATCH * spec.hidden;
+    let c = spec.cell.has_cell_state().then(|| grid(rng, n));
+    Some((grid(rng, n), c))
+}
+
+fn run(cell: Cell, bidirectional: bool) {
+    let mut rng = Rng::seed_from_u64(11);
+    let spec = stacked(cell, bidirectional);
+    let batch = batch_for(&spec, &mut rng);
+    let h0 = given_state(&spec, &mut rng);
+    check(Case { spec, batch, h0, dropout_seed: None });
+}
+
+#[test]
+fn rnn_tanh_two_layers() {
+    run(Cell::Rnn { relu: false }, false);
+}
+
+#[test]
+fn rnn_relu_two_layers_bidirectional() {
+    run(Cell::Rnn { relu: true }, true);
+}
+
+#[test]
+fn lstm_two_layers() {
+    run(Cell::Lstm, false);
+}
+
+#[test]
+fn lstm_two_layers_bidirectional() {
+    run(Cell::Lstm, true);
+}
+
+#[test]
+fn gru_two_layers() {
+    run(Cell::Gru, false);
+}
+
+#[test]
+fn gru_two_layers_bidirectional() {
+    run(Cell::Gru, true);
+}
+
+#[test]
+fn tokens_many_to_one_mse_with_learned_initial_state() {
+    for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
+        let mut rng = Rng::seed_from_u64(12);
+        let spec = ModelSpec {
+            layers: 2,
+            bidirectional: true,
+            learn_initial_state: true,
+            head: Some(Head { outputs: 2, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+            ..ModelSpec::new(cell, InputKind::Tokens(5), 3)
+        };
+        let batch = batch_for(&spec, &mut rng);
+        check(Case { spec, batch, h0: None, dropout_seed: None });
+    }
+}
+
+#[test]
+fn dropout_between_layers() {
+    for cell in [Cell::Lstm, Cell::Gru] {
+        let mut rng = Rng::seed_from_u64(13);
+        let spec = ModelSpec { layers: 3, dropout: 0.4, ..stacked(cell, true) };
+        let batch = batch_for(&spec, &mut rng);
+        check(Case { spec, batch, h0: None, dropout_seed: Some(99) });
+    }
+}
