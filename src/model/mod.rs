@@ -275,6 +275,34 @@ impl Model {
         })
     }
 
+    /// The loss on `batch` and its gradients with respect to every parameter, a dense input and
+    /// the initial states (no dropout, no update).
+    pub fn loss_gradients(&mut self, batch: &Batch, start: Start<'_>) -> Result<(f32, Gradients)> {
+        let (spec, layout) = (&self.spec, &self.layout);
+        with_exec!(&mut self.engine, e => {
+            e.loss_gradients(spec, layout, batch, start, None)?;
+            let loss = e.stats()?.loss;
+            Ok((loss, Self::read_gradients(e, layout, batch)?))
+        })
+    }
+
+    fn read_gradients<B: crate::backend::Backend>(
+        e: &mut Exec<B>,
+        layout: &ParamLayout,
+        batch: &Batch,
+    ) -> Result<Gradients> {
+        let ws = e.workspace_of(batch)?;
+        let (grads, d_input, dh0, dc0) =
+            (e.net.grads.clone(), ws.d_input.clone(), ws.dh0.clone(), ws.dc0.clone());
+        let flat = e.read(&grads)?;
+        Ok(Gradients {
+            params: layout.entries().iter().map(|p| (p.name.clone(), flat[p.range()].to_vec())).collect(),
+            input: d_input.map(|d| e.read(&d)).transpose()?,
+            h0: e.read(&dh0)?,
+            c0: dc0.map(|d| e.read(&d)).transpose()?,
+        })
+    }
+
     /// Runs the model on `batch` (no dropout) and reads back outputs, final states and logits.
     pub fn forward(&mut self, batch: &Batch, start: Start<'_>) -> Result<Forward> {
         let (spec, layout) = (&self.spec, &self.layout);
@@ -317,15 +345,7 @@ impl Model {
         let (spec, layout) = (&self.spec, &self.layout);
         with_exec!(&mut self.engine, e => {
             e.gradients(spec, layout, batch, start, d_output, d_hn, d_cn)?;
-            let ws = e.workspace_of(batch)?;
-            let (grads, d_input, dh0, dc0) = (e.net.grads.clone(), ws.d_input.clone(), ws.dh0.clone(), ws.dc0.clone());
-            let flat = e.read(&grads)?;
-            Ok(Gradients {
-                params: layout.entries().iter().map(|p| (p.name.clone(), flat[p.range()].to_vec())).collect(),
-                input: d_input.map(|d| e.read(&d)).transpose()?,
-                h0: e.read(&dh0)?,
-                c0: dc0.map(|d| e.read(&d)).transpose()?,
-            })
+            Self::read_gradients(e, layout, batch)
         })
     }
 

@@ -1,0 +1,164 @@
+//! Whole models, GPU against the CPU reference: losses over several training steps with each
+//! optimizer, then every gradient, for every cell, stacked and bidirectional, with padded
+//! sequences, dropout, token and dense inputs, both heads and both losses.
+
+mod common;
+
+use common::gpu;
+use rnn_gpu::rng::Rng;
+use rnn_gpu::{
+    Batch, Cell, Clip, Device, Head, InputKind, Loss, Model, ModelSpec, Optimizer, OutputMode, Start,
+};
+
+fn batch_for(spec: &ModelSpec, steps: usize, batch: usize, rng: &mut Rng) -> Batch {
+    let mut b = match spec.input {
+        InputKind::Dense(i) => Batch::dense(steps, batch, rng.uniform_vec(steps * batch * i, -1.0, 1.0)),
+        InputKind::Tokens(v) => {
+            Batch::tokens(steps, batch, (0..steps * batch).map(|_| rng.below(v) as u32).collect())
+        }
+    };
+    let lengths: Vec<usize> = (0..batch).map(|i| if i == 0 { steps } else { 1 + rng.below(steps) }).collect();
+    b = b.with_lengths(lengths);
+    let head = spec.head.unwrap();
+    let rows = if head.mode == OutputMode::ManyToMany { steps * batch } else { batch };
+    match head.loss {
+        Loss::CrossEntropy => b.with_classes((0..rows).map(|_| rng.below(head.outputs) as u32).collect()),
+        Loss::Mse => b.with_values(rng.uniform_vec(rows * head.outputs, -1.0, 1.0)),
+    }
+}
+
+/// f32 on both sides, summed in different orders: relative 1e-3 of the tensor's scale.
+fn assert_tensor(what: &str, gpu: &[f32], cpu: &[f32]) {
+    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
+    let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+        let allowed = 1e-3 * scale + 1e-3 * c.abs();
+        assert!(
+            (g - c).abs() <= allowed,
+            "{what}[{i}]: gpu {g} cpu {c} |diff| {} > {allowed} (scale {scale})",
+            (g - c).abs()
+        );
+    }
+}
+
+fn compare(spec: ModelSpec, steps: usize, batch: usize, optimizer: Optimizer, clip: Clip) {
+    let Some(ctx) = gpu() else { return };
+    let mut rng = Rng::seed_from_u64(3);
+    let batches: Vec<Batch> = (0..5).map(|_| batch_for(&spec, steps, batch, &mut rng)).collect();
+    let mut on_gpu = Model::new(spec.clone(), &Device::Gpu(ctx), 5).unwrap();
+    let mut on_cpu = Model::new(spec.clone(), &Device::Cpu, 5).unwrap();
+    for m in [&mut on_gpu, &mut on_cpu] {
+        m.set_optimizer(optimizer, clip).unwrap();
+    }
+    let name = format!("{} L{} D{} {:?}", spec.cell.name(), spec.layers, spec.directions(), optimizer);
+    for (i, b) in batches.iter().enumerate() {
+        let g = on_gpu.train_step_stats(b, Start::Fresh).unwrap();
+        let c = on_cpu.train_step_stats(b, Start::Fresh).unwrap();
+        let allowed = 1e-4 * c.loss.abs() + 1e-5;
+        assert!((g.loss - c.loss).abs() <= allowed, "{name} step {i}: loss gpu {} cpu {}", g.loss, c.loss);
+        assert!(
+            (g.grad_norm - c.grad_norm).abs() <= 1e-3 * c.grad_norm + 1e-5,
+            "{name} step {i}: grad norm gpu {} cpu {}",
+            g.grad_norm,
+            c.grad_norm
+        );
+        assert_eq!(g.step, c.step);
+    }
+    // After the steps: every gradient, of the parameters, the input and the initial states.
+    let probe = &batches[0];
+    let (gl, gg) = on_gpu.loss_gradients(probe, Start::Fresh).unwrap();
+    let (cl, cg) = on_cpu.loss_gradients(probe, Start::Fresh).unwrap();
+    assert!((gl - cl).abs() <= 1e-4 * cl.abs() + 1e-5, "{name}: loss gpu {gl} cpu {cl}");
+    for ((n, g), (_, c)) in gg.params.iter().zip(&cg.params) {
+        assert_tensor(&format!("{name} grad {n}"), g, c);
+    }
+    if let (Some(g), Some(c)) = (&gg.input, &cg.input) {
+        assert_tensor(&format!("{name} input grad"), g, c);
+    }
+    assert_tensor(&format!("{name} h0 grad"), &gg.h0, &cg.h0);
+    let gp = on_gpu.flat_params().unwrap();
+    let cp = on_cpu.flat_params().unwrap();
+    assert_tensor(&format!("{name} parameters"), &gp, &cp);
+}
+
+fn stacked(cell: Cell, hidden: usize, bidirectional: bool) -> ModelSpec {
+    ModelSpec {
+        layers: 2,
+        bidirectional,
+        dropout: 0.25,
+        head: Some(Head { outputs: 7, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
+        ..ModelSpec::new(cell, InputKind::Dense(6), hidden)
+    }
+}
+
+fn optimizers() -> [(Optimizer, Clip); 3] {
+    [
+        (Optimizer::sgd(0.5, 0.9), Clip { max_norm: 1.0, value: 0.0 }),
+        (Optimizer::adagrad(0.05), Clip { max_norm: 0.0, value: 0.5 }),
+        (Optimizer::adam(0.01), Clip { max_norm: 0.5, value: 0.0 }),
+    ]
+}
+
+#[test]
+fn lstm_gpu_matches_cpu() {
+    for (opt, clip) in optimizers() {
+        compare(stacked(Cell::Lstm, 8, false), 6, 5, opt, clip);
+    }
+    compare(stacked(Cell::Lstm, 5, true), 5, 9, Optimizer::adam(0.01), Clip::default());
+}
+
+#[test]
+fn gru_gpu_matches_cpu() {
+    for (opt, clip) in optimizers() {
+        compare(stacked(Cell::Gru, 8, true), 6, 5, opt, clip);
+    }
+    compare(stacked(Cell::Gru, 5, false), 5, 9, Optimizer::sgd(0.1, 0.0), Clip::default());
+}
+
+#[test]
+fn rnn_gpu_matches_cpu() {
+    for relu in [false, true] {
+        for (opt, clip) in optimizers() {
+            compare(stacked(Cell::Rnn { relu }, 8, relu), 6, 5, opt, clip);
+        }
+    }
+}
+
+#[test]
+fn tokens_many_to_one_and_learned_state_gpu_matches_cpu() {
+    for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
+        let spec = ModelSpec {
+            layers: 2,
+            bidirectional: true,
+            learn_initial_state: true,
+            head: Some(Head { outputs: 3, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+            ..ModelSpec::new(cell, InputKind::Tokens(11), 12)
+        };
+        compare(spec, 7, 10, Optimizer::adam(0.01), Clip { max_norm: 1.0, value: 0.0 });
+    }
+}
+
+#[test]
+fn char_model_gpu_matches_cpu_at_a_realistic_size() {
+    let spec = ModelSpec::char_model(Cell::Lstm, 65, 64, 2);
+    compare(spec, 16, 8, Optimizer::adam(2e-3), Clip { max_norm: 5.0, value: 0.0 });
+}
+
+#[test]
+fn forward_outputs_and_states_gpu_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
+        let spec = stacked(cell, 6, true);
+        let mut rng = Rng::seed_from_u64(8);
+        let b = batch_for(&spec, 5, 4, &mut rng);
+        let mut g = Model::new(spec.clone(), &Device::Gpu(ctx.clone()), 1).unwrap();
+        let mut c = Model::new(spec.clone(), &Device::Cpu, 1).unwrap();
+        let (fg, fc) = (g.forward(&b, Start::Fresh).unwrap(), c.forward(&b, Start::Fresh).unwrap());
+        assert_tensor("output", &fg.output, &fc.output);
+        assert_tensor("h_n", &fg.h_n, &fc.h_n);
+        assert_tensor("logits", fg.logits.as_ref().unwrap(), fc.logits.as_ref().unwrap());
+        if let (Some(a), Some(b)) = (&fg.c_n, &fc.c_n) {
+            assert_tensor("c_n", a, b);
+        }
+    }
+}
