@@ -1,0 +1,93 @@
+//! Data for the examples and the CLI: character corpora cut into training batches.
+
+use std::collections::BTreeSet;
+use std::path::Path;
+
+use crate::error::{Error, Result};
+use crate::model::batch::Batch;
+use crate::rng::Rng;
+
+/// A text as character ids, with its vocabulary (the distinct characters, sorted).
+#[derive(Clone, Debug, PartialEq)]
+pub struct TextCorpus {
+    pub vocab: Vec<char>,
+    pub ids: Vec<u32>,
+}
+
+impl TextCorpus {
+    pub fn from_text(text: &str) -> Result<TextCorpus> {
+        let vocab: Vec<char> = text.chars().collect::<BTreeSet<_>>().into_iter().collect();
+        if vocab.is_empty() {
+            return Err(Error::invalid("TextCorpus", "the text is empty"));
+        }
+        let ids = text.chars().map(|c| vocab.binary_search(&c).expect("in vocabulary") as u32).collect();
+        Ok(TextCorpus { vocab, ids })
+    }
+
+    pub fn load(path: &Path) -> Result<TextCorpus> {
+        let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+        Self::from_text(&text).map_err(|e| Error::file(path, e.to_string()))
+    }
+
+    /// Ids of `text` in this vocabulary; an error names the first unknown character.
+    pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
+        text.chars()
+            .map(|c| {
+                self.vocab.binary_search(&c).map(|i| i as u32).map_err(|_| {
+                    Error::invalid("encode", format!("character {c:?} is not in the model's vocabulary"))
+                })
+            })
+            .collect()
+    }
+
+    pub fn decode(vocab: &[char], ids: &[u32]) -> String {
+        ids.iter().map(|&i| vocab.get(i as usize).copied().unwrap_or('\u{fffd}')).collect()
+    }
+
+    /// The first `1 - valid` of the ids for training, the rest for validation, same vocabulary.
+    pub fn split(&self, valid: f64) -> (TextCorpus, TextCorpus) {
+        let cut = ((self.ids.len() as f64) * (1.0 - valid)).round() as usize;
+        let cut = cut.clamp(0, self.ids.len());
+        (
+            TextCorpus { vocab: self.vocab.clone(), ids: self.ids[..cut].to_vec() },
+            TextCorpus { vocab: self.vocab.clone(), ids: self.ids[cut..].to_vec() },
+        )
+    }
+
+    /// `batch` windows of `steps` characters at random offsets, each predicting the next
+    /// character (time-major).
+    pub fn random_batch(&self, rng: &mut Rng, steps: usize, batch: usize) -> Result<Batch> {
+        if self.ids.len() < steps + 2 {
+            return Err(Error::range("random_batch", "text length", self.ids.len(), format!("at least {}", steps + 2)));
+        }
+        let starts: Vec<usize> = (0..batch).map(|_| rng.below(self.ids.len() - steps - 1)).collect();
+        Ok(self.batch_at(&starts, steps))
+    }
+
+    /// The windows starting at `starts`.
+    pub fn batch_at(&self, starts: &[usize], steps: usize) -> Batch {
+        let b = starts.len();
+        let mut input = vec![0u32; steps * b];
+        let mut target = vec![0u32; steps * b];
+        for (j, &s) in starts.iter().enumerate() {
+            for t in 0..steps {
+                input[t * b + j] = self.ids[s + t];
+                target[t * b + j] = self.ids[s + t + 1];
+            }
+        }
+        Batch::tokens(steps, b, input).with_classes(target)
+    }
+
+    /// Consecutive chunks of `batch` parallel streams over the text, for truncated BPTT: chunk
+    /// `k` of stream `j` continues chunk `k - 1` of the same stream.
+    pub fn stream_batches(&self, steps: usize, batch: usize) -> Vec<Batch> {
+        let per_stream = (self.ids.len().saturating_sub(1)) / batch.max(1);
+        let chunks = per_stream / steps.max(1);
+        (0..chunks)
+            .map(|k| {
+                let starts: Vec<usize> = (0..batch).map(|j| j * per_stream + k * steps).collect();
+                self.batch_at(&starts, steps)
+            })
+            .collect()
+    }
+}
