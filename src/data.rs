@@ -58,7 +58,12 @@ impl TextCorpus {
     /// character (time-major).
     pub fn random_batch(&self, rng: &mut Rng, steps: usize, batch: usize) -> Result<Batch> {
         if self.ids.len() < steps + 2 {
-            return Err(Error::range("random_batch", "text length", self.ids.len(), format!("at least {}", steps + 2)));
+            return Err(Error::range(
+                "random_batch",
+                "text length",
+                self.ids.len(),
+                format!("at least {}", steps + 2),
+            ));
         }
         let starts: Vec<usize> = (0..batch).map(|_| rng.below(self.ids.len() - steps - 1)).collect();
         Ok(self.batch_at(&starts, steps))

@@ -6,10 +6,13 @@ mod common;
 use common::gpu;
 use rnn_gpu::data::TextCorpus;
 use rnn_gpu::rng::Rng;
-use rnn_gpu::{Batch, Cell, Clip, Device, Head, InputKind, Loss, Model, ModelSpec, Optimizer, OutputMode, Start};
+use rnn_gpu::{
+    Batch, Cell, Clip, Device, Head, InputKind, Loss, Model, ModelSpec, Optimizer, OutputMode, Start,
+};
 
 fn shakespeare(chars: usize) -> TextCorpus {
-    let text = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/tinyshakespeare.txt")).unwrap();
+    let text =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/tinyshakespeare.txt")).unwrap();
     TextCorpus::from_text(&text.chars().take(chars).collect::<String>()).unwrap()
 }
 

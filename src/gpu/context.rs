@@ -292,6 +292,19 @@ impl GpuContext {
         Err(Error::Gpu { op: op.to_string(), message })
     }
 
+    /// Compiles WGSL source; a validation error comes back as `Err` with the compiler's message.
+    pub fn compile(&self, label: &str, source: &str) -> Result<wgpu::ShaderModule> {
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
+        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+            label: Some(label),
+            source: wgpu::ShaderSource::Wgsl(source.into()),
+        });
+        match pollster::block_on(scope.pop()) {
+            Some(e) => Err(Error::Gpu { op: format!("compiling {label}"), message: e.to_string() }),
+            None => Ok(module),
+        }
+    }
+
     /// The pipeline for `entry` in `shader` (a file under shaders/), specialised by the override
     /// constants given; compiled once and cached. WGSL errors come back as `Err`.
     pub(crate) fn pipeline(
@@ -314,14 +327,9 @@ impl GpuContext {
             match modules.get(shader) {
                 Some(m) => m.clone(),
                 None => {
-                    let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-                    let m = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
-                        label: Some(shader),
-                        source: wgpu::ShaderSource::Wgsl(source.into()),
-                    });
-                    if let Some(e) = pollster::block_on(scope.pop()) {
-                        return Err(Error::Gpu { op, message: e.to_string() });
-                    }
+                    let m = self
+                        .compile(shader, source)
+                        .map_err(|e| Error::Gpu { op: op.clone(), message: e.to_string() })?;
                     modules.insert(shader, m.clone());
                     m
                 }

@@ -1,0 +1,158 @@
+//! Bad input gets a clear error naming the value and what was expected, never a panic, and the
+//! model is left as it was.
+
+mod common;
+
+use common::gpu;
+use rnn_gpu::gpu::kernels as gk;
+use rnn_gpu::gpu::{MatmulVariant, Program};
+use rnn_gpu::ops::Matmul;
+use rnn_gpu::{
+    Batch, Cell, Clip, Device, Error, Head, InputKind, Loss, Model, ModelSpec, Optimizer, OutputMode, Start,
+};
+
+fn devices() -> Vec<Device> {
+    match gpu() {
+        Some(ctx) => vec![Device::Cpu, Device::Gpu(ctx)],
+        None => vec![Device::Cpu],
+    }
+}
+
+fn char_model(device: &Device) -> Model {
+    Model::new(ModelSpec::char_model(Cell::Lstm, 5, 4, 1), device, 1).unwrap()
+}
+
+fn message(e: Error) -> String {
+    e.to_string()
+}
+
+#[test]
+fn invalid_specs_are_refused() {
+    for spec in [
+        ModelSpec::new(Cell::Lstm, InputKind::Dense(3), 0),
+        ModelSpec { layers: 0, ..ModelSpec::new(Cell::Gru, InputKind::Dense(3), 4) },
+        ModelSpec::new(Cell::Gru, InputKind::Tokens(0), 4),
+        ModelSpec { dropout: 1.0, ..ModelSpec::new(Cell::Gru, InputKind::Dense(3), 4) },
+        ModelSpec::new(Cell::Lstm, InputKind::Dense(1 << 20), 1 << 14),
+    ] {
+        let e = Model::new(spec.clone(), &Device::Cpu, 0).err().expect("refused");
+        assert!(!message(e).is_empty());
+    }
+}
+
+#[test]
+fn malformed_batches_are_refused_with_the_value_named() {
+    for device in devices() {
+        let mut m = char_model(&device);
+        let cases: Vec<(Batch, &str)> = vec![
+            (Batch::tokens(0, 2, vec![]), "batch [steps, batch]"),
+            (Batch::tokens(2, 2, vec![0, 1, 2]), "token input"),
+            (Batch::tokens(2, 1, vec![0, 5]), "token id at position 1"),
+            (Batch::dense(2, 1, vec![0.0; 10]), "dense features"),
+            (Batch::tokens(2, 2, vec![0; 4]).with_lengths(vec![1]), "lengths"),
+            (Batch::tokens(2, 2, vec![0; 4]).with_lengths(vec![1, 3]), "length of sequence 1"),
+            (Batch::tokens(2, 2, vec![0; 4]).with_lengths(vec![0, 2]), "length of sequence 0"),
+            (Batch::tokens(2, 1, vec![0; 2]).with_classes(vec![0, 9]), "class target at row 1"),
+            (Batch::tokens(2, 1, vec![0; 2]).with_classes(vec![0]), "class targets"),
+            (Batch::tokens(2, 1, vec![0; 2]).with_values(vec![0.0; 10]), "needs class targets"),
+        ];
+        for (batch, expected) in cases {
+            let e = m.train_step(&batch, Start::Fresh).err().expect("refused");
+            let text = message(e);
+            assert!(text.contains(expected), "expected {expected:?} in {text:?}");
+        }
+        let e = m.train_step(&Batch::tokens(2, 1, vec![0; 2]), Start::Fresh).err().unwrap();
+        assert!(message(e).contains("training needs targets"));
+    }
+}
+
+#[test]
+fn non_finite_inputs_are_refused() {
+    for device in devices() {
+        let spec = ModelSpec {
+            head: Some(Head { outputs: 1, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+            ..ModelSpec::new(Cell::Gru, InputKind::Dense(2), 4)
+        };
+        let mut m = Model::new(spec, &device, 1).unwrap();
+        let e = m.forward(&Batch::dense(1, 1, vec![0.0, f32::NAN]), Start::Fresh).err().unwrap();
+        assert!(matches!(e, Error::NonFinite { index: 1, .. }), "{e}");
+        let e = m
+            .train_step(&Batch::dense(1, 1, vec![0.0, 1.0]).with_values(vec![f32::INFINITY]), Start::Fresh)
+            .err()
+            .unwrap();
+        assert!(matches!(e, Error::NonFinite { .. }), "{e}");
+        let h0 = vec![f32::NAN; 4];
+        let e =
+            m.forward(&Batch::dense(1, 1, vec![0.0, 1.0]), Start::Given { h0: &h0, c0: None }).err().unwrap();
+        assert!(matches!(e, Error::NonFinite { .. }), "{e}");
+        let e = m
+            .forward(&Batch::dense(1, 1, vec![0.0, 1.0]), Start::Given { h0: &[0.0; 3], c0: None })
+            .err()
+            .unwrap();
+        assert!(message(e).contains("h0"));
+        assert!(m.set_optimizer(Optimizer::adam(f32::NAN), Clip::default()).is_err());
+        assert!(m.set_optimizer(Optimizer::adam(1e-3), Clip { max_norm: -1.0, value: 0.0 }).is_err());
+    }
+}
+
+/// A step whose loss overflows is refused on the device before it touches the weights, and
+/// reported by the next `stats`; training then goes on.
+#[test]
+fn a_non_finite_step_is_refused_and_reported_with_weights_untouched() {
+    for device in devices() {
+        let spec = ModelSpec {
+            head: Some(Head { outputs: 1, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+            ..ModelSpec::new(Cell::Lstm, InputKind::Dense(2), 4)
+        };
+        let mut m = Model::new(spec, &device, 1).unwrap();
+        m.set_optimizer(Optimizer::adam(1e-2), Clip::default()).unwrap();
+        let good = Batch::dense(2, 1, vec![0.5; 4]).with_values(vec![1.0]);
+        m.train_step_stats(&good, Start::Fresh).unwrap();
+        let before = m.flat_params().unwrap();
+        // (pred - 1e30)^2 overflows f32: the loss is infinite.
+        let bad = Batch::dense(2, 1, vec![0.5; 4]).with_values(vec![1e30]);
+        m.train_step(&bad, Start::Fresh).unwrap();
+        let e = m.stats().err().expect("the step is reported");
+        assert!(matches!(e, Error::NonFiniteStep { skipped: 1, .. }), "{e}");
+        assert!(message(e).contains("weights are unchanged"));
+        assert_eq!(m.flat_params().unwrap(), before, "the refused step changed the weights");
+        let s = m.train_step_stats(&good, Start::Fresh).unwrap();
+        assert_eq!(s.step, 2, "one applied step before, one after");
+        assert_ne!(m.flat_params().unwrap(), before);
+    }
+}
+
+#[test]
+fn kernel_launchers_refuse_mismatched_shapes_zero_sizes_and_huge_buffers() {
+    let Some(ctx) = gpu() else { return };
+    let a = ctx.upload("a", &[6], &[0.0; 6]).unwrap();
+    let b = ctx.upload("b", &[6], &[0.0; 6]).unwrap();
+    let c = ctx.alloc("c", &[4]).unwrap();
+    let mut prog = Program::new(&ctx);
+    for v in MatmulVariant::ALL {
+        let e = gk::matmul_variant(&mut prog, &c, &a, &b, Matmul::new(2, 2, 2), v).err().unwrap();
+        assert!(matches!(e, Error::Shape { op: "matmul", .. }), "{e}");
+        let e = gk::matmul_variant(&mut prog, &c, &a, &b, Matmul::new(0, 2, 3), v).err().unwrap();
+        assert!(matches!(e, Error::OutOfRange { .. }), "{e}");
+    }
+    assert!(gk::axpy(&mut prog, &c, &a, 1.0).is_err());
+    assert!(gk::softmax_rows(&mut prog, &a, &b, 4, 2).is_err());
+    let e = ctx.alloc("zero", &[0]).err().unwrap();
+    assert!(message(e).contains("at least one element"));
+    let e = ctx.alloc("huge", &[1 << 40]).err().unwrap();
+    assert!(matches!(e, Error::BufferTooLarge { .. }), "{e}");
+    assert!(e.to_string().contains("bytes exceeds"));
+    // A view off the 256-byte grid cannot be bound.
+    let odd = a.view(1, &[4]).unwrap();
+    assert!(gk::fill(&mut prog, &odd, 0.0).is_err());
+    // Nothing recorded above may have poisoned the context.
+    assert_eq!(prog.dispatch_count(), 0);
+}
+
+#[test]
+fn wgsl_errors_come_back_as_err() {
+    let Some(ctx) = gpu() else { return };
+    let e =
+        ctx.compile("broken", "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }").err().unwrap();
+    assert!(matches!(e, Error::Gpu { .. }), "{e}");
+}
