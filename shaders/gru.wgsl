@@ -25,20 +25,38 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let b0 = gid.y * ROWS;
-    var ar: array<f32, 8>;
-    var az: array<f32, 8>;
-    var an: array<f32, 8>;
+    // Each row's three gate sums (r, z, n) in one vec4 (see lstm.wgsl for why they are named).
+    let r0 = in_row(b0);
+    let r1 = in_row(b0 + 1u);
+    let r2 = in_row(b0 + 2u);
+    let r3 = in_row(b0 + 3u);
+    let r4 = in_row(b0 + 4u);
+    let r5 = in_row(b0 + 5u);
+    let r6 = in_row(b0 + 6u);
+    let r7 = in_row(b0 + 7u);
+    var a0 = vec4<f32>();
+    var a1 = vec4<f32>();
+    var a2 = vec4<f32>();
+    var a3 = vec4<f32>();
+    var a4 = vec4<f32>();
+    var a5 = vec4<f32>();
+    var a6 = vec4<f32>();
+    var a7 = vec4<f32>();
+    let zero = vec4<f32>();
     for (var k = 0u; k < H; k += 4u) {
         let wr = w_row4(j, k);
         let wz = w_row4(H + j, k);
         let wn = w_row4(2u * H + j, k);
-        for (var r = 0u; r < ROWS; r++) {
-            let h = state4(slot_row(p.in_slot, min(b0 + r, p.batch - 1u)), k);
-            ar[r] += dot(wr, h);
-            az[r] += dot(wz, h);
-            an[r] += dot(wn, h);
-        }
+        a0 += dots4(wr, wz, wn, zero, state4(r0, k));
+        a1 += dots4(wr, wz, wn, zero, state4(r1, k));
+        a2 += dots4(wr, wz, wn, zero, state4(r2, k));
+        a3 += dots4(wr, wz, wn, zero, state4(r3, k));
+        a4 += dots4(wr, wz, wn, zero, state4(r4, k));
+        a5 += dots4(wr, wz, wn, zero, state4(r5, k));
+        a6 += dots4(wr, wz, wn, zero, state4(r6, k));
+        a7 += dots4(wr, wz, wn, zero, state4(r7, k));
     }
+    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     let bh = p.bias_hh;
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
@@ -47,9 +65,9 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         let xrow = (p.t * p.batch + b) * 3u * H;
         let grow = (p.t * p.batch + b) * 4u * H;
-        let rg = sigmoid(xw[xrow + j] + bias[j] + ar[r] + bias[bh + j]);
-        let z = sigmoid(xw[xrow + H + j] + bias[H + j] + az[r] + bias[bh + H + j]);
-        let hn = an[r] + bias[bh + 2u * H + j];
+        let rg = sigmoid(xw[xrow + j] + bias[j] + acc[r].x + bias[bh + j]);
+        let z = sigmoid(xw[xrow + H + j] + bias[H + j] + acc[r].y + bias[bh + H + j]);
+        let hn = acc[r].z + bias[bh + 2u * H + j];
         let n = tanh_stable(xw[xrow + 2u * H + j] + bias[2u * H + j] + rg * hn);
         let src = slot_row(p.in_slot, b) + j;
         var h = state_at(src);
@@ -76,16 +94,38 @@ fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let b0 = gid.y * ROWS;
     let G = 3u * H;
-    var rec: array<vec4<f32>, 8>;
+    // rec[r][q]: the gradient reaching h(b0 + r, j0 + q) through W_hh from the later step.
+    // Named accumulators, as in the forward kernel.
+    let n0 = (p.next_t * p.batch + min(b0 + 0u, p.batch - 1u)) * G;
+    let n1 = (p.next_t * p.batch + min(b0 + 1u, p.batch - 1u)) * G;
+    let n2 = (p.next_t * p.batch + min(b0 + 2u, p.batch - 1u)) * G;
+    let n3 = (p.next_t * p.batch + min(b0 + 3u, p.batch - 1u)) * G;
+    let n4 = (p.next_t * p.batch + min(b0 + 4u, p.batch - 1u)) * G;
+    let n5 = (p.next_t * p.batch + min(b0 + 5u, p.batch - 1u)) * G;
+    let n6 = (p.next_t * p.batch + min(b0 + 6u, p.batch - 1u)) * G;
+    let n7 = (p.next_t * p.batch + min(b0 + 7u, p.batch - 1u)) * G;
+    var rec0 = vec4<f32>();
+    var rec1 = vec4<f32>();
+    var rec2 = vec4<f32>();
+    var rec3 = vec4<f32>();
+    var rec4 = vec4<f32>();
+    var rec5 = vec4<f32>();
+    var rec6 = vec4<f32>();
+    var rec7 = vec4<f32>();
     if p.mode != MODE_FIRST {
         for (var g = 0u; g < G; g++) {
             let w = w_cols4(g, j0);
-            for (var r = 0u; r < ROWS; r++) {
-                let b = min(b0 + r, p.batch - 1u);
-                rec[r] += dgh[(p.next_t * p.batch + b) * G + g] * w;
-            }
+            rec0 += dgh[n0 + g] * w;
+            rec1 += dgh[n1 + g] * w;
+            rec2 += dgh[n2 + g] * w;
+            rec3 += dgh[n3 + g] * w;
+            rec4 += dgh[n4 + g] * w;
+            rec5 += dgh[n5 + g] * w;
+            rec6 += dgh[n6 + g] * w;
+            rec7 += dgh[n7 + g] * w;
         }
     }
+    let rec = array<vec4<f32>, 8>(rec0, rec1, rec2, rec3, rec4, rec5, rec6, rec7);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {

@@ -25,23 +25,39 @@ fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let b0 = gid.y * ROWS;
-    var ai: array<f32, 8>;
-    var af: array<f32, 8>;
-    var ag: array<f32, 8>;
-    var ao: array<f32, 8>;
+    // Each row's four gate sums (i, f, g, o) in one vec4; eight named accumulators, because a
+    // dynamically indexed array would live in memory on a CPU-backed adapter.
+    let r0 = in_row(b0);
+    let r1 = in_row(b0 + 1u);
+    let r2 = in_row(b0 + 2u);
+    let r3 = in_row(b0 + 3u);
+    let r4 = in_row(b0 + 4u);
+    let r5 = in_row(b0 + 5u);
+    let r6 = in_row(b0 + 6u);
+    let r7 = in_row(b0 + 7u);
+    var a0 = vec4<f32>();
+    var a1 = vec4<f32>();
+    var a2 = vec4<f32>();
+    var a3 = vec4<f32>();
+    var a4 = vec4<f32>();
+    var a5 = vec4<f32>();
+    var a6 = vec4<f32>();
+    var a7 = vec4<f32>();
     for (var k = 0u; k < H; k += 4u) {
         let wi = w_row4(j, k);
         let wf = w_row4(H + j, k);
         let wg = w_row4(2u * H + j, k);
         let wo = w_row4(3u * H + j, k);
-        for (var r = 0u; r < ROWS; r++) {
-            let h = state4(slot_row(p.in_slot, min(b0 + r, p.batch - 1u)), k);
-            ai[r] += dot(wi, h);
-            af[r] += dot(wf, h);
-            ag[r] += dot(wg, h);
-            ao[r] += dot(wo, h);
-        }
+        a0 += dots4(wi, wf, wg, wo, state4(r0, k));
+        a1 += dots4(wi, wf, wg, wo, state4(r1, k));
+        a2 += dots4(wi, wf, wg, wo, state4(r2, k));
+        a3 += dots4(wi, wf, wg, wo, state4(r3, k));
+        a4 += dots4(wi, wf, wg, wo, state4(r4, k));
+        a5 += dots4(wi, wf, wg, wo, state4(r5, k));
+        a6 += dots4(wi, wf, wg, wo, state4(r6, k));
+        a7 += dots4(wi, wf, wg, wo, state4(r7, k));
     }
+    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
     let G = 4u * H;
     let bh = p.bias_hh;
     for (var r = 0u; r < ROWS; r++) {
@@ -50,10 +66,10 @@ fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
             break;
         }
         let row = (p.t * p.batch + b) * G;
-        let i = sigmoid(xw[row + j] + ai[r] + bias[j] + bias[bh + j]);
-        let f = sigmoid(xw[row + H + j] + af[r] + bias[H + j] + bias[bh + H + j]);
-        let g = tanh_stable(xw[row + 2u * H + j] + ag[r] + bias[2u * H + j] + bias[bh + 2u * H + j]);
-        let o = sigmoid(xw[row + 3u * H + j] + ao[r] + bias[3u * H + j] + bias[bh + 3u * H + j]);
+        let i = sigmoid(xw[row + j] + acc[r].x + bias[j] + bias[bh + j]);
+        let f = sigmoid(xw[row + H + j] + acc[r].y + bias[H + j] + bias[bh + H + j]);
+        let g = tanh_stable(xw[row + 2u * H + j] + acc[r].z + bias[2u * H + j] + bias[bh + 2u * H + j]);
+        let o = sigmoid(xw[row + 3u * H + j] + acc[r].w + bias[3u * H + j] + bias[bh + 3u * H + j]);
         let src = slot_row(p.in_slot, b) + j;
         let dst = slot_row(p.out_slot, b) + j;
         var c = cells[src];
@@ -84,16 +100,37 @@ fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let b0 = gid.y * ROWS;
     let G = 4u * H;
     // rec[r][q]: the gradient reaching h(b0 + r, j0 + q) through W_hh from the later step.
-    var rec: array<vec4<f32>, 8>;
+    // Named accumulators, as in the forward kernel.
+    let n0 = (p.next_t * p.batch + min(b0 + 0u, p.batch - 1u)) * G;
+    let n1 = (p.next_t * p.batch + min(b0 + 1u, p.batch - 1u)) * G;
+    let n2 = (p.next_t * p.batch + min(b0 + 2u, p.batch - 1u)) * G;
+    let n3 = (p.next_t * p.batch + min(b0 + 3u, p.batch - 1u)) * G;
+    let n4 = (p.next_t * p.batch + min(b0 + 4u, p.batch - 1u)) * G;
+    let n5 = (p.next_t * p.batch + min(b0 + 5u, p.batch - 1u)) * G;
+    let n6 = (p.next_t * p.batch + min(b0 + 6u, p.batch - 1u)) * G;
+    let n7 = (p.next_t * p.batch + min(b0 + 7u, p.batch - 1u)) * G;
+    var rec0 = vec4<f32>();
+    var rec1 = vec4<f32>();
+    var rec2 = vec4<f32>();
+    var rec3 = vec4<f32>();
+    var rec4 = vec4<f32>();
+    var rec5 = vec4<f32>();
+    var rec6 = vec4<f32>();
+    var rec7 = vec4<f32>();
     if p.mode != MODE_FIRST {
         for (var g = 0u; g < G; g++) {
             let w = w_cols4(g, j0);
-            for (var r = 0u; r < ROWS; r++) {
-                let b = min(b0 + r, p.batch - 1u);
-                rec[r] += dg[(p.next_t * p.batch + b) * G + g] * w;
-            }
+            rec0 += dg[n0 + g] * w;
+            rec1 += dg[n1 + g] * w;
+            rec2 += dg[n2 + g] * w;
+            rec3 += dg[n3 + g] * w;
+            rec4 += dg[n4 + g] * w;
+            rec5 += dg[n5 + g] * w;
+            rec6 += dg[n6 + g] * w;
+            rec7 += dg[n7 + g] * w;
         }
     }
+    let rec = array<vec4<f32>, 8>(rec0, rec1, rec2, rec3, rec4, rec5, rec6, rec7);
     let BH = p.batch * H;
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;

@@ -19,13 +19,23 @@ fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let b0 = gid.y * ROWS;
-    var acc: array<f32, 8>;
+    // The eight rows' sums in two vec4s (see lstm.wgsl for why they are named).
+    let r0 = in_row(b0);
+    let r1 = in_row(b0 + 1u);
+    let r2 = in_row(b0 + 2u);
+    let r3 = in_row(b0 + 3u);
+    let r4 = in_row(b0 + 4u);
+    let r5 = in_row(b0 + 5u);
+    let r6 = in_row(b0 + 6u);
+    let r7 = in_row(b0 + 7u);
+    var lo = vec4<f32>();
+    var hi = vec4<f32>();
     for (var k = 0u; k < H; k += 4u) {
         let w = w_row4(j, k);
-        for (var r = 0u; r < ROWS; r++) {
-            acc[r] += dot(w, state4(slot_row(p.in_slot, min(b0 + r, p.batch - 1u)), k));
-        }
+        lo += vec4<f32>(dot(w, state4(r0, k)), dot(w, state4(r1, k)), dot(w, state4(r2, k)), dot(w, state4(r3, k)));
+        hi += vec4<f32>(dot(w, state4(r4, k)), dot(w, state4(r5, k)), dot(w, state4(r6, k)), dot(w, state4(r7, k)));
     }
+    let acc = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {
@@ -55,16 +65,38 @@ fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let b0 = gid.y * ROWS;
-    var rec: array<vec4<f32>, 8>;
+    // rec[r][q]: the gradient reaching h(b0 + r, j0 + q) through W_hh from the later step.
+    // Named accumulators, as in the forward kernel.
+    let n0 = (p.next_t * p.batch + min(b0 + 0u, p.batch - 1u)) * H;
+    let n1 = (p.next_t * p.batch + min(b0 + 1u, p.batch - 1u)) * H;
+    let n2 = (p.next_t * p.batch + min(b0 + 2u, p.batch - 1u)) * H;
+    let n3 = (p.next_t * p.batch + min(b0 + 3u, p.batch - 1u)) * H;
+    let n4 = (p.next_t * p.batch + min(b0 + 4u, p.batch - 1u)) * H;
+    let n5 = (p.next_t * p.batch + min(b0 + 5u, p.batch - 1u)) * H;
+    let n6 = (p.next_t * p.batch + min(b0 + 6u, p.batch - 1u)) * H;
+    let n7 = (p.next_t * p.batch + min(b0 + 7u, p.batch - 1u)) * H;
+    var rec0 = vec4<f32>();
+    var rec1 = vec4<f32>();
+    var rec2 = vec4<f32>();
+    var rec3 = vec4<f32>();
+    var rec4 = vec4<f32>();
+    var rec5 = vec4<f32>();
+    var rec6 = vec4<f32>();
+    var rec7 = vec4<f32>();
     if p.mode != MODE_FIRST {
         for (var g = 0u; g < H; g++) {
             let w = w_cols4(g, j0);
-            for (var r = 0u; r < ROWS; r++) {
-                let b = min(b0 + r, p.batch - 1u);
-                rec[r] += dg[(p.next_t * p.batch + b) * H + g] * w;
-            }
+            rec0 += dg[n0 + g] * w;
+            rec1 += dg[n1 + g] * w;
+            rec2 += dg[n2 + g] * w;
+            rec3 += dg[n3 + g] * w;
+            rec4 += dg[n4 + g] * w;
+            rec5 += dg[n5 + g] * w;
+            rec6 += dg[n6 + g] * w;
+            rec7 += dg[n7 + g] * w;
         }
     }
+    let rec = array<vec4<f32>, 8>(rec0, rec1, rec2, rec3, rec4, rec5, rec6, rec7);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {

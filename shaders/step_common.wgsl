@@ -107,6 +107,17 @@ fn w_cols4(g: u32, j: u32) -> vec4<f32> {
     return v;
 }
 
+// The first element of row b's previous state (rows past the batch clamp to the last one; their
+// sums are computed and never stored).
+fn in_row(b: u32) -> u32 {
+    return slot_row(p.in_slot, min(b, p.batch - 1u));
+}
+
+// Four gates' dot products with one vec4 of the state.
+fn dots4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, h: vec4<f32>) -> vec4<f32> {
+    return vec4<f32>(dot(w0, h), dot(w1, h), dot(w2, h), dot(w3, h));
+}
+
 fn valid(b: u32) -> bool {
     return p.t < lengths[b];
 }

@@ -31,10 +31,7 @@ impl Tolerance {
     /// length of the sum, and the two sides add in different orders. (On lavapipe the measured
     /// errors stay under a third of this bound.)
     pub fn accumulation(len: usize) -> Tolerance {
-        Tolerance {
-            atol: 1e-5 + 1e-7 * len as f64,
-            rtol: 1e-4,
-        }
+        Tolerance { atol: 1e-5 + 1e-7 * len as f64, rtol: 1e-4 }
     }
 }
 

@@ -358,7 +358,7 @@ impl GpuContext {
     }
 
     /// Blocks until the queue is idle; counted as a host wait.
-    pub(crate) fn wait(&self, op: &str) -> Result<()> {
+    pub fn wait(&self, op: &str) -> Result<()> {
         self.counters.host_waits.fetch_add(1, Ordering::Relaxed);
         self.device
             .poll(wgpu::PollType::wait_indefinitely())

@@ -320,6 +320,21 @@ impl Model {
         })
     }
 
+    /// Runs the forward pass and leaves everything on the device (the state for `Start::Continue`
+    /// included); nothing is read back.
+    pub fn run(&mut self, batch: &Batch, start: Start<'_>) -> Result<()> {
+        let (spec, layout) = (&self.spec, &self.layout);
+        with_exec!(&mut self.engine, e => e.forward(spec, layout, batch, start))
+    }
+
+    /// Waits until the device has finished all submitted work.
+    pub fn sync(&self) -> Result<()> {
+        match &self.device {
+            Device::Gpu(ctx) => ctx.wait("sync"),
+            Device::Cpu => Ok(()),
+        }
+    }
+
     /// Runs the model on `batch` and reads back only the head's outputs.
     pub fn logits(&mut self, batch: &Batch, start: Start<'_>) -> Result<Vec<f32>> {
         let (spec, layout) = (&self.spec, &self.layout);
@@ -354,14 +369,14 @@ impl Model {
         &mut self.rng
     }
 
-    /// The dispatches, bind groups and submits of a program, for `bench --verbose`: the recorded
-    /// training program for this batch shape (GPU only; run one step first).
-    pub fn program_dispatches(&self, batch: &Batch, kind: &'static str) -> Option<usize> {
+    /// The recorded GPU program of `kind` ("train", "forward", ...) for this batch shape, once a
+    /// call has recorded it.
+    pub fn program(&self, batch: &Batch, kind: &str) -> Option<&crate::gpu::Program> {
         match &self.engine {
             Engine::Gpu(e) => {
                 e.be.programs()
                     .find(|(k, _)| k.kind == kind && k.steps == batch.steps && k.batch == batch.batch)
-                    .map(|(_, p)| p.dispatch_count())
+                    .map(|(_, p)| p)
             }
             Engine::Cpu(_) => None,
         }
