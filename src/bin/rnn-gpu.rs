@@ -1,10 +1,15 @@
 //! The `rnn-gpu` command: thin over the library. Parses, calls, reports.
 
+use std::path::PathBuf;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Parser, Subcommand};
+use clap::{Args, Parser, Subcommand};
+use rnn_gpu::data::TextCorpus;
 use rnn_gpu::gpu::{GpuContext, MatmulVariant, list_adapters};
-use rnn_gpu::verify;
+use rnn_gpu::train::text::{Progress, TextTrainConfig, train_text};
+use rnn_gpu::{Cell, Clip, Device, Optimizer, Sampling, verify};
 
 #[derive(Parser)]
 #[command(name = "rnn-gpu", version, about = "Recurrent networks (RNN, LSTM, GRU) on any GPU through wgpu")]
@@ -19,6 +24,88 @@ enum Command {
     Info,
     /// Every GPU kernel against its CPU twin on this adapter; exits non-zero on any failure.
     Verify,
+    /// Train a character language model on a text file (by default the bundled tinyshakespeare).
+    Train(TrainArgs),
+    /// Generate text from a trained character model.
+    Sample(SampleArgs),
+}
+
+#[derive(Args)]
+struct TrainArgs {
+    /// The text to learn.
+    #[arg(long, default_value = "data/tinyshakespeare.txt")]
+    text: PathBuf,
+    /// Folder for checkpoint.safetensors, best.safetensors, loss.csv, loss.png.
+    #[arg(long, default_value = "runs/char")]
+    out: PathBuf,
+    /// rnn, rnn_relu, lstm or gru.
+    #[arg(long, default_value = "lstm")]
+    cell: String,
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Dropout between layers in training.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Characters per chunk of truncated BPTT.
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// sgd, momentum, adagrad or adam.
+    #[arg(long, default_value = "adam")]
+    optimizer: String,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    /// Multiply the learning rate by this after every evaluation.
+    #[arg(long, default_value_t = 1.0)]
+    lr_decay: f32,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long, default_value_t = 5.0)]
+    clip: f32,
+    /// Clamp each gradient element to +-this (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    clip_value: f32,
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    /// Measure the validation loss and checkpoint every this many steps.
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    /// Validation chunks per evaluation (0: all).
+    #[arg(long, default_value_t = 16)]
+    eval_batches: usize,
+    /// gpu, cpu, or auto (a GPU when there is one).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args)]
+struct SampleArgs {
+    /// A model file or checkpoint written by `rnn-gpu train`.
+    #[arg(long, default_value = "runs/char/best.safetensors")]
+    model: PathBuf,
+    /// Text to start from.
+    #[arg(long, default_value = "\n")]
+    prime: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 500)]
+    len: usize,
+    /// 0 picks the most likely character each time.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Draw among the k most likely characters only (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 fn main() -> ExitCode {
@@ -26,6 +113,8 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Info => info(),
         Command::Verify => verify(),
+        Command::Train(a) => train(a),
+        Command::Sample(a) => sample(a),
     };
     match result {
         Ok(code) => code,
@@ -92,4 +181,120 @@ fn verify() -> rnn_gpu::Result<ExitCode> {
     }
     println!("{} checks, {} passed, {failed} failed", checks.len(), checks.len() - failed);
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
+}
+
+fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
+    Cell::from_name(name)
+        .ok_or_else(|| rnn_gpu::Error::Invalid { op: "--cell", message: format!("unknown cell {name:?}; use rnn, rnn_relu, lstm or gru") })
+}
+
+fn train(a: TrainArgs) -> rnn_gpu::Result<ExitCode> {
+    let device = Device::from_name(&a.device)?;
+    let optimizer = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
+        op: "--optimizer",
+        message: format!("unknown optimizer {:?}; use sgd, momentum, adagrad or adam", a.optimizer),
+    })?;
+    let cfg = TextTrainConfig {
+        text: a.text,
+        out: a.out,
+        cell: parse_cell(&a.cell)?,
+        hidden: a.hidden,
+        layers: a.layers,
+        dropout: a.dropout,
+        seq_len: a.seq_len,
+        batch: a.batch,
+        optimizer,
+        clip: Clip { max_norm: a.clip, value: a.clip_value },
+        lr_decay: a.lr_decay,
+        steps: a.steps,
+        eval_every: a.eval_every,
+        eval_batches: a.eval_batches,
+        seed: a.seed,
+        valid_fraction: 0.1,
+        resume: a.resume,
+    };
+    println!("device: {}", device.describe());
+    println!(
+        "training a {}-layer {} of {} units on {} ({} steps of {}x{} characters, {} lr {}), writing to {}",
+        cfg.layers,
+        cfg.cell.name(),
+        cfg.hidden,
+        cfg.text.display(),
+        cfg.steps,
+        cfg.batch,
+        cfg.seq_len,
+        cfg.optimizer.name(),
+        cfg.optimizer.lr(),
+        cfg.out.display()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C: finish the current step, save a checkpoint, exit.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let bar = indicatif::ProgressBar::new(cfg.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("progress template"),
+    );
+    let mut report = |p: &Progress| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!(
+            "loss {:.3}  valid {}  {:.0} tok/s  {:.0}s",
+            p.train_loss,
+            if p.best_val.is_finite() { format!("{:.3}", p.best_val) } else { "-".into() },
+            p.tokens_per_sec,
+            p.elapsed
+        ));
+        if let (Some(v), Some(sample)) = (p.val_loss, &p.sample) {
+            let line = format!(
+                "step {:>6}  train {:.4}  valid {:.4}  {:.0} tok/s  {:.0}s\n  | {}",
+                p.step,
+                p.train_loss,
+                v,
+                p.tokens_per_sec,
+                p.elapsed,
+                sample.replace('\n', "\n  | ")
+            );
+            // A hidden bar (output not a terminal) swallows println: print plainly then.
+            if bar.is_hidden() { println!("{line}") } else { bar.println(line) }
+        }
+    };
+    let summary = train_text(&cfg, &device, &stop, &mut report)?;
+    bar.finish_and_clear();
+    if summary.interrupted {
+        println!("interrupted at step {}; checkpoint saved, continue with --resume", summary.step);
+    }
+    println!(
+        "done: {} steps in {:.0}s, best validation loss {:.4} nats/char, model in {}",
+        summary.step,
+        summary.elapsed,
+        summary.best_val,
+        summary.best_model.display()
+    );
+    println!("loss curve: {}/loss.png and loss.csv", cfg.out.display());
+    println!("sample (temperature 0.8):");
+    sample(SampleArgs {
+        model: summary.best_model,
+        prime: "\n".into(),
+        len: 400,
+        temperature: 0.8,
+        top_k: 0,
+        seed: 1,
+        device: a.device,
+    })
+}
+
+fn sample(a: SampleArgs) -> rnn_gpu::Result<ExitCode> {
+    let device = Device::from_name(&a.device)?;
+    let (mut model, meta) = rnn_gpu::io::load_model(&a.model, &device, None)?;
+    let vocab: Vec<char> = meta
+        .get("vocab")
+        .ok_or_else(|| rnn_gpu::Error::File { path: a.model.clone(), message: "no vocabulary: not a character model".into() })?
+        .chars()
+        .collect();
+    let corpus = TextCorpus { vocab: vocab.clone(), ids: Vec::new() };
+    let prime = if a.prime.is_empty() { "\n".to_string() } else { a.prime.clone() };
+    let ids = corpus.encode(&prime)?;
+    let out = model.generate(&ids, a.len, Sampling { temperature: a.temperature, top_k: a.top_k, seed: a.seed })?;
+    println!("{}{}", prime, TextCorpus::decode(&vocab, &out));
+    Ok(ExitCode::SUCCESS)
 }

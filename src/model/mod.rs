@@ -3,6 +3,7 @@
 
 pub mod batch;
 pub mod exec;
+pub mod generate;
 pub mod graph;
 pub mod params;
 pub mod spec;
@@ -362,6 +363,45 @@ impl Model {
             e.gradients(spec, layout, batch, start, d_output, d_hn, d_cn)?;
             Self::read_gradients(e, layout, batch)
         })
+    }
+
+    /// The optimizer state buffers (momentum, sums, moments), flat like the parameters.
+    pub fn optimizer_state(&mut self) -> Result<Vec<Vec<f32>>> {
+        with_exec!(&mut self.engine, e => {
+            let slots = e.net.opt.clone();
+            slots.iter().map(|s| e.read(s)).collect()
+        })
+    }
+
+    /// Restores optimizer state saved by `optimizer_state` (after `set_optimizer`).
+    pub fn set_optimizer_state(&mut self, state: &[Vec<f32>]) -> Result<()> {
+        let total = self.layout.total();
+        with_exec!(&mut self.engine, e => {
+            if state.len() != e.net.opt.len() {
+                return Err(Error::shape("set_optimizer_state", "state buffers", &[state.len()], &[e.net.opt.len()]));
+            }
+            for (slot, data) in e.net.opt.clone().iter().zip(state) {
+                if data.len() != total {
+                    return Err(Error::shape("set_optimizer_state", "state buffer", &[data.len()], &[total]));
+                }
+                crate::error::check_finite("set_optimizer_state", "state", data)?;
+                e.write(slot, data)?;
+            }
+            Ok(())
+        })
+    }
+
+    /// The raw step state (`ops::step_state`): step count, last loss and gradient norm.
+    pub fn step_state(&mut self) -> Result<Vec<f32>> {
+        with_exec!(&mut self.engine, e => { let s = e.net.step_state.clone(); e.read(&s) })
+    }
+
+    pub fn set_step_state(&mut self, state: &[f32]) -> Result<()> {
+        if state.len() != crate::ops::step_state::LEN {
+            return Err(Error::shape("set_step_state", "step state", &[state.len()], &[crate::ops::step_state::LEN]));
+        }
+        self.skipped_seen = state[crate::ops::step_state::SKIPPED] as u32;
+        with_exec!(&mut self.engine, e => { let s = e.net.step_state.clone(); e.write(&s, state) })
     }
 
     /// The seeded generator of dropout masks and sampling; its state goes into checkpoints.

@@ -1,0 +1,423 @@
+//! Model files and training checkpoints: safetensors with PyTorch's parameter names.
+//!
+//! A model file holds `rnn.*` (PyTorch's `nn.RNN/LSTM/GRU` names) and `head.*` tensors, in f32,
+//! and metadata that describes the model (`format`, `cell`, `input`, `hidden`, `layers`,
+//! `bidirectional`, `dropout`, `learn_initial_state`, `head`, and `vocab` for a character
+//! model). A bare PyTorch state_dict saved with safetensors (names without prefix, no metadata)
+//! loads too: the cell is named by the caller, the sizes come from the shapes.
+//!
+//! Files are written atomically (a temporary file in the same folder, synced, then renamed): a
+//! crash never leaves a half-written file in place of a good one. Reading checks every tensor's
+//! dtype and shape against the model the metadata describes, and allocates only what the file's
+//! real length holds.
+
+use std::collections::{BTreeMap, HashMap};
+use std::io::Write;
+use std::path::Path;
+
+use safetensors::{Dtype, SafeTensors, tensor::TensorView};
+
+use crate::error::{Error, Result};
+use crate::model::params::ParamLayout;
+use crate::model::spec::{Cell, Head, InputKind, Loss, ModelSpec, OutputMode};
+use crate::model::{Device, Model};
+use crate::rng::Rng;
+use crate::train::optim::{Adagrad, Adam, Clip, Optimizer, Sgd};
+
+pub const FORMAT: &str = "rnn-gpu/1";
+
+pub type Metadata = BTreeMap<String, String>;
+
+/// Writes `bytes` to `path` atomically.
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
+    let name = path.file_name().ok_or_else(|| Error::file(path, "not a file name"))?;
+    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let result = (|| {
+        let mut f = std::fs::File::create(&tmp)?;
+        f.write_all(bytes)?;
+        f.sync_all()?;
+        std::fs::rename(&tmp, path)
+    })();
+    if let Err(e) = result {
+        let _ = std::fs::remove_file(&tmp);
+        return Err(Error::io(path, e));
+    }
+    Ok(())
+}
+
+/// A tensor read from a file, converted to f32 (or kept as integers).
+#[derive(Clone, Debug, PartialEq)]
+pub enum TensorData {
+    F32(Vec<f32>),
+    /// Integer tensors (token ids, lengths), from any integer dtype.
+    Int(Vec<i64>),
+}
+
+/// Every tensor of a safetensors file, with its shape, and the metadata.
+pub struct TensorFile {
+    pub tensors: BTreeMap<String, (Vec<usize>, TensorData)>,
+    pub metadata: Metadata,
+}
+
+fn bad(path: &Path, msg: impl Into<String>) -> Error {
+    Error::file(path, msg)
+}
+
+fn read_view(path: &Path, name: &str, v: &TensorView<'_>) -> Result<TensorData> {
+    let d = v.data();
+    let ints = |width: usize, f: &dyn Fn(&[u8]) -> i64| TensorData::Int(d.chunks_exact(width).map(f).collect());
+    Ok(match v.dtype() {
+        Dtype::F32 => TensorData::F32(d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()),
+        Dtype::F64 => {
+            TensorData::F32(d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect())
+        }
+        Dtype::I64 => ints(8, &|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))),
+        Dtype::I32 => ints(4, &|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64),
+        Dtype::U32 => ints(4, &|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as i64),
+        Dtype::I16 => ints(2, &|b| i16::from_le_bytes(b.try_into().expect("2 bytes")) as i64),
+        Dtype::U8 => ints(1, &|b| b[0] as i64),
+        other => return Err(bad(path, format!("tensor {name} has dtype {other:?}; expected F32, F64 or an integer type"))),
+    })
+}
+
+/// Reads a whole safetensors file. The safetensors parser checks the header against the file's
+/// real length before anything is allocated from it.
+pub fn read_tensors(path: &Path) -> Result<TensorFile> {
+    let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
+    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
+    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
+    let metadata: Metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
+    let mut tensors = BTreeMap::new();
+    for (name, view) in st.tensors() {
+        let data = read_view(path, &name, &view)?;
+        tensors.insert(name, (view.shape().to_vec(), data));
+    }
+    Ok(TensorFile { tensors, metadata })
+}
+
+/// Writes f32 and integer tensors with metadata, atomically.
+pub fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, TensorData)], metadata: &Metadata) -> Result<()> {
+    let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
+        .iter()
+        .map(|(name, shape, data)| match data {
+            TensorData::F32(v) => (name.clone(), Dtype::F32, shape.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            TensorData::Int(v) => (name.clone(), Dtype::I64, shape.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+        })
+        .collect();
+    let views = bytes
+        .iter()
+        .map(|(n, d, s, b)| TensorView::new(*d, s.clone(), b).map(|v| (n.clone(), v)))
+        .collect::<std::result::Result<Vec<_>, _>>()
+        .map_err(|e| bad(path, format!("internal: {e}")))?;
+    let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
+    let out = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
+    write_atomic(path, &out)
+}
+
+// ---- the model description in metadata ---------------------------------------------------------
+
+pub fn spec_metadata(spec: &ModelSpec) -> Metadata {
+    let mut m = Metadata::new();
+    m.insert("format".into(), FORMAT.into());
+    m.insert("cell".into(), spec.cell.name().into());
+    m.insert(
+        "input".into(),
+        match spec.input {
+            InputKind::Dense(n) => format!("dense:{n}"),
+            InputKind::Tokens(v) => format!("tokens:{v}"),
+        },
+    );
+    m.insert("hidden".into(), spec.hidden.to_string());
+    m.insert("layers".into(), spec.layers.to_string());
+    m.insert("bidirectional".into(), spec.bidirectional.to_string());
+    m.insert("dropout".into(), spec.dropout.to_string());
+    m.insert("learn_initial_state".into(), spec.learn_initial_state.to_string());
+    m.insert(
+        "head".into(),
+        match spec.head {
+            None => "none".into(),
+            Some(h) => format!(
+                "{}:{}:{}",
+                h.outputs,
+                match h.mode {
+                    OutputMode::ManyToMany => "many_to_many",
+                    OutputMode::ManyToOne => "many_to_one",
+                },
+                match h.loss {
+                    Loss::CrossEntropy => "cross_entropy",
+                    Loss::Mse => "mse",
+                }
+            ),
+        },
+    );
+    m
+}
+
+fn field<'a>(path: &Path, m: &'a Metadata, key: &str) -> Result<&'a str> {
+    m.get(key).map(|s| s.as_str()).ok_or_else(|| bad(path, format!("metadata lacks `{key}`")))
+}
+
+fn parse<T: std::str::FromStr>(path: &Path, m: &Metadata, key: &str) -> Result<T> {
+    let v = field(path, m, key)?;
+    v.parse().map_err(|_| bad(path, format!("metadata `{key}` = {v:?} is not valid")))
+}
+
+/// Sizes in a file above this are refused before anything is allocated for them.
+const MAX_SIZE: usize = 1 << 24;
+
+fn size(path: &Path, what: &str, v: usize) -> Result<usize> {
+    if v == 0 || v > MAX_SIZE {
+        return Err(bad(path, format!("{what} = {v} is absurd; expected 1..={MAX_SIZE}")));
+    }
+    Ok(v)
+}
+
+pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
+    let cell_name = field(path, m, "cell")?;
+    let cell = Cell::from_name(cell_name).ok_or_else(|| bad(path, format!("unknown cell {cell_name:?}")))?;
+    let input = field(path, m, "input")?;
+    let input = match input.split_once(':') {
+        Some(("dense", n)) => InputKind::Dense(size(path, "input size", n.parse().map_err(|_| bad(path, "bad input size"))?)?),
+        Some(("tokens", n)) => InputKind::Tokens(size(path, "vocabulary", n.parse().map_err(|_| bad(path, "bad vocabulary"))?)?),
+        _ => return Err(bad(path, format!("metadata `input` = {input:?}; expected dense:N or tokens:N"))),
+    };
+    let head = match field(path, m, "head")? {
+        "none" => None,
+        h => {
+            let parts: Vec<&str> = h.split(':').collect();
+            let [outputs, mode, loss] = parts[..] else {
+                return Err(bad(path, format!("metadata `head` = {h:?}; expected outputs:mode:loss")));
+            };
+            Some(Head {
+                outputs: size(path, "head outputs", outputs.parse().map_err(|_| bad(path, "bad head outputs"))?)?,
+                mode: match mode {
+                    "many_to_many" => OutputMode::ManyToMany,
+                    "many_to_one" => OutputMode::ManyToOne,
+                    _ => return Err(bad(path, format!("unknown head mode {mode:?}"))),
+                },
+                loss: match loss {
+                    "cross_entropy" => Loss::CrossEntropy,
+                    "mse" => Loss::Mse,
+                    _ => return Err(bad(path, format!("unknown loss {loss:?}"))),
+                },
+            })
+        }
+    };
+    let spec = ModelSpec {
+        cell,
+        input,
+        hidden: size(path, "hidden", parse(path, m, "hidden")?)?,
+        layers: size(path, "layers", parse(path, m, "layers")?)?,
+        bidirectional: parse(path, m, "bidirectional")?,
+        dropout: parse(path, m, "dropout")?,
+        learn_initial_state: parse(path, m, "learn_initial_state")?,
+        head,
+    };
+    spec.validate().map_err(|e| bad(path, e.to_string()))?;
+    Ok(spec)
+}
+
+/// Infers the model of a bare PyTorch state_dict (`weight_ih_l0`, ...) for `cell`.
+pub fn spec_from_state_dict(path: &Path, shapes: &BTreeMap<String, Vec<usize>>, cell: Cell) -> Result<ModelSpec> {
+    let shape = |name: &str| shapes.get(name).ok_or_else(|| bad(path, format!("missing tensor {name}")));
+    let w_ih = shape("weight_ih_l0")?;
+    let w_hh = shape("weight_hh_l0")?;
+    if w_ih.len() != 2 || w_hh.len() != 2 {
+        return Err(bad(path, "weight_ih_l0 and weight_hh_l0 must be matrices"));
+    }
+    let hidden = w_hh[1];
+    if w_hh[0] != cell.gates() * hidden {
+        return Err(bad(
+            path,
+            format!(
+                "weight_hh_l0 has shape {w_hh:?}; a {} of hidden size {hidden} needs [{}, {hidden}]. Is the cell right?",
+                cell.name(),
+                cell.gates() * hidden
+            ),
+        ));
+    }
+    let layers = (0..).take_while(|k| shapes.contains_key(&format!("weight_ih_l{k}"))).count();
+    let spec = ModelSpec {
+        layers: size(path, "layers", layers)?,
+        bidirectional: shapes.contains_key("weight_ih_l0_reverse"),
+        ..ModelSpec::new(cell, InputKind::Dense(size(path, "input size", w_ih[1])?), size(path, "hidden", hidden)?)
+    };
+    spec.validate().map_err(|e| bad(path, e.to_string()))?;
+    Ok(spec)
+}
+
+/// The flat parameter buffer of `layout` from named tensors; every tensor must be there, with its
+/// exact shape, as finite floats.
+fn flat_params(path: &Path, layout: &ParamLayout, tensors: &BTreeMap<String, (Vec<usize>, TensorData)>, prefix: &str) -> Result<Vec<f32>> {
+    let mut flat = vec![0.0f32; layout.total()];
+    for e in layout.entries() {
+        let file_name = if prefix.is_empty() { e.name.clone() } else { e.name.replacen("rnn.", prefix, 1) };
+        let (shape, data) = tensors.get(&file_name).ok_or_else(|| bad(path, format!("missing tensor {file_name} {:?}", e.shape)))?;
+        if *shape != e.shape {
+            return Err(bad(path, format!("tensor {file_name} has shape {shape:?}; the model needs {:?}", e.shape)));
+        }
+        let TensorData::F32(v) = data else {
+            return Err(bad(path, format!("tensor {file_name} holds integers; expected floats")));
+        };
+        if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+            return Err(bad(path, format!("tensor {file_name} holds a non-finite value at index {i}")));
+        }
+        flat[e.range()].copy_from_slice(v);
+    }
+    Ok(flat)
+}
+
+/// A model file: the model it describes, its flat parameters, and its metadata.
+pub struct ModelFile {
+    pub spec: ModelSpec,
+    pub params: Vec<f32>,
+    pub metadata: Metadata,
+    /// Tensors beyond the model's (a checkpoint's optimizer state).
+    pub extra: BTreeMap<String, (Vec<usize>, TensorData)>,
+}
+
+/// Reads a model file written by `save_model`, or a bare PyTorch state_dict when `cell` is given
+/// and the file has no rnn-gpu metadata.
+pub fn read_model(path: &Path, cell: Option<Cell>) -> Result<ModelFile> {
+    let file = read_tensors(path)?;
+    let shapes: BTreeMap<String, Vec<usize>> = file.tensors.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect();
+    let (spec, prefix) = if file.metadata.get("format").map(|s| s.as_str()) == Some(FORMAT) {
+        (spec_from_metadata(path, &file.metadata)?, "rnn.")
+    } else if let Some(cell) = cell {
+        (spec_from_state_dict(path, &shapes, cell)?, "")
+    } else if shapes.contains_key("weight_ih_l0") {
+        return Err(bad(path, "this looks like a bare PyTorch state_dict: name its cell (--cell rnn|rnn_relu|lstm|gru)"));
+    } else {
+        return Err(bad(path, format!("not an rnn-gpu model file (metadata `format` is not {FORMAT:?})")));
+    };
+    let layout = ParamLayout::new(&spec);
+    let params = flat_params(path, &layout, &file.tensors, prefix)?;
+    let known: Vec<String> = layout
+        .entries()
+        .iter()
+        .map(|e| if prefix.is_empty() { e.name.replacen("rnn.", "", 1) } else { e.name.clone() })
+        .collect();
+    let extra = file.tensors.into_iter().filter(|(k, _)| !known.contains(k)).collect();
+    Ok(ModelFile { spec, params, metadata: file.metadata, extra })
+}
+
+fn model_tensors(model: &mut Model) -> Result<Vec<(String, Vec<usize>, TensorData)>> {
+    let flat = model.flat_params()?;
+    Ok(model.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone(), TensorData::F32(flat[e.range()].to_vec()))).collect())
+}
+
+/// Saves a model with its description and `extra` metadata (a character model's `vocab`).
+pub fn save_model(path: &Path, model: &mut Model, extra: &Metadata) -> Result<()> {
+    let mut meta = spec_metadata(model.spec());
+    meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write_tensors(path, &model_tensors(model)?, &meta)
+}
+
+/// Loads a model file onto `device`.
+pub fn load_model(path: &Path, device: &Device, cell: Option<Cell>) -> Result<(Model, Metadata)> {
+    let f = read_model(path, cell)?;
+    let model = Model::with_flat_params(f.spec, device, &f.params, 0)?;
+    Ok((model, f.metadata))
+}
+
+// ---- training checkpoints -----------------------------------------------------------------------
+
+fn optimizer_metadata(opt: &Optimizer, clip: Clip, m: &mut Metadata) {
+    let mut put = |k: &str, v: String| {
+        m.insert(format!("optimizer.{k}"), v);
+    };
+    put("name", opt.name().into());
+    match *opt {
+        Optimizer::Sgd(o) => {
+            put("lr", o.lr.to_string());
+            put("momentum", o.momentum.to_string());
+            put("nesterov", o.nesterov.to_string());
+            put("weight_decay", o.weight_decay.to_string());
+        }
+        Optimizer::Adagrad(o) => {
+            put("lr", o.lr.to_string());
+            put("eps", o.eps.to_string());
+            put("weight_decay", o.weight_decay.to_string());
+        }
+        Optimizer::Adam(o) => {
+            put("lr", o.lr.to_string());
+            put("beta1", o.beta1.to_string());
+            put("beta2", o.beta2.to_string());
+            put("eps", o.eps.to_string());
+            put("weight_decay", o.weight_decay.to_string());
+        }
+    }
+    put("clip_max_norm", clip.max_norm.to_string());
+    put("clip_value", clip.value.to_string());
+}
+
+fn optimizer_from_metadata(path: &Path, m: &Metadata) -> Result<(Optimizer, Clip)> {
+    let f = |k: &str| parse::<f32>(path, m, &format!("optimizer.{k}"));
+    let opt = match field(path, m, "optimizer.name")? {
+        "sgd" => Optimizer::Sgd(Sgd {
+            lr: f("lr")?,
+            momentum: f("momentum")?,
+            nesterov: parse(path, m, "optimizer.nesterov")?,
+            weight_decay: f("weight_decay")?,
+        }),
+        "adagrad" => Optimizer::Adagrad(Adagrad { lr: f("lr")?, eps: f("eps")?, weight_decay: f("weight_decay")? }),
+        "adam" => Optimizer::Adam(Adam {
+            lr: f("lr")?,
+            beta1: f("beta1")?,
+            beta2: f("beta2")?,
+            eps: f("eps")?,
+            weight_decay: f("weight_decay")?,
+        }),
+        other => return Err(bad(path, format!("unknown optimizer {other:?}"))),
+    };
+    Ok((opt, Clip { max_norm: f("clip_max_norm")?, value: f("clip_value")? }))
+}
+
+/// Saves everything a run needs to resume exactly: the model, the optimizer and its state, the
+/// step state, the random generator, and `progress` (the caller's own counters).
+pub fn save_checkpoint(path: &Path, model: &mut Model, progress: &Metadata) -> Result<()> {
+    let mut tensors = model_tensors(model)?;
+    let total = model.layout().total();
+    for (i, slot) in model.optimizer_state()?.into_iter().enumerate() {
+        tensors.push((format!("optimizer.state{i}"), vec![total], TensorData::F32(slot)));
+    }
+    let step = model.step_state()?;
+    tensors.push(("optimizer.step_state".into(), vec![step.len()], TensorData::F32(step)));
+    let rng = model.rng_mut().state();
+    tensors.push(("rng.state".into(), vec![4], TensorData::Int(rng.iter().map(|&w| w as i64).collect())));
+    let mut meta = spec_metadata(model.spec());
+    optimizer_metadata(&model.optimizer(), model.clip(), &mut meta);
+    meta.extend(progress.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write_tensors(path, &tensors, &meta)
+}
+
+/// Loads a checkpoint onto `device`, ready to continue training where it stopped.
+pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(Model, Metadata)> {
+    let f = read_model(path, None)?;
+    let (opt, clip) = optimizer_from_metadata(path, &f.metadata)?;
+    let mut model = Model::with_flat_params(f.spec, device, &f.params, 0)?;
+    model.set_optimizer(opt, clip)?;
+    let total = model.layout().total();
+    let mut slots = Vec::new();
+    for i in 0..opt.state_slots() {
+        let name = format!("optimizer.state{i}");
+        match f.extra.get(&name) {
+            Some((shape, TensorData::F32(v))) if *shape == [total] => slots.push(v.clone()),
+            Some((shape, _)) => return Err(bad(path, format!("tensor {name} has shape {shape:?}; expected [{total}] floats"))),
+            None => return Err(bad(path, format!("missing tensor {name}"))),
+        }
+    }
+    model.set_optimizer_state(&slots)?;
+    match f.extra.get("optimizer.step_state") {
+        Some((_, TensorData::F32(v))) => model.set_step_state(v).map_err(|e| bad(path, e.to_string()))?,
+        _ => return Err(bad(path, "missing tensor optimizer.step_state")),
+    }
+    match f.extra.get("rng.state") {
+        Some((shape, TensorData::Int(v))) if *shape == [4] => {
+            *model.rng_mut() = Rng::from_state([v[0] as u64, v[1] as u64, v[2] as u64, v[3] as u64]);
+        }
+        _ => return Err(bad(path, "missing or malformed tensor rng.state")),
+    }
+    Ok((model, f.metadata))
+}

@@ -1,0 +1,84 @@
+//! One-to-many: generating a sequence token by token from a prime, the state kept on the device
+//! between steps.
+
+use super::batch::Batch;
+use super::spec::{InputKind, OutputMode};
+use super::{Model, Start};
+use crate::error::{Error, Result};
+use crate::rng::Rng;
+
+/// How the next token is drawn from the head's logits.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Sampling {
+    /// Softmax temperature; 0 picks the most likely token (greedy).
+    pub temperature: f32,
+    /// Draw only among the k most likely tokens (0: all).
+    pub top_k: usize,
+    pub seed: u64,
+}
+
+impl Default for Sampling {
+    fn default() -> Self {
+        Sampling { temperature: 1.0, top_k: 0, seed: 0 }
+    }
+}
+
+/// Draws a token from `logits` (one row).
+pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> usize {
+    let argmax = || logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
+    if s.temperature <= 0.0 {
+        return argmax();
+    }
+    let mut order: Vec<usize> = (0..logits.len()).collect();
+    if s.top_k > 0 && s.top_k < logits.len() {
+        order.sort_by(|&a, &b| logits[b].total_cmp(&logits[a]));
+        order.truncate(s.top_k);
+    }
+    let max = order.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
+    let weights: Vec<f64> = order.iter().map(|&i| (((logits[i] - max) / s.temperature) as f64).exp()).collect();
+    let total: f64 = weights.iter().sum();
+    let mut u = rng.uniform() * total;
+    for (k, w) in weights.iter().enumerate() {
+        u -= w;
+        if u <= 0.0 {
+            return order[k];
+        }
+    }
+    order[order.len() - 1]
+}
+
+impl Model {
+    /// Feeds `prime` (token ids), then draws `len` tokens one at a time, each fed back as the next
+    /// input. Needs token input and a many-to-many head over the same vocabulary. Reproducible
+    /// from `sampling.seed`.
+    pub fn generate(&mut self, prime: &[u32], len: usize, sampling: Sampling) -> Result<Vec<u32>> {
+        let vocab = match (self.spec().input, self.spec().head) {
+            (InputKind::Tokens(v), Some(h)) if h.mode == OutputMode::ManyToMany && h.outputs == v => v,
+            _ => {
+                return Err(Error::invalid(
+                    "generate",
+                    "generation needs token input and a many-to-many head over the same vocabulary",
+                ));
+            }
+        };
+        if prime.is_empty() {
+            return Err(Error::invalid("generate", "the prime must hold at least one token"));
+        }
+        if !(sampling.temperature >= 0.0 && sampling.temperature.is_finite()) {
+            return Err(Error::range("generate", "temperature", sampling.temperature, "a finite number >= 0"));
+        }
+        let mut rng = Rng::seed_from_u64(sampling.seed);
+        let logits = self.logits(&Batch::tokens(prime.len(), 1, prime.to_vec()), Start::Fresh)?;
+        let mut next = sample(&logits[(prime.len() - 1) * vocab..], &sampling, &mut rng) as u32;
+        let mut out = Vec::with_capacity(len);
+        for i in 0..len {
+            out.push(next);
+            if i + 1 == len {
+                break;
+            }
+            let logits = self.logits(&Batch::tokens(1, 1, vec![next]), Start::Continue)?;
+            next = sample(&logits, &sampling, &mut rng) as u32;
+        }
+        Ok(out)
+    }
+}

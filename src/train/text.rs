@@ -1,0 +1,248 @@
+//! Training a character language model on a text file: the engine of `rnn-gpu train`.
+//!
+//! The text is split 90/10 into training and validation parts. The training part is read as
+//! `batch` parallel streams cut into chunks of `seq_len` characters; the state is carried from
+//! chunk to chunk (truncated BPTT, as char-rnn does) and reset at the start of each pass. Every
+//! `eval_every` steps the validation loss is measured, a checkpoint written (the latest, and the
+//! best model so far), and the loss curve redrawn (CSV and PNG). A raised stop flag (Ctrl-C)
+//! makes the loop save a checkpoint and return.
+
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Instant;
+
+use super::optim::{Clip, Optimizer};
+use crate::data::TextCorpus;
+use crate::error::{Error, Result};
+use crate::io::{self, Metadata};
+use crate::model::batch::Batch;
+use crate::model::generate::Sampling;
+use crate::model::spec::{Cell, ModelSpec};
+use crate::model::{Device, Model, Start};
+
+#[derive(Clone, Debug)]
+pub struct TextTrainConfig {
+    pub text: PathBuf,
+    /// Folder for checkpoint.safetensors, best.safetensors, loss.csv and loss.png.
+    pub out: PathBuf,
+    pub cell: Cell,
+    pub hidden: usize,
+    pub layers: usize,
+    pub dropout: f32,
+    pub seq_len: usize,
+    pub batch: usize,
+    pub optimizer: Optimizer,
+    pub clip: Clip,
+    /// The learning rate is multiplied by this after every evaluation (1: constant).
+    pub lr_decay: f32,
+    pub steps: usize,
+    pub eval_every: usize,
+    /// Validation chunks per evaluation (0: the whole validation text).
+    pub eval_batches: usize,
+    pub seed: u64,
+    pub valid_fraction: f64,
+    /// Continue from out/checkpoint.safetensors.
+    pub resume: bool,
+}
+
+/// What the loop reports as it goes.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Progress {
+    pub step: usize,
+    pub steps: usize,
+    pub train_loss: f32,
+    /// Set on evaluation steps.
+    pub val_loss: Option<f32>,
+    pub best_val: f32,
+    pub tokens_per_sec: f64,
+    pub elapsed: f64,
+    /// A short sample, on evaluation steps.
+    pub sample: Option<String>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct Summary {
+    pub step: usize,
+    pub best_val: f32,
+    pub elapsed: f64,
+    pub interrupted: bool,
+    pub best_model: PathBuf,
+}
+
+/// One row of the loss curve.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Row {
+    step: usize,
+    train: f32,
+    val: f32,
+    tokens_per_sec: f64,
+    elapsed: f64,
+}
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const BEST: &str = "best.safetensors";
+
+pub fn checkpoint_path(out: &Path) -> PathBuf {
+    out.join(CHECKPOINT)
+}
+
+pub fn best_path(out: &Path) -> PathBuf {
+    out.join(BEST)
+}
+
+fn write_curve(out: &Path, rows: &[Row]) -> Result<()> {
+    let mut csv = String::from("step,train_loss,val_loss,tokens_per_sec,elapsed_s\n");
+    for r in rows {
+        csv.push_str(&format!("{},{:.5},{:.5},{:.1},{:.1}\n", r.step, r.train, r.val, r.tokens_per_sec, r.elapsed));
+    }
+    io::write_atomic(&out.join("loss.csv"), csv.as_bytes())?;
+    let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.train as f64)).collect();
+    let valid: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.val as f64)).collect();
+    super::plot::loss_curve(&out.join("loss.png"), &train, &valid)
+}
+
+fn read_curve(out: &Path) -> Vec<Row> {
+    let Ok(text) = std::fs::read_to_string(out.join("loss.csv")) else { return Vec::new() };
+    text.lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split(',').collect();
+            Some(Row {
+                step: f.first()?.parse().ok()?,
+                train: f.get(1)?.parse().ok()?,
+                val: f.get(2)?.parse().ok()?,
+                tokens_per_sec: f.get(3)?.parse().ok()?,
+                elapsed: f.get(4)?.parse().ok()?,
+            })
+        })
+        .collect()
+}
+
+/// The mean loss over validation chunks, the state carried along the streams.
+pub fn validation_loss(model: &mut Model, chunks: &[Batch]) -> Result<f32> {
+    let mut total = 0.0;
+    for (i, b) in chunks.iter().enumerate() {
+        total += model.evaluate(b, if i == 0 { Start::Fresh } else { Start::Continue })?;
+    }
+    Ok(total / chunks.len().max(1) as f32)
+}
+
+fn check(cfg: &TextTrainConfig) -> Result<()> {
+    const OP: &str = "train";
+    for (what, v) in [("hidden", cfg.hidden), ("layers", cfg.layers), ("seq_len", cfg.seq_len), ("batch", cfg.batch), ("eval_every", cfg.eval_every)] {
+        if v == 0 {
+            return Err(Error::range(OP, what, 0, "at least 1"));
+        }
+    }
+    if !(cfg.valid_fraction > 0.0 && cfg.valid_fraction < 1.0) {
+        return Err(Error::range(OP, "valid_fraction", cfg.valid_fraction, "in (0, 1)"));
+    }
+    if !(cfg.lr_decay > 0.0 && cfg.lr_decay <= 1.0) {
+        return Err(Error::range(OP, "lr_decay", cfg.lr_decay, "in (0, 1]"));
+    }
+    Ok(())
+}
+
+/// Trains (or resumes) a character model as `cfg` says, reporting through `on_progress`.
+pub fn train_text(
+    cfg: &TextTrainConfig,
+    device: &Device,
+    stop: &AtomicBool,
+    on_progress: &mut dyn FnMut(&Progress),
+) -> Result<Summary> {
+    check(cfg)?;
+    let corpus = TextCorpus::load(&cfg.text)?;
+    let (train, valid) = corpus.split(cfg.valid_fraction);
+    let chunks = train.stream_batches(cfg.seq_len, cfg.batch);
+    if chunks.is_empty() {
+        return Err(Error::invalid(
+            "train",
+            format!("{}: the training text is too short for {} streams of {} characters", cfg.text.display(), cfg.batch, cfg.seq_len),
+        ));
+    }
+    let mut val_chunks = valid.stream_batches(cfg.seq_len, cfg.batch);
+    if val_chunks.is_empty() {
+        return Err(Error::invalid("train", "the validation text is too short for one batch; lower --batch or --seq-len"));
+    }
+    if cfg.eval_batches > 0 {
+        val_chunks.truncate(cfg.eval_batches);
+    }
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let vocab: String = corpus.vocab.iter().collect();
+
+    let (mut model, mut step, mut best_val, mut rows, elapsed0) = if cfg.resume {
+        let path = checkpoint_path(&cfg.out);
+        let (model, meta) = io::load_checkpoint(&path, device)?;
+        if meta.get("vocab") != Some(&vocab) {
+            return Err(Error::file(&path, "the checkpoint was trained on another vocabulary than this text's"));
+        }
+        let num = |k: &str| meta.get(k).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| Error::file(&path, format!("metadata lacks {k}")));
+        (model, num("train.step")? as usize, num("train.best_val")? as f32, read_curve(&cfg.out), num("train.elapsed")?)
+    } else {
+        let spec = ModelSpec { dropout: cfg.dropout, ..ModelSpec::char_model(cfg.cell, corpus.vocab.len(), cfg.hidden, cfg.layers) };
+        let mut model = Model::new(spec, device, cfg.seed)?;
+        model.set_optimizer(cfg.optimizer, cfg.clip)?;
+        (model, 0, f32::INFINITY, Vec::new(), 0.0)
+    };
+
+    let progress_meta = |step: usize, best: f32, elapsed: f64| -> Metadata {
+        let mut m = Metadata::new();
+        m.insert("vocab".into(), vocab.clone());
+        m.insert("train.step".into(), step.to_string());
+        m.insert("train.best_val".into(), best.to_string());
+        m.insert("train.elapsed".into(), format!("{elapsed:.3}"));
+        m.insert("train.text".into(), cfg.text.display().to_string());
+        m
+    };
+    let start = Instant::now();
+    let tokens_per_step = (cfg.seq_len * cfg.batch) as f64;
+    let mut window = (Instant::now(), 0usize);
+    let mut fresh = true;
+    let mut interrupted = false;
+    while step < cfg.steps {
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
+        let pos = step % chunks.len();
+        let begin = if pos == 0 || fresh { Start::Fresh } else { Start::Continue };
+        fresh = false;
+        model.train_step(&chunks[pos], begin)?;
+        step += 1;
+        window.1 += 1;
+        let eval = step % cfg.eval_every == 0 || step == cfg.steps;
+        if step % 10 == 0 || eval {
+            let train_loss = model.stats()?.loss;
+            let tokens_per_sec = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
+            let elapsed = elapsed0 + start.elapsed().as_secs_f64();
+            let mut p = Progress { step, steps: cfg.steps, train_loss, val_loss: None, best_val, tokens_per_sec, elapsed, sample: None };
+            if eval {
+                let val = validation_loss(&mut model, &val_chunks)?;
+                // Validation used the training batch size's state: restart the streams' state.
+                fresh = true;
+                if val < best_val {
+                    best_val = val;
+                    io::save_model(&best_path(&cfg.out), &mut model, &progress_meta(step, best_val, elapsed))?;
+                }
+                rows.push(Row { step, train: train_loss, val, tokens_per_sec, elapsed });
+                write_curve(&cfg.out, &rows)?;
+                io::save_checkpoint(&checkpoint_path(&cfg.out), &mut model, &progress_meta(step, best_val, elapsed))?;
+                let prime = corpus.ids[..1].to_vec();
+                let ids = model.generate(&prime, 120, Sampling { temperature: 0.8, top_k: 0, seed: step as u64 })?;
+                p.val_loss = Some(val);
+                p.best_val = best_val;
+                p.sample = Some(TextCorpus::decode(&corpus.vocab, &ids));
+                if cfg.lr_decay < 1.0 {
+                    model.set_lr(model.optimizer().lr() * cfg.lr_decay)?;
+                }
+            }
+            on_progress(&p);
+            window = (Instant::now(), 0);
+        }
+    }
+    let elapsed = elapsed0 + start.elapsed().as_secs_f64();
+    if interrupted || step % cfg.eval_every != 0 {
+        io::save_checkpoint(&checkpoint_path(&cfg.out), &mut model, &progress_meta(step, best_val, elapsed))?;
+    }
+    Ok(Summary { step, best_val, elapsed, interrupted, best_model: best_path(&cfg.out) })
+}
