@@ -184,8 +184,10 @@ fn verify() -> rnn_gpu::Result<ExitCode> {
 }
 
 fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
-    Cell::from_name(name)
-        .ok_or_else(|| rnn_gpu::Error::Invalid { op: "--cell", message: format!("unknown cell {name:?}; use rnn, rnn_relu, lstm or gru") })
+    Cell::from_name(name).ok_or_else(|| rnn_gpu::Error::Invalid {
+        op: "--cell",
+        message: format!("unknown cell {name:?}; use rnn, rnn_relu, lstm or gru"),
+    })
 }
 
 fn train(a: TrainArgs) -> rnn_gpu::Result<ExitCode> {
@@ -288,13 +290,17 @@ fn sample(a: SampleArgs) -> rnn_gpu::Result<ExitCode> {
     let (mut model, meta) = rnn_gpu::io::load_model(&a.model, &device, None)?;
     let vocab: Vec<char> = meta
         .get("vocab")
-        .ok_or_else(|| rnn_gpu::Error::File { path: a.model.clone(), message: "no vocabulary: not a character model".into() })?
+        .ok_or_else(|| rnn_gpu::Error::File {
+            path: a.model.clone(),
+            message: "no vocabulary: not a character model".into(),
+        })?
         .chars()
         .collect();
     let corpus = TextCorpus { vocab: vocab.clone(), ids: Vec::new() };
     let prime = if a.prime.is_empty() { "\n".to_string() } else { a.prime.clone() };
     let ids = corpus.encode(&prime)?;
-    let out = model.generate(&ids, a.len, Sampling { temperature: a.temperature, top_k: a.top_k, seed: a.seed })?;
+    let out =
+        model.generate(&ids, a.len, Sampling { temperature: a.temperature, top_k: a.top_k, seed: a.seed })?;
     println!("{}{}", prime, TextCorpus::decode(&vocab, &out));
     Ok(ExitCode::SUCCESS)
 }

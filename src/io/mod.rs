@@ -66,18 +66,26 @@ fn bad(path: &Path, msg: impl Into<String>) -> Error {
 
 fn read_view(path: &Path, name: &str, v: &TensorView<'_>) -> Result<TensorData> {
     let d = v.data();
-    let ints = |width: usize, f: &dyn Fn(&[u8]) -> i64| TensorData::Int(d.chunks_exact(width).map(f).collect());
+    let ints =
+        |width: usize, f: &dyn Fn(&[u8]) -> i64| TensorData::Int(d.chunks_exact(width).map(f).collect());
     Ok(match v.dtype() {
-        Dtype::F32 => TensorData::F32(d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect()),
-        Dtype::F64 => {
-            TensorData::F32(d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect())
-        }
+        Dtype::F32 => TensorData::F32(
+            d.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().expect("4 bytes"))).collect(),
+        ),
+        Dtype::F64 => TensorData::F32(
+            d.chunks_exact(8).map(|b| f64::from_le_bytes(b.try_into().expect("8 bytes")) as f32).collect(),
+        ),
         Dtype::I64 => ints(8, &|b| i64::from_le_bytes(b.try_into().expect("8 bytes"))),
         Dtype::I32 => ints(4, &|b| i32::from_le_bytes(b.try_into().expect("4 bytes")) as i64),
         Dtype::U32 => ints(4, &|b| u32::from_le_bytes(b.try_into().expect("4 bytes")) as i64),
         Dtype::I16 => ints(2, &|b| i16::from_le_bytes(b.try_into().expect("2 bytes")) as i64),
         Dtype::U8 => ints(1, &|b| b[0] as i64),
-        other => return Err(bad(path, format!("tensor {name} has dtype {other:?}; expected F32, F64 or an integer type"))),
+        other => {
+            return Err(bad(
+                path,
+                format!("tensor {name} has dtype {other:?}; expected F32, F64 or an integer type"),
+            ));
+        }
     })
 }
 
@@ -85,7 +93,8 @@ fn read_view(path: &Path, name: &str, v: &TensorView<'_>) -> Result<TensorData> 
 /// real length before anything is allocated from it.
 pub fn read_tensors(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes).map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
+    let st = SafeTensors::deserialize(&bytes)
+        .map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
     let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
     let metadata: Metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut tensors = BTreeMap::new();
@@ -97,12 +106,20 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile> {
 }
 
 /// Writes f32 and integer tensors with metadata, atomically.
-pub fn write_tensors(path: &Path, tensors: &[(String, Vec<usize>, TensorData)], metadata: &Metadata) -> Result<()> {
+pub fn write_tensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, TensorData)],
+    metadata: &Metadata,
+) -> Result<()> {
     let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, shape, data)| match data {
-            TensorData::F32(v) => (name.clone(), Dtype::F32, shape.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
-            TensorData::Int(v) => (name.clone(), Dtype::I64, shape.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect()),
+            TensorData::F32(v) => {
+                (name.clone(), Dtype::F32, shape.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
+            TensorData::Int(v) => {
+                (name.clone(), Dtype::I64, shape.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())
+            }
         })
         .collect();
     let views = bytes
@@ -178,8 +195,12 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
     let cell = Cell::from_name(cell_name).ok_or_else(|| bad(path, format!("unknown cell {cell_name:?}")))?;
     let input = field(path, m, "input")?;
     let input = match input.split_once(':') {
-        Some(("dense", n)) => InputKind::Dense(size(path, "input size", n.parse().map_err(|_| bad(path, "bad input size"))?)?),
-        Some(("tokens", n)) => InputKind::Tokens(size(path, "vocabulary", n.parse().map_err(|_| bad(path, "bad vocabulary"))?)?),
+        Some(("dense", n)) => {
+            InputKind::Dense(size(path, "input size", n.parse().map_err(|_| bad(path, "bad input size"))?)?)
+        }
+        Some(("tokens", n)) => {
+            InputKind::Tokens(size(path, "vocabulary", n.parse().map_err(|_| bad(path, "bad vocabulary"))?)?)
+        }
         _ => return Err(bad(path, format!("metadata `input` = {input:?}; expected dense:N or tokens:N"))),
     };
     let head = match field(path, m, "head")? {
@@ -190,7 +211,11 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
                 return Err(bad(path, format!("metadata `head` = {h:?}; expected outputs:mode:loss")));
             };
             Some(Head {
-                outputs: size(path, "head outputs", outputs.parse().map_err(|_| bad(path, "bad head outputs"))?)?,
+                outputs: size(
+                    path,
+                    "head outputs",
+                    outputs.parse().map_err(|_| bad(path, "bad head outputs"))?,
+                )?,
                 mode: match mode {
                     "many_to_many" => OutputMode::ManyToMany,
                     "many_to_one" => OutputMode::ManyToOne,
@@ -219,7 +244,11 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
 }
 
 /// Infers the model of a bare PyTorch state_dict (`weight_ih_l0`, ...) for `cell`.
-pub fn spec_from_state_dict(path: &Path, shapes: &BTreeMap<String, Vec<usize>>, cell: Cell) -> Result<ModelSpec> {
+pub fn spec_from_state_dict(
+    path: &Path,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    cell: Cell,
+) -> Result<ModelSpec> {
     let shape = |name: &str| shapes.get(name).ok_or_else(|| bad(path, format!("missing tensor {name}")));
     let w_ih = shape("weight_ih_l0")?;
     let w_hh = shape("weight_hh_l0")?;
@@ -241,7 +270,11 @@ pub fn spec_from_state_dict(path: &Path, shapes: &BTreeMap<String, Vec<usize>>, 
     let spec = ModelSpec {
         layers: size(path, "layers", layers)?,
         bidirectional: shapes.contains_key("weight_ih_l0_reverse"),
-        ..ModelSpec::new(cell, InputKind::Dense(size(path, "input size", w_ih[1])?), size(path, "hidden", hidden)?)
+        ..ModelSpec::new(
+            cell,
+            InputKind::Dense(size(path, "input size", w_ih[1])?),
+            size(path, "hidden", hidden)?,
+        )
     };
     spec.validate().map_err(|e| bad(path, e.to_string()))?;
     Ok(spec)
@@ -249,13 +282,23 @@ pub fn spec_from_state_dict(path: &Path, shapes: &BTreeMap<String, Vec<usize>>, 
 
 /// The flat parameter buffer of `layout` from named tensors; every tensor must be there, with its
 /// exact shape, as finite floats.
-fn flat_params(path: &Path, layout: &ParamLayout, tensors: &BTreeMap<String, (Vec<usize>, TensorData)>, prefix: &str) -> Result<Vec<f32>> {
+fn flat_params(
+    path: &Path,
+    layout: &ParamLayout,
+    tensors: &BTreeMap<String, (Vec<usize>, TensorData)>,
+    prefix: &str,
+) -> Result<Vec<f32>> {
     let mut flat = vec![0.0f32; layout.total()];
     for e in layout.entries() {
-        let file_name = if prefix.is_empty() { e.name.clone() } else { e.name.replacen("rnn.", prefix, 1) };
-        let (shape, data) = tensors.get(&file_name).ok_or_else(|| bad(path, format!("missing tensor {file_name} {:?}", e.shape)))?;
+        let file_name = e.name.replacen("rnn.", prefix, 1);
+        let (shape, data) = tensors
+            .get(&file_name)
+            .ok_or_else(|| bad(path, format!("missing tensor {file_name} {:?}", e.shape)))?;
         if *shape != e.shape {
-            return Err(bad(path, format!("tensor {file_name} has shape {shape:?}; the model needs {:?}", e.shape)));
+            return Err(bad(
+                path,
+                format!("tensor {file_name} has shape {shape:?}; the model needs {:?}", e.shape),
+            ));
         }
         let TensorData::F32(v) = data else {
             return Err(bad(path, format!("tensor {file_name} holds integers; expected floats")));
@@ -281,30 +324,35 @@ pub struct ModelFile {
 /// and the file has no rnn-gpu metadata.
 pub fn read_model(path: &Path, cell: Option<Cell>) -> Result<ModelFile> {
     let file = read_tensors(path)?;
-    let shapes: BTreeMap<String, Vec<usize>> = file.tensors.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect();
+    let shapes: BTreeMap<String, Vec<usize>> =
+        file.tensors.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect();
     let (spec, prefix) = if file.metadata.get("format").map(|s| s.as_str()) == Some(FORMAT) {
         (spec_from_metadata(path, &file.metadata)?, "rnn.")
     } else if let Some(cell) = cell {
         (spec_from_state_dict(path, &shapes, cell)?, "")
     } else if shapes.contains_key("weight_ih_l0") {
-        return Err(bad(path, "this looks like a bare PyTorch state_dict: name its cell (--cell rnn|rnn_relu|lstm|gru)"));
+        return Err(bad(
+            path,
+            "this looks like a bare PyTorch state_dict: name its cell (--cell rnn|rnn_relu|lstm|gru)",
+        ));
     } else {
         return Err(bad(path, format!("not an rnn-gpu model file (metadata `format` is not {FORMAT:?})")));
     };
     let layout = ParamLayout::new(&spec);
     let params = flat_params(path, &layout, &file.tensors, prefix)?;
-    let known: Vec<String> = layout
-        .entries()
-        .iter()
-        .map(|e| if prefix.is_empty() { e.name.replacen("rnn.", "", 1) } else { e.name.clone() })
-        .collect();
+    let known: Vec<String> = layout.entries().iter().map(|e| e.name.replacen("rnn.", prefix, 1)).collect();
     let extra = file.tensors.into_iter().filter(|(k, _)| !known.contains(k)).collect();
     Ok(ModelFile { spec, params, metadata: file.metadata, extra })
 }
 
 fn model_tensors(model: &mut Model) -> Result<Vec<(String, Vec<usize>, TensorData)>> {
     let flat = model.flat_params()?;
-    Ok(model.layout().entries().iter().map(|e| (e.name.clone(), e.shape.clone(), TensorData::F32(flat[e.range()].to_vec()))).collect())
+    Ok(model
+        .layout()
+        .entries()
+        .iter()
+        .map(|e| (e.name.clone(), e.shape.clone(), TensorData::F32(flat[e.range()].to_vec())))
+        .collect())
 }
 
 /// Saves a model with its description and `extra` metadata (a character model's `vocab`).
@@ -361,7 +409,9 @@ fn optimizer_from_metadata(path: &Path, m: &Metadata) -> Result<(Optimizer, Clip
             nesterov: parse(path, m, "optimizer.nesterov")?,
             weight_decay: f("weight_decay")?,
         }),
-        "adagrad" => Optimizer::Adagrad(Adagrad { lr: f("lr")?, eps: f("eps")?, weight_decay: f("weight_decay")? }),
+        "adagrad" => {
+            Optimizer::Adagrad(Adagrad { lr: f("lr")?, eps: f("eps")?, weight_decay: f("weight_decay")? })
+        }
         "adam" => Optimizer::Adam(Adam {
             lr: f("lr")?,
             beta1: f("beta1")?,
@@ -404,7 +454,12 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(Model, Metadata)
         let name = format!("optimizer.state{i}");
         match f.extra.get(&name) {
             Some((shape, TensorData::F32(v))) if *shape == [total] => slots.push(v.clone()),
-            Some((shape, _)) => return Err(bad(path, format!("tensor {name} has shape {shape:?}; expected [{total}] floats"))),
+            Some((shape, _)) => {
+                return Err(bad(
+                    path,
+                    format!("tensor {name} has shape {shape:?}; expected [{total}] floats"),
+                ));
+            }
             None => return Err(bad(path, format!("missing tensor {name}"))),
         }
     }

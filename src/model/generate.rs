@@ -25,7 +25,8 @@ impl Default for Sampling {
 
 /// Draws a token from `logits` (one row).
 pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> usize {
-    let argmax = || logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
+    let argmax =
+        || logits.iter().enumerate().fold(0, |best, (i, &v)| if v > logits[best] { i } else { best });
     if s.temperature <= 0.0 {
         return argmax();
     }
@@ -35,7 +36,8 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> usize {
         order.truncate(s.top_k);
     }
     let max = order.iter().map(|&i| logits[i]).fold(f32::NEG_INFINITY, f32::max);
-    let weights: Vec<f64> = order.iter().map(|&i| (((logits[i] - max) / s.temperature) as f64).exp()).collect();
+    let weights: Vec<f64> =
+        order.iter().map(|&i| (((logits[i] - max) / s.temperature) as f64).exp()).collect();
     let total: f64 = weights.iter().sum();
     let mut u = rng.uniform() * total;
     for (k, w) in weights.iter().enumerate() {
@@ -65,7 +67,12 @@ impl Model {
             return Err(Error::invalid("generate", "the prime must hold at least one token"));
         }
         if !(sampling.temperature >= 0.0 && sampling.temperature.is_finite()) {
-            return Err(Error::range("generate", "temperature", sampling.temperature, "a finite number >= 0"));
+            return Err(Error::range(
+                "generate",
+                "temperature",
+                sampling.temperature,
+                "a finite number >= 0",
+            ));
         }
         let mut rng = Rng::seed_from_u64(sampling.seed);
         let logits = self.logits(&Batch::tokens(prime.len(), 1, prime.to_vec()), Start::Fresh)?;

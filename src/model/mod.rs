@@ -214,8 +214,9 @@ impl Model {
                 "a finite number > 0",
             ));
         }
+        let slots = with_exec!(&self.engine, e => e.net.opt.len());
         if std::mem::discriminant(&optimizer) != std::mem::discriminant(&self.optimizer)
-            || optimizer.state_slots() != self.optimizer.state_slots()
+            || optimizer.state_slots() != slots
         {
             let layout = &self.layout;
             with_exec!(&mut self.engine, e => e.net.reset_optimizer(&mut e.be, layout, &optimizer))?;
@@ -398,7 +399,12 @@ impl Model {
 
     pub fn set_step_state(&mut self, state: &[f32]) -> Result<()> {
         if state.len() != crate::ops::step_state::LEN {
-            return Err(Error::shape("set_step_state", "step state", &[state.len()], &[crate::ops::step_state::LEN]));
+            return Err(Error::shape(
+                "set_step_state",
+                "step state",
+                &[state.len()],
+                &[crate::ops::step_state::LEN],
+            ));
         }
         self.skipped_seen = state[crate::ops::step_state::SKIPPED] as u32;
         with_exec!(&mut self.engine, e => { let s = e.net.step_state.clone(); e.write(&s, state) })

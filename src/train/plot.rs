@@ -101,7 +101,8 @@ fn ticks(lo: f64, hi: f64, want: usize) -> Vec<f64> {
     let span = (hi - lo).max(1e-9);
     let raw = span / want as f64;
     let mag = 10f64.powf(raw.log10().floor());
-    let step = [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= want as f64).unwrap_or(10.0 * mag);
+    let step =
+        [1.0, 2.0, 5.0, 10.0].iter().map(|m| m * mag).find(|s| span / s <= want as f64).unwrap_or(10.0 * mag);
     let first = (lo / step).ceil() * step;
     (0..).map(|i| first + i as f64 * step).take_while(|v| *v <= hi + 1e-9).collect()
 }
@@ -116,8 +117,10 @@ pub fn loss_curve(path: &Path, train: &[(f64, f64)], valid: &[(f64, f64)]) -> Re
     if all.is_empty() {
         return Err(Error::invalid("loss_curve", "no finite points to draw"));
     }
-    let (x0, x1) = (all.iter().map(|p| p.0).fold(f64::MAX, f64::min), all.iter().map(|p| p.0).fold(f64::MIN, f64::max));
-    let (y0, y1) = (all.iter().map(|p| p.1).fold(f64::MAX, f64::min), all.iter().map(|p| p.1).fold(f64::MIN, f64::max));
+    let (x0, x1) =
+        (all.iter().map(|p| p.0).fold(f64::MAX, f64::min), all.iter().map(|p| p.0).fold(f64::MIN, f64::max));
+    let (y0, y1) =
+        (all.iter().map(|p| p.1).fold(f64::MAX, f64::min), all.iter().map(|p| p.1).fold(f64::MIN, f64::max));
     let (x1, y0, y1) = (x1.max(x0 + 1.0), (y0 - 0.05 * (y1 - y0)).max(0.0), y1 + 0.05 * (y1 - y0) + 1e-6);
     let px = |x: f64| LEFT as f64 + (x - x0) / (x1 - x0) * (W - LEFT - RIGHT) as f64;
     let py = |y: f64| (H - BOTTOM) as f64 - (y - y0) / (y1 - y0) * (H - TOP - BOTTOM) as f64;

@@ -93,7 +93,10 @@ pub fn best_path(out: &Path) -> PathBuf {
 fn write_curve(out: &Path, rows: &[Row]) -> Result<()> {
     let mut csv = String::from("step,train_loss,val_loss,tokens_per_sec,elapsed_s\n");
     for r in rows {
-        csv.push_str(&format!("{},{:.5},{:.5},{:.1},{:.1}\n", r.step, r.train, r.val, r.tokens_per_sec, r.elapsed));
+        csv.push_str(&format!(
+            "{},{:.5},{:.5},{:.1},{:.1}\n",
+            r.step, r.train, r.val, r.tokens_per_sec, r.elapsed
+        ));
     }
     io::write_atomic(&out.join("loss.csv"), csv.as_bytes())?;
     let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.train as f64)).collect();
@@ -129,7 +132,13 @@ pub fn validation_loss(model: &mut Model, chunks: &[Batch]) -> Result<f32> {
 
 fn check(cfg: &TextTrainConfig) -> Result<()> {
     const OP: &str = "train";
-    for (what, v) in [("hidden", cfg.hidden), ("layers", cfg.layers), ("seq_len", cfg.seq_len), ("batch", cfg.batch), ("eval_every", cfg.eval_every)] {
+    for (what, v) in [
+        ("hidden", cfg.hidden),
+        ("layers", cfg.layers),
+        ("seq_len", cfg.seq_len),
+        ("batch", cfg.batch),
+        ("eval_every", cfg.eval_every),
+    ] {
         if v == 0 {
             return Err(Error::range(OP, what, 0, "at least 1"));
         }
@@ -157,12 +166,20 @@ pub fn train_text(
     if chunks.is_empty() {
         return Err(Error::invalid(
             "train",
-            format!("{}: the training text is too short for {} streams of {} characters", cfg.text.display(), cfg.batch, cfg.seq_len),
+            format!(
+                "{}: the training text is too short for {} streams of {} characters",
+                cfg.text.display(),
+                cfg.batch,
+                cfg.seq_len
+            ),
         ));
     }
     let mut val_chunks = valid.stream_batches(cfg.seq_len, cfg.batch);
     if val_chunks.is_empty() {
-        return Err(Error::invalid("train", "the validation text is too short for one batch; lower --batch or --seq-len"));
+        return Err(Error::invalid(
+            "train",
+            "the validation text is too short for one batch; lower --batch or --seq-len",
+        ));
     }
     if cfg.eval_batches > 0 {
         val_chunks.truncate(cfg.eval_batches);
@@ -174,12 +191,28 @@ pub fn train_text(
         let path = checkpoint_path(&cfg.out);
         let (model, meta) = io::load_checkpoint(&path, device)?;
         if meta.get("vocab") != Some(&vocab) {
-            return Err(Error::file(&path, "the checkpoint was trained on another vocabulary than this text's"));
+            return Err(Error::file(
+                &path,
+                "the checkpoint was trained on another vocabulary than this text's",
+            ));
         }
-        let num = |k: &str| meta.get(k).and_then(|v| v.parse::<f64>().ok()).ok_or_else(|| Error::file(&path, format!("metadata lacks {k}")));
-        (model, num("train.step")? as usize, num("train.best_val")? as f32, read_curve(&cfg.out), num("train.elapsed")?)
+        let num = |k: &str| {
+            meta.get(k)
+                .and_then(|v| v.parse::<f64>().ok())
+                .ok_or_else(|| Error::file(&path, format!("metadata lacks {k}")))
+        };
+        (
+            model,
+            num("train.step")? as usize,
+            num("train.best_val")? as f32,
+            read_curve(&cfg.out),
+            num("train.elapsed")?,
+        )
     } else {
-        let spec = ModelSpec { dropout: cfg.dropout, ..ModelSpec::char_model(cfg.cell, corpus.vocab.len(), cfg.hidden, cfg.layers) };
+        let spec = ModelSpec {
+            dropout: cfg.dropout,
+            ..ModelSpec::char_model(cfg.cell, corpus.vocab.len(), cfg.hidden, cfg.layers)
+        };
         let mut model = Model::new(spec, device, cfg.seed)?;
         model.set_optimizer(cfg.optimizer, cfg.clip)?;
         (model, 0, f32::INFINITY, Vec::new(), 0.0)
@@ -215,20 +248,41 @@ pub fn train_text(
             let train_loss = model.stats()?.loss;
             let tokens_per_sec = tokens_per_step * window.1 as f64 / window.0.elapsed().as_secs_f64();
             let elapsed = elapsed0 + start.elapsed().as_secs_f64();
-            let mut p = Progress { step, steps: cfg.steps, train_loss, val_loss: None, best_val, tokens_per_sec, elapsed, sample: None };
+            let mut p = Progress {
+                step,
+                steps: cfg.steps,
+                train_loss,
+                val_loss: None,
+                best_val,
+                tokens_per_sec,
+                elapsed,
+                sample: None,
+            };
             if eval {
                 let val = validation_loss(&mut model, &val_chunks)?;
                 // Validation used the training batch size's state: restart the streams' state.
                 fresh = true;
                 if val < best_val {
                     best_val = val;
-                    io::save_model(&best_path(&cfg.out), &mut model, &progress_meta(step, best_val, elapsed))?;
+                    io::save_model(
+                        &best_path(&cfg.out),
+                        &mut model,
+                        &progress_meta(step, best_val, elapsed),
+                    )?;
                 }
                 rows.push(Row { step, train: train_loss, val, tokens_per_sec, elapsed });
                 write_curve(&cfg.out, &rows)?;
-                io::save_checkpoint(&checkpoint_path(&cfg.out), &mut model, &progress_meta(step, best_val, elapsed))?;
+                io::save_checkpoint(
+                    &checkpoint_path(&cfg.out),
+                    &mut model,
+                    &progress_meta(step, best_val, elapsed),
+                )?;
                 let prime = corpus.ids[..1].to_vec();
-                let ids = model.generate(&prime, 120, Sampling { temperature: 0.8, top_k: 0, seed: step as u64 })?;
+                let ids = model.generate(
+                    &prime,
+                    120,
+                    Sampling { temperature: 0.8, top_k: 0, seed: step as u64 },
+                )?;
                 p.val_loss = Some(val);
                 p.best_val = best_val;
                 p.sample = Some(TextCorpus::decode(&corpus.vocab, &ids));

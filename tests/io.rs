@@ -1,0 +1,340 @@
+//! Model files and checkpoints: round trips, parity with PyTorch on fixtures it produced,
+//! exact resumption, and every malformed file refused with the tensor named.
+
+mod common;
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+
+use common::gpu;
+use rnn_gpu::io::{self, Metadata, TensorData};
+use rnn_gpu::rng::Rng;
+use rnn_gpu::{
+    Batch, Cell, Clip, Device, Head, InputKind, Loss, Model, ModelSpec, Optimizer, OutputMode, Start,
+};
+
+fn devices() -> Vec<Device> {
+    match gpu() {
+        Some(ctx) => vec![Device::Cpu, Device::Gpu(ctx)],
+        None => vec![Device::Cpu],
+    }
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rnn-gpu-io-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn floats(f: &io::TensorFile, name: &str) -> Vec<f32> {
+    match &f.tensors.get(name).unwrap_or_else(|| panic!("fixture lacks {name}")).1 {
+        TensorData::F32(v) => v.clone(),
+        TensorData::Int(v) => v.iter().map(|&x| x as f32).collect(),
+    }
+}
+
+fn close(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    for (i, (g, w)) in got.iter().zip(want).enumerate() {
+        assert!((g - w).abs() <= 1e-5 + 1e-4 * w.abs(), "{what}[{i}]: rnn-gpu {g} PyTorch {w}");
+    }
+}
+
+/// torch.nn.RNN/LSTM/GRU state_dicts and what PyTorch computed from them
+/// (tests/fixtures/make_fixtures.py): outputs, final states, and every gradient, with padded
+/// sequences, stacked and bidirectional, on each device.
+#[test]
+fn pytorch_state_dicts_load_and_match_pytorch() {
+    for (case, cell) in [
+        ("rnn_tanh", Cell::Rnn { relu: false }),
+        ("rnn_relu_bidir", Cell::Rnn { relu: true }),
+        ("lstm", Cell::Lstm),
+        ("lstm_bidir", Cell::Lstm),
+        ("gru", Cell::Gru),
+        ("gru_bidir", Cell::Gru),
+    ] {
+        let exp = io::read_tensors(&fixture(&format!("{case}.expected.safetensors"))).unwrap();
+        let (t, b, _) = match exp.tensors["input"].0[..] {
+            [t, b, i] => (t, b, i),
+            _ => panic!("input shape"),
+        };
+        for device in devices() {
+            let (mut m, _) =
+                io::load_model(&fixture(&format!("{case}.model.safetensors")), &device, Some(cell)).unwrap();
+            let lengths: Vec<usize> = floats(&exp, "lengths").iter().map(|&v| v as usize).collect();
+            let batch = Batch::dense(t, b, floats(&exp, "input")).with_lengths(lengths);
+            let h0 = floats(&exp, "h0");
+            let c0 = exp.tensors.contains_key("c0").then(|| floats(&exp, "c0"));
+            let start = Start::Given { h0: &h0, c0: c0.as_deref() };
+            let f = m.forward(&batch, start).unwrap();
+            let what = format!("{case} on {}", device.describe());
+            close(&format!("{what} output"), &f.output, &floats(&exp, "output"));
+            close(&format!("{what} h_n"), &f.h_n, &floats(&exp, "h_n"));
+            if let Some(cn) = &f.c_n {
+                close(&format!("{what} c_n"), cn, &floats(&exp, "c_n"));
+            }
+            let g = m.gradients(&batch, start, &floats(&exp, "grad_output"), None, None).unwrap();
+            for (name, grad) in &g.params {
+                let torch_name = format!("grad.{}", name.trim_start_matches("rnn."));
+                close(&format!("{what} {torch_name}"), grad, &floats(&exp, &torch_name));
+            }
+            close(&format!("{what} grad.input"), g.input.as_ref().unwrap(), &floats(&exp, "grad.input"));
+            close(&format!("{what} grad.h0"), &g.h0, &floats(&exp, "grad.h0"));
+            if let Some(dc0) = &g.c0 {
+                close(&format!("{what} grad.c0"), dc0, &floats(&exp, "grad.c0"));
+            }
+        }
+    }
+}
+
+fn specs() -> Vec<ModelSpec> {
+    let mut v = Vec::new();
+    for cell in [Cell::Rnn { relu: false }, Cell::Rnn { relu: true }, Cell::Lstm, Cell::Gru] {
+        v.push(ModelSpec::char_model(cell, 7, 5, 2));
+        v.push(ModelSpec {
+            bidirectional: true,
+            learn_initial_state: true,
+            dropout: 0.1,
+            head: Some(Head { outputs: 2, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+            ..ModelSpec::new(cell, InputKind::Dense(3), 4)
+        });
+        v.push(ModelSpec { layers: 3, ..ModelSpec::new(cell, InputKind::Dense(2), 3) });
+    }
+    v
+}
+
+#[test]
+fn every_cell_and_layout_round_trips() {
+    for device in devices() {
+        for (i, spec) in specs().into_iter().enumerate() {
+            let mut m = Model::new(spec.clone(), &device, i as u64).unwrap();
+            let path = tmp(&format!("round{i}.safetensors"));
+            let mut extra = Metadata::new();
+            extra.insert("vocab".into(), "abc\n\"x".into());
+            io::save_model(&path, &mut m, &extra).unwrap();
+            let (mut back, meta) = io::load_model(&path, &device, None).unwrap();
+            assert_eq!(back.spec(), &spec);
+            assert_eq!(meta["vocab"], "abc\n\"x");
+            assert_eq!(back.flat_params().unwrap(), m.flat_params().unwrap());
+        }
+    }
+}
+
+fn char_batches(n: usize) -> Vec<Batch> {
+    let mut rng = Rng::seed_from_u64(9);
+    (0..n)
+        .map(|_| {
+            let ids: Vec<u32> = (0..6 * 4).map(|_| rng.below(7) as u32).collect();
+            let tg: Vec<u32> = (0..6 * 4).map(|_| rng.below(7) as u32).collect();
+            Batch::tokens(6, 4, ids).with_classes(tg)
+        })
+        .collect()
+}
+
+/// Training 3 steps, saving, loading into a new model and training 3 more gives the same losses
+/// as 6 uninterrupted steps: parameters, optimizer moments, step count and the dropout
+/// generator all come back.
+#[test]
+fn resuming_a_checkpoint_gives_the_same_losses() {
+    for device in devices() {
+        let spec = ModelSpec { dropout: 0.3, ..ModelSpec::char_model(Cell::Lstm, 7, 6, 2) };
+        let batches = char_batches(6);
+        let opt = Optimizer::adam(0.02);
+        let clip = Clip { max_norm: 1.0, value: 0.0 };
+        let mut straight = Model::new(spec.clone(), &device, 3).unwrap();
+        straight.set_optimizer(opt, clip).unwrap();
+        let expected: Vec<f32> =
+            batches.iter().map(|b| straight.train_step_stats(b, Start::Fresh).unwrap().loss).collect();
+
+        let mut first = Model::new(spec.clone(), &device, 3).unwrap();
+        first.set_optimizer(opt, clip).unwrap();
+        let mut got: Vec<f32> =
+            batches[..3].iter().map(|b| first.train_step_stats(b, Start::Fresh).unwrap().loss).collect();
+        let path = tmp("resume.safetensors");
+        let mut progress = Metadata::new();
+        progress.insert("train.step".into(), "3".into());
+        io::save_checkpoint(&path, &mut first, &progress).unwrap();
+        drop(first);
+        let (mut resumed, meta) = io::load_checkpoint(&path, &device).unwrap();
+        assert_eq!(meta["train.step"], "3");
+        assert_eq!(resumed.optimizer(), opt);
+        for b in &batches[3..] {
+            got.push(resumed.train_step_stats(b, Start::Fresh).unwrap().loss);
+        }
+        assert_eq!(got, expected, "losses after resuming differ on {}", device.describe());
+        assert_eq!(resumed.stats().unwrap().step, 6);
+    }
+}
+
+/// Files are replaced atomically: the temporary file is gone afterwards, and a failed write
+/// leaves no file behind.
+#[test]
+fn writes_are_atomic() {
+    let path = tmp("atomic.bin");
+    io::write_atomic(&path, b"first").unwrap();
+    io::write_atomic(&path, b"second").unwrap();
+    assert_eq!(std::fs::read(&path).unwrap(), b"second");
+    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
+        .unwrap()
+        .filter_map(|e| e.ok())
+        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
+        .collect();
+    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
+    let missing = tmp("no/such/dir/x.safetensors");
+    assert!(io::write_atomic(&missing, b"x").is_err());
+    assert!(!missing.exists());
+}
+
+fn write_raw(
+    name: &str,
+    tensors: Vec<(&str, safetensors::Dtype, Vec<usize>, Vec<u8>)>,
+    meta: Option<Metadata>,
+) -> PathBuf {
+    let views: Vec<(String, safetensors::tensor::TensorView<'_>)> = tensors
+        .iter()
+        .map(|(n, d, s, b)| (n.to_string(), safetensors::tensor::TensorView::new(*d, s.clone(), b).unwrap()))
+        .collect();
+    let meta = meta.map(|m| m.into_iter().collect());
+    let bytes = safetensors::serialize(views, meta).unwrap();
+    let path = tmp(name);
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+fn f32s(n: usize) -> Vec<u8> {
+    (0..n).flat_map(|i| (i as f32 * 0.01).to_le_bytes()).collect()
+}
+
+/// A good file of a 1-layer GRU (I=2, H=3) with a head, to break in each test below.
+fn good_tensors() -> Vec<(&'static str, safetensors::Dtype, Vec<usize>, Vec<u8>)> {
+    use safetensors::Dtype::F32;
+    vec![
+        ("rnn.weight_ih_l0", F32, vec![9, 2], f32s(18)),
+        ("rnn.weight_hh_l0", F32, vec![9, 3], f32s(27)),
+        ("rnn.bias_ih_l0", F32, vec![9], f32s(9)),
+        ("rnn.bias_hh_l0", F32, vec![9], f32s(9)),
+        ("head.weight", F32, vec![2, 3], f32s(6)),
+        ("head.bias", F32, vec![2], f32s(2)),
+    ]
+}
+
+fn good_meta() -> Metadata {
+    let spec = ModelSpec {
+        head: Some(Head { outputs: 2, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
+        ..ModelSpec::new(Cell::Gru, InputKind::Dense(2), 3)
+    };
+    io::spec_metadata(&spec)
+}
+
+fn refused(path: &Path, expected: &str) {
+    let e = io::load_model(path, &Device::Cpu, None).err().expect("refused");
+    let text = e.to_string();
+    assert!(text.contains(expected), "expected {expected:?} in {text:?}");
+}
+
+#[test]
+fn malformed_files_are_refused_naming_the_tensor() {
+    use safetensors::Dtype;
+    // The good file loads.
+    let ok = write_raw("good.safetensors", good_tensors(), Some(good_meta()));
+    io::load_model(&ok, &Device::Cpu, None).unwrap();
+
+    // A wrong dtype.
+    let mut t = good_tensors();
+    t[1] = ("rnn.weight_hh_l0", Dtype::F16, vec![9, 3], vec![0; 54]);
+    refused(&write_raw("dtype.safetensors", t, Some(good_meta())), "rnn.weight_hh_l0 has dtype F16");
+
+    // A shape that disagrees with the metadata.
+    let mut t = good_tensors();
+    t[0] = ("rnn.weight_ih_l0", Dtype::F32, vec![9, 4], f32s(36));
+    refused(&write_raw("shape.safetensors", t, Some(good_meta())), "rnn.weight_ih_l0 has shape [9, 4]");
+
+    // A missing tensor.
+    let mut t = good_tensors();
+    t.remove(5);
+    refused(&write_raw("missing.safetensors", t, Some(good_meta())), "missing tensor head.bias");
+
+    // Integers where floats belong.
+    let mut t = good_tensors();
+    t[2] = ("rnn.bias_ih_l0", Dtype::I64, vec![9], vec![0; 72]);
+    refused(&write_raw("ints.safetensors", t, Some(good_meta())), "rnn.bias_ih_l0 holds integers");
+
+    // A non-finite value.
+    let mut t = good_tensors();
+    let mut nan = f32s(9);
+    nan[4..8].copy_from_slice(&f32::NAN.to_le_bytes());
+    t[3] = ("rnn.bias_hh_l0", Dtype::F32, vec![9], nan);
+    refused(
+        &write_raw("nan.safetensors", t, Some(good_meta())),
+        "rnn.bias_hh_l0 holds a non-finite value at index 1",
+    );
+
+    // Absurd sizes in the metadata: refused before anything is allocated for them.
+    let mut m = good_meta();
+    m.insert("hidden".into(), "1000000000000".into());
+    refused(&write_raw("absurd.safetensors", good_tensors(), Some(m)), "hidden = 1000000000000 is absurd");
+    let mut m = good_meta();
+    m.insert("cell".into(), "transformer".into());
+    refused(&write_raw("cell.safetensors", good_tensors(), Some(m)), "unknown cell");
+
+    // Truncated data, a header claiming more than the file holds, garbage, an empty file.
+    let bytes = std::fs::read(&ok).unwrap();
+    let cut = tmp("truncated.safetensors");
+    std::fs::write(&cut, &bytes[..bytes.len() - 10]).unwrap();
+    refused(&cut, "not a valid safetensors file");
+    let mut huge = bytes.clone();
+    huge[..8].copy_from_slice(&(u64::MAX / 2).to_le_bytes());
+    let huge_path = tmp("huge_header.safetensors");
+    std::fs::write(&huge_path, huge).unwrap();
+    refused(&huge_path, "not a valid safetensors file");
+    let garbage = tmp("garbage.safetensors");
+    std::fs::write(&garbage, b"this is not a model").unwrap();
+    refused(&garbage, "not a valid safetensors file");
+    let empty = tmp("empty.safetensors");
+    std::fs::write(&empty, b"").unwrap();
+    refused(&empty, "not a valid safetensors file");
+    refused(&tmp("does-not-exist.safetensors"), "No such file");
+
+    // A bare state_dict: its cell must be named, and its shapes must fit that cell.
+    let bare: Vec<_> = good_tensors()
+        .into_iter()
+        .take(4)
+        .map(|(n, d, s, b)| (n.trim_start_matches("rnn."), d, s, b))
+        .collect();
+    let bare_path = write_raw("bare.safetensors", bare, None);
+    refused(&bare_path, "name its cell");
+    let e = io::load_model(&bare_path, &Device::Cpu, Some(Cell::Lstm)).err().unwrap();
+    assert!(e.to_string().contains("weight_hh_l0 has shape [9, 3]"), "{e}");
+    let (m, _) = io::load_model(&bare_path, &Device::Cpu, Some(Cell::Gru)).unwrap();
+    assert_eq!(m.spec().hidden, 3);
+    assert_eq!(m.spec().input, InputKind::Dense(2));
+
+    // A checkpoint without its optimizer state.
+    refused_checkpoint(&ok, "optimizer.name");
+}
+
+fn refused_checkpoint(path: &Path, expected: &str) {
+    let e = io::load_checkpoint(path, &Device::Cpu).err().expect("refused");
+    assert!(e.to_string().contains(expected), "expected {expected:?} in {e}");
+}
+
+#[test]
+fn tensor_files_round_trip_floats_and_integers() {
+    let path = tmp("tensors.safetensors");
+    let t = vec![
+        ("a".to_string(), vec![2, 2], TensorData::F32(vec![1.0, 2.0, 3.0, 4.5])),
+        ("ids".to_string(), vec![3], TensorData::Int(vec![1, -2, 3])),
+    ];
+    let mut meta = Metadata::new();
+    meta.insert("k".into(), "v".into());
+    io::write_tensors(&path, &t, &meta).unwrap();
+    let back = io::read_tensors(&path).unwrap();
+    let expect: BTreeMap<String, (Vec<usize>, TensorData)> =
+        t.into_iter().map(|(n, s, d)| (n, (s, d))).collect();
+    assert_eq!(back.tensors, expect);
+    assert_eq!(back.metadata["k"], "v");
+}
