@@ -14,8 +14,7 @@
 @group(0) @binding(5) var<storage, read> xw: array<f32>;           // (T, B, 3H)
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (3H), then b_hh at bias_hh
 @group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
-@group(0) @binding(10) var<storage, read_write> dgx: array<f32>;   // (T, B, 3H)
-@group(0) @binding(11) var<storage, read_write> dgh: array<f32>;   // (T, B, 3H)
+@group(0) @binding(11) var<storage, read_write> dgx: array<f32>;   // (T, B, 3H); dgh is dgr
 
 @compute @workgroup_size(64, 1)
 fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -94,38 +93,7 @@ fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let b0 = gid.y * ROWS;
     let G = 3u * H;
-    // rec[r][q]: the gradient reaching h(b0 + r, j0 + q) through W_hh from the later step.
-    // Named accumulators, as in the forward kernel.
-    let n0 = (p.next_t * p.batch + min(b0 + 0u, p.batch - 1u)) * G;
-    let n1 = (p.next_t * p.batch + min(b0 + 1u, p.batch - 1u)) * G;
-    let n2 = (p.next_t * p.batch + min(b0 + 2u, p.batch - 1u)) * G;
-    let n3 = (p.next_t * p.batch + min(b0 + 3u, p.batch - 1u)) * G;
-    let n4 = (p.next_t * p.batch + min(b0 + 4u, p.batch - 1u)) * G;
-    let n5 = (p.next_t * p.batch + min(b0 + 5u, p.batch - 1u)) * G;
-    let n6 = (p.next_t * p.batch + min(b0 + 6u, p.batch - 1u)) * G;
-    let n7 = (p.next_t * p.batch + min(b0 + 7u, p.batch - 1u)) * G;
-    var rec0 = vec4<f32>();
-    var rec1 = vec4<f32>();
-    var rec2 = vec4<f32>();
-    var rec3 = vec4<f32>();
-    var rec4 = vec4<f32>();
-    var rec5 = vec4<f32>();
-    var rec6 = vec4<f32>();
-    var rec7 = vec4<f32>();
-    if p.mode != MODE_FIRST {
-        for (var g = 0u; g < G; g++) {
-            let w = w_cols4(g, j0);
-            rec0 += dgh[n0 + g] * w;
-            rec1 += dgh[n1 + g] * w;
-            rec2 += dgh[n2 + g] * w;
-            rec3 += dgh[n3 + g] * w;
-            rec4 += dgh[n4 + g] * w;
-            rec5 += dgh[n5 + g] * w;
-            rec6 += dgh[n6 + g] * w;
-            rec7 += dgh[n7 + g] * w;
-        }
-    }
-    let rec = array<vec4<f32>, 8>(rec0, rec1, rec2, rec3, rec4, rec5, rec6, rec7);
+    let rec = recurrent_grad(j0, b0, G);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {
@@ -146,7 +114,7 @@ fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
                 carry[ci] += rec[r][q];
                 for (var g = 0u; g < 3u; g++) {
                     dgx[row + g * H + j] = 0.0;
-                    dgh[row + g * H + j] = 0.0;
+                    set_dgr(row + g * H + j, 0.0);
                 }
                 continue;
             }
@@ -163,9 +131,9 @@ fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
             dgx[row + j] = dr;
             dgx[row + H + j] = dz;
             dgx[row + 2u * H + j] = dn;
-            dgh[row + j] = dr;
-            dgh[row + H + j] = dz;
-            dgh[row + 2u * H + j] = dn * rg;
+            set_dgr(row + j, dr);
+            set_dgr(row + H + j, dz);
+            set_dgr(row + 2u * H + j, dn * rg);
             carry[ci] = dh * z;
         }
     }

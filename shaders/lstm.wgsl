@@ -15,7 +15,6 @@
 @group(0) @binding(5) var<storage, read> xw: array<f32>;           // (T, B, 4H)
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (4H), then b_hh at bias_hh
 @group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
-@group(0) @binding(10) var<storage, read_write> dg: array<f32>;    // (T, B, 4H)
 
 @compute @workgroup_size(64, 1)
 fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -99,38 +98,7 @@ fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let b0 = gid.y * ROWS;
     let G = 4u * H;
-    // rec[r][q]: the gradient reaching h(b0 + r, j0 + q) through W_hh from the later step.
-    // Named accumulators, as in the forward kernel.
-    let n0 = (p.next_t * p.batch + min(b0 + 0u, p.batch - 1u)) * G;
-    let n1 = (p.next_t * p.batch + min(b0 + 1u, p.batch - 1u)) * G;
-    let n2 = (p.next_t * p.batch + min(b0 + 2u, p.batch - 1u)) * G;
-    let n3 = (p.next_t * p.batch + min(b0 + 3u, p.batch - 1u)) * G;
-    let n4 = (p.next_t * p.batch + min(b0 + 4u, p.batch - 1u)) * G;
-    let n5 = (p.next_t * p.batch + min(b0 + 5u, p.batch - 1u)) * G;
-    let n6 = (p.next_t * p.batch + min(b0 + 6u, p.batch - 1u)) * G;
-    let n7 = (p.next_t * p.batch + min(b0 + 7u, p.batch - 1u)) * G;
-    var rec0 = vec4<f32>();
-    var rec1 = vec4<f32>();
-    var rec2 = vec4<f32>();
-    var rec3 = vec4<f32>();
-    var rec4 = vec4<f32>();
-    var rec5 = vec4<f32>();
-    var rec6 = vec4<f32>();
-    var rec7 = vec4<f32>();
-    if p.mode != MODE_FIRST {
-        for (var g = 0u; g < G; g++) {
-            let w = w_cols4(g, j0);
-            rec0 += dg[n0 + g] * w;
-            rec1 += dg[n1 + g] * w;
-            rec2 += dg[n2 + g] * w;
-            rec3 += dg[n3 + g] * w;
-            rec4 += dg[n4 + g] * w;
-            rec5 += dg[n5 + g] * w;
-            rec6 += dg[n6 + g] * w;
-            rec7 += dg[n7 + g] * w;
-        }
-    }
-    let rec = array<vec4<f32>, 8>(rec0, rec1, rec2, rec3, rec4, rec5, rec6, rec7);
+    let rec = recurrent_grad(j0, b0, G);
     let BH = p.batch * H;
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
@@ -151,10 +119,10 @@ fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
             if !valid(b) {
                 // The state passed through: so does its gradient.
                 carry[ci] += rec[r][q];
-                dg[row + j] = 0.0;
-                dg[row + H + j] = 0.0;
-                dg[row + 2u * H + j] = 0.0;
-                dg[row + 3u * H + j] = 0.0;
+                set_dgr(row + j, 0.0);
+                set_dgr(row + H + j, 0.0);
+                set_dgr(row + 2u * H + j, 0.0);
+                set_dgr(row + 3u * H + j, 0.0);
                 continue;
             }
             let dh = rec[r][q] + carry[ci] + dy[out_index(b, j)];
@@ -166,10 +134,10 @@ fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
             let c_prev = cells[slot_row(p.in_slot, b) + j];
             let tc = tanh_stable(c);
             let dc = dh * o * (1.0 - tc * tc) + carry[BH + ci];
-            dg[row + j] = dc * g * i * (1.0 - i);
-            dg[row + H + j] = dc * c_prev * f * (1.0 - f);
-            dg[row + 2u * H + j] = dc * i * (1.0 - g * g);
-            dg[row + 3u * H + j] = dh * tc * o * (1.0 - o);
+            set_dgr(row + j, dc * g * i * (1.0 - i));
+            set_dgr(row + H + j, dc * c_prev * f * (1.0 - f));
+            set_dgr(row + 2u * H + j, dc * i * (1.0 - g * g));
+            set_dgr(row + 3u * H + j, dh * tc * o * (1.0 - o));
             carry[ci] = 0.0;
             carry[BH + ci] = dc * f;
         }

@@ -49,6 +49,9 @@ override VEC4: bool = true;
 @group(0) @binding(1) var<storage, read_write> states: array<vec4<f32>>; // see the layout above
 @group(0) @binding(6) var<storage, read> w_hh: array<vec4<f32>>;         // (G*H, H)
 @group(0) @binding(8) var<storage, read> lengths: array<u32>;            // (B)
+// The gate gradients that flow through W_hh to the previous step, (T, B, G*H): all of them for
+// the RNN and the LSTM, the recurrent ones (dgh) for the GRU.
+@group(0) @binding(10) var<storage, read_write> dgr: array<vec4<f32>>;
 @group(0) @binding(12) var<storage, read_write> carry: array<f32>;       // (2, B, H)
 
 fn state_at(i: u32) -> f32 {
@@ -92,19 +95,89 @@ fn w_row4(r: u32, k: u32) -> vec4<f32> {
     return v;
 }
 
-// W_hh[g, j .. j + 4]; zero past H.
-fn w_cols4(g: u32, j: u32) -> vec4<f32> {
+// W_hh[g, j .. j + 4]; zero past H and past the G*H rows.
+fn w_cols4(g: u32, j: u32, rows: u32) -> vec4<f32> {
     let i = g * p.hidden + j;
     if VEC4 {
         return w_hh[i / 4u];
     }
     var v = vec4<f32>();
+    if g >= rows {
+        return v;
+    }
     for (var q = 0u; q < 4u; q++) {
         if j + q < p.hidden {
             v[q] = w_at(i + q);
         }
     }
     return v;
+}
+
+fn set_dgr(i: u32, v: f32) {
+    dgr[i / 4u][i % 4u] = v;
+}
+
+// dgr[i .. i + 4], zero from `end` on.
+fn dgr4(i: u32, end: u32) -> vec4<f32> {
+    if VEC4 {
+        return dgr[i / 4u];
+    }
+    var v = vec4<f32>();
+    for (var q = 0u; q < 4u; q++) {
+        if i + q < end {
+            v[q] = dgr[(i + q) / 4u][(i + q) % 4u];
+        }
+    }
+    return v;
+}
+
+// rec[r][q]: the gradient reaching h(b0 + r, j0 + q) through W_hh from the later step,
+// sum_g dgr[next_t, b, g] * W_hh[g, j]. Four g at a time: four vec4 loads of W_hh that vary
+// across lanes, eight uniform vec4 loads of dgr, 128 multiply-adds. Named accumulators: a
+// dynamically indexed array would live in memory on a CPU-backed adapter.
+fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<vec4<f32>, 8> {
+    var rec0 = vec4<f32>();
+    var rec1 = vec4<f32>();
+    var rec2 = vec4<f32>();
+    var rec3 = vec4<f32>();
+    var rec4 = vec4<f32>();
+    var rec5 = vec4<f32>();
+    var rec6 = vec4<f32>();
+    var rec7 = vec4<f32>();
+    if p.mode != MODE_FIRST {
+        let base = p.next_t * p.batch;
+        let n0 = (base + min(b0, p.batch - 1u)) * rows;
+        let n1 = (base + min(b0 + 1u, p.batch - 1u)) * rows;
+        let n2 = (base + min(b0 + 2u, p.batch - 1u)) * rows;
+        let n3 = (base + min(b0 + 3u, p.batch - 1u)) * rows;
+        let n4 = (base + min(b0 + 4u, p.batch - 1u)) * rows;
+        let n5 = (base + min(b0 + 5u, p.batch - 1u)) * rows;
+        let n6 = (base + min(b0 + 6u, p.batch - 1u)) * rows;
+        let n7 = (base + min(b0 + 7u, p.batch - 1u)) * rows;
+        for (var g = 0u; g < rows; g += 4u) {
+            let w0 = w_cols4(g, j0, rows);
+            let w1 = w_cols4(g + 1u, j0, rows);
+            let w2 = w_cols4(g + 2u, j0, rows);
+            let w3 = w_cols4(g + 3u, j0, rows);
+            var d = dgr4(n0 + g, n0 + rows);
+            rec0 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            d = dgr4(n1 + g, n1 + rows);
+            rec1 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            d = dgr4(n2 + g, n2 + rows);
+            rec2 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            d = dgr4(n3 + g, n3 + rows);
+            rec3 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            d = dgr4(n4 + g, n4 + rows);
+            rec4 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            d = dgr4(n5 + g, n5 + rows);
+            rec5 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            d = dgr4(n6 + g, n6 + rows);
+            rec6 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            d = dgr4(n7 + g, n7 + rows);
+            rec7 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+        }
+    }
+    return array<vec4<f32>, 8>(rec0, rec1, rec2, rec3, rec4, rec5, rec6, rec7);
 }
 
 // The first element of row b's previous state (rows past the batch clamp to the last one; their

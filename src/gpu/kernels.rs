@@ -810,6 +810,7 @@ pub fn lstm_step_backward(
     c.per_step("gates", gates, 4 * h, s.t)?;
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, 4 * h, c.last_t())?;
+    c.vec4_len("dg", dg)?;
     need(c.op, "carry", carry, 2 * b * h)?;
     prog.dispatch(
         "lstm",
@@ -873,12 +874,13 @@ pub fn gru_step_backward(
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dgx", dgx, 3 * h, s.t)?;
     c.per_step("dgh", dgh, 3 * h, c.last_t())?;
+    c.vec4_len("dgh", dgh)?;
     need(c.op, "carry", carry, 2 * b * h)?;
     prog.dispatch(
         "gru",
         "gru_step_backward",
         &[("VEC4", c.vec4())],
-        &[(1, states), (3, gates), (6, w_hh), (8, lengths), (9, dy), (10, dgx), (11, dgh), (12, carry)],
+        &[(1, states), (3, gates), (6, w_hh), (8, lengths), (9, dy), (10, dgh), (11, dgx), (12, carry)],
         &c.params()?,
         c.backward_groups(),
     )
@@ -930,6 +932,7 @@ pub fn rnn_step_backward(
     c.states(states)?;
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, s.hidden, c.last_t())?;
+    c.vec4_len("dg", dg)?;
     need(c.op, "carry", carry, 2 * s.batch * s.hidden)?;
     prog.dispatch(
         "rnn",

@@ -10,7 +10,7 @@
 //! The head and its loss run over all steps at once.
 
 use super::params::ParamLayout;
-use super::spec::{InputKind, Loss, ModelSpec, OutputMode};
+use super::spec::{Cell, InputKind, Loss, ModelSpec, OutputMode};
 use crate::backend::{Backend, StepBufs};
 use crate::error::{Error, Result};
 use crate::gpu::tensor::align_up;
@@ -167,12 +167,13 @@ impl Graph<'_> {
                     states: be.alloc("hidden states", state_len)?,
                     cells: opt(be, lstm, "cell states", state_len)?,
                     gates: opt(be, spec.cell.saved() > 0, "gates", tb * spec.cell.saved() * h)?,
-                    dg: be.alloc("gate gradients", tb * g * h)?,
+                    // Bound as vec4 arrays by the step kernels: whole vec4s.
+                    dg: be.alloc("gate gradients", (tb * g * h).div_ceil(4) * 4)?,
                     dgh: opt(
                         be,
-                        spec.cell == super::spec::Cell::Gru,
+                        spec.cell == Cell::Gru,
                         "recurrent gate gradients",
-                        tb * g * h,
+                        (tb * g * h).div_ceil(4) * 4,
                     )?,
                     carry: be.alloc("carried gradients", 2 * b * h)?,
                     state_base,
@@ -555,7 +556,9 @@ impl Graph<'_> {
                     Some(dcn) => be.copy(&be.view(dcn, chunk, bh)?, &be.view(&dw.carry, bh, bh)?)?,
                     None => be.clear(&be.view(&dw.carry, bh, bh)?)?,
                 }
-                let dgh = dw.dgh.as_ref().unwrap_or(&dw.dg);
+                // The gate gradients at their exact size (the buffers are padded to whole vec4s).
+                let dgx = be.view(&dw.dg, 0, tb * g * h)?;
+                let dgh = be.view(dw.dgh.as_ref().unwrap_or(&dw.dg), 0, tb * g * h)?;
                 let bufs = StepBufs::<B> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
@@ -595,21 +598,21 @@ impl Graph<'_> {
                 let hprev = be.view(&dw.states, hprev_start, tb * h)?;
                 match (&x, &ws.tokens) {
                     (Some(x), _) => {
-                        be.matmul(&w.dw_ih, &dw.dg, x, Matmul::new(g * h, i, tb).trans_a().accumulate())?
+                        be.matmul(&w.dw_ih, &dgx, x, Matmul::new(g * h, i, tb).trans_a().accumulate())?
                     }
                     (None, Some((_, starts, list))) => {
                         let p = Gather { n: i, width: g * h, idx_stride: 1, col_stride: i };
-                        be.scatter_add(&w.dw_ih, &dw.dg, starts, list, p)?;
+                        be.scatter_add(&w.dw_ih, &dgx, starts, list, p)?;
                     }
                     (None, None) => return Err(Error::invalid("backward", "the workspace has no input")),
                 }
-                be.matmul(&w.dw_hh, dgh, &hprev, Matmul::new(g * h, h, tb).trans_a().accumulate())?;
-                be.bias_grad(&w.db_ih, &dw.dg, tb, g * h)?;
-                be.bias_grad(&w.db_hh, dgh, tb, g * h)?;
+                be.matmul(&w.dw_hh, &dgh, &hprev, Matmul::new(g * h, h, tb).trans_a().accumulate())?;
+                be.bias_grad(&w.db_ih, &dgx, tb, g * h)?;
+                be.bias_grad(&w.db_hh, &dgh, tb, g * h)?;
                 if let Some(dx) = &dx {
                     let mut p = Matmul::new(tb, i, g * h);
                     p.accumulate = d > 0;
-                    be.matmul(dx, &dw.dg, &w.w_ih, p)?;
+                    be.matmul(dx, &dgx, &w.w_ih, p)?;
                 }
             }
             if dropped {
