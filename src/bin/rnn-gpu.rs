@@ -28,6 +28,32 @@ enum Command {
     Train(TrainArgs),
     /// Generate text from a trained character model.
     Sample(SampleArgs),
+    /// Run a model on tensors from a safetensors file, and backpropagate given output gradients.
+    Forward(ForwardArgs),
+}
+
+#[derive(Args)]
+struct ForwardArgs {
+    /// A model file, or a bare PyTorch nn.RNN/LSTM/GRU state_dict (then give --cell).
+    #[arg(long)]
+    model: PathBuf,
+    /// safetensors with `input` [T, B, I] floats or `tokens` [T, B] integers, and optionally
+    /// `h0`, `c0` [L*D, B, H] and `lengths` [B].
+    #[arg(long)]
+    input: PathBuf,
+    /// safetensors with `output` [T, B, D*H], the gradient of the outputs (and optionally `h_n`,
+    /// `c_n`): then the gradients of every parameter, the input and the initial states are
+    /// written too.
+    #[arg(long)]
+    grad_output: Option<PathBuf>,
+    /// Where to write `output`, `h_n`, `c_n`, `logits` and the `grad.*` tensors.
+    #[arg(long)]
+    out: PathBuf,
+    /// The cell of a bare PyTorch state_dict: rnn, rnn_relu, lstm or gru.
+    #[arg(long)]
+    cell: Option<String>,
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -109,12 +135,19 @@ struct SampleArgs {
 }
 
 fn main() -> ExitCode {
+    // Mesa's device-select Vulkan layer tries to reach a Wayland display and prints a spurious
+    // "XDG_RUNTIME_DIR is invalid" error on headless machines; wgpu orders adapters itself.
+    if std::env::var_os("NODEVICE_SELECT").is_none() && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
+        // SAFETY: nothing else runs yet; no other thread reads the environment.
+        unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
+    }
     let cli = Cli::parse();
     let result = match cli.command {
         Command::Info => info(),
         Command::Verify => verify(),
         Command::Train(a) => train(a),
         Command::Sample(a) => sample(a),
+        Command::Forward(a) => forward(a),
     };
     match result {
         Ok(code) => code,
@@ -274,9 +307,13 @@ fn train(a: TrainArgs) -> rnn_gpu::Result<ExitCode> {
     );
     println!("loss curve: {}/loss.png and loss.csv", cfg.out.display());
     println!("sample (temperature 0.8):");
+    // Start a new line when the text has line breaks, else from its first character.
+    let text = std::fs::read_to_string(&cfg.text)
+        .map_err(|e| rnn_gpu::Error::Io { path: cfg.text.clone(), source: e })?;
+    let prime = if text.contains('\n') { "\n".to_string() } else { text.chars().take(1).collect() };
     sample(SampleArgs {
         model: summary.best_model,
-        prime: "\n".into(),
+        prime,
         len: 400,
         temperature: 0.8,
         top_k: 0,
@@ -302,5 +339,103 @@ fn sample(a: SampleArgs) -> rnn_gpu::Result<ExitCode> {
     let out =
         model.generate(&ids, a.len, Sampling { temperature: a.temperature, top_k: a.top_k, seed: a.seed })?;
     println!("{}{}", prime, TextCorpus::decode(&vocab, &out));
+    Ok(ExitCode::SUCCESS)
+}
+
+fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
+    use rnn_gpu::io::{self, TensorData};
+    use rnn_gpu::{Batch, Error, InputKind, Start};
+    let device = Device::from_name(&a.device)?;
+    let cell = a.cell.as_deref().map(parse_cell).transpose()?;
+    let (mut model, meta) = io::load_model(&a.model, &device, cell)?;
+    let spec = model.spec().clone();
+    let bare = !meta.contains_key("format");
+    let file = io::read_tensors(&a.input)?;
+    let bad = |m: String| Error::File { path: a.input.clone(), message: m };
+    let floats = |name: &str| -> rnn_gpu::Result<Option<(Vec<usize>, Vec<f32>)>> {
+        match file.tensors.get(name) {
+            None => Ok(None),
+            Some((s, TensorData::F32(v))) => Ok(Some((s.clone(), v.clone()))),
+            Some((s, TensorData::Int(v))) => Ok(Some((s.clone(), v.iter().map(|&x| x as f32).collect()))),
+        }
+    };
+    let ints = |name: &str| -> rnn_gpu::Result<Option<(Vec<usize>, Vec<i64>)>> {
+        match file.tensors.get(name) {
+            None => Ok(None),
+            Some((s, TensorData::Int(v))) => Ok(Some((s.clone(), v.clone()))),
+            Some(_) => Err(bad(format!("tensor {name} must hold integers"))),
+        }
+    };
+    let mut batch = match spec.input {
+        InputKind::Dense(_) => {
+            let (shape, x) =
+                floats("input")?.ok_or_else(|| bad("missing tensor `input` [T, B, I]".into()))?;
+            let [t, b, _] = shape[..] else {
+                return Err(bad(format!("tensor input has shape {shape:?}; expected [T, B, I]")));
+            };
+            Batch::dense(t, b, x)
+        }
+        InputKind::Tokens(_) => {
+            let (shape, ids) = ints("tokens")?.ok_or_else(|| bad("missing tensor `tokens` [T, B]".into()))?;
+            let [t, b] = shape[..] else {
+                return Err(bad(format!("tensor tokens has shape {shape:?}; expected [T, B]")));
+            };
+            let ids: Vec<u32> = ids
+                .iter()
+                .map(|&v| u32::try_from(v).map_err(|_| bad(format!("token id {v} is negative or too large"))))
+                .collect::<rnn_gpu::Result<_>>()?;
+            Batch::tokens(t, b, ids)
+        }
+    };
+    if let Some((_, l)) = ints("lengths")? {
+        batch = batch.with_lengths(l.iter().map(|&v| v.max(0) as usize).collect());
+    }
+    let h0 = floats("h0")?.map(|x| x.1);
+    let c0 = floats("c0")?.map(|x| x.1);
+    let start = match &h0 {
+        Some(h) => Start::Given { h0: h, c0: c0.as_deref() },
+        None => Start::Fresh,
+    };
+    let f = model.forward(&batch, start)?;
+    let (t, b) = (batch.steps, batch.batch);
+    let state_shape = vec![spec.state_rows(), b, spec.hidden];
+    let mut out = vec![
+        ("output".to_string(), vec![t, b, spec.output_size()], TensorData::F32(f.output)),
+        ("h_n".to_string(), state_shape.clone(), TensorData::F32(f.h_n)),
+    ];
+    if let Some(c) = f.c_n {
+        out.push(("c_n".into(), state_shape.clone(), TensorData::F32(c)));
+    }
+    if let (Some(l), Some(head)) = (f.logits, spec.head) {
+        let shape = match head.mode {
+            rnn_gpu::OutputMode::ManyToMany => vec![t, b, head.outputs],
+            rnn_gpu::OutputMode::ManyToOne => vec![b, head.outputs],
+        };
+        out.push(("logits".into(), shape, TensorData::F32(l)));
+    }
+    if let Some(path) = &a.grad_output {
+        let g = io::read_tensors(path)?;
+        let get = |name: &str| match g.tensors.get(name) {
+            Some((_, TensorData::F32(v))) => Some(v.clone()),
+            _ => None,
+        };
+        let dy = get("output")
+            .ok_or_else(|| Error::File { path: path.clone(), message: "missing tensor `output`".into() })?;
+        let grads = model.gradients(&batch, start, &dy, get("h_n").as_deref(), get("c_n").as_deref())?;
+        for (name, v) in grads.params {
+            let e = model.layout().get(&name)?;
+            let file_name = if bare { name.trim_start_matches("rnn.").to_string() } else { name.clone() };
+            out.push((format!("grad.{file_name}"), e.shape.clone(), TensorData::F32(v)));
+        }
+        if let Some(d) = grads.input {
+            out.push(("grad.input".into(), vec![t, b, spec.input.size()], TensorData::F32(d)));
+        }
+        out.push(("grad.h0".into(), state_shape.clone(), TensorData::F32(grads.h0)));
+        if let Some(d) = grads.c0 {
+            out.push(("grad.c0".into(), state_shape, TensorData::F32(d)));
+        }
+    }
+    io::write_tensors(&a.out, &out, &Default::default())?;
+    println!("wrote {} tensors to {}", out.len(), a.out.display());
     Ok(ExitCode::SUCCESS)
 }

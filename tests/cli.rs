@@ -1,0 +1,141 @@
+//! The `rnn-gpu` command end to end: forward and gradients from files against PyTorch's numbers,
+//! training that resumes, sampling, and clear errors.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use rnn_gpu::io::{self, Metadata, TensorData};
+
+fn bin() -> Command {
+    let mut c = Command::new(env!("CARGO_BIN_EXE_rnn-gpu"));
+    c.current_dir(env!("CARGO_MANIFEST_DIR"));
+    c
+}
+
+fn tmp(name: &str) -> PathBuf {
+    let dir = std::env::temp_dir().join(format!("rnn-gpu-cli-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}
+
+fn run(cmd: &mut Command) -> String {
+    let out = cmd.output().unwrap();
+    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    assert!(out.status.success(), "command failed: {text}");
+    text
+}
+
+fn floats(f: &io::TensorFile, name: &str) -> Vec<f32> {
+    match &f.tensors.get(name).unwrap_or_else(|| panic!("no tensor {name}")).1 {
+        TensorData::F32(v) => v.clone(),
+        TensorData::Int(v) => v.iter().map(|&x| x as f32).collect(),
+    }
+}
+
+/// `forward` on a bare PyTorch LSTM state_dict reproduces what PyTorch computed, gradients
+/// included, on the CPU device (the GPU is covered by tests/io.rs).
+#[test]
+fn forward_with_gradients_matches_pytorch() {
+    let exp = io::read_tensors(&fixture("lstm_bidir.expected.safetensors")).unwrap();
+    let pick = |names: &[&str]| -> Vec<(String, Vec<usize>, TensorData)> {
+        names.iter().map(|n| (n.to_string(), exp.tensors[*n].0.clone(), exp.tensors[*n].1.clone())).collect()
+    };
+    let input = tmp("in.safetensors");
+    io::write_tensors(&input, &pick(&["input", "lengths", "h0", "c0"]), &Metadata::new()).unwrap();
+    let grad = tmp("grad.safetensors");
+    let g = vec![(
+        "output".to_string(),
+        exp.tensors["grad_output"].0.clone(),
+        exp.tensors["grad_output"].1.clone(),
+    )];
+    io::write_tensors(&grad, &g, &Metadata::new()).unwrap();
+    let out = tmp("out.safetensors");
+    run(bin()
+        .args(["forward", "--cell", "lstm", "--device", "cpu", "--model"])
+        .arg(fixture("lstm_bidir.model.safetensors"))
+        .arg("--input")
+        .arg(&input)
+        .arg("--grad-output")
+        .arg(&grad)
+        .arg("--out")
+        .arg(&out));
+    let got = io::read_tensors(&out).unwrap();
+    for name in [
+        "output",
+        "h_n",
+        "c_n",
+        "grad.input",
+        "grad.h0",
+        "grad.c0",
+        "grad.weight_ih_l1_reverse",
+        "grad.bias_hh_l0",
+    ] {
+        let (g, e) = (floats(&got, name), floats(&exp, name));
+        assert_eq!(g.len(), e.len(), "{name}");
+        for (i, (a, b)) in g.iter().zip(&e).enumerate() {
+            assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{name}[{i}]: rnn-gpu {a} PyTorch {b}");
+        }
+    }
+}
+
+#[test]
+fn train_resumes_and_samples() {
+    let text = tmp("tiny.txt");
+    std::fs::write(&text, "the quick brown fox jumps over the lazy dog. ".repeat(200)).unwrap();
+    let out = tmp("run");
+    let train = |steps: &str, resume: bool| {
+        let mut c = bin();
+        c.args([
+            "train",
+            "--device",
+            "cpu",
+            "--hidden",
+            "16",
+            "--layers",
+            "1",
+            "--seq-len",
+            "16",
+            "--batch",
+            "4",
+        ])
+        .args(["--eval-every", "10", "--eval-batches", "2", "--steps", steps, "--text"])
+        .arg(&text)
+        .arg("--out")
+        .arg(&out);
+        if resume {
+            c.arg("--resume");
+        }
+        run(&mut c)
+    };
+    let first = train("20", false);
+    assert!(first.contains("done: 20 steps"), "{first}");
+    let second = train("30", true);
+    assert!(second.contains("done: 30 steps"), "{second}");
+    for f in ["checkpoint.safetensors", "best.safetensors", "loss.csv", "loss.png"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    assert_eq!(csv.lines().count(), 4, "header and evaluations at steps 10, 20, 30:\n{csv}");
+    let s = run(bin()
+        .args(["sample", "--device", "cpu", "--len", "50", "--prime", "the "])
+        .arg("--model")
+        .arg(out.join("best.safetensors")));
+    assert!(s.starts_with("the "), "{s}");
+    assert!(s.trim_end().chars().count() >= 50);
+}
+
+#[test]
+fn bad_arguments_give_one_clear_error() {
+    let out = bin().args(["train", "--cell", "transformer", "--device", "cpu"]).output().unwrap();
+    assert!(!out.status.success());
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("unknown cell \"transformer\""), "{err}");
+    let out =
+        bin().args(["sample", "--device", "cpu", "--model", "/no/such/model.safetensors"]).output().unwrap();
+    assert!(!out.status.success());
+    assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
+}
