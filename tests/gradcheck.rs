@@ -31,6 +31,9 @@ fn batch_for(spec: &ModelSpec, rng: &mut Rng) -> Batch {
         InputKind::Tokens(v) => Batch::tokens(t, b, (0..t * b).map(|_| rng.below(v) as u32).collect()),
     };
     batch = batch.with_lengths(vec![STEPS, 2, 1]);
+    if let Some(c) = spec.condition {
+        batch = batch.with_condition(grid(rng, BATCH * c));
+    }
     let head = spec.head.expect("a head");
     let rows = if head.mode == OutputMode::ManyToMany { t * b } else { b };
     match head.loss {
@@ -71,7 +74,7 @@ fn check(case: Case) {
     use rnn_gpu::backend::Backend;
     let spec = &case.spec;
     let layout = ParamLayout::new(spec);
-    let init: Vec<f64> = layout.init(spec, 7).iter().map(|&v| v as f64).collect();
+    let init: Vec<f64> = layout.init(7).iter().map(|&v| v as f64).collect();
     let mut exec = Exec::new(CpuBackend::<f64>::new(), &layout, &init).unwrap();
     let (h0, c0) = match &case.h0 {
         Some((h, c)) => (Some(h.clone()), c.clone()),
@@ -237,5 +240,15 @@ fn dropout_between_layers() {
         let spec = ModelSpec { layers: 3, dropout: 0.4, ..stacked(cell, true) };
         let batch = batch_for(&spec, &mut rng);
         check(Case { spec, batch, h0: None, dropout_seed: Some(99) });
+    }
+}
+
+#[test]
+fn conditioned_initial_state() {
+    for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
+        let mut rng = Rng::seed_from_u64(14);
+        let spec = ModelSpec { condition: Some(3), ..stacked(cell, true) };
+        let batch = batch_for(&spec, &mut rng);
+        check(Case { spec, batch, h0: None, dropout_seed: None });
     }
 }

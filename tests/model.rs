@@ -19,6 +19,9 @@ fn batch_for(spec: &ModelSpec, steps: usize, batch: usize, rng: &mut Rng) -> Bat
     };
     let lengths: Vec<usize> = (0..batch).map(|i| if i == 0 { steps } else { 1 + rng.below(steps) }).collect();
     b = b.with_lengths(lengths);
+    if let Some(c) = spec.condition {
+        b = b.with_condition(rng.uniform_vec(batch * c, -1.0, 1.0));
+    }
     let head = spec.head.unwrap();
     let rows = if head.mode == OutputMode::ManyToMany { steps * batch } else { batch };
     match head.loss {
@@ -160,5 +163,13 @@ fn forward_outputs_and_states_gpu_match_cpu() {
         if let (Some(a), Some(b)) = (&fg.c_n, &fc.c_n) {
             assert_tensor("c_n", a, b);
         }
+    }
+}
+
+#[test]
+fn conditioned_initial_state_gpu_matches_cpu() {
+    for cell in [Cell::Lstm, Cell::Gru] {
+        let spec = ModelSpec { condition: Some(5), ..stacked(cell, 8, true) };
+        compare(spec, 6, 9, Optimizer::adam(0.01), Clip::default());
     }
 }

@@ -150,6 +150,7 @@ pub fn spec_metadata(spec: &ModelSpec) -> Metadata {
     m.insert("bidirectional".into(), spec.bidirectional.to_string());
     m.insert("dropout".into(), spec.dropout.to_string());
     m.insert("learn_initial_state".into(), spec.learn_initial_state.to_string());
+    m.insert("condition".into(), spec.condition.map_or("none".into(), |c| c.to_string()));
     m.insert(
         "head".into(),
         match spec.head {
@@ -237,6 +238,14 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
         bidirectional: parse(path, m, "bidirectional")?,
         dropout: parse(path, m, "dropout")?,
         learn_initial_state: parse(path, m, "learn_initial_state")?,
+        condition: match field(path, m, "condition")? {
+            "none" => None,
+            c => Some(size(
+                path,
+                "condition size",
+                c.parse().map_err(|_| bad(path, format!("bad condition size {c:?}")))?,
+            )?),
+        },
         head,
     };
     spec.validate().map_err(|e| bad(path, e.to_string()))?;

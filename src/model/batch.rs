@@ -29,15 +29,17 @@ pub struct Batch {
     /// Per-sequence lengths, each in 1..=steps; `None` means all sequences are `steps` long.
     pub lengths: Option<Vec<usize>>,
     pub targets: Option<Targets>,
+    /// Per-sequence vectors `[B, C]` for a model whose initial state is conditioned.
+    pub condition: Option<Vec<f32>>,
 }
 
 impl Batch {
     pub fn tokens(steps: usize, batch: usize, ids: Vec<u32>) -> Batch {
-        Batch { steps, batch, input: Input::Tokens(ids), lengths: None, targets: None }
+        Batch { steps, batch, input: Input::Tokens(ids), lengths: None, targets: None, condition: None }
     }
 
     pub fn dense(steps: usize, batch: usize, data: Vec<f32>) -> Batch {
-        Batch { steps, batch, input: Input::Dense(data), lengths: None, targets: None }
+        Batch { steps, batch, input: Input::Dense(data), lengths: None, targets: None, condition: None }
     }
 
     pub fn with_lengths(mut self, lengths: Vec<usize>) -> Batch {
@@ -47,6 +49,11 @@ impl Batch {
 
     pub fn with_classes(mut self, classes: Vec<u32>) -> Batch {
         self.targets = Some(Targets::Classes(classes));
+        self
+    }
+
+    pub fn with_condition(mut self, condition: Vec<f32>) -> Batch {
+        self.condition = Some(condition);
         self
     }
 

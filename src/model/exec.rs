@@ -61,7 +61,7 @@ impl<B: Backend> Exec<B> {
     }
 
     fn graph<'a>(spec: &'a ModelSpec, layout: &'a ParamLayout) -> Graph<'a> {
-        Graph { spec, layout }
+        Graph { spec, layout, prefix: "" }
     }
 
     /// The workspace for `[T, B]`, created on first use. Workspaces of one batch size share their
@@ -117,6 +117,24 @@ impl<B: Backend> Exec<B> {
         let n = B::len(&ws.h0);
         match start {
             Start::Continue => {}
+            Start::Fresh if spec.condition.is_some() => {
+                let c = spec.condition.unwrap_or(0);
+                let v = batch.condition.as_ref().ok_or_else(|| {
+                    Error::invalid(
+                        "initial state",
+                        format!(
+                            "this model's initial state is conditioned: give each sequence a vector of {c}"
+                        ),
+                    )
+                })?;
+                if v.len() != batch.batch * c {
+                    return Err(Error::shape("initial state", "condition", &[v.len()], &[batch.batch, c]));
+                }
+                crate::error::check_finite("initial state", "condition", v)?;
+                let buf =
+                    ws.condition.as_ref().ok_or_else(|| Error::invalid("upload", "no condition buffer"))?;
+                be.write(buf, &to_elem(v))?;
+            }
             Start::Fresh => {
                 // A learned initial state is gathered by the program itself.
                 if !spec.learn_initial_state {
@@ -159,8 +177,9 @@ impl<B: Backend> Exec<B> {
         ProgramKey { kind, steps: batch.steps, batch: batch.batch, variant }
     }
 
-    fn learned(spec: &ModelSpec, start: Start<'_>) -> bool {
-        spec.learn_initial_state && start == Start::Fresh
+    /// Whether the program makes the initial state itself (learned or conditioned).
+    fn model_init(spec: &ModelSpec, start: Start<'_>) -> bool {
+        (spec.learn_initial_state || spec.condition.is_some()) && start == Start::Fresh
     }
 
     /// Runs the forward pass (no dropout).
@@ -174,13 +193,12 @@ impl<B: Backend> Exec<B> {
         batch.validate(spec, false)?;
         self.workspace(spec, layout, batch.steps, batch.batch)?;
         self.upload(spec, batch, start)?;
-        let learned_init = Self::learned(spec, start);
+        let model_init = Self::model_init(spec, start);
         let graph = Self::graph(spec, layout);
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
-        let opts = ForwardOpts { train: false, learned_init };
-        self.be.execute(Self::key(FORWARD, batch, learned_init as u32), &mut |be| {
-            graph.forward(be, net, ws, opts)
-        })
+        let opts = ForwardOpts { train: false, model_init };
+        self.be
+            .execute(Self::key(FORWARD, batch, model_init as u32), &mut |be| graph.forward(be, net, ws, opts))
     }
 
     /// Runs forward and backward from the gradients of the top layer's outputs `d_output`
@@ -231,13 +249,13 @@ impl<B: Backend> Exec<B> {
             crate::error::check_finite("gradients", what, &v)?;
             self.be.write(buf, &to_elem(&v))?;
         }
-        let learned_init = Self::learned(spec, start);
+        let model_init = Self::model_init(spec, start);
         let graph = Self::graph(spec, layout);
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
-        let fo = ForwardOpts { train: false, learned_init };
+        let fo = ForwardOpts { train: false, model_init };
         let bo =
-            BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, learned_init };
-        self.be.execute(Self::key(GRAD, batch, learned_init as u32), &mut |be| {
+            BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, model_init };
+        self.be.execute(Self::key(GRAD, batch, model_init as u32), &mut |be| {
             graph.forward(be, net, ws, fo)?;
             graph.backward(be, net, ws, bo)
         })?;
@@ -272,14 +290,14 @@ impl<B: Backend> Exec<B> {
         self.be.write_u32(&ws.seeds, &[seed])?;
         let lr_slot = self.be.view(&self.net.step_state, step_state::LR, 1)?;
         self.be.write(&lr_slot, &[B::Elem::from_f32(opt.lr())])?;
-        let learned_init = Self::learned(spec, start);
+        let model_init = Self::model_init(spec, start);
         let graph = Self::graph(spec, layout);
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
-        let fo = ForwardOpts { train: true, learned_init };
+        let fo = ForwardOpts { train: true, model_init };
         let bo =
-            BackwardOpts { train: true, from_loss: true, input_grad: false, init_grad: false, learned_init };
+            BackwardOpts { train: true, from_loss: true, input_grad: false, init_grad: false, model_init };
         // The optimizer and clipping settings are baked into the program: key them too.
-        let variant = learned_init as u32 | (opt_code(opt, clip) << 1);
+        let variant = model_init as u32 | (opt_code(opt, clip) << 1);
         let opt = *opt;
         self.be.execute(Self::key(TRAIN, batch, variant), &mut |be| {
             graph.forward(be, net, ws, fo)?;
@@ -302,12 +320,12 @@ impl<B: Backend> Exec<B> {
         batch.validate(spec, true)?;
         self.workspace(spec, layout, batch.steps, batch.batch)?;
         self.upload(spec, batch, start)?;
-        let learned_init = Self::learned(spec, start);
+        let model_init = Self::model_init(spec, start);
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
-        let fo = ForwardOpts { train, learned_init };
-        self.be.execute(Self::key(EVALUATE, batch, learned_init as u32 | (train as u32) << 1), &mut |be| {
+        let fo = ForwardOpts { train, model_init };
+        self.be.execute(Self::key(EVALUATE, batch, model_init as u32 | (train as u32) << 1), &mut |be| {
             graph.forward(be, net, ws, fo)?;
             graph.loss(be, net, ws)
         })
@@ -326,13 +344,13 @@ impl<B: Backend> Exec<B> {
         batch.validate(spec, true)?;
         self.workspace(spec, layout, batch.steps, batch.batch)?;
         self.upload(spec, batch, start)?;
-        let learned_init = Self::learned(spec, start);
+        let model_init = Self::model_init(spec, start);
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
-        let fo = ForwardOpts { train, learned_init };
-        let bo = BackwardOpts { train, from_loss: true, input_grad: true, init_grad: true, learned_init };
-        self.be.execute(Self::key(LOSS_GRAD, batch, learned_init as u32 | (train as u32) << 1), &mut |be| {
+        let fo = ForwardOpts { train, model_init };
+        let bo = BackwardOpts { train, from_loss: true, input_grad: true, init_grad: true, model_init };
+        self.be.execute(Self::key(LOSS_GRAD, batch, model_init as u32 | (train as u32) << 1), &mut |be| {
             graph.forward(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
             graph.backward(be, net, ws, bo)

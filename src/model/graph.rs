@@ -12,6 +12,7 @@
 use super::params::ParamLayout;
 use super::spec::{Cell, InputKind, Loss, ModelSpec, OutputMode};
 use crate::backend::{Backend, StepBufs};
+use crate::cpu::kernels::index_lists;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::align_up;
 use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
@@ -107,8 +108,24 @@ pub struct Workspace<B: Backend> {
     pub d_input: Option<B::Buf>,
     pub layers: Vec<LayerWs<B>>,
     pub head: Option<HeadWs<B>>,
-    /// Learned initial state: the gather of `rnn.h0` rows into `[L*D, B, H]` and its scatter lists.
-    init_lists: Option<(B::IBuf, B::IBuf, B::IBuf)>,
+    /// A model-made initial state (learned or conditioned): the buffers of `InitWs`.
+    init: Option<InitWs<B>>,
+    /// The per-sequence conditioning vectors `[B, C]`, written by the host.
+    pub condition: Option<B::Buf>,
+}
+
+/// Buffers of a learned or conditioned initial state.
+struct InitWs<B: Backend> {
+    /// Learned: row `r / B` of `rnn.h0` for each row r of `[L*D, B, H]`, and the scatter lists of
+    /// its gradient. Conditioned: row `b * L*D + l` of the `[B, L*D, H]` projection for row
+    /// `l * B + b`, and likewise.
+    rows: B::IBuf,
+    starts: B::IBuf,
+    list: B::IBuf,
+    /// Conditioned: `tanh(v · init.weightᵀ + init.bias)` `[B, L*D*H]`, its gradient through the
+    /// reorder, and through the tanh; then the same three for `init_c` (LSTM).
+    h: Option<(B::Buf, B::Buf, B::Buf)>,
+    c: Option<(B::Buf, B::Buf, B::Buf)>,
 }
 
 /// Options of a forward pass.
@@ -116,8 +133,9 @@ pub struct Workspace<B: Backend> {
 pub struct ForwardOpts {
     /// Training: dropout on.
     pub train: bool,
-    /// Start from the learned initial state (else from whatever `h0` holds).
-    pub learned_init: bool,
+    /// Start from the model's own initial state, learned or conditioned (else from whatever `h0`
+    /// holds).
+    pub model_init: bool,
 }
 
 /// Options of a backward pass.
@@ -130,12 +148,15 @@ pub struct BackwardOpts {
     pub input_grad: bool,
     /// Compute the gradients of the initial states (always when they are learned).
     pub init_grad: bool,
-    pub learned_init: bool,
+    pub model_init: bool,
 }
 
+/// One stack (and its head) of a model, its tensors named under `prefix` (empty for a plain
+/// model; `encoder.` and `decoder.` in a sequence-to-sequence model).
 pub struct Graph<'a> {
     pub spec: &'a ModelSpec,
     pub layout: &'a ParamLayout,
+    pub prefix: &'a str,
 }
 
 impl Graph<'_> {
@@ -230,11 +251,15 @@ impl Graph<'_> {
                 )),
             ),
         };
-        let init_lists = if spec.learn_initial_state {
-            let rows = spec.state_rows();
-            let idx: Vec<u32> = (0..rows * b).map(|r| (r / b) as u32).collect();
-            let starts: Vec<u32> = (0..=rows).map(|r| (r * b) as u32).collect();
-            let list: Vec<u32> = (0..(rows * b) as u32).collect();
+        let rows = spec.state_rows();
+        let init = if spec.learn_initial_state || spec.condition.is_some() {
+            let learned = spec.learn_initial_state;
+            // Learned: row r of [L*D, B, H] reads row r / B of rnn.h0 [L*D, H]. Conditioned: row
+            // l * B + b reads row b * L*D + l of the projection [B, L*D, H].
+            let idx: Vec<u32> =
+                (0..rows * b).map(|r| if learned { r / b } else { (r % b) * rows + r / b } as u32).collect();
+            let table_rows = if learned { rows } else { rows * b };
+            let (starts, list) = index_lists(&idx, table_rows);
             let bufs = (
                 be.alloc_u32("initial state rows", idx.len())?,
                 be.alloc_u32("initial state starts", starts.len())?,
@@ -243,7 +268,24 @@ impl Graph<'_> {
             be.write_u32(&bufs.0, &idx)?;
             be.write_u32(&bufs.1, &starts)?;
             be.write_u32(&bufs.2, &list)?;
-            Some(bufs)
+            let proj = |be: &mut B, on: bool| -> Result<Option<(B::Buf, B::Buf, B::Buf)>> {
+                if !on {
+                    return Ok(None);
+                }
+                Ok(Some((
+                    be.alloc("conditioned state", states_len)?,
+                    be.alloc("conditioned state gradient", states_len)?,
+                    be.alloc("conditioned state pre-activation gradient", states_len)?,
+                )))
+            };
+            let conditioned = spec.condition.is_some();
+            Some(InitWs {
+                rows: bufs.0,
+                starts: bufs.1,
+                list: bufs.2,
+                h: proj(be, conditioned)?,
+                c: proj(be, conditioned && lstm)?,
+            })
         } else {
             None
         };
@@ -268,17 +310,21 @@ impl Graph<'_> {
             },
             layers,
             head,
-            init_lists,
+            init,
+            condition: match spec.condition {
+                Some(c) => Some(be.alloc("condition", b * c)?),
+                None => None,
+            },
         })
     }
 
     fn param<B: Backend>(&self, be: &B, net: &Net<B>, name: &str) -> Result<B::Buf> {
-        let e = self.layout.get(name)?;
+        let e = self.layout.get(&format!("{}{name}", self.prefix))?;
         be.view(&net.params, e.offset, e.len())
     }
 
     fn grad<B: Backend>(&self, be: &B, net: &Net<B>, name: &str) -> Result<B::Buf> {
-        let e = self.layout.get(name)?;
+        let e = self.layout.get(&format!("{}{name}", self.prefix))?;
         be.view(&net.grads, e.offset, e.len())
     }
 
@@ -319,7 +365,7 @@ impl Graph<'_> {
     /// Views of one layer direction's weights: W_ih, W_hh (padded to whole vec4s), the bias pair
     /// (b_ih, then b_hh at the returned offset), and their gradients.
     fn weights<B: Backend>(&self, be: &B, net: &Net<B>, k: usize, d: usize) -> Result<LayerViews<B>> {
-        let p = self.layout.layer(k, d)?;
+        let p = self.layout.layer(self.prefix, k, d)?;
         let g = self.spec.cell.gates();
         let h = self.spec.hidden;
         let i = self.spec.layer_input(k);
@@ -352,16 +398,8 @@ impl Graph<'_> {
         let (g, h) = (spec.cell.gates(), spec.hidden);
         let dh = spec.output_size();
 
-        if o.learned_init {
-            let (idx, _, _) = ws
-                .init_lists
-                .as_ref()
-                .ok_or_else(|| Error::invalid("forward", "this model has no learned initial state"))?;
-            let p = Gather { n: spec.state_rows() * b, width: h, idx_stride: h, col_stride: 1 };
-            be.gather(&ws.h0, &self.param(be, net, "rnn.h0")?, idx, p)?;
-            if let Some(c0) = &ws.c0 {
-                be.gather(c0, &self.param(be, net, "rnn.c0")?, idx, p)?;
-            }
+        if o.model_init {
+            self.init_forward(be, net, ws)?;
         }
 
         for k in 0..spec.layers {
@@ -527,7 +565,7 @@ impl Graph<'_> {
             }
         }
 
-        let init_grad = o.init_grad || o.learned_init;
+        let init_grad = o.init_grad || o.model_init;
         for k in (0..spec.layers).rev() {
             let lw = &ws.layers[k];
             let i = spec.layer_input(k);
@@ -624,15 +662,90 @@ impl Graph<'_> {
             }
         }
 
-        if o.learned_init {
-            let (_, starts, list) = ws
-                .init_lists
-                .as_ref()
-                .ok_or_else(|| Error::invalid("backward", "no learned initial state"))?;
-            let p = Gather { n: spec.state_rows(), width: h, idx_stride: h, col_stride: 1 };
-            be.scatter_add(&self.grad(be, net, "rnn.h0")?, &ws.dh0, starts, list, p)?;
-            if let Some(dc0) = &ws.dc0 {
-                be.scatter_add(&self.grad(be, net, "rnn.c0")?, dc0, starts, list, p)?;
+        if o.model_init {
+            self.init_backward(be, net, ws)?;
+        }
+        Ok(())
+    }
+
+    /// Records the model-made initial state: the learned `rnn.h0` broadcast over the batch, or
+    /// `tanh(v · init.weightᵀ + init.bias)` from the conditioning vectors, into `h0` (and `c0`).
+    fn init_forward<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &Workspace<B>) -> Result<()> {
+        let spec = self.spec;
+        let iw =
+            ws.init.as_ref().ok_or_else(|| Error::invalid("forward", "this model makes no initial state"))?;
+        let (b, h, rows) = (ws.batch, spec.hidden, spec.state_rows());
+        let lookup = Gather { n: rows * b, width: h, idx_stride: h, col_stride: 1 };
+        let targets = [("h", &ws.h0, &iw.h), ("c", &ws.c0.clone().unwrap_or_else(|| ws.h0.clone()), &iw.c)];
+        for (which, dst, proj) in targets {
+            if which == "c" && ws.c0.is_none() {
+                continue;
+            }
+            match (spec.condition, proj) {
+                (None, _) => {
+                    be.gather(dst, &self.param(be, net, &format!("rnn.{which}0"))?, &iw.rows, lookup)?
+                }
+                (Some(c), Some((act, _, pre))) => {
+                    let cond = ws
+                        .condition
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid("forward", "no condition buffer"))?;
+                    let name = if which == "h" { "init" } else { "init_c" };
+                    // The pre-activation goes through the gradient buffer, unused until backward.
+                    let p = Matmul::new(b, rows * h, c).trans_b();
+                    be.matmul(pre, cond, &self.param(be, net, &format!("{name}.weight"))?, p)?;
+                    be.add_bias(pre, &self.param(be, net, &format!("{name}.bias"))?, b, rows * h)?;
+                    be.tanh_forward(act, pre)?;
+                    be.gather(dst, act, &iw.rows, lookup)?;
+                }
+                (Some(_), None) => return Err(Error::invalid("forward", "no conditioned state buffers")),
+            }
+        }
+        Ok(())
+    }
+
+    /// Records the gradients of the model-made initial state from `dh0` (and `dc0`).
+    fn init_backward<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &Workspace<B>) -> Result<()> {
+        let spec = self.spec;
+        let iw = ws
+            .init
+            .as_ref()
+            .ok_or_else(|| Error::invalid("backward", "this model makes no initial state"))?;
+        let (b, h, rows) = (ws.batch, spec.hidden, spec.state_rows());
+        for (which, grad, proj) in [("h", Some(&ws.dh0), &iw.h), ("c", ws.dc0.as_ref(), &iw.c)] {
+            let Some(grad) = grad else { continue };
+            match (spec.condition, proj) {
+                (None, _) => {
+                    let p = Gather { n: rows, width: h, idx_stride: h, col_stride: 1 };
+                    be.scatter_add(
+                        &self.grad(be, net, &format!("rnn.{which}0"))?,
+                        grad,
+                        &iw.starts,
+                        &iw.list,
+                        p,
+                    )?;
+                }
+                (Some(c), Some((act, dact, dpre))) => {
+                    let cond = ws
+                        .condition
+                        .as_ref()
+                        .ok_or_else(|| Error::invalid("backward", "no condition buffer"))?;
+                    let name = if which == "h" { "init" } else { "init_c" };
+                    be.clear(dact)?;
+                    be.scatter_add(
+                        dact,
+                        grad,
+                        &iw.starts,
+                        &iw.list,
+                        Gather { n: rows * b, width: h, idx_stride: h, col_stride: 1 },
+                    )?;
+                    be.clear(dpre)?;
+                    be.tanh_backward(dpre, act, dact)?;
+                    let dw = self.grad(be, net, &format!("{name}.weight"))?;
+                    be.matmul(&dw, dpre, cond, Matmul::new(rows * h, c, b).trans_a().accumulate())?;
+                    be.bias_grad(&self.grad(be, net, &format!("{name}.bias"))?, dpre, b, rows * h)?;
+                }
+                (Some(_), None) => return Err(Error::invalid("backward", "no conditioned state buffers")),
             }
         }
         Ok(())

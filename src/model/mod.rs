@@ -124,7 +124,7 @@ impl Model {
     pub fn new(spec: ModelSpec, device: &Device, seed: u64) -> Result<Model> {
         spec.validate()?;
         let layout = ParamLayout::new(&spec);
-        let params = layout.init(&spec, seed);
+        let params = layout.init(seed);
         Self::with_flat_params(spec, device, &params, seed)
     }
 

@@ -9,12 +9,23 @@ use crate::error::{Error, Result};
 use crate::gpu::tensor::align_up;
 use crate::rng::Rng;
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+/// How a parameter starts (PyTorch's defaults for the module it belongs to).
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub enum Init {
+    /// Uniform in ±bound: recurrent weights (1/√H), linear layers (1/√fan_in).
+    Uniform(f32),
+    /// Normal with this standard deviation: embeddings.
+    Normal(f32),
+    Zeros,
+}
+
+#[derive(Clone, Debug, PartialEq)]
 pub struct ParamEntry {
     pub name: String,
     pub shape: Vec<usize>,
     /// Offset in the flat buffer, a multiple of 64.
     pub offset: usize,
+    pub init: Init,
 }
 
 impl ParamEntry {
@@ -40,7 +51,7 @@ pub struct LayerParams {
     pub b_hh: usize,
 }
 
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, PartialEq)]
 pub struct ParamLayout {
     entries: Vec<ParamEntry>,
     total: usize,
@@ -52,39 +63,66 @@ pub fn direction_suffix(dir: usize) -> &'static str {
 }
 
 impl ParamLayout {
-    /// The layout of `spec`: recurrent tensors under `rnn.`, the head under `head.`.
+    /// The layout of a plain model: recurrent tensors under `rnn.`, the head under `head.`.
     pub fn new(spec: &ModelSpec) -> ParamLayout {
-        let mut l = ParamLayout { entries: Vec::new(), total: 0 };
-        let g = spec.cell.gates();
-        let h = spec.hidden;
-        for k in 0..spec.layers {
-            for d in 0..spec.directions() {
-                let sfx = direction_suffix(d);
-                l.push(format!("rnn.weight_ih_l{k}{sfx}"), vec![g * h, spec.layer_input(k)]);
-                l.push(format!("rnn.weight_hh_l{k}{sfx}"), vec![g * h, h]);
-                l.push(format!("rnn.bias_ih_l{k}{sfx}"), vec![g * h]);
-                l.push(format!("rnn.bias_hh_l{k}{sfx}"), vec![g * h]);
-            }
-        }
-        if spec.learn_initial_state {
-            l.push("rnn.h0".into(), vec![spec.state_rows(), h]);
-            if spec.cell.has_cell_state() {
-                l.push("rnn.c0".into(), vec![spec.state_rows(), h]);
-            }
-        }
-        if let Some(head) = spec.head {
-            l.push("head.weight".into(), vec![head.outputs, spec.output_size()]);
-            l.push("head.bias".into(), vec![head.outputs]);
-        }
+        let mut l = ParamLayout::empty();
+        l.push_stack(spec, "");
         l
     }
 
-    fn push(&mut self, name: String, shape: Vec<usize>) {
+    pub fn empty() -> ParamLayout {
+        ParamLayout { entries: Vec::new(), total: 0 }
+    }
+
+    /// Appends the tensors of the stack `spec` under `prefix`: `{prefix}rnn.weight_ih_l0`, ...,
+    /// its learned or conditioned initial state, and `{prefix}head.*`.
+    pub fn push_stack(&mut self, spec: &ModelSpec, prefix: &str) {
+        let g = spec.cell.gates();
+        let h = spec.hidden;
+        let k_rnn = Init::Uniform(1.0 / (h as f32).sqrt());
+        for k in 0..spec.layers {
+            for d in 0..spec.directions() {
+                let sfx = direction_suffix(d);
+                self.push(
+                    format!("{prefix}rnn.weight_ih_l{k}{sfx}"),
+                    vec![g * h, spec.layer_input(k)],
+                    k_rnn,
+                );
+                self.push(format!("{prefix}rnn.weight_hh_l{k}{sfx}"), vec![g * h, h], k_rnn);
+                self.push(format!("{prefix}rnn.bias_ih_l{k}{sfx}"), vec![g * h], k_rnn);
+                self.push(format!("{prefix}rnn.bias_hh_l{k}{sfx}"), vec![g * h], k_rnn);
+            }
+        }
+        let states = spec.state_rows() * h;
+        if spec.learn_initial_state {
+            self.push(format!("{prefix}rnn.h0"), vec![spec.state_rows(), h], Init::Zeros);
+            if spec.cell.has_cell_state() {
+                self.push(format!("{prefix}rnn.c0"), vec![spec.state_rows(), h], Init::Zeros);
+            }
+        }
+        if let Some(c) = spec.condition {
+            let lin = Init::Uniform(1.0 / (c as f32).sqrt());
+            self.push(format!("{prefix}init.weight"), vec![states, c], lin);
+            self.push(format!("{prefix}init.bias"), vec![states], lin);
+            if spec.cell.has_cell_state() {
+                self.push(format!("{prefix}init_c.weight"), vec![states, c], lin);
+                self.push(format!("{prefix}init_c.bias"), vec![states], lin);
+            }
+        }
+        if let Some(head) = spec.head {
+            let lin = Init::Uniform(1.0 / (spec.output_size() as f32).sqrt());
+            self.push(format!("{prefix}head.weight"), vec![head.outputs, spec.output_size()], lin);
+            self.push(format!("{prefix}head.bias"), vec![head.outputs], lin);
+        }
+    }
+
+    /// Appends one tensor.
+    pub fn push(&mut self, name: String, shape: Vec<usize>, init: Init) {
         let len: usize = shape.iter().product();
         let offset = self.total;
         // The padding after each tensor also lets kernels bind it as whole vec4s.
         self.total = align_up(offset + len);
-        self.entries.push(ParamEntry { name, shape, offset });
+        self.entries.push(ParamEntry { name, shape, offset, init });
     }
 
     /// Elements of the flat buffer, padding included.
@@ -108,33 +146,28 @@ impl ParamLayout {
             .ok_or_else(|| Error::invalid("ParamLayout", format!("no parameter named {name}")))
     }
 
-    pub fn layer(&self, k: usize, dir: usize) -> Result<LayerParams> {
+    /// One layer direction of the stack under `prefix`.
+    pub fn layer(&self, prefix: &str, k: usize, dir: usize) -> Result<LayerParams> {
         let sfx = direction_suffix(dir);
         Ok(LayerParams {
-            w_ih: self.get(&format!("rnn.weight_ih_l{k}{sfx}"))?.offset,
-            w_hh: self.get(&format!("rnn.weight_hh_l{k}{sfx}"))?.offset,
-            b_ih: self.get(&format!("rnn.bias_ih_l{k}{sfx}"))?.offset,
-            b_hh: self.get(&format!("rnn.bias_hh_l{k}{sfx}"))?.offset,
+            w_ih: self.get(&format!("{prefix}rnn.weight_ih_l{k}{sfx}"))?.offset,
+            w_hh: self.get(&format!("{prefix}rnn.weight_hh_l{k}{sfx}"))?.offset,
+            b_ih: self.get(&format!("{prefix}rnn.bias_ih_l{k}{sfx}"))?.offset,
+            b_hh: self.get(&format!("{prefix}rnn.bias_hh_l{k}{sfx}"))?.offset,
         })
     }
 
-    /// PyTorch's initialisation from a seed: every recurrent tensor uniform in ±1/√H; the head like
-    /// `nn.Linear` (uniform in ±1/√fan_in); learned initial states zero.
-    pub fn init(&self, spec: &ModelSpec, seed: u64) -> Vec<f32> {
+    /// Every tensor drawn as its `Init` says, from `seed` (PyTorch's initialisation).
+    pub fn init(&self, seed: u64) -> Vec<f32> {
         let mut rng = Rng::seed_from_u64(seed);
         let mut flat = vec![0.0f32; self.total];
-        let k_rnn = 1.0 / (spec.hidden as f64).sqrt();
-        let k_head = 1.0 / (spec.output_size() as f64).sqrt();
         for e in &self.entries {
-            let bound = if e.name.starts_with("rnn.h0") || e.name.starts_with("rnn.c0") {
-                0.0
-            } else if e.name.starts_with("head.") {
-                k_head
-            } else {
-                k_rnn
-            };
             for v in &mut flat[e.range()] {
-                *v = rng.uniform_in(-bound, bound) as f32;
+                *v = match e.init {
+                    Init::Uniform(b) => rng.uniform_in(-b as f64, b as f64) as f32,
+                    Init::Normal(sd) => (rng.normal() * sd as f64) as f32,
+                    Init::Zeros => 0.0,
+                };
             }
         }
         flat

@@ -59,6 +59,10 @@ pub struct ModelSpec {
     pub dropout: f32,
     /// Learn the initial states `rnn.h0` (and `rnn.c0`) `[L*D, H]` instead of starting from zeros.
     pub learn_initial_state: bool,
+    /// Condition the initial state on a per-sequence vector of this size (a class, features):
+    /// `h0 = tanh(init.weight · v + init.bias)` (and `c0` through `init_c.*` for an LSTM),
+    /// learned end to end. Batches then carry the vectors.
+    pub condition: Option<usize>,
     pub head: Option<Head>,
 }
 
@@ -73,6 +77,7 @@ impl ModelSpec {
             bidirectional: false,
             dropout: 0.0,
             learn_initial_state: false,
+            condition: None,
             head: None,
         }
     }
@@ -118,6 +123,15 @@ impl ModelSpec {
         }
         if let Some(h) = self.head {
             positive("head outputs", h.outputs)?;
+        }
+        if let Some(c) = self.condition {
+            positive("condition size", c)?;
+            if self.learn_initial_state {
+                return Err(Error::invalid(
+                    OP,
+                    "an initial state is either learned or conditioned, not both",
+                ));
+            }
         }
         // Keep every size comfortably inside u32 indexing on the GPU.
         let biggest = self.cell.gates() * self.hidden * self.input.size().max(self.output_size());
