@@ -56,3 +56,4 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     }
     y[j] += s;
 }
+

@@ -4,6 +4,7 @@
 //                 (w = 0 for padded positions, 1/count otherwise, so the sum is the mean):
 //                 loss[r] = w * (logsumexp(x[r]) - x[r, t]),  dx[r] = w * (softmax(x[r]) - onehot(t)).
 //   mse:          loss[r] = w * sum_j (x[r, j] - target[r, j])^2,  dx[r] = 2 w (x[r] - target[r]).
+//   softmax_backward: dx[r] = y[r] * (dy[r] - sum_j y[r, j] dy[r, j]), y the softmax output.
 // Rows are a vocabulary or an output layer wide (tens to thousands): a thread loops over its row
 // with no barriers, which suits both lavapipe and the row counts (T*B) of a training step.
 
@@ -88,4 +89,18 @@ fn mse(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
         dx[base + j] = 2.0 * w * d;
     }
     out[r] = w * s;
+}
+
+@compute @workgroup_size(256)
+fn softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let r = linear_id(gid, nwg);
+    if r >= p.rows { return; }
+    let base = r * p.cols;
+    var s = 0.0;
+    for (var j = 0u; j < p.cols; j++) {
+        s += x[base + j] * values[base + j];
+    }
+    for (var j = 0u; j < p.cols; j++) {
+        dx[base + j] = x[base + j] * (values[base + j] - s);
+    }
 }

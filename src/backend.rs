@@ -7,7 +7,7 @@
 //! inputs, then a descriptor, as the kernels do.
 
 use crate::error::Result;
-use crate::ops::{Cell, Dropout, Gather, Matmul, Reduce, Step};
+use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::real::Real;
 use crate::train::optim::{Adagrad, Adam, Sgd};
 
@@ -16,6 +16,8 @@ use crate::train::optim::{Adagrad, Adam, Sgd};
 pub struct ProgramKey {
     pub kind: &'static str,
     pub steps: usize,
+    /// The decoder's steps in an encoder-decoder model (0 otherwise).
+    pub tgt_steps: usize,
     pub batch: usize,
     /// Options that change the recorded ops (for example whether the initial state is learned).
     pub variant: u32,
@@ -142,6 +144,40 @@ pub trait Backend {
         v: &Self::Buf,
         state: &Self::Buf,
         o: Adam,
+    ) -> Result<()>;
+    fn copy_cols(&mut self, y: &Self::Buf, x: &Self::Buf, p: CopyCols) -> Result<()>;
+    fn attention_dots(
+        &mut self,
+        out: &Self::Buf,
+        x: &Self::Buf,
+        enc: &Self::Buf,
+        src_len: &Self::IBuf,
+        a: Attention,
+        mask: bool,
+    ) -> Result<()>;
+    fn attention_mix(
+        &mut self,
+        out: &Self::Buf,
+        w: &Self::Buf,
+        enc: &Self::Buf,
+        a: Attention,
+        accumulate: bool,
+    ) -> Result<()>;
+    fn attention_mix_t(
+        &mut self,
+        out: &Self::Buf,
+        w: &Self::Buf,
+        x: &Self::Buf,
+        a: Attention,
+        accumulate: bool,
+    ) -> Result<()>;
+    fn softmax_backward(
+        &mut self,
+        dx: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        rows: usize,
+        cols: usize,
     ) -> Result<()>;
     fn step_forward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()>;
     fn step_backward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()>;

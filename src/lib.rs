@@ -11,6 +11,7 @@ pub mod model;
 pub mod ops;
 pub mod real;
 pub mod rng;
+pub mod seq2seq;
 pub mod train;
 pub mod verify;
 

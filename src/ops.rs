@@ -159,3 +159,32 @@ pub struct Step {
     pub next_t: usize,
     pub mode: StepMode,
 }
+
+/// `y[r * y_stride + y_offset + c] (+)= x[r * x_stride + x_offset + c]` for `r < rows`,
+/// `c < width`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct CopyCols {
+    pub rows: usize,
+    pub width: usize,
+    pub y_stride: usize,
+    pub y_offset: usize,
+    pub x_stride: usize,
+    pub x_offset: usize,
+    pub accumulate: bool,
+}
+
+impl CopyCols {
+    /// A plain copy of `n` elements between offsets.
+    pub fn flat(n: usize, y_offset: usize, x_offset: usize, accumulate: bool) -> CopyCols {
+        CopyCols { rows: 1, width: n, y_stride: n, y_offset, x_stride: n, x_offset, accumulate }
+    }
+}
+
+/// Attention sizes: `tgt` decoder steps, `batch`, `src` encoder steps, `width` features.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Attention {
+    pub tgt: usize,
+    pub batch: usize,
+    pub src: usize,
+    pub width: usize,
+}

@@ -567,6 +567,14 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
             }
         }
     }
+    for &(rows, width) in &[(1, 1), (7, 5), (64, 130)] {
+        for acc in [false, true] {
+            out.push(check_copy_cols(ctx, rows, width, acc, next())?);
+        }
+    }
+    for &(tgt, batch, src, width) in &ATTENTION_SHAPES {
+        out.extend(check_attention(ctx, crate::ops::Attention { tgt, batch, src, width }, next())?);
+    }
     Ok(out)
 }
 
@@ -772,3 +780,87 @@ pub fn check_steps(
 /// loads), more rows than one thread's block.
 pub const STEP_SHAPES: [(usize, usize, usize); 5] =
     [(1, 1, 1), (4, 3, 5), (5, 9, 8), (3, 17, 65), (2, 8, 128)];
+
+/// copy_cols between two wider buffers at odd offsets and strides, written or accumulated.
+pub fn check_copy_cols(
+    ctx: &Arc<GpuContext>,
+    rows: usize,
+    width: usize,
+    accumulate: bool,
+    seed: u64,
+) -> Result<Check> {
+    use crate::ops::CopyCols;
+    let mut rng = Rng::seed_from_u64(seed);
+    let p = CopyCols {
+        rows,
+        width,
+        y_stride: width + 3,
+        y_offset: 2,
+        x_stride: width + 5,
+        x_offset: 1,
+        accumulate,
+    };
+    let x = rng.uniform_vec(rows * (width + 5) + 1, -1.0, 1.0);
+    let y0 = rng.uniform_vec(rows * (width + 3) + 2, -1.0, 1.0);
+    let mut want = y0.clone();
+    cpu::copy_cols(&mut want, &x, p);
+    let gx = ctx.upload("x", &[x.len()], &x)?;
+    let gy = ctx.upload("y", &[y0.len()], &y0)?;
+    let mut prog = Program::new(ctx);
+    gk::copy_cols(&mut prog, &gy, &gx, p)?;
+    run(prog)?;
+    let name = if accumulate { "copy_cols_acc" } else { "copy_cols" };
+    Ok(compare(name, format!("{rows}x{width}"), &ctx.download(&gy)?, &want, Tolerance::ELEMENTWISE))
+}
+
+/// The attention kernels at `(T_t, B, T_s, A)`, with source lengths from 1 to T_s: masked scores,
+/// their softmax and its gradient, the context, and the two gradient mixes (accumulating).
+pub fn check_attention(ctx: &Arc<GpuContext>, a: crate::ops::Attention, seed: u64) -> Result<Vec<Check>> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let (nq, ne, ns) = (a.tgt * a.batch * a.width, a.src * a.batch * a.width, a.tgt * a.batch * a.src);
+    let q = rng.uniform_vec(nq, -1.0, 1.0);
+    let enc = rng.uniform_vec(ne, -1.0, 1.0);
+    let dy = rng.uniform_vec(ns, -1.0, 1.0);
+    let base = rng.uniform_vec(ne.max(nq), -1.0, 1.0);
+    let mut src_len: Vec<u32> = (0..a.batch).map(|_| 1 + rng.below(a.src) as u32).collect();
+    src_len[0] = a.src as u32;
+    let rows = a.tgt * a.batch;
+
+    let mut scores = vec![0.0; ns];
+    cpu::attention_dots(&mut scores, &q, &enc, &src_len, a, true);
+    let mut probs = vec![0.0; ns];
+    cpu::softmax_rows(&mut probs, &scores, rows, a.src);
+    let mut dscores = vec![0.0; ns];
+    cpu::softmax_backward(&mut dscores, &probs, &dy, rows, a.src);
+    let mut ctxv = base[..nq].to_vec();
+    cpu::attention_mix(&mut ctxv, &probs, &enc, a, true);
+    let mut denc = base[..ne].to_vec();
+    cpu::attention_mix_t(&mut denc, &probs, &q, a, true);
+
+    let up = |what: &str, v: &[f32]| ctx.upload(what, &[v.len()], v);
+    let (gq, genc, gdy) = (up("q", &q)?, up("enc", &enc)?, up("dy", &dy)?);
+    let glen = ctx.upload_u32("src_len", &[a.batch], &src_len)?;
+    let (gscores, gprobs, gdscores) =
+        (poison(ctx, "scores", ns)?, poison(ctx, "probs", ns)?, poison(ctx, "dscores", ns)?);
+    let (gctx, gdenc) = (up("ctx", &base[..nq])?, up("denc", &base[..ne])?);
+    let mut prog = Program::new(ctx);
+    gk::attention_dots(&mut prog, &gscores, &gq, &genc, &glen, a, true)?;
+    gk::softmax_rows(&mut prog, &gprobs, &gscores, rows, a.src)?;
+    gk::softmax_backward(&mut prog, &gdscores, &gprobs, &gdy, rows, a.src)?;
+    gk::attention_mix(&mut prog, &gctx, &gprobs, &genc, a, true)?;
+    gk::attention_mix_t(&mut prog, &gdenc, &gprobs, &gq, a, true)?;
+    run(prog)?;
+    let shape = format!("Tt{} B{} Ts{} A{}", a.tgt, a.batch, a.src, a.width);
+    let tol = Tolerance::accumulation(a.width.max(a.src).max(a.tgt));
+    Ok(vec![
+        compare("attention_dots", shape.clone(), &ctx.download(&gscores)?, &scores, tol),
+        compare("softmax_rows (masked)", shape.clone(), &ctx.download(&gprobs)?, &probs, tol),
+        compare("softmax_backward", shape.clone(), &ctx.download(&gdscores)?, &dscores, tol),
+        compare("attention_mix", shape.clone(), &ctx.download(&gctx)?, &ctxv, tol),
+        compare("attention_mix_t", shape, &ctx.download(&gdenc)?, &denc, tol),
+    ])
+}
+
+/// Attention shapes (T_t, B, T_s, A).
+pub const ATTENTION_SHAPES: [(usize, usize, usize, usize); 4] =
+    [(1, 1, 1, 1), (3, 2, 5, 7), (7, 5, 9, 64), (1, 8, 30, 33)];

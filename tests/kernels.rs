@@ -149,3 +149,19 @@ fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
     }
     assert_checks(&checks);
 }
+
+#[test]
+fn copy_and_attention_kernels_match_cpu() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for &(rows, width) in &[(1, 1), (7, 5), (64, 130), (300, 3)] {
+        for acc in [false, true] {
+            checks.push(verify::check_copy_cols(&ctx, rows, width, acc, (rows * width) as u64).unwrap());
+        }
+    }
+    for &(tgt, batch, src, width) in &verify::ATTENTION_SHAPES {
+        let a = rnn_gpu::ops::Attention { tgt, batch, src, width };
+        checks.extend(verify::check_attention(&ctx, a, (tgt * batch * src) as u64).unwrap());
+    }
+    assert_checks(&checks);
+}

@@ -8,7 +8,7 @@ use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 use super::kernels as k;
 use crate::backend::{Backend, ProgramKey, StepBufs};
 use crate::error::{Error, Result};
-use crate::ops::{Cell, Dropout, Gather, Matmul, Reduce, Step};
+use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::real::Real;
 use crate::train::optim::{Adagrad, Adam, Sgd};
 
@@ -326,6 +326,60 @@ impl<T: Real> Backend for CpuBackend<T> {
         o: Adam,
     ) -> Result<()> {
         k::adam(&mut wr(param)?, &rd(grad)?, &mut wr(m)?, &mut wr(v)?, &rd(state)?, o);
+        Ok(())
+    }
+
+    fn copy_cols(&mut self, y: &Self::Buf, x: &Self::Buf, p: CopyCols) -> Result<()> {
+        k::copy_cols(&mut wr(y)?, &rd(x)?, p);
+        Ok(())
+    }
+
+    fn attention_dots(
+        &mut self,
+        out: &Self::Buf,
+        x: &Self::Buf,
+        enc: &Self::Buf,
+        src_len: &Self::IBuf,
+        a: Attention,
+        mask: bool,
+    ) -> Result<()> {
+        k::attention_dots(&mut wr(out)?, &rd(x)?, &rd(enc)?, &rd(src_len)?, a, mask);
+        Ok(())
+    }
+
+    fn attention_mix(
+        &mut self,
+        out: &Self::Buf,
+        w: &Self::Buf,
+        enc: &Self::Buf,
+        a: Attention,
+        accumulate: bool,
+    ) -> Result<()> {
+        k::attention_mix(&mut wr(out)?, &rd(w)?, &rd(enc)?, a, accumulate);
+        Ok(())
+    }
+
+    fn attention_mix_t(
+        &mut self,
+        out: &Self::Buf,
+        w: &Self::Buf,
+        x: &Self::Buf,
+        a: Attention,
+        accumulate: bool,
+    ) -> Result<()> {
+        k::attention_mix_t(&mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate);
+        Ok(())
+    }
+
+    fn softmax_backward(
+        &mut self,
+        dx: &Self::Buf,
+        y: &Self::Buf,
+        dy: &Self::Buf,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        k::softmax_backward(&mut wr(dx)?, &rd(y)?, &rd(dy)?, rows, cols);
         Ok(())
     }
 

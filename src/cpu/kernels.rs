@@ -1,7 +1,7 @@
 //! CPU twins of the GPU kernels: same names, same argument order, plain loops. They are the
 //! oracle of the kernel tests and of `rnn-gpu verify`, and building blocks of the CPU device.
 
-use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
+use crate::ops::{Attention, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::real::Real;
 use crate::rng::hash_uniform;
 use crate::train::optim::{Adagrad, Adam, Sgd};
@@ -616,6 +616,77 @@ pub fn rnn_step_backward<T: Real>(
             let hv = states[slot_row(&s, s.out_slot, b) + j];
             dg[row] = if relu { if hv > T::ZERO { dh } else { T::ZERO } } else { dh * (T::ONE - hv * hv) };
             carry[ci] = T::ZERO;
+        }
+    }
+}
+
+pub fn copy_cols<T: Real>(y: &mut [T], x: &[T], p: CopyCols) {
+    for r in 0..p.rows {
+        for c in 0..p.width {
+            let v = x[r * p.x_stride + p.x_offset + c];
+            let i = r * p.y_stride + p.y_offset + c;
+            if p.accumulate {
+                y[i] += v;
+            } else {
+                y[i] = v;
+            }
+        }
+    }
+}
+
+pub fn attention_dots<T: Real>(out: &mut [T], x: &[T], enc: &[T], src_len: &[u32], a: Attention, mask: bool) {
+    for t in 0..a.tgt {
+        for b in 0..a.batch {
+            for j in 0..a.src {
+                let o = (t * a.batch + b) * a.src + j;
+                if mask && j >= src_len[b] as usize {
+                    out[o] = T::from_f64(-1e30);
+                    continue;
+                }
+                let xa = (t * a.batch + b) * a.width;
+                let ea = (j * a.batch + b) * a.width;
+                out[o] = (0..a.width).map(|k| x[xa + k] * enc[ea + k]).sum();
+            }
+        }
+    }
+}
+
+pub fn attention_mix<T: Real>(out: &mut [T], w: &[T], enc: &[T], a: Attention, accumulate: bool) {
+    for t in 0..a.tgt {
+        for b in 0..a.batch {
+            let tb = t * a.batch + b;
+            for k in 0..a.width {
+                let s: T = (0..a.src).map(|j| w[tb * a.src + j] * enc[(j * a.batch + b) * a.width + k]).sum();
+                let i = tb * a.width + k;
+                out[i] = if accumulate { out[i] + s } else { s };
+            }
+        }
+    }
+}
+
+pub fn attention_mix_t<T: Real>(out: &mut [T], w: &[T], x: &[T], a: Attention, accumulate: bool) {
+    for j in 0..a.src {
+        for b in 0..a.batch {
+            for k in 0..a.width {
+                let s: T = (0..a.tgt)
+                    .map(|t| {
+                        let tb = t * a.batch + b;
+                        w[tb * a.src + j] * x[tb * a.width + k]
+                    })
+                    .sum();
+                let i = (j * a.batch + b) * a.width + k;
+                out[i] = if accumulate { out[i] + s } else { s };
+            }
+        }
+    }
+}
+
+pub fn softmax_backward<T: Real>(dx: &mut [T], y: &[T], dy: &[T], rows: usize, cols: usize) {
+    for r in 0..rows {
+        let base = r * cols;
+        let s: T = (0..cols).map(|j| y[base + j] * dy[base + j]).sum();
+        for j in 0..cols {
+            dx[base + j] = y[base + j] * (dy[base + j] - s);
         }
     }
 }

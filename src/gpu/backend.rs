@@ -10,7 +10,7 @@ use super::program::Program;
 use super::tensor::{GpuTensor, Staging};
 use crate::backend::{Backend, ProgramKey, StepBufs};
 use crate::error::{Error, Result};
-use crate::ops::{Cell, Dropout, Gather, Matmul, Reduce, Step};
+use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::train::optim::{Adagrad, Adam, Sgd};
 
 pub struct GpuBackend {
@@ -253,6 +253,55 @@ impl Backend for GpuBackend {
         o: Adam,
     ) -> Result<()> {
         k::adam(self.prog()?, param, grad, m, v, state, o)
+    }
+
+    fn copy_cols(&mut self, y: &GpuTensor, x: &GpuTensor, p: CopyCols) -> Result<()> {
+        k::copy_cols(self.prog()?, y, x, p)
+    }
+
+    fn attention_dots(
+        &mut self,
+        out: &GpuTensor,
+        x: &GpuTensor,
+        enc: &GpuTensor,
+        src_len: &GpuTensor,
+        a: Attention,
+        mask: bool,
+    ) -> Result<()> {
+        k::attention_dots(self.prog()?, out, x, enc, src_len, a, mask)
+    }
+
+    fn attention_mix(
+        &mut self,
+        out: &GpuTensor,
+        w: &GpuTensor,
+        enc: &GpuTensor,
+        a: Attention,
+        accumulate: bool,
+    ) -> Result<()> {
+        k::attention_mix(self.prog()?, out, w, enc, a, accumulate)
+    }
+
+    fn attention_mix_t(
+        &mut self,
+        out: &GpuTensor,
+        w: &GpuTensor,
+        x: &GpuTensor,
+        a: Attention,
+        accumulate: bool,
+    ) -> Result<()> {
+        k::attention_mix_t(self.prog()?, out, w, x, a, accumulate)
+    }
+
+    fn softmax_backward(
+        &mut self,
+        dx: &GpuTensor,
+        y: &GpuTensor,
+        dy: &GpuTensor,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        k::softmax_backward(self.prog()?, dx, y, dy, rows, cols)
     }
 
     fn step_forward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()> {

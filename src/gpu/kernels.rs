@@ -8,7 +8,7 @@ use super::context::MatmulVariant;
 use super::program::{Program, groups_1d};
 use super::tensor::GpuTensor;
 use crate::error::{Error, Result};
-use crate::ops::{Cell, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
+use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::train::optim::{Adagrad, Adam, Sgd};
 
 const WG: usize = 256;
@@ -942,4 +942,160 @@ pub fn rnn_step_backward(
         &c.params()?,
         c.backward_groups(),
     )
+}
+
+// ---------------------------------------------------------------------------------------------
+// copy.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct CopyParams {
+    // must match shaders/copy.wgsl::Params
+    rows: u32,
+    width: u32,
+    y_stride: u32,
+    y_offset: u32,
+    x_stride: u32,
+    x_offset: u32,
+    accumulate: u32,
+    _pad: u32,
+}
+
+/// `y[r * y_stride + y_offset + c] (+)= x[r * x_stride + x_offset + c]` for `r < rows`,
+/// `c < width`.
+pub fn copy_cols(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, p: CopyCols) -> Result<()> {
+    const OP: &str = "copy_cols";
+    nonzero(OP, "rows", p.rows)?;
+    nonzero(OP, "width", p.width)?;
+    let end = |stride: usize, offset: usize| (p.rows - 1) * stride + offset + p.width;
+    if end(p.y_stride, p.y_offset) > y.len() {
+        return Err(Error::shape(OP, "y", y.shape(), &[end(p.y_stride, p.y_offset)]));
+    }
+    if end(p.x_stride, p.x_offset) > x.len() {
+        return Err(Error::shape(OP, "x", x.shape(), &[end(p.x_stride, p.x_offset)]));
+    }
+    let u = |what, v| to_u32(OP, what, v);
+    let params = CopyParams {
+        rows: u("rows", p.rows)?,
+        width: u("width", p.width)?,
+        y_stride: u("y_stride", p.y_stride)?,
+        y_offset: u("y_offset", p.y_offset)?,
+        x_stride: u("x_stride", p.x_stride)?,
+        x_offset: u("x_offset", p.x_offset)?,
+        accumulate: p.accumulate as u32,
+        _pad: 0,
+    };
+    let groups = groups_1d(prog.ctx(), p.rows * p.width, WG);
+    prog.dispatch("copy", "copy_cols", &[], &[(1, y), (2, x)], &params, groups)
+}
+
+// ---------------------------------------------------------------------------------------------
+// attention.wgsl, and the softmax gradient in loss.wgsl
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct AttentionParams {
+    // must match shaders/attention.wgsl::Params
+    tgt: u32,
+    batch: u32,
+    src: u32,
+    width: u32,
+    accumulate: u32,
+    _pad: [u32; 3],
+}
+
+fn attention_params(op: &'static str, a: Attention, accumulate: bool) -> Result<AttentionParams> {
+    nonzero(op, "target steps", a.tgt)?;
+    nonzero(op, "batch", a.batch)?;
+    nonzero(op, "source steps", a.src)?;
+    nonzero(op, "width", a.width)?;
+    Ok(AttentionParams {
+        tgt: to_u32(op, "tgt", a.tgt)?,
+        batch: to_u32(op, "batch", a.batch)?,
+        src: to_u32(op, "src", a.src)?,
+        width: to_u32(op, "width", a.width)?,
+        accumulate: accumulate as u32,
+        _pad: [0; 3],
+    })
+}
+
+/// `out[t, b, j] = x[t, b, :] · enc[j, b, :]`; with `mask`, `-1e30` where `j >= src_len[b]`.
+pub fn attention_dots(
+    prog: &mut Program,
+    out: &GpuTensor,     // (T_t * B, T_s)
+    x: &GpuTensor,       // (T_t, B, A)
+    enc: &GpuTensor,     // (T_s, B, A)
+    src_len: &GpuTensor, // (B) u32
+    a: Attention,
+    mask: bool,
+) -> Result<()> {
+    const OP: &str = "attention_dots";
+    let params = attention_params(OP, a, false)?;
+    need(OP, "out", out, a.tgt * a.batch * a.src)?;
+    need(OP, "x", x, a.tgt * a.batch * a.width)?;
+    need(OP, "enc", enc, a.src * a.batch * a.width)?;
+    need(OP, "src_len", src_len, a.batch)?;
+    let groups = groups_1d(prog.ctx(), a.tgt * a.batch * a.src, WG);
+    prog.dispatch(
+        "attention",
+        OP,
+        &[("MASK", mask as u64)],
+        &[(1, out), (2, x), (3, enc), (4, src_len)],
+        &params,
+        groups,
+    )
+}
+
+/// `out[t, b, :] (+)= sum_j w[t, b, j] enc[j, b, :]`
+pub fn attention_mix(
+    prog: &mut Program,
+    out: &GpuTensor,
+    w: &GpuTensor,
+    enc: &GpuTensor,
+    a: Attention,
+    accumulate: bool,
+) -> Result<()> {
+    const OP: &str = "attention_mix";
+    let params = attention_params(OP, a, accumulate)?;
+    need(OP, "out", out, a.tgt * a.batch * a.width)?;
+    need(OP, "w", w, a.tgt * a.batch * a.src)?;
+    need(OP, "enc", enc, a.src * a.batch * a.width)?;
+    let groups = groups_1d(prog.ctx(), a.tgt * a.batch * a.width, WG);
+    prog.dispatch("attention", OP, &[], &[(1, out), (2, w), (3, enc)], &params, groups)
+}
+
+/// `out[j, b, :] (+)= sum_t w[t, b, j] x[t, b, :]`
+pub fn attention_mix_t(
+    prog: &mut Program,
+    out: &GpuTensor,
+    w: &GpuTensor,
+    x: &GpuTensor,
+    a: Attention,
+    accumulate: bool,
+) -> Result<()> {
+    const OP: &str = "attention_mix_t";
+    let params = attention_params(OP, a, accumulate)?;
+    need(OP, "out", out, a.src * a.batch * a.width)?;
+    need(OP, "w", w, a.tgt * a.batch * a.src)?;
+    need(OP, "x", x, a.tgt * a.batch * a.width)?;
+    let groups = groups_1d(prog.ctx(), a.src * a.batch * a.width, WG);
+    prog.dispatch("attention", OP, &[], &[(1, out), (2, w), (3, x)], &params, groups)
+}
+
+/// `dx[r] = y[r] * (dy[r] - y[r] · dy[r])` for a row-wise softmax `y`.
+pub fn softmax_backward(
+    prog: &mut Program,
+    dx: &GpuTensor,
+    y: &GpuTensor,
+    dy: &GpuTensor,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
+    const OP: &str = "softmax_backward";
+    let p = row_params(OP, rows, cols)?;
+    need(OP, "dx", dx, rows * cols)?;
+    need(OP, "y", y, rows * cols)?;
+    need(OP, "dy", dy, rows * cols)?;
+    let groups = groups_1d(prog.ctx(), rows, WG);
+    prog.dispatch("loss", OP, &[], &[(2, dx), (3, y), (5, dy)], &p, groups)
 }

@@ -34,6 +34,8 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("optim", shader!("optim")),
     ("gather", shader!("gather")),
     ("dropout", shader!("dropout")),
+    ("copy", shader!("copy")),
+    ("attention", shader!("attention")),
     ("rnn", step_shader!("rnn")),
     ("lstm", step_shader!("lstm")),
     ("gru", step_shader!("gru")),

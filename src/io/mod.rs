@@ -172,11 +172,11 @@ pub fn spec_metadata(spec: &ModelSpec) -> Metadata {
     m
 }
 
-fn field<'a>(path: &Path, m: &'a Metadata, key: &str) -> Result<&'a str> {
+pub(crate) fn field<'a>(path: &Path, m: &'a Metadata, key: &str) -> Result<&'a str> {
     m.get(key).map(|s| s.as_str()).ok_or_else(|| bad(path, format!("metadata lacks `{key}`")))
 }
 
-fn parse<T: std::str::FromStr>(path: &Path, m: &Metadata, key: &str) -> Result<T> {
+pub(crate) fn parse<T: std::str::FromStr>(path: &Path, m: &Metadata, key: &str) -> Result<T> {
     let v = field(path, m, key)?;
     v.parse().map_err(|_| bad(path, format!("metadata `{key}` = {v:?} is not valid")))
 }
@@ -184,7 +184,7 @@ fn parse<T: std::str::FromStr>(path: &Path, m: &Metadata, key: &str) -> Result<T
 /// Sizes in a file above this are refused before anything is allocated for them.
 const MAX_SIZE: usize = 1 << 24;
 
-fn size(path: &Path, what: &str, v: usize) -> Result<usize> {
+pub(crate) fn size(path: &Path, what: &str, v: usize) -> Result<usize> {
     if v == 0 || v > MAX_SIZE {
         return Err(bad(path, format!("{what} = {v} is absurd; expected 1..={MAX_SIZE}")));
     }
@@ -291,7 +291,7 @@ pub fn spec_from_state_dict(
 
 /// The flat parameter buffer of `layout` from named tensors; every tensor must be there, with its
 /// exact shape, as finite floats.
-fn flat_params(
+pub(crate) fn flat_params(
     path: &Path,
     layout: &ParamLayout,
     tensors: &BTreeMap<String, (Vec<usize>, TensorData)>,

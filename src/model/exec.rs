@@ -174,7 +174,7 @@ impl<B: Backend> Exec<B> {
     }
 
     fn key(kind: &'static str, batch: &Batch, variant: u32) -> ProgramKey {
-        ProgramKey { kind, steps: batch.steps, batch: batch.batch, variant }
+        ProgramKey { kind, steps: batch.steps, tgt_steps: 0, batch: batch.batch, variant }
     }
 
     /// Whether the program makes the initial state itself (learned or conditioned).
@@ -257,6 +257,7 @@ impl<B: Backend> Exec<B> {
             BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, model_init };
         self.be.execute(Self::key(GRAD, batch, model_init as u32), &mut |be| {
             graph.forward(be, net, ws, fo)?;
+            be.clear(&net.grads)?;
             graph.backward(be, net, ws, bo)
         })?;
         // Leave the final-state gradients zero for later runs.
@@ -302,6 +303,7 @@ impl<B: Backend> Exec<B> {
         self.be.execute(Self::key(TRAIN, batch, variant), &mut |be| {
             graph.forward(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
+            be.clear(&net.grads)?;
             graph.backward(be, net, ws, bo)?;
             graph.update(be, net, &opt, clip)
         })
@@ -353,6 +355,7 @@ impl<B: Backend> Exec<B> {
         self.be.execute(Self::key(LOSS_GRAD, batch, model_init as u32 | (train as u32) << 1), &mut |be| {
             graph.forward(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
+            be.clear(&net.grads)?;
             graph.backward(be, net, ws, bo)
         })
     }

@@ -515,8 +515,8 @@ impl Graph<'_> {
         )
     }
 
-    /// Records backpropagation through time. Gradients accumulate into `net.grads`, which this
-    /// clears first.
+    /// Records backpropagation through time. Gradients accumulate into `net.grads`: the caller
+    /// clears them first (a model of several stacks backpropagates through each in turn).
     pub fn backward<B: Backend>(
         &self,
         be: &mut B,
@@ -531,7 +531,6 @@ impl Graph<'_> {
         let (g, h) = (spec.cell.gates(), spec.hidden);
         let dh = spec.output_size();
         let top = spec.layers - 1;
-        be.clear(&net.grads)?;
 
         if o.from_loss {
             let (head, hw) = match (spec.head, &ws.head) {

@@ -1,0 +1,507 @@
+//! The encoder-decoder as a sequence of ops, written once for both devices like the single-stack
+//! model (src/model/graph.rs), whose stacks it reuses:
+//!   source ids -> encoder.embedding -> encoder stack -> final states -> bridge -> decoder's
+//!   initial states; target ids (shifted right, BOS first) -> decoder.embedding -> decoder stack
+//!   -> (attention over the encoder's outputs) -> decoder.head -> softmax cross-entropy.
+//! Backward runs the same path in reverse: the loss reaches the encoder through the attention (its
+//! outputs) and through the bridge (its final states).
+
+use super::Seq2SeqSpec;
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::model::graph::{BackwardOpts, ForwardOpts, Graph, Net, Workspace};
+use crate::model::params::ParamLayout;
+use crate::model::spec::ModelSpec;
+use crate::ops::{Attention, CopyCols, Gather, Matmul, Reduce, step_state};
+
+/// Attention buffers, all `[T_t * B, ...]`.
+pub struct AttnWs<B: Backend> {
+    q: B::Buf,
+    scores: B::Buf,
+    pub probs: B::Buf,
+    ctx: B::Buf,
+    z: B::Buf,
+    pre: B::Buf,
+    st: B::Buf,
+    dq: B::Buf,
+    dprobs: B::Buf,
+    dscores: B::Buf,
+    dctx: B::Buf,
+    dz: B::Buf,
+    dpre: B::Buf,
+    dst: B::Buf,
+    pub logits: B::Buf,
+    dlogits: B::Buf,
+    loss_rows: B::Buf,
+    pub classes: B::IBuf,
+    pub weights: B::Buf,
+}
+
+/// Token ids with the scatter lists of their embedding gradient.
+pub struct Tokens<B: Backend> {
+    pub ids: B::IBuf,
+    pub starts: B::IBuf,
+    pub list: B::IBuf,
+}
+
+pub struct S2sWs<B: Backend> {
+    pub src_steps: usize,
+    pub tgt_steps: usize,
+    pub batch: usize,
+    pub enc: Workspace<B>,
+    pub dec: Workspace<B>,
+    pub src: Tokens<B>,
+    pub tgt: Tokens<B>,
+    bridge_in: B::Buf,
+    bridge_out: B::Buf,
+    dbridge_out: B::Buf,
+    dbridge_in: B::Buf,
+    pub attn: Option<AttnWs<B>>,
+    /// Beam search: the decoder state rows to keep, and a scratch for the reorder.
+    pub parents: B::IBuf,
+    reorder: B::Buf,
+}
+
+pub struct S2sGraph<'a> {
+    pub spec: &'a Seq2SeqSpec,
+    pub layout: &'a ParamLayout,
+    pub enc_spec: ModelSpec,
+    pub dec_spec: ModelSpec,
+}
+
+fn tokens<B: Backend>(be: &mut B, what: &str, n: usize, vocab: usize) -> Result<Tokens<B>> {
+    Ok(Tokens {
+        ids: be.alloc_u32(what, n)?,
+        starts: be.alloc_u32(what, vocab + 1)?,
+        list: be.alloc_u32(what, n)?,
+    })
+}
+
+impl<'a> S2sGraph<'a> {
+    pub fn new(spec: &'a Seq2SeqSpec, layout: &'a ParamLayout) -> S2sGraph<'a> {
+        S2sGraph { spec, layout, enc_spec: spec.encoder(), dec_spec: spec.decoder() }
+    }
+
+    fn enc(&self) -> Graph<'_> {
+        Graph { spec: &self.enc_spec, layout: self.layout, prefix: "encoder." }
+    }
+
+    fn dec(&self) -> Graph<'_> {
+        Graph { spec: &self.dec_spec, layout: self.layout, prefix: "decoder." }
+    }
+
+    fn param<B: Backend>(&self, be: &B, net: &Net<B>, name: &str) -> Result<B::Buf> {
+        let e = self.layout.get(name)?;
+        be.view(&net.params, e.offset, e.len())
+    }
+
+    fn grad<B: Backend>(&self, be: &B, net: &Net<B>, name: &str) -> Result<B::Buf> {
+        let e = self.layout.get(name)?;
+        be.view(&net.grads, e.offset, e.len())
+    }
+
+    pub fn workspace<B: Backend>(
+        &self,
+        be: &mut B,
+        src_steps: usize,
+        tgt_steps: usize,
+        batch: usize,
+    ) -> Result<S2sWs<B>> {
+        let s = self.spec;
+        let (a, hd, b) = (s.enc_output(), s.dec_hidden, batch);
+        let rows = tgt_steps * b;
+        let attn = if s.attention {
+            let alloc = |be: &mut B, what: &str, n: usize| be.alloc(what, n);
+            Some(AttnWs {
+                q: alloc(be, "attention query", rows * a)?,
+                scores: alloc(be, "attention scores", rows * src_steps)?,
+                probs: alloc(be, "attention weights", rows * src_steps)?,
+                ctx: alloc(be, "attention context", rows * a)?,
+                z: alloc(be, "context and state", rows * (a + hd))?,
+                pre: alloc(be, "attentional pre-activation", rows * hd)?,
+                st: alloc(be, "attentional state", rows * hd)?,
+                dq: alloc(be, "query gradient", rows * a)?,
+                dprobs: alloc(be, "weights gradient", rows * src_steps)?,
+                dscores: alloc(be, "scores gradient", rows * src_steps)?,
+                dctx: alloc(be, "context gradient", rows * a)?,
+                dz: alloc(be, "context and state gradient", rows * (a + hd))?,
+                dpre: alloc(be, "pre-activation gradient", rows * hd)?,
+                dst: alloc(be, "attentional state gradient", rows * hd)?,
+                logits: alloc(be, "logits", rows * s.tgt_vocab)?,
+                dlogits: alloc(be, "logits gradient", rows * s.tgt_vocab)?,
+                loss_rows: alloc(be, "row losses", rows)?,
+                classes: be.alloc_u32("targets", rows)?,
+                weights: alloc(be, "loss weights", rows)?,
+            })
+        } else {
+            None
+        };
+        let states = self.dec_spec.state_rows() * b * hd;
+        Ok(S2sWs {
+            src_steps,
+            tgt_steps,
+            batch,
+            enc: self.enc().workspace(be, src_steps, batch)?,
+            dec: self.dec().workspace(be, tgt_steps, batch)?,
+            src: tokens(be, "source tokens", src_steps * b, s.src_vocab)?,
+            tgt: tokens(be, "target tokens", rows, s.tgt_vocab)?,
+            bridge_in: be.alloc("bridge input", b * a)?,
+            bridge_out: be.alloc("bridge output", b * hd)?,
+            dbridge_out: be.alloc("bridge output gradient", b * hd)?,
+            dbridge_in: be.alloc("bridge input gradient", b * a)?,
+            attn,
+            parents: be.alloc_u32("beam parents", self.dec_spec.state_rows() * b)?,
+            reorder: be.alloc("beam reorder", states)?,
+        })
+    }
+
+    /// The encoder's final states of layer `k` as `[B, D*He]` rows in `bridge_in` (directions
+    /// side by side), from `states` (`hn` or `cn`).
+    fn gather_final<B: Backend>(&self, be: &mut B, ws: &S2sWs<B>, states: &B::Buf, k: usize) -> Result<()> {
+        let (he, d, b) = (self.spec.enc_hidden, self.enc_spec.directions(), ws.batch);
+        for dir in 0..d {
+            let p = CopyCols {
+                rows: b,
+                width: he,
+                y_stride: d * he,
+                y_offset: dir * he,
+                x_stride: he,
+                x_offset: (k * d + dir) * b * he,
+                accumulate: false,
+            };
+            be.copy_cols(&ws.bridge_in, states, p)?;
+        }
+        Ok(())
+    }
+
+    /// Decoder layer `l` starts from encoder layer `min(l, Le - 1)`.
+    fn source_layer(&self, l: usize) -> usize {
+        l.min(self.spec.enc_layers - 1)
+    }
+
+    fn bridge_forward<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>) -> Result<()> {
+        let (hd, b) = (self.spec.dec_hidden, ws.batch);
+        let lstm = ws.dec.c0.is_some();
+        for which in 0..(1 + lstm as usize) {
+            let (src, dst, name) = if which == 0 {
+                (&ws.enc.hn, &ws.dec.h0, "bridge")
+            } else {
+                let cn =
+                    ws.enc.cn.as_ref().ok_or_else(|| Error::invalid("bridge", "no encoder cell state"))?;
+                let c0 =
+                    ws.dec.c0.as_ref().ok_or_else(|| Error::invalid("bridge", "no decoder cell state"))?;
+                (cn, c0, "bridge_c")
+            };
+            for l in 0..self.spec.dec_layers {
+                self.gather_final(be, ws, src, self.source_layer(l))?;
+                let from = if self.spec.bridged() {
+                    let p = Matmul::new(b, hd, self.spec.enc_output()).trans_b();
+                    be.matmul(
+                        &ws.bridge_out,
+                        &ws.bridge_in,
+                        &self.param(be, net, &format!("{name}.weight"))?,
+                        p,
+                    )?;
+                    be.add_bias(&ws.bridge_out, &self.param(be, net, &format!("{name}.bias"))?, b, hd)?;
+                    &ws.bridge_out
+                } else {
+                    &ws.bridge_in
+                };
+                be.copy_cols(dst, from, CopyCols::flat(b * hd, l * b * hd, 0, false))?;
+            }
+        }
+        Ok(())
+    }
+
+    fn bridge_backward<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>) -> Result<()> {
+        let (he, d, hd, b) =
+            (self.spec.enc_hidden, self.enc_spec.directions(), self.spec.dec_hidden, ws.batch);
+        let a = self.spec.enc_output();
+        let lstm = ws.dec.dc0.is_some();
+        for which in 0..(1 + lstm as usize) {
+            let (dstate, dsrc, src, name) = if which == 0 {
+                (&ws.dec.dh0, &ws.enc.dhn, &ws.enc.hn, "bridge")
+            } else {
+                let dc0 =
+                    ws.dec.dc0.as_ref().ok_or_else(|| Error::invalid("bridge", "no cell state gradient"))?;
+                let dcn =
+                    ws.enc.dcn.as_ref().ok_or_else(|| Error::invalid("bridge", "no cell state gradient"))?;
+                let cn = ws.enc.cn.as_ref().ok_or_else(|| Error::invalid("bridge", "no cell state"))?;
+                (dc0, dcn, cn, "bridge_c")
+            };
+            be.clear(dsrc)?;
+            for l in 0..self.spec.dec_layers {
+                let k = self.source_layer(l);
+                be.copy_cols(&ws.dbridge_out, dstate, CopyCols::flat(b * hd, 0, l * b * hd, false))?;
+                let dfrom = if self.spec.bridged() {
+                    self.gather_final(be, ws, src, k)?;
+                    let dw = self.grad(be, net, &format!("{name}.weight"))?;
+                    be.matmul(
+                        &dw,
+                        &ws.dbridge_out,
+                        &ws.bridge_in,
+                        Matmul::new(hd, a, b).trans_a().accumulate(),
+                    )?;
+                    be.bias_grad(&self.grad(be, net, &format!("{name}.bias"))?, &ws.dbridge_out, b, hd)?;
+                    let w = self.param(be, net, &format!("{name}.weight"))?;
+                    be.matmul(&ws.dbridge_in, &ws.dbridge_out, &w, Matmul::new(b, a, hd))?;
+                    &ws.dbridge_in
+                } else {
+                    &ws.dbridge_out
+                };
+                for dir in 0..d {
+                    let p = CopyCols {
+                        rows: b,
+                        width: he,
+                        y_stride: he,
+                        y_offset: (k * d + dir) * b * he,
+                        x_stride: a,
+                        x_offset: dir * he,
+                        accumulate: true,
+                    };
+                    be.copy_cols(dsrc, dfrom, p)?;
+                }
+            }
+        }
+        Ok(())
+    }
+
+    fn attention(&self, ws: &S2sWs<impl Backend>) -> Attention {
+        Attention { tgt: ws.tgt_steps, batch: ws.batch, src: ws.src_steps, width: self.spec.enc_output() }
+    }
+
+    fn attention_forward<B: Backend>(
+        &self,
+        be: &mut B,
+        net: &Net<B>,
+        ws: &S2sWs<B>,
+        aw: &AttnWs<B>,
+    ) -> Result<()> {
+        let s = self.spec;
+        let (a, hd, rows) = (s.enc_output(), s.dec_hidden, ws.tgt_steps * ws.batch);
+        let dims = self.attention(ws);
+        let top_dec = &ws.dec.layers[s.dec_layers - 1].y;
+        let enc_y = &ws.enc.layers[s.enc_layers - 1].y;
+        be.matmul(&aw.q, top_dec, &self.param(be, net, "attention.w_a")?, Matmul::new(rows, a, hd))?;
+        be.attention_dots(&aw.scores, &aw.q, enc_y, &ws.enc.lengths, dims, true)?;
+        be.softmax_rows(&aw.probs, &aw.scores, rows, ws.src_steps)?;
+        be.attention_mix(&aw.ctx, &aw.probs, enc_y, dims, false)?;
+        let side = |width, y_offset| CopyCols {
+            rows,
+            width,
+            y_stride: a + hd,
+            y_offset,
+            x_stride: width,
+            x_offset: 0,
+            accumulate: false,
+        };
+        be.copy_cols(&aw.z, &aw.ctx, side(a, 0))?;
+        be.copy_cols(&aw.z, top_dec, side(hd, a))?;
+        be.matmul(
+            &aw.pre,
+            &aw.z,
+            &self.param(be, net, "attention.w_c")?,
+            Matmul::new(rows, hd, a + hd).trans_b(),
+        )?;
+        be.tanh_forward(&aw.st, &aw.pre)?;
+        be.matmul(
+            &aw.logits,
+            &aw.st,
+            &self.param(be, net, "decoder.head.weight")?,
+            Matmul::new(rows, s.tgt_vocab, hd).trans_b(),
+        )?;
+        be.add_bias(&aw.logits, &self.param(be, net, "decoder.head.bias")?, rows, s.tgt_vocab)
+    }
+
+    fn attention_backward<B: Backend>(
+        &self,
+        be: &mut B,
+        net: &Net<B>,
+        ws: &S2sWs<B>,
+        aw: &AttnWs<B>,
+    ) -> Result<()> {
+        let s = self.spec;
+        let (a, hd, rows, v) = (s.enc_output(), s.dec_hidden, ws.tgt_steps * ws.batch, s.tgt_vocab);
+        let dims = self.attention(ws);
+        let top_dec = &ws.dec.layers[s.dec_layers - 1].y;
+        let top_ddec = &ws.dec.layers[s.dec_layers - 1].dy;
+        let enc_y = &ws.enc.layers[s.enc_layers - 1].y;
+        let enc_dy = &ws.enc.layers[s.enc_layers - 1].dy;
+        let head_w = self.param(be, net, "decoder.head.weight")?;
+        be.matmul(
+            &self.grad(be, net, "decoder.head.weight")?,
+            &aw.dlogits,
+            &aw.st,
+            Matmul::new(v, hd, rows).trans_a().accumulate(),
+        )?;
+        be.bias_grad(&self.grad(be, net, "decoder.head.bias")?, &aw.dlogits, rows, v)?;
+        be.matmul(&aw.dst, &aw.dlogits, &head_w, Matmul::new(rows, hd, v))?;
+        be.clear(&aw.dpre)?;
+        be.tanh_backward(&aw.dpre, &aw.st, &aw.dst)?;
+        let w_c = self.param(be, net, "attention.w_c")?;
+        be.matmul(
+            &self.grad(be, net, "attention.w_c")?,
+            &aw.dpre,
+            &aw.z,
+            Matmul::new(hd, a + hd, rows).trans_a().accumulate(),
+        )?;
+        be.matmul(&aw.dz, &aw.dpre, &w_c, Matmul::new(rows, a + hd, hd))?;
+        let split = |width, x_offset| CopyCols {
+            rows,
+            width,
+            y_stride: width,
+            y_offset: 0,
+            x_stride: a + hd,
+            x_offset,
+            accumulate: false,
+        };
+        be.copy_cols(&aw.dctx, &aw.dz, split(a, 0))?;
+        be.copy_cols(top_ddec, &aw.dz, split(hd, a))?;
+        be.attention_dots(&aw.dprobs, &aw.dctx, enc_y, &ws.enc.lengths, dims, false)?;
+        be.attention_mix_t(enc_dy, &aw.probs, &aw.dctx, dims, false)?;
+        be.softmax_backward(&aw.dscores, &aw.probs, &aw.dprobs, rows, ws.src_steps)?;
+        be.attention_mix(&aw.dq, &aw.dscores, enc_y, dims, false)?;
+        be.attention_mix_t(enc_dy, &aw.dscores, &aw.q, dims, true)?;
+        let w_a = self.param(be, net, "attention.w_a")?;
+        be.matmul(
+            &self.grad(be, net, "attention.w_a")?,
+            top_dec,
+            &aw.dq,
+            Matmul::new(hd, a, rows).trans_a().accumulate(),
+        )?;
+        be.matmul(top_ddec, &aw.dq, &w_a, Matmul::new(rows, hd, a).trans_b().accumulate())
+    }
+
+    fn embed<B: Backend>(
+        &self,
+        be: &mut B,
+        net: &Net<B>,
+        out: &B::Buf,
+        t: &Tokens<B>,
+        name: &str,
+        n: usize,
+    ) -> Result<()> {
+        let e = self.spec.embed;
+        be.gather(
+            out,
+            &self.param(be, net, name)?,
+            &t.ids,
+            Gather { n, width: e, idx_stride: e, col_stride: 1 },
+        )
+    }
+
+    /// Records the encoder (from zero states) and the bridge into the decoder's initial states.
+    pub fn encode<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, train: bool) -> Result<()> {
+        be.clear(&ws.enc.h0)?;
+        if let Some(c0) = &ws.enc.c0 {
+            be.clear(c0)?;
+        }
+        let input =
+            ws.enc.input.as_ref().ok_or_else(|| Error::invalid("encode", "no encoder input buffer"))?;
+        self.embed(be, net, input, &ws.src, "encoder.embedding.weight", ws.src_steps * ws.batch)?;
+        self.enc().forward(be, net, &ws.enc, ForwardOpts { train, model_init: false })?;
+        self.bridge_forward(be, net, ws)
+    }
+
+    /// Records the decoder over its target steps from its current initial states, then the
+    /// attention and the head: the logits.
+    pub fn decode<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, train: bool) -> Result<()> {
+        let input =
+            ws.dec.input.as_ref().ok_or_else(|| Error::invalid("decode", "no decoder input buffer"))?;
+        self.embed(be, net, input, &ws.tgt, "decoder.embedding.weight", ws.tgt_steps * ws.batch)?;
+        self.dec().forward(be, net, &ws.dec, ForwardOpts { train, model_init: false })?;
+        if let Some(aw) = &ws.attn {
+            self.attention_forward(be, net, ws, aw)?;
+        }
+        Ok(())
+    }
+
+    /// Records the loss into the step state.
+    pub fn loss<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>) -> Result<()> {
+        match &ws.attn {
+            None => self.dec().loss(be, net, &ws.dec),
+            Some(aw) => {
+                let rows = ws.tgt_steps * ws.batch;
+                be.softmax_xent(
+                    &aw.loss_rows,
+                    &aw.dlogits,
+                    &aw.logits,
+                    &aw.classes,
+                    &aw.weights,
+                    rows,
+                    self.spec.tgt_vocab,
+                )?;
+                be.reduce(
+                    &net.step_state,
+                    &aw.loss_rows,
+                    Reduce { index: step_state::LOSS, square: false, accumulate: false },
+                )
+            }
+        }
+    }
+
+    /// Records backpropagation from the loss through the decoder, the attention, the bridge and
+    /// the encoder, into both embeddings. Clears the gradients first.
+    pub fn backward<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, train: bool) -> Result<()> {
+        let s = self.spec;
+        be.clear(&net.grads)?;
+        let enc_dy = &ws.enc.layers[s.enc_layers - 1].dy;
+        match &ws.attn {
+            Some(aw) => self.attention_backward(be, net, ws, aw)?,
+            None => be.clear(enc_dy)?,
+        }
+        let opts = |from_loss| BackwardOpts {
+            train,
+            from_loss,
+            input_grad: true,
+            init_grad: true,
+            model_init: false,
+        };
+        self.dec().backward(be, net, &ws.dec, opts(ws.attn.is_none()))?;
+        let d_in =
+            ws.dec.d_input.as_ref().ok_or_else(|| Error::invalid("backward", "no decoder input gradient"))?;
+        let e = s.embed;
+        let p = |n| Gather { n, width: e, idx_stride: e, col_stride: 1 };
+        be.scatter_add(
+            &self.grad(be, net, "decoder.embedding.weight")?,
+            d_in,
+            &ws.tgt.starts,
+            &ws.tgt.list,
+            p(s.tgt_vocab),
+        )?;
+        self.bridge_backward(be, net, ws)?;
+        self.enc().backward(be, net, &ws.enc, BackwardOpts { init_grad: false, ..opts(false) })?;
+        let d_in =
+            ws.enc.d_input.as_ref().ok_or_else(|| Error::invalid("backward", "no encoder input gradient"))?;
+        be.scatter_add(
+            &self.grad(be, net, "encoder.embedding.weight")?,
+            d_in,
+            &ws.src.starts,
+            &ws.src.list,
+            p(s.src_vocab),
+        )
+    }
+
+    /// Records the update (shared with the single-stack model).
+    pub fn update<B: Backend>(
+        &self,
+        be: &mut B,
+        net: &Net<B>,
+        opt: &crate::train::optim::Optimizer,
+        clip: crate::train::optim::Clip,
+    ) -> Result<()> {
+        self.dec().update(be, net, opt, clip)
+    }
+
+    /// Beam search: keeps the decoder states of the rows in `parents` (row i takes row
+    /// `parents[i]`'s state), in place.
+    pub fn reorder<B: Backend>(&self, be: &mut B, ws: &S2sWs<B>) -> Result<()> {
+        let hd = self.spec.dec_hidden;
+        let p = Gather { n: self.dec_spec.state_rows() * ws.batch, width: hd, idx_stride: hd, col_stride: 1 };
+        for state in [Some(&ws.dec.h0), ws.dec.c0.as_ref()].into_iter().flatten() {
+            be.gather(&ws.reorder, state, &ws.parents, p)?;
+            be.copy(&ws.reorder, state)?;
+        }
+        Ok(())
+    }
+}
