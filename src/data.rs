@@ -96,3 +96,94 @@ impl TextCorpus {
             .collect()
     }
 }
+
+/// Character vocabularies of (source, target) text pairs, for sequence-to-sequence models: the
+/// target vocabulary ends with BOS and EOS.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairVocab {
+    pub src: Vec<char>,
+    pub tgt: Vec<char>,
+}
+
+impl PairVocab {
+    pub fn from_pairs(pairs: &[(String, String)]) -> PairVocab {
+        let src: BTreeSet<char> = pairs.iter().flat_map(|p| p.0.chars()).collect();
+        let tgt: BTreeSet<char> = pairs.iter().flat_map(|p| p.1.chars()).collect();
+        PairVocab { src: src.into_iter().collect(), tgt: tgt.into_iter().collect() }
+    }
+
+    /// From the two strings a model file stores.
+    pub fn from_strings(src: &str, tgt: &str) -> PairVocab {
+        PairVocab { src: src.chars().collect(), tgt: tgt.chars().collect() }
+    }
+
+    pub fn src_size(&self) -> usize {
+        self.src.len()
+    }
+
+    /// Target characters plus BOS and EOS.
+    pub fn tgt_size(&self) -> usize {
+        self.tgt.len() + 2
+    }
+
+    pub fn bos(&self) -> u32 {
+        self.tgt.len() as u32
+    }
+
+    pub fn eos(&self) -> u32 {
+        self.tgt.len() as u32 + 1
+    }
+
+    fn encode_with(chars: &[char], text: &str, side: &str) -> Result<Vec<u32>> {
+        text.chars()
+            .map(|c| {
+                chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
+                    Error::invalid(
+                        "encode",
+                        format!("character {c:?} is not in the model's {side} vocabulary"),
+                    )
+                })
+            })
+            .collect()
+    }
+
+    pub fn encode_src(&self, text: &str) -> Result<Vec<u32>> {
+        Self::encode_with(&self.src, text, "source")
+    }
+
+    pub fn encode_tgt(&self, text: &str) -> Result<Vec<u32>> {
+        Self::encode_with(&self.tgt, text, "target")
+    }
+
+    pub fn decode_tgt(&self, ids: &[u32]) -> String {
+        ids.iter().filter_map(|&i| self.tgt.get(i as usize)).collect()
+    }
+
+    /// Encodes text pairs into id pairs.
+    pub fn encode_pairs(&self, pairs: &[(String, String)]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
+        pairs.iter().map(|(s, t)| Ok((self.encode_src(s)?, self.encode_tgt(t)?))).collect()
+    }
+}
+
+/// Reads tab-separated `source<TAB>target` lines (blank lines skipped); an error names the first
+/// malformed line.
+pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
+    let text = std::fs::read_to_string(path).map_err(|e| Error::io(path, e))?;
+    let mut pairs = Vec::new();
+    for (n, line) in text.lines().enumerate() {
+        if line.trim().is_empty() {
+            continue;
+        }
+        let (s, t) = line.split_once('\t').ok_or_else(|| {
+            Error::file(path, format!("line {} has no tab between source and target", n + 1))
+        })?;
+        if s.is_empty() {
+            return Err(Error::file(path, format!("line {} has an empty source", n + 1)));
+        }
+        pairs.push((s.to_string(), t.to_string()));
+    }
+    if pairs.is_empty() {
+        return Err(Error::file(path, "no pairs"));
+    }
+    Ok(pairs)
+}

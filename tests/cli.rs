@@ -139,3 +139,55 @@ fn bad_arguments_give_one_clear_error() {
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
 }
+
+#[test]
+fn seq2seq_trains_from_pairs_and_translates_stdin() {
+    use std::io::Write;
+    let pairs = tmp("pairs.tsv");
+    let words = ["abc", "ba", "cab", "bca", "aab", "ccb", "acb", "bb", "ca", "abcab"];
+    let mut text = String::new();
+    for _ in 0..20 {
+        for w in words {
+            text.push_str(&format!("{w}\t{}\n", w.chars().rev().collect::<String>()));
+        }
+    }
+    std::fs::write(&pairs, text).unwrap();
+    let out = tmp("s2s");
+    let log = run(bin()
+        .args([
+            "seq2seq",
+            "train",
+            "--device",
+            "cpu",
+            "--hidden",
+            "16",
+            "--embed",
+            "8",
+            "--steps",
+            "20",
+            "--eval-every",
+            "10",
+            "--batch",
+            "8",
+            "--pairs",
+        ])
+        .arg(&pairs)
+        .arg("--out")
+        .arg(&out));
+    assert!(log.contains("held-out exact match"), "{log}");
+    let model = out.join("seq2seq.safetensors");
+    let mut child = bin()
+        .args(["seq2seq", "translate", "--device", "cpu", "--beam", "2", "--model"])
+        .arg(&model)
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    child.stdin.take().unwrap().write_all(b"abc\nxyz\nba\n").unwrap();
+    let res = child.wait_with_output().unwrap();
+    assert!(res.status.success());
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    assert_eq!(stdout.lines().count(), 2, "one line per translatable input: {stdout}");
+    assert!(String::from_utf8_lossy(&res.stderr).contains("'x' is not in the model's source vocabulary"));
+}

@@ -221,3 +221,27 @@ fn learns_to_reverse_with_attention() {
     let correct = out.iter().zip(&test).filter(|(o, p)| **o == p.1).count();
     assert!(correct >= 95, "{correct}/100 reversed exactly");
 }
+
+#[test]
+fn model_files_round_trip_and_refuse_other_kinds() {
+    let dir = std::env::temp_dir().join(format!("rnn-gpu-s2s-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    let s = spec(Cell::Lstm, true, true, 2, 1);
+    let mut m = Seq2Seq::new(s.clone(), &Device::Cpu, 4).unwrap();
+    let path = dir.join("m.safetensors");
+    let mut extra = rnn_gpu::io::Metadata::new();
+    extra.insert("note".into(), "x".into());
+    m.save(&path, &extra).unwrap();
+    let (mut back, meta) = Seq2Seq::load(&path, &Device::Cpu).unwrap();
+    assert_eq!(back.spec(), &s);
+    assert_eq!(meta["note"], "x");
+    let src = vec![vec![1, 2, 3]];
+    assert_eq!(back.greedy(&src, 8).unwrap(), m.greedy(&src, 8).unwrap());
+    // A plain model file is not an encoder-decoder.
+    let mut plain =
+        rnn_gpu::Model::new(rnn_gpu::ModelSpec::char_model(Cell::Gru, 5, 4, 1), &Device::Cpu, 1).unwrap();
+    let p2 = dir.join("plain.safetensors");
+    rnn_gpu::io::save_model(&p2, &mut plain, &Default::default()).unwrap();
+    let e = Seq2Seq::load(&p2, &Device::Cpu).err().unwrap().to_string();
+    assert!(e.contains("not a sequence-to-sequence model"), "{e}");
+}

@@ -30,6 +30,69 @@ enum Command {
     Sample(SampleArgs),
     /// Run a model on tensors from a safetensors file, and backpropagate given output gradients.
     Forward(ForwardArgs),
+    /// Sequence to sequence: train an encoder-decoder on text pairs, or translate with one.
+    #[command(subcommand)]
+    Seq2seq(Seq2seqCommand),
+}
+
+#[derive(Subcommand)]
+enum Seq2seqCommand {
+    /// Train on a file of `source<TAB>target` lines (character level).
+    Train(PairTrainArgs),
+    /// Translate lines from standard input, one output line per input line.
+    Translate(TranslateArgs),
+}
+
+#[derive(Args)]
+struct PairTrainArgs {
+    /// Tab-separated source/target pairs, one per line.
+    #[arg(long)]
+    pairs: PathBuf,
+    /// Folder for seq2seq.safetensors (the model with the best held-out accuracy).
+    #[arg(long, default_value = "runs/seq2seq")]
+    out: PathBuf,
+    #[arg(long, default_value = "gru")]
+    cell: String,
+    #[arg(long, default_value_t = 32)]
+    embed: usize,
+    #[arg(long, default_value_t = 64)]
+    hidden: usize,
+    #[arg(long, default_value_t = 1)]
+    layers: usize,
+    /// A one-direction encoder (bidirectional by default).
+    #[arg(long)]
+    unidirectional: bool,
+    /// No attention (Luong general attention by default).
+    #[arg(long)]
+    no_attention: bool,
+    #[arg(long, default_value_t = 64)]
+    batch: usize,
+    #[arg(long, default_value_t = 1000)]
+    steps: usize,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    #[arg(long, default_value_t = 1.0)]
+    clip: f32,
+    #[arg(long, default_value_t = 250)]
+    eval_every: usize,
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+}
+
+#[derive(Args)]
+struct TranslateArgs {
+    #[arg(long, default_value = "runs/seq2seq/seq2seq.safetensors")]
+    model: PathBuf,
+    /// Beam width (1: greedy).
+    #[arg(long, default_value_t = 1)]
+    beam: usize,
+    /// The longest output, in characters.
+    #[arg(long, default_value_t = 100)]
+    max_len: usize,
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -148,6 +211,8 @@ fn main() -> ExitCode {
         Command::Train(a) => train(a),
         Command::Sample(a) => sample(a),
         Command::Forward(a) => forward(a),
+        Command::Seq2seq(Seq2seqCommand::Train(a)) => seq2seq_train(a),
+        Command::Seq2seq(Seq2seqCommand::Translate(a)) => translate(a),
     };
     match result {
         Ok(code) => code,
@@ -437,5 +502,66 @@ fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
     }
     io::write_tensors(&a.out, &out, &Default::default())?;
     println!("wrote {} tensors to {}", out.len(), a.out.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn seq2seq_train(a: PairTrainArgs) -> rnn_gpu::Result<ExitCode> {
+    use rnn_gpu::seq2seq::train::{PairTrainConfig, train_pairs};
+    let device = Device::from_name(&a.device)?;
+    let cfg = PairTrainConfig {
+        pairs: a.pairs,
+        out: a.out,
+        cell: parse_cell(&a.cell)?,
+        embed: a.embed,
+        hidden: a.hidden,
+        layers: a.layers,
+        bidirectional: !a.unidirectional,
+        attention: !a.no_attention,
+        batch: a.batch,
+        steps: a.steps,
+        lr: a.lr,
+        clip: a.clip,
+        eval_every: a.eval_every,
+        seed: a.seed,
+    };
+    println!("device: {}", device.describe());
+    let (best, path) = train_pairs(&cfg, &device, &mut |p| match p.accuracy {
+        Some(acc) => println!(
+            "step {:>6}  loss {:.4}  held-out exact match {:.1}%  {:.0}s",
+            p.step,
+            p.loss,
+            100.0 * acc,
+            p.elapsed
+        ),
+        None => println!("step {:>6}  loss {:.4}  {:.0}s", p.step, p.loss, p.elapsed),
+    })?;
+    println!("best held-out exact match {:.1}%, model in {}", 100.0 * best, path.display());
+    Ok(ExitCode::SUCCESS)
+}
+
+fn translate(a: TranslateArgs) -> rnn_gpu::Result<ExitCode> {
+    use std::io::BufRead;
+    let device = Device::from_name(&a.device)?;
+    let (mut model, meta) = rnn_gpu::seq2seq::Seq2Seq::load(&a.model, &device)?;
+    let vocab = rnn_gpu::seq2seq::train::vocab_from_metadata(&a.model, &meta)?;
+    for line in std::io::stdin().lock().lines() {
+        let line = line.map_err(|e| rnn_gpu::Error::Io { path: "<stdin>".into(), source: e })?;
+        if line.is_empty() {
+            println!();
+            continue;
+        }
+        match vocab.encode_src(&line) {
+            Ok(src) => {
+                let out = if a.beam > 1 {
+                    model.beam(&[src], a.beam, a.max_len)?
+                } else {
+                    model.greedy(&[src], a.max_len)?
+                };
+                println!("{}", vocab.decode_tgt(&out[0]));
+            }
+            // One bad line does not end the stream.
+            Err(e) => eprintln!("error: {e}"),
+        }
+    }
     Ok(ExitCode::SUCCESS)
 }

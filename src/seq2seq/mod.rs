@@ -14,6 +14,7 @@
 //! the decoder's state kept on the device between steps.
 
 pub mod graph;
+pub mod train;
 
 use std::collections::HashMap;
 
