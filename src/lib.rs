@@ -2,6 +2,7 @@
 //! and WGSL compute shaders, with a plain CPU reference of the same math as oracle and fallback.
 
 pub mod backend;
+pub mod bench;
 pub mod cpu;
 pub mod data;
 pub mod error;

@@ -30,9 +30,37 @@ enum Command {
     Sample(SampleArgs),
     /// Run a model on tensors from a safetensors file, and backpropagate given output gradients.
     Forward(ForwardArgs),
+    /// Time the standard cases on the GPU and the CPU path, each checked first.
+    Bench(BenchArgs),
     /// Sequence to sequence: train an encoder-decoder on text pairs, or translate with one.
     #[command(subcommand)]
     Seq2seq(Seq2seqCommand),
+}
+
+#[derive(Args)]
+struct BenchArgs {
+    /// Small cases, for a smoke run.
+    #[arg(long)]
+    quick: bool,
+    /// Only the cases whose name contains this (e.g. lstm, H=512).
+    #[arg(long)]
+    only: Option<String>,
+    #[arg(long, default_value_t = 5)]
+    runs: usize,
+    #[arg(long, default_value_t = 2)]
+    warmup: usize,
+    /// Skip the CPU path (then no ratio).
+    #[arg(long)]
+    no_cpu: bool,
+    /// Write the results as JSON here.
+    #[arg(long)]
+    json: Option<PathBuf>,
+    /// Per training step: dispatches, submits, host waits and bytes allocated after warm-up.
+    #[arg(long)]
+    verbose: bool,
+    /// Per-kernel GPU time of a training step (timestamp queries).
+    #[arg(long)]
+    profile: bool,
 }
 
 #[derive(Subcommand)]
@@ -211,6 +239,7 @@ fn main() -> ExitCode {
         Command::Train(a) => train(a),
         Command::Sample(a) => sample(a),
         Command::Forward(a) => forward(a),
+        Command::Bench(a) => bench(a),
         Command::Seq2seq(Seq2seqCommand::Train(a)) => seq2seq_train(a),
         Command::Seq2seq(Seq2seqCommand::Translate(a)) => translate(a),
     };
@@ -562,6 +591,106 @@ fn translate(a: TranslateArgs) -> rnn_gpu::Result<ExitCode> {
             // One bad line does not end the stream.
             Err(e) => eprintln!("error: {e}"),
         }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
+    use rnn_gpu::bench::{self, CaseResult, DeviceResult};
+    let gpu = Device::gpu()?;
+    let adapter = gpu.describe();
+    println!("adapter: {adapter}");
+    println!(
+        "GFLOP/s count matrix-product multiply-adds only: forward 2*T*B*(G*H^2 + H*V), training step 3x that"
+    );
+    let cases: Vec<_> = if a.quick { bench::quick_cases() } else { bench::standard_cases() }
+        .into_iter()
+        .filter(|c| a.only.as_ref().is_none_or(|o| c.name().contains(o.as_str())))
+        .collect();
+    println!(
+        "{:<24} {:<8} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8}",
+        "case", "device", "train ms", "tok/s", "GFLOP/s", "fwd ms", "tok/s", "GFLOP/s"
+    );
+    let row = |name: &str, dev: &str, d: &DeviceResult| {
+        println!(
+            "{:<24} {:<8} {:>10.1} {:>10.0} {:>8.2} {:>10.1} {:>10.0} {:>8.2}",
+            name,
+            dev,
+            d.train.seconds * 1e3,
+            d.train.tokens_per_sec,
+            d.train.gflops,
+            d.forward.seconds * 1e3,
+            d.forward.tokens_per_sec,
+            d.forward.gflops
+        )
+    };
+    let mut results = Vec::new();
+    for case in cases {
+        let check_error = bench::check(&case, &gpu)?;
+        let g = bench::time(&case, &gpu, a.warmup, a.runs)?;
+        let c = if a.no_cpu {
+            None
+        } else {
+            Some(bench::time(&case, &Device::Cpu, a.warmup.min(1), a.runs.min(3))?)
+        };
+        let name = case.name();
+        row(&name, "gpu", &g);
+        if let Some(c) = &c {
+            row("", "cpu", c);
+            println!(
+                "{:<24} {:<8} {:>10} {:>9.2}x {:>8} {:>10} {:>9.2}x",
+                "",
+                "gpu/cpu",
+                "",
+                g.train.tokens_per_sec / c.train.tokens_per_sec,
+                "",
+                "",
+                g.forward.tokens_per_sec / c.forward.tokens_per_sec
+            );
+        }
+        if a.verbose {
+            if let Some(s) = g.per_step {
+                println!(
+                    "    per training step after warm-up: {} dispatches ({} recorded in the program), {} submit(s), {} host wait(s), {} bytes allocated; checked against the CPU: max relative loss difference {:.1e}",
+                    s.dispatches,
+                    g.dispatches.unwrap_or(0),
+                    s.submits,
+                    s.host_waits,
+                    s.bytes_allocated,
+                    check_error
+                );
+            }
+        }
+        if a.profile {
+            match bench::profile(&case, &gpu) {
+                Ok(kernels) => {
+                    let total: f64 = kernels.iter().map(|k| k.2).sum();
+                    println!("    GPU time of one training step by kernel ({:.1} ms in all):", total * 1e3);
+                    for (name, count, secs) in kernels {
+                        println!(
+                            "      {:<24} x{:<4} {:>9.2} ms {:>5.1}%",
+                            name,
+                            count,
+                            secs * 1e3,
+                            100.0 * secs / total
+                        );
+                    }
+                }
+                Err(e) => println!("    no profile: {e}"),
+            }
+        }
+        results.push(CaseResult { case, gpu: Some(g), cpu: c, check_error });
+    }
+    if let Some(path) = &a.json {
+        let date = std::process::Command::new("date")
+            .arg("-u")
+            .arg("+%Y-%m-%d")
+            .output()
+            .ok()
+            .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
+            .unwrap_or_default();
+        rnn_gpu::io::write_atomic(path, bench::to_json(&results, &adapter, &date).as_bytes())?;
+        println!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

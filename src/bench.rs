@@ -1,0 +1,271 @@
+//! `rnn-gpu bench`: DESIGN.md's standard cases, GPU and CPU path in the same run, each checked
+//! against the CPU reference before it is timed.
+//!
+//! A case is a character model (token input, vocabulary 65, one layer) of H units, batches of B
+//! sequences of T steps. Timed: the training step (forward, loss, BPTT, SGD update, and the read
+//! back of the loss, which waits for the device) and the forward pass alone (waited for). Each is
+//! warmed up, then the median of several runs is reported.
+//!
+//! GFLOP/s count the multiply-adds of the matrix products only, 2 flops each: the forward pass does
+//! 2·T·B·(G·H² + H·V) (recurrence and head; the one-hot input projection is a lookup), a training
+//! step three times that (the backward pass does two products for each forward one).
+
+use std::time::Instant;
+
+use crate::error::{Error, Result};
+use crate::gpu::Counters;
+use crate::model::batch::Batch;
+use crate::model::spec::{Cell, ModelSpec};
+use crate::model::{Device, Model, Start};
+use crate::rng::Rng;
+use crate::train::optim::{Clip, Optimizer};
+
+pub const VOCAB: usize = 65;
+
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Case {
+    pub cell: Cell,
+    pub hidden: usize,
+    pub batch: usize,
+    pub steps: usize,
+}
+
+impl Case {
+    pub fn name(&self) -> String {
+        format!("{} H={} B={} T={}", self.cell.name(), self.hidden, self.batch, self.steps)
+    }
+
+    pub fn tokens(&self) -> usize {
+        self.batch * self.steps
+    }
+
+    /// Flops of the forward pass's matrix products.
+    pub fn forward_flops(&self) -> f64 {
+        let (t, b, h, g, v) = (
+            self.steps as f64,
+            self.batch as f64,
+            self.hidden as f64,
+            self.cell.gates() as f64,
+            VOCAB as f64,
+        );
+        2.0 * t * b * (g * h * h + h * v)
+    }
+
+    pub fn train_flops(&self) -> f64 {
+        3.0 * self.forward_flops()
+    }
+
+    pub fn spec(&self) -> ModelSpec {
+        ModelSpec::char_model(self.cell, VOCAB, self.hidden, 1)
+    }
+
+    pub fn data(&self) -> Batch {
+        let mut rng = Rng::seed_from_u64(1);
+        let n = self.tokens();
+        Batch::tokens(self.steps, self.batch, (0..n).map(|_| rng.below(VOCAB) as u32).collect())
+            .with_classes((0..n).map(|_| rng.below(VOCAB) as u32).collect())
+    }
+}
+
+/// DESIGN.md's standard cases.
+pub fn standard_cases() -> Vec<Case> {
+    vec![
+        Case { cell: Cell::Rnn { relu: false }, hidden: 256, batch: 32, steps: 64 },
+        Case { cell: Cell::Lstm, hidden: 256, batch: 32, steps: 64 },
+        Case { cell: Cell::Gru, hidden: 256, batch: 32, steps: 64 },
+        Case { cell: Cell::Lstm, hidden: 512, batch: 64, steps: 100 },
+    ]
+}
+
+/// Small cases for a smoke run.
+pub fn quick_cases() -> Vec<Case> {
+    vec![Case { cell: Cell::Lstm, hidden: 32, batch: 4, steps: 8 }]
+}
+
+/// One timing: the median of `runs` after warm-up, in seconds.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct Timing {
+    pub seconds: f64,
+    pub tokens_per_sec: f64,
+    pub gflops: f64,
+}
+
+impl Timing {
+    fn new(seconds: f64, tokens: usize, flops: f64) -> Timing {
+        Timing { seconds, tokens_per_sec: tokens as f64 / seconds, gflops: flops / seconds / 1e9 }
+    }
+}
+
+/// A case on one device.
+#[derive(Clone, Debug, PartialEq)]
+pub struct DeviceResult {
+    pub device: String,
+    pub train: Timing,
+    pub forward: Timing,
+    /// GPU only: what one training step does after warm-up, the loss not read back.
+    pub per_step: Option<Counters>,
+    /// GPU only: the dispatches a training program records.
+    pub dispatches: Option<usize>,
+}
+
+#[derive(Clone, Debug, PartialEq)]
+pub struct CaseResult {
+    pub case: Case,
+    pub gpu: Option<DeviceResult>,
+    pub cpu: Option<DeviceResult>,
+    /// The largest relative difference between the GPU's and the CPU's losses over the check steps.
+    pub check_error: f64,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v[v.len() / 2]
+}
+
+fn model(case: &Case, device: &Device) -> Result<Model> {
+    let mut m = Model::new(case.spec(), device, 1)?;
+    m.set_optimizer(Optimizer::sgd(0.05, 0.0), Clip::default())?;
+    Ok(m)
+}
+
+/// Three training steps from the same initial weights on the GPU and the CPU: the losses must
+/// agree (relative 1e-3) before anything is timed. Returns the largest relative difference.
+pub fn check(case: &Case, gpu: &Device) -> Result<f64> {
+    let data = case.data();
+    let mut g = model(case, gpu)?;
+    let mut c = model(case, &Device::Cpu)?;
+    let mut worst = 0.0f64;
+    for step in 0..3 {
+        let lg = g.train_step_stats(&data, Start::Fresh)?.loss as f64;
+        let lc = c.train_step_stats(&data, Start::Fresh)?.loss as f64;
+        let rel = (lg - lc).abs() / lc.abs().max(1e-6);
+        if rel > 1e-3 {
+            return Err(Error::invalid(
+                "bench",
+                format!(
+                    "{}: refusing to time a wrong result: step {step} loss on the GPU {lg}, on the CPU {lc}",
+                    case.name()
+                ),
+            ));
+        }
+        worst = worst.max(rel);
+    }
+    Ok(worst)
+}
+
+/// Times `case` on `device`: `warmup` then `runs` of each.
+pub fn time(case: &Case, device: &Device, warmup: usize, runs: usize) -> Result<DeviceResult> {
+    let data = case.data();
+    let mut m = model(case, device)?;
+    for _ in 0..warmup.max(1) {
+        m.train_step_stats(&data, Start::Fresh)?;
+        m.run(&data, Start::Fresh)?;
+        m.sync()?;
+    }
+    // What one training step does on the device, after warm-up (the loss is not read back).
+    let before = m.gpu().map(|c| c.counters());
+    m.train_step(&data, Start::Fresh)?;
+    let per_step = match (before, m.gpu()) {
+        (Some(b), Some(ctx)) => Some(ctx.counters() - b),
+        _ => None,
+    };
+    m.stats()?;
+    let mut train = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        m.train_step_stats(&data, Start::Fresh)?;
+        train.push(t.elapsed().as_secs_f64());
+    }
+    let mut forward = Vec::new();
+    for _ in 0..runs.max(1) {
+        let t = Instant::now();
+        m.run(&data, Start::Fresh)?;
+        m.sync()?;
+        forward.push(t.elapsed().as_secs_f64());
+    }
+    Ok(DeviceResult {
+        device: device.describe(),
+        train: Timing::new(median(train), case.tokens(), case.train_flops()),
+        forward: Timing::new(median(forward), case.tokens(), case.forward_flops()),
+        per_step,
+        dispatches: m.program(&data, "train").map(|p| p.dispatch_count()),
+    })
+}
+
+/// Per-kernel GPU time of one training step, summed by kernel, largest first (timestamp queries).
+pub fn profile(case: &Case, gpu: &Device) -> Result<Vec<(&'static str, usize, f64)>> {
+    let data = case.data();
+    let mut m = model(case, gpu)?;
+    m.train_step_stats(&data, Start::Fresh)?;
+    let prog = m
+        .program(&data, "train")
+        .ok_or_else(|| Error::invalid("profile", "profiling needs the GPU device"))?;
+    // The fastest of three profiles: the least disturbed by other work on the machine.
+    let mut best: Option<Vec<(&'static str, f64)>> = None;
+    for _ in 0..3 {
+        let p = prog.profile()?;
+        let total: f64 = p.iter().map(|x| x.1).sum();
+        if best.as_ref().is_none_or(|b| total < b.iter().map(|x| x.1).sum::<f64>()) {
+            best = Some(p);
+        }
+    }
+    let mut by_kernel: Vec<(&'static str, usize, f64)> = Vec::new();
+    for (name, secs) in best.unwrap_or_default() {
+        match by_kernel.iter_mut().find(|k| k.0 == name) {
+            Some(k) => {
+                k.1 += 1;
+                k.2 += secs;
+            }
+            None => by_kernel.push((name, 1, secs)),
+        }
+    }
+    by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(by_kernel)
+}
+
+/// JSON of the results (hand-written: the schema is small and fixed).
+pub fn to_json(results: &[CaseResult], adapter: &str, date: &str) -> String {
+    let timing = |t: &Timing| {
+        format!(
+            "{{\"ms\": {:.3}, \"tokens_per_sec\": {:.1}, \"gflops\": {:.3}}}",
+            t.seconds * 1e3,
+            t.tokens_per_sec,
+            t.gflops
+        )
+    };
+    let device = |d: &Option<DeviceResult>| match d {
+        None => "null".to_string(),
+        Some(d) => format!(
+            "{{\"device\": {:?}, \"train\": {}, \"forward\": {}, \"dispatches_per_step\": {}, \"submits_per_step\": {}, \"host_waits_per_step\": {}, \"bytes_allocated_per_step\": {}}}",
+            d.device,
+            timing(&d.train),
+            timing(&d.forward),
+            d.dispatches.map_or("null".into(), |v| v.to_string()),
+            d.per_step.map_or("null".into(), |c| c.submits.to_string()),
+            d.per_step.map_or("null".into(), |c| c.host_waits.to_string()),
+            d.per_step.map_or("null".into(), |c| c.bytes_allocated.to_string()),
+        ),
+    };
+    let cases: Vec<String> = results
+        .iter()
+        .map(|r| {
+            format!(
+                "    {{\"case\": {:?}, \"cell\": {:?}, \"hidden\": {}, \"batch\": {}, \"steps\": {}, \"vocab\": {VOCAB}, \"train_flops\": {:.0}, \"forward_flops\": {:.0}, \"check_max_rel_error\": {:.3e}, \"gpu\": {}, \"cpu\": {}}}",
+                r.case.name(),
+                r.case.cell.name(),
+                r.case.hidden,
+                r.case.batch,
+                r.case.steps,
+                r.case.train_flops(),
+                r.case.forward_flops(),
+                r.check_error,
+                device(&r.gpu),
+                device(&r.cpu)
+            )
+        })
+        .collect();
+    format!(
+        "{{\n  \"date\": {date:?},\n  \"adapter\": {adapter:?},\n  \"cases\": [\n{}\n  ]\n}}\n",
+        cases.join(",\n")
+    )
+}
