@@ -16,46 +16,16 @@
 @group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
 @group(0) @binding(11) var<storage, read_write> dgx: array<f32>;   // (T, B, 3H); dgh is dgr
 
-@compute @workgroup_size(64, 1)
+// Forward: a thread owns 4 units (their 12 gate rows, padded to 16) of 8 batch rows.
+@compute @workgroup_size(16, 1)
 fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
-    let j = gid.x;
-    if j >= H {
+    let j0 = gid.x * 4u;
+    if j0 >= H {
         return;
     }
     let b0 = gid.y * ROWS;
-    // Each row's three gate sums (r, z, n) in one vec4 (see lstm.wgsl for why they are named).
-    let r0 = in_row(b0);
-    let r1 = in_row(b0 + 1u);
-    let r2 = in_row(b0 + 2u);
-    let r3 = in_row(b0 + 3u);
-    let r4 = in_row(b0 + 4u);
-    let r5 = in_row(b0 + 5u);
-    let r6 = in_row(b0 + 6u);
-    let r7 = in_row(b0 + 7u);
-    var a0 = vec4<f32>();
-    var a1 = vec4<f32>();
-    var a2 = vec4<f32>();
-    var a3 = vec4<f32>();
-    var a4 = vec4<f32>();
-    var a5 = vec4<f32>();
-    var a6 = vec4<f32>();
-    var a7 = vec4<f32>();
-    let zero = vec4<f32>();
-    for (var k = 0u; k < H; k += 4u) {
-        let wr = w_row4(j, k);
-        let wz = w_row4(H + j, k);
-        let wn = w_row4(2u * H + j, k);
-        a0 += dots4(wr, wz, wn, zero, state4(r0, k));
-        a1 += dots4(wr, wz, wn, zero, state4(r1, k));
-        a2 += dots4(wr, wz, wn, zero, state4(r2, k));
-        a3 += dots4(wr, wz, wn, zero, state4(r3, k));
-        a4 += dots4(wr, wz, wn, zero, state4(r4, k));
-        a5 += dots4(wr, wz, wn, zero, state4(r5, k));
-        a6 += dots4(wr, wz, wn, zero, state4(r6, k));
-        a7 += dots4(wr, wz, wn, zero, state4(r7, k));
-    }
-    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    let acc = recurrent_sums(gate_rows(j0, 3u), gate_rows(j0 + 1u, 3u), gate_rows(j0 + 2u, 3u), gate_rows(j0 + 3u, 3u), b0);
     let bh = p.bias_hh;
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
@@ -64,30 +34,38 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         let xrow = (p.t * p.batch + b) * 3u * H;
         let grow = (p.t * p.batch + b) * 4u * H;
-        let rg = sigmoid(xw[xrow + j] + bias[j] + acc[r].x + bias[bh + j]);
-        let z = sigmoid(xw[xrow + H + j] + bias[H + j] + acc[r].y + bias[bh + H + j]);
-        let hn = acc[r].z + bias[bh + 2u * H + j];
-        let n = tanh_stable(xw[xrow + 2u * H + j] + bias[2u * H + j] + rg * hn);
-        let src = slot_row(p.in_slot, b) + j;
-        var h = state_at(src);
-        var out = 0.0;
-        if valid(b) {
-            h = (1.0 - z) * n + z * h;
-            out = h;
+        for (var u = 0u; u < 4u; u++) {
+            let j = j0 + u;
+            if j >= H {
+                break;
+            }
+            let s = acc[r][u];
+            let rg = sigmoid(xw[xrow + j] + bias[j] + s.x + bias[bh + j]);
+            let z = sigmoid(xw[xrow + H + j] + bias[H + j] + s.y + bias[bh + H + j]);
+            let hn = s.z + bias[bh + 2u * H + j];
+            let n = tanh_stable(xw[xrow + 2u * H + j] + bias[2u * H + j] + rg * hn);
+            let src = slot_row(p.in_slot, b) + j;
+            var h = state_at(src);
+            var out = 0.0;
+            if valid(b) {
+                h = (1.0 - z) * n + z * h;
+                out = h;
+            }
+            set_state(slot_row(p.out_slot, b) + j, h);
+            gates[grow + j] = rg;
+            gates[grow + H + j] = z;
+            gates[grow + 2u * H + j] = n;
+            gates[grow + 3u * H + j] = hn;
+            y[out_index(b, j)] = out;
         }
-        set_state(slot_row(p.out_slot, b) + j, h);
-        gates[grow + j] = rg;
-        gates[grow + H + j] = z;
-        gates[grow + 2u * H + j] = n;
-        gates[grow + 3u * H + j] = hn;
-        y[out_index(b, j)] = out;
     }
 }
 
-@compute @workgroup_size(64, 1)
+// Backward: a thread owns 16 units of 8 batch rows.
+@compute @workgroup_size(16, 1)
 fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
-    let j0 = gid.x * 4u;
+    let j0 = gid.x * 16u;
     if j0 >= H {
         return;
     }
@@ -99,26 +77,27 @@ fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         if b >= p.batch {
             break;
         }
-        for (var q = 0u; q < 4u; q++) {
-            let j = j0 + q;
+        for (var u = 0u; u < 16u; u++) {
+            let j = j0 + u;
             if j >= H {
                 break;
             }
+            let rv = rec[r][u / 4u][u % 4u];
             let ci = b * H + j;
             if p.mode == MODE_INITIAL {
-                carry[ci] += rec[r][q];
+                carry[ci] += rv;
                 continue;
             }
             let row = (p.t * p.batch + b) * G;
             if !valid(b) {
-                carry[ci] += rec[r][q];
+                carry[ci] += rv;
                 for (var g = 0u; g < 3u; g++) {
                     dgx[row + g * H + j] = 0.0;
                     set_dgr(row + g * H + j, 0.0);
                 }
                 continue;
             }
-            let dh = rec[r][q] + carry[ci] + dy[out_index(b, j)];
+            let dh = rv + carry[ci] + dy[out_index(b, j)];
             let grow = (p.t * p.batch + b) * 4u * H;
             let rg = gates[grow + j];
             let z = gates[grow + H + j];

@@ -16,47 +16,16 @@
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (4H), then b_hh at bias_hh
 @group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
 
-@compute @workgroup_size(64, 1)
+// Forward: a thread owns 4 units (their 16 gate rows) of 8 batch rows.
+@compute @workgroup_size(16, 1)
 fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
-    let j = gid.x;
-    if j >= H {
+    let j0 = gid.x * 4u;
+    if j0 >= H {
         return;
     }
     let b0 = gid.y * ROWS;
-    // Each row's four gate sums (i, f, g, o) in one vec4; eight named accumulators, because a
-    // dynamically indexed array would live in memory on a CPU-backed adapter.
-    let r0 = in_row(b0);
-    let r1 = in_row(b0 + 1u);
-    let r2 = in_row(b0 + 2u);
-    let r3 = in_row(b0 + 3u);
-    let r4 = in_row(b0 + 4u);
-    let r5 = in_row(b0 + 5u);
-    let r6 = in_row(b0 + 6u);
-    let r7 = in_row(b0 + 7u);
-    var a0 = vec4<f32>();
-    var a1 = vec4<f32>();
-    var a2 = vec4<f32>();
-    var a3 = vec4<f32>();
-    var a4 = vec4<f32>();
-    var a5 = vec4<f32>();
-    var a6 = vec4<f32>();
-    var a7 = vec4<f32>();
-    for (var k = 0u; k < H; k += 4u) {
-        let wi = w_row4(j, k);
-        let wf = w_row4(H + j, k);
-        let wg = w_row4(2u * H + j, k);
-        let wo = w_row4(3u * H + j, k);
-        a0 += dots4(wi, wf, wg, wo, state4(r0, k));
-        a1 += dots4(wi, wf, wg, wo, state4(r1, k));
-        a2 += dots4(wi, wf, wg, wo, state4(r2, k));
-        a3 += dots4(wi, wf, wg, wo, state4(r3, k));
-        a4 += dots4(wi, wf, wg, wo, state4(r4, k));
-        a5 += dots4(wi, wf, wg, wo, state4(r5, k));
-        a6 += dots4(wi, wf, wg, wo, state4(r6, k));
-        a7 += dots4(wi, wf, wg, wo, state4(r7, k));
-    }
-    let acc = array<vec4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    let acc = recurrent_sums(gate_rows(j0, 4u), gate_rows(j0 + 1u, 4u), gate_rows(j0 + 2u, 4u), gate_rows(j0 + 3u, 4u), b0);
     let G = 4u * H;
     let bh = p.bias_hh;
     for (var r = 0u; r < ROWS; r++) {
@@ -65,34 +34,42 @@ fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
             break;
         }
         let row = (p.t * p.batch + b) * G;
-        let i = sigmoid(xw[row + j] + acc[r].x + bias[j] + bias[bh + j]);
-        let f = sigmoid(xw[row + H + j] + acc[r].y + bias[H + j] + bias[bh + H + j]);
-        let g = tanh_stable(xw[row + 2u * H + j] + acc[r].z + bias[2u * H + j] + bias[bh + 2u * H + j]);
-        let o = sigmoid(xw[row + 3u * H + j] + acc[r].w + bias[3u * H + j] + bias[bh + 3u * H + j]);
-        let src = slot_row(p.in_slot, b) + j;
-        let dst = slot_row(p.out_slot, b) + j;
-        var c = cells[src];
-        var h = state_at(src);
-        var out = 0.0;
-        if valid(b) {
-            c = f * c + i * g;
-            h = o * tanh_stable(c);
-            out = h;
+        for (var u = 0u; u < 4u; u++) {
+            let j = j0 + u;
+            if j >= H {
+                break;
+            }
+            let s = acc[r][u];
+            let i = sigmoid(xw[row + j] + s.x + bias[j] + bias[bh + j]);
+            let f = sigmoid(xw[row + H + j] + s.y + bias[H + j] + bias[bh + H + j]);
+            let g = tanh_stable(xw[row + 2u * H + j] + s.z + bias[2u * H + j] + bias[bh + 2u * H + j]);
+            let o = sigmoid(xw[row + 3u * H + j] + s.w + bias[3u * H + j] + bias[bh + 3u * H + j]);
+            let src = slot_row(p.in_slot, b) + j;
+            let dst = slot_row(p.out_slot, b) + j;
+            var c = cells[src];
+            var h = state_at(src);
+            var out = 0.0;
+            if valid(b) {
+                c = f * c + i * g;
+                h = o * tanh_stable(c);
+                out = h;
+            }
+            cells[dst] = c;
+            set_state(dst, h);
+            gates[row + j] = i;
+            gates[row + H + j] = f;
+            gates[row + 2u * H + j] = g;
+            gates[row + 3u * H + j] = o;
+            y[out_index(b, j)] = out;
         }
-        cells[dst] = c;
-        set_state(dst, h);
-        gates[row + j] = i;
-        gates[row + H + j] = f;
-        gates[row + 2u * H + j] = g;
-        gates[row + 3u * H + j] = o;
-        y[out_index(b, j)] = out;
     }
 }
 
-@compute @workgroup_size(64, 1)
+// Backward: a thread owns 16 units of 8 batch rows.
+@compute @workgroup_size(16, 1)
 fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
-    let j0 = gid.x * 4u;
+    let j0 = gid.x * 16u;
     if j0 >= H {
         return;
     }
@@ -105,27 +82,28 @@ fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         if b >= p.batch {
             break;
         }
-        for (var q = 0u; q < 4u; q++) {
-            let j = j0 + q;
+        for (var u = 0u; u < 16u; u++) {
+            let j = j0 + u;
             if j >= H {
                 break;
             }
+            let rv = rec[r][u / 4u][u % 4u];
             let ci = b * H + j;
             if p.mode == MODE_INITIAL {
-                carry[ci] += rec[r][q];
+                carry[ci] += rv;
                 continue;
             }
             let row = (p.t * p.batch + b) * G;
             if !valid(b) {
                 // The state passed through: so does its gradient.
-                carry[ci] += rec[r][q];
+                carry[ci] += rv;
                 set_dgr(row + j, 0.0);
                 set_dgr(row + H + j, 0.0);
                 set_dgr(row + 2u * H + j, 0.0);
                 set_dgr(row + 3u * H + j, 0.0);
                 continue;
             }
-            let dh = rec[r][q] + carry[ci] + dy[out_index(b, j)];
+            let dh = rv + carry[ci] + dy[out_index(b, j)];
             let i = gates[row + j];
             let f = gates[row + H + j];
             let g = gates[row + 2u * H + j];

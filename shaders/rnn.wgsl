@@ -10,56 +10,53 @@ override RELU: bool = false;
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (H), then b_hh at bias_hh
 @group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
 
-@compute @workgroup_size(64, 1)
+fn unit_rows(j: u32) -> vec4<u32> {
+    let last = p.hidden - 1u;
+    return vec4<u32>(min(j, last), min(j + 1u, last), min(j + 2u, last), min(j + 3u, last));
+}
+
+// Forward: a thread owns 16 units of 8 batch rows.
+@compute @workgroup_size(16, 1)
 fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
-    let j = gid.x;
-    if j >= H {
+    let j0 = gid.x * 16u;
+    if j0 >= H {
         return;
     }
     let b0 = gid.y * ROWS;
-    // The eight rows' sums in two vec4s (see lstm.wgsl for why they are named).
-    let r0 = in_row(b0);
-    let r1 = in_row(b0 + 1u);
-    let r2 = in_row(b0 + 2u);
-    let r3 = in_row(b0 + 3u);
-    let r4 = in_row(b0 + 4u);
-    let r5 = in_row(b0 + 5u);
-    let r6 = in_row(b0 + 6u);
-    let r7 = in_row(b0 + 7u);
-    var lo = vec4<f32>();
-    var hi = vec4<f32>();
-    for (var k = 0u; k < H; k += 4u) {
-        let w = w_row4(j, k);
-        lo += vec4<f32>(dot(w, state4(r0, k)), dot(w, state4(r1, k)), dot(w, state4(r2, k)), dot(w, state4(r3, k)));
-        hi += vec4<f32>(dot(w, state4(r4, k)), dot(w, state4(r5, k)), dot(w, state4(r6, k)), dot(w, state4(r7, k)));
-    }
-    let acc = array<f32, 8>(lo.x, lo.y, lo.z, lo.w, hi.x, hi.y, hi.z, hi.w);
+    let acc = recurrent_sums(unit_rows(j0), unit_rows(j0 + 4u), unit_rows(j0 + 8u), unit_rows(j0 + 12u), b0);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {
             break;
         }
-        let pre = xw[(p.t * p.batch + b) * H + j] + bias[j] + acc[r] + bias[p.bias_hh + j];
-        var h = state_at(slot_row(p.in_slot, b) + j);
-        var out = 0.0;
-        if valid(b) {
-            if RELU {
-                h = max(pre, 0.0);
-            } else {
-                h = tanh_stable(pre);
+        for (var u = 0u; u < 16u; u++) {
+            let j = j0 + u;
+            if j >= H {
+                break;
             }
-            out = h;
+            let pre = xw[(p.t * p.batch + b) * H + j] + bias[j] + acc[r][u / 4u][u % 4u] + bias[p.bias_hh + j];
+            var h = state_at(slot_row(p.in_slot, b) + j);
+            var out = 0.0;
+            if valid(b) {
+                if RELU {
+                    h = max(pre, 0.0);
+                } else {
+                    h = tanh_stable(pre);
+                }
+                out = h;
+            }
+            set_state(slot_row(p.out_slot, b) + j, h);
+            y[out_index(b, j)] = out;
         }
-        set_state(slot_row(p.out_slot, b) + j, h);
-        y[out_index(b, j)] = out;
     }
 }
 
-@compute @workgroup_size(64, 1)
+// Backward: a thread owns 16 units of 8 batch rows.
+@compute @workgroup_size(16, 1)
 fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
-    let j0 = gid.x * 4u;
+    let j0 = gid.x * 16u;
     if j0 >= H {
         return;
     }
@@ -70,23 +67,24 @@ fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         if b >= p.batch {
             break;
         }
-        for (var q = 0u; q < 4u; q++) {
-            let j = j0 + q;
+        for (var u = 0u; u < 16u; u++) {
+            let j = j0 + u;
             if j >= H {
                 break;
             }
+            let rv = rec[r][u / 4u][u % 4u];
             let ci = b * H + j;
             if p.mode == MODE_INITIAL {
-                carry[ci] += rec[r][q];
+                carry[ci] += rv;
                 continue;
             }
             let row = (p.t * p.batch + b) * H + j;
             if !valid(b) {
-                carry[ci] += rec[r][q];
+                carry[ci] += rv;
                 set_dgr(row, 0.0);
                 continue;
             }
-            let dh = rec[r][q] + carry[ci] + dy[out_index(b, j)];
+            let dh = rv + carry[ci] + dy[out_index(b, j)];
             let h = state_at(slot_row(p.out_slot, b) + j);
             var d = 0.0;
             if RELU {

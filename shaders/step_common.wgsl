@@ -17,10 +17,11 @@
 //
 // Thread mapping, chosen for lavapipe and sound on GPUs: a thread owns ROWS batch rows, which
 // depend on the workgroup alone (loads of h and of the gate gradients are uniform across SIMD
-// lanes), and hidden units that vary across lanes (loads of W_hh are the only gathers). Forward:
-// one unit, all its gates, W_hh rows read 4 floats at a time along k. Backward: 4 consecutive
-// units, W_hh read 4 floats at a time along j. VEC4 (H % 4 == 0) reads vec4s directly; otherwise
-// the same vec4s are assembled from scalars.
+// lanes), and 16 rows (forward) or 16 columns (backward) of W_hh, which vary across lanes (the
+// only gathers). Each step of 4 along the shared dimension then reads 16 vec4s of W_hh and 8
+// uniform vec4s, and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled
+// matmul does. Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM, GRU) or 16 units (RNN).
+// VEC4 (H % 4 == 0) reads vec4s directly; otherwise the same vec4s are assembled from scalars.
 
 struct StepParams {
     t: u32,
@@ -131,19 +132,81 @@ fn dgr4(i: u32, end: u32) -> vec4<f32> {
     return v;
 }
 
-// rec[r][q]: the gradient reaching h(b0 + r, j0 + q) through W_hh from the later step,
-// sum_g dgr[next_t, b, g] * W_hh[g, j]. Four g at a time: four vec4 loads of W_hh that vary
-// across lanes, eight uniform vec4 loads of dgr, 128 multiply-adds. Named accumulators: a
-// dynamically indexed array would live in memory on a CPU-backed adapter.
-fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<vec4<f32>, 8> {
-    var rec0 = vec4<f32>();
-    var rec1 = vec4<f32>();
-    var rec2 = vec4<f32>();
-    var rec3 = vec4<f32>();
-    var rec4 = vec4<f32>();
-    var rec5 = vec4<f32>();
-    var rec6 = vec4<f32>();
-    var rec7 = vec4<f32>();
+// W_hh rows rows.x .. rows.w at k .. k + 4, as the columns of a matrix: h * m is then the four
+// rows' dot products with h.
+fn w_rows_mat(rows: vec4<u32>, k: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(w_row4(rows.x, k), w_row4(rows.y, k), w_row4(rows.z, k), w_row4(rows.w, k));
+}
+
+// acc[r][c][i] = sum_k W_hh[gc[i], k] * h(b0 + r, k) for the 16 W_hh rows g0, g1, g2, g3.
+fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0: u32) -> array<mat4x4<f32>, 8> {
+    let r0 = in_row(b0);
+    let r1 = in_row(b0 + 1u);
+    let r2 = in_row(b0 + 2u);
+    let r3 = in_row(b0 + 3u);
+    let r4 = in_row(b0 + 4u);
+    let r5 = in_row(b0 + 5u);
+    let r6 = in_row(b0 + 6u);
+    let r7 = in_row(b0 + 7u);
+    // Named accumulators: a dynamically indexed array would live in memory on a CPU-backed
+    // adapter.
+    var a0 = mat4x4<f32>();
+    var a1 = mat4x4<f32>();
+    var a2 = mat4x4<f32>();
+    var a3 = mat4x4<f32>();
+    var a4 = mat4x4<f32>();
+    var a5 = mat4x4<f32>();
+    var a6 = mat4x4<f32>();
+    var a7 = mat4x4<f32>();
+    for (var k = 0u; k < p.hidden; k += 4u) {
+        let m0 = w_rows_mat(g0, k);
+        let m1 = w_rows_mat(g1, k);
+        let m2 = w_rows_mat(g2, k);
+        let m3 = w_rows_mat(g3, k);
+        var h = state4(r0, k);
+        a0 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        h = state4(r1, k);
+        a1 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        h = state4(r2, k);
+        a2 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        h = state4(r3, k);
+        a3 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        h = state4(r4, k);
+        a4 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        h = state4(r5, k);
+        a5 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        h = state4(r6, k);
+        a6 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        h = state4(r7, k);
+        a7 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+    }
+    return array<mat4x4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+}
+
+// The four gate rows of unit j (clamped into range: units past H are computed, never stored).
+fn gate_rows(j: u32, gates: u32) -> vec4<u32> {
+    let jj = min(j, p.hidden - 1u);
+    let H = p.hidden;
+    return vec4<u32>(jj, min(1u, gates - 1u) * H + jj, min(2u, gates - 1u) * H + jj, min(3u, gates - 1u) * H + jj);
+}
+
+// W_hh[g .. g + 4, j .. j + 4] as a matrix whose column q is row g + q: m * d is then
+// sum_q W_hh[g + q, j ..] * d[q].
+fn w_cols_mat(g: u32, j: u32, rows: u32) -> mat4x4<f32> {
+    return mat4x4<f32>(w_cols4(g, j, rows), w_cols4(g + 1u, j, rows), w_cols4(g + 2u, j, rows), w_cols4(g + 3u, j, rows));
+}
+
+// rec[r][c][q]: the gradient reaching h(b0 + r, j0 + 4c + q) through W_hh from the later step,
+// sum_g dgr[next_t, b, g] * W_hh[g, j], for the thread's 16 units j0 .. j0 + 16.
+fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 8> {
+    var a0 = mat4x4<f32>();
+    var a1 = mat4x4<f32>();
+    var a2 = mat4x4<f32>();
+    var a3 = mat4x4<f32>();
+    var a4 = mat4x4<f32>();
+    var a5 = mat4x4<f32>();
+    var a6 = mat4x4<f32>();
+    var a7 = mat4x4<f32>();
     if p.mode != MODE_FIRST {
         let base = p.next_t * p.batch;
         let n0 = (base + min(b0, p.batch - 1u)) * rows;
@@ -155,40 +218,35 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<vec4<f32>, 8> {
         let n6 = (base + min(b0 + 6u, p.batch - 1u)) * rows;
         let n7 = (base + min(b0 + 7u, p.batch - 1u)) * rows;
         for (var g = 0u; g < rows; g += 4u) {
-            let w0 = w_cols4(g, j0, rows);
-            let w1 = w_cols4(g + 1u, j0, rows);
-            let w2 = w_cols4(g + 2u, j0, rows);
-            let w3 = w_cols4(g + 3u, j0, rows);
+            let c0 = w_cols_mat(g, j0, rows);
+            let c1 = w_cols_mat(g, j0 + 4u, rows);
+            let c2 = w_cols_mat(g, j0 + 8u, rows);
+            let c3 = w_cols_mat(g, j0 + 12u, rows);
             var d = dgr4(n0 + g, n0 + rows);
-            rec0 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            a0 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
             d = dgr4(n1 + g, n1 + rows);
-            rec1 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            a1 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
             d = dgr4(n2 + g, n2 + rows);
-            rec2 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            a2 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
             d = dgr4(n3 + g, n3 + rows);
-            rec3 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            a3 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
             d = dgr4(n4 + g, n4 + rows);
-            rec4 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            a4 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
             d = dgr4(n5 + g, n5 + rows);
-            rec5 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            a5 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
             d = dgr4(n6 + g, n6 + rows);
-            rec6 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            a6 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
             d = dgr4(n7 + g, n7 + rows);
-            rec7 += d.x * w0 + d.y * w1 + d.z * w2 + d.w * w3;
+            a7 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
         }
     }
-    return array<vec4<f32>, 8>(rec0, rec1, rec2, rec3, rec4, rec5, rec6, rec7);
+    return array<mat4x4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
 }
 
 // The first element of row b's previous state (rows past the batch clamp to the last one; their
 // sums are computed and never stored).
 fn in_row(b: u32) -> u32 {
     return slot_row(p.in_slot, min(b, p.batch - 1u));
-}
-
-// Four gates' dot products with one vec4 of the state.
-fn dots4(w0: vec4<f32>, w1: vec4<f32>, w2: vec4<f32>, w3: vec4<f32>, h: vec4<f32>) -> vec4<f32> {
-    return vec4<f32>(dot(w0, h), dot(w1, h), dot(w2, h), dot(w3, h));
 }
 
 fn valid(b: u32) -> bool {

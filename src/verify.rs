@@ -777,7 +777,7 @@ pub fn check_steps(
 }
 
 /// Step kernel shapes (T, B, H): a single unit, odd sizes (scalar loads), multiples of 4 (vec4
-/// loads), more rows than one thread's block.
+/// loads), more rows than one thread's block, more units than one workgroup's.
 pub const STEP_SHAPES: [(usize, usize, usize); 5] =
     [(1, 1, 1), (4, 3, 5), (5, 9, 8), (3, 17, 65), (2, 8, 128)];
 

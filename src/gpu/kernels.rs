@@ -744,12 +744,15 @@ impl StepCheck {
         (self.s.hidden % 4 == 0 && self.s.state_base % 4 == 0) as u64
     }
 
-    fn forward_groups(&self) -> [u32; 3] {
-        [self.s.hidden.div_ceil(64) as u32, self.s.batch.div_ceil(STEP_ROWS) as u32, 1]
+    /// Forward: a thread owns 4 units (LSTM, GRU: their gate rows) or 16 (RNN) of 8 batch rows;
+    /// must match the kernels.
+    fn forward_groups(&self, units: usize) -> [u32; 3] {
+        [self.s.hidden.div_ceil(units).div_ceil(16) as u32, self.s.batch.div_ceil(STEP_ROWS) as u32, 1]
     }
 
+    /// Backward: a thread owns 16 units of 8 batch rows.
     fn backward_groups(&self) -> [u32; 3] {
-        [self.s.hidden.div_ceil(4).div_ceil(64) as u32, self.s.batch.div_ceil(STEP_ROWS) as u32, 1]
+        [self.s.hidden.div_ceil(16).div_ceil(16) as u32, self.s.batch.div_ceil(STEP_ROWS) as u32, 1]
     }
 
     fn last_t(&self) -> usize {
@@ -786,7 +789,7 @@ pub fn lstm_step_forward(
         &[("VEC4", c.vec4())],
         &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
         &c.params()?,
-        c.forward_groups(),
+        c.forward_groups(4),
     )
 }
 
@@ -849,7 +852,7 @@ pub fn gru_step_forward(
         &[("VEC4", c.vec4())],
         &[(1, states), (3, gates), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
         &c.params()?,
-        c.forward_groups(),
+        c.forward_groups(4),
     )
 }
 
@@ -911,7 +914,7 @@ pub fn rnn_step_forward(
         &[("VEC4", c.vec4()), ("RELU", relu as u64)],
         &[(1, states), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
         &c.params()?,
-        c.forward_groups(),
+        c.forward_groups(16),
     )
 }
 
