@@ -238,7 +238,8 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
         bidirectional: parse(path, m, "bidirectional")?,
         dropout: parse(path, m, "dropout")?,
         learn_initial_state: parse(path, m, "learn_initial_state")?,
-        condition: match field(path, m, "condition")? {
+        // Files written before conditioned states existed have no `condition`: none.
+        condition: match m.get("condition").map(|s| s.as_str()).unwrap_or("none") {
             "none" => None,
             c => Some(size(
                 path,
