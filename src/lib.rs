@@ -1,5 +1,4 @@
-//! rnn-gpu: recurrent neural networks (RNN, LSTM, GRU) trained and run on any GPU through wgpu
-//! and WGSL compute shaders, with a plain CPU reference of the same math as oracle and fallback.
+#![doc = include_str!("../README.md")]
 
 pub mod backend;
 pub mod bench;
