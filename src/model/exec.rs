@@ -182,6 +182,22 @@ impl<B: Backend> Exec<B> {
         (spec.learn_initial_state || spec.condition.is_some()) && start == Start::Fresh
     }
 
+    /// What every run does first: checks the batch, makes its workspace, uploads it and its
+    /// initial state. Returns whether the program makes the initial state.
+    fn begin(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: &Batch,
+        start: Start<'_>,
+        targets: bool,
+    ) -> Result<bool> {
+        batch.validate(spec, targets)?;
+        self.workspace(spec, layout, batch.steps, batch.batch)?;
+        self.upload(spec, batch, start)?;
+        Ok(Self::model_init(spec, start))
+    }
+
     /// Runs the forward pass (no dropout).
     pub fn forward(
         &mut self,
@@ -190,10 +206,7 @@ impl<B: Backend> Exec<B> {
         batch: &Batch,
         start: Start<'_>,
     ) -> Result<()> {
-        batch.validate(spec, false)?;
-        self.workspace(spec, layout, batch.steps, batch.batch)?;
-        self.upload(spec, batch, start)?;
-        let model_init = Self::model_init(spec, start);
+        let model_init = self.begin(spec, layout, batch, start, false)?;
         let graph = Self::graph(spec, layout);
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
         let opts = ForwardOpts { train: false, model_init };
@@ -215,7 +228,6 @@ impl<B: Backend> Exec<B> {
         d_hn: Option<&[f32]>,
         d_cn: Option<&[f32]>,
     ) -> Result<()> {
-        batch.validate(spec, false)?;
         let want = batch.steps * batch.batch * spec.output_size();
         if d_output.len() != want {
             return Err(Error::shape(
@@ -226,8 +238,7 @@ impl<B: Backend> Exec<B> {
             ));
         }
         crate::error::check_finite("gradients", "output gradient", d_output)?;
-        self.workspace(spec, layout, batch.steps, batch.batch)?;
-        self.upload(spec, batch, start)?;
+        let model_init = self.begin(spec, layout, batch, start, false)?;
         let ws = &self.workspaces[&(batch.steps, batch.batch)];
         let top = &ws.layers[spec.layers - 1].dy;
         self.be.write(top, &to_elem(d_output))?;
@@ -249,7 +260,6 @@ impl<B: Backend> Exec<B> {
             crate::error::check_finite("gradients", what, &v)?;
             self.be.write(buf, &to_elem(&v))?;
         }
-        let model_init = Self::model_init(spec, start);
         let graph = Self::graph(spec, layout);
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
         let fo = ForwardOpts { train: false, model_init };
@@ -281,17 +291,14 @@ impl<B: Backend> Exec<B> {
         clip: Clip,
         seed: u32,
     ) -> Result<()> {
-        batch.validate(spec, true)?;
         if self.net.opt.len() != opt.state_slots() {
             self.net.reset_optimizer(&mut self.be, layout, opt)?;
         }
-        self.workspace(spec, layout, batch.steps, batch.batch)?;
-        self.upload(spec, batch, start)?;
+        let model_init = self.begin(spec, layout, batch, start, true)?;
         let ws = &self.workspaces[&(batch.steps, batch.batch)];
         self.be.write_u32(&ws.seeds, &[seed])?;
         let lr_slot = self.be.view(&self.net.step_state, step_state::LR, 1)?;
         self.be.write(&lr_slot, &[B::Elem::from_f32(opt.lr())])?;
-        let model_init = Self::model_init(spec, start);
         let graph = Self::graph(spec, layout);
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
         let fo = ForwardOpts { train: true, model_init };
@@ -319,10 +326,7 @@ impl<B: Backend> Exec<B> {
         start: Start<'_>,
         dropout_seed: Option<u32>,
     ) -> Result<()> {
-        batch.validate(spec, true)?;
-        self.workspace(spec, layout, batch.steps, batch.batch)?;
-        self.upload(spec, batch, start)?;
-        let model_init = Self::model_init(spec, start);
+        let model_init = self.begin(spec, layout, batch, start, true)?;
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
@@ -343,10 +347,7 @@ impl<B: Backend> Exec<B> {
         start: Start<'_>,
         dropout_seed: Option<u32>,
     ) -> Result<()> {
-        batch.validate(spec, true)?;
-        self.workspace(spec, layout, batch.steps, batch.batch)?;
-        self.upload(spec, batch, start)?;
-        let model_init = Self::model_init(spec, start);
+        let model_init = self.begin(spec, layout, batch, start, true)?;
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
         let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
