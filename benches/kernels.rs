@@ -1,0 +1,218 @@
+//! One row per kernel family at a size a training step of the standard LSTM case (H=256, B=32,
+//! T=64, V=65) uses, GPU and CPU twin in the same run. Criterion's "elem/s" are output elements
+//! per second. `RNN_GPU_BENCH_QUICK=1` shrinks the sizes for a smoke run. (The matmul and the
+//! whole training step have benches of their own.)
+
+use std::sync::Arc;
+
+use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rnn_gpu::cpu::kernels as cpu;
+use rnn_gpu::gpu::kernels as gk;
+use rnn_gpu::gpu::{GpuContext, GpuTensor, Program};
+use rnn_gpu::ops::{Attention, Dropout, Gather, Reduce, Step, StepMode, step_state};
+use rnn_gpu::rng::Rng;
+use rnn_gpu::train::optim::Adam;
+
+fn quick() -> bool {
+    std::env::var("RNN_GPU_BENCH_QUICK").as_deref() == Ok("1")
+}
+
+struct Sizes {
+    h: usize,
+    b: usize,
+    t: usize,
+    v: usize,
+}
+
+fn sizes() -> Sizes {
+    if quick() { Sizes { h: 16, b: 4, t: 4, v: 7 } } else { Sizes { h: 256, b: 32, t: 64, v: 65 } }
+}
+
+fn up(ctx: &GpuContext, v: &[f32]) -> GpuTensor {
+    ctx.upload("bench", &[v.len()], v).unwrap()
+}
+
+/// Times one recorded program (run and wait) against a CPU closure, as `family/gpu` and
+/// `family/cpu`.
+fn pair(
+    c: &mut Criterion,
+    ctx: &Arc<GpuContext>,
+    family: &str,
+    elements: usize,
+    prog: Program,
+    mut on_cpu: impl FnMut(),
+) {
+    let mut g = c.benchmark_group(family);
+    g.sample_size(10);
+    g.throughput(Throughput::Elements(elements as u64));
+    g.bench_function(BenchmarkId::new("gpu", elements), |b| {
+        b.iter(|| {
+            prog.run().unwrap();
+            ctx.wait("bench").unwrap()
+        })
+    });
+    g.bench_function(BenchmarkId::new("cpu", elements), |b| b.iter(&mut on_cpu));
+    g.finish();
+}
+
+fn bench(c: &mut Criterion) {
+    let ctx = GpuContext::new().expect("a GPU adapter (apt-get install mesa-vulkan-drivers)");
+    let s = sizes();
+    let mut rng = Rng::seed_from_u64(1);
+    let (rows, n4) = (s.t * s.b, s.t * s.b * 4 * s.h);
+
+    // activation.wgsl: the tanh of every gate of a step's batch.
+    let x = rng.uniform_vec(n4, -3.0, 3.0);
+    let (gx, gy) = (up(&ctx, &x), up(&ctx, &x));
+    let mut prog = Program::new(&ctx);
+    gk::tanh_forward(&mut prog, &gy, &gx).unwrap();
+    let mut y = x.clone();
+    pair(c, &ctx, "activation_tanh_forward", n4, prog, || cpu::tanh_forward(&mut y, &x));
+
+    // blas.wgsl: bias gradient over all steps.
+    let dg = rng.uniform_vec(n4, -1.0, 1.0);
+    let (gdg, gdb) = (up(&ctx, &dg), up(&ctx, &vec![0.0; 4 * s.h]));
+    let mut prog = Program::new(&ctx);
+    gk::bias_grad(&mut prog, &gdb, &gdg, rows, 4 * s.h).unwrap();
+    let mut db = vec![0.0; 4 * s.h];
+    pair(c, &ctx, "blas_bias_grad", 4 * s.h, prog, || cpu::bias_grad(&mut db, &dg, rows, 4 * s.h));
+
+    // reduce.wgsl: the squared norm of a flat gradient.
+    let scratch = ctx.alloc("scratch", &[gk::REDUCE_PARTS]).unwrap();
+    let gstate = up(&ctx, &[0.0; step_state::LEN]);
+    let mut prog = Program::new(&ctx);
+    let p = Reduce { index: step_state::GRAD_SUMSQ, square: true, accumulate: false };
+    gk::reduce(&mut prog, &gstate, &gdg, &scratch, p).unwrap();
+    let mut state = vec![0.0f32; step_state::LEN];
+    pair(c, &ctx, "reduce_sumsq", n4, prog, || cpu::reduce(&mut state, &dg, p));
+
+    // loss.wgsl: softmax cross-entropy of the head.
+    let logits = rng.uniform_vec(rows * s.v, -3.0, 3.0);
+    let targets: Vec<u32> = (0..rows).map(|_| rng.below(s.v) as u32).collect();
+    let weights = vec![1.0 / rows as f32; rows];
+    let (gl, gd, gt, gw, gloss) = (
+        up(&ctx, &logits),
+        up(&ctx, &logits),
+        ctx.upload_u32("t", &[rows], &targets).unwrap(),
+        up(&ctx, &weights),
+        up(&ctx, &weights),
+    );
+    let mut prog = Program::new(&ctx);
+    gk::softmax_xent(&mut prog, &gloss, &gd, &gl, &gt, &gw, rows, s.v).unwrap();
+    let (mut loss, mut dx) = (weights.clone(), logits.clone());
+    pair(c, &ctx, "loss_softmax_xent", rows * s.v, prog, || {
+        cpu::softmax_xent(&mut loss, &mut dx, &logits, &targets, &weights, rows, s.v)
+    });
+
+    // optim.wgsl: Adam over the parameters of the case.
+    let n = 4 * s.h * (s.h + s.v) + s.v * s.h;
+    let param = rng.uniform_vec(n, -0.1, 0.1);
+    let grad = rng.uniform_vec(n, -0.1, 0.1);
+    let mut st = vec![0.0f32; step_state::LEN];
+    st[step_state::OK] = 1.0;
+    st[step_state::STEP] = 1.0;
+    st[step_state::LR] = 1e-3;
+    let (gp, gg, gm, gv, gs) =
+        (up(&ctx, &param), up(&ctx, &grad), up(&ctx, &vec![0.0; n]), up(&ctx, &vec![0.0; n]), up(&ctx, &st));
+    let o = Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let mut prog = Program::new(&ctx);
+    gk::adam(&mut prog, &gp, &gg, &gm, &gv, &gs, o).unwrap();
+    let (mut pc, mut mc, mut vc) = (param.clone(), vec![0.0; n], vec![0.0; n]);
+    pair(c, &ctx, "optim_adam", n, prog, || cpu::adam(&mut pc, &grad, &mut mc, &mut vc, &st, o));
+
+    // gather.wgsl: the one-hot input projection (columns of W_ih) and its gradient.
+    let table = rng.uniform_vec(4 * s.h * s.v, -0.1, 0.1);
+    let ids: Vec<u32> = (0..rows).map(|_| rng.below(s.v) as u32).collect();
+    let pg = Gather { n: rows, width: 4 * s.h, idx_stride: 1, col_stride: s.v };
+    let (gtab, gids, gout) =
+        (up(&ctx, &table), ctx.upload_u32("ids", &[rows], &ids).unwrap(), up(&ctx, &vec![0.0; n4]));
+    let mut prog = Program::new(&ctx);
+    gk::gather(&mut prog, &gout, &gtab, &gids, pg).unwrap();
+    let mut out = vec![0.0; n4];
+    pair(c, &ctx, "gather_onehot_columns", n4, prog, || cpu::gather(&mut out, &table, &ids, pg));
+    let (starts, list) = cpu::index_lists(&ids, s.v);
+    let (gst, gli) = (
+        ctx.upload_u32("s", &[starts.len()], &starts).unwrap(),
+        ctx.upload_u32("l", &[list.len()], &list).unwrap(),
+    );
+    let ps = Gather { n: s.v, ..pg };
+    let mut prog = Program::new(&ctx);
+    gk::scatter_add(&mut prog, &gtab, &gdg, &gst, &gli, ps).unwrap();
+    let mut tab = table.clone();
+    pair(c, &ctx, "gather_scatter_add", table.len(), prog, || {
+        cpu::scatter_add(&mut tab, &dg, &starts, &list, ps)
+    });
+
+    // dropout.wgsl
+    let seeds = [7u32];
+    let gseeds = ctx.upload_u32("seed", &[1], &seeds).unwrap();
+    let pd = Dropout { prob: 0.3, salt: 1 };
+    let mut prog = Program::new(&ctx);
+    gk::dropout_forward(&mut prog, &gy, &gx, &gseeds, pd).unwrap();
+    let mut yd = x.clone();
+    pair(c, &ctx, "dropout_forward", n4, prog, || cpu::dropout_forward(&mut yd, &x, &seeds, pd));
+
+    // lstm.wgsl: one forward and one backward step of the case (rnn.wgsl and gru.wgsl share
+    // their core, shaders/step_common.wgsl).
+    let (b, h) = (s.b, s.h);
+    let state_len = (2 * b * h).div_ceil(4) * 4;
+    let st0 = rng.uniform_vec(state_len, -1.0, 1.0);
+    let xw = rng.uniform_vec(b * 4 * h, -1.0, 1.0);
+    let w_hh = rng.uniform_vec(4 * h * h, -0.06, 0.06);
+    let bias = rng.uniform_vec(8 * h, -0.06, 0.06);
+    let lengths = vec![1u32; b];
+    let step = Step {
+        t: 0,
+        batch: b,
+        hidden: h,
+        in_slot: 0,
+        out_slot: 1,
+        state_base: 0,
+        out_stride: h,
+        out_col: 0,
+        bias_hh: 4 * h,
+        next_t: 0,
+        mode: StepMode::Later,
+    };
+    let (gstates, gcells, ggates, gyy) =
+        (up(&ctx, &st0), up(&ctx, &st0), up(&ctx, &vec![0.0; b * 4 * h]), up(&ctx, &vec![0.0; b * h]));
+    let (gxw, gw, gbias, glen) =
+        (up(&ctx, &xw), up(&ctx, &w_hh), up(&ctx, &bias), ctx.upload_u32("len", &[b], &lengths).unwrap());
+    let mut prog = Program::new(&ctx);
+    gk::lstm_step_forward(&mut prog, &gstates, &gcells, &ggates, &gyy, &gxw, &gw, &gbias, &glen, step)
+        .unwrap();
+    let (mut sc, mut cc, mut gc, mut yc) = (st0.clone(), st0.clone(), vec![0.0; b * 4 * h], vec![0.0; b * h]);
+    pair(c, &ctx, "lstm_step_forward", b * h, prog, || {
+        cpu::lstm_step_forward(&mut sc, &mut cc, &mut gc, &mut yc, &xw, &w_hh, &bias, &lengths, step)
+    });
+    let dgr = rng.uniform_vec(b * 4 * h, -0.1, 0.1);
+    let (gdgr, gcarry, gdy) = (up(&ctx, &dgr), up(&ctx, &vec![0.0; 2 * b * h]), up(&ctx, &vec![0.1; b * h]));
+    let mut prog = Program::new(&ctx);
+    gk::lstm_step_backward(&mut prog, &gcells, &ggates, &gw, &glen, &gdy, &gdgr, &gcarry, step).unwrap();
+    let (mut dgc, mut carry, dy) = (dgr.clone(), vec![0.0; 2 * b * h], vec![0.1; b * h]);
+    pair(c, &ctx, "lstm_step_backward", b * h, prog, || {
+        cpu::lstm_step_backward(&cc, &gc, &w_hh, &lengths, &dy, &mut dgc, &mut carry, step)
+    });
+
+    // attention.wgsl: scores of every decoder step against every encoder step.
+    let a = Attention { tgt: s.t / 4, batch: s.b, src: s.t / 2, width: s.h };
+    let q = rng.uniform_vec(a.tgt * a.batch * a.width, -1.0, 1.0);
+    let enc = rng.uniform_vec(a.src * a.batch * a.width, -1.0, 1.0);
+    let src_len = vec![a.src as u32; a.batch];
+    let ns = a.tgt * a.batch * a.src;
+    let (gq, genc, gsl, gsc) = (
+        up(&ctx, &q),
+        up(&ctx, &enc),
+        ctx.upload_u32("sl", &[a.batch], &src_len).unwrap(),
+        up(&ctx, &vec![0.0; ns]),
+    );
+    let mut prog = Program::new(&ctx);
+    gk::attention_dots(&mut prog, &gsc, &gq, &genc, &gsl, a, true).unwrap();
+    let mut scores = vec![0.0; ns];
+    pair(c, &ctx, "attention_dots", ns, prog, || {
+        cpu::attention_dots(&mut scores, &q, &enc, &src_len, a, true)
+    });
+}
+
+criterion_group!(benches, bench);
+criterion_main!(benches);
