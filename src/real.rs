@@ -92,8 +92,3 @@ macro_rules! impl_real {
 }
 impl_real!(f32);
 impl_real!(f64);
-
-/// Converts a slice between float types.
-pub fn convert<A: Real, B: Real>(v: &[A]) -> Vec<B> {
-    v.iter().map(|x| B::from_f64(x.to_f64())).collect()
-}

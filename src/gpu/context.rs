@@ -252,10 +252,6 @@ impl GpuContext {
         self.matmul_variant
     }
 
-    pub fn is_software(&self) -> bool {
-        self.info.device_type == wgpu::DeviceType::Cpu
-    }
-
     /// A one-line description: name, backend, device type.
     pub fn describe(&self) -> String {
         format!(

@@ -58,17 +58,6 @@ impl Program {
         self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count()
     }
 
-    /// The kernels one replay dispatches, in order.
-    pub fn kernel_names(&self) -> Vec<&'static str> {
-        self.commands
-            .iter()
-            .filter_map(|c| match c {
-                Command::Dispatch { pipeline, .. } => Some(pipeline.name),
-                _ => None,
-            })
-            .collect()
-    }
-
     fn uniform<P: Pod>(&mut self, params: &P) -> Result<(usize, u64)> {
         let bytes = bytemuck::bytes_of(params);
         let size = (bytes.len() as u64).div_ceil(16) * 16;

@@ -68,14 +68,6 @@ impl GpuTensor {
         })
     }
 
-    /// The same elements under another shape of equal size.
-    pub fn reshape(&self, shape: &[usize]) -> Result<GpuTensor> {
-        if shape.iter().product::<usize>() != self.len() {
-            return Err(Error::shape("GpuTensor::reshape", "new shape", shape, &self.shape));
-        }
-        Ok(GpuTensor { buffer: self.buffer.clone(), offset: self.offset, shape: shape.to_vec() })
-    }
-
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
@@ -174,18 +166,8 @@ impl GpuContext {
 
     /// Reads `t` back through a staging buffer. Waits for the GPU.
     pub fn download(&self, t: &GpuTensor) -> Result<Vec<f32>> {
-        let bytes = self.download_bytes(t)?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
-    }
-
-    pub fn download_u32(&self, t: &GpuTensor) -> Result<Vec<u32>> {
-        let bytes = self.download_bytes(t)?;
-        Ok(bytemuck::pod_collect_to_vec(&bytes))
-    }
-
-    fn download_bytes(&self, t: &GpuTensor) -> Result<Vec<u8>> {
         let staging = Staging::new(self, t.bytes())?;
-        staging.read(self, t)
+        Ok(bytemuck::pod_collect_to_vec(&staging.read(self, t)?))
     }
 
     /// Copies `src` into `dst` (same length), recorded and submitted at once.

@@ -147,7 +147,7 @@ impl Model {
             engine,
             optimizer: Optimizer::adam(2e-3),
             clip: Clip::default(),
-            rng: Rng::seed_from_u64(seed ^ 0x5eed_0f_d20f),
+            rng: Rng::seed_from_u64(seed ^ 0x5eed_0fd2_0f),
             skipped_seen: 0,
         })
     }
