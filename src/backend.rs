@@ -61,6 +61,9 @@ pub trait Backend {
     /// every time, including the first.
     fn execute(&mut self, key: ProgramKey, record: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()>;
 
+    /// Forgets the programs recorded for a batch shape (their buffers go with them).
+    fn drop_programs(&mut self, steps: usize, tgt_steps: usize, batch: usize);
+
     fn clear(&mut self, t: &Self::Buf) -> Result<()>;
     fn copy(&mut self, src: &Self::Buf, dst: &Self::Buf) -> Result<()>;
 

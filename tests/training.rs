@@ -159,3 +159,19 @@ fn truncated_bptt_training_over_streams() {
     }
     assert!(last < first.unwrap() - 0.5, "loss {} -> {last}", first.unwrap());
 }
+
+/// Generating from primes of many lengths (more batch shapes than are kept at once, so older
+/// ones are dropped and recorded again) gives the same results as on a fresh model.
+#[test]
+fn dropping_old_batch_shapes_keeps_results() {
+    let device = gpu().map(Device::Gpu).unwrap_or(Device::Cpu);
+    let spec = ModelSpec::char_model(Cell::Gru, 6, 8, 1);
+    let mut m = Model::new(spec.clone(), &device, 3).unwrap();
+    let s = rnn_gpu::Sampling { temperature: 0.0, top_k: 0, seed: 0 };
+    let prime = |len: usize| -> Vec<u32> { (0..len).map(|i| (i % 6) as u32).collect() };
+    let outs: Vec<Vec<u32>> = (1..20).map(|len| m.generate(&prime(len), 4, s).unwrap()).collect();
+    let again = m.generate(&prime(5), 4, s).unwrap();
+    let mut fresh = Model::new(spec, &device, 3).unwrap();
+    assert_eq!(fresh.generate(&prime(5), 4, s).unwrap(), outs[4]);
+    assert_eq!(again, outs[4]);
+}

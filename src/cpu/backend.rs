@@ -143,6 +143,8 @@ impl<T: Real> Backend for CpuBackend<T> {
         record(self)
     }
 
+    fn drop_programs(&mut self, _steps: usize, _tgt_steps: usize, _batch: usize) {}
+
     fn clear(&mut self, t: &Self::Buf) -> Result<()> {
         wr(t)?.fill(T::ZERO);
         Ok(())

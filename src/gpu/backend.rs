@@ -106,6 +106,10 @@ impl Backend for GpuBackend {
         self.programs[&key].run()
     }
 
+    fn drop_programs(&mut self, steps: usize, tgt_steps: usize, batch: usize) {
+        self.programs.retain(|k, _| !(k.steps == steps && k.tgt_steps == tgt_steps && k.batch == batch));
+    }
+
     fn clear(&mut self, t: &GpuTensor) -> Result<()> {
         self.prog()?.clear(t);
         Ok(())

@@ -41,7 +41,13 @@ pub struct Exec<B: Backend> {
     pub be: B,
     pub net: Net<B>,
     workspaces: HashMap<(usize, usize), Workspace<B>>,
+    /// Batch shapes, least recently used first.
+    recent: Vec<(usize, usize)>,
 }
+
+/// Workspaces (and their recorded programs) kept at once; the least recently used shape goes
+/// first, so that a stream of ever-new shapes (primes of every length) cannot exhaust memory.
+pub(crate) const MAX_SHAPES: usize = 8;
 
 /// Program kinds.
 const FORWARD: &str = "forward";
@@ -57,7 +63,7 @@ fn to_elem<T: Real>(v: &[f32]) -> Vec<T> {
 impl<B: Backend> Exec<B> {
     pub fn new(mut be: B, layout: &ParamLayout, params: &[B::Elem]) -> Result<Self> {
         let net = Net::new(&mut be, layout, params)?;
-        Ok(Exec { be, net, workspaces: HashMap::new() })
+        Ok(Exec { be, net, workspaces: HashMap::new(), recent: Vec::new() })
     }
 
     fn graph<'a>(spec: &'a ModelSpec, layout: &'a ParamLayout) -> Graph<'a> {
@@ -73,6 +79,8 @@ impl<B: Backend> Exec<B> {
         steps: usize,
         batch: usize,
     ) -> Result<()> {
+        self.recent.retain(|&k| k != (steps, batch));
+        self.recent.push((steps, batch));
         if self.workspaces.contains_key(&(steps, batch)) {
             return Ok(());
         }
@@ -82,6 +90,13 @@ impl<B: Backend> Exec<B> {
             ws.c0 = other.c0.clone();
         }
         self.workspaces.insert((steps, batch), ws);
+        // The new workspace shares the state of its batch size, so dropping older ones loses
+        // nothing `Start::Continue` needs for this call.
+        while self.recent.len() > MAX_SHAPES {
+            let old = self.recent.remove(0);
+            self.workspaces.remove(&old);
+            self.be.drop_programs(old.0, 0, old.1);
+        }
         Ok(())
     }
 

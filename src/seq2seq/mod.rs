@@ -278,6 +278,8 @@ pub struct S2sExec<B: Backend> {
     pub be: B,
     pub net: Net<B>,
     workspaces: HashMap<(usize, usize, usize), S2sWs<B>>,
+    /// Shapes, least recently used first (at most `MAX_SHAPES` are kept, as for `Model`).
+    recent: Vec<(usize, usize, usize)>,
 }
 
 const TRAIN: &str = "seq2seq train";
@@ -290,13 +292,21 @@ const REORDER: &str = "seq2seq reorder";
 impl<B: Backend> S2sExec<B> {
     pub fn new(mut be: B, layout: &ParamLayout, params: &[B::Elem]) -> Result<Self> {
         let net = Net::new(&mut be, layout, params)?;
-        Ok(S2sExec { be, net, workspaces: HashMap::new() })
+        Ok(S2sExec { be, net, workspaces: HashMap::new(), recent: Vec::new() })
     }
 
     fn ensure(&mut self, graph: &S2sGraph<'_>, src: usize, tgt: usize, batch: usize) -> Result<()> {
-        if !self.workspaces.contains_key(&(src, tgt, batch)) {
+        let key = (src, tgt, batch);
+        self.recent.retain(|&k| k != key);
+        self.recent.push(key);
+        if !self.workspaces.contains_key(&key) {
             let ws = graph.workspace(&mut self.be, src, tgt, batch)?;
-            self.workspaces.insert((src, tgt, batch), ws);
+            self.workspaces.insert(key, ws);
+        }
+        while self.recent.len() > crate::model::exec::MAX_SHAPES {
+            let old = self.recent.remove(0);
+            self.workspaces.remove(&old);
+            self.be.drop_programs(old.0, old.1, old.2);
         }
         Ok(())
     }
