@@ -56,6 +56,10 @@ fn pair(
 }
 
 fn bench(c: &mut Criterion) {
+    if std::env::var("RNN_GPU_NO_GPU_TESTS").as_deref() == Ok("1") {
+        eprintln!("benchmark skipped: RNN_GPU_NO_GPU_TESTS=1");
+        return;
+    }
     let ctx = GpuContext::new().expect("a GPU adapter (apt-get install mesa-vulkan-drivers)");
     let s = sizes();
     let mut rng = Rng::seed_from_u64(1);

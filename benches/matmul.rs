@@ -35,6 +35,10 @@ fn shapes() -> Vec<(String, Matmul)> {
 }
 
 fn bench(c: &mut Criterion) {
+    if std::env::var("RNN_GPU_NO_GPU_TESTS").as_deref() == Ok("1") {
+        eprintln!("benchmark skipped: RNN_GPU_NO_GPU_TESTS=1");
+        return;
+    }
     let ctx: Arc<GpuContext> =
         GpuContext::new().expect("a GPU adapter (apt-get install mesa-vulkan-drivers)");
     eprintln!("adapter: {}", ctx.describe());

@@ -27,6 +27,10 @@ fn batch(rng: &mut Rng, steps: usize, b: usize) -> Batch {
 }
 
 fn bench(c: &mut Criterion) {
+    if std::env::var("RNN_GPU_NO_GPU_TESTS").as_deref() == Ok("1") {
+        eprintln!("benchmark skipped: RNN_GPU_NO_GPU_TESTS=1");
+        return;
+    }
     let gpu = Device::gpu().expect("a GPU adapter (apt-get install mesa-vulkan-drivers)");
     eprintln!("adapter: {}", gpu.describe());
     for (cell, h, b, t) in cases() {
