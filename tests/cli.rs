@@ -86,8 +86,7 @@ fn forward_with_gradients_matches_pytorch() {
 fn train_resumes_and_samples() {
     let text = tmp("tiny.txt");
     std::fs::write(&text, "the quick brown fox jumps over the lazy dog. ".repeat(200)).unwrap();
-    let out = tmp("run");
-    let train = |steps: &str, resume: bool| {
+    let train = |out: &std::path::Path, steps: &str, resume: bool| {
         let mut c = bin();
         c.args([
             "train",
@@ -101,25 +100,36 @@ fn train_resumes_and_samples() {
             "16",
             "--batch",
             "4",
+            "--lr-decay",
+            "0.5",
         ])
         .args(["--eval-every", "10", "--eval-batches", "2", "--steps", steps, "--text"])
         .arg(&text)
         .arg("--out")
-        .arg(&out);
+        .arg(out);
         if resume {
             c.arg("--resume");
         }
         run(&mut c)
     };
-    let first = train("20", false);
+    let out = tmp("run");
+    let first = train(&out, "20", false);
     assert!(first.contains("done: 20 steps"), "{first}");
-    let second = train("30", true);
+    let second = train(&out, "30", true);
     assert!(second.contains("done: 30 steps"), "{second}");
     for f in ["checkpoint.safetensors", "best.safetensors", "loss.csv", "loss.png"] {
         assert!(out.join(f).exists(), "{f} missing");
     }
-    let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
-    assert_eq!(csv.lines().count(), 4, "header and evaluations at steps 10, 20, 30:\n{csv}");
+    // A run stopped and resumed follows the same curve (learning-rate schedule included) as one
+    // that was not: the step, training and validation columns agree.
+    let curve = |out: &std::path::Path| -> Vec<String> {
+        let csv = std::fs::read_to_string(out.join("loss.csv")).unwrap();
+        csv.lines().map(|l| l.split(',').take(3).collect::<Vec<_>>().join(",")).collect()
+    };
+    let straight = tmp("run-straight");
+    train(&straight, "30", false);
+    assert_eq!(curve(&out).len(), 4, "header and evaluations at steps 10, 20, 30");
+    assert_eq!(curve(&out), curve(&straight));
     let s = run(bin()
         .args(["sample", "--device", "cpu", "--len", "50", "--prime", "the "])
         .arg("--model")

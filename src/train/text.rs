@@ -271,6 +271,10 @@ pub fn train_text(
                     )?;
                 }
                 rows.push(Row { step, train: train_loss, val, tokens_per_sec, elapsed });
+                // Decay before the checkpoint, so that a resumed run continues the same schedule.
+                if cfg.lr_decay < 1.0 {
+                    model.set_lr(model.optimizer().lr() * cfg.lr_decay)?;
+                }
                 write_curve(&cfg.out, &rows)?;
                 io::save_checkpoint(
                     &checkpoint_path(&cfg.out),
@@ -286,9 +290,6 @@ pub fn train_text(
                 p.val_loss = Some(val);
                 p.best_val = best_val;
                 p.sample = Some(TextCorpus::decode(&corpus.vocab, &ids));
-                if cfg.lr_decay < 1.0 {
-                    model.set_lr(model.optimizer().lr() * cfg.lr_decay)?;
-                }
             }
             on_progress(&p);
             window = (Instant::now(), 0);
