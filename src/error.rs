@@ -93,6 +93,22 @@ impl Error {
 }
 
 /// Refuses NaN and infinities in caller data before it reaches a kernel.
+/// `n` must be at least 1 (a size, a count, a width).
+pub(crate) fn check_nonzero(op: &'static str, what: &str, n: usize) -> Result<()> {
+    if n == 0 {
+        return Err(Error::range(op, what, 0, "at least 1"));
+    }
+    Ok(())
+}
+
+/// A flat parameter buffer must hold exactly `expected` finite values.
+pub(crate) fn check_flat_params(op: &'static str, params: &[f32], expected: usize) -> Result<()> {
+    if params.len() != expected {
+        return Err(Error::shape(op, "flat parameters", &[params.len()], &[expected]));
+    }
+    check_finite(op, "parameters", params)
+}
+
 pub(crate) fn check_finite(op: &'static str, what: &str, data: &[f32]) -> Result<()> {
     match data.iter().position(|v| !v.is_finite()) {
         None => Ok(()),

@@ -7,7 +7,7 @@ use bytemuck::{Pod, Zeroable};
 use super::context::MatmulVariant;
 use super::program::{Program, groups_1d};
 use super::tensor::GpuTensor;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_nonzero};
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::train::optim::{Adagrad, Adam, Sgd};
 
@@ -16,13 +16,6 @@ const WG: usize = 256;
 fn need(op: &'static str, what: &str, t: &GpuTensor, n: usize) -> Result<()> {
     if t.len() != n {
         return Err(Error::shape(op, what, t.shape(), &[n]));
-    }
-    Ok(())
-}
-
-fn nonzero(op: &'static str, what: &str, n: usize) -> Result<()> {
-    if n == 0 {
-        return Err(Error::range(op, what, 0, "at least 1"));
     }
     Ok(())
 }
@@ -60,9 +53,9 @@ pub fn matmul_variant(
     variant: MatmulVariant,
 ) -> Result<()> {
     const OP: &str = "matmul";
-    nonzero(OP, "m", p.m)?;
-    nonzero(OP, "n", p.n)?;
-    nonzero(OP, "k", p.k)?;
+    check_nonzero(OP, "m", p.m)?;
+    check_nonzero(OP, "n", p.n)?;
+    check_nonzero(OP, "k", p.k)?;
     let a_shape = if p.trans_a { [p.k, p.m] } else { [p.m, p.k] };
     let b_shape = if p.trans_b { [p.n, p.k] } else { [p.k, p.n] };
     if a.len() != p.m * p.k {
@@ -230,7 +223,7 @@ pub fn axpy(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, alpha: f32) -> Res
 
 /// `y[r, j] += bias[j]` for y `(rows, cols)`.
 pub fn add_bias(prog: &mut Program, y: &GpuTensor, bias: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
-    nonzero("add_bias", "cols", cols)?;
+    check_nonzero("add_bias", "cols", cols)?;
     need("add_bias", "y", y, rows * cols)?;
     need("add_bias", "bias", bias, cols)?;
     let n = rows * cols;
@@ -313,8 +306,8 @@ struct RowParams {
 }
 
 fn row_params(op: &'static str, rows: usize, cols: usize) -> Result<RowParams> {
-    nonzero(op, "rows", rows)?;
-    nonzero(op, "cols", cols)?;
+    check_nonzero(op, "rows", rows)?;
+    check_nonzero(op, "cols", cols)?;
     Ok(RowParams { rows: to_u32(op, "rows", rows)?, cols: to_u32(op, "cols", cols)?, _pad: [0; 2] })
 }
 
@@ -539,8 +532,8 @@ struct GatherParams {
 }
 
 fn gather_params(op: &'static str, p: Gather) -> Result<GatherParams> {
-    nonzero(op, "n", p.n)?;
-    nonzero(op, "width", p.width)?;
+    check_nonzero(op, "n", p.n)?;
+    check_nonzero(op, "width", p.width)?;
     to_u32(op, "n * width", p.n * p.width)?;
     Ok(GatherParams {
         n: p.n as u32,
@@ -710,8 +703,8 @@ impl StepCheck {
 
     fn common(&self, cell: Cell, w_hh: &GpuTensor, lengths: &GpuTensor) -> Result<()> {
         let s = &self.s;
-        nonzero(self.op, "batch", s.batch)?;
-        nonzero(self.op, "hidden", s.hidden)?;
+        check_nonzero(self.op, "batch", s.batch)?;
+        check_nonzero(self.op, "hidden", s.hidden)?;
         self.at_least("w_hh", w_hh, cell.gates() * s.hidden * s.hidden)?;
         self.vec4_len("w_hh", w_hh)?;
         need(self.op, "lengths", lengths, s.batch)
@@ -968,8 +961,8 @@ struct CopyParams {
 /// `c < width`.
 pub fn copy_cols(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, p: CopyCols) -> Result<()> {
     const OP: &str = "copy_cols";
-    nonzero(OP, "rows", p.rows)?;
-    nonzero(OP, "width", p.width)?;
+    check_nonzero(OP, "rows", p.rows)?;
+    check_nonzero(OP, "width", p.width)?;
     let end = |stride: usize, offset: usize| (p.rows - 1) * stride + offset + p.width;
     if end(p.y_stride, p.y_offset) > y.len() {
         return Err(Error::shape(OP, "y", y.shape(), &[end(p.y_stride, p.y_offset)]));
@@ -1008,10 +1001,10 @@ struct AttentionParams {
 }
 
 fn attention_params(op: &'static str, a: Attention, accumulate: bool) -> Result<AttentionParams> {
-    nonzero(op, "target steps", a.tgt)?;
-    nonzero(op, "batch", a.batch)?;
-    nonzero(op, "source steps", a.src)?;
-    nonzero(op, "width", a.width)?;
+    check_nonzero(op, "target steps", a.tgt)?;
+    check_nonzero(op, "batch", a.batch)?;
+    check_nonzero(op, "source steps", a.src)?;
+    check_nonzero(op, "width", a.width)?;
     Ok(AttentionParams {
         tgt: to_u32(op, "tgt", a.tgt)?,
         batch: to_u32(op, "batch", a.batch)?,

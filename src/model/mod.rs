@@ -132,10 +132,7 @@ impl Model {
     pub fn with_flat_params(spec: ModelSpec, device: &Device, params: &[f32], seed: u64) -> Result<Model> {
         spec.validate()?;
         let layout = ParamLayout::new(&spec);
-        if params.len() != layout.total() {
-            return Err(Error::shape("Model", "flat parameters", &[params.len()], &[layout.total()]));
-        }
-        crate::error::check_finite("Model", "parameters", params)?;
+        crate::error::check_flat_params("Model", params, layout.total())?;
         let engine = match device {
             Device::Cpu => Engine::Cpu(Exec::new(CpuBackend::new(), &layout, params)?),
             Device::Gpu(ctx) => Engine::Gpu(Exec::new(GpuBackend::new(ctx)?, &layout, params)?),

@@ -1,7 +1,7 @@
 //! What a model is: cell, sizes, stacking, directions, head. Everything else (parameter names and
 //! shapes, buffer sizes) is derived from this.
 
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_nonzero};
 pub use crate::ops::Cell;
 
 /// What the first layer reads at each step.
@@ -112,20 +112,17 @@ impl ModelSpec {
 
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "ModelSpec";
-        let positive = |what: &str, v: usize| {
-            if v == 0 { Err(Error::range(OP, what, 0, "at least 1")) } else { Ok(()) }
-        };
-        positive("hidden", self.hidden)?;
-        positive("layers", self.layers)?;
-        positive("input size", self.input.size())?;
+        check_nonzero(OP, "hidden", self.hidden)?;
+        check_nonzero(OP, "layers", self.layers)?;
+        check_nonzero(OP, "input size", self.input.size())?;
         if !(0.0..1.0).contains(&self.dropout) {
             return Err(Error::range(OP, "dropout", self.dropout, "in [0, 1)"));
         }
         if let Some(h) = self.head {
-            positive("head outputs", h.outputs)?;
+            check_nonzero(OP, "head outputs", h.outputs)?;
         }
         if let Some(c) = self.condition {
-            positive("condition size", c)?;
+            check_nonzero(OP, "condition size", c)?;
             if self.learn_initial_state {
                 return Err(Error::invalid(
                     OP,

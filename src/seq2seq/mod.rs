@@ -21,7 +21,7 @@ use std::collections::HashMap;
 use crate::backend::{Backend, ProgramKey};
 use crate::cpu::CpuBackend;
 use crate::cpu::kernels::index_lists;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_flat_params, check_nonzero};
 use crate::gpu::GpuBackend;
 use crate::io::{self, Metadata};
 use crate::model::Device;
@@ -91,11 +91,8 @@ impl Seq2SeqSpec {
         const OP: &str = "Seq2SeqSpec";
         self.encoder().validate()?;
         self.decoder().validate()?;
-        for (what, v) in [("source vocabulary", self.src_vocab), ("target vocabulary", self.tgt_vocab)] {
-            if v == 0 {
-                return Err(Error::range(OP, what, 0, "at least 1"));
-            }
-        }
+        check_nonzero(OP, "source vocabulary", self.src_vocab)?;
+        check_nonzero(OP, "target vocabulary", self.tgt_vocab)?;
         for (what, id) in [("bos", self.bos), ("eos", self.eos)] {
             if id as usize >= self.tgt_vocab {
                 return Err(Error::range(
@@ -513,10 +510,7 @@ impl Seq2Seq {
     ) -> Result<Seq2Seq> {
         spec.validate()?;
         let layout = spec.layout();
-        if params.len() != layout.total() {
-            return Err(Error::shape("Seq2Seq", "flat parameters", &[params.len()], &[layout.total()]));
-        }
-        crate::error::check_finite("Seq2Seq", "parameters", params)?;
+        check_flat_params("Seq2Seq", params, layout.total())?;
         let engine = match device {
             Device::Cpu => Engine::Cpu(S2sExec::new(CpuBackend::new(), &layout, params)?),
             Device::Gpu(ctx) => Engine::Gpu(S2sExec::new(GpuBackend::new(ctx)?, &layout, params)?),
@@ -645,9 +639,7 @@ impl Seq2Seq {
     /// Beam search of `width` hypotheses per source, scored by log-probability divided by length
     /// (EOS counted); stops when `width` hypotheses have ended or at `max_len`. Width 1 is greedy.
     pub fn beam(&mut self, sources: &[Vec<u32>], width: usize, max_len: usize) -> Result<Vec<Vec<u32>>> {
-        if width == 0 {
-            return Err(Error::range("beam", "width", 0, "at least 1"));
-        }
+        check_nonzero("beam", "width", width)?;
         let (spec, layout) = (&self.spec, &self.layout);
         let (v, k, b) = (spec.tgt_vocab, width, sources.len());
         let rows = b * k;

@@ -13,7 +13,7 @@ use std::time::Instant;
 
 use super::optim::{Clip, Optimizer};
 use crate::data::TextCorpus;
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_nonzero};
 use crate::io::{self, Metadata};
 use crate::model::batch::Batch;
 use crate::model::generate::Sampling;
@@ -139,9 +139,7 @@ fn check(cfg: &TextTrainConfig) -> Result<()> {
         ("batch", cfg.batch),
         ("eval_every", cfg.eval_every),
     ] {
-        if v == 0 {
-            return Err(Error::range(OP, what, 0, "at least 1"));
-        }
+        check_nonzero(OP, what, v)?;
     }
     if !(cfg.valid_fraction > 0.0 && cfg.valid_fraction < 1.0) {
         return Err(Error::range(OP, "valid_fraction", cfg.valid_fraction, "in (0, 1)"));
