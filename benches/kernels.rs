@@ -9,7 +9,7 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use rnn_gpu::cpu::kernels as cpu;
 use rnn_gpu::gpu::kernels as gk;
 use rnn_gpu::gpu::{GpuContext, GpuTensor, Program};
-use rnn_gpu::ops::{Attention, Dropout, Gather, Reduce, Step, StepMode, step_state};
+use rnn_gpu::ops::{Attention, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
 use rnn_gpu::rng::Rng;
 use rnn_gpu::train::optim::Adam;
 
@@ -216,6 +216,24 @@ fn bench(c: &mut Criterion) {
     pair(c, &ctx, "attention_dots", ns, prog, || {
         cpu::attention_dots(&mut scores, &q, &enc, &src_len, a, true)
     });
+
+    // copy.wgsl: one side of the attention's [context | decoder state] concatenation.
+    let rows = s.t * s.b;
+    let side = rng.uniform_vec(rows * s.h, -1.0, 1.0);
+    let pc = CopyCols {
+        rows,
+        width: s.h,
+        y_stride: 2 * s.h,
+        y_offset: s.h,
+        x_stride: s.h,
+        x_offset: 0,
+        accumulate: false,
+    };
+    let (gside, gcat) = (up(&ctx, &side), up(&ctx, &vec![0.0; 2 * rows * s.h]));
+    let mut prog = Program::new(&ctx);
+    gk::copy_cols(&mut prog, &gcat, &gside, pc).unwrap();
+    let mut cat = vec![0.0; 2 * rows * s.h];
+    pair(c, &ctx, "copy_cols", rows * s.h, prog, || cpu::copy_cols(&mut cat, &side, pc));
 }
 
 criterion_group!(benches, bench);
