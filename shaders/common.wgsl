@@ -25,3 +25,14 @@ fn tanh_stable(x: f32) -> f32 {
     let t = (1.0 - e) / (1.0 + e);
     return select(-t, t, x >= 0.0);
 }
+
+// The same, for four values at once (WGSL has no overloading of user functions).
+fn sigmoid4(x: vec4<f32>) -> vec4<f32> {
+    return 1.0 / (1.0 + exp(-x));
+}
+
+fn tanh_stable4(x: vec4<f32>) -> vec4<f32> {
+    let e = exp(-2.0 * abs(x));
+    let t = (1.0 - e) / (1.0 + e);
+    return select(-t, t, x >= vec4<f32>());
+}

@@ -9,14 +9,20 @@
 //   and dh z reaches h directly: it is carried.
 // See step_common.wgsl for the layout and the thread mapping.
 
-@group(0) @binding(3) var<storage, read_write> gates: array<f32>;  // (T, B, 4H) r, z, n, hn
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;      // (T, B, D*H)
-@group(0) @binding(5) var<storage, read> xw: array<f32>;           // (T, B, 3H)
-@group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (3H), then b_hh at bias_hh
-@group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
-@group(0) @binding(11) var<storage, read_write> dgx: array<f32>;   // (T, B, 3H); dgh is dgr
+@group(0) @binding(11) var<storage, read_write> dgx: array<vec4<f32>>;  // (T, B, 3H); dgh is dgr
 
-// Forward: a thread owns 4 units (their 12 gate rows, padded to 16) of 8 batch rows.
+fn st_dgx(i: u32, v: vec4<f32>, n: u32) {
+    if VEC4 {
+        dgx[i / 4u] = v;
+        return;
+    }
+    for (var q = 0u; q < n; q++) {
+        dgx[(i + q) / 4u][(i + q) % 4u] = v[q];
+    }
+}
+
+// Forward: a thread owns 4 units (their 12 gate rows) of 8 batch rows; the gate arithmetic runs
+// on the 4 units as one vec4.
 @compute @workgroup_size(16, 1)
 fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
@@ -26,42 +32,41 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let b0 = gid.y * ROWS;
     let acc = recurrent_sums(gate_rows(j0, 3u), gate_rows(j0 + 1u, 3u), gate_rows(j0 + 2u, 3u), gate_rows(j0 + 3u, 3u), b0);
+    let n = units_from(j0);
     let bh = p.bias_hh;
+    let br = ld_bias(j0, n) + ld_bias(bh + j0, n);
+    let bz = ld_bias(H + j0, n) + ld_bias(bh + H + j0, n);
+    let bn_in = ld_bias(2u * H + j0, n);
+    let bn_hid = ld_bias(bh + 2u * H + j0, n);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {
             break;
         }
-        let xrow = (p.t * p.batch + b) * 3u * H;
-        let grow = (p.t * p.batch + b) * 4u * H;
-        for (var u = 0u; u < 4u; u++) {
-            let j = j0 + u;
-            if j >= H {
-                break;
-            }
-            let s = acc[r][u];
-            let rg = sigmoid(xw[xrow + j] + bias[j] + s.x + bias[bh + j]);
-            let z = sigmoid(xw[xrow + H + j] + bias[H + j] + s.y + bias[bh + H + j]);
-            let hn = s.z + bias[bh + 2u * H + j];
-            let n = tanh_stable(xw[xrow + 2u * H + j] + bias[2u * H + j] + rg * hn);
-            let src = slot_row(p.in_slot, b) + j;
-            var h = state_at(src);
-            var out = 0.0;
-            if valid(b) {
-                h = (1.0 - z) * n + z * h;
-                out = h;
-            }
-            set_state(slot_row(p.out_slot, b) + j, h);
-            gates[grow + j] = rg;
-            gates[grow + H + j] = z;
-            gates[grow + 2u * H + j] = n;
-            gates[grow + 3u * H + j] = hn;
-            y[out_index(b, j)] = out;
+        let xrow = (p.t * p.batch + b) * 3u * H + j0;
+        let grow = (p.t * p.batch + b) * 4u * H + j0;
+        // Row q of acc[r] is gate q of the 4 units.
+        let s = transpose(acc[r]);
+        let rg = sigmoid4(ld_xw(xrow, n) + s[0] + br);
+        let z = sigmoid4(ld_xw(xrow + H, n) + s[1] + bz);
+        let hn = s[2] + bn_hid;
+        let nn = tanh_stable4(ld_xw(xrow + 2u * H, n) + bn_in + rg * hn);
+        var h = ld_states(slot_row(p.in_slot, b) + j0, n);
+        var out = vec4<f32>();
+        if valid(b) {
+            h = (1.0 - z) * nn + z * h;
+            out = h;
         }
+        st_states(slot_row(p.out_slot, b) + j0, h, n);
+        st_gates(grow, rg, n);
+        st_gates(grow + H, z, n);
+        st_gates(grow + 2u * H, nn, n);
+        st_gates(grow + 3u * H, hn, n);
+        st_y(out_index(b, j0), out, n);
     }
 }
 
-// Backward: a thread owns 16 units of 8 batch rows.
+// Backward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
@@ -77,43 +82,44 @@ fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         if b >= p.batch {
             break;
         }
-        for (var u = 0u; u < 16u; u++) {
-            let j = j0 + u;
-            if j >= H {
+        for (var u = 0u; u < 4u; u++) {
+            let j = j0 + 4u * u;
+            let n = units_from(j);
+            if n == 0u {
                 break;
             }
-            let rv = rec[r][u / 4u][u % 4u];
+            let rv = rec[r][u];
             let ci = b * H + j;
             if p.mode == MODE_INITIAL {
-                carry[ci] += rv;
+                st_carry(ci, ld_carry(ci, n) + rv, n);
                 continue;
             }
-            let row = (p.t * p.batch + b) * G;
+            let row = (p.t * p.batch + b) * G + j;
             if !valid(b) {
-                carry[ci] += rv;
+                st_carry(ci, ld_carry(ci, n) + rv, n);
                 for (var g = 0u; g < 3u; g++) {
-                    dgx[row + g * H + j] = 0.0;
-                    set_dgr(row + g * H + j, 0.0);
+                    st_dgx(row + g * H, vec4<f32>(), n);
+                    st_dgr(row + g * H, vec4<f32>(), n);
                 }
                 continue;
             }
-            let dh = rv + carry[ci] + dy[out_index(b, j)];
-            let grow = (p.t * p.batch + b) * 4u * H;
-            let rg = gates[grow + j];
-            let z = gates[grow + H + j];
-            let n = gates[grow + 2u * H + j];
-            let hn = gates[grow + 3u * H + j];
-            let h_prev = state_at(slot_row(p.in_slot, b) + j);
-            let dn = dh * (1.0 - z) * (1.0 - n * n);
-            let dz = dh * (h_prev - n) * z * (1.0 - z);
+            let dh = rv + ld_carry(ci, n) + ld_dy(out_index(b, j), n);
+            let grow = (p.t * p.batch + b) * 4u * H + j;
+            let rg = ld_gates(grow, n);
+            let z = ld_gates(grow + H, n);
+            let nn = ld_gates(grow + 2u * H, n);
+            let hn = ld_gates(grow + 3u * H, n);
+            let h_prev = ld_states(slot_row(p.in_slot, b) + j, n);
+            let dn = dh * (1.0 - z) * (1.0 - nn * nn);
+            let dz = dh * (h_prev - nn) * z * (1.0 - z);
             let dr = dn * hn * rg * (1.0 - rg);
-            dgx[row + j] = dr;
-            dgx[row + H + j] = dz;
-            dgx[row + 2u * H + j] = dn;
-            set_dgr(row + j, dr);
-            set_dgr(row + H + j, dz);
-            set_dgr(row + 2u * H + j, dn * rg);
-            carry[ci] = dh * z;
+            st_dgx(row, dr, n);
+            st_dgx(row + H, dz, n);
+            st_dgx(row + 2u * H, dn, n);
+            st_dgr(row, dr, n);
+            st_dgr(row + H, dz, n);
+            st_dgr(row + 2u * H, dn * rg, n);
+            st_carry(ci, dh * z, n);
         }
     }
 }

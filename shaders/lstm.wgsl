@@ -9,14 +9,31 @@
 //   dc_carry <- dc * f
 // See step_common.wgsl for the layout and the thread mapping.
 
-@group(0) @binding(2) var<storage, read_write> cells: array<f32>;  // like states, scalar
-@group(0) @binding(3) var<storage, read_write> gates: array<f32>;  // (T, B, 4H) i, f, g, o
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;      // (T, B, D*H)
-@group(0) @binding(5) var<storage, read> xw: array<f32>;           // (T, B, 4H)
-@group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (4H), then b_hh at bias_hh
-@group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
+@group(0) @binding(2) var<storage, read_write> cells: array<vec4<f32>>; // like states
 
-// Forward: a thread owns 4 units (their 16 gate rows) of 8 batch rows.
+fn ld_cells(i: u32, n: u32) -> vec4<f32> {
+    if VEC4 {
+        return cells[i / 4u];
+    }
+    var v = vec4<f32>();
+    for (var q = 0u; q < n; q++) {
+        v[q] = cells[(i + q) / 4u][(i + q) % 4u];
+    }
+    return v;
+}
+
+fn st_cells(i: u32, v: vec4<f32>, n: u32) {
+    if VEC4 {
+        cells[i / 4u] = v;
+        return;
+    }
+    for (var q = 0u; q < n; q++) {
+        cells[(i + q) / 4u][(i + q) % 4u] = v[q];
+    }
+}
+
+// Forward: a thread owns 4 units (their 16 gate rows) of 8 batch rows; the gate arithmetic runs
+// on the 4 units as one vec4.
 @compute @workgroup_size(16, 1)
 fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
@@ -26,46 +43,46 @@ fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let b0 = gid.y * ROWS;
     let acc = recurrent_sums(gate_rows(j0, 4u), gate_rows(j0 + 1u, 4u), gate_rows(j0 + 2u, 4u), gate_rows(j0 + 3u, 4u), b0);
+    let n = units_from(j0);
     let G = 4u * H;
     let bh = p.bias_hh;
+    let bi = ld_bias(j0, n) + ld_bias(bh + j0, n);
+    let bf = ld_bias(H + j0, n) + ld_bias(bh + H + j0, n);
+    let bg = ld_bias(2u * H + j0, n) + ld_bias(bh + 2u * H + j0, n);
+    let bo = ld_bias(3u * H + j0, n) + ld_bias(bh + 3u * H + j0, n);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {
             break;
         }
-        let row = (p.t * p.batch + b) * G;
-        for (var u = 0u; u < 4u; u++) {
-            let j = j0 + u;
-            if j >= H {
-                break;
-            }
-            let s = acc[r][u];
-            let i = sigmoid(xw[row + j] + s.x + bias[j] + bias[bh + j]);
-            let f = sigmoid(xw[row + H + j] + s.y + bias[H + j] + bias[bh + H + j]);
-            let g = tanh_stable(xw[row + 2u * H + j] + s.z + bias[2u * H + j] + bias[bh + 2u * H + j]);
-            let o = sigmoid(xw[row + 3u * H + j] + s.w + bias[3u * H + j] + bias[bh + 3u * H + j]);
-            let src = slot_row(p.in_slot, b) + j;
-            let dst = slot_row(p.out_slot, b) + j;
-            var c = cells[src];
-            var h = state_at(src);
-            var out = 0.0;
-            if valid(b) {
-                c = f * c + i * g;
-                h = o * tanh_stable(c);
-                out = h;
-            }
-            cells[dst] = c;
-            set_state(dst, h);
-            gates[row + j] = i;
-            gates[row + H + j] = f;
-            gates[row + 2u * H + j] = g;
-            gates[row + 3u * H + j] = o;
-            y[out_index(b, j)] = out;
+        let row = (p.t * p.batch + b) * G + j0;
+        // Row q of acc[r] is gate q of the 4 units.
+        let s = transpose(acc[r]);
+        let i = sigmoid4(ld_xw(row, n) + s[0] + bi);
+        let f = sigmoid4(ld_xw(row + H, n) + s[1] + bf);
+        let g = tanh_stable4(ld_xw(row + 2u * H, n) + s[2] + bg);
+        let o = sigmoid4(ld_xw(row + 3u * H, n) + s[3] + bo);
+        let src = slot_row(p.in_slot, b) + j0;
+        var c = ld_cells(src, n);
+        var h = ld_states(src, n);
+        var out = vec4<f32>();
+        if valid(b) {
+            c = f * c + i * g;
+            h = o * tanh_stable4(c);
+            out = h;
         }
+        let dst = slot_row(p.out_slot, b) + j0;
+        st_cells(dst, c, n);
+        st_states(dst, h, n);
+        st_gates(row, i, n);
+        st_gates(row + H, f, n);
+        st_gates(row + 2u * H, g, n);
+        st_gates(row + 3u * H, o, n);
+        st_y(out_index(b, j0), out, n);
     }
 }
 
-// Backward: a thread owns 16 units of 8 batch rows.
+// Backward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
@@ -82,42 +99,43 @@ fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         if b >= p.batch {
             break;
         }
-        for (var u = 0u; u < 16u; u++) {
-            let j = j0 + u;
-            if j >= H {
+        for (var u = 0u; u < 4u; u++) {
+            let j = j0 + 4u * u;
+            let n = units_from(j);
+            if n == 0u {
                 break;
             }
-            let rv = rec[r][u / 4u][u % 4u];
+            let rv = rec[r][u];
             let ci = b * H + j;
             if p.mode == MODE_INITIAL {
-                carry[ci] += rv;
+                st_carry(ci, ld_carry(ci, n) + rv, n);
                 continue;
             }
-            let row = (p.t * p.batch + b) * G;
+            let row = (p.t * p.batch + b) * G + j;
             if !valid(b) {
                 // The state passed through: so does its gradient.
-                carry[ci] += rv;
-                set_dgr(row + j, 0.0);
-                set_dgr(row + H + j, 0.0);
-                set_dgr(row + 2u * H + j, 0.0);
-                set_dgr(row + 3u * H + j, 0.0);
+                st_carry(ci, ld_carry(ci, n) + rv, n);
+                st_dgr(row, vec4<f32>(), n);
+                st_dgr(row + H, vec4<f32>(), n);
+                st_dgr(row + 2u * H, vec4<f32>(), n);
+                st_dgr(row + 3u * H, vec4<f32>(), n);
                 continue;
             }
-            let dh = rv + carry[ci] + dy[out_index(b, j)];
-            let i = gates[row + j];
-            let f = gates[row + H + j];
-            let g = gates[row + 2u * H + j];
-            let o = gates[row + 3u * H + j];
-            let c = cells[slot_row(p.out_slot, b) + j];
-            let c_prev = cells[slot_row(p.in_slot, b) + j];
-            let tc = tanh_stable(c);
-            let dc = dh * o * (1.0 - tc * tc) + carry[BH + ci];
-            set_dgr(row + j, dc * g * i * (1.0 - i));
-            set_dgr(row + H + j, dc * c_prev * f * (1.0 - f));
-            set_dgr(row + 2u * H + j, dc * i * (1.0 - g * g));
-            set_dgr(row + 3u * H + j, dh * tc * o * (1.0 - o));
-            carry[ci] = 0.0;
-            carry[BH + ci] = dc * f;
+            let dh = rv + ld_carry(ci, n) + ld_dy(out_index(b, j), n);
+            let i = ld_gates(row, n);
+            let f = ld_gates(row + H, n);
+            let g = ld_gates(row + 2u * H, n);
+            let o = ld_gates(row + 3u * H, n);
+            let c = ld_cells(slot_row(p.out_slot, b) + j, n);
+            let c_prev = ld_cells(slot_row(p.in_slot, b) + j, n);
+            let tc = tanh_stable4(c);
+            let dc = dh * o * (1.0 - tc * tc) + ld_carry(BH + ci, n);
+            st_dgr(row, dc * g * i * (1.0 - i), n);
+            st_dgr(row + H, dc * c_prev * f * (1.0 - f), n);
+            st_dgr(row + 2u * H, dc * i * (1.0 - g * g), n);
+            st_dgr(row + 3u * H, dh * tc * o * (1.0 - o), n);
+            st_carry(ci, vec4<f32>(), n);
+            st_carry(BH + ci, dc * f, n);
         }
     }
 }

@@ -5,17 +5,12 @@
 
 override RELU: bool = false;
 
-@group(0) @binding(4) var<storage, read_write> y: array<f32>;      // (T, B, D*H)
-@group(0) @binding(5) var<storage, read> xw: array<f32>;           // (T, B, H)
-@group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (H), then b_hh at bias_hh
-@group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
-
 fn unit_rows(j: u32) -> vec4<u32> {
     let last = p.hidden - 1u;
     return vec4<u32>(min(j, last), min(j + 1u, last), min(j + 2u, last), min(j + 3u, last));
 }
 
-// Forward: a thread owns 16 units of 8 batch rows.
+// Forward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
@@ -25,34 +20,36 @@ fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let b0 = gid.y * ROWS;
     let acc = recurrent_sums(unit_rows(j0), unit_rows(j0 + 4u), unit_rows(j0 + 8u), unit_rows(j0 + 12u), b0);
-    for (var r = 0u; r < ROWS; r++) {
-        let b = b0 + r;
-        if b >= p.batch {
+    for (var u = 0u; u < 4u; u++) {
+        let j = j0 + 4u * u;
+        let n = units_from(j);
+        if n == 0u {
             break;
         }
-        for (var u = 0u; u < 16u; u++) {
-            let j = j0 + u;
-            if j >= H {
+        let bsum = ld_bias(j, n) + ld_bias(p.bias_hh + j, n);
+        for (var r = 0u; r < ROWS; r++) {
+            let b = b0 + r;
+            if b >= p.batch {
                 break;
             }
-            let pre = xw[(p.t * p.batch + b) * H + j] + bias[j] + acc[r][u / 4u][u % 4u] + bias[p.bias_hh + j];
-            var h = state_at(slot_row(p.in_slot, b) + j);
-            var out = 0.0;
+            let pre = ld_xw((p.t * p.batch + b) * H + j, n) + acc[r][u] + bsum;
+            var h = ld_states(slot_row(p.in_slot, b) + j, n);
+            var out = vec4<f32>();
             if valid(b) {
                 if RELU {
-                    h = max(pre, 0.0);
+                    h = max(pre, vec4<f32>());
                 } else {
-                    h = tanh_stable(pre);
+                    h = tanh_stable4(pre);
                 }
                 out = h;
             }
-            set_state(slot_row(p.out_slot, b) + j, h);
-            y[out_index(b, j)] = out;
+            st_states(slot_row(p.out_slot, b) + j, h, n);
+            st_y(out_index(b, j), out, n);
         }
     }
 }
 
-// Backward: a thread owns 16 units of 8 batch rows.
+// Backward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
@@ -67,33 +64,34 @@ fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
         if b >= p.batch {
             break;
         }
-        for (var u = 0u; u < 16u; u++) {
-            let j = j0 + u;
-            if j >= H {
+        for (var u = 0u; u < 4u; u++) {
+            let j = j0 + 4u * u;
+            let n = units_from(j);
+            if n == 0u {
                 break;
             }
-            let rv = rec[r][u / 4u][u % 4u];
+            let rv = rec[r][u];
             let ci = b * H + j;
             if p.mode == MODE_INITIAL {
-                carry[ci] += rv;
+                st_carry(ci, ld_carry(ci, n) + rv, n);
                 continue;
             }
             let row = (p.t * p.batch + b) * H + j;
             if !valid(b) {
-                carry[ci] += rv;
-                set_dgr(row, 0.0);
+                st_carry(ci, ld_carry(ci, n) + rv, n);
+                st_dgr(row, vec4<f32>(), n);
                 continue;
             }
-            let dh = rv + carry[ci] + dy[out_index(b, j)];
-            let h = state_at(slot_row(p.out_slot, b) + j);
-            var d = 0.0;
+            let dh = rv + ld_carry(ci, n) + ld_dy(out_index(b, j), n);
+            let h = ld_states(slot_row(p.out_slot, b) + j, n);
+            var d: vec4<f32>;
             if RELU {
-                d = select(0.0, dh, h > 0.0);
+                d = select(vec4<f32>(), dh, h > vec4<f32>());
             } else {
                 d = dh * (1.0 - h * h);
             }
-            set_dgr(row, d);
-            carry[ci] = 0.0;
+            st_dgr(row, d, n);
+            st_carry(ci, vec4<f32>(), n);
         }
     }
 }

@@ -21,7 +21,11 @@
 // only gathers). Each step of 4 along the shared dimension then reads 16 vec4s of W_hh and 8
 // uniform vec4s, and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled
 // matmul does. Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM, GRU) or 16 units (RNN).
-// VEC4 (H % 4 == 0) reads vec4s directly; otherwise the same vec4s are assembled from scalars.
+// The gate arithmetic that follows runs on 4 units at a time as vec4s, so that each of its loads
+// and stores (gates, cells, states, y, ...) is one vec4 access rather than four: on lavapipe the
+// per-element accesses of this epilogue took 40% of the LSTM forward step.
+// VEC4 (H % 4 == 0, and every offset on a vec4 boundary) reads and writes the vec4s directly;
+// otherwise the same vec4s are assembled from scalars.
 
 struct StepParams {
     t: u32,
@@ -46,90 +50,186 @@ const MODE_INITIAL: u32 = 2u;
 
 override VEC4: bool = true;
 
+// Every buffer is bound as whole vec4s (src/gpu/tensor.rs::GpuTensor::binding rounds the binding
+// up), so that with VEC4 a load or store of 4 consecutive units is one vec4 access; lavapipe
+// pays per SIMD lane and per access for every address that varies across lanes.
 @group(0) @binding(0) var<uniform> p: StepParams;
 @group(0) @binding(1) var<storage, read_write> states: array<vec4<f32>>; // see the layout above
+@group(0) @binding(3) var<storage, read_write> gates: array<vec4<f32>>; // (T, B, 4H): LSTM i, f, g, o; GRU r, z, n, hn
+@group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;      // (T, B, D*H)
+@group(0) @binding(5) var<storage, read> xw: array<vec4<f32>>;           // (T, B, G*H)
 @group(0) @binding(6) var<storage, read> w_hh: array<vec4<f32>>;         // (G*H, H)
+@group(0) @binding(7) var<storage, read> bias: array<vec4<f32>>;         // b_ih (G*H), b_hh at bias_hh
 @group(0) @binding(8) var<storage, read> lengths: array<u32>;            // (B)
+@group(0) @binding(9) var<storage, read> dy: array<vec4<f32>>;           // (T, B, D*H)
 // The gate gradients that flow through W_hh to the previous step, (T, B, G*H): all of them for
 // the RNN and the LSTM, the recurrent ones (dgh) for the GRU.
 @group(0) @binding(10) var<storage, read_write> dgr: array<vec4<f32>>;
-@group(0) @binding(12) var<storage, read_write> carry: array<f32>;       // (2, B, H)
+@group(0) @binding(12) var<storage, read_write> carry: array<vec4<f32>>; // (2, B, H)
 
-fn state_at(i: u32) -> f32 {
-    return states[i / 4u][i % 4u];
-}
+// Loads and stores of n (1 to 4) consecutive elements from element i, as a vec4 (zero past n).
+// With VEC4 the callers' i is a multiple of 4 and n is 4: one vec4 access. Otherwise one scalar
+// access per element. One pair per buffer: WGSL has no pointers to storage in function arguments.
 
-fn set_state(i: u32, v: f32) {
-    states[i / 4u][i % 4u] = v;
-}
-
-// h[k .. k + 4] of the state row starting at element `row`; zero past H.
-fn state4(row: u32, k: u32) -> vec4<f32> {
+fn ld_states(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return states[(row + k) / 4u];
+        return states[i / 4u];
     }
     var v = vec4<f32>();
-    for (var q = 0u; q < 4u; q++) {
-        if k + q < p.hidden {
-            v[q] = state_at(row + k + q);
-        }
+    for (var q = 0u; q < n; q++) {
+        v[q] = states[(i + q) / 4u][(i + q) % 4u];
     }
     return v;
 }
 
-fn w_at(i: u32) -> f32 {
-    return w_hh[i / 4u][i % 4u];
+fn st_states(i: u32, v: vec4<f32>, n: u32) {
+    if VEC4 {
+        states[i / 4u] = v;
+        return;
+    }
+    for (var q = 0u; q < n; q++) {
+        states[(i + q) / 4u][(i + q) % 4u] = v[q];
+    }
 }
 
-// W_hh[r, k .. k + 4]; zero past H.
-fn w_row4(r: u32, k: u32) -> vec4<f32> {
-    let i = r * p.hidden + k;
+fn ld_gates(i: u32, n: u32) -> vec4<f32> {
+    if VEC4 {
+        return gates[i / 4u];
+    }
+    var v = vec4<f32>();
+    for (var q = 0u; q < n; q++) {
+        v[q] = gates[(i + q) / 4u][(i + q) % 4u];
+    }
+    return v;
+}
+
+fn st_gates(i: u32, v: vec4<f32>, n: u32) {
+    if VEC4 {
+        gates[i / 4u] = v;
+        return;
+    }
+    for (var q = 0u; q < n; q++) {
+        gates[(i + q) / 4u][(i + q) % 4u] = v[q];
+    }
+}
+
+fn st_y(i: u32, v: vec4<f32>, n: u32) {
+    if VEC4 {
+        y[i / 4u] = v;
+        return;
+    }
+    for (var q = 0u; q < n; q++) {
+        y[(i + q) / 4u][(i + q) % 4u] = v[q];
+    }
+}
+
+fn ld_xw(i: u32, n: u32) -> vec4<f32> {
+    if VEC4 {
+        return xw[i / 4u];
+    }
+    var v = vec4<f32>();
+    for (var q = 0u; q < n; q++) {
+        v[q] = xw[(i + q) / 4u][(i + q) % 4u];
+    }
+    return v;
+}
+
+fn ld_w(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
         return w_hh[i / 4u];
     }
     var v = vec4<f32>();
-    for (var q = 0u; q < 4u; q++) {
-        if k + q < p.hidden {
-            v[q] = w_at(i + q);
-        }
+    for (var q = 0u; q < n; q++) {
+        v[q] = w_hh[(i + q) / 4u][(i + q) % 4u];
     }
     return v;
 }
 
-// W_hh[g, j .. j + 4]; zero past H and past the G*H rows.
-fn w_cols4(g: u32, j: u32, rows: u32) -> vec4<f32> {
-    let i = g * p.hidden + j;
+fn ld_bias(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return w_hh[i / 4u];
+        return bias[i / 4u];
     }
     var v = vec4<f32>();
-    if g >= rows {
-        return v;
-    }
-    for (var q = 0u; q < 4u; q++) {
-        if j + q < p.hidden {
-            v[q] = w_at(i + q);
-        }
+    for (var q = 0u; q < n; q++) {
+        v[q] = bias[(i + q) / 4u][(i + q) % 4u];
     }
     return v;
 }
 
-fn set_dgr(i: u32, v: f32) {
-    dgr[i / 4u][i % 4u] = v;
+fn ld_dy(i: u32, n: u32) -> vec4<f32> {
+    if VEC4 {
+        return dy[i / 4u];
+    }
+    var v = vec4<f32>();
+    for (var q = 0u; q < n; q++) {
+        v[q] = dy[(i + q) / 4u][(i + q) % 4u];
+    }
+    return v;
 }
 
-// dgr[i .. i + 4], zero from `end` on.
-fn dgr4(i: u32, end: u32) -> vec4<f32> {
+fn ld_dgr(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
         return dgr[i / 4u];
     }
     var v = vec4<f32>();
-    for (var q = 0u; q < 4u; q++) {
-        if i + q < end {
-            v[q] = dgr[(i + q) / 4u][(i + q) % 4u];
-        }
+    for (var q = 0u; q < n; q++) {
+        v[q] = dgr[(i + q) / 4u][(i + q) % 4u];
     }
     return v;
+}
+
+fn st_dgr(i: u32, v: vec4<f32>, n: u32) {
+    if VEC4 {
+        dgr[i / 4u] = v;
+        return;
+    }
+    for (var q = 0u; q < n; q++) {
+        dgr[(i + q) / 4u][(i + q) % 4u] = v[q];
+    }
+}
+
+fn ld_carry(i: u32, n: u32) -> vec4<f32> {
+    if VEC4 {
+        return carry[i / 4u];
+    }
+    var v = vec4<f32>();
+    for (var q = 0u; q < n; q++) {
+        v[q] = carry[(i + q) / 4u][(i + q) % 4u];
+    }
+    return v;
+}
+
+fn st_carry(i: u32, v: vec4<f32>, n: u32) {
+    if VEC4 {
+        carry[i / 4u] = v;
+        return;
+    }
+    for (var q = 0u; q < n; q++) {
+        carry[(i + q) / 4u][(i + q) % 4u] = v[q];
+    }
+}
+
+// How many of the units j .. j + 4 exist (0 to 4).
+fn units_from(j: u32) -> u32 {
+    return select(0u, min(4u, p.hidden - j), j < p.hidden);
+}
+
+// h[k .. k + 4] of the state row starting at element `row`; zero past H.
+fn state4(row: u32, k: u32) -> vec4<f32> {
+    return ld_states(row + k, units_from(k));
+}
+
+// W_hh[r, k .. k + 4]; zero past H.
+fn w_row4(r: u32, k: u32) -> vec4<f32> {
+    return ld_w(r * p.hidden + k, units_from(k));
+}
+
+// W_hh[g, j .. j + 4]; zero past H and past the G*H rows.
+fn w_cols4(g: u32, j: u32, rows: u32) -> vec4<f32> {
+    if g >= rows {
+        return vec4<f32>();
+    }
+    return ld_w(g * p.hidden + j, units_from(j));
 }
 
 // W_hh rows rows.x .. rows.w at k .. k + 4, as the columns of a matrix: h * m is then the four
@@ -222,21 +322,22 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 8> {
             let c1 = w_cols_mat(g, j0 + 4u, rows);
             let c2 = w_cols_mat(g, j0 + 8u, rows);
             let c3 = w_cols_mat(g, j0 + 12u, rows);
-            var d = dgr4(n0 + g, n0 + rows);
+            let m = min(4u, rows - g);
+            var d = ld_dgr(n0 + g, m);
             a0 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = dgr4(n1 + g, n1 + rows);
+            d = ld_dgr(n1 + g, m);
             a1 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = dgr4(n2 + g, n2 + rows);
+            d = ld_dgr(n2 + g, m);
             a2 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = dgr4(n3 + g, n3 + rows);
+            d = ld_dgr(n3 + g, m);
             a3 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = dgr4(n4 + g, n4 + rows);
+            d = ld_dgr(n4 + g, m);
             a4 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = dgr4(n5 + g, n5 + rows);
+            d = ld_dgr(n5 + g, m);
             a5 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = dgr4(n6 + g, n6 + rows);
+            d = ld_dgr(n6 + g, m);
             a6 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = dgr4(n7 + g, n7 + rows);
+            d = ld_dgr(n7 + g, m);
             a7 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
         }
     }

@@ -68,11 +68,17 @@ impl GpuTensor {
         })
     }
 
+    /// The view as a kernel binding, rounded up to whole vec4s (16 bytes) so that a kernel may
+    /// declare any buffer as `array<vec4<f32>>` and still reach its last elements. The rounding
+    /// stays inside the buffer: buffers are allocated in whole vec4s and bound views start on
+    /// 256-byte boundaries, with views in one buffer [`ALIGN`]ed apart. Kernels never write past
+    /// the view's length.
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
+        let rounded = self.bytes().div_ceil(16) * 16;
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: self.offset,
-            size: wgpu::BufferSize::new(self.bytes()),
+            size: wgpu::BufferSize::new(rounded.min(self.buffer.size() - self.offset)),
         })
     }
 }
