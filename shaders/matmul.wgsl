@@ -23,6 +23,9 @@ struct MatmulParams {
 
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
+// TRANS_C: the kernel computes the transpose of the caller's C (src/gpu/kernels.rs::MatmulPlan)
+// and stores it transposed: its (r, col) is the caller's (col, r).
+override TRANS_C: bool = false;
 
 @group(0) @binding(0) var<uniform> p: MatmulParams;
 @group(0) @binding(1) var<storage, read_write> c: array<f32>; // (M, N)
@@ -43,6 +46,14 @@ fn b_at(kk: u32, col: u32) -> f32 {
     return b[kk * p.n + col];
 }
 
+// Where element (r, col) of the computed product goes in c.
+fn c_index(r: u32, col: u32) -> u32 {
+    if TRANS_C {
+        return col * p.m + r;
+    }
+    return r * p.n + col;
+}
+
 fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
     var acc_v = acc;
     for (var i = 0u; i < 4u; i++) {
@@ -53,7 +64,7 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
         for (var j = 0u; j < 4u; j++) {
             let col = col0 + 16u * j;
             if col < p.n {
-                let idx = r * p.n + col;
+                let idx = c_index(r, col);
                 var v = acc_v[i][j];
                 if p.accumulate != 0u {
                     v += c[idx];
@@ -68,9 +79,9 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
 // A workgroup of 16 threads owns 8 rows of C; each thread owns a contiguous 8x16 block. The rows
 // depend on the workgroup alone, so lavapipe loads A once for all its SIMD lanes; only B varies
 // across lanes. The k loop advances 4 at a time: every step reads an 8x4 block of A and a 4x16
-// block of B and does 512 multiply-adds. The vec4 entry point reads 4 floats per load; it needs
-// the contiguous dimension of each operand to be a multiple of 4 (see
-// src/gpu/kernels.rs::register_vec4_fits); the scalar one takes any shape.
+// block of B and does 512 multiply-adds. The vec4 entry point reads B 4 floats per load; it
+// needs B's contiguous dimension to be a multiple of 4 (see src/gpu/kernels.rs::
+// register_vec4_fits, and A_VEC4 below for A); the scalar one takes any shape.
 
 const ROWS: u32 = 8u;   // rows of C per workgroup (and per thread)
 const COLS: u32 = 16u;  // columns of C per thread
@@ -112,7 +123,7 @@ fn fma_row(acc: Row16, a: vec4<f32>, b0: Quad, b1: Quad, b2: Quad, b3: Quad) -> 
 fn store4(r: u32, col: u32, v: vec4<f32>) {
     for (var q = 0u; q < 4u; q++) {
         if col + q < p.n {
-            let idx = r * p.n + col + q;
+            let idx = c_index(r, col + q);
             var x = v[q];
             if p.accumulate != 0u {
                 x += c[idx];
@@ -185,17 +196,60 @@ fn matmul_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     }
 }
 
-// The same operands seen as vec4 arrays (bindings 4 and 5 alias bindings 2 and 3).
+// The same operands seen as vec4 arrays (bindings 4 and 5 alias bindings 2 and 3; bindings are
+// whole vec4s, src/gpu/tensor.rs::GpuTensor::binding).
 @group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
 @group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
 
+// matmul_register_vec4 reads B, the operand that varies across SIMD lanes, 4 floats at a time;
+// that needs B's contiguous dimension to be a multiple of 4. A is the same for every lane (its
+// loads are scalar broadcasts on lavapipe); A_VEC4 reads it as vec4s too when its contiguous
+// dimension allows, and as scalars otherwise. K_TAIL (K not a multiple of 4): the loads that
+// cover 4 values of k read zero past K.
+override A_VEC4: bool = true;
+override K_TAIL: bool = false;
+
+// A[r, kk] through the vec4 view.
+fn a4_at(r: u32, kk: u32) -> f32 {
+    var i = r * p.k + kk;
+    if TRANS_A {
+        i = kk * p.m + r;
+    }
+    return a4[i / 4u][i % 4u];
+}
+
+// Row r of A over k .. k + 4, from scalars; zero past K.
+fn a4_k4(r: u32, k: u32) -> vec4<f32> {
+    let rr = min(r, p.m - 1u);
+    var v = vec4<f32>();
+    for (var q = 0u; q < 4u; q++) {
+        if k + q < p.k {
+            v[q] = a4_at(rr, k + q);
+        }
+    }
+    return v;
+}
+
+// v where k is inside K, zero past it.
+fn k_guard(v: vec4<f32>, k: u32) -> vec4<f32> {
+    if K_TAIL {
+        return select(vec4<f32>(), v, k < p.k);
+    }
+    return v;
+}
+
 // Rows r .. r + 4 of A over k .. k + 4, one vec4 per row.
 fn a_quad4(r: u32, k: u32) -> Quad {
+    if !A_VEC4 {
+        return Quad(a4_k4(r, k), a4_k4(r + 1u, k), a4_k4(r + 2u, k), a4_k4(r + 3u, k));
+    }
     if TRANS_A {
         // A stored (K, M): each load is 4 rows at one k. M is a multiple of 4 and at least 4.
         let rr = min(r, p.m - 4u) / 4u;
         let m4 = p.m / 4u;
-        return transpose_quad(Quad(a4[k * m4 + rr], a4[(k + 1u) * m4 + rr], a4[(k + 2u) * m4 + rr], a4[(k + 3u) * m4 + rr]));
+        return transpose_quad(Quad(
+            k_guard(a4[k * m4 + rr], k), k_guard(a4[(k + 1u) * m4 + rr], k + 1u),
+            k_guard(a4[(k + 2u) * m4 + rr], k + 2u), k_guard(a4[(k + 3u) * m4 + rr], k + 3u)));
     }
     let k4 = p.k / 4u;
     let kk = k / 4u;
@@ -207,7 +261,7 @@ fn a_quad4(r: u32, k: u32) -> Quad {
 // B over k .. k + 4 at columns col .. col + 4.
 fn b_quad4(k: u32, col: u32) -> Quad {
     if TRANS_B {
-        // B stored (N, K): each load is one column over 4 k.
+        // B stored (N, K): each load is one column over 4 k. K is a multiple of 4.
         let k4 = p.k / 4u;
         let kk = k / 4u;
         return transpose_quad(Quad(
@@ -216,7 +270,9 @@ fn b_quad4(k: u32, col: u32) -> Quad {
     }
     let n4 = p.n / 4u;
     let cb = min(col / 4u, n4 - 1u);
-    return Quad(b4[k * n4 + cb], b4[(k + 1u) * n4 + cb], b4[(k + 2u) * n4 + cb], b4[(k + 3u) * n4 + cb]);
+    return Quad(
+        k_guard(b4[k * n4 + cb], k), k_guard(b4[(k + 1u) * n4 + cb], k + 1u),
+        k_guard(b4[(k + 2u) * n4 + cb], k + 2u), k_guard(b4[(k + 3u) * n4 + cb], k + 3u));
 }
 
 @compute @workgroup_size(16, 1)

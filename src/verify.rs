@@ -127,11 +127,13 @@ pub fn check_matmul(ctx: &Arc<GpuContext>, p: Matmul, variant: MatmulVariant, se
     gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant)?;
     run(prog)?;
     let got = ctx.download(&gc)?;
+    let plan = gk::MatmulPlan::new(&p, variant);
     let name = format!(
-        "{}{}{}{}",
-        gk::matmul_entry(&p, variant),
+        "{}{}{}{}{}",
+        plan.entry,
         if p.trans_a { "_ta" } else { "" },
         if p.trans_b { "_tb" } else { "" },
+        if plan.trans_c { "_as_ct" } else { "" },
         if p.accumulate { "_acc" } else { "" }
     );
     Ok(compare(&name, format!("{}x{}x{}", p.m, p.n, p.k), &got, &c, Tolerance::accumulation(p.k)))
@@ -490,9 +492,10 @@ pub const ALL_CELLS: [crate::ops::Cell; 4] = [
 /// Awkward sizes: one element, less than a workgroup, not a multiple of a tile, several hundred.
 pub const SIZES: [usize; 5] = [1, 7, 100, 257, 1000];
 
-/// Matmul shapes (m, n, k): degenerate, sub-tile, ragged, square, and the skinny shapes of a
-/// recurrence (B x H times H x 4H); the multiples of 4 among them take the vec4 kernel.
-pub const MATMUL_SHAPES: [(usize, usize, usize); 10] = [
+/// Matmul shapes (m, n, k): degenerate, sub-tile, ragged, square, the skinny shapes of a
+/// recurrence (B x H times H x 4H), K not a multiple of 4 under vec4 loads, and a narrow C (the
+/// logits of a small vocabulary, computed transposed); those whose B allows take the vec4 kernel.
+pub const MATMUL_SHAPES: [(usize, usize, usize); 12] = [
     (1, 1, 1),
     (3, 5, 7),
     (17, 33, 9),
@@ -503,6 +506,8 @@ pub const MATMUL_SHAPES: [(usize, usize, usize); 10] = [
     (5, 516, 129),
     (12, 260, 36),
     (33, 1028, 256),
+    (8, 12, 5),
+    (260, 7, 12),
 ];
 
 /// Every kernel at the standard awkward shapes: what `rnn-gpu verify` prints.

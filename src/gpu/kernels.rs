@@ -67,17 +67,19 @@ pub fn matmul_variant(
     if c.len() != p.m * p.n {
         return Err(Error::shape(OP, "C", c.shape(), &[p.m, p.n]));
     }
+    let plan = MatmulPlan::new(&p, variant);
+    let q = &plan.problem;
     let params = MatmulParams {
-        m: to_u32(OP, "m", p.m)?,
-        n: to_u32(OP, "n", p.n)?,
-        k: to_u32(OP, "k", p.k)?,
-        accumulate: p.accumulate as u32,
+        m: to_u32(OP, "m", q.m)?,
+        n: to_u32(OP, "n", q.n)?,
+        k: to_u32(OP, "k", q.k)?,
+        accumulate: q.accumulate as u32,
     };
-    let entry = matmul_entry(&p, variant);
-    let (groups, args) = match entry {
-        "matmul_shared" => ([p.n.div_ceil(64), p.m.div_ceil(64)], [(1, c), (2, a), (3, b)]),
-        "matmul_register" => ([p.n.div_ceil(256), p.m.div_ceil(8)], [(1, c), (2, a), (3, b)]),
-        _ => ([p.n.div_ceil(256), p.m.div_ceil(8)], [(1, c), (4, a), (5, b)]),
+    let (a, b) = if plan.trans_c { (b, a) } else { (a, b) };
+    let groups = plan.groups();
+    let args = match plan.entry {
+        "matmul_register_vec4" => [(1, c), (4, a), (5, b)],
+        _ => [(1, c), (2, a), (3, b)],
     };
     let max = prog.ctx().limits().max_compute_workgroups_per_dimension as usize;
     if groups[0] > max || groups[1] > max {
@@ -90,24 +92,81 @@ pub fn matmul_variant(
     }
     prog.dispatch(
         "matmul",
-        entry,
-        &[("TRANS_A", p.trans_a as u64), ("TRANS_B", p.trans_b as u64)],
+        plan.entry,
+        &plan.constants(),
         &args,
         &params,
         [groups[0] as u32, groups[1] as u32, 1],
     )
 }
 
-/// Whether `matmul_register_vec4` can read both operands 4 floats at a time: the contiguous
-/// dimension of each stored operand is a multiple of 4 (and a transposed A has at least 4 rows).
+/// Whether `matmul_register_vec4` can read B, the operand that varies across SIMD lanes, 4
+/// floats at a time: its contiguous dimension is a multiple of 4.
 pub fn register_vec4_fits(p: &Matmul) -> bool {
-    let a_ok = if p.trans_a { p.m % 4 == 0 } else { p.k % 4 == 0 };
-    let b_ok = if p.trans_b { p.k % 4 == 0 } else { p.n % 4 == 0 };
-    a_ok && b_ok
+    if p.trans_b { p.k % 4 == 0 } else { p.n % 4 == 0 }
 }
 
-/// The entry point of shaders/matmul.wgsl that runs `p` under `variant`.
-pub fn matmul_entry(p: &Matmul, variant: MatmulVariant) -> &'static str {
+/// How one matmul runs: the entry point and the problem it computes. For a narrow C (few
+/// columns, many rows) the kernel computes Cᵀ = op(B)ᵀ·op(A)ᵀ and stores it transposed
+/// (TRANS_C), so that the long dimension runs along the threads' columns: the logits of a
+/// 65-symbol vocabulary would fill 65 of the register tile's 256 columns otherwise.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulPlan {
+    pub entry: &'static str,
+    pub problem: Matmul,
+    pub trans_c: bool,
+}
+
+impl MatmulPlan {
+    pub fn new(p: &Matmul, variant: MatmulVariant) -> MatmulPlan {
+        let direct = MatmulPlan { entry: matmul_entry(p, variant), problem: *p, trans_c: false };
+        let t = Matmul {
+            m: p.n,
+            n: p.m,
+            k: p.k,
+            trans_a: !p.trans_b,
+            trans_b: !p.trans_a,
+            accumulate: p.accumulate,
+        };
+        let swapped = MatmulPlan { entry: matmul_entry(&t, variant), problem: t, trans_c: true };
+        if swapped.cost() < direct.cost() { swapped } else { direct }
+    }
+
+    /// Rows and columns of C per workgroup.
+    fn tile(&self) -> (usize, usize) {
+        if self.entry == "matmul_shared" { (64, 64) } else { (8, 256) }
+    }
+
+    /// Multiply-adds the grid performs, its padding included, weighted by the entry's speed: the
+    /// scalar register entry runs at about a third of the vec4 one on lavapipe.
+    fn cost(&self) -> usize {
+        let (tm, tn) = self.tile();
+        let slow = if self.entry == "matmul_register" { 3 } else { 1 };
+        self.problem.m.div_ceil(tm) * tm * self.problem.n.div_ceil(tn) * tn * slow
+    }
+
+    fn groups(&self) -> [usize; 2] {
+        let (tm, tn) = self.tile();
+        [self.problem.n.div_ceil(tn), self.problem.m.div_ceil(tm)]
+    }
+
+    /// The override constants of shaders/matmul.wgsl.
+    fn constants(&self) -> [(&'static str, u64); 5] {
+        let p = &self.problem;
+        // A as vec4s: its contiguous dimension a multiple of 4 (a transposed A at least 4 rows).
+        let a_vec4 = if p.trans_a { p.m % 4 == 0 } else { p.k % 4 == 0 };
+        [
+            ("TRANS_A", p.trans_a as u64),
+            ("TRANS_B", p.trans_b as u64),
+            ("TRANS_C", self.trans_c as u64),
+            ("A_VEC4", a_vec4 as u64),
+            ("K_TAIL", (p.k % 4 != 0) as u64),
+        ]
+    }
+}
+
+/// The entry point of shaders/matmul.wgsl that computes `p` as it stands under `variant`.
+fn matmul_entry(p: &Matmul, variant: MatmulVariant) -> &'static str {
     match variant {
         MatmulVariant::Shared => "matmul_shared",
         MatmulVariant::Register if register_vec4_fits(p) => "matmul_register_vec4",
