@@ -86,6 +86,7 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
 const ROWS: u32 = 8u;   // rows of C per workgroup (and per thread)
 const COLS: u32 = 16u;  // columns of C per thread
 const THREADS: u32 = 16u;
+const VEC4_ROWS: u32 = 16u; // rows of C per workgroup in matmul_register_vec4
 
 // Four k-steps of four columns of B: r_q = B[k + q, c .. c + 4].
 struct Quad {
@@ -277,7 +278,7 @@ fn b_quad4(k: u32, col: u32) -> Quad {
 
 @compute @workgroup_size(16, 1)
 fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let row0 = wg.y * ROWS;
+    let row0 = wg.y * VEC4_ROWS;
     let col0 = (wg.x * THREADS + l.x) * COLS;
     var acc0: Row16;
     var acc1: Row16;
@@ -287,21 +288,39 @@ fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     var acc5: Row16;
     var acc6: Row16;
     var acc7: Row16;
+    var acc8: Row16;
+    var acc9: Row16;
+    var acc10: Row16;
+    var acc11: Row16;
+    var acc12: Row16;
+    var acc13: Row16;
+    var acc14: Row16;
+    var acc15: Row16;
     for (var k = 0u; k < p.k; k += 4u) {
         let b0 = b_quad4(k, col0);
         let b1 = b_quad4(k, col0 + 4u);
         let b2 = b_quad4(k, col0 + 8u);
         let b3 = b_quad4(k, col0 + 12u);
-        let lo = a_quad4(row0, k);
-        let hi = a_quad4(row0 + 4u, k);
-        acc0 = fma_row(acc0, lo.r0, b0, b1, b2, b3);
-        acc1 = fma_row(acc1, lo.r1, b0, b1, b2, b3);
-        acc2 = fma_row(acc2, lo.r2, b0, b1, b2, b3);
-        acc3 = fma_row(acc3, lo.r3, b0, b1, b2, b3);
-        acc4 = fma_row(acc4, hi.r0, b0, b1, b2, b3);
-        acc5 = fma_row(acc5, hi.r1, b0, b1, b2, b3);
-        acc6 = fma_row(acc6, hi.r2, b0, b1, b2, b3);
-        acc7 = fma_row(acc7, hi.r3, b0, b1, b2, b3);
+        var q = a_quad4(row0, k);
+        acc0 = fma_row(acc0, q.r0, b0, b1, b2, b3);
+        acc1 = fma_row(acc1, q.r1, b0, b1, b2, b3);
+        acc2 = fma_row(acc2, q.r2, b0, b1, b2, b3);
+        acc3 = fma_row(acc3, q.r3, b0, b1, b2, b3);
+        q = a_quad4(row0 + 4u, k);
+        acc4 = fma_row(acc4, q.r0, b0, b1, b2, b3);
+        acc5 = fma_row(acc5, q.r1, b0, b1, b2, b3);
+        acc6 = fma_row(acc6, q.r2, b0, b1, b2, b3);
+        acc7 = fma_row(acc7, q.r3, b0, b1, b2, b3);
+        q = a_quad4(row0 + 8u, k);
+        acc8 = fma_row(acc8, q.r0, b0, b1, b2, b3);
+        acc9 = fma_row(acc9, q.r1, b0, b1, b2, b3);
+        acc10 = fma_row(acc10, q.r2, b0, b1, b2, b3);
+        acc11 = fma_row(acc11, q.r3, b0, b1, b2, b3);
+        q = a_quad4(row0 + 12u, k);
+        acc12 = fma_row(acc12, q.r0, b0, b1, b2, b3);
+        acc13 = fma_row(acc13, q.r1, b0, b1, b2, b3);
+        acc14 = fma_row(acc14, q.r2, b0, b1, b2, b3);
+        acc15 = fma_row(acc15, q.r3, b0, b1, b2, b3);
     }
     if col0 >= p.n {
         return;
@@ -314,6 +333,14 @@ fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     store_row(5u, row0, col0, acc5);
     store_row(6u, row0, col0, acc6);
     store_row(7u, row0, col0, acc7);
+    store_row(8u, row0, col0, acc8);
+    store_row(9u, row0, col0, acc9);
+    store_row(10u, row0, col0, acc10);
+    store_row(11u, row0, col0, acc11);
+    store_row(12u, row0, col0, acc12);
+    store_row(13u, row0, col0, acc13);
+    store_row(14u, row0, col0, acc14);
+    store_row(15u, row0, col0, acc15);
 }
 
 // ---- matmul_shared ----------------------------------------------------------------------------

@@ -134,7 +134,11 @@ impl MatmulPlan {
 
     /// Rows and columns of C per workgroup.
     fn tile(&self) -> (usize, usize) {
-        if self.entry == "matmul_shared" { (64, 64) } else { (8, 256) }
+        match self.entry {
+            "matmul_shared" => (64, 64),
+            "matmul_register_vec4" => (16, 256),
+            _ => (8, 256),
+        }
     }
 
     /// Multiply-adds the grid performs, its padding included, weighted by the entry's speed: the
