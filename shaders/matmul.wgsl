@@ -8,7 +8,7 @@
 // Variants (src/gpu/context.rs::MatmulVariant picks one per adapter):
 //   matmul_register, matmul_register_vec4: no workgroup memory, no barriers. Lavapipe runs a
 //       workgroup's threads as the SIMD lanes of one CPU core and pays heavily for every barrier;
-//       these reach 20+ GFLOP/s there at 512^3 where a shared-memory tile reaches 2.
+//       the vec4 one reaches 23 GFLOP/s there at 512^3 where a shared-memory tile reaches 2.
 //   matmul_shared: 64x64 tiles of C, 64x16 tiles of A and B staged through workgroup memory, two
 //       barriers per tile, each of 16x16 threads keeping a strided 4x4 set of C in registers so
 //       that neighbouring threads touch neighbouring addresses: the classic tiling real GPUs want.
@@ -76,12 +76,13 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
 }
 
 // ---- matmul_register and matmul_register_vec4 ------------------------------------------------
-// A workgroup of 16 threads owns 8 rows of C; each thread owns a contiguous 8x16 block. The rows
-// depend on the workgroup alone, so lavapipe loads A once for all its SIMD lanes; only B varies
-// across lanes. The k loop advances 4 at a time: every step reads an 8x4 block of A and a 4x16
-// block of B and does 512 multiply-adds. The vec4 entry point reads B 4 floats per load; it
-// needs B's contiguous dimension to be a multiple of 4 (see src/gpu/kernels.rs::
-// register_vec4_fits, and A_VEC4 below for A); the scalar one takes any shape.
+// A workgroup of 16 threads owns 8 rows of C (16 in the vec4 entry); each thread owns a
+// contiguous 8x16 (16x16) block. The rows depend on the workgroup alone, so lavapipe loads A
+// once for all its SIMD lanes; only B varies across lanes. The k loop advances 4 at a time: every
+// step reads an 8x4 (16x4) block of A and a 4x16 block of B and does 512 (1024) multiply-adds.
+// The vec4 entry point reads B 4 floats per load; it needs B's contiguous dimension to be a
+// multiple of 4 (see src/gpu/kernels.rs::register_vec4_fits, and A_VEC4 below for A); the scalar
+// one takes any shape.
 
 const ROWS: u32 = 8u;   // rows of C per workgroup (and per thread)
 const COLS: u32 = 16u;  // columns of C per thread

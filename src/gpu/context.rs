@@ -20,7 +20,7 @@ pub const MATMUL_ENV: &str = "RNN_GPU_MATMUL";
 /// How a matmul is tiled. Every variant passes the same tests; the context picks one per adapter.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
 pub enum MatmulVariant {
-    /// Each thread keeps a 4x4 block of C in registers and reads A and B straight from memory; no
+    /// Each thread keeps a block of C in registers and reads A and B straight from memory; no
     /// workgroup barriers. Software rasterizers (lavapipe) run this one far faster.
     Register,
     /// 64x64 tiles of C staged through workgroup memory; what real GPUs want.
