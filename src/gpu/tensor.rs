@@ -84,9 +84,10 @@ impl GpuTensor {
 }
 
 impl GpuContext {
-    /// Checks a byte size against the adapter's limits.
+    /// Checks a byte size against the adapter's limits (as allocated and bound: whole vec4s).
     pub(crate) fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
         let l = self.limits();
+        let bytes = bytes.div_ceil(16) * 16;
         if bytes > l.max_buffer_size {
             return Err(Error::BufferTooLarge {
                 what: what.to_string(),
