@@ -11,7 +11,7 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::ElementwiseParams
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // y (forward) or dx (backward), (n)
 @group(0) @binding(2) var<storage, read> x: array<f32>;         // x (forward) or y (backward), (n)
 @group(0) @binding(3) var<storage, read> dy: array<f32>;        // (n), backward only

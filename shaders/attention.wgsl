@@ -24,7 +24,7 @@ struct Params {
 
 override MASK: bool = false;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;        // (T_t, B, A) or w (T_t * B, T_s)
 @group(0) @binding(3) var<storage, read> enc: array<f32>;      // (T_s, B, A) (mix_t: x (T_t, B, A))

@@ -14,7 +14,7 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::BlasParams
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 

@@ -12,7 +12,7 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::DropoutParams
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> seeds: array<u32>; // per-step seed, written by the host

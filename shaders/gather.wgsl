@@ -15,7 +15,7 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::GatherParams
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // gather: (n, width); scatter_add: dtable
 @group(0) @binding(2) var<storage, read> src: array<f32>;       // gather: table; scatter_add: dout (rows, width)
 @group(0) @binding(3) var<storage, read> idx: array<u32>;       // gather: (n); scatter_add: starts (V + 1)

@@ -9,6 +9,9 @@
 //   and dh z reaches h directly: it is carried.
 // See step_common.wgsl for the layout and the thread mapping.
 
+// recurrent_sums' row groups: the 3 gates of 4 units (the fourth is skipped).
+const SUM_GROUPS: u32 = 3u;
+
 @group(0) @binding(11) var<storage, read_write> dgx: array<vec4<f32>>;  // (T, B, 3H); dgh is dgr
 
 fn st_dgx(i: u32, v: vec4<f32>, n: u32) {
@@ -31,7 +34,7 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let b0 = gid.y * ROWS;
-    let acc = recurrent_sums(gate_rows(j0, 3u), gate_rows(j0 + 1u, 3u), gate_rows(j0 + 2u, 3u), gate_rows(j0 + 3u, 3u), b0);
+    let acc = recurrent_sums(gate_group(0u, j0), gate_group(1u, j0), gate_group(2u, j0), gate_group(2u, j0), b0);
     let n = units_from(j0);
     let bh = p.bias_hh;
     let br = ld_bias(j0, n) + ld_bias(bh + j0, n);
@@ -45,8 +48,8 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         }
         let xrow = (p.t * p.batch + b) * 3u * H + j0;
         let grow = (p.t * p.batch + b) * 4u * H + j0;
-        // Row q of acc[r] is gate q of the 4 units.
-        let s = transpose(acc[r]);
+        // Column q of acc[r] is gate q of the 4 units (column 3 is unused).
+        let s = acc[r];
         let rg = sigmoid4(ld_xw(xrow, n) + s[0] + br);
         let z = sigmoid4(ld_xw(xrow + H, n) + s[1] + bz);
         let hn = s[2] + bn_hid;

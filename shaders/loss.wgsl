@@ -16,7 +16,7 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::RowParams
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;      // softmax y (rows, cols) or loss (rows)
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;       // (rows, cols)
 @group(0) @binding(3) var<storage, read> x: array<f32>;              // logits or predictions (rows, cols)

@@ -9,6 +9,9 @@
 //   dc_carry <- dc * f
 // See step_common.wgsl for the layout and the thread mapping.
 
+// recurrent_sums' row groups: the 4 gates of 4 units.
+const SUM_GROUPS: u32 = 4u;
+
 @group(0) @binding(2) var<storage, read_write> cells: array<vec4<f32>>; // like states
 
 fn ld_cells(i: u32, n: u32) -> vec4<f32> {
@@ -42,7 +45,7 @@ fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let b0 = gid.y * ROWS;
-    let acc = recurrent_sums(gate_rows(j0, 4u), gate_rows(j0 + 1u, 4u), gate_rows(j0 + 2u, 4u), gate_rows(j0 + 3u, 4u), b0);
+    let acc = recurrent_sums(gate_group(0u, j0), gate_group(1u, j0), gate_group(2u, j0), gate_group(3u, j0), b0);
     let n = units_from(j0);
     let G = 4u * H;
     let bh = p.bias_hh;
@@ -56,8 +59,8 @@ fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
             break;
         }
         let row = (p.t * p.batch + b) * G + j0;
-        // Row q of acc[r] is gate q of the 4 units.
-        let s = transpose(acc[r]);
+        // Column q of acc[r] is gate q of the 4 units.
+        let s = acc[r];
         let i = sigmoid4(ld_xw(row, n) + s[0] + bi);
         let f = sigmoid4(ld_xw(row + H, n) + s[1] + bf);
         let g = tanh_stable4(ld_xw(row + 2u * H, n) + s[2] + bg);

@@ -27,7 +27,7 @@ override TRANS_B: bool = false;
 // and stores it transposed: its (r, col) is the caller's (col, r).
 override TRANS_C: bool = false;
 
-@group(0) @binding(0) var<uniform> p: MatmulParams;
+@group(0) @binding(0) var<storage, read> p: MatmulParams;
 @group(0) @binding(1) var<storage, read_write> c: array<f32>; // (M, N)
 @group(0) @binding(2) var<storage, read> a: array<f32>;       // (M, K), or (K, M) if TRANS_A
 @group(0) @binding(3) var<storage, read> b: array<f32>;       // (K, N), or (N, K) if TRANS_B

@@ -39,7 +39,7 @@ const STEP: u32 = 5u;
 const SKIPPED: u32 = 6u;
 const LR: u32 = 7u;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> step: array<f32>;  // (8) step state
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;  // (n)
 @group(0) @binding(3) var<storage, read_write> param: array<f32>; // (n)

@@ -14,7 +14,7 @@ struct Params {
 
 override SQUARE: bool = false;
 
-@group(0) @binding(0) var<uniform> p: Params;
+@group(0) @binding(0) var<storage, read> p: Params;
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // partial (P) or out
 @group(0) @binding(2) var<storage, read> x: array<f32>;         // (n)
 

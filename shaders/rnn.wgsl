@@ -5,10 +5,8 @@
 
 override RELU: bool = false;
 
-fn unit_rows(j: u32) -> vec4<u32> {
-    let last = p.hidden - 1u;
-    return vec4<u32>(min(j, last), min(j + 1u, last), min(j + 2u, last), min(j + 3u, last));
-}
+// recurrent_sums' row groups: 4 groups of 4 consecutive units.
+const SUM_GROUPS: u32 = 4u;
 
 // Forward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
@@ -19,7 +17,7 @@ fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let b0 = gid.y * ROWS;
-    let acc = recurrent_sums(unit_rows(j0), unit_rows(j0 + 4u), unit_rows(j0 + 8u), unit_rows(j0 + 12u), b0);
+    let acc = recurrent_sums(gate_group(0u, j0), gate_group(0u, j0 + 4u), gate_group(0u, j0 + 8u), gate_group(0u, j0 + 12u), b0);
     for (var u = 0u; u < 4u; u++) {
         let j = j0 + 4u * u;
         let n = units_from(j);

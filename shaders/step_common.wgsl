@@ -20,7 +20,8 @@
 // lanes), and 16 rows (forward) or 16 columns (backward) of W_hh, which vary across lanes (the
 // only gathers). Each step of 4 along the shared dimension then reads 16 vec4s of W_hh and 8
 // uniform vec4s, and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled
-// matmul does. Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM, GRU) or 16 units (RNN).
+// matmul does. Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM; the GRU has 3 gates,
+// 12 rows) or 16 units (RNN).
 // The gate arithmetic that follows runs on 4 units at a time as vec4s, so that each of its loads
 // and stores (gates, cells, states, y, ...) is one vec4 access rather than four: on lavapipe the
 // per-element accesses of this epilogue took 40% of the LSTM forward step.
@@ -53,7 +54,7 @@ override VEC4: bool = true;
 // Every buffer is bound as whole vec4s (src/gpu/tensor.rs::GpuTensor::binding rounds the binding
 // up), so that with VEC4 a load or store of 4 consecutive units is one vec4 access; lavapipe
 // pays per SIMD lane and per access for every address that varies across lanes.
-@group(0) @binding(0) var<uniform> p: StepParams;
+@group(0) @binding(0) var<storage, read> p: StepParams;
 @group(0) @binding(1) var<storage, read_write> states: array<vec4<f32>>; // see the layout above
 @group(0) @binding(3) var<storage, read_write> gates: array<vec4<f32>>; // (T, B, 4H): LSTM i, f, g, o; GRU r, z, n, hn
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;      // (T, B, D*H)
@@ -238,7 +239,16 @@ fn w_rows_mat(rows: vec4<u32>, k: u32) -> mat4x4<f32> {
     return mat4x4<f32>(w_row4(rows.x, k), w_row4(rows.y, k), w_row4(rows.z, k), w_row4(rows.w, k));
 }
 
-// acc[r][c][i] = sum_k W_hh[gc[i], k] * h(b0 + r, k) for the 16 W_hh rows g0, g1, g2, g3.
+// acc[r][c][i] = sum_k W_hh[gc[i], k] * h(b0 + r, k) for the W_hh row groups g0 .. g3 (each
+// cell file sets SUM_GROUPS: the GRU has 3 gates, and its column 3 stays zero, never loaded or
+// multiplied).
+fn sums4(h: vec4<f32>, m0: mat4x4<f32>, m1: mat4x4<f32>, m2: mat4x4<f32>, m3: mat4x4<f32>) -> mat4x4<f32> {
+    if SUM_GROUPS == 4u {
+        return mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+    }
+    return mat4x4<f32>(h * m0, h * m1, h * m2, vec4<f32>());
+}
+
 fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0: u32) -> array<mat4x4<f32>, 8> {
     let r0 = in_row(b0);
     let r1 = in_row(b0 + 1u);
@@ -262,32 +272,36 @@ fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0
         let m0 = w_rows_mat(g0, k);
         let m1 = w_rows_mat(g1, k);
         let m2 = w_rows_mat(g2, k);
-        let m3 = w_rows_mat(g3, k);
+        var m3 = mat4x4<f32>();
+        if SUM_GROUPS == 4u {
+            m3 = w_rows_mat(g3, k);
+        }
         var h = state4(r0, k);
-        a0 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        a0 += sums4(h, m0, m1, m2, m3);
         h = state4(r1, k);
-        a1 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        a1 += sums4(h, m0, m1, m2, m3);
         h = state4(r2, k);
-        a2 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        a2 += sums4(h, m0, m1, m2, m3);
         h = state4(r3, k);
-        a3 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        a3 += sums4(h, m0, m1, m2, m3);
         h = state4(r4, k);
-        a4 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        a4 += sums4(h, m0, m1, m2, m3);
         h = state4(r5, k);
-        a5 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        a5 += sums4(h, m0, m1, m2, m3);
         h = state4(r6, k);
-        a6 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        a6 += sums4(h, m0, m1, m2, m3);
         h = state4(r7, k);
-        a7 += mat4x4<f32>(h * m0, h * m1, h * m2, h * m3);
+        a7 += sums4(h, m0, m1, m2, m3);
     }
     return array<mat4x4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
 }
 
-// The four gate rows of unit j (clamped into range: units past H are computed, never stored).
-fn gate_rows(j: u32, gates: u32) -> vec4<u32> {
-    let jj = min(j, p.hidden - 1u);
-    let H = p.hidden;
-    return vec4<u32>(jj, min(1u, gates - 1u) * H + jj, min(2u, gates - 1u) * H + jj, min(3u, gates - 1u) * H + jj);
+// The W_hh rows of gate q for units j .. j + 4 (clamped into range: units past H are computed,
+// never stored). For the RNN (one gate) group q = 0 at j, j + 4, ... is 4 consecutive units.
+fn gate_group(q: u32, j: u32) -> vec4<u32> {
+    let row = q * p.hidden;
+    let last = p.hidden - 1u;
+    return vec4<u32>(row + min(j, last), row + min(j + 1u, last), row + min(j + 2u, last), row + min(j + 3u, last));
 }
 
 // W_hh[g .. g + 4, j .. j + 4] as a matrix whose column q is row g + q: m * d is then

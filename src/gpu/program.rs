@@ -14,9 +14,15 @@ use super::context::{GpuContext, Pipeline};
 use super::tensor::GpuTensor;
 use crate::error::{Error, Result};
 
-/// Bytes of each uniform chunk; parameter structs are packed into chunks at 256-byte slots.
-const UNIFORM_CHUNK: u64 = 64 * 1024;
-const UNIFORM_SLOT: u64 = 256;
+/// Bytes of each parameter chunk; parameter structs are packed into chunks at 256-byte slots
+/// (the largest storage-offset alignment WebGPU allows).
+///
+/// Parameters are read-only storage, not uniform buffers: lavapipe (Mesa 22) inlines the values
+/// of uniforms that bound a loop and recompiles the shader at every dispatch when that shrinks it
+/// enough, which made training with changing shapes (seq2seq batches) seconds a step and leaked
+/// memory. Storage loads are never inlined; on GPUs the few scalar loads cost the same.
+const PARAM_CHUNK: u64 = 64 * 1024;
+const PARAM_SLOT: u64 = 256;
 
 enum Command {
     Dispatch { pipeline: Arc<Pipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
@@ -27,8 +33,8 @@ enum Command {
 pub struct Program {
     ctx: Arc<GpuContext>,
     commands: Vec<Command>,
-    uniform_chunks: Vec<wgpu::Buffer>,
-    uniform_used: u64,
+    param_chunks: Vec<wgpu::Buffer>,
+    param_used: u64,
 }
 
 /// Workgroups for `n` threads of workgroups of `wg`, spread over y past the per-dimension limit
@@ -41,12 +47,7 @@ pub fn groups_1d(ctx: &GpuContext, n: usize, wg: usize) -> [u32; 3] {
 
 impl Program {
     pub fn new(ctx: &Arc<GpuContext>) -> Program {
-        Program {
-            ctx: ctx.clone(),
-            commands: Vec::new(),
-            uniform_chunks: Vec::new(),
-            uniform_used: UNIFORM_CHUNK,
-        }
+        Program { ctx: ctx.clone(), commands: Vec::new(), param_chunks: Vec::new(), param_used: PARAM_CHUNK }
     }
 
     pub fn ctx(&self) -> &Arc<GpuContext> {
@@ -58,28 +59,28 @@ impl Program {
         self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count()
     }
 
-    fn uniform<P: Pod>(&mut self, params: &P) -> Result<(usize, u64)> {
+    fn param_slot<P: Pod>(&mut self, params: &P) -> Result<(usize, u64)> {
         let bytes = bytemuck::bytes_of(params);
         let size = (bytes.len() as u64).div_ceil(16) * 16;
-        if self.uniform_used + size > UNIFORM_CHUNK {
+        if self.param_used + size > PARAM_CHUNK {
             let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kernel parameters"),
-                size: UNIFORM_CHUNK,
-                usage: wgpu::BufferUsages::UNIFORM | wgpu::BufferUsages::COPY_DST,
+                size: PARAM_CHUNK,
+                usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
             let c = &self.ctx.counters;
-            c.bytes_allocated.fetch_add(UNIFORM_CHUNK, Ordering::Relaxed);
+            c.bytes_allocated.fetch_add(PARAM_CHUNK, Ordering::Relaxed);
             c.buffers_allocated.fetch_add(1, Ordering::Relaxed);
-            self.uniform_chunks.push(buffer);
-            self.uniform_used = 0;
+            self.param_chunks.push(buffer);
+            self.param_used = 0;
         }
-        let chunk = self.uniform_chunks.len() - 1;
-        let offset = self.uniform_used;
+        let chunk = self.param_chunks.len() - 1;
+        let offset = self.param_used;
         let mut padded = bytes.to_vec();
         padded.resize(size as usize, 0);
-        self.ctx.queue.write_buffer(&self.uniform_chunks[chunk], offset, &padded);
-        self.uniform_used = (offset + size).div_ceil(UNIFORM_SLOT) * UNIFORM_SLOT;
+        self.ctx.queue.write_buffer(&self.param_chunks[chunk], offset, &padded);
+        self.param_used = (offset + size).div_ceil(PARAM_SLOT) * PARAM_SLOT;
         Ok((chunk, offset))
     }
 
@@ -103,12 +104,12 @@ impl Program {
                 ));
             }
         }
-        let (chunk, offset) = self.uniform(params)?;
+        let (chunk, offset) = self.param_slot(params)?;
         let size = (std::mem::size_of::<P>() as u64).div_ceil(16) * 16;
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
-                buffer: &self.uniform_chunks[chunk],
+                buffer: &self.param_chunks[chunk],
                 offset,
                 size: wgpu::BufferSize::new(size),
             }),
