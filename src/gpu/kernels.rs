@@ -102,7 +102,7 @@ pub fn matmul_variant(
 
 /// Whether `matmul_register_vec4` can read B, the operand that varies across SIMD lanes, 4
 /// floats at a time: its contiguous dimension is a multiple of 4.
-pub fn register_vec4_fits(p: &Matmul) -> bool {
+fn register_vec4_fits(p: &Matmul) -> bool {
     if p.trans_b { p.k % 4 == 0 } else { p.n % 4 == 0 }
 }
 
