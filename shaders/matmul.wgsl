@@ -29,21 +29,26 @@ override TRANS_C: bool = false;
 
 @group(0) @binding(0) var<storage, read> p: MatmulParams;
 @group(0) @binding(1) var<storage, read_write> c: array<f32>; // (M, N)
-@group(0) @binding(2) var<storage, read> a: array<f32>;       // (M, K), or (K, M) if TRANS_A
-@group(0) @binding(3) var<storage, read> b: array<f32>;       // (K, N), or (N, K) if TRANS_B
+// A and B as vec4s: matmul_register_vec4 reads them 4 floats at a time, the other entries one
+// element at a time through a_at and b_at (bindings are whole vec4s,
+// src/gpu/tensor.rs::GpuTensor::binding, so every element is in reach).
+@group(0) @binding(2) var<storage, read> a4: array<vec4<f32>>; // (M, K), or (K, M) if TRANS_A
+@group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>; // (K, N), or (N, K) if TRANS_B
 
 fn a_at(r: u32, kk: u32) -> f32 {
+    var i = r * p.k + kk;
     if TRANS_A {
-        return a[kk * p.m + r];
+        i = kk * p.m + r;
     }
-    return a[r * p.k + kk];
+    return a4[i / 4u][i % 4u];
 }
 
 fn b_at(kk: u32, col: u32) -> f32 {
+    var i = kk * p.n + col;
     if TRANS_B {
-        return b[col * p.k + kk];
+        i = col * p.k + kk;
     }
-    return b[kk * p.n + col];
+    return b4[i / 4u][i % 4u];
 }
 
 // Where element (r, col) of the computed product goes in c.
@@ -198,11 +203,6 @@ fn matmul_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     }
 }
 
-// The same operands seen as vec4 arrays (bindings 4 and 5 alias bindings 2 and 3; bindings are
-// whole vec4s, src/gpu/tensor.rs::GpuTensor::binding).
-@group(0) @binding(4) var<storage, read> a4: array<vec4<f32>>;
-@group(0) @binding(5) var<storage, read> b4: array<vec4<f32>>;
-
 // matmul_register_vec4 reads B, the operand that varies across SIMD lanes, 4 floats at a time;
 // that needs B's contiguous dimension to be a multiple of 4. A is the same for every lane (its
 // loads are scalar broadcasts on lavapipe); A_VEC4 reads it as vec4s too when its contiguous
@@ -210,27 +210,6 @@ fn matmul_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 // cover 4 values of k read zero past K.
 override A_VEC4: bool = true;
 override K_TAIL: bool = false;
-
-// A[r, kk] through the vec4 view.
-fn a4_at(r: u32, kk: u32) -> f32 {
-    var i = r * p.k + kk;
-    if TRANS_A {
-        i = kk * p.m + r;
-    }
-    return a4[i / 4u][i % 4u];
-}
-
-// Row r of A over k .. k + 4, from scalars; zero past K.
-fn a4_k4(r: u32, k: u32) -> vec4<f32> {
-    let rr = min(r, p.m - 1u);
-    var v = vec4<f32>();
-    for (var q = 0u; q < 4u; q++) {
-        if k + q < p.k {
-            v[q] = a4_at(rr, k + q);
-        }
-    }
-    return v;
-}
 
 // v where k is inside K, zero past it.
 fn k_guard(v: vec4<f32>, k: u32) -> vec4<f32> {
@@ -243,7 +222,7 @@ fn k_guard(v: vec4<f32>, k: u32) -> vec4<f32> {
 // Rows r .. r + 4 of A over k .. k + 4, one vec4 per row.
 fn a_quad4(r: u32, k: u32) -> Quad {
     if !A_VEC4 {
-        return Quad(a4_k4(r, k), a4_k4(r + 1u, k), a4_k4(r + 2u, k), a4_k4(r + 3u, k));
+        return Quad(a_k4(r, k), a_k4(r + 1u, k), a_k4(r + 2u, k), a_k4(r + 3u, k));
     }
     if TRANS_A {
         // A stored (K, M): each load is 4 rows at one k. M is a multiple of 4 and at least 4.

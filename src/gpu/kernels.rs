@@ -77,10 +77,7 @@ pub fn matmul_variant(
     };
     let (a, b) = if plan.trans_c { (b, a) } else { (a, b) };
     let groups = plan.groups();
-    let args = match plan.entry {
-        "matmul_register_vec4" => [(1, c), (4, a), (5, b)],
-        _ => [(1, c), (2, a), (3, b)],
-    };
+    let args = [(1, c), (2, a), (3, b)];
     let max = prog.ctx().limits().max_compute_workgroups_per_dimension as usize;
     if groups[0] > max || groups[1] > max {
         return Err(Error::range(

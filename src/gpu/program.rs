@@ -11,7 +11,7 @@ use std::sync::atomic::Ordering;
 use bytemuck::Pod;
 
 use super::context::{GpuContext, Pipeline};
-use super::tensor::GpuTensor;
+use super::tensor::{GpuTensor, whole_vec4s};
 use crate::error::{Error, Result};
 
 /// Bytes of each parameter chunk; parameter structs are packed into chunks at 256-byte slots
@@ -61,7 +61,7 @@ impl Program {
 
     fn param_slot<P: Pod>(&mut self, params: &P) -> Result<(usize, u64)> {
         let bytes = bytemuck::bytes_of(params);
-        let size = (bytes.len() as u64).div_ceil(16) * 16;
+        let size = whole_vec4s(bytes.len() as u64);
         if self.param_used + size > PARAM_CHUNK {
             let buffer = self.ctx.device.create_buffer(&wgpu::BufferDescriptor {
                 label: Some("kernel parameters"),
@@ -105,7 +105,7 @@ impl Program {
             }
         }
         let (chunk, offset) = self.param_slot(params)?;
-        let size = (std::mem::size_of::<P>() as u64).div_ceil(16) * 16;
+        let size = whole_vec4s(std::mem::size_of::<P>() as u64);
         let mut entries = vec![wgpu::BindGroupEntry {
             binding: 0,
             resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {

@@ -13,6 +13,11 @@ use crate::error::{Error, Result};
 /// Alignment, in 4-byte elements, of every view bound to a kernel (256 bytes).
 pub const ALIGN: usize = 64;
 
+/// Bytes rounded up to whole vec4s (16 bytes): how buffers are allocated and bound.
+pub(crate) fn whole_vec4s(bytes: u64) -> u64 {
+    bytes.div_ceil(16) * 16
+}
+
 /// Rounds `n` up to a multiple of [`ALIGN`].
 pub fn align_up(n: usize) -> usize {
     n.div_ceil(ALIGN) * ALIGN
@@ -74,7 +79,7 @@ impl GpuTensor {
     /// 256-byte boundaries, with views in one buffer [`ALIGN`]ed apart. Kernels never write past
     /// the view's length.
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
-        let rounded = self.bytes().div_ceil(16) * 16;
+        let rounded = whole_vec4s(self.bytes());
         wgpu::BindingResource::Buffer(wgpu::BufferBinding {
             buffer: &self.buffer,
             offset: self.offset,
@@ -87,7 +92,7 @@ impl GpuContext {
     /// Checks a byte size against the adapter's limits (as allocated and bound: whole vec4s).
     pub(crate) fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
         let l = self.limits();
-        let bytes = bytes.div_ceil(16) * 16;
+        let bytes = whole_vec4s(bytes);
         if bytes > l.max_buffer_size {
             return Err(Error::BufferTooLarge {
                 what: what.to_string(),
@@ -125,7 +130,7 @@ impl GpuContext {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
             label: Some(what),
-            size: bytes.div_ceil(16) * 16,
+            size: whole_vec4s(bytes),
             usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
