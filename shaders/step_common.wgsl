@@ -17,8 +17,8 @@
 //
 // Thread mapping, chosen for lavapipe and sound on GPUs: a thread owns ROWS batch rows, which
 // depend on the workgroup alone (loads of h and of the gate gradients are uniform across SIMD
-// lanes), and 16 rows (forward) or 16 columns (backward) of W_hh, which vary across lanes (the
-// only gathers). Each step of 4 along the shared dimension then reads 16 vec4s of W_hh and 8
+// lanes), and 16 rows (forward) or 16 columns (backward) of W_hh, which vary across lanes (read
+// from W_hh's texture copy, see below). Each step of 4 along the shared dimension then reads 16 vec4s of W_hh and 8
 // uniform vec4s, and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled
 // matmul does. Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM; the GRU has 3 gates,
 // 12 rows) or 16 units (RNN).
@@ -45,6 +45,7 @@ struct StepParams {
 // must match src/gpu/kernels.rs::StepParams
 
 const ROWS: u32 = 8u;
+const W_TEXELS_PER_ROW: u32 = 4096u; // must match src/gpu/program.rs::TEXELS_PER_ROW
 const MODE_FIRST: u32 = 0u;
 const MODE_STEP: u32 = 1u;
 const MODE_INITIAL: u32 = 2u;
@@ -59,7 +60,11 @@ override VEC4: bool = true;
 @group(0) @binding(3) var<storage, read_write> gates: array<vec4<f32>>; // (T, B, 4H): LSTM i, f, g, o; GRU r, z, n, hn
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;      // (T, B, D*H)
 @group(0) @binding(5) var<storage, read> xw: array<vec4<f32>>;           // (T, B, G*H)
-@group(0) @binding(6) var<storage, read> w_hh: array<vec4<f32>>;         // (G*H, H)
+// W_hh (G*H, H) through its texture copy (src/gpu/program.rs::Program::dispatch_textured):
+// element i is component i % 4 of texel i / 4, W_TEXELS_PER_ROW texels a row. Its loads vary
+// across lanes, and on lavapipe a texel fetch is one gather where a storage load is a loop over
+// the lanes.
+@group(0) @binding(6) var w_hh: texture_2d<f32>;
 @group(0) @binding(7) var<storage, read> bias: array<vec4<f32>>;         // b_ih (G*H), b_hh at bias_hh
 @group(0) @binding(8) var<storage, read> lengths: array<u32>;            // (B)
 @group(0) @binding(9) var<storage, read> dy: array<vec4<f32>>;           // (T, B, D*H)
@@ -135,13 +140,17 @@ fn ld_xw(i: u32, n: u32) -> vec4<f32> {
     return v;
 }
 
+fn w_texel(t: u32) -> vec4<f32> {
+    return textureLoad(w_hh, vec2<u32>(t % W_TEXELS_PER_ROW, t / W_TEXELS_PER_ROW), 0);
+}
+
 fn ld_w(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return w_hh[i / 4u];
+        return w_texel(i / 4u);
     }
     var v = vec4<f32>();
     for (var q = 0u; q < n; q++) {
-        v[q] = w_hh[(i + q) / 4u][(i + q) % 4u];
+        v[q] = w_texel((i + q) / 4u)[(i + q) % 4u];
     }
     return v;
 }

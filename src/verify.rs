@@ -685,6 +685,11 @@ pub fn check_steps(
             }
         }
     }
+    // W_hh changes between the passes, as an optimizer changes it between steps: the backward
+    // kernels must read the new weights, not the texture copy the forward ones read
+    // (src/gpu/program.rs::Program::dispatch_textured).
+    gk::scale(&mut prog, &g_w, 0.5)?;
+    let w_hh: Vec<f32> = w_hh.iter().map(|w| w * 0.5).collect();
     // Backward in the opposite order, then the initial-state gradient.
     for s in 0..=t_len {
         let (t, next_t, mode) = if s == t_len {

@@ -826,11 +826,12 @@ pub fn lstm_step_forward(
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, 4 * h, s.t)?;
     c.at_least("bias", bias, s.bias_hh + 4 * h)?;
-    prog.dispatch(
+    prog.dispatch_textured(
         "lstm",
         "lstm_step_forward",
         &[("VEC4", c.vec4())],
-        &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
+        &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
+        &[(6, w_hh)],
         &c.params()?,
         c.forward_groups(4),
     )
@@ -857,11 +858,12 @@ pub fn lstm_step_backward(
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, 4 * h, c.last_t())?;
     need(c.op, "carry", carry, 2 * b * h)?;
-    prog.dispatch(
+    prog.dispatch_textured(
         "lstm",
         "lstm_step_backward",
         &[("VEC4", c.vec4())],
-        &[(2, cells), (3, gates), (6, w_hh), (8, lengths), (9, dy), (10, dg), (12, carry)],
+        &[(2, cells), (3, gates), (8, lengths), (9, dy), (10, dg), (12, carry)],
+        &[(6, w_hh)],
         &c.params()?,
         c.backward_groups(),
     )
@@ -888,11 +890,12 @@ pub fn gru_step_forward(
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, 3 * h, s.t)?;
     c.at_least("bias", bias, s.bias_hh + 3 * h)?;
-    prog.dispatch(
+    prog.dispatch_textured(
         "gru",
         "gru_step_forward",
         &[("VEC4", c.vec4())],
-        &[(1, states), (3, gates), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
+        &[(1, states), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
+        &[(6, w_hh)],
         &c.params()?,
         c.forward_groups(4),
     )
@@ -920,11 +923,12 @@ pub fn gru_step_backward(
     c.per_step("dgx", dgx, 3 * h, s.t)?;
     c.per_step("dgh", dgh, 3 * h, c.last_t())?;
     need(c.op, "carry", carry, 2 * b * h)?;
-    prog.dispatch(
+    prog.dispatch_textured(
         "gru",
         "gru_step_backward",
         &[("VEC4", c.vec4())],
-        &[(1, states), (3, gates), (6, w_hh), (8, lengths), (9, dy), (10, dgh), (11, dgx), (12, carry)],
+        &[(1, states), (3, gates), (8, lengths), (9, dy), (10, dgh), (11, dgx), (12, carry)],
+        &[(6, w_hh)],
         &c.params()?,
         c.backward_groups(),
     )
@@ -949,11 +953,12 @@ pub fn rnn_step_forward(
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, s.hidden, s.t)?;
     c.at_least("bias", bias, s.bias_hh + s.hidden)?;
-    prog.dispatch(
+    prog.dispatch_textured(
         "rnn",
         "rnn_step_forward",
         &[("VEC4", c.vec4()), ("RELU", relu as u64)],
-        &[(1, states), (4, y), (5, xw), (6, w_hh), (7, bias), (8, lengths)],
+        &[(1, states), (4, y), (5, xw), (7, bias), (8, lengths)],
+        &[(6, w_hh)],
         &c.params()?,
         c.forward_groups(16),
     )
@@ -977,11 +982,12 @@ pub fn rnn_step_backward(
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, s.hidden, c.last_t())?;
     need(c.op, "carry", carry, 2 * s.batch * s.hidden)?;
-    prog.dispatch(
+    prog.dispatch_textured(
         "rnn",
         "rnn_step_backward",
         &[("VEC4", c.vec4()), ("RELU", relu as u64)],
-        &[(1, states), (6, w_hh), (8, lengths), (9, dy), (10, dg), (12, carry)],
+        &[(1, states), (8, lengths), (9, dy), (10, dg), (12, carry)],
+        &[(6, w_hh)],
         &c.params()?,
         c.backward_groups(),
     )

@@ -24,10 +24,27 @@ use crate::error::{Error, Result};
 const PARAM_CHUNK: u64 = 64 * 1024;
 const PARAM_SLOT: u64 = 256;
 
+/// Texels (4 floats each) per row of a weight texture; must match
+/// shaders/step_common.wgsl::W_TEXELS_PER_ROW.
+pub(crate) const TEXELS_PER_ROW: u32 = 4096;
+
 enum Command {
     Dispatch { pipeline: Arc<Pipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
     Copy { src: GpuTensor, dst: GpuTensor },
     Clear { dst: GpuTensor },
+    ToTexture { src: GpuTensor, texture: usize },
+}
+
+/// A copy of a tensor in an rgba32float texture, read by kernels with `textureLoad`: on lavapipe
+/// a texel fetch that varies across SIMD lanes is one gather, where a storage-buffer load is a
+/// loop over the lanes with a branch per lane (1.4x faster recurrent sums, BENCHMARKS.md). The
+/// tensor stays the source of truth; the program copies it into the texture before the first
+/// kernel that reads it, and again after any command that may have written it.
+struct WeightTexture {
+    src: GpuTensor,
+    texture: wgpu::Texture,
+    view: wgpu::TextureView,
+    fresh: bool,
 }
 
 pub struct Program {
@@ -35,6 +52,45 @@ pub struct Program {
     commands: Vec<Command>,
     param_chunks: Vec<wgpu::Buffer>,
     param_used: u64,
+    textures: Vec<WeightTexture>,
+}
+
+/// Whether two views share bytes of one buffer.
+fn overlaps(a: &GpuTensor, b: &GpuTensor) -> bool {
+    Arc::ptr_eq(&a.buffer, &b.buffer) && a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes()
+}
+
+/// Records the copy of `src` into its texture: the whole rows of `TEXELS_PER_ROW` texels, then the
+/// last, partial row.
+fn record_to_texture(enc: &mut wgpu::CommandEncoder, src: &GpuTensor, texture: &wgpu::Texture) {
+    let texels = src.len().div_ceil(4) as u32;
+    let (rows, tail) = (texels / TEXELS_PER_ROW, texels % TEXELS_PER_ROW);
+    let row_bytes = TEXELS_PER_ROW as u64 * 16;
+    let copy = |enc: &mut wgpu::CommandEncoder, first_row: u32, width: u32, height: u32| {
+        enc.copy_buffer_to_texture(
+            wgpu::TexelCopyBufferInfo {
+                buffer: &src.buffer,
+                layout: wgpu::TexelCopyBufferLayout {
+                    offset: src.offset + first_row as u64 * row_bytes,
+                    bytes_per_row: Some(row_bytes as u32),
+                    rows_per_image: None,
+                },
+            },
+            wgpu::TexelCopyTextureInfo {
+                texture,
+                mip_level: 0,
+                origin: wgpu::Origin3d { x: 0, y: first_row, z: 0 },
+                aspect: wgpu::TextureAspect::All,
+            },
+            wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
+        );
+    };
+    if rows > 0 {
+        copy(enc, 0, TEXELS_PER_ROW, rows);
+    }
+    if tail > 0 {
+        copy(enc, rows, tail, 1);
+    }
 }
 
 /// Workgroups for `n` threads of workgroups of `wg`, spread over y past the per-dimension limit
@@ -47,7 +103,13 @@ pub fn groups_1d(ctx: &GpuContext, n: usize, wg: usize) -> [u32; 3] {
 
 impl Program {
     pub fn new(ctx: &Arc<GpuContext>) -> Program {
-        Program { ctx: ctx.clone(), commands: Vec::new(), param_chunks: Vec::new(), param_used: PARAM_CHUNK }
+        Program {
+            ctx: ctx.clone(),
+            commands: Vec::new(),
+            param_chunks: Vec::new(),
+            param_used: PARAM_CHUNK,
+            textures: Vec::new(),
+        }
     }
 
     pub fn ctx(&self) -> &Arc<GpuContext> {
@@ -95,6 +157,22 @@ impl Program {
         params: &P,
         groups: [u32; 3],
     ) -> Result<()> {
+        self.dispatch_textured(shader, entry, constants, args, &[], params, groups)
+    }
+
+    /// [`Program::dispatch`], with each `(binding, tensor)` of `textured` bound as its texture copy
+    /// (a `texture_2d<f32>` of [`TEXELS_PER_ROW`] texels a row, element i in texel i / 4).
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_textured<P: Pod>(
+        &mut self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, u64)],
+        args: &[(u32, &GpuTensor)],
+        textured: &[(u32, &GpuTensor)],
+        params: &P,
+        groups: [u32; 3],
+    ) -> Result<()> {
         let pipeline = self.ctx.pipeline(shader, entry, constants)?;
         for (binding, t) in args {
             if t.offset % 256 != 0 {
@@ -103,6 +181,10 @@ impl Program {
                     format!("{entry}: binding {binding} starts at byte {}, not a multiple of 256", t.offset),
                 ));
             }
+        }
+        let mut views = Vec::new();
+        for (binding, t) in textured {
+            views.push((*binding, self.texture_of(t)?));
         }
         let (chunk, offset) = self.param_slot(params)?;
         let size = whole_vec4s(std::mem::size_of::<P>() as u64);
@@ -117,6 +199,12 @@ impl Program {
         for (binding, t) in args {
             entries.push(wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
         }
+        for &(binding, i) in &views {
+            entries.push(wgpu::BindGroupEntry {
+                binding,
+                resource: wgpu::BindingResource::TextureView(&self.textures[i].view),
+            });
+        }
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let bind_group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
             label: Some(entry),
@@ -127,6 +215,10 @@ impl Program {
             return Err(Error::Gpu { op: format!("binding {shader}.wgsl::{entry}"), message: e.to_string() });
         }
         self.commands.push(Command::Dispatch { pipeline, bind_group, groups });
+        // A kernel may write any buffer it binds: the texture copies of those bytes go stale.
+        for (_, t) in args {
+            self.invalidate(t);
+        }
         Ok(())
     }
 
@@ -135,13 +227,72 @@ impl Program {
         if src.len() != dst.len() {
             return Err(Error::shape("Program::copy", "source", src.shape(), dst.shape()));
         }
+        self.invalidate(dst);
         self.commands.push(Command::Copy { src: src.clone(), dst: dst.clone() });
         Ok(())
     }
 
     /// Appends a zeroing of `dst`.
     pub fn clear(&mut self, dst: &GpuTensor) {
+        self.invalidate(dst);
         self.commands.push(Command::Clear { dst: dst.clone() });
+    }
+
+    fn invalidate(&mut self, written: &GpuTensor) {
+        for t in &mut self.textures {
+            if overlaps(&t.src, written) {
+                t.fresh = false;
+            }
+        }
+    }
+
+    /// The index of `t`'s texture copy, made (and its copy recorded) if it has none, or copied
+    /// again if a command since may have written `t`.
+    fn texture_of(&mut self, t: &GpuTensor) -> Result<usize> {
+        let same = |w: &WeightTexture| {
+            Arc::ptr_eq(&w.src.buffer, &t.buffer) && w.src.offset == t.offset && w.src.len() == t.len()
+        };
+        if let Some(i) = self.textures.iter().position(same) {
+            if !self.textures[i].fresh {
+                self.commands.push(Command::ToTexture { src: t.clone(), texture: i });
+                self.textures[i].fresh = true;
+            }
+            return Ok(i);
+        }
+        let texels = t.len().div_ceil(4) as u64;
+        let height = texels.div_ceil(TEXELS_PER_ROW as u64).max(1);
+        let max = self.ctx.limits().max_texture_dimension_2d as u64;
+        if height > max || TEXELS_PER_ROW as u64 > max {
+            return Err(Error::range(
+                "Program::texture_of",
+                format!("texture rows for {t:?}"),
+                height as usize,
+                format!("at most max_texture_dimension_2d = {max}"),
+            ));
+        }
+        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let texture = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
+            label: Some("weight texture"),
+            size: wgpu::Extent3d { width: TEXELS_PER_ROW, height: height as u32, depth_or_array_layers: 1 },
+            mip_level_count: 1,
+            sample_count: 1,
+            dimension: wgpu::TextureDimension::D2,
+            format: wgpu::TextureFormat::Rgba32Float,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            view_formats: &[],
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                op: format!("allocating the texture copy of {t:?}"),
+                message: e.to_string(),
+            });
+        }
+        let view = texture.create_view(&Default::default());
+        self.ctx.counters.bytes_allocated.fetch_add(height * TEXELS_PER_ROW as u64 * 16, Ordering::Relaxed);
+        self.textures.push(WeightTexture { src: t.clone(), texture, view, fresh: true });
+        let i = self.textures.len() - 1;
+        self.commands.push(Command::ToTexture { src: t.clone(), texture: i });
+        Ok(i)
     }
 
     /// Records every command into `enc`, in order. Dispatches that follow each other share one
@@ -171,6 +322,10 @@ impl Program {
                 }
                 Command::Clear { dst } => {
                     enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes()));
+                    i += 1;
+                }
+                Command::ToTexture { src, texture } => {
+                    record_to_texture(enc, src, &self.textures[*texture].texture);
                     i += 1;
                 }
             }
@@ -233,6 +388,9 @@ impl Program {
                     enc.copy_buffer_to_buffer(&src.buffer, src.offset, &dst.buffer, dst.offset, src.bytes())
                 }
                 Command::Clear { dst } => enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes())),
+                Command::ToTexture { src, texture } => {
+                    record_to_texture(&mut enc, src, &self.textures[*texture].texture)
+                }
             }
         }
         enc.resolve_query_set(&set, 0..count, &resolve, 0);
