@@ -30,11 +30,13 @@ fn st_dgx(i: u32, v: vec4<f32>, n: u32) {
 fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
     let j0 = gid.x * 4u;
+    let b0 = gid.y * ROWS;
+    // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
+    // those past H drop theirs.
+    let acc = recurrent_sums(gate_group(0u, j0), gate_group(1u, j0), gate_group(2u, j0), gate_group(2u, j0), b0);
     if j0 >= H {
         return;
     }
-    let b0 = gid.y * ROWS;
-    let acc = recurrent_sums(gate_group(0u, j0), gate_group(1u, j0), gate_group(2u, j0), gate_group(2u, j0), b0);
     let n = units_from(j0);
     let bh = p.bias_hh;
     let br = ld_bias(j0, n) + ld_bias(bh + j0, n);
@@ -74,12 +76,14 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
     let j0 = gid.x * 16u;
+    let b0 = gid.y * ROWS;
+    let G = 3u * H;
+    // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
+    // those past H drop theirs.
+    let rec = recurrent_grad(j0, b0, G);
     if j0 >= H {
         return;
     }
-    let b0 = gid.y * ROWS;
-    let G = 3u * H;
-    let rec = recurrent_grad(j0, b0, G);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {

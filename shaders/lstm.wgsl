@@ -41,11 +41,13 @@ fn st_cells(i: u32, v: vec4<f32>, n: u32) {
 fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
     let j0 = gid.x * 4u;
+    let b0 = gid.y * ROWS;
+    // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
+    // those past H drop theirs.
+    let acc = recurrent_sums(gate_group(0u, j0), gate_group(1u, j0), gate_group(2u, j0), gate_group(3u, j0), b0);
     if j0 >= H {
         return;
     }
-    let b0 = gid.y * ROWS;
-    let acc = recurrent_sums(gate_group(0u, j0), gate_group(1u, j0), gate_group(2u, j0), gate_group(3u, j0), b0);
     let n = units_from(j0);
     let G = 4u * H;
     let bh = p.bias_hh;
@@ -90,12 +92,14 @@ fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
     let j0 = gid.x * 16u;
+    let b0 = gid.y * ROWS;
+    let G = 4u * H;
+    // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
+    // those past H drop theirs.
+    let rec = recurrent_grad(j0, b0, G);
     if j0 >= H {
         return;
     }
-    let b0 = gid.y * ROWS;
-    let G = 4u * H;
-    let rec = recurrent_grad(j0, b0, G);
     let BH = p.batch * H;
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;

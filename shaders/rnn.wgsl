@@ -13,11 +13,13 @@ const SUM_GROUPS: u32 = 4u;
 fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
     let j0 = gid.x * 16u;
+    let b0 = gid.y * ROWS;
+    // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
+    // those past H drop theirs.
+    let acc = recurrent_sums(gate_group(0u, j0), gate_group(0u, j0 + 4u), gate_group(0u, j0 + 8u), gate_group(0u, j0 + 12u), b0);
     if j0 >= H {
         return;
     }
-    let b0 = gid.y * ROWS;
-    let acc = recurrent_sums(gate_group(0u, j0), gate_group(0u, j0 + 4u), gate_group(0u, j0 + 8u), gate_group(0u, j0 + 12u), b0);
     for (var u = 0u; u < 4u; u++) {
         let j = j0 + 4u * u;
         let n = units_from(j);
@@ -52,11 +54,13 @@ fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
 fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
     let j0 = gid.x * 16u;
+    let b0 = gid.y * ROWS;
+    // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
+    // those past H drop theirs.
+    let rec = recurrent_grad(j0, b0, H);
     if j0 >= H {
         return;
     }
-    let b0 = gid.y * ROWS;
-    let rec = recurrent_grad(j0, b0, H);
     for (var r = 0u; r < ROWS; r++) {
         let b = b0 + r;
         if b >= p.batch {

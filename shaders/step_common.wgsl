@@ -259,14 +259,9 @@ fn sums4(h: vec4<f32>, m0: mat4x4<f32>, m1: mat4x4<f32>, m2: mat4x4<f32>, m3: ma
 }
 
 fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0: u32) -> array<mat4x4<f32>, 8> {
-    let r0 = in_row(b0);
-    let r1 = in_row(b0 + 1u);
-    let r2 = in_row(b0 + 2u);
-    let r3 = in_row(b0 + 3u);
-    let r4 = in_row(b0 + 4u);
-    let r5 = in_row(b0 + 5u);
-    let r6 = in_row(b0 + 6u);
-    let r7 = in_row(b0 + 7u);
+    let rows = array<u32, 8>(in_row(b0), in_row(b0 + 1u), in_row(b0 + 2u), in_row(b0 + 3u),
+                             in_row(b0 + 4u), in_row(b0 + 5u), in_row(b0 + 6u), in_row(b0 + 7u));
+    let own = own_row(rows);
     // Named accumulators: a dynamically indexed array would live in memory on a CPU-backed
     // adapter.
     var a0 = mat4x4<f32>();
@@ -285,22 +280,15 @@ fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0
         if SUM_GROUPS == 4u {
             m3 = w_rows_mat(g3, k);
         }
-        var h = state4(r0, k);
-        a0 += sums4(h, m0, m1, m2, m3);
-        h = state4(r1, k);
-        a1 += sums4(h, m0, m1, m2, m3);
-        h = state4(r2, k);
-        a2 += sums4(h, m0, m1, m2, m3);
-        h = state4(r3, k);
-        a3 += sums4(h, m0, m1, m2, m3);
-        h = state4(r4, k);
-        a4 += sums4(h, m0, m1, m2, m3);
-        h = state4(r5, k);
-        a5 += sums4(h, m0, m1, m2, m3);
-        h = state4(r6, k);
-        a6 += sums4(h, m0, m1, m2, m3);
-        h = state4(r7, k);
-        a7 += sums4(h, m0, m1, m2, m3);
+        let h = state_rows(rows, own, k);
+        a0 += sums4(h[0], m0, m1, m2, m3);
+        a1 += sums4(h[1], m0, m1, m2, m3);
+        a2 += sums4(h[2], m0, m1, m2, m3);
+        a3 += sums4(h[3], m0, m1, m2, m3);
+        a4 += sums4(h[4], m0, m1, m2, m3);
+        a5 += sums4(h[5], m0, m1, m2, m3);
+        a6 += sums4(h[6], m0, m1, m2, m3);
+        a7 += sums4(h[7], m0, m1, m2, m3);
     }
     return array<mat4x4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
 }
@@ -332,36 +320,29 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 8> {
     var a7 = mat4x4<f32>();
     if p.mode != MODE_FIRST {
         let base = p.next_t * p.batch;
-        let n0 = (base + min(b0, p.batch - 1u)) * rows;
-        let n1 = (base + min(b0 + 1u, p.batch - 1u)) * rows;
-        let n2 = (base + min(b0 + 2u, p.batch - 1u)) * rows;
-        let n3 = (base + min(b0 + 3u, p.batch - 1u)) * rows;
-        let n4 = (base + min(b0 + 4u, p.batch - 1u)) * rows;
-        let n5 = (base + min(b0 + 5u, p.batch - 1u)) * rows;
-        let n6 = (base + min(b0 + 6u, p.batch - 1u)) * rows;
-        let n7 = (base + min(b0 + 7u, p.batch - 1u)) * rows;
+        let n = array<u32, 8>((base + min(b0, p.batch - 1u)) * rows,
+                              (base + min(b0 + 1u, p.batch - 1u)) * rows,
+                              (base + min(b0 + 2u, p.batch - 1u)) * rows,
+                              (base + min(b0 + 3u, p.batch - 1u)) * rows,
+                              (base + min(b0 + 4u, p.batch - 1u)) * rows,
+                              (base + min(b0 + 5u, p.batch - 1u)) * rows,
+                              (base + min(b0 + 6u, p.batch - 1u)) * rows,
+                              (base + min(b0 + 7u, p.batch - 1u)) * rows);
+        let own = own_row(n);
         for (var g = 0u; g < rows; g += 4u) {
             let c0 = w_cols_mat(g, j0, rows);
             let c1 = w_cols_mat(g, j0 + 4u, rows);
             let c2 = w_cols_mat(g, j0 + 8u, rows);
             let c3 = w_cols_mat(g, j0 + 12u, rows);
-            let m = min(4u, rows - g);
-            var d = ld_dgr(n0 + g, m);
-            a0 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = ld_dgr(n1 + g, m);
-            a1 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = ld_dgr(n2 + g, m);
-            a2 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = ld_dgr(n3 + g, m);
-            a3 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = ld_dgr(n4 + g, m);
-            a4 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = ld_dgr(n5 + g, m);
-            a5 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = ld_dgr(n6 + g, m);
-            a6 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
-            d = ld_dgr(n7 + g, m);
-            a7 += mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
+            let d = dgr_rows(n, own, g, min(4u, rows - g));
+            a0 += mat4x4<f32>(c0 * d[0], c1 * d[0], c2 * d[0], c3 * d[0]);
+            a1 += mat4x4<f32>(c0 * d[1], c1 * d[1], c2 * d[1], c3 * d[1]);
+            a2 += mat4x4<f32>(c0 * d[2], c1 * d[2], c2 * d[2], c3 * d[2]);
+            a3 += mat4x4<f32>(c0 * d[3], c1 * d[3], c2 * d[3], c3 * d[3]);
+            a4 += mat4x4<f32>(c0 * d[4], c1 * d[4], c2 * d[4], c3 * d[4]);
+            a5 += mat4x4<f32>(c0 * d[5], c1 * d[5], c2 * d[5], c3 * d[5]);
+            a6 += mat4x4<f32>(c0 * d[6], c1 * d[6], c2 * d[6], c3 * d[6]);
+            a7 += mat4x4<f32>(c0 * d[7], c1 * d[7], c2 * d[7], c3 * d[7]);
         }
     }
     return array<mat4x4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::cpu::kernels as cpu;
 use crate::error::Result;
 use crate::gpu::kernels as gk;
-use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program};
+use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program, StepRows};
 use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
 use crate::rng::Rng;
 use crate::train::optim::{Adagrad, Adam, Sgd};
@@ -568,7 +568,9 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
     for cell in ALL_CELLS {
         for &(t, b, h) in &STEP_SHAPES {
             for reverse in [false, true] {
-                out.extend(check_steps(ctx, cell, t, b, h, reverse, next())?);
+                for rows in step_rows_variants(ctx) {
+                    out.extend(check_steps(ctx, cell, t, b, h, reverse, rows, next())?);
+                }
             }
         }
     }
@@ -594,6 +596,7 @@ pub fn check_steps(
     batch: usize,
     hidden: usize,
     reverse: bool,
+    rows: StepRows,
     seed: u64,
 ) -> Result<Vec<Check>> {
     use crate::ops::{Cell, Step, StepMode};
@@ -654,6 +657,7 @@ pub fn check_steps(
     let time = |s: usize| if reverse { t_len - 1 - s } else { s };
     let slots = |t: usize| if reverse { (t + 1, t) } else { (t, t + 1) };
     let mut prog = Program::new(ctx);
+    prog.set_step_rows(rows)?;
     for s in 0..t_len {
         let t = time(s);
         let (in_slot, out_slot) = slots(t);
@@ -725,7 +729,11 @@ pub fn check_steps(
     run(prog)?;
 
     let name = cell.name();
-    let shape = format!("T{t_len} B{b} H{h}{}", if reverse { " reverse" } else { "" });
+    let shape = format!(
+        "T{t_len} B{b} H{h}{}{}",
+        if reverse { " reverse" } else { "" },
+        if rows == StepRows::Subgroup { " subgroup" } else { "" }
+    );
     let tol = Tolerance::accumulation(gh);
     // Compare only the slots the sequence wrote (the others stay poisoned on both sides).
     let written = |v: Vec<f32>| -> Vec<f32> { v[state_base..state_base + (t_len + 1) * b * h].to_vec() };
@@ -785,6 +793,15 @@ pub fn check_steps(
         ));
     }
     Ok(out)
+}
+
+/// The step kernels' variants this context can run: both where it has subgroups.
+pub fn step_rows_variants(ctx: &GpuContext) -> Vec<StepRows> {
+    let mut v = vec![StepRows::Loads];
+    if ctx.step_rows() == StepRows::Subgroup {
+        v.push(StepRows::Subgroup);
+    }
+    v
 }
 
 /// Step kernel shapes (T, B, H): a single unit, odd sizes (scalar loads), multiples of 4 (vec4

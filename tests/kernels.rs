@@ -143,7 +143,9 @@ fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
     for cell in verify::ALL_CELLS {
         for &(t, b, h) in &verify::STEP_SHAPES {
             for reverse in [false, true] {
-                checks.extend(verify::check_steps(&ctx, cell, t, b, h, reverse, (t * b * h) as u64).unwrap());
+                for rows in verify::step_rows_variants(&ctx) {
+                    checks.extend(verify::check_steps(&ctx, cell, t, b, h, reverse, rows, (t * b * h) as u64).unwrap());
+                }
             }
         }
     }

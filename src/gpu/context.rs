@@ -38,6 +38,30 @@ impl MatmulVariant {
     }
 }
 
+/// How the fused step kernels read the batch rows that all threads of a workgroup share
+/// (shaders/step_rows_*.wgsl). Both variants pass the same checks; the context picks `Subgroup`
+/// where the adapter offers subgroup operations on at least 8 lanes.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepRows {
+    /// Every thread loads the 8 rows itself.
+    Loads,
+    /// Lane i loads row i and `subgroupBroadcast` hands it to the others: one load where
+    /// lavapipe would otherwise loop over the SIMD lanes eight times.
+    Subgroup,
+}
+
+impl StepRows {
+    /// The shader family of a cell's step kernels (`"lstm"`, `"gru"`, `"rnn"`) in this variant.
+    pub(crate) fn family(self, cell: &'static str) -> &'static str {
+        match (self, cell) {
+            (StepRows::Loads, c) => c,
+            (StepRows::Subgroup, "lstm") => "lstm_subgroup",
+            (StepRows::Subgroup, "gru") => "gru_subgroup",
+            (StepRows::Subgroup, _) => "rnn_subgroup",
+        }
+    }
+}
+
 /// What the engine does per training step on the GPU, counted. `bench --verbose` prints the
 /// difference of two snapshots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -87,6 +111,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     timestamps: bool,
     matmul_variant: MatmulVariant,
+    step_rows: StepRows,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -187,7 +212,12 @@ impl GpuContext {
         let wanted = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-        let features = adapter.features() & wanted;
+        // The subgroup step kernels broadcast from lanes 0 to 7.
+        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
+        let mut features = adapter.features() & wanted;
+        if subgroups {
+            features |= wgpu::Features::SUBGROUP;
+        }
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("rnn-gpu"),
             required_features: features,
@@ -227,6 +257,7 @@ impl GpuContext {
             limits,
             timestamps: features.contains(wanted),
             matmul_variant,
+            step_rows: if subgroups { StepRows::Subgroup } else { StepRows::Loads },
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
@@ -250,6 +281,12 @@ impl GpuContext {
 
     pub fn matmul_variant(&self) -> MatmulVariant {
         self.matmul_variant
+    }
+
+    /// The step kernels' variant this context uses (programs may pick another, see
+    /// [`crate::gpu::Program::set_step_rows`]).
+    pub fn step_rows(&self) -> StepRows {
+        self.step_rows
     }
 
     /// A one-line description: name, backend, device type.

@@ -1,13 +1,17 @@
 //! The WGSL sources, compiled into the binary. Each file under shaders/ is one kernel family;
 //! shaders/common.wgsl (indexing, finiteness, stable activations) is prepended to every one, and
-//! shaders/step_common.wgsl (layout and loads of the fused steps) to the three cell files.
+//! shaders/step_common.wgsl (layout and loads of the fused steps) and one of the two ways of
+//! reading the shared batch rows (shaders/step_rows_*.wgsl, src/gpu/context.rs::StepRows) to the
+//! three cell files.
 
 macro_rules! step_shader {
-    ($file:literal) => {
+    ($file:literal, $rows:literal) => {
         concat!(
             include_str!("../../shaders/common.wgsl"),
             "\n",
             include_str!("../../shaders/step_common.wgsl"),
+            "\n",
+            include_str!(concat!("../../shaders/step_rows_", $rows, ".wgsl")),
             "\n",
             include_str!(concat!("../../shaders/", $file, ".wgsl"))
         )
@@ -36,9 +40,12 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("dropout", shader!("dropout")),
     ("copy", shader!("copy")),
     ("attention", shader!("attention")),
-    ("rnn", step_shader!("rnn")),
-    ("lstm", step_shader!("lstm")),
-    ("gru", step_shader!("gru")),
+    ("rnn", step_shader!("rnn", "loads")),
+    ("lstm", step_shader!("lstm", "loads")),
+    ("gru", step_shader!("gru", "loads")),
+    ("rnn_subgroup", step_shader!("rnn", "subgroup")),
+    ("lstm_subgroup", step_shader!("lstm", "subgroup")),
+    ("gru_subgroup", step_shader!("gru", "subgroup")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {
