@@ -276,27 +276,30 @@ fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     var acc13: Row16;
     var acc14: Row16;
     var acc15: Row16;
+    // Every thread stays to the end of the k loop (matmul_rows_subgroup.wgsl shares A's loads).
+    let lane = lane_index();
     for (var k = 0u; k < p.k; k += 4u) {
         let b0 = b_quad4(k, col0);
         let b1 = b_quad4(k, col0 + 4u);
         let b2 = b_quad4(k, col0 + 8u);
         let b3 = b_quad4(k, col0 + 12u);
-        var q = a_quad4(row0, k);
+        let a = a_block(row0, lane, k);
+        var q = a[0];
         acc0 = fma_row(acc0, q.r0, b0, b1, b2, b3);
         acc1 = fma_row(acc1, q.r1, b0, b1, b2, b3);
         acc2 = fma_row(acc2, q.r2, b0, b1, b2, b3);
         acc3 = fma_row(acc3, q.r3, b0, b1, b2, b3);
-        q = a_quad4(row0 + 4u, k);
+        q = a[1];
         acc4 = fma_row(acc4, q.r0, b0, b1, b2, b3);
         acc5 = fma_row(acc5, q.r1, b0, b1, b2, b3);
         acc6 = fma_row(acc6, q.r2, b0, b1, b2, b3);
         acc7 = fma_row(acc7, q.r3, b0, b1, b2, b3);
-        q = a_quad4(row0 + 8u, k);
+        q = a[2];
         acc8 = fma_row(acc8, q.r0, b0, b1, b2, b3);
         acc9 = fma_row(acc9, q.r1, b0, b1, b2, b3);
         acc10 = fma_row(acc10, q.r2, b0, b1, b2, b3);
         acc11 = fma_row(acc11, q.r3, b0, b1, b2, b3);
-        q = a_quad4(row0 + 12u, k);
+        q = a[3];
         acc12 = fma_row(acc12, q.r0, b0, b1, b2, b3);
         acc13 = fma_row(acc13, q.r1, b0, b1, b2, b3);
         acc14 = fma_row(acc14, q.r2, b0, b1, b2, b3);

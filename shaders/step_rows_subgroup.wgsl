@@ -4,7 +4,7 @@
 // over the SIMD lanes, even when all lanes read one address, while a broadcast is a register
 // shuffle: one load instead of eight. Needs subgroups of at least 8 lanes, every lane taking part
 // (the kernels keep all threads to the end of the sums), and all lanes of a subgroup sharing the
-// batch rows (a workgroup is one row group). src/gpu/context.rs::StepRows picks this variant.
+// batch rows (a workgroup is one row group). src/gpu/context.rs::SharedRows picks this variant.
 
 // The row this lane loads for the subgroup: lane i (counted among the active lanes, all of them
 // here) takes row i; lanes past 8 repeat the last.

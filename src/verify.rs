@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::cpu::kernels as cpu;
 use crate::error::Result;
 use crate::gpu::kernels as gk;
-use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program, StepRows};
+use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program, SharedRows};
 use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
 use crate::rng::Rng;
 use crate::train::optim::{Adagrad, Adam, Sgd};
@@ -112,8 +112,14 @@ fn run(prog: Program) -> Result<()> {
     prog.run()
 }
 
-/// Matmul at `(m, n, k)` with the given transposes and variant.
-pub fn check_matmul(ctx: &Arc<GpuContext>, p: Matmul, variant: MatmulVariant, seed: u64) -> Result<Check> {
+/// Matmul at `(m, n, k)` with the given transposes and variants.
+pub fn check_matmul(
+    ctx: &Arc<GpuContext>,
+    p: Matmul,
+    variant: MatmulVariant,
+    rows: SharedRows,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = Rng::seed_from_u64(seed);
     let a = rng.uniform_vec(p.m * p.k, -1.0, 1.0);
     let b = rng.uniform_vec(p.k * p.n, -1.0, 1.0);
@@ -124,17 +130,19 @@ pub fn check_matmul(ctx: &Arc<GpuContext>, p: Matmul, variant: MatmulVariant, se
     let gb = ctx.upload("B", &[b.len()], &b)?;
     let gc = if p.accumulate { ctx.upload("C", &[c0.len()], &c0)? } else { poison(ctx, "C", c0.len())? };
     let mut prog = Program::new(ctx);
+    prog.set_shared_rows(rows)?;
     gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant)?;
     run(prog)?;
     let got = ctx.download(&gc)?;
     let plan = gk::MatmulPlan::new(&p, variant);
     let name = format!(
-        "{}{}{}{}{}",
+        "{}{}{}{}{}{}",
         plan.entry,
         if p.trans_a { "_ta" } else { "" },
         if p.trans_b { "_tb" } else { "" },
         if plan.trans_c { "_as_ct" } else { "" },
-        if p.accumulate { "_acc" } else { "" }
+        if p.accumulate { "_acc" } else { "" },
+        if rows == SharedRows::Subgroup { " subgroup" } else { "" }
     );
     Ok(compare(&name, format!("{}x{}x{}", p.m, p.n, p.k), &got, &c, Tolerance::accumulation(p.k)))
 }
@@ -525,7 +533,9 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
                 p.trans_a = ta;
                 p.trans_b = tb;
                 p.accumulate = (m + n) % 2 == 1;
-                out.push(check_matmul(ctx, p, variant, next())?);
+                for rows in shared_rows_variants(ctx) {
+                    out.push(check_matmul(ctx, p, variant, rows, next())?);
+                }
             }
         }
     }
@@ -568,7 +578,7 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
     for cell in ALL_CELLS {
         for &(t, b, h) in &STEP_SHAPES {
             for reverse in [false, true] {
-                for rows in step_rows_variants(ctx) {
+                for rows in shared_rows_variants(ctx) {
                     out.extend(check_steps(ctx, cell, t, b, h, reverse, rows, next())?);
                 }
             }
@@ -596,7 +606,7 @@ pub fn check_steps(
     batch: usize,
     hidden: usize,
     reverse: bool,
-    rows: StepRows,
+    rows: SharedRows,
     seed: u64,
 ) -> Result<Vec<Check>> {
     use crate::ops::{Cell, Step, StepMode};
@@ -657,7 +667,7 @@ pub fn check_steps(
     let time = |s: usize| if reverse { t_len - 1 - s } else { s };
     let slots = |t: usize| if reverse { (t + 1, t) } else { (t, t + 1) };
     let mut prog = Program::new(ctx);
-    prog.set_step_rows(rows)?;
+    prog.set_shared_rows(rows)?;
     for s in 0..t_len {
         let t = time(s);
         let (in_slot, out_slot) = slots(t);
@@ -732,7 +742,7 @@ pub fn check_steps(
     let shape = format!(
         "T{t_len} B{b} H{h}{}{}",
         if reverse { " reverse" } else { "" },
-        if rows == StepRows::Subgroup { " subgroup" } else { "" }
+        if rows == SharedRows::Subgroup { " subgroup" } else { "" }
     );
     let tol = Tolerance::accumulation(gh);
     // Compare only the slots the sequence wrote (the others stay poisoned on both sides).
@@ -795,11 +805,12 @@ pub fn check_steps(
     Ok(out)
 }
 
-/// The step kernels' variants this context can run: both where it has subgroups.
-pub fn step_rows_variants(ctx: &GpuContext) -> Vec<StepRows> {
-    let mut v = vec![StepRows::Loads];
-    if ctx.step_rows() == StepRows::Subgroup {
-        v.push(StepRows::Subgroup);
+/// The shared-row variants this context can run (matmul, step kernels): both where it has
+/// subgroups.
+pub fn shared_rows_variants(ctx: &GpuContext) -> Vec<SharedRows> {
+    let mut v = vec![SharedRows::Loads];
+    if ctx.shared_rows() == SharedRows::Subgroup {
+        v.push(SharedRows::Subgroup);
     }
     v
 }

@@ -23,8 +23,10 @@ fn matmul_matches_cpu_for_every_variant_transpose_and_shape() {
                     p.trans_a = ta;
                     p.trans_b = tb;
                     p.accumulate = acc;
-                    seed += 1;
-                    checks.push(verify::check_matmul(&ctx, p, variant, seed).unwrap());
+                    for rows in verify::shared_rows_variants(&ctx) {
+                        seed += 1;
+                        checks.push(verify::check_matmul(&ctx, p, variant, rows, seed).unwrap());
+                    }
                 }
             }
         }
@@ -143,8 +145,10 @@ fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
     for cell in verify::ALL_CELLS {
         for &(t, b, h) in &verify::STEP_SHAPES {
             for reverse in [false, true] {
-                for rows in verify::step_rows_variants(&ctx) {
-                    checks.extend(verify::check_steps(&ctx, cell, t, b, h, reverse, rows, (t * b * h) as u64).unwrap());
+                for rows in verify::shared_rows_variants(&ctx) {
+                    checks.extend(
+                        verify::check_steps(&ctx, cell, t, b, h, reverse, rows, (t * b * h) as u64).unwrap(),
+                    );
                 }
             }
         }

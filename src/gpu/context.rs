@@ -38,26 +38,29 @@ impl MatmulVariant {
     }
 }
 
-/// How the fused step kernels read the batch rows that all threads of a workgroup share
-/// (shaders/step_rows_*.wgsl). Both variants pass the same checks; the context picks `Subgroup`
-/// where the adapter offers subgroup operations on at least 8 lanes.
+/// How the matmul and the fused step kernels read the rows that all threads of a workgroup share
+/// (A in the matmul, h or the gate gradients in the steps; shaders/*_rows_*.wgsl). Both variants
+/// pass the same checks; the context picks `Subgroup` where the adapter offers subgroup
+/// operations on at least 8 lanes.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StepRows {
-    /// Every thread loads the 8 rows itself.
+pub enum SharedRows {
+    /// Every thread loads the rows itself.
     Loads,
     /// Lane i loads row i and `subgroupBroadcast` hands it to the others: one load where
     /// lavapipe would otherwise loop over the SIMD lanes eight times.
     Subgroup,
 }
 
-impl StepRows {
-    /// The shader family of a cell's step kernels (`"lstm"`, `"gru"`, `"rnn"`) in this variant.
-    pub(crate) fn family(self, cell: &'static str) -> &'static str {
-        match (self, cell) {
-            (StepRows::Loads, c) => c,
-            (StepRows::Subgroup, "lstm") => "lstm_subgroup",
-            (StepRows::Subgroup, "gru") => "gru_subgroup",
-            (StepRows::Subgroup, _) => "rnn_subgroup",
+impl SharedRows {
+    /// The shader family of `base` (`"matmul"`, `"lstm"`, `"gru"`, `"rnn"`) in this variant.
+    pub(crate) fn family(self, base: &'static str) -> &'static str {
+        match (self, base) {
+            (SharedRows::Loads, b) => b,
+            (SharedRows::Subgroup, "matmul") => "matmul_subgroup",
+            (SharedRows::Subgroup, "lstm") => "lstm_subgroup",
+            (SharedRows::Subgroup, "gru") => "gru_subgroup",
+            (SharedRows::Subgroup, "rnn") => "rnn_subgroup",
+            (SharedRows::Subgroup, b) => b,
         }
     }
 }
@@ -111,7 +114,7 @@ pub struct GpuContext {
     limits: wgpu::Limits,
     timestamps: bool,
     matmul_variant: MatmulVariant,
-    step_rows: StepRows,
+    shared_rows: SharedRows,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -212,7 +215,7 @@ impl GpuContext {
         let wanted = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-        // The subgroup step kernels broadcast from lanes 0 to 7.
+        // The subgroup variants broadcast from lanes 0 to 7.
         let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
         let mut features = adapter.features() & wanted;
         if subgroups {
@@ -257,7 +260,7 @@ impl GpuContext {
             limits,
             timestamps: features.contains(wanted),
             matmul_variant,
-            step_rows: if subgroups { StepRows::Subgroup } else { StepRows::Loads },
+            shared_rows: if subgroups { SharedRows::Subgroup } else { SharedRows::Loads },
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
@@ -284,9 +287,9 @@ impl GpuContext {
     }
 
     /// The step kernels' variant this context uses (programs may pick another, see
-    /// [`crate::gpu::Program::set_step_rows`]).
-    pub fn step_rows(&self) -> StepRows {
-        self.step_rows
+    /// [`crate::gpu::Program::set_shared_rows`]).
+    pub fn shared_rows(&self) -> SharedRows {
+        self.shared_rows
     }
 
     /// A one-line description: name, backend, device type.

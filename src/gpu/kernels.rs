@@ -88,7 +88,7 @@ pub fn matmul_variant(
         ));
     }
     prog.dispatch(
-        "matmul",
+        prog.shared_rows().family("matmul"),
         plan.entry,
         &plan.constants(),
         &args,
@@ -827,7 +827,7 @@ pub fn lstm_step_forward(
     c.per_step("xw", xw, 4 * h, s.t)?;
     c.at_least("bias", bias, s.bias_hh + 4 * h)?;
     prog.dispatch_textured(
-        prog.step_rows().family("lstm"),
+        prog.shared_rows().family("lstm"),
         "lstm_step_forward",
         &[("VEC4", c.vec4())],
         &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
@@ -859,7 +859,7 @@ pub fn lstm_step_backward(
     c.per_step("dg", dg, 4 * h, c.last_t())?;
     need(c.op, "carry", carry, 2 * b * h)?;
     prog.dispatch_textured(
-        prog.step_rows().family("lstm"),
+        prog.shared_rows().family("lstm"),
         "lstm_step_backward",
         &[("VEC4", c.vec4())],
         &[(2, cells), (3, gates), (8, lengths), (9, dy), (10, dg), (12, carry)],
@@ -891,7 +891,7 @@ pub fn gru_step_forward(
     c.per_step("xw", xw, 3 * h, s.t)?;
     c.at_least("bias", bias, s.bias_hh + 3 * h)?;
     prog.dispatch_textured(
-        prog.step_rows().family("gru"),
+        prog.shared_rows().family("gru"),
         "gru_step_forward",
         &[("VEC4", c.vec4())],
         &[(1, states), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
@@ -924,7 +924,7 @@ pub fn gru_step_backward(
     c.per_step("dgh", dgh, 3 * h, c.last_t())?;
     need(c.op, "carry", carry, 2 * b * h)?;
     prog.dispatch_textured(
-        prog.step_rows().family("gru"),
+        prog.shared_rows().family("gru"),
         "gru_step_backward",
         &[("VEC4", c.vec4())],
         &[(1, states), (3, gates), (8, lengths), (9, dy), (10, dgh), (11, dgx), (12, carry)],
@@ -954,7 +954,7 @@ pub fn rnn_step_forward(
     c.per_step("xw", xw, s.hidden, s.t)?;
     c.at_least("bias", bias, s.bias_hh + s.hidden)?;
     prog.dispatch_textured(
-        prog.step_rows().family("rnn"),
+        prog.shared_rows().family("rnn"),
         "rnn_step_forward",
         &[("VEC4", c.vec4()), ("RELU", relu as u64)],
         &[(1, states), (4, y), (5, xw), (7, bias), (8, lengths)],
@@ -983,7 +983,7 @@ pub fn rnn_step_backward(
     c.per_step("dg", dg, s.hidden, c.last_t())?;
     need(c.op, "carry", carry, 2 * s.batch * s.hidden)?;
     prog.dispatch_textured(
-        prog.step_rows().family("rnn"),
+        prog.shared_rows().family("rnn"),
         "rnn_step_backward",
         &[("VEC4", c.vec4()), ("RELU", relu as u64)],
         &[(1, states), (8, lengths), (9, dy), (10, dg), (12, carry)],

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use bytemuck::Pod;
 
-use super::context::{GpuContext, Pipeline, StepRows};
+use super::context::{GpuContext, Pipeline, SharedRows};
 use super::tensor::{GpuTensor, whole_vec4s};
 use crate::error::{Error, Result};
 
@@ -53,7 +53,7 @@ pub struct Program {
     param_chunks: Vec<wgpu::Buffer>,
     param_used: u64,
     textures: Vec<WeightTexture>,
-    step_rows: StepRows,
+    shared_rows: SharedRows,
 }
 
 /// Whether two views share bytes of one buffer.
@@ -110,7 +110,7 @@ impl Program {
             param_chunks: Vec::new(),
             param_used: PARAM_CHUNK,
             textures: Vec::new(),
-            step_rows: ctx.step_rows(),
+            shared_rows: ctx.shared_rows(),
         }
     }
 
@@ -119,20 +119,20 @@ impl Program {
     }
 
     /// The variant of the step kernels this program records: the context's unless set.
-    pub fn step_rows(&self) -> StepRows {
-        self.step_rows
+    pub fn shared_rows(&self) -> SharedRows {
+        self.shared_rows
     }
 
     /// Records the step kernels in `rows` from now on (verify checks both where it can). The
     /// subgroup variant needs a context that chose it.
-    pub fn set_step_rows(&mut self, rows: StepRows) -> Result<()> {
-        if rows == StepRows::Subgroup && self.ctx.step_rows() != StepRows::Subgroup {
+    pub fn set_shared_rows(&mut self, rows: SharedRows) -> Result<()> {
+        if rows == SharedRows::Subgroup && self.ctx.shared_rows() != SharedRows::Subgroup {
             return Err(Error::invalid(
-                "Program::set_step_rows",
+                "Program::set_shared_rows",
                 "this adapter has no subgroup operations on 8 or more lanes",
             ));
         }
-        self.step_rows = rows;
+        self.shared_rows = rows;
         Ok(())
     }
 

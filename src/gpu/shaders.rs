@@ -1,8 +1,8 @@
 //! The WGSL sources, compiled into the binary. Each file under shaders/ is one kernel family;
 //! shaders/common.wgsl (indexing, finiteness, stable activations) is prepended to every one, and
-//! shaders/step_common.wgsl (layout and loads of the fused steps) and one of the two ways of
-//! reading the shared batch rows (shaders/step_rows_*.wgsl, src/gpu/context.rs::StepRows) to the
-//! three cell files.
+//! shaders/step_common.wgsl (layout and loads of the fused steps) to the three cell files. The
+//! matmul and the cells come in two variants, one per way of reading the rows a workgroup shares
+//! (shaders/matmul_rows_*.wgsl, shaders/step_rows_*.wgsl; src/gpu/context.rs::SharedRows).
 
 macro_rules! step_shader {
     ($file:literal, $rows:literal) => {
@@ -14,6 +14,18 @@ macro_rules! step_shader {
             include_str!(concat!("../../shaders/step_rows_", $rows, ".wgsl")),
             "\n",
             include_str!(concat!("../../shaders/", $file, ".wgsl"))
+        )
+    };
+}
+
+macro_rules! matmul_shader {
+    ($rows:literal) => {
+        concat!(
+            include_str!("../../shaders/common.wgsl"),
+            "\n",
+            include_str!("../../shaders/matmul.wgsl"),
+            "\n",
+            include_str!(concat!("../../shaders/matmul_rows_", $rows, ".wgsl"))
         )
     };
 }
@@ -30,7 +42,8 @@ macro_rules! shader {
 
 /// Every kernel family, by file name (without `.wgsl`).
 pub const FAMILIES: &[(&str, &str)] = &[
-    ("matmul", shader!("matmul")),
+    ("matmul", matmul_shader!("loads")),
+    ("matmul_subgroup", matmul_shader!("subgroup")),
     ("activation", shader!("activation")),
     ("blas", shader!("blas")),
     ("reduce", shader!("reduce")),
