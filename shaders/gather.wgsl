@@ -6,6 +6,9 @@
 //   scatter_add: the gradient of gather, without atomics: one thread per (table row v, j) sums,
 //                in order, the rows of dout that read v. The host lists them (CSR: `starts`
 //                (V + 1) into `rows`), as it already holds the indices it uploads.
+//   gather4:     the same for widths that are a multiple of 4, 4 columns per thread: one index
+//                load and one vec4 store for 4 values (lavapipe loops over the SIMD lanes once
+//                per access), and a vec4 load where the table's layout is contiguous.
 
 struct Params {
     n: u32,          // gather: rows of out; scatter_add: rows of the table (V)
@@ -41,4 +44,24 @@ fn scatter_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
         s += src[rows[q] * p.width + j];
     }
     out[v * p.idx_stride + j * p.col_stride] += s;
+}
+
+@group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>; // gather4: out
+@group(0) @binding(6) var<storage, read> src4: array<vec4<f32>>;       // gather4: table
+
+@compute @workgroup_size(256)
+fn gather4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = linear_id(gid, nwg);
+    let w4 = p.width / 4u;
+    if e >= p.n * w4 { return; }
+    let i = e / w4;
+    let j = (e % w4) * 4u;
+    let base = idx[i] * p.idx_stride + j * p.col_stride;
+    if p.col_stride == 1u && p.idx_stride % 4u == 0u {
+        out4[e] = src4[base / 4u];
+        return;
+    }
+    let s = p.col_stride;
+    out4[e] = vec4<f32>(src4[base / 4u][base % 4u], src4[(base + s) / 4u][(base + s) % 4u],
+                        src4[(base + 2u * s) / 4u][(base + 2u * s) % 4u], src4[(base + 3u * s) / 4u][(base + 3u * s) % 4u]);
 }

@@ -567,7 +567,8 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
         }
         out.extend(check_optimizer(ctx, opt, 100, false, next())?);
     }
-    for &(n, width, vocab) in &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257)] {
+    // Widths that are a multiple of 4 take gather4.
+    for &(n, width, vocab) in &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257), (9, 4, 2), (64, 12, 5)] {
         for columns in [false, true] {
             out.extend(check_gather(ctx, n, width, vocab, columns, next())?);
         }

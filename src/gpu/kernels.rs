@@ -615,6 +615,10 @@ pub fn gather(
     let params = gather_params("gather", p)?;
     need("gather", "out", out, p.n * p.width)?;
     need("gather", "idx", idx, p.n)?;
+    if p.width % 4 == 0 {
+        let groups = groups_1d(prog.ctx(), p.n * p.width / 4, WG);
+        return prog.dispatch("gather", "gather4", &[], &[(5, out), (6, table), (3, idx)], &params, groups);
+    }
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
     prog.dispatch("gather", "gather", &[], &[(1, out), (2, table), (3, idx)], &params, groups)
 }
