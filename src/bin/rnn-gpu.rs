@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use rnn_gpu::data::TextCorpus;
-use rnn_gpu::gpu::{GpuContext, MatmulVariant, list_adapters};
+use rnn_gpu::gpu::{GpuContext, MatmulVariant, SharedRows, list_adapters};
 use rnn_gpu::train::text::{Progress, TextTrainConfig, train_text};
 use rnn_gpu::{Cell, Clip, Device, Optimizer, Sampling, verify};
 
@@ -285,7 +285,12 @@ fn info() -> rnn_gpu::Result<ExitCode> {
     };
     println!("kernel variants:");
     println!("  matmul: {} ({why})", variant.name());
-    println!("  recurrent steps: fused per step, 8 batch rows per thread");
+    let rows = match ctx.shared_rows() {
+        SharedRows::Subgroup => "lane i loads row i, subgroupBroadcast shares it (subgroups of 8+ lanes)",
+        SharedRows::Loads => "every thread loads them (no subgroups of 8+ lanes)",
+    };
+    println!("  rows shared by a workgroup (matmul A, step h and gate gradients): {rows}");
+    println!("  recurrent steps: fused per step, 8 batch rows per thread, W_hh read through a texture");
     Ok(ExitCode::SUCCESS)
 }
 
