@@ -7,7 +7,7 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rnn_gpu::cpu::kernels as cpu;
 use rnn_gpu::gpu::kernels as gk;
-use rnn_gpu::gpu::{GpuContext, MatmulVariant, Program, SharedRows};
+use rnn_gpu::gpu::{GpuContext, Program, SharedRows};
 use rnn_gpu::ops::Matmul;
 use rnn_gpu::rng::Rng;
 use rnn_gpu::verify;
@@ -52,25 +52,23 @@ fn bench(c: &mut Criterion) {
         let ga = ctx.upload("A", &[a.len()], &a).unwrap();
         let gb = ctx.upload("B", &[b.len()], &b).unwrap();
         let gc = ctx.alloc("C", &[p.m * p.n]).unwrap();
-        for variant in MatmulVariant::ALL {
-            for rows in verify::shared_rows_variants(&ctx) {
-                // Check before timing: refuse to time a kernel that disagrees with its twin.
-                let check = verify::check_matmul(&ctx, p, variant, rows, 7).unwrap();
-                assert!(check.pass(), "refusing to time a wrong kernel: {check}");
-                let mut prog = Program::new(&ctx);
-                prog.set_shared_rows(rows).unwrap();
-                gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant).unwrap();
-                let id = match rows {
-                    SharedRows::Loads => format!("gpu_{}", variant.name()),
-                    SharedRows::Subgroup => format!("gpu_{}_subgroup", variant.name()),
-                };
-                group.bench_function(BenchmarkId::new(id, &name), |bencher| {
-                    bencher.iter(|| {
-                        prog.run().unwrap();
-                        ctx.download(&gc.view(0, &[1]).unwrap()).unwrap()
-                    })
-                });
-            }
+        for (variant, rows) in verify::matmul_variants(&ctx) {
+            // Check before timing: refuse to time a kernel that disagrees with its twin.
+            let check = verify::check_matmul(&ctx, p, variant, rows, 7).unwrap();
+            assert!(check.pass(), "refusing to time a wrong kernel: {check}");
+            let mut prog = Program::new(&ctx);
+            prog.set_shared_rows(rows).unwrap();
+            gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant).unwrap();
+            let id = match rows {
+                SharedRows::Loads => format!("gpu_{}", variant.name()),
+                SharedRows::Subgroup => format!("gpu_{}_subgroup", variant.name()),
+            };
+            group.bench_function(BenchmarkId::new(id, &name), |bencher| {
+                bencher.iter(|| {
+                    prog.run().unwrap();
+                    ctx.download(&gc.view(0, &[1]).unwrap()).unwrap()
+                })
+            });
         }
         let mut cbuf = vec![0.0f32; p.m * p.n];
         group.bench_function(BenchmarkId::new("cpu", &name), |bencher| {

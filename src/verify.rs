@@ -526,16 +526,14 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
         seed += 1;
         seed
     };
-    for variant in MatmulVariant::ALL {
+    for (variant, rows) in matmul_variants(ctx) {
         for &(m, n, k) in &MATMUL_SHAPES {
             for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
                 let mut p = Matmul::new(m, n, k);
                 p.trans_a = ta;
                 p.trans_b = tb;
                 p.accumulate = (m + n) % 2 == 1;
-                for rows in shared_rows_variants(ctx) {
-                    out.push(check_matmul(ctx, p, variant, rows, next())?);
-                }
+                out.push(check_matmul(ctx, p, variant, rows, next())?);
             }
         }
     }
@@ -804,6 +802,17 @@ pub fn check_steps(
         ));
     }
     Ok(out)
+}
+
+/// Every distinct matmul this context can run: each tiling, and the register tiling's second way
+/// of reading A where the adapter has subgroups (the shared-memory tiling reads A the same way in
+/// both).
+pub fn matmul_variants(ctx: &GpuContext) -> Vec<(MatmulVariant, SharedRows)> {
+    let mut v: Vec<_> = MatmulVariant::ALL.iter().map(|&m| (m, SharedRows::Loads)).collect();
+    if ctx.shared_rows() == SharedRows::Subgroup {
+        v.push((MatmulVariant::Register, SharedRows::Subgroup));
+    }
+    v
 }
 
 /// The shared-row variants this context can run (matmul, step kernels): both where it has

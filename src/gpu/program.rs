@@ -118,13 +118,14 @@ impl Program {
         &self.ctx
     }
 
-    /// The variant of the step kernels this program records: the context's unless set.
+    /// How this program's matmul and step kernels read the rows a workgroup shares: the
+    /// context's choice unless set.
     pub fn shared_rows(&self) -> SharedRows {
         self.shared_rows
     }
 
-    /// Records the step kernels in `rows` from now on (verify checks both where it can). The
-    /// subgroup variant needs a context that chose it.
+    /// Records the matmul and step kernels in `rows` from now on (verify checks both where it
+    /// can). The subgroup variant needs a context that chose it.
     pub fn set_shared_rows(&mut self, rows: SharedRows) -> Result<()> {
         if rows == SharedRows::Subgroup && self.ctx.shared_rows() != SharedRows::Subgroup {
             return Err(Error::invalid(
