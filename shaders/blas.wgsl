@@ -46,9 +46,13 @@ fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgrou
     y[i] += x[i % p.cols];
 }
 
-@compute @workgroup_size(256)
+// 32 threads a workgroup: a bias has few columns (768 for a GRU of 256 units) and lavapipe runs
+// each workgroup on one core, so 256-thread workgroups would leave cores idle.
+const BIAS_GRAD_WG: u32 = 32u; // must match src/gpu/kernels.rs::BIAS_GRAD_WG
+
+@compute @workgroup_size(32)
 fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let j = linear_id(gid, nwg);
+    let j = gid.x + gid.y * nwg.x * BIAS_GRAD_WG;
     if j >= p.cols { return; }
     var s = 0.0;
     for (var r = 0u; r < p.rows; r++) {

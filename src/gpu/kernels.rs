@@ -301,8 +301,12 @@ pub fn bias_grad(prog: &mut Program, db: &GpuTensor, dy: &GpuTensor, rows: usize
         rows: to_u32("bias_grad", "rows", rows)?,
         alpha: 0.0,
     };
-    blas(prog, "bias_grad", db, Some(dy), p, cols)
+    let groups = groups_1d(prog.ctx(), cols, BIAS_GRAD_WG);
+    prog.dispatch("blas", "bias_grad", &[], &[(1, db), (2, dy)], &p, groups)
 }
+
+/// Threads per workgroup of `bias_grad`; must match shaders/blas.wgsl::BIAS_GRAD_WG.
+const BIAS_GRAD_WG: usize = 32;
 
 // ---------------------------------------------------------------------------------------------
 // reduce.wgsl
