@@ -82,9 +82,10 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
 
 // ---- matmul_register and matmul_register_vec4 ------------------------------------------------
 // A workgroup of 16 threads owns 8 rows of C (16 in the vec4 entry); each thread owns a
-// contiguous 8x16 (16x16) block. The rows depend on the workgroup alone, so lavapipe loads A
-// once for all its SIMD lanes; only B varies across lanes. The k loop advances 4 at a time: every
-// step reads an 8x4 (16x4) block of A and a 4x16 block of B and does 512 (1024) multiply-adds.
+// contiguous 8x16 (16x16) block. The rows of A depend on the workgroup alone (the vec4 entry
+// reads them through a_block, shared by subgroup where it can: matmul_rows_*.wgsl); only B varies
+// across lanes. The k loop advances 4 at a time: every step reads an 8x4 (16x4) block of A and a
+// 4x16 block of B and does 512 (1024) multiply-adds.
 // The vec4 entry point reads B 4 floats per load; it needs B's contiguous dimension to be a
 // multiple of 4 (see src/gpu/kernels.rs::register_vec4_fits, and A_VEC4 below for A); the scalar
 // one takes any shape.
@@ -204,9 +205,9 @@ fn matmul_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
 }
 
 // matmul_register_vec4 reads B, the operand that varies across SIMD lanes, 4 floats at a time;
-// that needs B's contiguous dimension to be a multiple of 4. A is the same for every lane (its
-// loads are scalar broadcasts on lavapipe); A_VEC4 reads it as vec4s too when its contiguous
-// dimension allows, and as scalars otherwise. K_TAIL (K not a multiple of 4): the loads that
+// that needs B's contiguous dimension to be a multiple of 4. A is the same for every lane of a
+// workgroup (a_block reads it); A_VEC4 reads it as vec4s too when its contiguous dimension
+// allows, and as scalars otherwise. K_TAIL (K not a multiple of 4): the loads that
 // cover 4 values of k read zero past K.
 override A_VEC4: bool = true;
 override K_TAIL: bool = false;

@@ -16,11 +16,11 @@
 // untouched: their gate gradients are zero.
 //
 // Thread mapping, chosen for lavapipe and sound on GPUs: a thread owns ROWS batch rows, which
-// depend on the workgroup alone (loads of h and of the gate gradients are uniform across SIMD
-// lanes), and 16 rows (forward) or 16 columns (backward) of W_hh, which vary across lanes (read
-// from W_hh's texture copy, see below). Each step of 4 along the shared dimension then reads 16 vec4s of W_hh and 8
-// uniform vec4s, and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled
-// matmul does. Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM; the GRU has 3 gates,
+// depend on the workgroup alone (their h and gate gradients are read by state_rows and dgr_rows,
+// shared by subgroup where the adapter allows: step_rows_*.wgsl), and 16 rows (forward) or 16
+// columns (backward) of W_hh, which vary across lanes (read from W_hh's texture copy, see below).
+// Each step of 4 along the shared dimension then reads 16 texels of W_hh and the 8 rows' vec4s,
+// and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled matmul does. Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM; the GRU has 3 gates,
 // 12 rows) or 16 units (RNN).
 // The gate arithmetic that follows runs on 4 units at a time as vec4s, so that each of its loads
 // and stores (gates, cells, states, y, ...) is one vec4 access rather than four: on lavapipe the
@@ -54,7 +54,7 @@ override VEC4: bool = true;
 
 // Every buffer is bound as whole vec4s (src/gpu/tensor.rs::GpuTensor::binding rounds the binding
 // up), so that with VEC4 a load or store of 4 consecutive units is one vec4 access; lavapipe
-// pays per SIMD lane and per access for every address that varies across lanes.
+// loops over the SIMD lanes once per storage access, whatever its width (benches/loads.rs).
 @group(0) @binding(0) var<storage, read> p: StepParams;
 @group(0) @binding(1) var<storage, read_write> states: array<vec4<f32>>; // see the layout above
 @group(0) @binding(3) var<storage, read_write> gates: array<vec4<f32>>; // (T, B, 4H): LSTM i, f, g, o; GRU r, z, n, hn

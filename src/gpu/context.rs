@@ -52,7 +52,8 @@ pub enum SharedRows {
 }
 
 impl SharedRows {
-    /// The shader family of `base` (`"matmul"`, `"lstm"`, `"gru"`, `"rnn"`) in this variant.
+    /// The shader family of `base` in this variant: `"matmul"`, `"lstm"`, `"gru"` and `"rnn"` have
+    /// a subgroup family; any other family reads no shared rows and is its own.
     pub(crate) fn family(self, base: &'static str) -> &'static str {
         match (self, base) {
             (SharedRows::Loads, b) => b,
@@ -286,8 +287,8 @@ impl GpuContext {
         self.matmul_variant
     }
 
-    /// The step kernels' variant this context uses (programs may pick another, see
-    /// [`crate::gpu::Program::set_shared_rows`]).
+    /// How this context's matmul and step kernels read the rows a workgroup shares (programs may
+    /// pick the other variant, see [`crate::gpu::Program::set_shared_rows`]).
     pub fn shared_rows(&self) -> SharedRows {
         self.shared_rows
     }

@@ -26,7 +26,7 @@ const PARAM_SLOT: u64 = 256;
 
 /// Texels (4 floats each) per row of a weight texture; must match
 /// shaders/step_common.wgsl::W_TEXELS_PER_ROW.
-pub(crate) const TEXELS_PER_ROW: u32 = 4096;
+const TEXELS_PER_ROW: u32 = 4096;
 
 enum Command {
     Dispatch { pipeline: Arc<Pipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
