@@ -24,8 +24,8 @@ fn st_dgx(i: u32, v: vec4<f32>, n: u32) {
     }
 }
 
-// Forward: a thread owns 4 units (their 12 gate rows) of 8 batch rows; the gate arithmetic runs
-// on the 4 units as one vec4.
+// Forward: a thread owns 4 units (their 12 gate rows) of 8 batch rows; the gate arithmetic
+// runs on the 4 units as one vec4.
 @compute @workgroup_size(16, 1)
 fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
@@ -39,94 +39,114 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     }
     let n = units_from(j0);
     let bh = p.bias_hh;
-    let br = ld_bias(j0, n) + ld_bias(bh + j0, n);
-    let bz = ld_bias(H + j0, n) + ld_bias(bh + H + j0, n);
-    let bn_in = ld_bias(2u * H + j0, n);
-    let bn_hid = ld_bias(bh + 2u * H + j0, n);
-    for (var r = 0u; r < ROWS; r++) {
-        let b = b0 + r;
-        if b >= p.batch {
-            break;
-        }
-        let xrow = (p.t * p.batch + b) * 3u * H + j0;
-        let grow = (p.t * p.batch + b) * 4u * H + j0;
-        // Column q of acc[r] is gate q of the 4 units (column 3 is unused).
-        let s = acc[r];
-        let rg = sigmoid4(ld_xw(xrow, n) + s[0] + br);
-        let z = sigmoid4(ld_xw(xrow + H, n) + s[1] + bz);
-        let hn = s[2] + bn_hid;
-        let nn = tanh_stable4(ld_xw(xrow + 2u * H, n) + bn_in + rg * hn);
-        var h = ld_states(slot_row(p.in_slot, b) + j0, n);
-        var out = vec4<f32>();
-        if valid(b) {
-            h = (1.0 - z) * nn + z * h;
-            out = h;
-        }
-        st_states(slot_row(p.out_slot, b) + j0, h, n);
-        st_gates(grow, rg, n);
-        st_gates(grow + H, z, n);
-        st_gates(grow + 2u * H, nn, n);
-        st_gates(grow + 3u * H, hn, n);
-        st_y(out_index(b, j0), out, n);
+    // Columns: b_ir + b_hr, b_iz + b_hz, b_in, b_hn for the 4 units (n's biases stay apart).
+    let bias = mat4x4<f32>(ld_bias(j0, n) + ld_bias(bh + j0, n), ld_bias(H + j0, n) + ld_bias(bh + H + j0, n),
+                           ld_bias(2u * H + j0, n), ld_bias(bh + 2u * H + j0, n));
+    // One call per row, each with a constant index: see step_common.wgsl on why not a loop.
+    forward_row(b0, j0, bias, acc[0]);
+    forward_row(b0 + 1u, j0, bias, acc[1]);
+    forward_row(b0 + 2u, j0, bias, acc[2]);
+    forward_row(b0 + 3u, j0, bias, acc[3]);
+    forward_row(b0 + 4u, j0, bias, acc[4]);
+    forward_row(b0 + 5u, j0, bias, acc[5]);
+    forward_row(b0 + 6u, j0, bias, acc[6]);
+    forward_row(b0 + 7u, j0, bias, acc[7]);
+}
+
+// Units j0 .. j0 + 4 of batch row b; column q of s is gate q's recurrent sum (column 3 unused).
+fn forward_row(b: u32, j0: u32, bias: mat4x4<f32>, s: mat4x4<f32>) {
+    if b >= p.batch {
+        return;
     }
+    let H = p.hidden;
+    let n = units_from(j0);
+    let xrow = (p.t * p.batch + b) * 3u * H + j0;
+    let grow = (p.t * p.batch + b) * 4u * H + j0;
+    let rg = sigmoid4(ld_xw(xrow, n) + s[0] + bias[0]);
+    let z = sigmoid4(ld_xw(xrow + H, n) + s[1] + bias[1]);
+    let hn = s[2] + bias[3];
+    let nn = tanh_stable4(ld_xw(xrow + 2u * H, n) + bias[2] + rg * hn);
+    var h = ld_states(slot_row(p.in_slot, b) + j0, n);
+    var out = vec4<f32>();
+    if valid(b) {
+        h = (1.0 - z) * nn + z * h;
+        out = h;
+    }
+    st_states(slot_row(p.out_slot, b) + j0, h, n);
+    st_gates(grow, rg, n);
+    st_gates(grow + H, z, n);
+    st_gates(grow + 2u * H, nn, n);
+    st_gates(grow + 3u * H, hn, n);
+    st_y(out_index(b, j0), out, n);
 }
 
 // Backward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let H = p.hidden;
     let j0 = gid.x * 16u;
     let b0 = gid.y * ROWS;
-    let G = 3u * H;
     // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
     // those past H drop theirs.
-    let rec = recurrent_grad(j0, b0, G);
-    if j0 >= H {
+    let rec = recurrent_grad(j0, b0, 3u * p.hidden);
+    if j0 >= p.hidden {
         return;
     }
-    for (var r = 0u; r < ROWS; r++) {
-        let b = b0 + r;
-        if b >= p.batch {
-            break;
-        }
-        for (var u = 0u; u < 4u; u++) {
-            let j = j0 + 4u * u;
-            let n = units_from(j);
-            if n == 0u {
-                break;
-            }
-            let rv = rec[r][u];
-            let ci = b * H + j;
-            if p.mode == MODE_INITIAL {
-                st_carry(ci, ld_carry(ci, n) + rv, n);
-                continue;
-            }
-            let row = (p.t * p.batch + b) * G + j;
-            if !valid(b) {
-                st_carry(ci, ld_carry(ci, n) + rv, n);
-                for (var g = 0u; g < 3u; g++) {
-                    st_dgx(row + g * H, vec4<f32>(), n);
-                    st_dgr(row + g * H, vec4<f32>(), n);
-                }
-                continue;
-            }
-            let dh = rv + ld_carry(ci, n) + ld_dy(out_index(b, j), n);
-            let grow = (p.t * p.batch + b) * 4u * H + j;
-            let rg = ld_gates(grow, n);
-            let z = ld_gates(grow + H, n);
-            let nn = ld_gates(grow + 2u * H, n);
-            let hn = ld_gates(grow + 3u * H, n);
-            let h_prev = ld_states(slot_row(p.in_slot, b) + j, n);
-            let dn = dh * (1.0 - z) * (1.0 - nn * nn);
-            let dz = dh * (h_prev - nn) * z * (1.0 - z);
-            let dr = dn * hn * rg * (1.0 - rg);
-            st_dgx(row, dr, n);
-            st_dgx(row + H, dz, n);
-            st_dgx(row + 2u * H, dn, n);
-            st_dgr(row, dr, n);
-            st_dgr(row + H, dz, n);
-            st_dgr(row + 2u * H, dn * rg, n);
-            st_carry(ci, dh * z, n);
-        }
+    backward_row(b0, j0, rec[0]);
+    backward_row(b0 + 1u, j0, rec[1]);
+    backward_row(b0 + 2u, j0, rec[2]);
+    backward_row(b0 + 3u, j0, rec[3]);
+    backward_row(b0 + 4u, j0, rec[4]);
+    backward_row(b0 + 5u, j0, rec[5]);
+    backward_row(b0 + 6u, j0, rec[6]);
+    backward_row(b0 + 7u, j0, rec[7]);
+}
+
+// Units j0 .. j0 + 16 of batch row b; column u of rec is the gradient reaching units j0 + 4u ...
+// through W_hh.
+fn backward_row(b: u32, j0: u32, rec: mat4x4<f32>) {
+    if b >= p.batch {
+        return;
     }
+    for (var u = 0u; u < unit_groups(j0); u++) {
+        backward_units(b, j0 + 4u * u, rec[u]);
+    }
+}
+
+fn backward_units(b: u32, j: u32, rv: vec4<f32>) {
+    let n = units_from(j);
+    let H = p.hidden;
+    let ci = b * H + j;
+    if p.mode == MODE_INITIAL {
+        st_carry(ci, ld_carry(ci, n) + rv, n);
+        return;
+    }
+    let row = (p.t * p.batch + b) * 3u * H + j;
+    if !valid(b) {
+        // The state passed through: so does its gradient.
+        st_carry(ci, ld_carry(ci, n) + rv, n);
+        st_dgx(row, vec4<f32>(), n);
+        st_dgx(row + H, vec4<f32>(), n);
+        st_dgx(row + 2u * H, vec4<f32>(), n);
+        st_dgr(row, vec4<f32>(), n);
+        st_dgr(row + H, vec4<f32>(), n);
+        st_dgr(row + 2u * H, vec4<f32>(), n);
+        return;
+    }
+    let dh = rv + ld_carry(ci, n) + ld_dy(out_index(b, j), n);
+    let grow = (p.t * p.batch + b) * 4u * H + j;
+    let rg = ld_gates(grow, n);
+    let z = ld_gates(grow + H, n);
+    let nn = ld_gates(grow + 2u * H, n);
+    let hn = ld_gates(grow + 3u * H, n);
+    let h_prev = ld_states(slot_row(p.in_slot, b) + j, n);
+    let dn = dh * (1.0 - z) * (1.0 - nn * nn);
+    let dz = dh * (h_prev - nn) * z * (1.0 - z);
+    let dr = dn * hn * rg * (1.0 - rg);
+    st_dgx(row, dr, n);
+    st_dgx(row + H, dz, n);
+    st_dgx(row + 2u * H, dn, n);
+    st_dgr(row, dr, n);
+    st_dgr(row + H, dz, n);
+    st_dgr(row + 2u * H, dn * rg, n);
+    st_carry(ci, dh * z, n);
 }

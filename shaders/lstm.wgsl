@@ -35,8 +35,8 @@ fn st_cells(i: u32, v: vec4<f32>, n: u32) {
     }
 }
 
-// Forward: a thread owns 4 units (their 16 gate rows) of 8 batch rows; the gate arithmetic runs
-// on the 4 units as one vec4.
+// Forward: a thread owns 4 units (their 16 gate rows) of 8 batch rows; the gate arithmetic
+// runs on the 4 units as one vec4.
 @compute @workgroup_size(16, 1)
 fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let H = p.hidden;
@@ -49,100 +49,116 @@ fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
         return;
     }
     let n = units_from(j0);
-    let G = 4u * H;
     let bh = p.bias_hh;
-    let bi = ld_bias(j0, n) + ld_bias(bh + j0, n);
-    let bf = ld_bias(H + j0, n) + ld_bias(bh + H + j0, n);
-    let bg = ld_bias(2u * H + j0, n) + ld_bias(bh + 2u * H + j0, n);
-    let bo = ld_bias(3u * H + j0, n) + ld_bias(bh + 3u * H + j0, n);
-    for (var r = 0u; r < ROWS; r++) {
-        let b = b0 + r;
-        if b >= p.batch {
-            break;
-        }
-        let row = (p.t * p.batch + b) * G + j0;
-        // Column q of acc[r] is gate q of the 4 units.
-        let s = acc[r];
-        let i = sigmoid4(ld_xw(row, n) + s[0] + bi);
-        let f = sigmoid4(ld_xw(row + H, n) + s[1] + bf);
-        let g = tanh_stable4(ld_xw(row + 2u * H, n) + s[2] + bg);
-        let o = sigmoid4(ld_xw(row + 3u * H, n) + s[3] + bo);
-        let src = slot_row(p.in_slot, b) + j0;
-        var c = ld_cells(src, n);
-        var h = ld_states(src, n);
-        var out = vec4<f32>();
-        if valid(b) {
-            c = f * c + i * g;
-            h = o * tanh_stable4(c);
-            out = h;
-        }
-        let dst = slot_row(p.out_slot, b) + j0;
-        st_cells(dst, c, n);
-        st_states(dst, h, n);
-        st_gates(row, i, n);
-        st_gates(row + H, f, n);
-        st_gates(row + 2u * H, g, n);
-        st_gates(row + 3u * H, o, n);
-        st_y(out_index(b, j0), out, n);
+    // Column q: gate q's b_ih + b_hh for the 4 units.
+    let bias = mat4x4<f32>(ld_bias(j0, n) + ld_bias(bh + j0, n), ld_bias(H + j0, n) + ld_bias(bh + H + j0, n),
+                           ld_bias(2u * H + j0, n) + ld_bias(bh + 2u * H + j0, n),
+                           ld_bias(3u * H + j0, n) + ld_bias(bh + 3u * H + j0, n));
+    // One call per row, each with a constant index: see step_common.wgsl on why not a loop.
+    forward_row(b0, j0, bias, acc[0]);
+    forward_row(b0 + 1u, j0, bias, acc[1]);
+    forward_row(b0 + 2u, j0, bias, acc[2]);
+    forward_row(b0 + 3u, j0, bias, acc[3]);
+    forward_row(b0 + 4u, j0, bias, acc[4]);
+    forward_row(b0 + 5u, j0, bias, acc[5]);
+    forward_row(b0 + 6u, j0, bias, acc[6]);
+    forward_row(b0 + 7u, j0, bias, acc[7]);
+}
+
+// Units j0 .. j0 + 4 of batch row b; column q of s is gate q's recurrent sum.
+fn forward_row(b: u32, j0: u32, bias: mat4x4<f32>, s: mat4x4<f32>) {
+    if b >= p.batch {
+        return;
     }
+    let H = p.hidden;
+    let n = units_from(j0);
+    let row = (p.t * p.batch + b) * 4u * H + j0;
+    let i = sigmoid4(ld_xw(row, n) + s[0] + bias[0]);
+    let f = sigmoid4(ld_xw(row + H, n) + s[1] + bias[1]);
+    let g = tanh_stable4(ld_xw(row + 2u * H, n) + s[2] + bias[2]);
+    let o = sigmoid4(ld_xw(row + 3u * H, n) + s[3] + bias[3]);
+    let src = slot_row(p.in_slot, b) + j0;
+    var c = ld_cells(src, n);
+    var h = ld_states(src, n);
+    var out = vec4<f32>();
+    if valid(b) {
+        c = f * c + i * g;
+        h = o * tanh_stable4(c);
+        out = h;
+    }
+    let dst = slot_row(p.out_slot, b) + j0;
+    st_cells(dst, c, n);
+    st_states(dst, h, n);
+    st_gates(row, i, n);
+    st_gates(row + H, f, n);
+    st_gates(row + 2u * H, g, n);
+    st_gates(row + 3u * H, o, n);
+    st_y(out_index(b, j0), out, n);
 }
 
 // Backward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
-    let H = p.hidden;
     let j0 = gid.x * 16u;
     let b0 = gid.y * ROWS;
-    let G = 4u * H;
     // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
     // those past H drop theirs.
-    let rec = recurrent_grad(j0, b0, G);
-    if j0 >= H {
+    let rec = recurrent_grad(j0, b0, 4u * p.hidden);
+    if j0 >= p.hidden {
         return;
     }
-    let BH = p.batch * H;
-    for (var r = 0u; r < ROWS; r++) {
-        let b = b0 + r;
-        if b >= p.batch {
-            break;
-        }
-        for (var u = 0u; u < 4u; u++) {
-            let j = j0 + 4u * u;
-            let n = units_from(j);
-            if n == 0u {
-                break;
-            }
-            let rv = rec[r][u];
-            let ci = b * H + j;
-            if p.mode == MODE_INITIAL {
-                st_carry(ci, ld_carry(ci, n) + rv, n);
-                continue;
-            }
-            let row = (p.t * p.batch + b) * G + j;
-            if !valid(b) {
-                // The state passed through: so does its gradient.
-                st_carry(ci, ld_carry(ci, n) + rv, n);
-                st_dgr(row, vec4<f32>(), n);
-                st_dgr(row + H, vec4<f32>(), n);
-                st_dgr(row + 2u * H, vec4<f32>(), n);
-                st_dgr(row + 3u * H, vec4<f32>(), n);
-                continue;
-            }
-            let dh = rv + ld_carry(ci, n) + ld_dy(out_index(b, j), n);
-            let i = ld_gates(row, n);
-            let f = ld_gates(row + H, n);
-            let g = ld_gates(row + 2u * H, n);
-            let o = ld_gates(row + 3u * H, n);
-            let c = ld_cells(slot_row(p.out_slot, b) + j, n);
-            let c_prev = ld_cells(slot_row(p.in_slot, b) + j, n);
-            let tc = tanh_stable4(c);
-            let dc = dh * o * (1.0 - tc * tc) + ld_carry(BH + ci, n);
-            st_dgr(row, dc * g * i * (1.0 - i), n);
-            st_dgr(row + H, dc * c_prev * f * (1.0 - f), n);
-            st_dgr(row + 2u * H, dc * i * (1.0 - g * g), n);
-            st_dgr(row + 3u * H, dh * tc * o * (1.0 - o), n);
-            st_carry(ci, vec4<f32>(), n);
-            st_carry(BH + ci, dc * f, n);
-        }
+    backward_row(b0, j0, rec[0]);
+    backward_row(b0 + 1u, j0, rec[1]);
+    backward_row(b0 + 2u, j0, rec[2]);
+    backward_row(b0 + 3u, j0, rec[3]);
+    backward_row(b0 + 4u, j0, rec[4]);
+    backward_row(b0 + 5u, j0, rec[5]);
+    backward_row(b0 + 6u, j0, rec[6]);
+    backward_row(b0 + 7u, j0, rec[7]);
+}
+
+// Units j0 .. j0 + 16 of batch row b; column u of rec is the gradient reaching units j0 + 4u ...
+// through W_hh.
+fn backward_row(b: u32, j0: u32, rec: mat4x4<f32>) {
+    if b >= p.batch {
+        return;
     }
+    for (var u = 0u; u < unit_groups(j0); u++) {
+        backward_units(b, j0 + 4u * u, rec[u]);
+    }
+}
+
+fn backward_units(b: u32, j: u32, rv: vec4<f32>) {
+    let n = units_from(j);
+    let H = p.hidden;
+    let ci = b * H + j;
+    if p.mode == MODE_INITIAL {
+        st_carry(ci, ld_carry(ci, n) + rv, n);
+        return;
+    }
+    let row = (p.t * p.batch + b) * 4u * H + j;
+    if !valid(b) {
+        // The state passed through: so does its gradient.
+        st_carry(ci, ld_carry(ci, n) + rv, n);
+        st_dgr(row, vec4<f32>(), n);
+        st_dgr(row + H, vec4<f32>(), n);
+        st_dgr(row + 2u * H, vec4<f32>(), n);
+        st_dgr(row + 3u * H, vec4<f32>(), n);
+        return;
+    }
+    let dh = rv + ld_carry(ci, n) + ld_dy(out_index(b, j), n);
+    let i = ld_gates(row, n);
+    let f = ld_gates(row + H, n);
+    let g = ld_gates(row + 2u * H, n);
+    let o = ld_gates(row + 3u * H, n);
+    let c = ld_cells(slot_row(p.out_slot, b) + j, n);
+    let c_prev = ld_cells(slot_row(p.in_slot, b) + j, n);
+    let tc = tanh_stable4(c);
+    let dc = dh * o * (1.0 - tc * tc) + ld_carry(p.batch * H + ci, n);
+    st_dgr(row, dc * g * i * (1.0 - i), n);
+    st_dgr(row + H, dc * c_prev * f * (1.0 - f), n);
+    st_dgr(row + 2u * H, dc * i * (1.0 - g * g), n);
+    st_dgr(row + 3u * H, dh * tc * o * (1.0 - o), n);
+    st_carry(ci, vec4<f32>(), n);
+    st_carry(p.batch * H + ci, dc * f, n);
 }

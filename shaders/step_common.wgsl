@@ -20,11 +20,18 @@
 // shared by subgroup where the adapter allows: step_rows_*.wgsl), and 16 rows (forward) or 16
 // columns (backward) of W_hh, which vary across lanes (read from W_hh's texture copy, see below).
 // Each step of 4 along the shared dimension then reads 16 texels of W_hh and the 8 rows' vec4s,
-// and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled matmul does. Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM; the GRU has 3 gates,
-// 12 rows) or 16 units (RNN).
+// and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled matmul does.
+// Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM; the GRU has 3 gates, 12 rows) or
+// 16 units (RNN).
 // The gate arithmetic that follows runs on 4 units at a time as vec4s, so that each of its loads
 // and stores (gates, cells, states, y, ...) is one vec4 access rather than four: on lavapipe the
-// per-element accesses of this epilogue took 40% of the LSTM forward step.
+// per-element accesses of this epilogue took 40% of the LSTM forward step. It takes the
+// accumulators one batch row at a time, one call per row with a constant index (forward_row,
+// backward_row in each cell file), not in a loop: indexing the array of 8 mat4x4s with a loop
+// counter put it in memory, which on lavapipe cost as much as the sums themselves (RNN forward
+// step 350 -> 210 us). Within a row a loop over the mat4x4's 4 columns costs nothing measurable
+// and keeps the code small: 32 inlined copies of the GRU's backward epilogue took lavapipe 70 s
+// to compile where H is not a multiple of 4.
 // VEC4 (H % 4 == 0, and every offset on a vec4 boundary) reads and writes the vec4s directly;
 // otherwise the same vec4s are assembled from scalars.
 
@@ -217,6 +224,11 @@ fn st_carry(i: u32, v: vec4<f32>, n: u32) {
     for (var q = 0u; q < n; q++) {
         carry[(i + q) / 4u][(i + q) % 4u] = v[q];
     }
+}
+
+// How many of the 4 runs of 4 units from j0 (a thread's 16) start below H (1 to 4, for j0 < H).
+fn unit_groups(j0: u32) -> u32 {
+    return min(4u, (p.hidden - j0 + 3u) / 4u);
 }
 
 // How many of the units j .. j + 4 exist (0 to 4).
