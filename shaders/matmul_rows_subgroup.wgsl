@@ -28,6 +28,18 @@ fn broadcast4(v: vec4<f32>, first: u32) -> Quad {
 
 // Rows row0 .. row0 + 16 of A over k .. k + 4, 4 rows per Quad.
 fn a_block(row0: u32, lane: u32, k: u32) -> array<Quad, 4> {
+    if A_VEC4 && TRANS_A {
+        // A stored (K, M): the block is 4 runs of 16 contiguous rows, one per k. Lane i loads
+        // rows row0 + 4 (i / 4) .. + 4 and 8 rows further at k + i % 4, two vec4s where
+        // a_row4 would take eight scalars (M is a multiple of 4; past M, rows clamp).
+        let kk = k + lane % 4u;
+        let r = row0 + 4u * (lane / 4u);
+        let m4 = p.m / 4u;
+        let lo = k_guard(a4[kk * m4 + min(r, p.m - 4u) / 4u], kk);
+        let hi = k_guard(a4[kk * m4 + min(r + 8u, p.m - 4u) / 4u], kk);
+        return array<Quad, 4>(transpose_quad(broadcast4(lo, 0u)), transpose_quad(broadcast4(lo, 4u)),
+                              transpose_quad(broadcast4(hi, 0u)), transpose_quad(broadcast4(hi, 4u)));
+    }
     let lo = a_row4(row0 + lane, k);
     let hi = a_row4(row0 + 8u + lane, k);
     return array<Quad, 4>(broadcast4(lo, 0u), broadcast4(lo, 4u), broadcast4(hi, 0u), broadcast4(hi, 4u));
