@@ -24,7 +24,7 @@ fn st_dgx(i: u32, v: vec4<f32>, n: u32) {
     }
 }
 
-// Forward: a thread owns 4 units (their 12 gate rows) of 8 batch rows; the gate arithmetic
+// Forward: a thread owns 4 units (their 12 gate rows) of ROWS batch rows; the gate arithmetic
 // runs on the 4 units as one vec4.
 @compute @workgroup_size(16, 1)
 fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
@@ -51,6 +51,16 @@ fn gru_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     forward_row(b0 + 5u, j0, bias, acc[5]);
     forward_row(b0 + 6u, j0, bias, acc[6]);
     forward_row(b0 + 7u, j0, bias, acc[7]);
+    if ROWS == 16u {
+        forward_row(b0 + 8u, j0, bias, acc[8]);
+        forward_row(b0 + 9u, j0, bias, acc[9]);
+        forward_row(b0 + 10u, j0, bias, acc[10]);
+        forward_row(b0 + 11u, j0, bias, acc[11]);
+        forward_row(b0 + 12u, j0, bias, acc[12]);
+        forward_row(b0 + 13u, j0, bias, acc[13]);
+        forward_row(b0 + 14u, j0, bias, acc[14]);
+        forward_row(b0 + 15u, j0, bias, acc[15]);
+    }
 }
 
 // Units j0 .. j0 + 4 of batch row b; column q of s is gate q's recurrent sum (column 3 unused).
@@ -80,7 +90,7 @@ fn forward_row(b: u32, j0: u32, bias: mat4x4<f32>, s: mat4x4<f32>) {
     st_y(out_index(b, j0), out, n);
 }
 
-// Backward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
+// Backward: a thread owns 16 units of ROWS batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j0 = gid.x * 16u;
@@ -99,6 +109,16 @@ fn gru_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     backward_row(b0 + 5u, j0, rec[5]);
     backward_row(b0 + 6u, j0, rec[6]);
     backward_row(b0 + 7u, j0, rec[7]);
+    if ROWS == 16u {
+        backward_row(b0 + 8u, j0, rec[8]);
+        backward_row(b0 + 9u, j0, rec[9]);
+        backward_row(b0 + 10u, j0, rec[10]);
+        backward_row(b0 + 11u, j0, rec[11]);
+        backward_row(b0 + 12u, j0, rec[12]);
+        backward_row(b0 + 13u, j0, rec[13]);
+        backward_row(b0 + 14u, j0, rec[14]);
+        backward_row(b0 + 15u, j0, rec[15]);
+    }
 }
 
 // Units j0 .. j0 + 16 of batch row b; column u of rec is the gradient reaching units j0 + 4u ...

@@ -8,7 +8,7 @@ override RELU: bool = false;
 // recurrent_sums' row groups: 4 groups of 4 consecutive units.
 const SUM_GROUPS: u32 = 4u;
 
-// Forward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
+// Forward: a thread owns 16 units of ROWS batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j0 = gid.x * 16u;
@@ -28,6 +28,16 @@ fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
     forward_row(b0 + 5u, j0, acc[5]);
     forward_row(b0 + 6u, j0, acc[6]);
     forward_row(b0 + 7u, j0, acc[7]);
+    if ROWS == 16u {
+        forward_row(b0 + 8u, j0, acc[8]);
+        forward_row(b0 + 9u, j0, acc[9]);
+        forward_row(b0 + 10u, j0, acc[10]);
+        forward_row(b0 + 11u, j0, acc[11]);
+        forward_row(b0 + 12u, j0, acc[12]);
+        forward_row(b0 + 13u, j0, acc[13]);
+        forward_row(b0 + 14u, j0, acc[14]);
+        forward_row(b0 + 15u, j0, acc[15]);
+    }
 }
 
 // Units j0 .. j0 + 16 of batch row b; column u of s is the recurrent sum of units j0 + 4u ...
@@ -57,7 +67,7 @@ fn forward_units(b: u32, j: u32, sum: vec4<f32>) {
     st_y(out_index(b, j), out, n);
 }
 
-// Backward: a thread owns 16 units of 8 batch rows, taken 4 at a time as vec4s.
+// Backward: a thread owns 16 units of ROWS batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     let j0 = gid.x * 16u;
@@ -76,6 +86,16 @@ fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     backward_row(b0 + 5u, j0, rec[5]);
     backward_row(b0 + 6u, j0, rec[6]);
     backward_row(b0 + 7u, j0, rec[7]);
+    if ROWS == 16u {
+        backward_row(b0 + 8u, j0, rec[8]);
+        backward_row(b0 + 9u, j0, rec[9]);
+        backward_row(b0 + 10u, j0, rec[10]);
+        backward_row(b0 + 11u, j0, rec[11]);
+        backward_row(b0 + 12u, j0, rec[12]);
+        backward_row(b0 + 13u, j0, rec[13]);
+        backward_row(b0 + 14u, j0, rec[14]);
+        backward_row(b0 + 15u, j0, rec[15]);
+    }
 }
 
 // Units j0 .. j0 + 16 of batch row b; column u of rec is the gradient reaching units j0 + 4u ...

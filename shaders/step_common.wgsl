@@ -19,8 +19,13 @@
 // depend on the workgroup alone (their h and gate gradients are read by state_rows and dgr_rows,
 // shared by subgroup where the adapter allows: step_rows_*.wgsl), and 16 rows (forward) or 16
 // columns (backward) of W_hh, which vary across lanes (read from W_hh's texture copy, see below).
-// Each step of 4 along the shared dimension then reads 16 texels of W_hh and the 8 rows' vec4s,
-// and does 512 multiply-adds in eight mat4x4 accumulators, as the register-tiled matmul does.
+// Each step of 4 along the shared dimension then reads 16 texels of W_hh and the rows' vec4s,
+// and does 64 multiply-adds per batch row into a mat4x4 accumulator, as the register-tiled
+// matmul does. ROWS is 8 on GPUs (128 accumulators a thread) and 16 on CPU adapters
+// (src/gpu/context.rs::GpuContext::step_rows), where a texel fetch costs as much as 40
+// multiply-adds and the accumulators live in memory anyway: twice the rows per fetch made the
+// LSTM H=512 steps 1.4x faster on lavapipe. The second 8 rows are a block of their own (hi,
+// a8 .. a15) that ROWS == 8 compiles away.
 // Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM; the GRU has 3 gates, 12 rows) or
 // 16 units (RNN).
 // The gate arithmetic that follows runs on 4 units at a time as vec4s, so that each of its loads
@@ -51,7 +56,7 @@ struct StepParams {
 }
 // must match src/gpu/kernels.rs::StepParams
 
-const ROWS: u32 = 8u;
+override ROWS: u32 = 8u; // batch rows per thread: 8 or 16 (src/gpu/kernels.rs::StepCheck)
 const W_TEXELS_PER_ROW: u32 = 4096u; // must match src/gpu/program.rs::TEXELS_PER_ROW
 const MODE_FIRST: u32 = 0u;
 const MODE_STEP: u32 = 1u;
@@ -270,10 +275,13 @@ fn sums4(h: vec4<f32>, m0: mat4x4<f32>, m1: mat4x4<f32>, m2: mat4x4<f32>, m3: ma
     return mat4x4<f32>(h * m0, h * m1, h * m2, vec4<f32>());
 }
 
-fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0: u32) -> array<mat4x4<f32>, 8> {
+fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0: u32) -> array<mat4x4<f32>, 16> {
     let rows = array<u32, 8>(in_row(b0), in_row(b0 + 1u), in_row(b0 + 2u), in_row(b0 + 3u),
                              in_row(b0 + 4u), in_row(b0 + 5u), in_row(b0 + 6u), in_row(b0 + 7u));
+    let hi = array<u32, 8>(in_row(b0 + 8u), in_row(b0 + 9u), in_row(b0 + 10u), in_row(b0 + 11u),
+                           in_row(b0 + 12u), in_row(b0 + 13u), in_row(b0 + 14u), in_row(b0 + 15u));
     let own = own_row(rows);
+    let own_hi = own_row(hi);
     // Named accumulators: a dynamically indexed array would live in memory on a CPU-backed
     // adapter.
     var a0 = mat4x4<f32>();
@@ -284,6 +292,14 @@ fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0
     var a5 = mat4x4<f32>();
     var a6 = mat4x4<f32>();
     var a7 = mat4x4<f32>();
+    var a8 = mat4x4<f32>();
+    var a9 = mat4x4<f32>();
+    var a10 = mat4x4<f32>();
+    var a11 = mat4x4<f32>();
+    var a12 = mat4x4<f32>();
+    var a13 = mat4x4<f32>();
+    var a14 = mat4x4<f32>();
+    var a15 = mat4x4<f32>();
     for (var k = 0u; k < p.hidden; k += 4u) {
         let m0 = w_rows_mat(g0, k);
         let m1 = w_rows_mat(g1, k);
@@ -301,8 +317,19 @@ fn recurrent_sums(g0: vec4<u32>, g1: vec4<u32>, g2: vec4<u32>, g3: vec4<u32>, b0
         a5 += sums4(h[5], m0, m1, m2, m3);
         a6 += sums4(h[6], m0, m1, m2, m3);
         a7 += sums4(h[7], m0, m1, m2, m3);
+        if ROWS == 16u {
+            let e = state_rows(hi, own_hi, k);
+            a8 += sums4(e[0], m0, m1, m2, m3);
+            a9 += sums4(e[1], m0, m1, m2, m3);
+            a10 += sums4(e[2], m0, m1, m2, m3);
+            a11 += sums4(e[3], m0, m1, m2, m3);
+            a12 += sums4(e[4], m0, m1, m2, m3);
+            a13 += sums4(e[5], m0, m1, m2, m3);
+            a14 += sums4(e[6], m0, m1, m2, m3);
+            a15 += sums4(e[7], m0, m1, m2, m3);
+        }
     }
-    return array<mat4x4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    return array<mat4x4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
 }
 
 // The W_hh rows of gate q for units j .. j + 4 (clamped into range: units past H are computed,
@@ -321,7 +348,7 @@ fn w_cols_mat(g: u32, j: u32, rows: u32) -> mat4x4<f32> {
 
 // rec[r][c][q]: the gradient reaching h(b0 + r, j0 + 4c + q) through W_hh from the later step,
 // sum_g dgr[next_t, b, g] * W_hh[g, j], for the thread's 16 units j0 .. j0 + 16.
-fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 8> {
+fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 16> {
     var a0 = mat4x4<f32>();
     var a1 = mat4x4<f32>();
     var a2 = mat4x4<f32>();
@@ -330,6 +357,14 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 8> {
     var a5 = mat4x4<f32>();
     var a6 = mat4x4<f32>();
     var a7 = mat4x4<f32>();
+    var a8 = mat4x4<f32>();
+    var a9 = mat4x4<f32>();
+    var a10 = mat4x4<f32>();
+    var a11 = mat4x4<f32>();
+    var a12 = mat4x4<f32>();
+    var a13 = mat4x4<f32>();
+    var a14 = mat4x4<f32>();
+    var a15 = mat4x4<f32>();
     if p.mode != MODE_FIRST {
         let base = p.next_t * p.batch;
         let n = array<u32, 8>((base + min(b0, p.batch - 1u)) * rows,
@@ -340,7 +375,11 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 8> {
                               (base + min(b0 + 5u, p.batch - 1u)) * rows,
                               (base + min(b0 + 6u, p.batch - 1u)) * rows,
                               (base + min(b0 + 7u, p.batch - 1u)) * rows);
+        let hi = array<u32, 8>(next_row(b0 + 8u, rows), next_row(b0 + 9u, rows), next_row(b0 + 10u, rows),
+                               next_row(b0 + 11u, rows), next_row(b0 + 12u, rows), next_row(b0 + 13u, rows),
+                               next_row(b0 + 14u, rows), next_row(b0 + 15u, rows));
         let own = own_row(n);
+        let own_hi = own_row(hi);
         for (var g = 0u; g < rows; g += 4u) {
             let c0 = w_cols_mat(g, j0, rows);
             let c1 = w_cols_mat(g, j0 + 4u, rows);
@@ -355,9 +394,26 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 8> {
             a5 += mat4x4<f32>(c0 * d[5], c1 * d[5], c2 * d[5], c3 * d[5]);
             a6 += mat4x4<f32>(c0 * d[6], c1 * d[6], c2 * d[6], c3 * d[6]);
             a7 += mat4x4<f32>(c0 * d[7], c1 * d[7], c2 * d[7], c3 * d[7]);
+            if ROWS == 16u {
+                let e = dgr_rows(hi, own_hi, g, min(4u, rows - g));
+                a8 += mat4x4<f32>(c0 * e[0], c1 * e[0], c2 * e[0], c3 * e[0]);
+                a9 += mat4x4<f32>(c0 * e[1], c1 * e[1], c2 * e[1], c3 * e[1]);
+                a10 += mat4x4<f32>(c0 * e[2], c1 * e[2], c2 * e[2], c3 * e[2]);
+                a11 += mat4x4<f32>(c0 * e[3], c1 * e[3], c2 * e[3], c3 * e[3]);
+                a12 += mat4x4<f32>(c0 * e[4], c1 * e[4], c2 * e[4], c3 * e[4]);
+                a13 += mat4x4<f32>(c0 * e[5], c1 * e[5], c2 * e[5], c3 * e[5]);
+                a14 += mat4x4<f32>(c0 * e[6], c1 * e[6], c2 * e[6], c3 * e[6]);
+                a15 += mat4x4<f32>(c0 * e[7], c1 * e[7], c2 * e[7], c3 * e[7]);
+            }
         }
     }
-    return array<mat4x4<f32>, 8>(a0, a1, a2, a3, a4, a5, a6, a7);
+    return array<mat4x4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
+}
+
+// The first element of batch row b's gate gradients at step next_t (rows past the batch clamp to
+// the last one; their sums are computed and never stored).
+fn next_row(b: u32, rows: u32) -> u32 {
+    return (p.next_t * p.batch + min(b, p.batch - 1u)) * rows;
 }
 
 // The first element of row b's previous state (rows past the batch clamp to the last one; their

@@ -1,5 +1,5 @@
-// step_rows_loads.wgsl: how the step kernels read the 8 batch rows of h (forward) or of the gate
-// gradients (backward) that every thread of a workgroup shares: each thread loads all 8 itself.
+// step_rows_loads.wgsl: how the step kernels read a block of 8 batch rows of h (forward) or of the
+// gate gradients (backward) that every thread of a workgroup shares: each thread loads all 8 itself.
 // The variant for adapters without subgroup operations (src/gpu/context.rs::SharedRows).
 
 fn own_row(rows: array<u32, 8>) -> u32 {

@@ -1,10 +1,11 @@
-// step_rows_subgroup.wgsl: how the step kernels read the 8 batch rows of h (forward) or of the
-// gate gradients (backward) that every thread of a workgroup shares: lane i of the subgroup loads
-// row i and the others take it with subgroupBroadcast. On lavapipe every storage load is a loop
-// over the SIMD lanes, even when all lanes read one address, while a broadcast is a register
-// shuffle: one load instead of eight. Needs subgroups of at least 8 lanes, every lane taking part
-// (the kernels keep all threads to the end of the sums), and all lanes of a subgroup sharing the
-// batch rows (a workgroup is one row group). src/gpu/context.rs::SharedRows picks this variant.
+// step_rows_subgroup.wgsl: how the step kernels read a block of 8 batch rows of h (forward) or of
+// the gate gradients (backward) that every thread of a workgroup shares (a thread has one or two
+// such blocks, step_common.wgsl::ROWS): lane i of the subgroup loads row i and the others take it
+// with subgroupBroadcast. On lavapipe every storage load is a loop over the SIMD lanes, even when
+// all lanes read one address, while a broadcast is a register shuffle: one load instead of eight.
+// Needs subgroups of at least 8 lanes, every lane taking part (the kernels keep all threads to the
+// end of the sums), and all lanes of a subgroup sharing the batch rows (a workgroup is one row
+// group). src/gpu/context.rs::SharedRows picks this variant.
 
 // The row this lane loads for the subgroup: lane i (counted among the active lanes, all of them
 // here) takes row i; lanes past 8 repeat the last.

@@ -577,8 +577,8 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
     for cell in ALL_CELLS {
         for &(t, b, h) in &STEP_SHAPES {
             for reverse in [false, true] {
-                for rows in shared_rows_variants(ctx) {
-                    out.extend(check_steps(ctx, cell, t, b, h, reverse, rows, next())?);
+                for (rows, batch_rows) in step_variants(ctx) {
+                    out.extend(check_steps(ctx, cell, t, b, h, reverse, rows, batch_rows, next())?);
                 }
             }
         }
@@ -606,6 +606,7 @@ pub fn check_steps(
     hidden: usize,
     reverse: bool,
     rows: SharedRows,
+    batch_rows: usize,
     seed: u64,
 ) -> Result<Vec<Check>> {
     use crate::ops::{Cell, Step, StepMode};
@@ -667,6 +668,7 @@ pub fn check_steps(
     let slots = |t: usize| if reverse { (t + 1, t) } else { (t, t + 1) };
     let mut prog = Program::new(ctx);
     prog.set_shared_rows(rows)?;
+    prog.set_step_rows(batch_rows)?;
     for s in 0..t_len {
         let t = time(s);
         let (in_slot, out_slot) = slots(t);
@@ -739,9 +741,10 @@ pub fn check_steps(
 
     let name = cell.name();
     let shape = format!(
-        "T{t_len} B{b} H{h}{}{}",
+        "T{t_len} B{b} H{h}{}{}{}",
         if reverse { " reverse" } else { "" },
-        if rows == SharedRows::Subgroup { " subgroup" } else { "" }
+        if rows == SharedRows::Subgroup { " subgroup" } else { "" },
+        if batch_rows != 8 && b > 8 { format!(" {batch_rows} rows") } else { String::new() }
     );
     let tol = Tolerance::accumulation(gh);
     // Compare only the slots the sequence wrote (the others stay poisoned on both sides).
@@ -812,6 +815,14 @@ pub fn matmul_variants(ctx: &GpuContext) -> Vec<(MatmulVariant, SharedRows)> {
     if ctx.shared_rows() == SharedRows::Subgroup {
         v.push((MatmulVariant::Register, SharedRows::Subgroup));
     }
+    v
+}
+
+/// The step kernels' variants worth checking on this adapter: 8 batch rows a thread with each
+/// of [`shared_rows_variants`] (what GPUs run), and 16 with the adapter's own.
+pub fn step_variants(ctx: &GpuContext) -> Vec<(SharedRows, usize)> {
+    let mut v: Vec<_> = shared_rows_variants(ctx).into_iter().map(|r| (r, 8)).collect();
+    v.push((ctx.shared_rows(), 16));
     v
 }
 

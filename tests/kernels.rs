@@ -145,9 +145,10 @@ fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
     for cell in verify::ALL_CELLS {
         for &(t, b, h) in &verify::STEP_SHAPES {
             for reverse in [false, true] {
-                for rows in verify::shared_rows_variants(&ctx) {
+                for (rows, batch_rows) in verify::step_variants(&ctx) {
+                    let seed = (t * b * h) as u64;
                     checks.extend(
-                        verify::check_steps(&ctx, cell, t, b, h, reverse, rows, (t * b * h) as u64).unwrap(),
+                        verify::check_steps(&ctx, cell, t, b, h, reverse, rows, batch_rows, seed).unwrap(),
                     );
                 }
             }

@@ -290,7 +290,10 @@ fn info() -> rnn_gpu::Result<ExitCode> {
         SharedRows::Loads => "every thread loads them (no subgroups of 8+ lanes)",
     };
     println!("  rows shared by a workgroup (matmul A, step h and gate gradients): {rows}");
-    println!("  recurrent steps: fused per step, 8 batch rows per thread, W_hh read through a texture");
+    println!(
+        "  recurrent steps: fused per step, {} batch rows per thread (8 for batches of 8 or fewer), W_hh read through a texture",
+        ctx.step_rows()
+    );
     Ok(ExitCode::SUCCESS)
 }
 

@@ -730,16 +730,22 @@ struct StepParams {
 }
 
 /// Batch rows per thread in the step kernels; must match shaders/step_common.wgsl::ROWS.
-const STEP_ROWS: usize = 8;
-
 /// Checks every buffer a step kernel touches against the extent `s` implies, and builds its
-/// parameters and its override constants.
+/// parameters, its override constants and its grid.
 struct StepCheck {
     op: &'static str,
     s: Step,
+    /// Batch rows per thread: the program's choice, 8 for batches of 8 or fewer (16 would compute
+    /// rows that are never stored).
+    rows: usize,
 }
 
 impl StepCheck {
+    fn new(prog: &Program, op: &'static str, s: Step) -> StepCheck {
+        let rows = if s.batch <= 8 { 8 } else { prog.step_rows() };
+        StepCheck { op, s, rows }
+    }
+
     fn at_least(&self, what: &str, t: &GpuTensor, n: usize) -> Result<()> {
         if t.len() < n {
             return Err(Error::shape(self.op, what, t.shape(), &[n]));
@@ -788,22 +794,23 @@ impl StepCheck {
         })
     }
 
-    /// VEC4: every run of 4 units the kernels touch starts on a vec4 boundary of its buffer, so
-    /// each is one vec4 access (shaders/step_common.wgsl).
-    fn vec4(&self) -> u64 {
+    /// The override constants. VEC4: every run of 4 units the kernels touch starts on a vec4
+    /// boundary of its buffer, so each is one vec4 access (shaders/step_common.wgsl).
+    fn constants(&self) -> [(&'static str, u64); 2] {
         let s = &self.s;
-        [s.hidden, s.state_base, s.bias_hh, s.out_stride, s.out_col].iter().all(|v| v % 4 == 0) as u64
+        let vec4 = [s.hidden, s.state_base, s.bias_hh, s.out_stride, s.out_col].iter().all(|v| v % 4 == 0);
+        [("VEC4", vec4 as u64), ("ROWS", self.rows as u64)]
     }
 
-    /// Forward: a thread owns 4 units (LSTM, GRU: their gate rows) or 16 (RNN) of 8 batch rows;
-    /// must match the kernels.
+    /// Forward: a thread owns 4 units (LSTM, GRU: their gate rows) or 16 (RNN) of `rows` batch
+    /// rows; must match the kernels.
     fn forward_groups(&self, units: usize) -> [u32; 3] {
-        [self.s.hidden.div_ceil(units).div_ceil(16) as u32, self.s.batch.div_ceil(STEP_ROWS) as u32, 1]
+        [self.s.hidden.div_ceil(units).div_ceil(16) as u32, self.s.batch.div_ceil(self.rows) as u32, 1]
     }
 
-    /// Backward: a thread owns 16 units of 8 batch rows.
+    /// Backward: a thread owns 16 units of `rows` batch rows.
     fn backward_groups(&self) -> [u32; 3] {
-        [self.s.hidden.div_ceil(16).div_ceil(16) as u32, self.s.batch.div_ceil(STEP_ROWS) as u32, 1]
+        [self.s.hidden.div_ceil(16).div_ceil(16) as u32, self.s.batch.div_ceil(self.rows) as u32, 1]
     }
 
     fn last_t(&self) -> usize {
@@ -825,7 +832,7 @@ pub fn lstm_step_forward(
     lengths: &GpuTensor, // (B) u32
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck { op: "lstm_step_forward", s };
+    let c = StepCheck::new(prog, "lstm_step_forward", s);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Lstm, w_hh, lengths)?;
     c.states(states)?;
@@ -837,7 +844,7 @@ pub fn lstm_step_forward(
     prog.dispatch_textured(
         prog.shared_rows().family("lstm"),
         "lstm_step_forward",
-        &[("VEC4", c.vec4())],
+        &c.constants(),
         &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
         &[(6, w_hh)],
         &c.params()?,
@@ -858,7 +865,7 @@ pub fn lstm_step_backward(
     carry: &GpuTensor, // (2, B, H)
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck { op: "lstm_step_backward", s };
+    let c = StepCheck::new(prog, "lstm_step_backward", s);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Lstm, w_hh, lengths)?;
     c.at_least("cells", cells, s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h)?;
@@ -869,7 +876,7 @@ pub fn lstm_step_backward(
     prog.dispatch_textured(
         prog.shared_rows().family("lstm"),
         "lstm_step_backward",
-        &[("VEC4", c.vec4())],
+        &c.constants(),
         &[(2, cells), (3, gates), (8, lengths), (9, dy), (10, dg), (12, carry)],
         &[(6, w_hh)],
         &c.params()?,
@@ -890,7 +897,7 @@ pub fn gru_step_forward(
     lengths: &GpuTensor,
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck { op: "gru_step_forward", s };
+    let c = StepCheck::new(prog, "gru_step_forward", s);
     let h = s.hidden;
     c.common(Cell::Gru, w_hh, lengths)?;
     c.states(states)?;
@@ -901,7 +908,7 @@ pub fn gru_step_forward(
     prog.dispatch_textured(
         prog.shared_rows().family("gru"),
         "gru_step_forward",
-        &[("VEC4", c.vec4())],
+        &c.constants(),
         &[(1, states), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
         &[(6, w_hh)],
         &c.params()?,
@@ -922,7 +929,7 @@ pub fn gru_step_backward(
     carry: &GpuTensor, // (2, B, H)
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck { op: "gru_step_backward", s };
+    let c = StepCheck::new(prog, "gru_step_backward", s);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Gru, w_hh, lengths)?;
     c.states(states)?;
@@ -934,7 +941,7 @@ pub fn gru_step_backward(
     prog.dispatch_textured(
         prog.shared_rows().family("gru"),
         "gru_step_backward",
-        &[("VEC4", c.vec4())],
+        &c.constants(),
         &[(1, states), (3, gates), (8, lengths), (9, dy), (10, dgh), (11, dgx), (12, carry)],
         &[(6, w_hh)],
         &c.params()?,
@@ -955,7 +962,8 @@ pub fn rnn_step_forward(
     s: Step,
     relu: bool,
 ) -> Result<()> {
-    let c = StepCheck { op: "rnn_step_forward", s };
+    let c = StepCheck::new(prog, "rnn_step_forward", s);
+    let [vec4, rows] = c.constants();
     c.common(Cell::Rnn { relu }, w_hh, lengths)?;
     c.states(states)?;
     c.per_step("y", y, s.out_stride, s.t)?;
@@ -964,7 +972,7 @@ pub fn rnn_step_forward(
     prog.dispatch_textured(
         prog.shared_rows().family("rnn"),
         "rnn_step_forward",
-        &[("VEC4", c.vec4()), ("RELU", relu as u64)],
+        &[vec4, rows, ("RELU", relu as u64)],
         &[(1, states), (4, y), (5, xw), (7, bias), (8, lengths)],
         &[(6, w_hh)],
         &c.params()?,
@@ -984,7 +992,8 @@ pub fn rnn_step_backward(
     s: Step,
     relu: bool,
 ) -> Result<()> {
-    let c = StepCheck { op: "rnn_step_backward", s };
+    let c = StepCheck::new(prog, "rnn_step_backward", s);
+    let [vec4, rows] = c.constants();
     c.common(Cell::Rnn { relu }, w_hh, lengths)?;
     c.states(states)?;
     c.per_step("dy", dy, s.out_stride, s.t)?;
@@ -993,7 +1002,7 @@ pub fn rnn_step_backward(
     prog.dispatch_textured(
         prog.shared_rows().family("rnn"),
         "rnn_step_backward",
-        &[("VEC4", c.vec4()), ("RELU", relu as u64)],
+        &[vec4, rows, ("RELU", relu as u64)],
         &[(1, states), (8, lengths), (9, dy), (10, dg), (12, carry)],
         &[(6, w_hh)],
         &c.params()?,

@@ -10,7 +10,7 @@ use std::sync::atomic::Ordering;
 
 use bytemuck::Pod;
 
-use super::context::{GpuContext, Pipeline, SharedRows};
+use super::context::{GpuContext, Pipeline, STEP_ROWS, SharedRows};
 use super::tensor::{GpuTensor, whole_vec4s};
 use crate::error::{Error, Result};
 
@@ -54,6 +54,7 @@ pub struct Program {
     param_used: u64,
     textures: Vec<WeightTexture>,
     shared_rows: SharedRows,
+    step_rows: usize,
 }
 
 /// Whether two views share bytes of one buffer.
@@ -111,6 +112,7 @@ impl Program {
             param_used: PARAM_CHUNK,
             textures: Vec::new(),
             shared_rows: ctx.shared_rows(),
+            step_rows: ctx.step_rows(),
         }
     }
 
@@ -122,6 +124,25 @@ impl Program {
     /// context's choice unless set.
     pub fn shared_rows(&self) -> SharedRows {
         self.shared_rows
+    }
+
+    /// Batch rows per thread of the step kernels this program records for batches larger than 8
+    /// (smaller ones take 8): the context's choice unless set.
+    pub fn step_rows(&self) -> usize {
+        self.step_rows
+    }
+
+    /// Records the step kernels with `rows` batch rows per thread from now on, one of
+    /// [`STEP_ROWS`] (verify checks both).
+    pub fn set_step_rows(&mut self, rows: usize) -> Result<()> {
+        if !STEP_ROWS.contains(&rows) {
+            return Err(Error::invalid(
+                "Program::set_step_rows",
+                format!("{rows} batch rows per thread; the step kernels take {STEP_ROWS:?}"),
+            ));
+        }
+        self.step_rows = rows;
+        Ok(())
     }
 
     /// Records the matmul and step kernels in `rows` from now on (verify checks both where it
