@@ -78,35 +78,7 @@ fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
     if j0 >= p.hidden {
         return;
     }
-    backward_row(b0, j0, rec[0]);
-    backward_row(b0 + 1u, j0, rec[1]);
-    backward_row(b0 + 2u, j0, rec[2]);
-    backward_row(b0 + 3u, j0, rec[3]);
-    backward_row(b0 + 4u, j0, rec[4]);
-    backward_row(b0 + 5u, j0, rec[5]);
-    backward_row(b0 + 6u, j0, rec[6]);
-    backward_row(b0 + 7u, j0, rec[7]);
-    if ROWS == 16u {
-        backward_row(b0 + 8u, j0, rec[8]);
-        backward_row(b0 + 9u, j0, rec[9]);
-        backward_row(b0 + 10u, j0, rec[10]);
-        backward_row(b0 + 11u, j0, rec[11]);
-        backward_row(b0 + 12u, j0, rec[12]);
-        backward_row(b0 + 13u, j0, rec[13]);
-        backward_row(b0 + 14u, j0, rec[14]);
-        backward_row(b0 + 15u, j0, rec[15]);
-    }
-}
-
-// Units j0 .. j0 + 16 of batch row b; column u of rec is the gradient reaching units j0 + 4u ...
-// through W_hh.
-fn backward_row(b: u32, j0: u32, rec: mat4x4<f32>) {
-    if b >= p.batch {
-        return;
-    }
-    for (var u = 0u; u < unit_groups(j0); u++) {
-        backward_units(b, j0 + 4u * u, rec[u]);
-    }
+    backward_rows(b0, j0, rec);
 }
 
 fn backward_units(b: u32, j: u32, rv: vec4<f32>) {

@@ -31,8 +31,8 @@
 // The gate arithmetic that follows runs on 4 units at a time as vec4s, so that each of its loads
 // and stores (gates, cells, states, y, ...) is one vec4 access rather than four: on lavapipe the
 // per-element accesses of this epilogue took 40% of the LSTM forward step. It takes the
-// accumulators one batch row at a time, one call per row with a constant index (forward_row,
-// backward_row in each cell file), not in a loop: indexing the array of 8 mat4x4s with a loop
+// accumulators one batch row at a time, one call per row with a constant index (forward_row in
+// each cell file, backward_rows below), not in a loop: indexing the array of mat4x4s with a loop
 // counter put it in memory, which on lavapipe cost as much as the sums themselves (RNN forward
 // step 350 -> 210 us). Within a row a loop over the mat4x4's 4 columns costs nothing measurable
 // and keeps the code small: 32 inlined copies of the GRU's backward epilogue took lavapipe 70 s
@@ -408,6 +408,39 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 16> {
         }
     }
     return array<mat4x4<f32>, 16>(a0, a1, a2, a3, a4, a5, a6, a7, a8, a9, a10, a11, a12, a13, a14, a15);
+}
+
+// The backward epilogue of a thread's ROWS batch rows: each cell file's backward_units for the
+// 16 units j0 .. j0 + 16, 4 at a time; rec[r] column u is the gradient reaching units j0 + 4u ...
+// of row b0 + r through W_hh. One call per row with a constant index (see the top of this file).
+fn backward_rows(b0: u32, j0: u32, rec: array<mat4x4<f32>, 16>) {
+    backward_row(b0, j0, rec[0]);
+    backward_row(b0 + 1u, j0, rec[1]);
+    backward_row(b0 + 2u, j0, rec[2]);
+    backward_row(b0 + 3u, j0, rec[3]);
+    backward_row(b0 + 4u, j0, rec[4]);
+    backward_row(b0 + 5u, j0, rec[5]);
+    backward_row(b0 + 6u, j0, rec[6]);
+    backward_row(b0 + 7u, j0, rec[7]);
+    if ROWS == 16u {
+        backward_row(b0 + 8u, j0, rec[8]);
+        backward_row(b0 + 9u, j0, rec[9]);
+        backward_row(b0 + 10u, j0, rec[10]);
+        backward_row(b0 + 11u, j0, rec[11]);
+        backward_row(b0 + 12u, j0, rec[12]);
+        backward_row(b0 + 13u, j0, rec[13]);
+        backward_row(b0 + 14u, j0, rec[14]);
+        backward_row(b0 + 15u, j0, rec[15]);
+    }
+}
+
+fn backward_row(b: u32, j0: u32, rec: mat4x4<f32>) {
+    if b >= p.batch {
+        return;
+    }
+    for (var u = 0u; u < unit_groups(j0); u++) {
+        backward_units(b, j0 + 4u * u, rec[u]);
+    }
 }
 
 // The first element of batch row b's gate gradients at step next_t (rows past the batch clamp to
