@@ -258,9 +258,9 @@ impl GpuContext {
             _ => MatmulVariant::Shared,
         };
 
-        // A CPU adapter has registers to spare in memory (spills cost little) and pays for every
-        // texel of W_hh it fetches: 16 batch rows a thread halve the fetches per multiply-add.
-        // A GPU would spill 256 accumulators a thread.
+        // On a CPU adapter the step kernels' accumulators live in memory anyway (spills cost
+        // little) and every texel of W_hh fetched is dear: 16 batch rows a thread halve the
+        // fetches per multiply-add. A GPU would spill 256 accumulators a thread.
         let step_rows = if info.device_type == wgpu::DeviceType::Cpu { 16 } else { 8 };
 
         Ok(Arc::new(GpuContext {

@@ -729,7 +729,6 @@ struct StepParams {
     _pad: u32,
 }
 
-/// Batch rows per thread in the step kernels; must match shaders/step_common.wgsl::ROWS.
 /// Checks every buffer a step kernel touches against the extent `s` implies, and builds its
 /// parameters, its override constants and its grid.
 struct StepCheck {
