@@ -203,7 +203,7 @@ impl Program {
     }
 
     /// [`Program::dispatch`], with each `(binding, tensor)` of `textured` bound as its texture copy
-    /// (a `texture_2d<f32>` of [`TEXELS_PER_ROW`] texels a row, element i in texel i / 4).
+    /// (a `texture_2d<f32>` of `TEXELS_PER_ROW` texels a row, element i in texel i / 4).
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch_textured<P: Pod>(
         &mut self,
