@@ -366,15 +366,9 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 16> {
     var a14 = mat4x4<f32>();
     var a15 = mat4x4<f32>();
     if p.mode != MODE_FIRST {
-        let base = p.next_t * p.batch;
-        let n = array<u32, 8>((base + min(b0, p.batch - 1u)) * rows,
-                              (base + min(b0 + 1u, p.batch - 1u)) * rows,
-                              (base + min(b0 + 2u, p.batch - 1u)) * rows,
-                              (base + min(b0 + 3u, p.batch - 1u)) * rows,
-                              (base + min(b0 + 4u, p.batch - 1u)) * rows,
-                              (base + min(b0 + 5u, p.batch - 1u)) * rows,
-                              (base + min(b0 + 6u, p.batch - 1u)) * rows,
-                              (base + min(b0 + 7u, p.batch - 1u)) * rows);
+        let n = array<u32, 8>(next_row(b0, rows), next_row(b0 + 1u, rows), next_row(b0 + 2u, rows),
+                              next_row(b0 + 3u, rows), next_row(b0 + 4u, rows), next_row(b0 + 5u, rows),
+                              next_row(b0 + 6u, rows), next_row(b0 + 7u, rows));
         let hi = array<u32, 8>(next_row(b0 + 8u, rows), next_row(b0 + 9u, rows), next_row(b0 + 10u, rows),
                                next_row(b0 + 11u, rows), next_row(b0 + 12u, rows), next_row(b0 + 13u, rows),
                                next_row(b0 + 14u, rows), next_row(b0 + 15u, rows));
@@ -386,24 +380,24 @@ fn recurrent_grad(j0: u32, b0: u32, rows: u32) -> array<mat4x4<f32>, 16> {
             let c2 = w_cols_mat(g, j0 + 8u, rows);
             let c3 = w_cols_mat(g, j0 + 12u, rows);
             let d = dgr_rows(n, own, g, min(4u, rows - g));
-            a0 += mat4x4<f32>(c0 * d[0], c1 * d[0], c2 * d[0], c3 * d[0]);
-            a1 += mat4x4<f32>(c0 * d[1], c1 * d[1], c2 * d[1], c3 * d[1]);
-            a2 += mat4x4<f32>(c0 * d[2], c1 * d[2], c2 * d[2], c3 * d[2]);
-            a3 += mat4x4<f32>(c0 * d[3], c1 * d[3], c2 * d[3], c3 * d[3]);
-            a4 += mat4x4<f32>(c0 * d[4], c1 * d[4], c2 * d[4], c3 * d[4]);
-            a5 += mat4x4<f32>(c0 * d[5], c1 * d[5], c2 * d[5], c3 * d[5]);
-            a6 += mat4x4<f32>(c0 * d[6], c1 * d[6], c2 * d[6], c3 * d[6]);
-            a7 += mat4x4<f32>(c0 * d[7], c1 * d[7], c2 * d[7], c3 * d[7]);
+            a0 += grads4(d[0], c0, c1, c2, c3);
+            a1 += grads4(d[1], c0, c1, c2, c3);
+            a2 += grads4(d[2], c0, c1, c2, c3);
+            a3 += grads4(d[3], c0, c1, c2, c3);
+            a4 += grads4(d[4], c0, c1, c2, c3);
+            a5 += grads4(d[5], c0, c1, c2, c3);
+            a6 += grads4(d[6], c0, c1, c2, c3);
+            a7 += grads4(d[7], c0, c1, c2, c3);
             if ROWS == 16u {
                 let e = dgr_rows(hi, own_hi, g, min(4u, rows - g));
-                a8 += mat4x4<f32>(c0 * e[0], c1 * e[0], c2 * e[0], c3 * e[0]);
-                a9 += mat4x4<f32>(c0 * e[1], c1 * e[1], c2 * e[1], c3 * e[1]);
-                a10 += mat4x4<f32>(c0 * e[2], c1 * e[2], c2 * e[2], c3 * e[2]);
-                a11 += mat4x4<f32>(c0 * e[3], c1 * e[3], c2 * e[3], c3 * e[3]);
-                a12 += mat4x4<f32>(c0 * e[4], c1 * e[4], c2 * e[4], c3 * e[4]);
-                a13 += mat4x4<f32>(c0 * e[5], c1 * e[5], c2 * e[5], c3 * e[5]);
-                a14 += mat4x4<f32>(c0 * e[6], c1 * e[6], c2 * e[6], c3 * e[6]);
-                a15 += mat4x4<f32>(c0 * e[7], c1 * e[7], c2 * e[7], c3 * e[7]);
+                a8 += grads4(e[0], c0, c1, c2, c3);
+                a9 += grads4(e[1], c0, c1, c2, c3);
+                a10 += grads4(e[2], c0, c1, c2, c3);
+                a11 += grads4(e[3], c0, c1, c2, c3);
+                a12 += grads4(e[4], c0, c1, c2, c3);
+                a13 += grads4(e[5], c0, c1, c2, c3);
+                a14 += grads4(e[6], c0, c1, c2, c3);
+                a15 += grads4(e[7], c0, c1, c2, c3);
             }
         }
     }
@@ -441,6 +435,12 @@ fn backward_row(b: u32, j0: u32, rec: mat4x4<f32>) {
     for (var u = 0u; u < unit_groups(j0); u++) {
         backward_units(b, j0 + 4u * u, rec[u]);
     }
+}
+
+// The gradient reaching 16 units (4 per column) from one batch row's gate gradients d at rows
+// g .. g + 4 of W_hh: column u is c_u * d.
+fn grads4(d: vec4<f32>, c0: mat4x4<f32>, c1: mat4x4<f32>, c2: mat4x4<f32>, c3: mat4x4<f32>) -> mat4x4<f32> {
+    return mat4x4<f32>(c0 * d, c1 * d, c2 * d, c3 * d);
 }
 
 // The first element of batch row b's gate gradients at step next_t (rows past the batch clamp to
