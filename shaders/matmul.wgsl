@@ -81,11 +81,11 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
 }
 
 // ---- matmul_register and matmul_register_vec4 ------------------------------------------------
-// A workgroup of 16 threads owns 8 rows of C (16 in the vec4 entry); each thread owns a
-// contiguous 8x16 (16x16) block. The rows of A depend on the workgroup alone (the vec4 entry
+// A workgroup of 16 threads owns 8 rows of C (16 or 32 in the vec4 entry, ROW_BLOCKS); each
+// thread owns a contiguous 8x16 (16x16, 32x16) block. The rows of A depend on the workgroup alone (the vec4 entry
 // reads them through a_block, shared by subgroup where it can: matmul_rows_*.wgsl); only B varies
-// across lanes. The k loop advances 4 at a time: every step reads an 8x4 (16x4) block of A and a
-// 4x16 block of B and does 512 (1024) multiply-adds.
+// across lanes. The k loop advances 4 at a time: every step reads an 8x4 (16x4, 32x4) block of A
+// and a 4x16 block of B and does 512 (1024, 2048) multiply-adds.
 // The vec4 entry point reads B 4 floats per load; it needs B's contiguous dimension to be a
 // multiple of 4 (see src/gpu/kernels.rs::register_vec4_fits, and A_VEC4 below for A); the scalar
 // one takes any shape.
@@ -93,7 +93,11 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
 const ROWS: u32 = 8u;   // rows of C per workgroup (and per thread)
 const COLS: u32 = 16u;  // columns of C per thread
 const THREADS: u32 = 16u;
-const VEC4_ROWS: u32 = 16u; // rows of C per workgroup in matmul_register_vec4
+// matmul_register_vec4 computes ROW_BLOCKS blocks of 16 rows of C per workgroup (and thread):
+// 1, or 2 for tall and deep products (src/gpu/kernels.rs::MatmulPlan), where twice the rows per
+// load of B, the operand each lane loads for itself, made dW_hh of the LSTM 1.23x faster on
+// lavapipe; the 512 accumulators a thread live in memory there anyway.
+override ROW_BLOCKS: u32 = 1u;
 
 // Four k-steps of four columns of B: r_q = B[k + q, c .. c + 4].
 struct Quad {
@@ -139,6 +143,28 @@ fn store4(r: u32, col: u32, v: vec4<f32>) {
             c[idx] = x;
         }
     }
+}
+
+// Four consecutive rows of a thread's block of C.
+struct Rows4 {
+    r0: Row16,
+    r1: Row16,
+    r2: Row16,
+    r3: Row16,
+}
+
+// The 4 rows of A in q (over 4 k) times the thread's 4x16 block of B, added to acc.
+fn fma_rows4(acc: Rows4, q: Quad, b0: Quad, b1: Quad, b2: Quad, b3: Quad) -> Rows4 {
+    return Rows4(fma_row(acc.r0, q.r0, b0, b1, b2, b3), fma_row(acc.r1, q.r1, b0, b1, b2, b3),
+                 fma_row(acc.r2, q.r2, b0, b1, b2, b3), fma_row(acc.r3, q.r3, b0, b1, b2, b3));
+}
+
+// Rows i .. i + 4 of the block from row0.
+fn store_rows4(i: u32, row0: u32, col0: u32, acc: Rows4) {
+    store_row(i, row0, col0, acc.r0);
+    store_row(i + 1u, row0, col0, acc.r1);
+    store_row(i + 2u, row0, col0, acc.r2);
+    store_row(i + 3u, row0, col0, acc.r3);
 }
 
 fn store_row(i: u32, row0: u32, col0: u32, acc: Row16) {
@@ -259,24 +285,18 @@ fn b_quad4(k: u32, col: u32) -> Quad {
 
 @compute @workgroup_size(16, 1)
 fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let row0 = wg.y * VEC4_ROWS;
+    let row0 = wg.y * 16u * ROW_BLOCKS;
     let col0 = (wg.x * THREADS + l.x) * COLS;
-    var acc0: Row16;
-    var acc1: Row16;
-    var acc2: Row16;
-    var acc3: Row16;
-    var acc4: Row16;
-    var acc5: Row16;
-    var acc6: Row16;
-    var acc7: Row16;
-    var acc8: Row16;
-    var acc9: Row16;
-    var acc10: Row16;
-    var acc11: Row16;
-    var acc12: Row16;
-    var acc13: Row16;
-    var acc14: Row16;
-    var acc15: Row16;
+    // Named accumulators, 4 rows each: a dynamically indexed array would live in memory on a
+    // CPU-backed adapter.
+    var acc0: Rows4;
+    var acc1: Rows4;
+    var acc2: Rows4;
+    var acc3: Rows4;
+    var acc4: Rows4;
+    var acc5: Rows4;
+    var acc6: Rows4;
+    var acc7: Rows4;
     // Every thread stays to the end of the k loop (matmul_rows_subgroup.wgsl shares A's loads).
     let lane = lane_index();
     for (var k = 0u; k < p.k; k += 4u) {
@@ -285,46 +305,31 @@ fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         let b2 = b_quad4(k, col0 + 8u);
         let b3 = b_quad4(k, col0 + 12u);
         let a = a_block(row0, lane, k);
-        var q = a[0];
-        acc0 = fma_row(acc0, q.r0, b0, b1, b2, b3);
-        acc1 = fma_row(acc1, q.r1, b0, b1, b2, b3);
-        acc2 = fma_row(acc2, q.r2, b0, b1, b2, b3);
-        acc3 = fma_row(acc3, q.r3, b0, b1, b2, b3);
-        q = a[1];
-        acc4 = fma_row(acc4, q.r0, b0, b1, b2, b3);
-        acc5 = fma_row(acc5, q.r1, b0, b1, b2, b3);
-        acc6 = fma_row(acc6, q.r2, b0, b1, b2, b3);
-        acc7 = fma_row(acc7, q.r3, b0, b1, b2, b3);
-        q = a[2];
-        acc8 = fma_row(acc8, q.r0, b0, b1, b2, b3);
-        acc9 = fma_row(acc9, q.r1, b0, b1, b2, b3);
-        acc10 = fma_row(acc10, q.r2, b0, b1, b2, b3);
-        acc11 = fma_row(acc11, q.r3, b0, b1, b2, b3);
-        q = a[3];
-        acc12 = fma_row(acc12, q.r0, b0, b1, b2, b3);
-        acc13 = fma_row(acc13, q.r1, b0, b1, b2, b3);
-        acc14 = fma_row(acc14, q.r2, b0, b1, b2, b3);
-        acc15 = fma_row(acc15, q.r3, b0, b1, b2, b3);
+        acc0 = fma_rows4(acc0, a[0], b0, b1, b2, b3);
+        acc1 = fma_rows4(acc1, a[1], b0, b1, b2, b3);
+        acc2 = fma_rows4(acc2, a[2], b0, b1, b2, b3);
+        acc3 = fma_rows4(acc3, a[3], b0, b1, b2, b3);
+        if ROW_BLOCKS == 2u {
+            let e = a_block(row0 + 16u, lane, k);
+            acc4 = fma_rows4(acc4, e[0], b0, b1, b2, b3);
+            acc5 = fma_rows4(acc5, e[1], b0, b1, b2, b3);
+            acc6 = fma_rows4(acc6, e[2], b0, b1, b2, b3);
+            acc7 = fma_rows4(acc7, e[3], b0, b1, b2, b3);
+        }
     }
     if col0 >= p.n {
         return;
     }
-    store_row(0u, row0, col0, acc0);
-    store_row(1u, row0, col0, acc1);
-    store_row(2u, row0, col0, acc2);
-    store_row(3u, row0, col0, acc3);
-    store_row(4u, row0, col0, acc4);
-    store_row(5u, row0, col0, acc5);
-    store_row(6u, row0, col0, acc6);
-    store_row(7u, row0, col0, acc7);
-    store_row(8u, row0, col0, acc8);
-    store_row(9u, row0, col0, acc9);
-    store_row(10u, row0, col0, acc10);
-    store_row(11u, row0, col0, acc11);
-    store_row(12u, row0, col0, acc12);
-    store_row(13u, row0, col0, acc13);
-    store_row(14u, row0, col0, acc14);
-    store_row(15u, row0, col0, acc15);
+    store_rows4(0u, row0, col0, acc0);
+    store_rows4(4u, row0, col0, acc1);
+    store_rows4(8u, row0, col0, acc2);
+    store_rows4(12u, row0, col0, acc3);
+    if ROW_BLOCKS == 2u {
+        store_rows4(16u, row0, col0, acc4);
+        store_rows4(20u, row0, col0, acc5);
+        store_rows4(24u, row0, col0, acc6);
+        store_rows4(28u, row0, col0, acc7);
+    }
 }
 
 // ---- matmul_shared ----------------------------------------------------------------------------

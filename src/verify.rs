@@ -136,8 +136,9 @@ pub fn check_matmul(
     let got = ctx.download(&gc)?;
     let plan = gk::MatmulPlan::new(&p, variant);
     let name = format!(
-        "{}{}{}{}{}{}",
+        "{}{}{}{}{}{}{}",
         plan.entry,
+        if plan.row_blocks == 2 { "_32rows" } else { "" },
         if p.trans_a { "_ta" } else { "" },
         if p.trans_b { "_tb" } else { "" },
         if plan.trans_c { "_as_ct" } else { "" },
@@ -502,8 +503,9 @@ pub const SIZES: [usize; 5] = [1, 7, 100, 257, 1000];
 
 /// Matmul shapes (m, n, k): degenerate, sub-tile, ragged, square, the skinny shapes of a
 /// recurrence (B x H times H x 4H), K not a multiple of 4 under vec4 loads, and a narrow C (the
-/// logits of a small vocabulary, computed transposed); those whose B allows take the vec4 kernel.
-pub const MATMUL_SHAPES: [(usize, usize, usize); 12] = [
+/// logits of a small vocabulary, computed transposed), and tall, deep ragged ones (32 rows of C
+/// a workgroup); those whose B allows take the vec4 kernel.
+pub const MATMUL_SHAPES: [(usize, usize, usize); 13] = [
     (1, 1, 1),
     (3, 5, 7),
     (17, 33, 9),
@@ -516,6 +518,7 @@ pub const MATMUL_SHAPES: [(usize, usize, usize); 12] = [
     (33, 1028, 256),
     (8, 12, 5),
     (260, 7, 12),
+    (164, 260, 130),
 ];
 
 /// Every kernel at the standard awkward shapes: what `rnn-gpu verify` prints.

@@ -112,11 +112,13 @@ pub struct MatmulPlan {
     pub entry: &'static str,
     pub problem: Matmul,
     pub trans_c: bool,
+    /// matmul_register_vec4's blocks of 16 rows of C per workgroup: 2 for tall, deep problems.
+    pub row_blocks: usize,
 }
 
 impl MatmulPlan {
     pub fn new(p: &Matmul, variant: MatmulVariant) -> MatmulPlan {
-        let direct = MatmulPlan { entry: matmul_entry(p, variant), problem: *p, trans_c: false };
+        let direct = MatmulPlan::with(*p, variant, false);
         let t = Matmul {
             m: p.n,
             n: p.m,
@@ -125,25 +127,39 @@ impl MatmulPlan {
             trans_b: !p.trans_a,
             accumulate: p.accumulate,
         };
-        let swapped = MatmulPlan { entry: matmul_entry(&t, variant), problem: t, trans_c: true };
+        let swapped = MatmulPlan::with(t, variant, true);
         if swapped.cost() < direct.cost() { swapped } else { direct }
+    }
+
+    fn with(problem: Matmul, variant: MatmulVariant, trans_c: bool) -> MatmulPlan {
+        let entry = matmul_entry(&problem, variant);
+        // 32 rows of C a workgroup read each load of B for twice the rows; that pays where the k
+        // loop is long and there are rows enough to keep every core busy (dW_hh of the LSTM H=256
+        // step, 1024x256x2048: 1.23x on lavapipe; the 65-row logits were slower, padded to 96).
+        let tall = entry == "matmul_register_vec4" && problem.m >= 128 && problem.k >= 128;
+        MatmulPlan { entry, problem, trans_c, row_blocks: if tall { 2 } else { 1 } }
     }
 
     /// Rows and columns of C per workgroup.
     fn tile(&self) -> (usize, usize) {
         match self.entry {
             "matmul_shared" => (64, 64),
-            "matmul_register_vec4" => (16, 256),
+            "matmul_register_vec4" => (16 * self.row_blocks, 256),
             _ => (8, 256),
         }
     }
 
-    /// Multiply-adds the grid performs, its padding included, weighted by the entry's speed: the
-    /// scalar register entry runs at about a third of the vec4 one on lavapipe.
+    /// Multiply-adds the grid performs, its padding included, weighted by the entry's time per
+    /// multiply-add on lavapipe, in fifths: the scalar register entry takes about 3 times the vec4
+    /// one, the vec4 one with 32 rows 4/5.
     fn cost(&self) -> usize {
         let (tm, tn) = self.tile();
-        let slow = if self.entry == "matmul_register" { 3 } else { 1 };
-        self.problem.m.div_ceil(tm) * tm * self.problem.n.div_ceil(tn) * tn * slow
+        let weight = match (self.entry, self.row_blocks) {
+            ("matmul_register", _) => 15,
+            ("matmul_register_vec4", 2) => 4,
+            _ => 5,
+        };
+        self.problem.m.div_ceil(tm) * tm * self.problem.n.div_ceil(tn) * tn * weight
     }
 
     fn groups(&self) -> [usize; 2] {
@@ -152,7 +168,7 @@ impl MatmulPlan {
     }
 
     /// The override constants of shaders/matmul.wgsl.
-    fn constants(&self) -> [(&'static str, u64); 5] {
+    fn constants(&self) -> [(&'static str, u64); 6] {
         let p = &self.problem;
         // A as vec4s: its contiguous dimension a multiple of 4 (a transposed A at least 4 rows).
         let a_vec4 = if p.trans_a { p.m % 4 == 0 } else { p.k % 4 == 0 };
@@ -162,6 +178,7 @@ impl MatmulPlan {
             ("TRANS_C", self.trans_c as u64),
             ("A_VEC4", a_vec4 as u64),
             ("K_TAIL", (p.k % 4 != 0) as u64),
+            ("ROW_BLOCKS", self.row_blocks as u64),
         ]
     }
 }
