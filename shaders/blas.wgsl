@@ -5,6 +5,8 @@
 //   add_bias:  y[r, j] += bias[j]           y (rows, cols)
 //   bias_grad: db[j] += sum_r dy[r, j]      one thread per column, rows summed in order (the
 //                                           column sum is deterministic, like the CPU twin's)
+//   bias_grad4: the same for cols a multiple of 4, 4 columns per thread, dy read through its
+//               texture copy
 
 struct Params {
     n: u32,     // elements (fill, scale, axpy, add_bias) or columns (bias_grad)
@@ -61,3 +63,24 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     y[j] += s;
 }
 
+
+// bias_grad4: bias_grad for cols a multiple of 4, reading dy through its texture copy
+// (src/gpu/program.rs::Program::dispatch_textured), 4 columns a thread: on lavapipe a texel fetch
+// is one gather where a storage load loops over the SIMD lanes once per component.
+@group(0) @binding(3) var dy_texels: texture_2d<f32>;
+
+@compute @workgroup_size(32)
+fn bias_grad4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let q = gid.x + gid.y * nwg.x * BIAS_GRAD_WG;
+    let quads = p.cols / 4u;
+    if q >= quads { return; }
+    var s = vec4<f32>();
+    for (var r = 0u; r < p.rows; r++) {
+        s += texel(dy_texels, r * quads + q);
+    }
+    let j = 4u * q;
+    y[j] += s.x;
+    y[j + 1u] += s.y;
+    y[j + 2u] += s.z;
+    y[j + 3u] += s.w;
+}

@@ -5,6 +5,15 @@
 
 const WG: u32 = 256u;
 
+// Texture copies of tensors (src/gpu/program.rs::Program::dispatch_textured): element i is
+// component i % 4 of texel i / 4, TEXELS_PER_ROW texels a row.
+const TEXELS_PER_ROW: u32 = 4096u; // must match src/gpu/program.rs::TEXELS_PER_ROW
+
+// Texel i (elements 4i .. 4i + 4) of a texture copy.
+fn texel(t: texture_2d<f32>, i: u32) -> vec4<f32> {
+    return textureLoad(t, vec2<u32>(i % TEXELS_PER_ROW, i / TEXELS_PER_ROW), 0);
+}
+
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }

@@ -9,6 +9,8 @@
 //   gather4:     the same for widths that are a multiple of 4, 4 columns per thread: one index
 //                load and one vec4 store for 4 values (lavapipe loops over the SIMD lanes once
 //                per access), and a vec4 load where the table's layout is contiguous.
+//   scatter_add4: scatter_add for widths that are a multiple of 4, 4 columns per thread, reading
+//                dout through its texture copy.
 
 struct Params {
     n: u32,          // gather: rows of out; scatter_add: rows of the table (V)
@@ -64,4 +66,28 @@ fn gather4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let s = p.col_stride;
     out4[e] = vec4<f32>(src4[base / 4u][base % 4u], src4[(base + s) / 4u][(base + s) % 4u],
                         src4[(base + 2u * s) / 4u][(base + 2u * s) % 4u], src4[(base + 3u * s) / 4u][(base + 3u * s) % 4u]);
+}
+
+// scatter_add4: scatter_add for widths that are a multiple of 4, 4 columns a thread, reading dout
+// through its texture copy (src/gpu/program.rs::Program::dispatch_textured): on lavapipe a texel
+// fetch is one gather where a storage load loops over the SIMD lanes once per component.
+@group(0) @binding(7) var dout_texels: texture_2d<f32>;
+
+@compute @workgroup_size(256)
+fn scatter_add4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    let e = linear_id(gid, nwg);
+    let w4 = p.width / 4u;
+    if e >= p.n * w4 { return; }
+    let v = e / w4;
+    let q = e % w4;
+    var s = vec4<f32>();
+    for (var r = idx[v]; r < idx[v + 1u]; r++) {
+        s += texel(dout_texels, rows[r] * w4 + q);
+    }
+    let o = v * p.idx_stride + 4u * q * p.col_stride;
+    let c = p.col_stride;
+    out[o] += s.x;
+    out[o + c] += s.y;
+    out[o + 2u * c] += s.z;
+    out[o + 3u * c] += s.w;
 }

@@ -57,7 +57,6 @@ struct StepParams {
 // must match src/gpu/kernels.rs::StepParams
 
 override ROWS: u32 = 8u; // batch rows per thread: 8 or 16 (src/gpu/kernels.rs::StepCheck)
-const W_TEXELS_PER_ROW: u32 = 4096u; // must match src/gpu/program.rs::TEXELS_PER_ROW
 const MODE_FIRST: u32 = 0u;
 const MODE_STEP: u32 = 1u;
 const MODE_INITIAL: u32 = 2u;
@@ -73,9 +72,8 @@ override VEC4: bool = true;
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;      // (T, B, D*H)
 @group(0) @binding(5) var<storage, read> xw: array<vec4<f32>>;           // (T, B, G*H)
 // W_hh (G*H, H) through its texture copy (src/gpu/program.rs::Program::dispatch_textured):
-// element i is component i % 4 of texel i / 4, W_TEXELS_PER_ROW texels a row. Its loads vary
-// across lanes, and on lavapipe a texel fetch is one gather where a storage load is a loop over
-// the lanes.
+// common.wgsl::texel reads it. Its loads vary across lanes, and on lavapipe a texel fetch is one
+// gather where a storage load is a loop over the lanes.
 @group(0) @binding(6) var w_hh: texture_2d<f32>;
 @group(0) @binding(7) var<storage, read> bias: array<vec4<f32>>;         // b_ih (G*H), b_hh at bias_hh
 @group(0) @binding(8) var<storage, read> lengths: array<u32>;            // (B)
@@ -153,7 +151,7 @@ fn ld_xw(i: u32, n: u32) -> vec4<f32> {
 }
 
 fn w_texel(t: u32) -> vec4<f32> {
-    return textureLoad(w_hh, vec2<u32>(t % W_TEXELS_PER_ROW, t / W_TEXELS_PER_ROW), 0);
+    return texel(w_hh, t);
 }
 
 fn ld_w(i: u32, n: u32) -> vec4<f32> {

@@ -50,7 +50,7 @@ fn vector_and_bias_kernels_match_cpu() {
     let Some(ctx) = gpu() else { return };
     let mut checks = Vec::new();
     for kernel in ["fill", "scale", "axpy", "add_bias", "bias_grad"] {
-        for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3)] {
+        for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3), (3, 4), (130, 260)] {
             checks.push(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64).unwrap());
         }
     }
@@ -115,7 +115,7 @@ fn a_non_finite_step_leaves_parameters_and_state_untouched() {
 fn gather_and_scatter_add_match_cpu() {
     let Some(ctx) = gpu() else { return };
     let mut checks = Vec::new();
-    // Widths that are a multiple of 4 take gather4.
+    // Widths that are a multiple of 4 take gather4 and scatter_add4.
     for &(n, width, vocab) in
         &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257), (2048, 256, 65), (9, 4, 2)]
     {

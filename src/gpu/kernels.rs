@@ -318,6 +318,12 @@ pub fn bias_grad(prog: &mut Program, db: &GpuTensor, dy: &GpuTensor, rows: usize
         rows: to_u32("bias_grad", "rows", rows)?,
         alpha: 0.0,
     };
+    // 4 columns a thread, dy read through its texture copy (a texel fetch is far cheaper than a
+    // storage load on lavapipe; the gate gradients' copy is shared with scatter_add4).
+    if cols % 4 == 0 && prog.fits_texture(dy) {
+        let groups = groups_1d(prog.ctx(), cols / 4, BIAS_GRAD_WG);
+        return prog.dispatch_textured("blas", "bias_grad4", &[], &[(1, db)], &[(3, dy)], &p, groups);
+    }
     let groups = groups_1d(prog.ctx(), cols, BIAS_GRAD_WG);
     prog.dispatch("blas", "bias_grad", &[], &[(1, db), (2, dy)], &p, groups)
 }
@@ -659,6 +665,12 @@ pub fn scatter_add(
     need("scatter_add", "starts", starts, p.n + 1)?;
     if dout.len() != rows.len() * p.width {
         return Err(Error::shape("scatter_add", "dout", dout.shape(), &[rows.len(), p.width]));
+    }
+    // 4 columns a thread, dout read through its texture copy (see bias_grad).
+    if p.width % 4 == 0 && prog.fits_texture(dout) {
+        let groups = groups_1d(prog.ctx(), p.n * p.width / 4, WG);
+        let args = [(1, dtable), (3, starts), (4, rows)];
+        return prog.dispatch_textured("gather", "scatter_add4", &[], &args, &[(7, dout)], &params, groups);
     }
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
     prog.dispatch(

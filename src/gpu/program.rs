@@ -24,8 +24,8 @@ use crate::error::{Error, Result};
 const PARAM_CHUNK: u64 = 64 * 1024;
 const PARAM_SLOT: u64 = 256;
 
-/// Texels (4 floats each) per row of a weight texture; must match
-/// shaders/step_common.wgsl::W_TEXELS_PER_ROW.
+/// Texels (4 floats each) per row of a texture copy; must match
+/// shaders/common.wgsl::TEXELS_PER_ROW.
 const TEXELS_PER_ROW: u32 = 4096;
 
 enum Command {
@@ -37,10 +37,11 @@ enum Command {
 
 /// A copy of a tensor in an rgba32float texture, read by kernels with `textureLoad`: on lavapipe
 /// a texel fetch that varies across SIMD lanes is one gather, where a storage-buffer load is a
-/// loop over the lanes with a branch per lane (1.4x faster recurrent sums, BENCHMARKS.md). The
+/// loop over the lanes with a branch per lane (1.4x faster recurrent sums, BENCHMARKS.md). W_hh
+/// (the step kernels) and the gate gradients (bias_grad4, scatter_add4) are read so. The
 /// tensor stays the source of truth; the program copies it into the texture before the first
 /// kernel that reads it, and again after any command that may have written it.
-struct WeightTexture {
+struct TextureCopy {
     src: GpuTensor,
     texture: wgpu::Texture,
     view: wgpu::TextureView,
@@ -52,7 +53,7 @@ pub struct Program {
     commands: Vec<Command>,
     param_chunks: Vec<wgpu::Buffer>,
     param_used: u64,
-    textures: Vec<WeightTexture>,
+    textures: Vec<TextureCopy>,
     shared_rows: SharedRows,
     step_rows: usize,
 }
@@ -60,6 +61,11 @@ pub struct Program {
 /// Whether two views share bytes of one buffer.
 fn overlaps(a: &GpuTensor, b: &GpuTensor) -> bool {
     Arc::ptr_eq(&a.buffer, &b.buffer) && a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes()
+}
+
+/// Rows of `TEXELS_PER_ROW` texels in the texture copy of `t`.
+fn texture_rows(t: &GpuTensor) -> u64 {
+    (t.len().div_ceil(4) as u64).div_ceil(TEXELS_PER_ROW as u64).max(1)
 }
 
 /// Records the copy of `src` into its texture: the whole rows of `TEXELS_PER_ROW` texels, then the
@@ -288,10 +294,17 @@ impl Program {
         }
     }
 
+    /// Whether `t` fits a texture copy within the adapter's limits (kernels that read through
+    /// one only for speed fall back to storage loads otherwise).
+    pub fn fits_texture(&self, t: &GpuTensor) -> bool {
+        let max = self.ctx.limits().max_texture_dimension_2d as u64;
+        texture_rows(t) <= max && TEXELS_PER_ROW as u64 <= max
+    }
+
     /// The index of `t`'s texture copy, made (and its copy recorded) if it has none, or copied
     /// again if a command since may have written `t`.
     fn texture_of(&mut self, t: &GpuTensor) -> Result<usize> {
-        let same = |w: &WeightTexture| {
+        let same = |w: &TextureCopy| {
             Arc::ptr_eq(&w.src.buffer, &t.buffer) && w.src.offset == t.offset && w.src.len() == t.len()
         };
         if let Some(i) = self.textures.iter().position(same) {
@@ -301,10 +314,9 @@ impl Program {
             }
             return Ok(i);
         }
-        let texels = t.len().div_ceil(4) as u64;
-        let height = texels.div_ceil(TEXELS_PER_ROW as u64).max(1);
+        let height = texture_rows(t);
         let max = self.ctx.limits().max_texture_dimension_2d as u64;
-        if height > max || TEXELS_PER_ROW as u64 > max {
+        if !self.fits_texture(t) {
             return Err(Error::range(
                 "Program::texture_of",
                 format!("texture rows for {t:?}"),
@@ -314,7 +326,7 @@ impl Program {
         }
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
         let texture = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("weight texture"),
+            label: Some("texture copy"),
             size: wgpu::Extent3d { width: TEXELS_PER_ROW, height: height as u32, depth_or_array_layers: 1 },
             mip_level_count: 1,
             sample_count: 1,
@@ -331,7 +343,7 @@ impl Program {
         }
         let view = texture.create_view(&Default::default());
         self.ctx.counters.bytes_allocated.fetch_add(height * TEXELS_PER_ROW as u64 * 16, Ordering::Relaxed);
-        self.textures.push(WeightTexture { src: t.clone(), texture, view, fresh: true });
+        self.textures.push(TextureCopy { src: t.clone(), texture, view, fresh: true });
         let i = self.textures.len() - 1;
         self.commands.push(Command::ToTexture { src: t.clone(), texture: i });
         Ok(i)

@@ -630,6 +630,10 @@ impl Graph<'_> {
                         be.copy(&be.view(&dw.carry, bh, bh)?, &be.view(dc0, chunk, bh)?)?;
                     }
                 }
+                // The bias gradients first: on the GPU they read the gate gradients through one
+                // texture copy, which any later kernel binding them would make stale.
+                be.bias_grad(&w.db_ih, &dgx, tb, g * h)?;
+                be.bias_grad(&w.db_hh, &dgh, tb, g * h)?;
                 // The weight gradients, one GEMM each over all steps.
                 let hprev_start = if d == 0 { 0 } else { dw.state_base + bh };
                 let hprev = be.view(&dw.states, hprev_start, tb * h)?;
@@ -644,8 +648,6 @@ impl Graph<'_> {
                     (None, None) => return Err(Error::invalid("backward", "the workspace has no input")),
                 }
                 be.matmul(&w.dw_hh, &dgh, &hprev, Matmul::new(g * h, h, tb).trans_a().accumulate())?;
-                be.bias_grad(&w.db_ih, &dgx, tb, g * h)?;
-                be.bias_grad(&w.db_hh, &dgh, tb, g * h)?;
                 if let Some(dx) = &dx {
                     let mut p = Matmul::new(tb, i, g * h);
                     p.accumulate = d > 0;
