@@ -63,7 +63,6 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
     y[j] += s;
 }
 
-
 // bias_grad4: bias_grad for cols a multiple of 4, reading dy through its texture copy
 // (src/gpu/program.rs::Program::dispatch_textured), 4 columns a thread: on lavapipe a texel fetch
 // is one gather where a storage load loops over the SIMD lanes once per component.
