@@ -2,7 +2,9 @@
 //! shape (BENCHMARKS.md, "What a load costs on lavapipe"). Each kernel runs 4,096 threads through
 //! 256 iterations of 8 operations of one kind; criterion's "elem/s" are vec4 operations per
 //! second. On lavapipe (Mesa 22.3) a storage-buffer load is a loop over the SIMD lanes whether or
-//! not the address varies, a texel fetch is one gather, and a subgroup broadcast a shuffle.
+//! not the address varies, a texel fetch is one gather, and a subgroup broadcast a shuffle; a
+//! sampled texture's fetch is a call with per-lane mip-level arithmetic around the gather, a
+//! read-only storage texture's load the gather alone, inline.
 //! This talks to wgpu directly: it measures the driver, not the engine.
 //! `RNN_GPU_BENCH_QUICK=1` shrinks it for a smoke run.
 
@@ -16,10 +18,11 @@ fn quick() -> bool {
 }
 
 /// (name, whether it needs subgroups, the expression of operation `{i}` in iteration `k`).
-const KINDS: [(&str, bool, &str); 5] = [
+const KINDS: [(&str, bool, &str); 6] = [
     ("alu_add", false, "v + vec4<f32>(f32({i}))"),
     ("subgroup_broadcast", true, "subgroupBroadcast(v, {i}u)"),
     ("texture_load_varying", false, "textureLoad(tex, vec2<u32>((k + {i}u) % 64u, gid.x % 64u), 0)"),
+    ("storage_texture_load_varying", false, "textureLoad(stex, vec2<u32>((k + {i}u) % 64u, gid.x % 64u))"),
     ("storage_load_varying", false, "buf[(gid.x % 64u) * 64u + (k + {i}u) % 64u]"),
     ("storage_load_same_address", false, "buf[(wg.x % 64u) * 64u + (k + {i}u) % 64u]"),
 ];
@@ -33,10 +36,11 @@ fn source(expr: &str, iters: u32) -> String {
         "@group(0) @binding(0) var<storage, read> buf: array<vec4<f32>>;
 @group(0) @binding(1) var tex: texture_2d<f32>;
 @group(0) @binding(2) var<storage, read_write> out: array<vec4<f32>>;
+@group(0) @binding(3) var stex: texture_storage_2d<rgba32float, read>;
 @compute @workgroup_size(64)
 fn main(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(workgroup_id) wg: vec3<u32>) {{
     var v = vec4<f32>(f32(gid.x));
-    var a0 = buf[0] + textureLoad(tex, vec2<u32>(0u, 0u), 0);
+    var a0 = buf[0] + textureLoad(tex, vec2<u32>(0u, 0u), 0) + textureLoad(stex, vec2<u32>(0u, 0u));
     var a1 = vec4<f32>();
     for (var k = 0u; k < {iters}u; k++) {{
 {body}        v = v * 1.0001;
@@ -77,7 +81,7 @@ fn bench(c: &mut Criterion) {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING,
+            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::STORAGE_BINDING,
             view_formats: &[],
         },
         wgpu::util::TextureDataOrder::LayerMajor,
@@ -117,6 +121,7 @@ fn bench(c: &mut Criterion) {
                 wgpu::BindGroupEntry { binding: 0, resource: buf.as_entire_binding() },
                 wgpu::BindGroupEntry { binding: 1, resource: wgpu::BindingResource::TextureView(&view) },
                 wgpu::BindGroupEntry { binding: 2, resource: out.as_entire_binding() },
+                wgpu::BindGroupEntry { binding: 3, resource: wgpu::BindingResource::TextureView(&view) },
             ],
         });
         group.bench_function(name, |b| {

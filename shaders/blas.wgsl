@@ -66,7 +66,7 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 // bias_grad4: bias_grad for cols a multiple of 4, reading dy through its texture copy
 // (src/gpu/program.rs::Program::dispatch_textured), 4 columns a thread: on lavapipe a texel fetch
 // is one gather where a storage load loops over the SIMD lanes once per component.
-@group(0) @binding(3) var dy_texels: texture_2d<f32>;
+@group(0) @binding(3) var dy_texels: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(32)
 fn bias_grad4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

@@ -71,7 +71,7 @@ fn gather4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 // scatter_add4: scatter_add for widths that are a multiple of 4, 4 columns a thread, reading dout
 // through its texture copy (src/gpu/program.rs::Program::dispatch_textured): on lavapipe a texel
 // fetch is one gather where a storage load loops over the SIMD lanes once per component.
-@group(0) @binding(7) var dout_texels: texture_2d<f32>;
+@group(0) @binding(7) var dout_texels: texture_storage_2d<rgba32float, read>;
 
 @compute @workgroup_size(256)
 fn scatter_add4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {

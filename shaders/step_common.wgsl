@@ -74,7 +74,7 @@ override VEC4: bool = true;
 // W_hh (G*H, H) through its texture copy (src/gpu/program.rs::Program::dispatch_textured):
 // common.wgsl::texel reads it. Its loads vary across lanes, and on lavapipe a texel fetch is one
 // gather where a storage load is a loop over the lanes.
-@group(0) @binding(6) var w_hh: texture_2d<f32>;
+@group(0) @binding(6) var w_hh: texture_storage_2d<rgba32float, read>;
 @group(0) @binding(7) var<storage, read> bias: array<vec4<f32>>;         // b_ih (G*H), b_hh at bias_hh
 @group(0) @binding(8) var<storage, read> lengths: array<u32>;            // (B)
 @group(0) @binding(9) var<storage, read> dy: array<vec4<f32>>;           // (T, B, D*H)

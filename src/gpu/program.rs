@@ -35,9 +35,10 @@ enum Command {
     ToTexture { src: GpuTensor, texture: usize },
 }
 
-/// A copy of a tensor in an rgba32float texture, read by kernels with `textureLoad`: on lavapipe
-/// a texel fetch that varies across SIMD lanes is one gather, where a storage-buffer load is a
-/// loop over the lanes with a branch per lane (1.4x faster recurrent sums, BENCHMARKS.md). W_hh
+/// A copy of a tensor in an rgba32float texture, bound as a read-only storage texture and read
+/// by kernels with `textureLoad` (shaders/common.wgsl::texel): on lavapipe a texel load that
+/// varies across SIMD lanes is one gather, where a storage-buffer load is a loop over the lanes
+/// with a branch per lane (1.4x faster recurrent sums, BENCHMARKS.md). W_hh
 /// (the step kernels) and the gate gradients (bias_grad4, scatter_add4) are read so. The
 /// tensor stays the source of truth; the program copies it into the texture before the first
 /// kernel that reads it, and again after any command that may have written it.
@@ -209,7 +210,8 @@ impl Program {
     }
 
     /// [`Program::dispatch`], with each `(binding, tensor)` of `textured` bound as its texture copy
-    /// (a `texture_2d<f32>` of `TEXELS_PER_ROW` texels a row, element i in texel i / 4).
+    /// (a read-only `texture_storage_2d<rgba32float, read>` of `TEXELS_PER_ROW` texels a row,
+    /// element i in texel i / 4).
     #[allow(clippy::too_many_arguments)]
     pub fn dispatch_textured<P: Pod>(
         &mut self,
@@ -332,7 +334,7 @@ impl Program {
             sample_count: 1,
             dimension: wgpu::TextureDimension::D2,
             format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::TEXTURE_BINDING | wgpu::TextureUsages::COPY_DST,
+            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
             view_formats: &[],
         });
         if let Some(e) = pollster::block_on(scope.pop()) {
