@@ -24,7 +24,8 @@
 // matmul does. ROWS is 8 on GPUs (128 accumulators a thread) and 16 on CPU adapters
 // (src/gpu/context.rs::GpuContext::step_rows), where a texel fetch costs as much as 40
 // multiply-adds and the accumulators live in memory anyway: twice the rows per fetch made the
-// LSTM H=512 steps 1.4x faster on lavapipe. The second 8 rows are a block of their own (hi,
+// LSTM H=512 steps 1.4x faster on lavapipe (except where 16 rows would leave fewer than two
+// workgroups a core: src/gpu/kernels.rs::StepCheck). The second 8 rows are a block of their own (hi,
 // a8 .. a15) that ROWS == 8 compiles away.
 // Forward, the 16 W_hh rows are the 4 gates of 4 units (LSTM; the GRU has 3 gates, 12 rows) or
 // 16 units (RNN).

@@ -291,8 +291,9 @@ fn info() -> rnn_gpu::Result<ExitCode> {
     };
     println!("  rows shared by a workgroup (matmul A, step h and gate gradients): {rows}");
     println!(
-        "  recurrent steps: fused per step, {} batch rows per thread (8 for batches of 8 or fewer), W_hh read through a texture",
-        ctx.step_rows()
+        "  recurrent steps: fused per step, {} batch rows per thread (8 for batches of 8 or fewer{}), W_hh read through a texture",
+        ctx.step_rows(),
+        if ctx.step_rows() == 16 { ", or where 16 leave fewer than 2 workgroups a core" } else { "" }
     );
     Ok(ExitCode::SUCCESS)
 }

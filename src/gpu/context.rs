@@ -303,9 +303,10 @@ impl GpuContext {
         self.shared_rows
     }
 
-    /// Batch rows per thread in the step kernels of a batch larger than 8 (one of
-    /// [`STEP_ROWS`]): 16 on a CPU adapter, 8 on a GPU (programs may pick the other, see
-    /// [`crate::gpu::Program::set_step_rows`]).
+    /// Batch rows per thread preferred in the step kernels of a batch larger than 8 (one of
+    /// [`STEP_ROWS`]): 16 on a CPU adapter (8 where 16 would leave cores idle,
+    /// src/gpu/kernels.rs::StepCheck), 8 on a GPU; programs may pick either, see
+    /// [`crate::gpu::Program::set_step_rows`].
     pub fn step_rows(&self) -> usize {
         self.step_rows
     }

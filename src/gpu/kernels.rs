@@ -763,15 +763,35 @@ struct StepParams {
 struct StepCheck {
     op: &'static str,
     s: Step,
-    /// Batch rows per thread: the program's choice, 8 for batches of 8 or fewer (16 would compute
-    /// rows that are never stored).
+    /// Batch rows per thread: 8 for batches of 8 or fewer (16 would compute rows that are never
+    /// stored), else the program's choice where it made one, else see `new`.
     rows: usize,
+    /// Units of the hidden state per thread: 4 forward for the LSTM and GRU (their 4 or 3 gate
+    /// rows each), 16 forward for the RNN and backward for all; must match the kernels.
+    units: usize,
 }
 
 impl StepCheck {
-    fn new(prog: &Program, op: &'static str, s: Step) -> StepCheck {
-        let rows = if s.batch <= 8 { 8 } else { prog.step_rows() };
-        StepCheck { op, s, rows }
+    fn new(prog: &Program, op: &'static str, s: Step, units: usize) -> StepCheck {
+        let threads = s.hidden.div_ceil(units);
+        let rows = match prog.step_rows() {
+            _ if s.batch <= 8 => 8,
+            Some(rows) => rows,
+            // The context prefers 16 rows on a CPU adapter (half the texel loads per
+            // multiply-add), but a grid of fewer than two workgroups a core leaves cores idle
+            // while the last workgroups finish: there 8 rows, twice the workgroups, are faster
+            // (RNN H=256 B=32 step 195/202 -> 179/183 us forward/backward on lavapipe; at
+            // 16 rows it has 2 workgroups).
+            None => {
+                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+                let groups16 = threads.div_ceil(16) * s.batch.div_ceil(16);
+                match prog.ctx().step_rows() {
+                    16 if groups16 < 2 * cores => 8,
+                    rows => rows,
+                }
+            }
+        };
+        StepCheck { op, s, rows, units }
     }
 
     fn at_least(&self, what: &str, t: &GpuTensor, n: usize) -> Result<()> {
@@ -830,15 +850,9 @@ impl StepCheck {
         [("VEC4", vec4 as u64), ("ROWS", self.rows as u64)]
     }
 
-    /// Forward: a thread owns 4 units (LSTM, GRU: their gate rows) or 16 (RNN) of `rows` batch
-    /// rows; must match the kernels.
-    fn forward_groups(&self, units: usize) -> [u32; 3] {
-        [self.s.hidden.div_ceil(units).div_ceil(16) as u32, self.s.batch.div_ceil(self.rows) as u32, 1]
-    }
-
-    /// Backward: a thread owns 16 units of `rows` batch rows.
-    fn backward_groups(&self) -> [u32; 3] {
-        [self.s.hidden.div_ceil(16).div_ceil(16) as u32, self.s.batch.div_ceil(self.rows) as u32, 1]
+    /// A thread owns `units` units of `rows` batch rows, 16 threads a workgroup.
+    fn groups(&self) -> [u32; 3] {
+        [self.s.hidden.div_ceil(self.units).div_ceil(16) as u32, self.s.batch.div_ceil(self.rows) as u32, 1]
     }
 
     fn last_t(&self) -> usize {
@@ -860,7 +874,7 @@ pub fn lstm_step_forward(
     lengths: &GpuTensor, // (B) u32
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "lstm_step_forward", s);
+    let c = StepCheck::new(prog, "lstm_step_forward", s, 4);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Lstm, w_hh, lengths)?;
     c.states(states)?;
@@ -876,7 +890,7 @@ pub fn lstm_step_forward(
         &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
         &[(6, w_hh)],
         &c.params()?,
-        c.forward_groups(4),
+        c.groups(),
     )
 }
 
@@ -893,7 +907,7 @@ pub fn lstm_step_backward(
     carry: &GpuTensor, // (2, B, H)
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "lstm_step_backward", s);
+    let c = StepCheck::new(prog, "lstm_step_backward", s, 16);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Lstm, w_hh, lengths)?;
     c.at_least("cells", cells, s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h)?;
@@ -908,7 +922,7 @@ pub fn lstm_step_backward(
         &[(2, cells), (3, gates), (8, lengths), (9, dy), (10, dg), (12, carry)],
         &[(6, w_hh)],
         &c.params()?,
-        c.backward_groups(),
+        c.groups(),
     )
 }
 
@@ -925,7 +939,7 @@ pub fn gru_step_forward(
     lengths: &GpuTensor,
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "gru_step_forward", s);
+    let c = StepCheck::new(prog, "gru_step_forward", s, 4);
     let h = s.hidden;
     c.common(Cell::Gru, w_hh, lengths)?;
     c.states(states)?;
@@ -940,7 +954,7 @@ pub fn gru_step_forward(
         &[(1, states), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
         &[(6, w_hh)],
         &c.params()?,
-        c.forward_groups(4),
+        c.groups(),
     )
 }
 
@@ -957,7 +971,7 @@ pub fn gru_step_backward(
     carry: &GpuTensor, // (2, B, H)
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "gru_step_backward", s);
+    let c = StepCheck::new(prog, "gru_step_backward", s, 16);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Gru, w_hh, lengths)?;
     c.states(states)?;
@@ -973,7 +987,7 @@ pub fn gru_step_backward(
         &[(1, states), (3, gates), (8, lengths), (9, dy), (10, dgh), (11, dgx), (12, carry)],
         &[(6, w_hh)],
         &c.params()?,
-        c.backward_groups(),
+        c.groups(),
     )
 }
 
@@ -990,7 +1004,7 @@ pub fn rnn_step_forward(
     s: Step,
     relu: bool,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "rnn_step_forward", s);
+    let c = StepCheck::new(prog, "rnn_step_forward", s, 16);
     let [vec4, rows] = c.constants();
     c.common(Cell::Rnn { relu }, w_hh, lengths)?;
     c.states(states)?;
@@ -1004,7 +1018,7 @@ pub fn rnn_step_forward(
         &[(1, states), (4, y), (5, xw), (7, bias), (8, lengths)],
         &[(6, w_hh)],
         &c.params()?,
-        c.forward_groups(16),
+        c.groups(),
     )
 }
 
@@ -1020,7 +1034,7 @@ pub fn rnn_step_backward(
     s: Step,
     relu: bool,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "rnn_step_backward", s);
+    let c = StepCheck::new(prog, "rnn_step_backward", s, 16);
     let [vec4, rows] = c.constants();
     c.common(Cell::Rnn { relu }, w_hh, lengths)?;
     c.states(states)?;
@@ -1034,7 +1048,7 @@ pub fn rnn_step_backward(
         &[(1, states), (8, lengths), (9, dy), (10, dg), (12, carry)],
         &[(6, w_hh)],
         &c.params()?,
-        c.backward_groups(),
+        c.groups(),
     )
 }
 

@@ -56,7 +56,7 @@ pub struct Program {
     param_used: u64,
     textures: Vec<TextureCopy>,
     shared_rows: SharedRows,
-    step_rows: usize,
+    step_rows: Option<usize>,
 }
 
 /// Whether two views share bytes of one buffer.
@@ -119,7 +119,7 @@ impl Program {
             param_used: PARAM_CHUNK,
             textures: Vec::new(),
             shared_rows: ctx.shared_rows(),
-            step_rows: ctx.step_rows(),
+            step_rows: None,
         }
     }
 
@@ -134,8 +134,9 @@ impl Program {
     }
 
     /// Batch rows per thread of the step kernels this program records for batches larger than 8
-    /// (smaller ones take 8): the context's choice unless set.
-    pub fn step_rows(&self) -> usize {
+    /// (smaller ones take 8), where set; `None`: the launcher's choice per kernel
+    /// (src/gpu/kernels.rs::StepCheck).
+    pub fn step_rows(&self) -> Option<usize> {
         self.step_rows
     }
 
@@ -148,7 +149,7 @@ impl Program {
                 format!("{rows} batch rows per thread; the step kernels take {STEP_ROWS:?}"),
             ));
         }
-        self.step_rows = rows;
+        self.step_rows = Some(rows);
         Ok(())
     }
 
