@@ -6,9 +6,11 @@
 //   scatter_add: the gradient of gather, without atomics: one thread per (table row v, j) sums,
 //                in order, the rows of dout that read v. The host lists them (CSR: `starts`
 //                (V + 1) into `rows`), as it already holds the indices it uploads.
-//   gather4:     the same for widths that are a multiple of 4, 4 columns per thread: one index
-//                load and one vec4 store for 4 values (lavapipe loops over the SIMD lanes once
-//                per access), and a vec4 load where the table's layout is contiguous.
+//   gather4:     the same for widths that are a multiple of 4, 4 columns per thread, reading the
+//                table through its texture copy: one index load and one vec4 store for 4 values
+//                (lavapipe loops over the SIMD lanes once per storage access, and inserts each
+//                component through memory), and one texel fetch where the table's layout is
+//                contiguous.
 //   scatter_add4: scatter_add for widths that are a multiple of 4, 4 columns per thread, reading
 //                dout through its texture copy.
 
@@ -49,7 +51,13 @@ fn scatter_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
 }
 
 @group(0) @binding(5) var<storage, read_write> out4: array<vec4<f32>>; // gather4: out
-@group(0) @binding(6) var<storage, read> src4: array<vec4<f32>>;       // gather4: table
+// gather4: the table's texture copy (src/gpu/program.rs::Program::dispatch_textured).
+@group(0) @binding(6) var table_texels: texture_storage_2d<rgba32float, read>;
+
+// Element i of the table.
+fn table_at(i: u32) -> f32 {
+    return texel(table_texels, i / 4u)[i % 4u];
+}
 
 @compute @workgroup_size(256)
 fn gather4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -60,12 +68,11 @@ fn gather4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
     let j = (e % w4) * 4u;
     let base = idx[i] * p.idx_stride + j * p.col_stride;
     if p.col_stride == 1u && p.idx_stride % 4u == 0u {
-        out4[e] = src4[base / 4u];
+        out4[e] = texel(table_texels, base / 4u);
         return;
     }
     let s = p.col_stride;
-    out4[e] = vec4<f32>(src4[base / 4u][base % 4u], src4[(base + s) / 4u][(base + s) % 4u],
-                        src4[(base + 2u * s) / 4u][(base + 2u * s) % 4u], src4[(base + 3u * s) / 4u][(base + 3u * s) % 4u]);
+    out4[e] = vec4<f32>(table_at(base), table_at(base + s), table_at(base + 2u * s), table_at(base + 3u * s));
 }
 
 // scatter_add4: scatter_add for widths that are a multiple of 4, 4 columns a thread, reading dout

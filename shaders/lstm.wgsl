@@ -12,29 +12,6 @@
 // recurrent_sums' row groups: the 4 gates of 4 units.
 const SUM_GROUPS: u32 = 4u;
 
-@group(0) @binding(2) var<storage, read_write> cells: array<vec4<f32>>; // like states
-
-fn ld_cells(i: u32, n: u32) -> vec4<f32> {
-    if VEC4 {
-        return cells[i / 4u];
-    }
-    var v = vec4<f32>();
-    for (var q = 0u; q < n; q++) {
-        v[q] = cells[(i + q) / 4u][(i + q) % 4u];
-    }
-    return v;
-}
-
-fn st_cells(i: u32, v: vec4<f32>, n: u32) {
-    if VEC4 {
-        cells[i / 4u] = v;
-        return;
-    }
-    for (var q = 0u; q < n; q++) {
-        cells[(i + q) / 4u][(i + q) % 4u] = v[q];
-    }
-}
-
 // Forward: a thread owns 4 units (their 16 gate rows) of ROWS batch rows; the gate arithmetic
 // runs on the 4 units as one vec4.
 @compute @workgroup_size(16, 1)

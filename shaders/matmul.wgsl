@@ -29,11 +29,15 @@ override TRANS_C: bool = false;
 
 @group(0) @binding(0) var<storage, read> p: MatmulParams;
 @group(0) @binding(1) var<storage, read_write> c: array<f32>; // (M, N)
-// A and B as vec4s: matmul_register_vec4 reads them 4 floats at a time, the other entries one
-// element at a time through a_at and b_at (bindings are whole vec4s,
-// src/gpu/tensor.rs::GpuTensor::binding, so every element is in reach).
+// A and B as vec4s: matmul_register and matmul_shared read them one element at a time through
+// a_at and b_at (bindings are whole vec4s, src/gpu/tensor.rs::GpuTensor::binding, so every
+// element is in reach).
 @group(0) @binding(2) var<storage, read> a4: array<vec4<f32>>; // (M, K), or (K, M) if TRANS_A
 @group(0) @binding(3) var<storage, read> b4: array<vec4<f32>>; // (K, N), or (N, K) if TRANS_B
+// matmul_register_vec4 reads A and B through their texture copies instead (src/gpu/program.rs::
+// Program::dispatch_textured; texel i holds the vec4 a4[i], b4[i]).
+@group(0) @binding(4) var b_texels: texture_storage_2d<rgba32float, read>;
+@group(0) @binding(5) var a_texels: texture_storage_2d<rgba32float, read>;
 
 fn a_at(r: u32, kk: u32) -> f32 {
     var i = r * p.k + kk;
@@ -81,11 +85,11 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
 }
 
 // ---- matmul_register and matmul_register_vec4 ------------------------------------------------
-// A workgroup of 16 threads owns 8 rows of C (16 or 32 in the vec4 entry, ROW_BLOCKS); each
-// thread owns a contiguous 8x16 (16x16, 32x16) block. The rows of A depend on the workgroup alone (the vec4 entry
+// A workgroup of 16 threads owns 8 rows of C (16 in the vec4 entry); each thread owns a
+// contiguous 8x16 (16x16) block. The rows of A depend on the workgroup alone (the vec4 entry
 // reads them through a_block, shared by subgroup where it can: matmul_rows_*.wgsl); only B varies
-// across lanes. The k loop advances 4 at a time: every step reads an 8x4 (16x4, 32x4) block of A
-// and a 4x16 block of B and does 512 (1024, 2048) multiply-adds.
+// across lanes. The k loop advances 4 at a time: every step reads an 8x4 (16x4) block of A and a
+// 4x16 block of B and does 512 (1024) multiply-adds.
 // The vec4 entry point reads B 4 floats per load; it needs B's contiguous dimension to be a
 // multiple of 4 (see src/gpu/kernels.rs::register_vec4_fits, and A_VEC4 below for A); the scalar
 // one takes any shape.
@@ -93,11 +97,6 @@ fn store_strided(acc: array<vec4<f32>, 4>, row0: u32, col0: u32) {
 const ROWS: u32 = 8u;   // rows of C per workgroup (and per thread)
 const COLS: u32 = 16u;  // columns of C per thread
 const THREADS: u32 = 16u;
-// matmul_register_vec4 computes ROW_BLOCKS blocks of 16 rows of C per workgroup (and thread):
-// 1, or 2 for tall and deep products (src/gpu/kernels.rs::MatmulPlan), where twice the rows per
-// load of B, the operand each lane loads for itself, made dW_hh of the LSTM 1.23x faster on
-// lavapipe; the 512 accumulators a thread live in memory there anyway.
-override ROW_BLOCKS: u32 = 1u;
 
 // Four k-steps of four columns of B: r_q = B[k + q, c .. c + 4].
 struct Quad {
@@ -230,11 +229,14 @@ fn matmul_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocati
     }
 }
 
-// matmul_register_vec4 reads B, the operand that varies across SIMD lanes, 4 floats at a time;
-// that needs B's contiguous dimension to be a multiple of 4. A is the same for every lane of a
-// workgroup (a_block reads it); A_VEC4 reads it as vec4s too when its contiguous dimension
-// allows, and as scalars otherwise. K_TAIL (K not a multiple of 4): the loads that
-// cover 4 values of k read zero past K.
+// matmul_register_vec4 reads B, the operand that varies across SIMD lanes, 4 floats at a time
+// from its texture copy; that needs B's contiguous dimension to be a multiple of 4. A is the same
+// for every lane of a workgroup (a_block reads it, from its texture copy too); A_VEC4 reads it as
+// vec4s when its contiguous dimension allows, and as scalars otherwise. On lavapipe a storage
+// load loops over the SIMD lanes and inserts each component through memory, a texel load is one
+// gather: B through a texture made the LSTM H=256 step's products 1.3-2x faster
+// (src/gpu/kernels.rs::MatmulPlan falls back to matmul_register where a copy would not fit a
+// texture). K_TAIL (K not a multiple of 4): the loads that cover 4 values of k read zero past K.
 override A_VEC4: bool = true;
 override K_TAIL: bool = false;
 
@@ -246,24 +248,50 @@ fn k_guard(v: vec4<f32>, k: u32) -> vec4<f32> {
     return v;
 }
 
+// The vec4 a4[i], from A's texture copy.
+fn a_texel(i: u32) -> vec4<f32> {
+    return texel(a_texels, i);
+}
+
+// a_k4 from A's texture copy.
+fn a_texel_k4(r: u32, k: u32) -> vec4<f32> {
+    let rr = min(r, p.m - 1u);
+    var v = vec4<f32>();
+    for (var q = 0u; q < 4u; q++) {
+        if k + q < p.k {
+            var i = rr * p.k + k + q;
+            if TRANS_A {
+                i = (k + q) * p.m + rr;
+            }
+            v[q] = a_texel(i / 4u)[i % 4u];
+        }
+    }
+    return v;
+}
+
 // Rows r .. r + 4 of A over k .. k + 4, one vec4 per row.
 fn a_quad4(r: u32, k: u32) -> Quad {
     if !A_VEC4 {
-        return Quad(a_k4(r, k), a_k4(r + 1u, k), a_k4(r + 2u, k), a_k4(r + 3u, k));
+        return Quad(a_texel_k4(r, k), a_texel_k4(r + 1u, k), a_texel_k4(r + 2u, k), a_texel_k4(r + 3u, k));
     }
     if TRANS_A {
         // A stored (K, M): each load is 4 rows at one k. M is a multiple of 4 and at least 4.
         let rr = min(r, p.m - 4u) / 4u;
         let m4 = p.m / 4u;
         return transpose_quad(Quad(
-            k_guard(a4[k * m4 + rr], k), k_guard(a4[(k + 1u) * m4 + rr], k + 1u),
-            k_guard(a4[(k + 2u) * m4 + rr], k + 2u), k_guard(a4[(k + 3u) * m4 + rr], k + 3u)));
+            k_guard(a_texel(k * m4 + rr), k), k_guard(a_texel((k + 1u) * m4 + rr), k + 1u),
+            k_guard(a_texel((k + 2u) * m4 + rr), k + 2u), k_guard(a_texel((k + 3u) * m4 + rr), k + 3u)));
     }
     let k4 = p.k / 4u;
     let kk = k / 4u;
     return Quad(
-        a4[min(r, p.m - 1u) * k4 + kk], a4[min(r + 1u, p.m - 1u) * k4 + kk],
-        a4[min(r + 2u, p.m - 1u) * k4 + kk], a4[min(r + 3u, p.m - 1u) * k4 + kk]);
+        a_texel(min(r, p.m - 1u) * k4 + kk), a_texel(min(r + 1u, p.m - 1u) * k4 + kk),
+        a_texel(min(r + 2u, p.m - 1u) * k4 + kk), a_texel(min(r + 3u, p.m - 1u) * k4 + kk));
+}
+
+// The vec4 b4[i], from B's texture copy.
+fn b_texel(i: u32) -> vec4<f32> {
+    return texel(b_texels, i);
 }
 
 // B over k .. k + 4 at columns col .. col + 4.
@@ -273,19 +301,19 @@ fn b_quad4(k: u32, col: u32) -> Quad {
         let k4 = p.k / 4u;
         let kk = k / 4u;
         return transpose_quad(Quad(
-            b4[min(col, p.n - 1u) * k4 + kk], b4[min(col + 1u, p.n - 1u) * k4 + kk],
-            b4[min(col + 2u, p.n - 1u) * k4 + kk], b4[min(col + 3u, p.n - 1u) * k4 + kk]));
+            b_texel(min(col, p.n - 1u) * k4 + kk), b_texel(min(col + 1u, p.n - 1u) * k4 + kk),
+            b_texel(min(col + 2u, p.n - 1u) * k4 + kk), b_texel(min(col + 3u, p.n - 1u) * k4 + kk)));
     }
     let n4 = p.n / 4u;
     let cb = min(col / 4u, n4 - 1u);
     return Quad(
-        k_guard(b4[k * n4 + cb], k), k_guard(b4[(k + 1u) * n4 + cb], k + 1u),
-        k_guard(b4[(k + 2u) * n4 + cb], k + 2u), k_guard(b4[(k + 3u) * n4 + cb], k + 3u));
+        k_guard(b_texel(k * n4 + cb), k), k_guard(b_texel((k + 1u) * n4 + cb), k + 1u),
+        k_guard(b_texel((k + 2u) * n4 + cb), k + 2u), k_guard(b_texel((k + 3u) * n4 + cb), k + 3u));
 }
 
 @compute @workgroup_size(16, 1)
 fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
-    let row0 = wg.y * 16u * ROW_BLOCKS;
+    let row0 = wg.y * 16u;
     let col0 = (wg.x * THREADS + l.x) * COLS;
     // Named accumulators, 4 rows each: a dynamically indexed array would live in memory on a
     // CPU-backed adapter.
@@ -293,10 +321,6 @@ fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     var acc1: Rows4;
     var acc2: Rows4;
     var acc3: Rows4;
-    var acc4: Rows4;
-    var acc5: Rows4;
-    var acc6: Rows4;
-    var acc7: Rows4;
     // Every thread stays to the end of the k loop (matmul_rows_subgroup.wgsl shares A's loads).
     let lane = lane_index();
     for (var k = 0u; k < p.k; k += 4u) {
@@ -309,13 +333,6 @@ fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
         acc1 = fma_rows4(acc1, a[1], b0, b1, b2, b3);
         acc2 = fma_rows4(acc2, a[2], b0, b1, b2, b3);
         acc3 = fma_rows4(acc3, a[3], b0, b1, b2, b3);
-        if ROW_BLOCKS == 2u {
-            let e = a_block(row0 + 16u, lane, k);
-            acc4 = fma_rows4(acc4, e[0], b0, b1, b2, b3);
-            acc5 = fma_rows4(acc5, e[1], b0, b1, b2, b3);
-            acc6 = fma_rows4(acc6, e[2], b0, b1, b2, b3);
-            acc7 = fma_rows4(acc7, e[3], b0, b1, b2, b3);
-        }
     }
     if col0 >= p.n {
         return;
@@ -324,12 +341,6 @@ fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     store_rows4(4u, row0, col0, acc1);
     store_rows4(8u, row0, col0, acc2);
     store_rows4(12u, row0, col0, acc3);
-    if ROW_BLOCKS == 2u {
-        store_rows4(16u, row0, col0, acc4);
-        store_rows4(20u, row0, col0, acc5);
-        store_rows4(24u, row0, col0, acc6);
-        store_rows4(28u, row0, col0, acc7);
-    }
 }
 
 // ---- matmul_shared ----------------------------------------------------------------------------

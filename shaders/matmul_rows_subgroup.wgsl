@@ -1,8 +1,9 @@
 // matmul_rows_subgroup.wgsl: how matmul_register_vec4 reads the 16 rows of A that all threads of
-// a workgroup share: lane i of the subgroup loads rows i and 8 + i, and subgroupBroadcast hands
-// them to the others (on lavapipe every storage load loops over the SIMD lanes, even when all
-// read one address; a broadcast is a register shuffle). Needs subgroups of at least 8 lanes,
-// every lane in the k loop, and one row block per workgroup (src/gpu/context.rs::SharedRows).
+// a workgroup share: lane i of the subgroup loads rows i and 8 + i (from A's texture copy), and
+// subgroupBroadcast hands them to the others (on lavapipe every load loops over or gathers from
+// the SIMD lanes, even when all read one address; a broadcast is a register shuffle). Needs
+// subgroups of at least 8 lanes, every lane in the k loop, and one row block per workgroup
+// (src/gpu/context.rs::SharedRows).
 
 // This lane's rank among the subgroup's active lanes (all of them here); lanes past 8 repeat
 // lane 7's rows.
@@ -14,9 +15,9 @@ fn lane_index() -> u32 {
 // scalars otherwise (zero past K, rows past M clamped).
 fn a_row4(r: u32, k: u32) -> vec4<f32> {
     if A_VEC4 && !TRANS_A {
-        return a4[min(r, p.m - 1u) * (p.k / 4u) + k / 4u];
+        return a_texel(min(r, p.m - 1u) * (p.k / 4u) + k / 4u);
     }
-    return a_k4(r, k);
+    return a_texel_k4(r, k);
 }
 
 fn broadcast4(v: vec4<f32>, first: u32) -> Quad {
@@ -35,8 +36,8 @@ fn a_block(row0: u32, lane: u32, k: u32) -> array<Quad, 4> {
         let kk = k + lane % 4u;
         let r = row0 + 4u * (lane / 4u);
         let m4 = p.m / 4u;
-        let lo = k_guard(a4[kk * m4 + min(r, p.m - 4u) / 4u], kk);
-        let hi = k_guard(a4[kk * m4 + min(r + 8u, p.m - 4u) / 4u], kk);
+        let lo = k_guard(a_texel(kk * m4 + min(r, p.m - 4u) / 4u), kk);
+        let hi = k_guard(a_texel(kk * m4 + min(r + 8u, p.m - 4u) / 4u), kk);
         return array<Quad, 4>(transpose_quad(broadcast4(lo, 0u)), transpose_quad(broadcast4(lo, 4u)),
                               transpose_quad(broadcast4(hi, 0u)), transpose_quad(broadcast4(hi, 4u)));
     }

@@ -69,6 +69,7 @@ override VEC4: bool = true;
 // loops over the SIMD lanes once per storage access, whatever its width (benches/loads.rs).
 @group(0) @binding(0) var<storage, read> p: StepParams;
 @group(0) @binding(1) var<storage, read_write> states: array<vec4<f32>>; // see the layout above
+@group(0) @binding(2) var<storage, read_write> cells: array<vec4<f32>>;  // the LSTM's, like states
 @group(0) @binding(3) var<storage, read_write> gates: array<vec4<f32>>; // (T, B, 4H): LSTM i, f, g, o; GRU r, z, n, hn
 @group(0) @binding(4) var<storage, read_write> y: array<vec4<f32>>;      // (T, B, D*H)
 @group(0) @binding(5) var<storage, read> xw: array<vec4<f32>>;           // (T, B, G*H)
@@ -87,14 +88,16 @@ override VEC4: bool = true;
 // Loads and stores of n (1 to 4) consecutive elements from element i, as a vec4 (zero past n).
 // With VEC4 the callers' i is a multiple of 4 and n is 4: one vec4 access. Otherwise one scalar
 // access per element. One pair per buffer: WGSL has no pointers to storage in function arguments.
+// Loads read vec4 i of a buffer with rd_<buffer>(i), from the buffer itself or from its texture
+// copy (step_reads_*.wgsl; src/gpu/context.rs::StepInputs); stores go to the buffer.
 
 fn ld_states(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return states[i / 4u];
+        return rd_states(i / 4u);
     }
     var v = vec4<f32>();
     for (var q = 0u; q < n; q++) {
-        v[q] = states[(i + q) / 4u][(i + q) % 4u];
+        v[q] = rd_states((i + q) / 4u)[(i + q) % 4u];
     }
     return v;
 }
@@ -111,11 +114,11 @@ fn st_states(i: u32, v: vec4<f32>, n: u32) {
 
 fn ld_gates(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return gates[i / 4u];
+        return rd_gates(i / 4u);
     }
     var v = vec4<f32>();
     for (var q = 0u; q < n; q++) {
-        v[q] = gates[(i + q) / 4u][(i + q) % 4u];
+        v[q] = rd_gates((i + q) / 4u)[(i + q) % 4u];
     }
     return v;
 }
@@ -142,13 +145,34 @@ fn st_y(i: u32, v: vec4<f32>, n: u32) {
 
 fn ld_xw(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return xw[i / 4u];
+        return rd_xw(i / 4u);
     }
     var v = vec4<f32>();
     for (var q = 0u; q < n; q++) {
-        v[q] = xw[(i + q) / 4u][(i + q) % 4u];
+        v[q] = rd_xw((i + q) / 4u)[(i + q) % 4u];
     }
     return v;
+}
+
+fn ld_cells(i: u32, n: u32) -> vec4<f32> {
+    if VEC4 {
+        return rd_cells(i / 4u);
+    }
+    var v = vec4<f32>();
+    for (var q = 0u; q < n; q++) {
+        v[q] = rd_cells((i + q) / 4u)[(i + q) % 4u];
+    }
+    return v;
+}
+
+fn st_cells(i: u32, v: vec4<f32>, n: u32) {
+    if VEC4 {
+        cells[i / 4u] = v;
+        return;
+    }
+    for (var q = 0u; q < n; q++) {
+        cells[(i + q) / 4u][(i + q) % 4u] = v[q];
+    }
 }
 
 fn w_texel(t: u32) -> vec4<f32> {
@@ -168,33 +192,33 @@ fn ld_w(i: u32, n: u32) -> vec4<f32> {
 
 fn ld_bias(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return bias[i / 4u];
+        return rd_bias(i / 4u);
     }
     var v = vec4<f32>();
     for (var q = 0u; q < n; q++) {
-        v[q] = bias[(i + q) / 4u][(i + q) % 4u];
+        v[q] = rd_bias((i + q) / 4u)[(i + q) % 4u];
     }
     return v;
 }
 
 fn ld_dy(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return dy[i / 4u];
+        return rd_dy(i / 4u);
     }
     var v = vec4<f32>();
     for (var q = 0u; q < n; q++) {
-        v[q] = dy[(i + q) / 4u][(i + q) % 4u];
+        v[q] = rd_dy((i + q) / 4u)[(i + q) % 4u];
     }
     return v;
 }
 
 fn ld_dgr(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return dgr[i / 4u];
+        return rd_dgr(i / 4u);
     }
     var v = vec4<f32>();
     for (var q = 0u; q < n; q++) {
-        v[q] = dgr[(i + q) / 4u][(i + q) % 4u];
+        v[q] = rd_dgr((i + q) / 4u)[(i + q) % 4u];
     }
     return v;
 }
@@ -211,11 +235,11 @@ fn st_dgr(i: u32, v: vec4<f32>, n: u32) {
 
 fn ld_carry(i: u32, n: u32) -> vec4<f32> {
     if VEC4 {
-        return carry[i / 4u];
+        return rd_carry(i / 4u);
     }
     var v = vec4<f32>();
     for (var q = 0u; q < n; q++) {
-        v[q] = carry[(i + q) / 4u][(i + q) % 4u];
+        v[q] = rd_carry((i + q) / 4u)[(i + q) % 4u];
     }
     return v;
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::cpu::kernels as cpu;
 use crate::error::Result;
 use crate::gpu::kernels as gk;
-use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program, SharedRows};
+use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program, SharedRows, StepInputs};
 use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
 use crate::rng::Rng;
 use crate::train::optim::{Adagrad, Adam, Sgd};
@@ -131,14 +131,13 @@ pub fn check_matmul(
     let gc = if p.accumulate { ctx.upload("C", &[c0.len()], &c0)? } else { poison(ctx, "C", c0.len())? };
     let mut prog = Program::new(ctx);
     prog.set_shared_rows(rows)?;
+    let plan = gk::MatmulPlan::new(&p, variant, prog.fits_texture(&ga) && prog.fits_texture(&gb));
     gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant)?;
     run(prog)?;
     let got = ctx.download(&gc)?;
-    let plan = gk::MatmulPlan::new(&p, variant);
     let name = format!(
-        "{}{}{}{}{}{}{}",
+        "{}{}{}{}{}{}",
         plan.entry,
-        if plan.row_blocks == 2 { "_32rows" } else { "" },
         if p.trans_a { "_ta" } else { "" },
         if p.trans_b { "_tb" } else { "" },
         if plan.trans_c { "_as_ct" } else { "" },
@@ -505,8 +504,8 @@ pub const SIZES: [usize; 5] = [1, 7, 100, 257, 1000];
 
 /// Matmul shapes (m, n, k): degenerate, sub-tile, ragged, square, the skinny shapes of a
 /// recurrence (B x H times H x 4H), K not a multiple of 4 under vec4 loads, and a narrow C (the
-/// logits of a small vocabulary, computed transposed), and tall, deep ragged ones (32 rows of C
-/// a workgroup); those whose B allows take the vec4 kernel.
+/// logits of a small vocabulary, computed transposed), and a tall, deep ragged one; those whose B
+/// allows take the vec4 kernel.
 pub const MATMUL_SHAPES: [(usize, usize, usize); 13] = [
     (1, 1, 1),
     (3, 5, 7),
@@ -585,8 +584,8 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
     for cell in ALL_CELLS {
         for &(t, b, h) in &STEP_SHAPES {
             for reverse in [false, true] {
-                for (rows, batch_rows) in step_variants(ctx) {
-                    out.extend(check_steps(ctx, cell, t, b, h, reverse, rows, batch_rows, next())?);
+                for v in step_variants(ctx) {
+                    out.extend(check_steps(ctx, cell, t, b, h, reverse, v, next())?);
                 }
             }
         }
@@ -613,11 +612,11 @@ pub fn check_steps(
     batch: usize,
     hidden: usize,
     reverse: bool,
-    rows: SharedRows,
-    batch_rows: usize,
+    variant: StepVariant,
     seed: u64,
 ) -> Result<Vec<Check>> {
     use crate::ops::{Cell, Step, StepMode};
+    let StepVariant { rows, batch_rows, inputs } = variant;
     let mut rng = Rng::seed_from_u64(seed);
     let (t_len, b, h) = (steps, batch, hidden);
     let g = cell.gates();
@@ -677,6 +676,7 @@ pub fn check_steps(
     let mut prog = Program::new(ctx);
     prog.set_shared_rows(rows)?;
     prog.set_step_rows(batch_rows)?;
+    prog.set_step_inputs(inputs);
     for s in 0..t_len {
         let t = time(s);
         let (in_slot, out_slot) = slots(t);
@@ -749,10 +749,11 @@ pub fn check_steps(
 
     let name = cell.name();
     let shape = format!(
-        "T{t_len} B{b} H{h}{}{}{}",
+        "T{t_len} B{b} H{h}{}{}{}{}",
         if reverse { " reverse" } else { "" },
         if rows == SharedRows::Subgroup { " subgroup" } else { "" },
-        if batch_rows != 8 && b > 8 { format!(" {batch_rows} rows") } else { String::new() }
+        if batch_rows != 8 && b > 8 { format!(" {batch_rows} rows") } else { String::new() },
+        if inputs == StepInputs::Textures { " textures" } else { "" }
     );
     let tol = Tolerance::accumulation(gh);
     // Compare only the slots the sequence wrote (the others stay poisoned on both sides).
@@ -826,11 +827,26 @@ pub fn matmul_variants(ctx: &GpuContext) -> Vec<(MatmulVariant, SharedRows)> {
     v
 }
 
-/// The step kernels' variants worth checking on this adapter: 8 batch rows a thread with each
-/// of [`shared_rows_variants`] (what GPUs run), and 16 with the adapter's own.
-pub fn step_variants(ctx: &GpuContext) -> Vec<(SharedRows, usize)> {
-    let mut v: Vec<_> = shared_rows_variants(ctx).into_iter().map(|r| (r, 8)).collect();
-    v.push((ctx.shared_rows(), 16));
+/// One way of compiling the step kernels: how they read the rows a workgroup shares, the batch
+/// rows per thread, where they read their inputs from.
+#[derive(Clone, Copy, Debug)]
+pub struct StepVariant {
+    pub rows: SharedRows,
+    pub batch_rows: usize,
+    pub inputs: StepInputs,
+}
+
+/// The step kernels' variants worth checking on this adapter: 8 batch rows a thread reading the
+/// buffers with each of [`shared_rows_variants`] (what GPUs run), and 8 and 16 reading texture
+/// copies with the adapter's own shared rows (what CPU adapters run).
+pub fn step_variants(ctx: &GpuContext) -> Vec<StepVariant> {
+    let mut v: Vec<_> = shared_rows_variants(ctx)
+        .into_iter()
+        .map(|rows| StepVariant { rows, batch_rows: 8, inputs: StepInputs::Storage })
+        .collect();
+    for batch_rows in [8, 16] {
+        v.push(StepVariant { rows: ctx.shared_rows(), batch_rows, inputs: StepInputs::Textures });
+    }
     v
 }
 

@@ -145,11 +145,9 @@ fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
     for cell in verify::ALL_CELLS {
         for &(t, b, h) in &verify::STEP_SHAPES {
             for reverse in [false, true] {
-                for (rows, batch_rows) in verify::step_variants(&ctx) {
+                for v in verify::step_variants(&ctx) {
                     let seed = (t * b * h) as u64;
-                    checks.extend(
-                        verify::check_steps(&ctx, cell, t, b, h, reverse, rows, batch_rows, seed).unwrap(),
-                    );
+                    checks.extend(verify::check_steps(&ctx, cell, t, b, h, reverse, v, seed).unwrap());
                 }
             }
         }

@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, Parser, Subcommand};
 use rnn_gpu::data::TextCorpus;
-use rnn_gpu::gpu::{GpuContext, MatmulVariant, SharedRows, list_adapters};
+use rnn_gpu::gpu::{GpuContext, MatmulVariant, SharedRows, StepInputs, list_adapters};
 use rnn_gpu::train::text::{Progress, TextTrainConfig, train_text};
 use rnn_gpu::{Cell, Clip, Device, Optimizer, Sampling, verify};
 
@@ -291,9 +291,14 @@ fn info() -> rnn_gpu::Result<ExitCode> {
     };
     println!("  rows shared by a workgroup (matmul A, step h and gate gradients): {rows}");
     println!(
-        "  recurrent steps: fused per step, {} batch rows per thread (8 for batches of 8 or fewer{}), W_hh read through a texture",
+        "  recurrent steps: fused per step, {} batch rows per thread (8 for batches of 8 or fewer{}), W_hh read through a texture, {}",
         ctx.step_rows(),
-        if ctx.step_rows() == 16 { ", or where 16 leave fewer than 2 workgroups a core" } else { "" }
+        if ctx.step_rows() == 16 { ", or where 16 leave fewer than 2 workgroups a core" } else { "" },
+        match ctx.step_inputs() {
+            StepInputs::Textures =>
+                "the other inputs through texture copies refreshed where a step wrote them",
+            StepInputs::Storage => "the other inputs from their buffers",
+        }
     );
     Ok(ExitCode::SUCCESS)
 }

@@ -69,6 +69,41 @@ impl SharedRows {
 /// The batch rows per thread the step kernels come in (shaders/step_common.wgsl::ROWS).
 pub const STEP_ROWS: [usize; 2] = [8, 16];
 
+/// Where the fused step kernels read their inputs (states, gates, the input projection, the
+/// gradients) from (shaders/step_reads_*.wgsl); W_hh is read through its texture copy in both.
+/// Both variants pass the same checks; the context picks `Textures` on a CPU adapter.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub enum StepInputs {
+    /// Storage buffers, where the kernels write them: no copies.
+    Storage,
+    /// Texture copies of the buffers, refreshed by the program where a step wrote them
+    /// (src/gpu/program.rs::Program::dispatch_writing). On lavapipe a storage load inserts each
+    /// SIMD lane's value through memory, one component at a time; a texel load is one gather:
+    /// the LSTM H=256 B=32 steps went 1.5x faster for copies of a few percent of that.
+    Textures,
+}
+
+impl StepInputs {
+    pub const ALL: [StepInputs; 2] = [StepInputs::Storage, StepInputs::Textures];
+
+    /// The step shader family of `cell` (`"rnn"`, `"lstm"` or `"gru"`) read so, its shared rows
+    /// read by `rows`.
+    pub(crate) fn family(self, rows: SharedRows, cell: &'static str) -> &'static str {
+        let base = rows.family(cell);
+        match self {
+            StepInputs::Storage => base,
+            StepInputs::Textures => match base {
+                "lstm" => "lstm_tex",
+                "gru" => "gru_tex",
+                "rnn" => "rnn_tex",
+                "lstm_subgroup" => "lstm_subgroup_tex",
+                "gru_subgroup" => "gru_subgroup_tex",
+                _ => "rnn_subgroup_tex",
+            },
+        }
+    }
+}
+
 /// What the engine does per training step on the GPU, counted. `bench --verbose` prints the
 /// difference of two snapshots.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -120,6 +155,7 @@ pub struct GpuContext {
     matmul_variant: MatmulVariant,
     shared_rows: SharedRows,
     step_rows: usize,
+    step_inputs: StepInputs,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -262,6 +298,15 @@ impl GpuContext {
         // little) and every texel of W_hh fetched is dear: 16 batch rows a thread halve the
         // fetches per multiply-add. A GPU would spill 256 accumulators a thread.
         let step_rows = if info.device_type == wgpu::DeviceType::Cpu { 16 } else { 8 };
+        // On a GPU a storage load costs what a texel load does, and the copies would be extra
+        // traffic; a CPU adapter needs 6 texture bindings a step kernel beside W_hh's.
+        let step_inputs = if info.device_type == wgpu::DeviceType::Cpu
+            && limits.max_storage_textures_per_shader_stage >= 8
+        {
+            StepInputs::Textures
+        } else {
+            StepInputs::Storage
+        };
 
         Ok(Arc::new(GpuContext {
             device,
@@ -272,6 +317,7 @@ impl GpuContext {
             matmul_variant,
             shared_rows: if subgroups { SharedRows::Subgroup } else { SharedRows::Loads },
             step_rows,
+            step_inputs,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
@@ -309,6 +355,12 @@ impl GpuContext {
     /// [`crate::gpu::Program::set_step_rows`].
     pub fn step_rows(&self) -> usize {
         self.step_rows
+    }
+
+    /// Where this context's step kernels read their inputs from (programs may pick the other
+    /// variant, see [`crate::gpu::Program::set_step_inputs`]).
+    pub fn step_inputs(&self) -> StepInputs {
+        self.step_inputs
     }
 
     /// A one-line description: name, backend, device type.

@@ -4,7 +4,7 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::MatmulVariant;
+use super::context::{MatmulVariant, StepInputs};
 use super::program::{Program, groups_1d};
 use super::tensor::GpuTensor;
 use crate::error::{Error, Result, check_nonzero};
@@ -67,7 +67,7 @@ pub fn matmul_variant(
     if c.len() != p.m * p.n {
         return Err(Error::shape(OP, "C", c.shape(), &[p.m, p.n]));
     }
-    let plan = MatmulPlan::new(&p, variant);
+    let plan = MatmulPlan::new(&p, variant, prog.fits_texture(a) && prog.fits_texture(b));
     let q = &plan.problem;
     let params = MatmulParams {
         m: to_u32(OP, "m", q.m)?,
@@ -77,7 +77,6 @@ pub fn matmul_variant(
     };
     let (a, b) = if plan.trans_c { (b, a) } else { (a, b) };
     let groups = plan.groups();
-    let args = [(1, c), (2, a), (3, b)];
     let max = prog.ctx().limits().max_compute_workgroups_per_dimension as usize;
     if groups[0] > max || groups[1] > max {
         return Err(Error::range(
@@ -87,14 +86,21 @@ pub fn matmul_variant(
             format!("at most {max} per dimension"),
         ));
     }
-    prog.dispatch(
-        prog.shared_rows().family("matmul"),
-        plan.entry,
-        &plan.constants(),
-        &args,
-        &params,
-        [groups[0] as u32, groups[1] as u32, 1],
-    )
+    let family = prog.shared_rows().family("matmul");
+    let grid = [groups[0] as u32, groups[1] as u32, 1];
+    if plan.entry == "matmul_register_vec4" {
+        // A and B through their texture copies.
+        return prog.dispatch_textured(
+            family,
+            plan.entry,
+            &plan.constants(),
+            &[(1, c)],
+            &[(4, b), (5, a)],
+            &params,
+            grid,
+        );
+    }
+    prog.dispatch(family, plan.entry, &plan.constants(), &[(1, c), (2, a), (3, b)], &params, grid)
 }
 
 /// Whether `matmul_register_vec4` can read B, the operand that varies across SIMD lanes, 4
@@ -112,13 +118,13 @@ pub struct MatmulPlan {
     pub entry: &'static str,
     pub problem: Matmul,
     pub trans_c: bool,
-    /// matmul_register_vec4's blocks of 16 rows of C per workgroup: 2 for tall, deep problems.
-    pub row_blocks: usize,
 }
 
 impl MatmulPlan {
-    pub fn new(p: &Matmul, variant: MatmulVariant) -> MatmulPlan {
-        let direct = MatmulPlan::with(*p, variant, false);
+    /// The plan for `p` under `variant`; `textures_fit`: the texture copies of A and B fit the
+    /// adapter (matmul_register_vec4 reads both through them).
+    pub fn new(p: &Matmul, variant: MatmulVariant, textures_fit: bool) -> MatmulPlan {
+        let direct = MatmulPlan::with(*p, variant, false, textures_fit);
         let t = Matmul {
             m: p.n,
             n: p.m,
@@ -127,38 +133,28 @@ impl MatmulPlan {
             trans_b: !p.trans_a,
             accumulate: p.accumulate,
         };
-        let swapped = MatmulPlan::with(t, variant, true);
+        let swapped = MatmulPlan::with(t, variant, true, textures_fit);
         if swapped.cost() < direct.cost() { swapped } else { direct }
     }
 
-    fn with(problem: Matmul, variant: MatmulVariant, trans_c: bool) -> MatmulPlan {
-        let entry = matmul_entry(&problem, variant);
-        // 32 rows of C a workgroup read each load of B for twice the rows; that pays where the k
-        // loop is long and there are rows enough to keep every core busy (dW_hh of the LSTM H=256
-        // step, 1024x256x2048: 1.23x on lavapipe; the 65-row logits were slower, padded to 96).
-        let tall = entry == "matmul_register_vec4" && problem.m >= 128 && problem.k >= 128;
-        MatmulPlan { entry, problem, trans_c, row_blocks: if tall { 2 } else { 1 } }
+    fn with(problem: Matmul, variant: MatmulVariant, trans_c: bool, textures_fit: bool) -> MatmulPlan {
+        MatmulPlan { entry: matmul_entry(&problem, variant, textures_fit), problem, trans_c }
     }
 
     /// Rows and columns of C per workgroup.
     fn tile(&self) -> (usize, usize) {
         match self.entry {
             "matmul_shared" => (64, 64),
-            "matmul_register_vec4" => (16 * self.row_blocks, 256),
+            "matmul_register_vec4" => (16, 256),
             _ => (8, 256),
         }
     }
 
     /// Multiply-adds the grid performs, its padding included, weighted by the entry's time per
-    /// multiply-add on lavapipe, in fifths: the scalar register entry takes about 3 times the vec4
-    /// one, the vec4 one with 32 rows 4/5.
+    /// multiply-add on lavapipe: the scalar register entry takes at least 3 times the vec4 one.
     fn cost(&self) -> usize {
         let (tm, tn) = self.tile();
-        let weight = match (self.entry, self.row_blocks) {
-            ("matmul_register", _) => 15,
-            ("matmul_register_vec4", 2) => 4,
-            _ => 5,
-        };
+        let weight = if self.entry == "matmul_register" { 3 } else { 1 };
         self.problem.m.div_ceil(tm) * tm * self.problem.n.div_ceil(tn) * tn * weight
     }
 
@@ -168,7 +164,7 @@ impl MatmulPlan {
     }
 
     /// The override constants of shaders/matmul.wgsl.
-    fn constants(&self) -> [(&'static str, u64); 6] {
+    fn constants(&self) -> [(&'static str, u64); 5] {
         let p = &self.problem;
         // A as vec4s: its contiguous dimension a multiple of 4 (a transposed A at least 4 rows).
         let a_vec4 = if p.trans_a { p.m % 4 == 0 } else { p.k % 4 == 0 };
@@ -178,16 +174,16 @@ impl MatmulPlan {
             ("TRANS_C", self.trans_c as u64),
             ("A_VEC4", a_vec4 as u64),
             ("K_TAIL", (p.k % 4 != 0) as u64),
-            ("ROW_BLOCKS", self.row_blocks as u64),
         ]
     }
 }
 
-/// The entry point of shaders/matmul.wgsl that computes `p` as it stands under `variant`.
-fn matmul_entry(p: &Matmul, variant: MatmulVariant) -> &'static str {
+/// The entry point of shaders/matmul.wgsl that computes `p` as it stands under `variant`
+/// (`textures_fit`: the texture copies of A and B fit the adapter).
+fn matmul_entry(p: &Matmul, variant: MatmulVariant, textures_fit: bool) -> &'static str {
     match variant {
         MatmulVariant::Shared => "matmul_shared",
-        MatmulVariant::Register if register_vec4_fits(p) => "matmul_register_vec4",
+        MatmulVariant::Register if register_vec4_fits(p) && textures_fit => "matmul_register_vec4",
         MatmulVariant::Register => "matmul_register",
     }
 }
@@ -642,9 +638,11 @@ pub fn gather(
     let params = gather_params("gather", p)?;
     need("gather", "out", out, p.n * p.width)?;
     need("gather", "idx", idx, p.n)?;
-    if p.width % 4 == 0 {
+    // 4 columns a thread, the table read through its texture copy (see bias_grad).
+    if p.width % 4 == 0 && prog.fits_texture(table) {
         let groups = groups_1d(prog.ctx(), p.n * p.width / 4, WG);
-        return prog.dispatch("gather", "gather4", &[], &[(5, out), (6, table), (3, idx)], &params, groups);
+        let args = [(5, out), (3, idx)];
+        return prog.dispatch_textured("gather", "gather4", &[], &args, &[(6, table)], &params, groups);
     }
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
     prog.dispatch("gather", "gather", &[], &[(1, out), (2, table), (3, idx)], &params, groups)
@@ -758,8 +756,21 @@ struct StepParams {
     _pad: u32,
 }
 
+/// How a step kernel uses one of its buffers.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Access {
+    /// Reads it: through its texture copy where the program's `StepInputs` is `Textures`.
+    Read,
+    /// Writes it.
+    Write,
+    /// Reads and writes it (different elements, or a thread its own).
+    ReadWrite,
+    /// Reads it from the buffer in either variant (the u32 lengths).
+    Storage,
+}
+
 /// Checks every buffer a step kernel touches against the extent `s` implies, and builds its
-/// parameters, its override constants and its grid.
+/// parameters, its override constants, its grid and its dispatch.
 struct StepCheck {
     op: &'static str,
     s: Step,
@@ -858,6 +869,62 @@ impl StepCheck {
     fn last_t(&self) -> usize {
         self.s.t.max(self.s.next_t)
     }
+
+    /// The state slot `slot` (B x H) of `states` (or of the LSTM's cells).
+    fn slot(&self, states: &GpuTensor, slot: usize) -> Result<GpuTensor> {
+        let n = self.s.batch * self.s.hidden;
+        states.view(self.s.state_base + slot * n, &[n])
+    }
+
+    /// Step `t`'s rows (B x width) of a per-step buffer (T, B, width).
+    fn step_of(&self, t: &GpuTensor, width: usize) -> Result<GpuTensor> {
+        let n = self.s.batch * width;
+        t.view(self.s.t * n, &[n])
+    }
+
+    /// Dispatches `entry` of the step family of `cell` with `buffers` (storage binding, tensor,
+    /// access) and W_hh, the kernel writing `writes` alone. Under `StepInputs::Textures` what
+    /// the kernel reads is bound as its texture copy at the storage binding + 12
+    /// (shaders/step_reads_textures.wgsl), and only what it writes as storage; where a copy
+    /// would not fit a texture the kernel reads the buffers.
+    fn dispatch(
+        &self,
+        prog: &mut Program,
+        cell: &'static str,
+        constants: &[(&'static str, u64)],
+        buffers: &[(u32, &GpuTensor, Access)],
+        w_hh: &GpuTensor,
+        writes: &[GpuTensor],
+    ) -> Result<()> {
+        let read = |a: Access| a == Access::Read || a == Access::ReadWrite;
+        let inputs = match prog.step_inputs() {
+            StepInputs::Textures if buffers.iter().all(|&(_, t, a)| !read(a) || prog.fits_texture(t)) => {
+                StepInputs::Textures
+            }
+            _ => StepInputs::Storage,
+        };
+        let mut storage = Vec::new();
+        let mut textured = vec![(6, w_hh)];
+        for &(binding, t, access) in buffers {
+            if inputs == StepInputs::Textures && read(access) {
+                textured.push((binding + 12, t));
+            }
+            if inputs == StepInputs::Storage || access != Access::Read {
+                storage.push((binding, t));
+            }
+        }
+        let family = inputs.family(prog.shared_rows(), cell);
+        prog.dispatch_writing(
+            family,
+            self.op,
+            constants,
+            &storage,
+            &textured,
+            writes,
+            &self.params()?,
+            self.groups(),
+        )
+    }
 }
 
 /// The LSTM step at time `s.t` (shaders/lstm.wgsl).
@@ -883,14 +950,28 @@ pub fn lstm_step_forward(
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, 4 * h, s.t)?;
     c.at_least("bias", bias, s.bias_hh + 4 * h)?;
-    prog.dispatch_textured(
-        prog.shared_rows().family("lstm"),
-        "lstm_step_forward",
+    let writes = [
+        c.slot(states, s.out_slot)?,
+        c.slot(cells, s.out_slot)?,
+        c.step_of(gates, 4 * h)?,
+        c.step_of(y, s.out_stride)?,
+    ];
+    use Access::*;
+    c.dispatch(
+        prog,
+        "lstm",
         &c.constants(),
-        &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
-        &[(6, w_hh)],
-        &c.params()?,
-        c.groups(),
+        &[
+            (1, states, ReadWrite),
+            (2, cells, ReadWrite),
+            (3, gates, Write),
+            (4, y, Write),
+            (5, xw, Read),
+            (7, bias, Read),
+            (8, lengths, Storage),
+        ],
+        w_hh,
+        &writes,
     )
 }
 
@@ -915,14 +996,22 @@ pub fn lstm_step_backward(
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, 4 * h, c.last_t())?;
     need(c.op, "carry", carry, 2 * b * h)?;
-    prog.dispatch_textured(
-        prog.shared_rows().family("lstm"),
-        "lstm_step_backward",
+    let writes = [c.step_of(dg, 4 * h)?, carry.clone()];
+    use Access::*;
+    c.dispatch(
+        prog,
+        "lstm",
         &c.constants(),
-        &[(2, cells), (3, gates), (8, lengths), (9, dy), (10, dg), (12, carry)],
-        &[(6, w_hh)],
-        &c.params()?,
-        c.groups(),
+        &[
+            (2, cells, Read),
+            (3, gates, Read),
+            (8, lengths, Storage),
+            (9, dy, Read),
+            (10, dg, ReadWrite),
+            (12, carry, ReadWrite),
+        ],
+        w_hh,
+        &writes,
     )
 }
 
@@ -947,14 +1036,22 @@ pub fn gru_step_forward(
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, 3 * h, s.t)?;
     c.at_least("bias", bias, s.bias_hh + 3 * h)?;
-    prog.dispatch_textured(
-        prog.shared_rows().family("gru"),
-        "gru_step_forward",
+    let writes = [c.slot(states, s.out_slot)?, c.step_of(gates, 4 * h)?, c.step_of(y, s.out_stride)?];
+    use Access::*;
+    c.dispatch(
+        prog,
+        "gru",
         &c.constants(),
-        &[(1, states), (3, gates), (4, y), (5, xw), (7, bias), (8, lengths)],
-        &[(6, w_hh)],
-        &c.params()?,
-        c.groups(),
+        &[
+            (1, states, ReadWrite),
+            (3, gates, Write),
+            (4, y, Write),
+            (5, xw, Read),
+            (7, bias, Read),
+            (8, lengths, Storage),
+        ],
+        w_hh,
+        &writes,
     )
 }
 
@@ -980,14 +1077,23 @@ pub fn gru_step_backward(
     c.per_step("dgx", dgx, 3 * h, s.t)?;
     c.per_step("dgh", dgh, 3 * h, c.last_t())?;
     need(c.op, "carry", carry, 2 * b * h)?;
-    prog.dispatch_textured(
-        prog.shared_rows().family("gru"),
-        "gru_step_backward",
+    let writes = [c.step_of(dgh, 3 * h)?, c.step_of(dgx, 3 * h)?, carry.clone()];
+    use Access::*;
+    c.dispatch(
+        prog,
+        "gru",
         &c.constants(),
-        &[(1, states), (3, gates), (8, lengths), (9, dy), (10, dgh), (11, dgx), (12, carry)],
-        &[(6, w_hh)],
-        &c.params()?,
-        c.groups(),
+        &[
+            (1, states, Read),
+            (3, gates, Read),
+            (8, lengths, Storage),
+            (9, dy, Read),
+            (10, dgh, ReadWrite),
+            (11, dgx, Write),
+            (12, carry, ReadWrite),
+        ],
+        w_hh,
+        &writes,
     )
 }
 
@@ -1011,14 +1117,15 @@ pub fn rnn_step_forward(
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, s.hidden, s.t)?;
     c.at_least("bias", bias, s.bias_hh + s.hidden)?;
-    prog.dispatch_textured(
-        prog.shared_rows().family("rnn"),
-        "rnn_step_forward",
+    let writes = [c.slot(states, s.out_slot)?, c.step_of(y, s.out_stride)?];
+    use Access::*;
+    c.dispatch(
+        prog,
+        "rnn",
         &[vec4, rows, ("RELU", relu as u64)],
-        &[(1, states), (4, y), (5, xw), (7, bias), (8, lengths)],
-        &[(6, w_hh)],
-        &c.params()?,
-        c.groups(),
+        &[(1, states, ReadWrite), (4, y, Write), (5, xw, Read), (7, bias, Read), (8, lengths, Storage)],
+        w_hh,
+        &writes,
     )
 }
 
@@ -1041,14 +1148,21 @@ pub fn rnn_step_backward(
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, s.hidden, c.last_t())?;
     need(c.op, "carry", carry, 2 * s.batch * s.hidden)?;
-    prog.dispatch_textured(
-        prog.shared_rows().family("rnn"),
-        "rnn_step_backward",
+    let writes = [c.step_of(dg, s.hidden)?, carry.clone()];
+    use Access::*;
+    c.dispatch(
+        prog,
+        "rnn",
         &[vec4, rows, ("RELU", relu as u64)],
-        &[(1, states), (8, lengths), (9, dy), (10, dg), (12, carry)],
-        &[(6, w_hh)],
-        &c.params()?,
-        c.groups(),
+        &[
+            (1, states, Read),
+            (8, lengths, Storage),
+            (9, dy, Read),
+            (10, dg, ReadWrite),
+            (12, carry, ReadWrite),
+        ],
+        w_hh,
+        &writes,
     )
 }
 

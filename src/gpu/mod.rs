@@ -9,6 +9,6 @@ pub mod shaders;
 pub mod tensor;
 
 pub use backend::GpuBackend;
-pub use context::{Counters, GpuContext, MatmulVariant, STEP_ROWS, SharedRows, list_adapters};
+pub use context::{Counters, GpuContext, MatmulVariant, STEP_ROWS, SharedRows, StepInputs, list_adapters};
 pub use program::Program;
 pub use tensor::GpuTensor;

@@ -5,12 +5,13 @@
 //! only uploads its batch and replays the program: no pipeline compilation, no bind group or
 //! buffer creation, one submit.
 
+use std::ops::Range;
 use std::sync::Arc;
 use std::sync::atomic::Ordering;
 
 use bytemuck::Pod;
 
-use super::context::{GpuContext, Pipeline, STEP_ROWS, SharedRows};
+use super::context::{GpuContext, Pipeline, STEP_ROWS, SharedRows, StepInputs};
 use super::tensor::{GpuTensor, whole_vec4s};
 use crate::error::{Error, Result};
 
@@ -29,24 +30,53 @@ const PARAM_SLOT: u64 = 256;
 const TEXELS_PER_ROW: u32 = 4096;
 
 enum Command {
-    Dispatch { pipeline: Arc<Pipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3] },
-    Copy { src: GpuTensor, dst: GpuTensor },
-    Clear { dst: GpuTensor },
-    ToTexture { src: GpuTensor, texture: usize },
+    Dispatch {
+        pipeline: Arc<Pipeline>,
+        bind_group: wgpu::BindGroup,
+        groups: [u32; 3],
+    },
+    Copy {
+        src: GpuTensor,
+        dst: GpuTensor,
+    },
+    Clear {
+        dst: GpuTensor,
+    },
+    /// Copies texels `texels` of `src` (4 elements each) into the texture copy `texture`.
+    ToTexture {
+        src: GpuTensor,
+        texture: usize,
+        texels: Range<u32>,
+    },
 }
 
 /// A copy of a tensor in an rgba32float texture, bound as a read-only storage texture and read
-/// by kernels with `textureLoad` (shaders/common.wgsl::texel): on lavapipe a texel load that
-/// varies across SIMD lanes is one gather, where a storage-buffer load is a loop over the lanes
-/// with a branch per lane (1.4x faster recurrent sums, BENCHMARKS.md). W_hh
-/// (the step kernels) and the gate gradients (bias_grad4, scatter_add4) are read so. The
-/// tensor stays the source of truth; the program copies it into the texture before the first
-/// kernel that reads it, and again after any command that may have written it.
+/// by kernels with `textureLoad` (shaders/common.wgsl::texel): on lavapipe a texel load is one
+/// gather, where a storage-buffer load is a loop over the SIMD lanes that inserts each lane's
+/// value through memory, one component at a time (benches/loads.rs: 10 to 20 times the cost).
+/// W_hh and the step kernels' other inputs on CPU adapters, B of the register matmul and the gate
+/// gradients (bias_grad4, scatter_add4) are read so. The tensor stays the source of truth; the
+/// program copies it into the texture before the first kernel that reads it, and after that
+/// only the texels a command since may have written (a recurrent step writes one time step of
+/// its outputs: the next step's copy is of that step alone).
 struct TextureCopy {
     src: GpuTensor,
     texture: wgpu::Texture,
     view: wgpu::TextureView,
-    fresh: bool,
+    /// Texel ranges written since the last copy, disjoint and not adjacent.
+    stale: Vec<Range<u32>>,
+}
+
+/// Adds `r` to the disjoint ranges `stale`, merging it with those it overlaps or touches.
+fn add_range(stale: &mut Vec<Range<u32>>, mut r: Range<u32>) {
+    stale.retain(|s| {
+        let apart = s.end < r.start || r.end < s.start;
+        if !apart {
+            r = s.start.min(r.start)..s.end.max(r.end);
+        }
+        apart
+    });
+    stale.push(r);
 }
 
 pub struct Program {
@@ -57,6 +87,7 @@ pub struct Program {
     textures: Vec<TextureCopy>,
     shared_rows: SharedRows,
     step_rows: Option<usize>,
+    step_inputs: StepInputs,
 }
 
 /// Whether two views share bytes of one buffer.
@@ -69,18 +100,27 @@ fn texture_rows(t: &GpuTensor) -> u64 {
     (t.len().div_ceil(4) as u64).div_ceil(TEXELS_PER_ROW as u64).max(1)
 }
 
-/// Records the copy of `src` into its texture: the whole rows of `TEXELS_PER_ROW` texels, then the
-/// last, partial row.
-fn record_to_texture(enc: &mut wgpu::CommandEncoder, src: &GpuTensor, texture: &wgpu::Texture) {
-    let texels = src.len().div_ceil(4) as u32;
-    let (rows, tail) = (texels / TEXELS_PER_ROW, texels % TEXELS_PER_ROW);
+/// Texels of the texture copy of `t`.
+fn texels(t: &GpuTensor) -> u32 {
+    t.len().div_ceil(4) as u32
+}
+
+/// Records the copy of texels `texels` of `src` into its texture: the part of the first row of
+/// `TEXELS_PER_ROW` texels, the whole rows, then the part of the last.
+fn record_to_texture(
+    enc: &mut wgpu::CommandEncoder,
+    src: &GpuTensor,
+    texture: &wgpu::Texture,
+    texels: &Range<u32>,
+) {
     let row_bytes = TEXELS_PER_ROW as u64 * 16;
-    let copy = |enc: &mut wgpu::CommandEncoder, first_row: u32, width: u32, height: u32| {
+    // `height` rows of `width` texels from texel `first` (at the start of a row unless height is 1).
+    let copy = |enc: &mut wgpu::CommandEncoder, first: u32, width: u32, height: u32| {
         enc.copy_buffer_to_texture(
             wgpu::TexelCopyBufferInfo {
                 buffer: &src.buffer,
                 layout: wgpu::TexelCopyBufferLayout {
-                    offset: src.offset + first_row as u64 * row_bytes,
+                    offset: src.offset + first as u64 * 16,
                     bytes_per_row: Some(row_bytes as u32),
                     rows_per_image: None,
                 },
@@ -88,17 +128,26 @@ fn record_to_texture(enc: &mut wgpu::CommandEncoder, src: &GpuTensor, texture: &
             wgpu::TexelCopyTextureInfo {
                 texture,
                 mip_level: 0,
-                origin: wgpu::Origin3d { x: 0, y: first_row, z: 0 },
+                origin: wgpu::Origin3d { x: first % TEXELS_PER_ROW, y: first / TEXELS_PER_ROW, z: 0 },
                 aspect: wgpu::TextureAspect::All,
             },
             wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
         );
     };
-    if rows > 0 {
-        copy(enc, 0, TEXELS_PER_ROW, rows);
+    let (mut start, end) = (texels.start, texels.end);
+    let head = (TEXELS_PER_ROW - start % TEXELS_PER_ROW) % TEXELS_PER_ROW;
+    if head > 0 {
+        let width = head.min(end - start);
+        copy(enc, start, width, 1);
+        start += width;
     }
-    if tail > 0 {
-        copy(enc, rows, tail, 1);
+    let rows = (end - start) / TEXELS_PER_ROW;
+    if rows > 0 {
+        copy(enc, start, TEXELS_PER_ROW, rows);
+        start += rows * TEXELS_PER_ROW;
+    }
+    if start < end {
+        copy(enc, start, end - start, 1);
     }
 }
 
@@ -120,6 +169,7 @@ impl Program {
             textures: Vec::new(),
             shared_rows: ctx.shared_rows(),
             step_rows: None,
+            step_inputs: ctx.step_inputs(),
         }
     }
 
@@ -151,6 +201,17 @@ impl Program {
         }
         self.step_rows = Some(rows);
         Ok(())
+    }
+
+    /// Where this program's step kernels read their inputs from: the context's choice unless set.
+    pub fn step_inputs(&self) -> StepInputs {
+        self.step_inputs
+    }
+
+    /// Records the step kernels reading their inputs from `inputs` from now on (verify checks
+    /// both).
+    pub fn set_step_inputs(&mut self, inputs: StepInputs) {
+        self.step_inputs = inputs;
     }
 
     /// Records the matmul and step kernels in `rows` from now on (verify checks both where it
@@ -224,6 +285,26 @@ impl Program {
         params: &P,
         groups: [u32; 3],
     ) -> Result<()> {
+        // Any storage binding may be written.
+        let writes: Vec<GpuTensor> = args.iter().map(|(_, t)| (*t).clone()).collect();
+        self.dispatch_writing(shader, entry, constants, args, textured, &writes, params, groups)
+    }
+
+    /// [`Program::dispatch_textured`] for a kernel that writes `writes` alone (views of its storage
+    /// bindings; a recurrent step writes one time step of buffers that hold all of them): the
+    /// texture copies of the other bytes of those buffers stay fresh.
+    #[allow(clippy::too_many_arguments)]
+    pub fn dispatch_writing<P: Pod>(
+        &mut self,
+        shader: &'static str,
+        entry: &'static str,
+        constants: &[(&'static str, u64)],
+        args: &[(u32, &GpuTensor)],
+        textured: &[(u32, &GpuTensor)],
+        writes: &[GpuTensor],
+        params: &P,
+        groups: [u32; 3],
+    ) -> Result<()> {
         let pipeline = self.ctx.pipeline(shader, entry, constants)?;
         for (binding, t) in args {
             if t.offset % 256 != 0 {
@@ -266,8 +347,8 @@ impl Program {
             return Err(Error::Gpu { op: format!("binding {shader}.wgsl::{entry}"), message: e.to_string() });
         }
         self.commands.push(Command::Dispatch { pipeline, bind_group, groups });
-        // A kernel may write any buffer it binds: the texture copies of those bytes go stale.
-        for (_, t) in args {
+        // The texture copies of what the kernel writes go stale.
+        for t in writes {
             self.invalidate(t);
         }
         Ok(())
@@ -289,10 +370,13 @@ impl Program {
         self.commands.push(Command::Clear { dst: dst.clone() });
     }
 
+    /// Marks the texels of every texture copy that `written` overlaps as stale.
     fn invalidate(&mut self, written: &GpuTensor) {
         for t in &mut self.textures {
             if overlaps(&t.src, written) {
-                t.fresh = false;
+                let start = written.offset.max(t.src.offset) - t.src.offset;
+                let end = (written.offset + written.bytes()).min(t.src.offset + t.src.bytes()) - t.src.offset;
+                add_range(&mut t.stale, (start / 16) as u32..end.div_ceil(16) as u32);
             }
         }
     }
@@ -304,16 +388,15 @@ impl Program {
         texture_rows(t) <= max && TEXELS_PER_ROW as u64 <= max
     }
 
-    /// The index of `t`'s texture copy, made (and its copy recorded) if it has none, or copied
-    /// again if a command since may have written `t`.
+    /// The index of `t`'s texture copy, made (and its copy recorded) if it has none, with the
+    /// copies of the texels a command since may have written recorded.
     fn texture_of(&mut self, t: &GpuTensor) -> Result<usize> {
         let same = |w: &TextureCopy| {
             Arc::ptr_eq(&w.src.buffer, &t.buffer) && w.src.offset == t.offset && w.src.len() == t.len()
         };
         if let Some(i) = self.textures.iter().position(same) {
-            if !self.textures[i].fresh {
-                self.commands.push(Command::ToTexture { src: t.clone(), texture: i });
-                self.textures[i].fresh = true;
+            for texels in std::mem::take(&mut self.textures[i].stale) {
+                self.commands.push(Command::ToTexture { src: t.clone(), texture: i, texels });
             }
             return Ok(i);
         }
@@ -346,9 +429,9 @@ impl Program {
         }
         let view = texture.create_view(&Default::default());
         self.ctx.counters.bytes_allocated.fetch_add(height * TEXELS_PER_ROW as u64 * 16, Ordering::Relaxed);
-        self.textures.push(TextureCopy { src: t.clone(), texture, view, fresh: true });
+        self.textures.push(TextureCopy { src: t.clone(), texture, view, stale: Vec::new() });
         let i = self.textures.len() - 1;
-        self.commands.push(Command::ToTexture { src: t.clone(), texture: i });
+        self.commands.push(Command::ToTexture { src: t.clone(), texture: i, texels: 0..texels(t) });
         Ok(i)
     }
 
@@ -381,8 +464,8 @@ impl Program {
                     enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes()));
                     i += 1;
                 }
-                Command::ToTexture { src, texture } => {
-                    record_to_texture(enc, src, &self.textures[*texture].texture);
+                Command::ToTexture { src, texture, texels } => {
+                    record_to_texture(enc, src, &self.textures[*texture].texture, texels);
                     i += 1;
                 }
             }
@@ -445,8 +528,8 @@ impl Program {
                     enc.copy_buffer_to_buffer(&src.buffer, src.offset, &dst.buffer, dst.offset, src.bytes())
                 }
                 Command::Clear { dst } => enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes())),
-                Command::ToTexture { src, texture } => {
-                    record_to_texture(&mut enc, src, &self.textures[*texture].texture)
+                Command::ToTexture { src, texture, texels } => {
+                    record_to_texture(&mut enc, src, &self.textures[*texture].texture, texels)
                 }
             }
         }

@@ -2,16 +2,20 @@
 //! shaders/common.wgsl (indexing, finiteness, stable activations) is prepended to every one, and
 //! shaders/step_common.wgsl (layout and loads of the fused steps) to the three cell files. The
 //! matmul and the cells come in two variants, one per way of reading the rows a workgroup shares
-//! (shaders/matmul_rows_*.wgsl, shaders/step_rows_*.wgsl; src/gpu/context.rs::SharedRows).
+//! (shaders/matmul_rows_*.wgsl, shaders/step_rows_*.wgsl; src/gpu/context.rs::SharedRows), and
+//! the cells in two more, one per place they read their inputs from (shaders/step_reads_*.wgsl;
+//! src/gpu/context.rs::StepInputs).
 
 macro_rules! step_shader {
-    ($file:literal, $rows:literal) => {
+    ($file:literal, $rows:literal, $reads:literal) => {
         concat!(
             include_str!("../../shaders/common.wgsl"),
             "\n",
             include_str!("../../shaders/step_common.wgsl"),
             "\n",
             include_str!(concat!("../../shaders/step_rows_", $rows, ".wgsl")),
+            "\n",
+            include_str!(concat!("../../shaders/step_reads_", $reads, ".wgsl")),
             "\n",
             include_str!(concat!("../../shaders/", $file, ".wgsl"))
         )
@@ -53,12 +57,18 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("dropout", shader!("dropout")),
     ("copy", shader!("copy")),
     ("attention", shader!("attention")),
-    ("rnn", step_shader!("rnn", "loads")),
-    ("lstm", step_shader!("lstm", "loads")),
-    ("gru", step_shader!("gru", "loads")),
-    ("rnn_subgroup", step_shader!("rnn", "subgroup")),
-    ("lstm_subgroup", step_shader!("lstm", "subgroup")),
-    ("gru_subgroup", step_shader!("gru", "subgroup")),
+    ("rnn", step_shader!("rnn", "loads", "storage")),
+    ("lstm", step_shader!("lstm", "loads", "storage")),
+    ("gru", step_shader!("gru", "loads", "storage")),
+    ("rnn_subgroup", step_shader!("rnn", "subgroup", "storage")),
+    ("lstm_subgroup", step_shader!("lstm", "subgroup", "storage")),
+    ("gru_subgroup", step_shader!("gru", "subgroup", "storage")),
+    ("rnn_tex", step_shader!("rnn", "loads", "textures")),
+    ("lstm_tex", step_shader!("lstm", "loads", "textures")),
+    ("gru_tex", step_shader!("gru", "loads", "textures")),
+    ("rnn_subgroup_tex", step_shader!("rnn", "subgroup", "textures")),
+    ("lstm_subgroup_tex", step_shader!("lstm", "subgroup", "textures")),
+    ("gru_subgroup_tex", step_shader!("gru", "subgroup", "textures")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {
