@@ -11,13 +11,15 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::ElementwiseParams
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // y (forward) or dx (backward), (n)
 @group(0) @binding(2) var<storage, read> x: array<f32>;         // x (forward) or y (backward), (n)
 @group(0) @binding(3) var<storage, read> dy: array<f32>;        // (n), backward only
 
 @compute @workgroup_size(256)
 fn tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     out[i] = tanh_stable(x[i]);
@@ -25,6 +27,7 @@ fn tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(256)
 fn tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     let y = x[i];
@@ -33,6 +36,7 @@ fn tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(256)
 fn sigmoid_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     out[i] = sigmoid(x[i]);
@@ -40,6 +44,7 @@ fn sigmoid_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 
 @compute @workgroup_size(256)
 fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     let y = x[i];
@@ -48,6 +53,7 @@ fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 
 @compute @workgroup_size(256)
 fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     out[i] = max(x[i], 0.0);
@@ -55,6 +61,7 @@ fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(256)
 fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     out[i] += select(0.0, dy[i], x[i] > 0.0);

@@ -24,7 +24,8 @@ struct Params {
 
 override MASK: bool = false;
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;        // (T_t, B, A) or w (T_t * B, T_s)
 @group(0) @binding(3) var<storage, read> enc: array<f32>;      // (T_s, B, A) (mix_t: x (T_t, B, A))
@@ -40,6 +41,7 @@ fn put(i: u32, v: f32) {
 
 @compute @workgroup_size(256)
 fn attention_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let e = linear_id(gid, nwg);
     if e >= p.tgt * p.batch * p.src { return; }
     let j = e % p.src;
@@ -60,6 +62,7 @@ fn attention_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 
 @compute @workgroup_size(256)
 fn attention_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let e = linear_id(gid, nwg);
     if e >= p.tgt * p.batch * p.width { return; }
     let k = e % p.width;
@@ -74,6 +77,7 @@ fn attention_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(256)
 fn attention_mix_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let e = linear_id(gid, nwg);
     if e >= p.src * p.batch * p.width { return; }
     let k = e % p.width;

@@ -16,12 +16,14 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::BlasParams
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 
 @compute @workgroup_size(256)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     y[i] = p.alpha;
@@ -29,6 +31,7 @@ fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 @compute @workgroup_size(256)
 fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     y[i] *= p.alpha;
@@ -36,6 +39,7 @@ fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups)
 
 @compute @workgroup_size(256)
 fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     y[i] += p.alpha * x[i];
@@ -43,6 +47,7 @@ fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 
 @compute @workgroup_size(256)
 fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     y[i] += x[i % p.cols];
@@ -54,6 +59,7 @@ const BIAS_GRAD_WG: u32 = 32u; // must match src/gpu/kernels.rs::BIAS_GRAD_WG
 
 @compute @workgroup_size(32)
 fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let j = gid.x + gid.y * nwg.x * BIAS_GRAD_WG;
     if j >= p.cols { return; }
     var s = 0.0;
@@ -70,6 +76,7 @@ fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgro
 
 @compute @workgroup_size(32)
 fn bias_grad4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let q = gid.x + gid.y * nwg.x * BIAS_GRAD_WG;
     let quads = p.cols / 4u;
     if q >= quads { return; }

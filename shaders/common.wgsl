@@ -5,6 +5,14 @@
 
 const WG: u32 = 256u;
 
+// Kernel parameters: every kernel file binds its parameter struct at binding 0 as `params`
+// (read-only storage, src/gpu/program.rs::PARAM_CHUNK says why not uniform) and every entry
+// point first copies it into the private `p` that the code reads (src/gpu/shaders.rs checks).
+// On lavapipe each storage load is a loop over the SIMD lanes that inserts each lane's value
+// through memory, and the compiler keeps the loads of `params` where the code reads them, inside
+// loops too; a private copy is registers. LSTM H=256 step: dW_hh 50 -> 36 ms, the fused steps
+// 5-10% faster.
+
 // Texture copies of tensors (src/gpu/program.rs::Program::dispatch_textured): element i is
 // component i % 4 of texel i / 4, TEXELS_PER_ROW texels a row.
 const TEXELS_PER_ROW: u32 = 4096u; // must match src/gpu/program.rs::TEXELS_PER_ROW

@@ -15,12 +15,14 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::CopyParams
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 
 @compute @workgroup_size(256)
 fn copy_cols(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let e = linear_id(gid, nwg);
     if e >= p.rows * p.width { return; }
     let r = e / p.width;

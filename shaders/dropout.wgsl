@@ -12,7 +12,8 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::DropoutParams
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> seeds: array<u32>; // per-step seed, written by the host
@@ -41,6 +42,7 @@ fn keep_scale(i: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn dropout_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     out[i] = x[i] * keep_scale(i);
@@ -48,6 +50,7 @@ fn dropout_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_w
 
 @compute @workgroup_size(256)
 fn dropout_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     out[i] += x[i] * keep_scale(i);

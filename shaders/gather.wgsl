@@ -22,7 +22,8 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::GatherParams
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // gather: (n, width); scatter_add: dtable
 @group(0) @binding(2) var<storage, read> src: array<f32>;       // gather: table; scatter_add: dout (rows, width)
 @group(0) @binding(3) var<storage, read> idx: array<u32>;       // gather: (n); scatter_add: starts (V + 1)
@@ -30,6 +31,7 @@ struct Params {
 
 @compute @workgroup_size(256)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let e = linear_id(gid, nwg);
     if e >= p.n * p.width { return; }
     let i = e / p.width;
@@ -39,6 +41,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(256)
 fn scatter_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let e = linear_id(gid, nwg);
     if e >= p.n * p.width { return; }
     let v = e / p.width;
@@ -61,6 +64,7 @@ fn table_at(i: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn gather4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let e = linear_id(gid, nwg);
     let w4 = p.width / 4u;
     if e >= p.n * w4 { return; }
@@ -82,6 +86,7 @@ fn gather4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 
 @compute @workgroup_size(256)
 fn scatter_add4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let e = linear_id(gid, nwg);
     let w4 = p.width / 4u;
     if e >= p.n * w4 { return; }

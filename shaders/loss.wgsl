@@ -16,7 +16,8 @@ struct Params {
 }
 // must match src/gpu/kernels.rs::RowParams
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;      // softmax y (rows, cols) or loss (rows)
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;       // (rows, cols)
 @group(0) @binding(3) var<storage, read> x: array<f32>;              // logits or predictions (rows, cols)
@@ -34,6 +35,7 @@ fn row_max(base: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let r = linear_id(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.cols;
@@ -50,6 +52,7 @@ fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(256)
 fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let r = linear_id(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.cols;
@@ -78,6 +81,7 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(256)
 fn mse(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let r = linear_id(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.cols;
@@ -93,6 +97,7 @@ fn mse(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
 
 @compute @workgroup_size(256)
 fn softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let r = linear_id(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.cols;

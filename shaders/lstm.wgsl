@@ -16,6 +16,7 @@ const SUM_GROUPS: u32 = 4u;
 // runs on the 4 units as one vec4.
 @compute @workgroup_size(16, 1)
 fn lstm_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    p = params;
     let H = p.hidden;
     let j0 = gid.x * 4u;
     let b0 = gid.y * ROWS;
@@ -86,6 +87,7 @@ fn forward_row(b: u32, j0: u32, bias: mat4x4<f32>, s: mat4x4<f32>) {
 // Backward: a thread owns 16 units of ROWS batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn lstm_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    p = params;
     let j0 = gid.x * 16u;
     let b0 = gid.y * ROWS;
     // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);

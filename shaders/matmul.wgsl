@@ -27,7 +27,8 @@ override TRANS_B: bool = false;
 // and stores it transposed: its (r, col) is the caller's (col, r).
 override TRANS_C: bool = false;
 
-@group(0) @binding(0) var<storage, read> p: MatmulParams;
+@group(0) @binding(0) var<storage, read> params: MatmulParams;
+var<private> p: MatmulParams; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> c: array<f32>; // (M, N)
 // A and B as vec4s: matmul_register and matmul_shared read them one element at a time through
 // a_at and b_at (bindings are whole vec4s, src/gpu/tensor.rs::GpuTensor::binding, so every
@@ -204,6 +205,7 @@ fn b_quad(k: u32, col: u32) -> Quad {
 
 @compute @workgroup_size(16, 1)
 fn matmul_register(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    p = params;
     let row0 = wg.y * ROWS;
     let col0 = (wg.x * THREADS + l.x) * COLS;
     var acc: array<Row16, 8>;
@@ -313,6 +315,7 @@ fn b_quad4(k: u32, col: u32) -> Quad {
 
 @compute @workgroup_size(16, 1)
 fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    p = params;
     let row0 = wg.y * 16u;
     let col0 = (wg.x * THREADS + l.x) * COLS;
     // Named accumulators, 4 rows each: a dynamically indexed array would live in memory on a
@@ -351,6 +354,7 @@ var<workgroup> b_tile: array<f32, 1024>; // [BK][64], k-major
 
 @compute @workgroup_size(16, 16)
 fn matmul_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_id) l: vec3<u32>) {
+    p = params;
     let tid = l.y * 16u + l.x;
     let block_row = wg.y * 64u;
     let block_col = wg.x * 64u;

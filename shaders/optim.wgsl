@@ -39,7 +39,8 @@ const STEP: u32 = 5u;
 const SKIPPED: u32 = 6u;
 const LR: u32 = 7u;
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> step: array<f32>;  // (8) step state
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;  // (n)
 @group(0) @binding(3) var<storage, read_write> param: array<f32>; // (n)
@@ -48,6 +49,7 @@ const LR: u32 = 7u;
 
 @compute @workgroup_size(1)
 fn finalize_step() {
+    p = params;
     let sumsq = step[GRAD_SUMSQ];
     let norm = sqrt(sumsq);
     let ok = is_finite_f32(step[LOSS]) && is_finite_f32(sumsq);
@@ -68,6 +70,7 @@ fn finalize_step() {
 
 @compute @workgroup_size(256)
 fn clip_by_norm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     grad[i] *= step[CLIP_SCALE];
@@ -75,6 +78,7 @@ fn clip_by_norm(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(256)
 fn clip_by_value(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
     grad[i] = clamp(grad[i], p.lo, p.hi);
@@ -82,6 +86,7 @@ fn clip_by_value(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(256)
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     param[i] -= step[LR] * (grad[i] + p.weight_decay * param[i]);
@@ -89,6 +94,7 @@ fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
 
 @compute @workgroup_size(256)
 fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     let g = grad[i] + p.weight_decay * param[i];
@@ -103,6 +109,7 @@ fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(256)
 fn adagrad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     let g = grad[i] + p.weight_decay * param[i];
@@ -113,6 +120,7 @@ fn adagrad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroup
 
 @compute @workgroup_size(256)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     let t = step[STEP];

@@ -14,12 +14,14 @@ struct Params {
 
 override SQUARE: bool = false;
 
-@group(0) @binding(0) var<storage, read> p: Params;
+@group(0) @binding(0) var<storage, read> params: Params;
+var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // partial (P) or out
 @group(0) @binding(2) var<storage, read> x: array<f32>;         // (n)
 
 @compute @workgroup_size(256)
 fn reduce_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
+    p = params;
     let t = gid.x;
     if t >= p.parts { return; }
     var s = 0.0;
@@ -36,6 +38,7 @@ fn reduce_partial(@builtin(global_invocation_id) gid: vec3<u32>) {
 
 @compute @workgroup_size(1)
 fn reduce_final() {
+    p = params;
     var s = 0.0;
     for (var i = 0u; i < p.n; i++) {
         s += x[i];

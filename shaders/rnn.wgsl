@@ -11,6 +11,7 @@ const SUM_GROUPS: u32 = 4u;
 // Forward: a thread owns 16 units of ROWS batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn rnn_step_forward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    p = params;
     let j0 = gid.x * 16u;
     let b0 = gid.y * ROWS;
     // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);
@@ -70,6 +71,7 @@ fn forward_units(b: u32, j: u32, sum: vec4<f32>) {
 // Backward: a thread owns 16 units of ROWS batch rows, taken 4 at a time as vec4s.
 @compute @workgroup_size(16, 1)
 fn rnn_step_backward(@builtin(global_invocation_id) gid: vec3<u32>) {
+    p = params;
     let j0 = gid.x * 16u;
     let b0 = gid.y * ROWS;
     // Every thread takes part in the sums (step_rows_subgroup.wgsl shares loads across them);

@@ -67,7 +67,8 @@ override VEC4: bool = true;
 // Every buffer is bound as whole vec4s (src/gpu/tensor.rs::GpuTensor::binding rounds the binding
 // up), so that with VEC4 a load or store of 4 consecutive units is one vec4 access; lavapipe
 // loops over the SIMD lanes once per storage access, whatever its width (benches/loads.rs).
-@group(0) @binding(0) var<storage, read> p: StepParams;
+@group(0) @binding(0) var<storage, read> params: StepParams;
+var<private> p: StepParams; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> states: array<vec4<f32>>; // see the layout above
 @group(0) @binding(2) var<storage, read_write> cells: array<vec4<f32>>;  // the LSTM's, like states
 @group(0) @binding(3) var<storage, read_write> gates: array<vec4<f32>>; // (T, B, 4H): LSTM i, f, g, o; GRU r, z, n, hn

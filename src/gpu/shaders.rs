@@ -74,3 +74,31 @@ pub const FAMILIES: &[(&str, &str)] = &[
 pub fn source(name: &str) -> Option<&'static str> {
     FAMILIES.iter().find(|(n, _)| *n == name).map(|(_, s)| *s)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::FAMILIES;
+
+    /// Every entry point copies the parameters into the private `p` before anything else
+    /// (shaders/common.wgsl says why); a kernel that read `params` in place would still be
+    /// correct, only slow on lavapipe, so no other test would notice.
+    #[test]
+    fn every_entry_point_copies_its_parameters_first() {
+        for (family, source) in FAMILIES {
+            assert!(source.contains("var<private> p: "), "{family}: no private copy of the parameters");
+            let mut entries = 0;
+            for (i, _) in source.match_indices("@compute") {
+                let body = &source[i..];
+                let open = body.find('{').expect("an entry point has a body");
+                let first = body[open + 1..].trim_start();
+                let name = body.lines().nth(1).unwrap_or("");
+                assert!(
+                    first.starts_with("p = params;"),
+                    "{family}: `{name}` does not start with `p = params;`"
+                );
+                entries += 1;
+            }
+            assert!(entries > 0, "{family}: no entry points");
+        }
+    }
+}
