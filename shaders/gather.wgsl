@@ -46,8 +46,10 @@ fn scatter_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workg
     if e >= p.n * p.width { return; }
     let v = e / p.width;
     let j = e % p.width;
+    let first = idx[v];
+    let end = idx[v + 1u];
     var s = 0.0;
-    for (var q = idx[v]; q < idx[v + 1u]; q++) {
+    for (var q = first; q < end; q++) {
         s += src[rows[q] * p.width + j];
     }
     out[v * p.idx_stride + j * p.col_stride] += s;
@@ -92,8 +94,11 @@ fn scatter_add4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
     if e >= p.n * w4 { return; }
     let v = e / w4;
     let q = e % w4;
+    // The bounds in lets: lavapipe reloads a storage value in a loop's condition every turn.
+    let first = idx[v];
+    let end = idx[v + 1u];
     var s = vec4<f32>();
-    for (var r = idx[v]; r < idx[v + 1u]; r++) {
+    for (var r = first; r < end; r++) {
         s += texel(dout_texels, rows[r] * w4 + q);
     }
     let o = v * p.idx_stride + 4u * q * p.col_stride;
