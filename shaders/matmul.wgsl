@@ -18,6 +18,12 @@ struct MatmulParams {
     n: u32,
     k: u32,
     accumulate: u32, // 1: C += op(A)·op(B); 0: C = op(A)·op(B)
+    // matmul_register_vec4 sums k_begin .. k_end alone (a multiple of 4, and K): a long product
+    // is several dispatches (src/gpu/kernels.rs::MATMUL_K_SLICE). The other entries sum all of K.
+    k_begin: u32,
+    k_end: u32,
+    _pad0: u32,
+    _pad1: u32,
 }
 // must match src/gpu/kernels.rs::MatmulParams
 
@@ -326,7 +332,7 @@ fn matmul_register_vec4(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_inv
     var acc3: Rows4;
     // Every thread stays to the end of the k loop (matmul_rows_subgroup.wgsl shares A's loads).
     let lane = lane_index();
-    for (var k = 0u; k < p.k; k += 4u) {
+    for (var k = p.k_begin; k < p.k_end; k += 4u) {
         let b0 = b_quad4(k, col0);
         let b1 = b_quad4(k, col0 + 4u);
         let b2 = b_quad4(k, col0 + 8u);

@@ -504,9 +504,10 @@ pub const SIZES: [usize; 5] = [1, 7, 100, 257, 1000];
 
 /// Matmul shapes (m, n, k): degenerate, sub-tile, ragged, square, the skinny shapes of a
 /// recurrence (B x H times H x 4H), K not a multiple of 4 under vec4 loads, and a narrow C (the
-/// logits of a small vocabulary, computed transposed), and a tall, deep ragged one; those whose B
-/// allows take the vec4 kernel.
-pub const MATMUL_SHAPES: [(usize, usize, usize); 13] = [
+/// logits of a small vocabulary, computed transposed), a tall, deep ragged one, and a K long
+/// enough that the vec4 kernel sums it in three dispatches (src/gpu/kernels.rs::MATMUL_K_SLICE);
+/// those whose B allows take the vec4 kernel.
+pub const MATMUL_SHAPES: [(usize, usize, usize); 14] = [
     (1, 1, 1),
     (3, 5, 7),
     (17, 33, 9),
@@ -520,6 +521,7 @@ pub const MATMUL_SHAPES: [(usize, usize, usize); 13] = [
     (8, 12, 5),
     (260, 7, 12),
     (164, 260, 130),
+    (12, 20, 4101),
 ];
 
 /// Every kernel at the standard awkward shapes: what `rnn-gpu verify` prints.
