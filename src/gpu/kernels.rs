@@ -42,9 +42,10 @@ struct MatmulParams {
 
 /// The longest run of k one dispatch of `matmul_register_vec4` sums; a longer product is summed
 /// in slices of it, each dispatch after the first accumulating into C. Each workgroup streams its
-/// band of B over the whole of k, and past this the bands of A and B no longer stay in a CPU's
-/// caches between the workgroups that share them: on lavapipe dW_hh of the LSTM H=512 step
-/// (2048×512, k = 6400) ran at 21 GFLOP/s in one dispatch, 30.6 at k = 2048.
+/// band of B over the whole of k; over a shorter run the parts that the workgroups share are
+/// likelier to be still in a CPU's caches. On lavapipe dW_hh of the LSTM H=512 step (2048×512,
+/// k = 6400) took 480–534 ms in one dispatch and 436–479 in slices of 2048 (alternating runs);
+/// slices of 1024 were slower.
 const MATMUL_K_SLICE: usize = 2048;
 
 /// `c = op(a)·op(b)` (or `+=`), with the adapter's matmul variant.
