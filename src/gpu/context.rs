@@ -87,19 +87,17 @@ impl StepInputs {
     pub const ALL: [StepInputs; 2] = [StepInputs::Storage, StepInputs::Textures];
 
     /// The step shader family of `cell` (`"rnn"`, `"lstm"` or `"gru"`) read so, its shared rows
-    /// read by `rows`.
+    /// read by `rows`. Any other family has no texture variant and is its own (the pipeline
+    /// then fails to build with the family named, rather than running another cell's kernel).
     pub(crate) fn family(self, rows: SharedRows, cell: &'static str) -> &'static str {
-        let base = rows.family(cell);
-        match self {
-            StepInputs::Storage => base,
-            StepInputs::Textures => match base {
-                "lstm" => "lstm_tex",
-                "gru" => "gru_tex",
-                "rnn" => "rnn_tex",
-                "lstm_subgroup" => "lstm_subgroup_tex",
-                "gru_subgroup" => "gru_subgroup_tex",
-                _ => "rnn_subgroup_tex",
-            },
+        match (self, rows.family(cell)) {
+            (StepInputs::Textures, "rnn") => "rnn_tex",
+            (StepInputs::Textures, "lstm") => "lstm_tex",
+            (StepInputs::Textures, "gru") => "gru_tex",
+            (StepInputs::Textures, "rnn_subgroup") => "rnn_subgroup_tex",
+            (StepInputs::Textures, "lstm_subgroup") => "lstm_subgroup_tex",
+            (StepInputs::Textures, "gru_subgroup") => "gru_subgroup_tex",
+            (_, family) => family,
         }
     }
 }
@@ -476,5 +474,26 @@ impl GpuContext {
     pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) {
         self.counters.submits.fetch_add(1, Ordering::Relaxed);
         self.queue.submit(Some(encoder.finish()));
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{SharedRows, StepInputs};
+
+    /// Each combination of step inputs, shared rows and cell names a shader family of its own.
+    #[test]
+    fn every_step_variant_names_its_own_shader_family() {
+        let mut seen = Vec::new();
+        for inputs in StepInputs::ALL {
+            for rows in [SharedRows::Loads, SharedRows::Subgroup] {
+                for cell in ["rnn", "lstm", "gru"] {
+                    let family = inputs.family(rows, cell);
+                    assert!(crate::gpu::shaders::source(family).is_some(), "{family}: no such shader");
+                    assert!(!seen.contains(&family), "{family} named twice");
+                    seen.push(family);
+                }
+            }
+        }
     }
 }
