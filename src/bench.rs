@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::gpu::Counters;
+use crate::gpu::{Counters, Profile};
 use crate::model::batch::Batch;
 use crate::model::spec::{Cell, ModelSpec};
 use crate::model::{Device, Model, Start};
@@ -106,6 +106,8 @@ pub struct DeviceResult {
     pub per_step: Option<Counters>,
     /// GPU only: the dispatches a training program records.
     pub dispatches: Option<usize>,
+    /// GPU only: the buffer-to-texture copies a training program records, and their bytes.
+    pub texture_copies: Option<(usize, u64)>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -189,11 +191,28 @@ pub fn time(case: &Case, device: &Device, warmup: usize, runs: usize) -> Result<
         forward: Timing::new(median(forward), case.tokens(), case.forward_flops()),
         per_step,
         dispatches: m.program(&data, "train").map(|p| p.dispatch_count()),
+        texture_copies: m.program(&data, "train").map(|p| p.texture_copies()),
     })
 }
 
-/// Per-kernel GPU time of one training step, summed by kernel, largest first (timestamp queries).
-pub fn profile(case: &Case, gpu: &Device) -> Result<Vec<(&'static str, usize, f64)>> {
+/// Where one training step's GPU time goes ([`profile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct StepProfile {
+    /// (kernel, dispatches, seconds), summed by kernel, largest first.
+    pub kernels: Vec<(&'static str, usize, f64)>,
+    /// From the first kernel's start to the last one's end, in the same replay: what the
+    /// kernels leave of it is the time between them (copies, the driver's work per dispatch).
+    pub span: f64,
+}
+
+impl StepProfile {
+    pub fn kernel_seconds(&self) -> f64 {
+        self.kernels.iter().map(|k| k.2).sum()
+    }
+}
+
+/// Per-kernel GPU time of one training step (timestamp queries).
+pub fn profile(case: &Case, gpu: &Device) -> Result<StepProfile> {
     let data = case.data();
     let mut m = model(case, gpu)?;
     m.train_step_stats(&data, Start::Fresh)?;
@@ -201,26 +220,26 @@ pub fn profile(case: &Case, gpu: &Device) -> Result<Vec<(&'static str, usize, f6
         .program(&data, "train")
         .ok_or_else(|| Error::invalid("profile", "profiling needs the GPU device"))?;
     // The fastest of three profiles: the least disturbed by other work on the machine.
-    let mut best: Option<Vec<(&'static str, f64)>> = None;
+    let mut best: Option<Profile> = None;
     for _ in 0..3 {
         let p = prog.profile()?;
-        let total: f64 = p.iter().map(|x| x.1).sum();
-        if best.as_ref().is_none_or(|b| total < b.iter().map(|x| x.1).sum::<f64>()) {
+        if best.as_ref().is_none_or(|b| p.span < b.span) {
             best = Some(p);
         }
     }
-    let mut by_kernel: Vec<(&'static str, usize, f64)> = Vec::new();
-    for (name, secs) in best.unwrap_or_default() {
-        match by_kernel.iter_mut().find(|k| k.0 == name) {
+    let best = best.unwrap_or(Profile { kernels: Vec::new(), span: 0.0 });
+    let mut kernels: Vec<(&'static str, usize, f64)> = Vec::new();
+    for (name, secs) in best.kernels {
+        match kernels.iter_mut().find(|k| k.0 == name) {
             Some(k) => {
                 k.1 += 1;
                 k.2 += secs;
             }
-            None => by_kernel.push((name, 1, secs)),
+            None => kernels.push((name, 1, secs)),
         }
     }
-    by_kernel.sort_by(|a, b| b.2.total_cmp(&a.2));
-    Ok(by_kernel)
+    kernels.sort_by(|a, b| b.2.total_cmp(&a.2));
+    Ok(StepProfile { kernels, span: best.span })
 }
 
 /// JSON of the results (hand-written: the schema is small and fixed).
@@ -236,11 +255,13 @@ pub fn to_json(results: &[CaseResult], adapter: &str, date: &str) -> String {
     let device = |d: &Option<DeviceResult>| match d {
         None => "null".to_string(),
         Some(d) => format!(
-            "{{\"device\": {:?}, \"train\": {}, \"forward\": {}, \"dispatches_per_step\": {}, \"submits_per_step\": {}, \"host_waits_per_step\": {}, \"bytes_allocated_per_step\": {}}}",
+            "{{\"device\": {:?}, \"train\": {}, \"forward\": {}, \"dispatches_per_step\": {}, \"texture_copies_per_step\": {}, \"texture_copy_bytes_per_step\": {}, \"submits_per_step\": {}, \"host_waits_per_step\": {}, \"bytes_allocated_per_step\": {}}}",
             d.device,
             timing(&d.train),
             timing(&d.forward),
             d.dispatches.map_or("null".into(), |v| v.to_string()),
+            d.texture_copies.map_or("null".into(), |v| v.0.to_string()),
+            d.texture_copies.map_or("null".into(), |v| v.1.to_string()),
             d.per_step.map_or("null".into(), |c| c.submits.to_string()),
             d.per_step.map_or("null".into(), |c| c.host_waits.to_string()),
             d.per_step.map_or("null".into(), |c| c.bytes_allocated.to_string()),

@@ -173,3 +173,27 @@ fn conditioned_initial_state_gpu_matches_cpu() {
         compare(spec, 6, 9, Optimizer::adam(0.01), Clip::default());
     }
 }
+
+/// The execution model, counted as `rnn-gpu bench --verbose --profile` counts it: after warm-up a
+/// training step is one submit, no host wait and no allocation, runs the dispatches its program
+/// records, and its profile times each of them within the span of the whole replay.
+#[test]
+fn a_training_step_is_one_submit_without_waits_or_allocation() {
+    let Some(ctx) = gpu() else { return };
+    let gpu = Device::Gpu(ctx.clone());
+    let case = rnn_gpu::bench::quick_cases().remove(0);
+    let r = rnn_gpu::bench::time(&case, &gpu, 1, 1).unwrap();
+    let step = r.per_step.expect("the GPU counts its work");
+    assert_eq!((step.submits, step.host_waits, step.bytes_allocated), (1, 0, 0), "{step:?}");
+    let dispatches = r.dispatches.unwrap();
+    assert_eq!(step.dispatches as usize, dispatches);
+    // 2T + c per layer direction: one recurrence kernel per time step each way, the rest batched.
+    assert!(dispatches >= 2 * case.steps && dispatches < 2 * case.steps + 24, "{dispatches} dispatches");
+    let (copies, bytes) = r.texture_copies.unwrap();
+    assert!(copies > 0 && bytes >= 16 * copies as u64, "{copies} copies of {bytes} bytes");
+    if ctx.has_timestamps() {
+        let p = rnn_gpu::bench::profile(&case, &gpu).unwrap();
+        assert_eq!(p.kernels.iter().map(|k| k.1).sum::<usize>(), dispatches);
+        assert!(p.kernel_seconds() > 0.0 && p.kernel_seconds() <= p.span * 1.001, "{p:?}");
+    }
+}

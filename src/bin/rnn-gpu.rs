@@ -665,9 +665,11 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
         if a.verbose {
             if let Some(s) = g.per_step {
                 println!(
-                    "    per training step after warm-up: {} dispatches ({} recorded in the program), {} submit(s), {} host wait(s), {} bytes allocated; checked against the CPU: max relative loss difference {:.1e}",
+                    "    per training step after warm-up: {} dispatches ({} recorded in the program), {} copies into textures ({:.1} MiB), {} submit(s), {} host wait(s), {} bytes allocated; checked against the CPU: max relative loss difference {:.1e}",
                     s.dispatches,
                     g.dispatches.unwrap_or(0),
+                    g.texture_copies.map_or(0, |c| c.0),
+                    g.texture_copies.map_or(0.0, |c| c.1 as f64 / (1 << 20) as f64),
                     s.submits,
                     s.host_waits,
                     s.bytes_allocated,
@@ -677,10 +679,15 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
         }
         if a.profile {
             match bench::profile(&case, &gpu) {
-                Ok(kernels) => {
-                    let total: f64 = kernels.iter().map(|k| k.2).sum();
-                    println!("    GPU time of one training step by kernel ({:.1} ms in all):", total * 1e3);
-                    for (name, count, secs) in kernels {
+                Ok(p) => {
+                    let total = p.kernel_seconds();
+                    println!(
+                        "    GPU time of one training step by kernel: {:.1} ms in the kernels, {:.1} ms from the first one's start to the last one's end ({:.1} ms between kernels: copies, the driver's work per dispatch)",
+                        total * 1e3,
+                        p.span * 1e3,
+                        (p.span - total).max(0.0) * 1e3
+                    );
+                    for (name, count, secs) in p.kernels {
                         println!(
                             "      {:<24} x{:<4} {:>9.2} ms {:>5.1}%",
                             name,

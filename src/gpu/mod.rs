@@ -10,5 +10,5 @@ pub mod tensor;
 
 pub use backend::GpuBackend;
 pub use context::{Counters, GpuContext, MatmulVariant, STEP_ROWS, SharedRows, StepInputs, list_adapters};
-pub use program::Program;
+pub use program::{Profile, Program};
 pub use tensor::GpuTensor;

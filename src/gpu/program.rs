@@ -29,6 +29,16 @@ const PARAM_SLOT: u64 = 256;
 /// shaders/common.wgsl::TEXELS_PER_ROW.
 const TEXELS_PER_ROW: u32 = 4096;
 
+/// One timed replay of a program ([`Program::profile`]).
+#[derive(Clone, Debug, PartialEq)]
+pub struct Profile {
+    /// (kernel name, seconds) per dispatch, in order.
+    pub kernels: Vec<(&'static str, f64)>,
+    /// Seconds from the first kernel's start to the last one's end: the kernels and what runs
+    /// between them (copies, the driver's work for each dispatch).
+    pub span: f64,
+}
+
 enum Command {
     Dispatch {
         pipeline: Arc<Pipeline>,
@@ -230,6 +240,15 @@ impl Program {
     /// The number of kernel dispatches one replay records.
     pub fn dispatch_count(&self) -> usize {
         self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count()
+    }
+
+    /// The buffer-to-texture copies one replay records (refreshing the texture copies that kernels
+    /// read): how many, and their bytes in all.
+    pub fn texture_copies(&self) -> (usize, u64) {
+        self.commands.iter().fold((0, 0), |(n, bytes), c| match c {
+            Command::ToTexture { texels, .. } => (n + 1, bytes + 16 * texels.len() as u64),
+            _ => (n, bytes),
+        })
     }
 
     fn param_slot<P: Pod>(&mut self, params: &P) -> Result<(usize, u64)> {
@@ -481,9 +500,9 @@ impl Program {
         self.ctx.check("running a program")
     }
 
-    /// Records each dispatch in its own pass between two timestamps, submits, waits, and returns
-    /// (kernel name, seconds) per dispatch. Needs the adapter's timestamp queries.
-    pub fn profile(&self) -> Result<Vec<(&'static str, f64)>> {
+    /// Records each dispatch in its own pass between two timestamps, submits and waits. Needs
+    /// the adapter's timestamp queries.
+    pub fn profile(&self) -> Result<Profile> {
         if !self.ctx.has_timestamps() {
             return Err(Error::invalid(
                 "Program::profile",
@@ -539,13 +558,18 @@ impl Program {
         let bytes = staging.map_read(&self.ctx, count as u64 * 8)?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
-        Ok(names
+        let span = match names.len() {
+            0 => 0.0,
+            n => ticks[2 * n - 1].saturating_sub(ticks[0]) as f64 * period,
+        };
+        let kernels = names
             .into_iter()
             .enumerate()
             .map(|(i, name)| {
                 let dt = ticks[2 * i + 1].saturating_sub(ticks[2 * i]);
                 (name, dt as f64 * period)
             })
-            .collect())
+            .collect();
+        Ok(Profile { kernels, span })
     }
 }
