@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::gpu::{Counters, Profile};
+use crate::gpu::Counters;
 use crate::model::batch::Batch;
 use crate::model::spec::{Cell, ModelSpec};
 use crate::model::{Device, Model, Start};
@@ -185,13 +185,14 @@ pub fn time(case: &Case, device: &Device, warmup: usize, runs: usize) -> Result<
         m.sync()?;
         forward.push(t.elapsed().as_secs_f64());
     }
+    let program = m.program(&data, "train");
     Ok(DeviceResult {
         device: device.describe(),
         train: Timing::new(median(train), case.tokens(), case.train_flops()),
         forward: Timing::new(median(forward), case.tokens(), case.forward_flops()),
         per_step,
-        dispatches: m.program(&data, "train").map(|p| p.dispatch_count()),
-        texture_copies: m.program(&data, "train").map(|p| p.texture_copies()),
+        dispatches: program.map(|p| p.dispatch_count()),
+        texture_copies: program.map(|p| p.texture_copies()),
     })
 }
 
@@ -220,14 +221,13 @@ pub fn profile(case: &Case, gpu: &Device) -> Result<StepProfile> {
         .program(&data, "train")
         .ok_or_else(|| Error::invalid("profile", "profiling needs the GPU device"))?;
     // The fastest of three profiles: the least disturbed by other work on the machine.
-    let mut best: Option<Profile> = None;
-    for _ in 0..3 {
+    let mut best = prog.profile()?;
+    for _ in 1..3 {
         let p = prog.profile()?;
-        if best.as_ref().is_none_or(|b| p.span < b.span) {
-            best = Some(p);
+        if p.span < best.span {
+            best = p;
         }
     }
-    let best = best.unwrap_or(Profile { kernels: Vec::new(), span: 0.0 });
     let mut kernels: Vec<(&'static str, usize, f64)> = Vec::new();
     for (name, secs) in best.kernels {
         match kernels.iter_mut().find(|k| k.0 == name) {

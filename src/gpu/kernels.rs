@@ -80,13 +80,14 @@ pub fn matmul_variant(
     }
     let plan = MatmulPlan::new(&p, variant, prog.fits_texture(a) && prog.fits_texture(b));
     let q = &plan.problem;
+    let k = to_u32(OP, "k", q.k)?;
     let params = MatmulParams {
         m: to_u32(OP, "m", q.m)?,
         n: to_u32(OP, "n", q.n)?,
-        k: to_u32(OP, "k", q.k)?,
+        k,
         accumulate: q.accumulate as u32,
         k_begin: 0,
-        k_end: to_u32(OP, "k", q.k)?,
+        k_end: k,
         _pad: [0; 2],
     };
     let (a, b) = if plan.trans_c { (b, a) } else { (a, b) };
