@@ -70,7 +70,8 @@ fn gates(cell: &str) -> f64 {
 }
 
 /// The operation count of scripts/bench_pytorch.py and `rnn-gpu bench`: the recurrent matmul and
-/// the head (the one-hot input projection is a lookup); a training step counts three times it.
+/// the head, not the input projection of the one-hot input (a lookup in rnn-gpu, a matmul here);
+/// a training step counts three times it.
 fn forward_flops(cell: &str, h: usize, b: usize, t: usize) -> f64 {
     2.0 * (t * b) as f64 * (gates(cell) * (h * h) as f64 + (h * VOCAB) as f64)
 }
