@@ -27,35 +27,38 @@ const LEARNING_RATE: f64 = 0.05;
 const CASES: [(&str, usize, usize, usize); 4] =
     [("rnn_tanh", 256, 32, 64), ("lstm", 256, 32, 64), ("gru", 256, 32, 64), ("lstm", 512, 64, 100)];
 
+/// The recurrent layer of a case: one of Burn's three cells.
+#[derive(Module, Debug)]
+enum Cell {
+    Rnn(Rnn),
+    Lstm(Lstm),
+    Gru(Gru),
+}
+
 #[derive(Module, Debug)]
 struct CharModel {
-    rnn: Option<Rnn>,
-    lstm: Option<Lstm>,
-    gru: Option<Gru>,
+    cell: Cell,
     head: Linear,
 }
 
 impl CharModel {
     fn new(cell: &str, hidden: usize, device: &Device) -> Self {
-        let (mut rnn, mut lstm, mut gru) = (None, None, None);
-        match cell {
-            "rnn_tanh" => rnn = Some(RnnConfig::new(VOCAB, hidden, true).init(device)),
-            "lstm" => lstm = Some(LstmConfig::new(VOCAB, hidden, true).init(device)),
-            "gru" => gru = Some(GruConfig::new(VOCAB, hidden, true).init(device)),
-            other => panic!("unknown cell {other}"),
-        }
-        CharModel { rnn, lstm, gru, head: LinearConfig::new(hidden, VOCAB).init(device) }
+        let cell = match cell {
+            "rnn_tanh" => Cell::Rnn(RnnConfig::new(VOCAB, hidden, true).init(device)),
+            "lstm" => Cell::Lstm(LstmConfig::new(VOCAB, hidden, true).init(device)),
+            "gru" => Cell::Gru(GruConfig::new(VOCAB, hidden, true).init(device)),
+            other => panic!("unknown cell {other} in CASES"),
+        };
+        CharModel { cell, head: LinearConfig::new(hidden, VOCAB).init(device) }
     }
 
     /// Token ids (B, T) to logits (B, T, V).
     fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let x = tokens.one_hot::<3>(VOCAB).float();
-        let h = if let Some(rnn) = &self.rnn {
-            rnn.forward(x, None).0
-        } else if let Some(lstm) = &self.lstm {
-            lstm.forward(x, None).0
-        } else {
-            self.gru.as_ref().expect("one cell is set").forward(x, None)
+        let h = match &self.cell {
+            Cell::Rnn(rnn) => rnn.forward(x, None).0,
+            Cell::Lstm(lstm) => lstm.forward(x, None).0,
+            Cell::Gru(gru) => gru.forward(x, None),
         };
         self.head.forward(h)
     }
