@@ -4,7 +4,8 @@
 //                   left in `step`, decides whether the step is finite, and sets the clipping
 //                   scale (PyTorch's clip_grad_norm_: max_norm / (norm + 1e-6), at most 1).
 //   clip_by_norm:   grad *= step.clip_scale
-//   clip_by_value:  grad = clamp(grad, lo, hi)
+//   clip_by_value:  grad = clamp(grad, lo, hi), non-finite values left as they are so that
+//                   finalize_step's guard sees them (a clamp maps NaN to a bound)
 //   sgd, sgd_momentum, adagrad, adam: PyTorch's update rules (torch.optim.SGD with momentum and nesterov,
 //                   Adagrad, Adam with L2 weight decay). Each returns at once, leaving the weights
 //                   and the optimizer state untouched, when the step was found non-finite.
@@ -81,7 +82,8 @@ fn clip_by_value(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     p = params;
     let i = linear_id(gid, nwg);
     if i >= p.n { return; }
-    grad[i] = clamp(grad[i], p.lo, p.hi);
+    let g = grad[i];
+    grad[i] = select(g, clamp(g, p.lo, p.hi), is_finite_f32(g));
 }
 
 @compute @workgroup_size(256)

@@ -165,10 +165,10 @@ pub fn time(case: &Case, device: &Device, warmup: usize, runs: usize) -> Result<
         m.sync()?;
     }
     // What one training step does on the device, after warm-up (the loss is not read back).
-    let before = m.gpu().map(|c| c.counters());
+    let before = m.counters();
     m.train_step(&data, Start::Fresh)?;
-    let per_step = match (before, m.gpu()) {
-        (Some(b), Some(ctx)) => Some(ctx.counters() - b),
+    let per_step = match (before, m.counters()) {
+        (Some(b), Some(after)) => Some(after - b),
         _ => None,
     };
     m.stats()?;

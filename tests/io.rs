@@ -170,21 +170,28 @@ fn resuming_a_checkpoint_gives_the_same_losses() {
     }
 }
 
-/// Files are replaced atomically: the temporary file is gone afterwards, and a failed write
-/// leaves no file behind.
+/// Files are replaced atomically: the temporary file is gone afterwards, a failed write leaves no
+/// file behind, and the temporary files of writers that were killed are cleaned up.
 #[test]
 fn writes_are_atomic() {
-    let path = tmp("atomic.bin");
+    let dir = common::test_dir("writes_are_atomic");
+    let path = dir.join("atomic.bin");
+    // A dead writer's leftover (no process has this id: Linux caps ids at 2^22) and a live
+    // one's (process 1 always runs).
+    let dead = dir.join(".atomic.bin.tmp999999999");
+    let live = dir.join(".atomic.bin.tmp1");
+    std::fs::write(&dead, b"half").unwrap();
+    std::fs::write(&live, b"busy").unwrap();
     io::write_atomic(&path, b"first").unwrap();
     io::write_atomic(&path, b"second").unwrap();
     assert_eq!(std::fs::read(&path).unwrap(), b"second");
-    let leftovers: Vec<_> = std::fs::read_dir(path.parent().unwrap())
-        .unwrap()
-        .filter_map(|e| e.ok())
-        .filter(|e| e.file_name().to_string_lossy().contains(".tmp"))
-        .collect();
-    assert!(leftovers.is_empty(), "temporary files left: {leftovers:?}");
-    let missing = tmp("no/such/dir/x.safetensors");
+    let mut names: Vec<String> =
+        std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().into()).collect();
+    names.sort();
+    if cfg!(target_os = "linux") {
+        assert_eq!(names, [".atomic.bin.tmp1", "atomic.bin"], "what the writes left");
+    }
+    let missing = dir.join("no/such/dir/x.safetensors");
     assert!(io::write_atomic(&missing, b"x").is_err());
     assert!(!missing.exists());
 }

@@ -111,6 +111,43 @@ fn a_non_finite_step_leaves_parameters_and_state_untouched() {
     assert_eq!(state[rnn_gpu::ops::step_state::SKIPPED], 1.0);
 }
 
+/// A clamp maps NaN to a bound; clipping by value must leave non-finite gradients for the guard.
+#[test]
+fn clipping_by_value_keeps_non_finite_gradients_for_the_guard() {
+    use rnn_gpu::cpu::kernels as cpu;
+    use rnn_gpu::gpu::{Program, kernels as gk};
+    use rnn_gpu::ops::{Reduce, step_state};
+    let grad = [1.0f32, f32::NAN, -5.0, f32::INFINITY, 0.003];
+    let sumsq = Reduce { index: step_state::GRAD_SUMSQ, square: true, accumulate: false };
+
+    let mut want = grad;
+    let mut state = vec![0.0f32; step_state::LEN];
+    state[step_state::LOSS] = 1.0;
+    cpu::clip_by_value(&mut want, -0.5, 0.5);
+    cpu::reduce(&mut state, &want, sumsq);
+    cpu::finalize_step(&mut state, 0.0);
+    assert!(want[1].is_nan() && want[3] == f32::INFINITY, "{want:?}");
+    assert_eq!([want[0], want[2], want[4]], [0.5, -0.5, 0.003]);
+    assert_eq!((state[step_state::OK], state[step_state::SKIPPED]), (0.0, 1.0));
+
+    let Some(ctx) = gpu() else { return };
+    let ggrad = ctx.upload("grad", &[grad.len()], &grad).unwrap();
+    let mut init = vec![0.0f32; step_state::LEN];
+    init[step_state::LOSS] = 1.0;
+    let gstate = ctx.upload("state", &[step_state::LEN], &init).unwrap();
+    let scratch = ctx.alloc("scratch", &[gk::REDUCE_PARTS]).unwrap();
+    let mut prog = Program::new(&ctx);
+    gk::clip_by_value(&mut prog, &ggrad, -0.5, 0.5).unwrap();
+    gk::reduce(&mut prog, &gstate, &ggrad, &scratch, sumsq).unwrap();
+    gk::finalize_step(&mut prog, &gstate, 0.0).unwrap();
+    prog.run().unwrap();
+    let got = ctx.download(&ggrad).unwrap();
+    assert!(got[1].is_nan() && got[3] == f32::INFINITY, "{got:?}");
+    assert_eq!([got[0], got[2], got[4]], [0.5, -0.5, 0.003]);
+    let s = ctx.download(&gstate).unwrap();
+    assert_eq!((s[step_state::OK], s[step_state::SKIPPED]), (0.0, 1.0));
+}
+
 #[test]
 fn gather_and_scatter_add_match_cpu() {
     let Some(ctx) = gpu() else { return };

@@ -1,5 +1,5 @@
 //! The encoder-decoder: f64 gradient checks through the bridge and the attention, GPU against
-//! CPU for the whole training step, beam search of width 1 against greedy decoding, bad input,
+//! CPU for the whole training step, beam search against greedy decoding and exhaustive search, bad input,
 //! and a small task learned.
 
 mod common;
@@ -160,6 +160,86 @@ fn beam_of_width_one_is_greedy_and_decoding_agrees_across_devices() {
     if outputs.len() == 2 {
         assert_eq!(outputs[0], outputs[1], "decoding differs between the CPU and the GPU");
     }
+}
+
+/// The length-normalised log-probability beam search maximises: minus the mean cross-entropy per
+/// target token, EOS included.
+fn score(m: &mut Seq2Seq, src: &[u32], out: &[u32]) -> f32 {
+    -m.evaluate(&[(src.to_vec(), out.to_vec())]).unwrap()
+}
+
+/// Every sequence of up to `max_len - 1` tokens other than EOS: those that end within `max_len`
+/// decoding steps.
+fn every_sequence(s: &Seq2SeqSpec, max_len: usize) -> Vec<Vec<u32>> {
+    let tokens: Vec<u32> = (0..s.tgt_vocab as u32).filter(|&t| t != s.eos).collect();
+    let mut all = vec![Vec::new()];
+    let mut frontier = vec![Vec::new()];
+    for _ in 1..max_len {
+        frontier = frontier
+            .iter()
+            .flat_map(|p: &Vec<u32>| tokens.iter().map(move |&t| [p.as_slice(), &[t]].concat()))
+            .collect();
+        all.extend(frontier.iter().cloned());
+    }
+    all
+}
+
+/// With a beam as wide as the number of sequences, beam search is exhaustive: it must find the
+/// best length-normalised sequence of an exhaustive search, on random untrained models.
+#[test]
+fn a_wide_enough_beam_finds_the_exhaustive_best() {
+    let s = Seq2SeqSpec { tgt_vocab: 4, bos: 2, eos: 3, ..spec(Cell::Lstm, false, true, 1, 1) };
+    let max_len = 4;
+    let all = every_sequence(&s, max_len);
+    assert_eq!(all.len(), 1 + 3 + 9 + 27);
+    for seed in 0..4 {
+        let mut m = Seq2Seq::new(s.clone(), &Device::Cpu, seed).unwrap();
+        for src in [vec![1u32, 4, 0], vec![3, 3]] {
+            let (best, best_score) = all
+                .iter()
+                .map(|seq| (seq.clone(), score(&mut m, &src, seq)))
+                .max_by(|a, b| a.1.total_cmp(&b.1))
+                .unwrap();
+            let found = m.beam(std::slice::from_ref(&src), all.len(), max_len).unwrap().remove(0);
+            let got = score(&mut m, &src, &found);
+            assert!(
+                got >= best_score - 1e-5,
+                "seed {seed}: beam found {found:?} scoring {got}, exhaustive search {best:?} scoring {best_score}"
+            );
+        }
+    }
+}
+
+/// Widening the beam never ends on a worse hypothesis than greedy decoding, where greedy ends.
+#[test]
+fn a_wider_beam_never_scores_worse_than_greedy() {
+    let s = Seq2SeqSpec { tgt_vocab: 5, bos: 3, eos: 4, ..spec(Cell::Gru, true, true, 1, 1) };
+    let max_len = 6;
+    let mut rng = Rng::seed_from_u64(5);
+    let mut compared = 0;
+    for seed in 0..6 {
+        let mut m = Seq2Seq::new(s.clone(), &Device::Cpu, seed).unwrap();
+        let sources: Vec<Vec<u32>> =
+            (0..4).map(|i| (0..2 + i).map(|_| rng.below(s.src_vocab) as u32).collect()).collect();
+        let greedy = m.greedy(&sources, max_len).unwrap();
+        for width in 2..=6 {
+            let beam = m.beam(&sources, width, max_len).unwrap();
+            for (i, src) in sources.iter().enumerate() {
+                if greedy[i].len() >= max_len {
+                    continue; // greedy never ended: its hypothesis has no full score
+                }
+                let (g, b) = (score(&mut m, src, &greedy[i]), score(&mut m, src, &beam[i]));
+                assert!(
+                    b >= g - 1e-5,
+                    "seed {seed}, width {width}: beam {:?} scores {b}, greedy {:?} scores {g}",
+                    beam[i],
+                    greedy[i]
+                );
+                compared += 1;
+            }
+        }
+    }
+    assert!(compared >= 40, "only {compared} comparisons: greedy rarely ended");
 }
 
 #[test]

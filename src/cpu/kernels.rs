@@ -206,8 +206,10 @@ pub fn clip_by_norm<T: Real>(grad: &mut [T], state: &[T]) {
     scale(grad, state[step_state::CLIP_SCALE]);
 }
 
+/// Clamps each element to `[lo, hi]`. Non-finite elements stay as they are, so that the
+/// finiteness guard after it (`finalize_step`) still refuses the step.
 pub fn clip_by_value<T: Real>(grad: &mut [T], lo: T, hi: T) {
-    for g in grad {
+    for g in grad.iter_mut().filter(|g| g.is_finite()) {
         *g = g.max(lo).min(hi);
     }
 }

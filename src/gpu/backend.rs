@@ -4,7 +4,7 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use super::context::GpuContext;
+use super::context::{Counters, GpuContext, Meter};
 use super::kernels as k;
 use super::program::Program;
 use super::tensor::{GpuTensor, Staging};
@@ -20,18 +20,36 @@ pub struct GpuBackend {
     scratch: GpuTensor,
     staging: Option<Staging>,
     staging_size: u64,
+    /// Everything this backend's model does on the device, counted.
+    meter: Meter,
 }
 
 impl GpuBackend {
     pub fn new(ctx: &Arc<GpuContext>) -> Result<Self> {
+        let meter = Meter::default();
+        let scratch = ctx.alloc("reduce scratch", &[k::REDUCE_PARTS])?;
+        meter.allocated(scratch.bytes());
         Ok(GpuBackend {
             ctx: ctx.clone(),
             recording: None,
             programs: HashMap::new(),
-            scratch: ctx.alloc("reduce scratch", &[k::REDUCE_PARTS])?,
+            scratch,
             staging: None,
             staging_size: 0,
+            meter,
         })
+    }
+
+    /// What this backend has done on the device so far (submits, dispatches, host waits,
+    /// allocations): its own work only, whatever else shares the context.
+    pub fn counters(&self) -> Counters {
+        self.meter.counters()
+    }
+
+    /// Waits until the device has finished this backend's submitted work.
+    pub fn sync(&self, op: &str) -> Result<()> {
+        self.meter.wait();
+        self.ctx.wait(op)
     }
 
     pub fn ctx(&self) -> &Arc<GpuContext> {
@@ -60,11 +78,13 @@ impl Backend for GpuBackend {
     type IBuf = GpuTensor;
 
     fn alloc(&mut self, what: &str, len: usize) -> Result<GpuTensor> {
-        self.ctx.alloc(what, &[len])
+        let t = self.ctx.alloc(what, &[len])?;
+        self.meter.allocated(t.bytes());
+        Ok(t)
     }
 
     fn alloc_u32(&mut self, what: &str, len: usize) -> Result<GpuTensor> {
-        self.ctx.alloc(what, &[len])
+        self.alloc(what, len)
     }
 
     fn view(&self, t: &GpuTensor, start: usize, len: usize) -> Result<GpuTensor> {
@@ -87,7 +107,7 @@ impl Backend for GpuBackend {
         // One staging buffer, grown to the largest read: reading the loss every step allocates
         // nothing after the first.
         if self.staging.is_none() || t.bytes() > self.staging_size {
-            self.staging = Some(Staging::new(&self.ctx, t.bytes())?);
+            self.staging = Some(Staging::new(&self.ctx, t.bytes(), self.meter.clone())?);
             self.staging_size = t.bytes();
         }
         let staging = self.staging.as_ref().expect("staging buffer");
@@ -96,7 +116,7 @@ impl Backend for GpuBackend {
 
     fn execute(&mut self, key: ProgramKey, record: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
         if !self.programs.contains_key(&key) {
-            self.recording = Some(Program::new(&self.ctx));
+            self.recording = Some(Program::metered(&self.ctx, self.meter.clone()));
             let recorded = record(self);
             let prog = self.recording.take().expect("recording");
             recorded?;

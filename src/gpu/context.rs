@@ -126,13 +126,46 @@ impl std::ops::Sub for Counters {
     }
 }
 
-#[derive(Default)]
-pub(crate) struct AtomicCounters {
-    pub submits: AtomicU64,
-    pub dispatches: AtomicU64,
-    pub host_waits: AtomicU64,
-    pub bytes_allocated: AtomicU64,
-    pub buffers_allocated: AtomicU64,
+#[derive(Debug, Default)]
+struct AtomicCounters {
+    submits: AtomicU64,
+    dispatches: AtomicU64,
+    host_waits: AtomicU64,
+    bytes_allocated: AtomicU64,
+    buffers_allocated: AtomicU64,
+}
+
+/// Counts the work of one owner (a model's backend, a program): its submits, waits and
+/// allocations, and nobody else's, so that two models sharing a context (tests running in
+/// parallel) never see each other's work. Clones count into the same totals.
+#[derive(Clone, Debug, Default)]
+pub struct Meter(Arc<AtomicCounters>);
+
+impl Meter {
+    pub fn counters(&self) -> Counters {
+        let c = &self.0;
+        Counters {
+            submits: c.submits.load(Ordering::Relaxed),
+            dispatches: c.dispatches.load(Ordering::Relaxed),
+            host_waits: c.host_waits.load(Ordering::Relaxed),
+            bytes_allocated: c.bytes_allocated.load(Ordering::Relaxed),
+            buffers_allocated: c.buffers_allocated.load(Ordering::Relaxed),
+        }
+    }
+
+    pub(crate) fn submit(&self, dispatches: u64) {
+        self.0.submits.fetch_add(1, Ordering::Relaxed);
+        self.0.dispatches.fetch_add(dispatches, Ordering::Relaxed);
+    }
+
+    pub(crate) fn wait(&self) {
+        self.0.host_waits.fetch_add(1, Ordering::Relaxed);
+    }
+
+    pub(crate) fn allocated(&self, bytes: u64) {
+        self.0.bytes_allocated.fetch_add(bytes, Ordering::Relaxed);
+        self.0.buffers_allocated.fetch_add(1, Ordering::Relaxed);
+    }
 }
 
 /// A compiled compute pipeline and the layout of its bind group 0.
@@ -158,7 +191,6 @@ pub struct GpuContext {
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
     lost: Arc<Mutex<Option<String>>>,
-    pub(crate) counters: AtomicCounters,
 }
 
 impl std::fmt::Debug for GpuContext {
@@ -320,7 +352,6 @@ impl GpuContext {
             pipelines: Mutex::new(HashMap::new()),
             errors,
             lost,
-            counters: AtomicCounters::default(),
         }))
     }
 
@@ -367,17 +398,6 @@ impl GpuContext {
             "{} ({:?}, {:?}, driver {} {})",
             self.info.name, self.info.backend, self.info.device_type, self.info.driver, self.info.driver_info
         )
-    }
-
-    pub fn counters(&self) -> Counters {
-        let c = &self.counters;
-        Counters {
-            submits: c.submits.load(Ordering::Relaxed),
-            dispatches: c.dispatches.load(Ordering::Relaxed),
-            host_waits: c.host_waits.load(Ordering::Relaxed),
-            bytes_allocated: c.bytes_allocated.load(Ordering::Relaxed),
-            buffers_allocated: c.buffers_allocated.load(Ordering::Relaxed),
-        }
     }
 
     /// Turns errors that wgpu reported since the last check into an `Err`.
@@ -462,9 +482,8 @@ impl GpuContext {
         Ok(p)
     }
 
-    /// Blocks until the queue is idle; counted as a host wait.
+    /// Blocks until the queue is idle. (Whoever waits counts it in its `Meter`.)
     pub fn wait(&self, op: &str) -> Result<()> {
-        self.counters.host_waits.fetch_add(1, Ordering::Relaxed);
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu { op: op.to_string(), message: e.to_string() })?;
@@ -472,7 +491,6 @@ impl GpuContext {
     }
 
     pub(crate) fn submit(&self, encoder: wgpu::CommandEncoder) {
-        self.counters.submits.fetch_add(1, Ordering::Relaxed);
         self.queue.submit(Some(encoder.finish()));
     }
 }

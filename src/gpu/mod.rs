@@ -9,6 +9,8 @@ pub mod shaders;
 pub mod tensor;
 
 pub use backend::GpuBackend;
-pub use context::{Counters, GpuContext, MatmulVariant, STEP_ROWS, SharedRows, StepInputs, list_adapters};
+pub use context::{
+    Counters, GpuContext, MatmulVariant, Meter, STEP_ROWS, SharedRows, StepInputs, list_adapters,
+};
 pub use program::{Profile, Program};
 pub use tensor::GpuTensor;

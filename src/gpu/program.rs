@@ -7,11 +7,10 @@
 
 use std::ops::Range;
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
 use bytemuck::Pod;
 
-use super::context::{GpuContext, Pipeline, STEP_ROWS, SharedRows, StepInputs};
+use super::context::{GpuContext, Meter, Pipeline, STEP_ROWS, SharedRows, StepInputs};
 use super::tensor::{GpuTensor, whole_vec4s};
 use crate::error::{Error, Result};
 
@@ -91,6 +90,7 @@ fn add_range(stale: &mut Vec<Range<u32>>, mut r: Range<u32>) {
 
 pub struct Program {
     ctx: Arc<GpuContext>,
+    meter: Meter,
     commands: Vec<Command>,
     param_chunks: Vec<wgpu::Buffer>,
     param_used: u64,
@@ -170,9 +170,16 @@ pub fn groups_1d(ctx: &GpuContext, n: usize, wg: usize) -> [u32; 3] {
 }
 
 impl Program {
+    /// A program counted by a meter of its own ([`Program::meter`]).
     pub fn new(ctx: &Arc<GpuContext>) -> Program {
+        Program::metered(ctx, Meter::default())
+    }
+
+    /// A program whose replays and allocations count into `meter` (its model's).
+    pub fn metered(ctx: &Arc<GpuContext>, meter: Meter) -> Program {
         Program {
             ctx: ctx.clone(),
+            meter,
             commands: Vec::new(),
             param_chunks: Vec::new(),
             param_used: PARAM_CHUNK,
@@ -185,6 +192,10 @@ impl Program {
 
     pub fn ctx(&self) -> &Arc<GpuContext> {
         &self.ctx
+    }
+
+    pub fn meter(&self) -> &Meter {
+        &self.meter
     }
 
     /// How this program's matmul and step kernels read the rows a workgroup shares: the
@@ -261,9 +272,7 @@ impl Program {
                 usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_DST,
                 mapped_at_creation: false,
             });
-            let c = &self.ctx.counters;
-            c.bytes_allocated.fetch_add(PARAM_CHUNK, Ordering::Relaxed);
-            c.buffers_allocated.fetch_add(1, Ordering::Relaxed);
+            self.meter.allocated(PARAM_CHUNK);
             self.param_chunks.push(buffer);
             self.param_used = 0;
         }
@@ -447,7 +456,7 @@ impl Program {
             });
         }
         let view = texture.create_view(&Default::default());
-        self.ctx.counters.bytes_allocated.fetch_add(height * TEXELS_PER_ROW as u64 * 16, Ordering::Relaxed);
+        self.meter.allocated(height * TEXELS_PER_ROW as u64 * 16);
         self.textures.push(TextureCopy { src: t.clone(), texture, view, stale: Vec::new() });
         let i = self.textures.len() - 1;
         self.commands.push(Command::ToTexture { src: t.clone(), texture: i, texels: 0..texels(t) });
@@ -456,7 +465,8 @@ impl Program {
 
     /// Records every command into `enc`, in order. Dispatches that follow each other share one
     /// compute pass; wgpu orders the dependent ones with barriers.
-    pub fn record(&self, enc: &mut wgpu::CommandEncoder) {
+    /// Returns the number of dispatches recorded.
+    pub fn record(&self, enc: &mut wgpu::CommandEncoder) -> u64 {
         let mut i = 0;
         let mut dispatches = 0u64;
         while i < self.commands.len() {
@@ -489,14 +499,15 @@ impl Program {
                 }
             }
         }
-        self.ctx.counters.dispatches.fetch_add(dispatches, Ordering::Relaxed);
+        dispatches
     }
 
     /// Records and submits; does not wait.
     pub fn run(&self) -> Result<()> {
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
-        self.record(&mut enc);
+        let dispatches = self.record(&mut enc);
         self.ctx.submit(enc);
+        self.meter.submit(dispatches);
         self.ctx.check("running a program")
     }
 
@@ -522,7 +533,7 @@ impl Program {
             usage: wgpu::BufferUsages::QUERY_RESOLVE | wgpu::BufferUsages::COPY_SRC,
             mapped_at_creation: false,
         });
-        let staging = super::tensor::Staging::new(&self.ctx, count as u64 * 8)?;
+        let staging = super::tensor::Staging::new(&self.ctx, count as u64 * 8, self.meter.clone())?;
         let mut enc = self.ctx.device.create_command_encoder(&Default::default());
         let mut names = Vec::new();
         let mut q = 0u32;
@@ -555,6 +566,7 @@ impl Program {
         enc.resolve_query_set(&set, 0..count, &resolve, 0);
         enc.copy_buffer_to_buffer(&resolve, 0, staging.buffer(), 0, count as u64 * 8);
         self.ctx.submit(enc);
+        self.meter.submit(n as u64);
         let bytes = staging.map_read(&self.ctx, count as u64 * 8)?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;

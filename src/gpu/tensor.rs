@@ -5,9 +5,8 @@
 //! is why the flat parameter buffer aligns every tensor to `ALIGN` elements.
 
 use std::sync::Arc;
-use std::sync::atomic::Ordering;
 
-use super::context::GpuContext;
+use super::context::{GpuContext, Meter};
 use crate::error::{Error, Result};
 
 /// Alignment, in 4-byte elements, of every view bound to a kernel (256 bytes).
@@ -140,8 +139,6 @@ impl GpuContext {
                 message: e.to_string(),
             });
         }
-        self.counters.bytes_allocated.fetch_add(bytes, Ordering::Relaxed);
-        self.counters.buffers_allocated.fetch_add(1, Ordering::Relaxed);
         Ok(GpuTensor { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec() })
     }
 
@@ -178,7 +175,8 @@ impl GpuContext {
 
     /// Reads `t` back through a staging buffer. Waits for the GPU.
     pub fn download(&self, t: &GpuTensor) -> Result<Vec<f32>> {
-        let staging = Staging::new(self, t.bytes())?;
+        // Counted by nobody: a context-level helper (verify, tests), not a model's work.
+        let staging = Staging::new(self, t.bytes(), Meter::default())?;
         Ok(bytemuck::pod_collect_to_vec(&staging.read(self, t)?))
     }
 
@@ -199,10 +197,12 @@ impl GpuContext {
 pub(crate) struct Staging {
     buffer: wgpu::Buffer,
     size: u64,
+    /// Counts this buffer, and the submits and waits of reading through it.
+    meter: Meter,
 }
 
 impl Staging {
-    pub fn new(ctx: &GpuContext, size: u64) -> Result<Staging> {
+    pub fn new(ctx: &GpuContext, size: u64, meter: Meter) -> Result<Staging> {
         let size = size.div_ceil(8) * 8;
         ctx.check_size("staging buffer", size)?;
         let buffer = ctx.device.create_buffer(&wgpu::BufferDescriptor {
@@ -211,9 +211,8 @@ impl Staging {
             usage: wgpu::BufferUsages::MAP_READ | wgpu::BufferUsages::COPY_DST,
             mapped_at_creation: false,
         });
-        ctx.counters.bytes_allocated.fetch_add(size, Ordering::Relaxed);
-        ctx.counters.buffers_allocated.fetch_add(1, Ordering::Relaxed);
-        Ok(Staging { buffer, size })
+        meter.allocated(size);
+        Ok(Staging { buffer, size, meter })
     }
 
     pub fn buffer(&self) -> &wgpu::Buffer {
@@ -233,6 +232,7 @@ impl Staging {
         let mut enc = ctx.device.create_command_encoder(&Default::default());
         self.record_copy(&mut enc, t);
         ctx.submit(enc);
+        self.meter.submit(0);
         self.map_read(ctx, t.bytes())
     }
 
@@ -245,6 +245,7 @@ impl Staging {
             let _ = tx.send(r);
         });
         ctx.wait("reading a buffer back")?;
+        self.meter.wait();
         match rx.recv() {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {

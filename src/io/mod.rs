@@ -28,22 +28,56 @@ pub const FORMAT: &str = "rnn-gpu/1";
 
 pub type Metadata = BTreeMap<String, String>;
 
-/// Writes `bytes` to `path` atomically.
+/// Writes `bytes` to `path` atomically and durably: a temporary file in the same folder, synced,
+/// renamed over `path`, then the folder synced so that the rename itself survives a power loss.
+/// Temporary files that killed writers of the same `path` left behind are removed first.
 pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
     let name = path.file_name().ok_or_else(|| Error::file(path, "not a file name"))?;
-    let tmp = dir.join(format!(".{}.tmp{}", name.to_string_lossy(), std::process::id()));
+    let prefix = format!(".{}.tmp", name.to_string_lossy());
+    remove_stale_temps(dir, &prefix);
+    let tmp = dir.join(format!("{prefix}{}", std::process::id()));
     let result = (|| {
         let mut f = std::fs::File::create(&tmp)?;
         f.write_all(bytes)?;
         f.sync_all()?;
-        std::fs::rename(&tmp, path)
+        std::fs::rename(&tmp, path)?;
+        sync_dir(dir)
     })();
     if let Err(e) = result {
         let _ = std::fs::remove_file(&tmp);
         return Err(Error::io(path, e));
     }
     Ok(())
+}
+
+/// Makes a rename in `dir` durable. Only Unix can open a folder to sync it.
+fn sync_dir(dir: &Path) -> std::io::Result<()> {
+    if cfg!(unix) { std::fs::File::open(dir)?.sync_all() } else { Ok(()) }
+}
+
+/// Removes `{prefix}{pid}` files in `dir` whose writer is gone: a process that no longer runs
+/// (Linux), or a file over a day old (elsewhere, where a process cannot be looked up).
+fn remove_stale_temps(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for entry in entries.flatten() {
+        let file_name = entry.file_name();
+        let Some(pid) = file_name.to_str().and_then(|n| n.strip_prefix(prefix)) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        let stale = if cfg!(target_os = "linux") {
+            pid != std::process::id() && !Path::new("/proc").join(pid.to_string()).exists()
+        } else {
+            entry
+                .metadata()
+                .and_then(|m| m.modified())
+                .ok()
+                .and_then(|t| t.elapsed().ok())
+                .is_some_and(|age| age.as_secs() > 24 * 3600)
+        };
+        if stale {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// A tensor read from a file, converted to f32 (or kept as integers).

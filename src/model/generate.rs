@@ -89,3 +89,61 @@ impl Model {
         Ok(out)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The probabilities `sample` must draw from: a softmax at `temperature` over the `k` largest.
+    fn expected(logits: &[f32], k: usize, temperature: f64) -> Vec<f64> {
+        let mut sorted = logits.to_vec();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        let cut = sorted[k - 1];
+        let w: Vec<f64> =
+            logits.iter().map(|&l| if l >= cut { (l as f64 / temperature).exp() } else { 0.0 }).collect();
+        let total: f64 = w.iter().sum();
+        w.iter().map(|x| x / total).collect()
+    }
+
+    #[test]
+    fn top_k_draws_only_the_k_largest_with_softmax_frequencies() {
+        let logits = [0.0f32, 2.0, -1.0, 1.0, 0.5, -3.0];
+        let draws = 40_000;
+        for (k, temperature) in [(3, 0.7f32), (2, 1.0), (6, 1.5), (1, 1.0)] {
+            let s = Sampling { temperature, top_k: k, seed: 11 };
+            let mut rng = Rng::seed_from_u64(s.seed);
+            let mut counts = [0usize; 6];
+            for _ in 0..draws {
+                counts[sample(&logits, &s, &mut rng)] += 1;
+            }
+            let want = expected(&logits, k, temperature as f64);
+            for (t, (&c, &p)) in counts.iter().zip(&want).enumerate() {
+                if p == 0.0 {
+                    assert_eq!(c, 0, "token {t} is outside the top {k} but was drawn {c} times");
+                    continue;
+                }
+                // Four binomial standard deviations: a false alarm about once in 15,000 checks.
+                let freq = c as f64 / draws as f64;
+                let tol = 4.0 * (p * (1.0 - p) / draws as f64).sqrt() + 1e-9;
+                assert!(
+                    (freq - p).abs() <= tol,
+                    "top_k {k}, temperature {temperature}: token {t} drawn {freq:.4} of the time, softmax says {p:.4} (tolerance {tol:.4})"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn temperature_zero_is_the_argmax_and_top_k_zero_is_every_token() {
+        let logits = [0.3f32, -1.0, 0.9, 0.1];
+        let mut rng = Rng::seed_from_u64(1);
+        let greedy = Sampling { temperature: 0.0, top_k: 0, seed: 1 };
+        assert!((0..100).all(|_| sample(&logits, &greedy, &mut rng) == 2));
+        let all = Sampling { temperature: 1.0, top_k: 0, seed: 1 };
+        let mut seen = [false; 4];
+        for _ in 0..2000 {
+            seen[sample(&logits, &all, &mut rng)] = true;
+        }
+        assert_eq!(seen, [true; 4]);
+    }
+}

@@ -328,9 +328,18 @@ impl Model {
 
     /// Waits until the device has finished all submitted work.
     pub fn sync(&self) -> Result<()> {
-        match &self.device {
-            Device::Gpu(ctx) => ctx.wait("sync"),
-            Device::Cpu => Ok(()),
+        match &self.engine {
+            Engine::Gpu(e) => e.be.sync("sync"),
+            Engine::Cpu(_) => Ok(()),
+        }
+    }
+
+    /// What this model has done on its GPU so far (submits, dispatches, host waits, allocations),
+    /// its own work only; `None` on the CPU.
+    pub fn counters(&self) -> Option<crate::gpu::Counters> {
+        match &self.engine {
+            Engine::Gpu(e) => Some(e.be.counters()),
+            Engine::Cpu(_) => None,
         }
     }
 

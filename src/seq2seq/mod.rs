@@ -652,7 +652,9 @@ impl Seq2Seq {
             let mut live: Vec<Vec<(Vec<u32>, f32)>> = vec![vec![(Vec::new(), 0.0)]; b];
             let mut finished: Vec<Vec<(Vec<u32>, f32)>> = vec![Vec::new(); b];
             let mut tokens = vec![spec.bos; rows];
-            for _ in 0..max_len {
+            for t in 0..max_len {
+                // At the last step a live hypothesis can no longer end, so every ending counts.
+                let last = t + 1 == max_len;
                 let logits = e.step(spec, layout, steps, &tokens)?;
                 let mut parents = vec![0u32; rows];
                 for s in 0..b {
@@ -683,7 +685,7 @@ impl Seq2Seq {
                             tokens[s * k + next.len()] = tok;
                             next.push((seq, score));
                         }
-                        if next.len() == k {
+                        if next.len() == k && !last {
                             break;
                         }
                     }

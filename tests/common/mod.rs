@@ -35,3 +35,12 @@ pub fn assert_checks(checks: &[rnn_gpu::verify::Check]) {
     let failed: Vec<String> = checks.iter().filter(|c| !c.pass()).map(|c| c.to_string()).collect();
     assert!(failed.is_empty(), "{} of {} checks failed:\n{}", failed.len(), checks.len(), failed.join("\n"));
 }
+
+/// A new, empty folder for one test alone: tests run in parallel threads, and a test that scans
+/// its folder must never see another test's files.
+pub fn test_dir(test: &str) -> std::path::PathBuf {
+    let dir = std::env::temp_dir().join(format!("rnn-gpu-tests-{}", std::process::id())).join(test);
+    let _ = std::fs::remove_dir_all(&dir);
+    std::fs::create_dir_all(&dir).unwrap();
+    dir
+}
