@@ -79,6 +79,11 @@ fn compare(spec: ModelSpec, steps: usize, batch: usize, optimizer: Optimizer, cl
         assert_tensor(&format!("{name} input grad"), g, c);
     }
     assert_tensor(&format!("{name} h0 grad"), &gg.h0, &cg.h0);
+    assert_eq!(gg.c0.is_some(), spec.cell == Cell::Lstm, "{name}: a c0 gradient only for an LSTM");
+    assert_eq!(cg.c0.is_some(), spec.cell == Cell::Lstm, "{name}: a c0 gradient only for an LSTM");
+    if let (Some(g), Some(c)) = (&gg.c0, &cg.c0) {
+        assert_tensor(&format!("{name} c0 grad"), g, c);
+    }
     let gp = on_gpu.flat_params().unwrap();
     let cp = on_cpu.flat_params().unwrap();
     assert_tensor(&format!("{name} parameters"), &gp, &cp);
@@ -160,6 +165,8 @@ fn forward_outputs_and_states_gpu_match_cpu() {
         assert_tensor("output", &fg.output, &fc.output);
         assert_tensor("h_n", &fg.h_n, &fc.h_n);
         assert_tensor("logits", fg.logits.as_ref().unwrap(), fc.logits.as_ref().unwrap());
+        assert_eq!(fg.c_n.is_some(), cell == Cell::Lstm);
+        assert_eq!(fc.c_n.is_some(), cell == Cell::Lstm);
         if let (Some(a), Some(b)) = (&fg.c_n, &fc.c_n) {
             assert_tensor("c_n", a, b);
         }

@@ -16,43 +16,68 @@ fn shakespeare(chars: usize) -> TextCorpus {
     TextCorpus::from_text(&text.chars().take(chars).collect::<String>()).unwrap()
 }
 
-/// A 1-layer LSTM of 128 units, 200 Adam steps of 16 windows of 32 characters, on the GPU: the
-/// validation loss falls from ln(V) = 4.1 to under 2.6 nats per character (2.36 measured on
-/// lavapipe on 2026-11-24).
+/// The trivial baseline a character model must beat: the entropy of the next character given the
+/// current one, H(next | current), in nats, counted over the whole text. That is what the best
+/// bigram table scores on the very text it was counted on, so it is, if anything, too kind to
+/// the baseline.
+fn bigram_entropy(corpus: &TextCorpus) -> f64 {
+    let v = corpus.vocab.len();
+    let mut pairs = vec![0u64; v * v];
+    let mut firsts = vec![0u64; v];
+    for w in corpus.ids.windows(2) {
+        pairs[w[0] as usize * v + w[1] as usize] += 1;
+        firsts[w[0] as usize] += 1;
+    }
+    let n = (corpus.ids.len() - 1) as f64;
+    let mut h = 0.0;
+    for (i, &c) in pairs.iter().enumerate() {
+        if c > 0 {
+            h -= c as f64 / n * (c as f64 / firsts[i / v] as f64).ln();
+        }
+    }
+    h
+}
+
+/// A 1-layer LSTM of 128 units, 300 Adam steps of 16 windows of 32 characters, on the GPU: the
+/// validation loss falls from ln(V) = 4.1 to 0.2 nats per character under the bigram entropy of
+/// the text (2.40; 2.10 measured on lavapipe on 2026-12-03).
 #[test]
 fn char_lstm_learns_shakespeare_on_the_gpu() {
     let Some(ctx) = gpu() else { return };
     let corpus = shakespeare(200_000);
+    let bigram = bigram_entropy(&corpus);
     let (train, valid) = corpus.split(0.1);
     let spec = ModelSpec::char_model(Cell::Lstm, corpus.vocab.len(), 128, 1);
     let mut m = Model::new(spec, &Device::Gpu(ctx), 1).unwrap();
-    m.set_optimizer(Optimizer::adam(3e-3), Clip { max_norm: 5.0, value: 0.0 }).unwrap();
+    m.set_optimizer(Optimizer::adam(1e-2), Clip { max_norm: 5.0, value: 0.0 }).unwrap();
     let mut rng = Rng::seed_from_u64(1);
     let probe = valid.random_batch(&mut Rng::seed_from_u64(2), 64, 32).unwrap();
     let before = m.evaluate(&probe, Start::Fresh).unwrap();
-    for _ in 0..200 {
+    for _ in 0..300 {
         m.train_step(&train.random_batch(&mut rng, 32, 16).unwrap(), Start::Fresh).unwrap();
     }
-    let after = m.evaluate(&probe, Start::Fresh).unwrap();
+    let after = m.evaluate(&probe, Start::Fresh).unwrap() as f64;
     assert!(before > 4.0, "initial loss {before}");
-    assert!(after < 2.6, "validation loss after 200 steps: {after} (from {before})");
+    assert!(after < bigram - 0.2, "validation loss after 300 steps: {after} (from {before}), bigram {bigram}");
 }
 
-/// The same on the CPU device, smaller: 150 steps of a 64-unit GRU reach under 2.9.
+/// The same on the CPU device, smaller: 300 steps of a 64-unit GRU get 0.2 nats under the bigram
+/// entropy (2.37; 2.04 measured on 2026-12-03).
 #[test]
 fn char_gru_learns_on_the_cpu_device() {
     let corpus = shakespeare(100_000);
+    let bigram = bigram_entropy(&corpus);
     let (train, valid) = corpus.split(0.1);
     let spec = ModelSpec::char_model(Cell::Gru, corpus.vocab.len(), 64, 1);
     let mut m = Model::new(spec, &Device::Cpu, 1).unwrap();
     m.set_optimizer(Optimizer::adam(5e-3), Clip { max_norm: 5.0, value: 0.0 }).unwrap();
     let mut rng = Rng::seed_from_u64(1);
-    for _ in 0..150 {
+    for _ in 0..300 {
         m.train_step(&train.random_batch(&mut rng, 32, 16).unwrap(), Start::Fresh).unwrap();
     }
     let probe = valid.random_batch(&mut Rng::seed_from_u64(2), 64, 32).unwrap();
-    let after = m.evaluate(&probe, Start::Fresh).unwrap();
-    assert!(after < 2.9, "validation loss after 150 steps: {after}");
+    let after = m.evaluate(&probe, Start::Fresh).unwrap() as f64;
+    assert!(after < bigram - 0.2, "validation loss after 300 steps: {after}, bigram {bigram}");
 }
 
 /// The adding problem (Hochreiter & Schmidhuber): T = 50 random numbers, two of them marked; the
@@ -135,29 +160,39 @@ fn chunks_with_carried_state_equal_one_long_pass() {
             for (a, c) in last.h_n.iter().zip(&whole.h_n) {
                 assert!((a - c).abs() < 1e-5, "{} h_n: chunked {a} whole {c}", cell.name());
             }
+            assert_eq!(last.c_n.is_some(), cell == Cell::Lstm, "{}: c_n only for an LSTM", cell.name());
+            if let (Some(chunked), Some(whole)) = (&last.c_n, &whole.c_n) {
+                assert_eq!(chunked.len(), whole.len());
+                for (a, c) in chunked.iter().zip(whole) {
+                    assert!((a - c).abs() < 1e-5, "{} c_n: chunked {a} whole {c}", cell.name());
+                }
+            }
         }
     }
 }
 
 /// A chunk of another length continues the same state (workspaces of one batch size share it),
-/// and training on streams with carried state runs and learns.
+/// and training on streams with carried state learns: over a second pass through the text, the
+/// loss of the last 50 chunks is 0.15 nats under the bigram entropy (2.37; 2.05 measured).
 #[test]
 fn truncated_bptt_training_over_streams() {
     let device = gpu().map(Device::Gpu).unwrap_or(Device::Cpu);
     let corpus = shakespeare(30_000);
+    let bigram = bigram_entropy(&corpus);
     let spec = ModelSpec::char_model(Cell::Lstm, corpus.vocab.len(), 32, 1);
     let mut m = Model::new(spec, &device, 2).unwrap();
     m.set_optimizer(Optimizer::adam(1e-2), Clip { max_norm: 5.0, value: 0.0 }).unwrap();
     let chunks = corpus.stream_batches(16, 8);
-    let mut first = None;
-    let mut last = 0.0;
-    for (k, b) in chunks.iter().take(60).enumerate() {
-        let start = if k == 0 { Start::Fresh } else { Start::Continue };
-        let s = m.train_step_stats(b, start).unwrap();
-        first.get_or_insert(s.loss);
-        last = s.loss;
+    let mut losses = Vec::new();
+    for _pass in 0..2 {
+        for (k, b) in chunks.iter().enumerate() {
+            let start = if k == 0 { Start::Fresh } else { Start::Continue };
+            losses.push(m.train_step_stats(b, start).unwrap().loss as f64);
+        }
     }
-    assert!(last < first.unwrap() - 0.5, "loss {} -> {last}", first.unwrap());
+    let tail = &losses[losses.len() - 50..];
+    let late = tail.iter().sum::<f64>() / tail.len() as f64;
+    assert!(late < bigram - 0.15, "loss of the last 50 chunks {late}, first {}, bigram {bigram}", losses[0]);
 }
 
 /// Generating from primes of many lengths (more batch shapes than are kept at once, so older
