@@ -33,7 +33,7 @@ impl TextCorpus {
     pub fn encode(&self, text: &str) -> Result<Vec<u32>> {
         text.chars()
             .map(|c| {
-                self.vocab.binary_search(&c).map(|i| i as u32).map_err(|_| {
+                position(&self.vocab, c).ok_or_else(|| {
                     Error::invalid("encode", format!("character {c:?} is not in the model's vocabulary"))
                 })
             })
@@ -137,7 +137,7 @@ impl PairVocab {
     fn encode_with(chars: &[char], text: &str, side: &str) -> Result<Vec<u32>> {
         text.chars()
             .map(|c| {
-                chars.binary_search(&c).map(|i| i as u32).map_err(|_| {
+                position(chars, c).ok_or_else(|| {
                     Error::invalid(
                         "encode",
                         format!("character {c:?} is not in the model's {side} vocabulary"),
@@ -163,6 +163,28 @@ impl PairVocab {
     pub fn encode_pairs(&self, pairs: &[(String, String)]) -> Result<Vec<(Vec<u32>, Vec<u32>)>> {
         pairs.iter().map(|(s, t)| Ok((self.encode_src(s)?, self.encode_tgt(t)?))).collect()
     }
+}
+
+/// The id of `c`: its position in the vocabulary, whatever the vocabulary's order.
+fn position(vocab: &[char], c: char) -> Option<u32> {
+    vocab.iter().position(|&v| v == c).map(|i| i as u32)
+}
+
+/// A vocabulary read from a model file's metadata, checked against the model: exactly `size`
+/// characters, none twice. A character's id is its position.
+pub fn checked_vocab(path: &Path, what: &str, chars: &str, size: usize) -> Result<Vec<char>> {
+    let vocab: Vec<char> = chars.chars().collect();
+    if vocab.len() != size {
+        return Err(Error::file(
+            path,
+            format!("the {what} vocabulary has {} characters; the model has {size}", vocab.len()),
+        ));
+    }
+    let mut seen = BTreeSet::new();
+    if let Some(c) = vocab.iter().find(|c| !seen.insert(**c)) {
+        return Err(Error::file(path, format!("character {c:?} appears twice in the {what} vocabulary")));
+    }
+    Ok(vocab)
 }
 
 /// Reads tab-separated `source<TAB>target` lines (blank lines skipped); an error names the first

@@ -36,6 +36,14 @@ pub enum Error {
     )]
     BufferTooLarge { what: String, bytes: u64, limit_name: &'static str, limit: u64 },
 
+    /// More memory than the machine has available, refused before allocating it.
+    #[error(
+        "{what}: the model would need {} MiB, and this machine has {} MiB available; use smaller hidden sizes, batches or sequences",
+        needed >> 20,
+        available >> 20
+    )]
+    OutOfMemory { what: String, needed: u64, available: u64 },
+
     /// No GPU adapter could be found or created.
     #[error("no GPU adapter: {0}")]
     NoAdapter(String),
@@ -114,4 +122,13 @@ pub(crate) fn check_finite(op: &'static str, what: &str, data: &[f32]) -> Result
         None => Ok(()),
         Some(index) => Err(Error::NonFinite { op, what: what.to_string(), index, value: data[index] }),
     }
+}
+
+/// The memory this machine has available now (Linux's `MemAvailable`), in bytes; `None` where it
+/// cannot be read.
+pub(crate) fn available_memory() -> Option<u64> {
+    let info = std::fs::read_to_string("/proc/meminfo").ok()?;
+    let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
+    let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kib * 1024)
 }

@@ -19,5 +19,5 @@ pub use error::{Error, Result};
 pub use model::batch::{Batch, Input, Targets};
 pub use model::generate::Sampling;
 pub use model::spec::{Cell, Head, InputKind, Loss, ModelSpec, OutputMode};
-pub use model::{Device, Forward, Gradients, Model, Start, StepStats};
+pub use model::{CarriedState, Device, Forward, Gradients, Model, Start, StepStats};
 pub use train::optim::{Clip, Optimizer};

@@ -950,3 +950,78 @@ pub fn check_attention(ctx: &Arc<GpuContext>, a: crate::ops::Attention, seed: u6
 /// Attention shapes (T_t, B, T_s, A).
 pub const ATTENTION_SHAPES: [(usize, usize, usize, usize); 4] =
     [(1, 1, 1, 1), (3, 2, 5, 7), (7, 5, 9, 64), (1, 8, 30, 33)];
+
+/// The CPU device's checks (`rnn-gpu verify --device cpu`), per cell of a small stacked,
+/// bidirectional character model with variable lengths: the f32 gradients against the f64
+/// reference of the same math, and the f64 backward against central finite differences, on a
+/// spread of parameters.
+pub fn cpu_checks() -> Result<Vec<Check>> {
+    use crate::backend::Backend;
+    use crate::cpu::CpuBackend;
+    use crate::model::exec::Exec;
+    use crate::model::params::ParamLayout;
+    use crate::model::spec::{Cell, ModelSpec};
+    use crate::model::{Device, Model, Start};
+
+    let mut out = Vec::new();
+    for cell in [Cell::Rnn { relu: false }, Cell::Lstm, Cell::Gru] {
+        let spec = ModelSpec { bidirectional: true, ..ModelSpec::char_model(cell, 5, 4, 2) };
+        let layout = ParamLayout::new(&spec);
+        let mut rng = Rng::seed_from_u64(11);
+        let (t, b) = (4, 3);
+        let ids: Vec<u32> = (0..t * b).map(|_| rng.below(5) as u32).collect();
+        let targets: Vec<u32> = (0..t * b).map(|_| rng.below(5) as u32).collect();
+        let batch = crate::Batch::tokens(t, b, ids).with_lengths(vec![4, 2, 3]).with_classes(targets);
+        let shape = format!("L2 D2 H4 V5 T{t} B{b}");
+
+        let init = layout.init(3);
+        let mut f32_model = Model::with_flat_params(spec.clone(), &Device::Cpu, &init, 0)?;
+        let (_, grads32) = f32_model.loss_gradients(&batch, Start::Fresh)?;
+        let grads32: Vec<f32> = grads32.params.into_iter().flat_map(|(_, g)| g).collect();
+
+        let init64: Vec<f64> = init.iter().map(|&v| v as f64).collect();
+        let mut exec = Exec::new(CpuBackend::<f64>::new(), &layout, &init64)?;
+        exec.loss_gradients(&spec, &layout, &batch, Start::Fresh, None)?;
+        let buf = exec.net.grads.clone();
+        let all64 = exec.be.read(&buf)?;
+        let grads64: Vec<f32> =
+            layout.entries().iter().flat_map(|e| all64[e.range()].iter().map(|&g| g as f32)).collect();
+        out.push(compare(
+            &format!("cpu f32 gradients vs f64, {}", cell.name()),
+            shape.clone(),
+            &grads32,
+            &grads64,
+            Tolerance::accumulation(t * 5),
+        ));
+
+        // Central differences on every 7th parameter, in f64.
+        let params = exec.net.params.clone();
+        let state = exec.net.step_state.clone();
+        let mut loss_at = |p: &[f64]| -> Result<f64> {
+            exec.be.write(&params, p)?;
+            exec.evaluate(&spec, &layout, &batch, Start::Fresh, None)?;
+            Ok(exec.be.read(&state)?[step_state::LOSS])
+        };
+        let eps = 1e-6;
+        let (mut analytic, mut numeric) = (Vec::new(), Vec::new());
+        for e in layout.entries() {
+            for i in e.range().step_by(7) {
+                let mut p = init64.clone();
+                p[i] += eps;
+                let up = loss_at(&p)?;
+                p[i] -= 2.0 * eps;
+                let down = loss_at(&p)?;
+                analytic.push(all64[i] as f32);
+                numeric.push(((up - down) / (2.0 * eps)) as f32);
+            }
+        }
+        out.push(compare(
+            &format!("cpu f64 backward vs finite differences, {}", cell.name()),
+            format!("{shape}, {} parameters", analytic.len()),
+            &analytic,
+            &numeric,
+            Tolerance { atol: 1e-7, rtol: 1e-5 },
+        ));
+    }
+    Ok(out)
+}

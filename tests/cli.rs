@@ -198,6 +198,323 @@ fn seq2seq_trains_from_pairs_and_translates_stdin() {
     let res = child.wait_with_output().unwrap();
     assert!(res.status.success());
     let stdout = String::from_utf8_lossy(&res.stdout);
-    assert_eq!(stdout.lines().count(), 2, "one line per translatable input: {stdout}");
-    assert!(String::from_utf8_lossy(&res.stderr).contains("'x' is not in the model's source vocabulary"));
+    let lines: Vec<&str> = stdout.lines().collect();
+    assert_eq!(lines.len(), 3, "one output line per input line: {stdout}");
+    assert_eq!(lines[1], "", "an untranslatable line gives an empty line: {stdout}");
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("line 2") && err.contains("'x' is not in the model's source vocabulary"), "{err}");
+
+    // Counts a decoder cannot honour, and a beam of width 0, are refused by name.
+    for args in [
+        ["--beam", "0", "width = 0"],
+        ["--beam", "4611686018427387904", "width"],
+        ["--max-len", "18446744073709551615", "max_len"],
+    ] {
+        let [flag, value, expected] = args;
+        let beam = if flag == "--beam" { value } else { "3" };
+        let res = bin()
+            .args(["seq2seq", "translate", "--device", "cpu", "--beam", beam])
+            .args((flag != "--beam").then_some([flag, value]).into_iter().flatten())
+            .arg("--model")
+            .arg(&model)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success() && err.contains(expected), "{flag} {value}: {err}");
+    }
+    for (flag, value, expected) in
+        [("--batch", "4611686018427387904", "batch"), ("--clip", "NaN", "clip"), ("--steps", "0", "steps")]
+    {
+        let res = bin()
+            .args([
+                "seq2seq", "train", "--device", "cpu", "--hidden", "8", "--embed", "4", flag, value,
+                "--pairs",
+            ])
+            .arg(&pairs)
+            .arg("--out")
+            .arg(tmp("s2s-refused"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success() && err.contains(expected), "{flag} {value}: {err}");
+    }
+}
+
+fn tiny_text(name: &str) -> PathBuf {
+    let text = tmp(name);
+    std::fs::write(&text, "the quick brown fox jumps over the lazy dog. ".repeat(300)).unwrap();
+    text
+}
+
+/// A small CPU training run into `out`, without the model's flags.
+fn run_flags(text: &Path, out: &Path, steps: &str) -> Command {
+    let mut c = bin();
+    c.args(["train", "--device", "cpu", "--seq-len", "32", "--batch", "8"])
+        .args(["--eval-every", "40", "--eval-batches", "2", "--steps", steps])
+        .arg("--text")
+        .arg(text)
+        .arg("--out")
+        .arg(out);
+    c
+}
+
+/// The arguments of a small CPU training run into `out`.
+fn small_run(text: &Path, out: &Path, steps: &str) -> Command {
+    let mut c = run_flags(text, out, steps);
+    c.args(["--hidden", "48", "--layers", "2", "--dropout", "0.2"]);
+    c
+}
+
+/// Ctrl-C during training saves a checkpoint between evaluations; resumed, the run follows the
+/// same curve to the same weights as a run that was never stopped (dropout, optimizer state and
+/// the carried state of the streams all restored).
+#[test]
+fn ctrl_c_saves_a_checkpoint_that_resumes_to_the_same_weights() {
+    use std::io::BufRead;
+    let text = tiny_text("ctrlc.txt");
+    let out = tmp("ctrlc-run");
+    let mut child = small_run(&text, &out, "400").stdout(std::process::Stdio::piped()).spawn().unwrap();
+    let mut lines = std::io::BufReader::new(child.stdout.take().unwrap()).lines();
+    let mut log = String::new();
+    for line in lines.by_ref() {
+        let line = line.unwrap();
+        log.push_str(&line);
+        log.push('\n');
+        if line.starts_with("step") {
+            break;
+        }
+    }
+    // SAFETY: kill(2) on the pid of a child we own, which has not been waited for yet.
+    assert_eq!(unsafe { libc::kill(child.id() as i32, libc::SIGINT) }, 0);
+    for line in lines {
+        log.push_str(&line.unwrap());
+        log.push('\n');
+    }
+    assert!(child.wait().unwrap().success(), "{log}");
+    let stopped: usize = log
+        .split("interrupted at step ")
+        .nth(1)
+        .and_then(|r| r.split(';').next())
+        .and_then(|n| n.parse().ok())
+        .unwrap_or_else(|| panic!("the run was not interrupted: {log}"));
+    assert!(stopped < 400, "{log}");
+    let resumed = run(small_run(&text, &out, "400").arg("--resume"));
+    assert!(resumed.contains("done: 400 steps"), "{resumed}");
+    let straight = tmp("ctrlc-straight");
+    run(&mut small_run(&text, &straight, "400"));
+
+    let curve = |out: &Path| std::fs::read_to_string(out.join("loss.csv")).unwrap();
+    let columns = |csv: String| -> Vec<String> {
+        csv.lines().map(|l| l.split(',').take(3).collect::<Vec<_>>().join(",")).collect()
+    };
+    assert_eq!(columns(curve(&out)), columns(curve(&straight)), "stopped at step {stopped}");
+    let a = io::read_tensors(&out.join("checkpoint.safetensors")).unwrap();
+    let b = io::read_tensors(&straight.join("checkpoint.safetensors")).unwrap();
+    for (name, (_, data)) in &b.tensors {
+        assert_eq!(Some(data), a.tensors.get(name).map(|t| &t.1), "{name} after stopping at step {stopped}");
+    }
+}
+
+/// `--resume` continues the checkpoint's model and optimizer: flags that say otherwise are
+/// refused, each named with both values.
+#[test]
+fn resume_refuses_flags_that_contradict_the_checkpoint() {
+    let text = tiny_text("resume-flags.txt");
+    let out = tmp("resume-flags");
+    run(&mut small_run(&text, &out, "5"));
+    let res = run_flags(&text, &out, "10")
+        .args(["--resume", "--hidden", "64", "--cell", "gru", "--lr", "0.1"])
+        .output()
+        .unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success(), "{err}");
+    for part in ["--hidden 64 (the checkpoint's: 48)", "--cell gru (the checkpoint's: lstm)", "--lr 0.1"] {
+        assert!(err.contains(part), "{part:?} not in {err}");
+    }
+    // The same values as the checkpoint's are no conflict.
+    let ok = run(run_flags(&text, &out, "10").args(["--resume", "--hidden", "48", "--layers", "2"]));
+    assert!(ok.contains("training a 2-layer lstm of 48 units") && ok.contains("done: 10 steps"), "{ok}");
+}
+
+/// A corrupt number in a checkpoint's metadata is refused by name when resuming.
+#[test]
+fn corrupt_checkpoint_numbers_are_refused() {
+    let text = tiny_text("corrupt.txt");
+    for (key, value, expected) in [
+        ("train.best_val", "NaN", "train.best_val"),
+        ("train.step", "3.7", "train.step"),
+        ("train.step", "-5", "train.step"),
+        ("train.step", "inf", "train.step"),
+        ("optimizer.beta1", "1.5", "beta1"),
+        ("optimizer.eps", "-1", "eps"),
+        ("optimizer.lr", "NaN", "learning rate"),
+    ] {
+        let out = tmp(&format!("corrupt-{key}-{value}"));
+        run(&mut small_run(&text, &out, "3"));
+        let path = out.join("checkpoint.safetensors");
+        let mut f = io::read_tensors(&path).unwrap();
+        f.metadata.insert(key.into(), value.into());
+        let tensors: Vec<_> = f.tensors.into_iter().map(|(n, (s, d))| (n, s, d)).collect();
+        io::write_tensors(&path, &tensors, &f.metadata).unwrap();
+        let res = small_run(&text, &out, "6").arg("--resume").output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert!(!res.status.success() && err.contains(expected), "{key} = {value}: {err}");
+        assert!(
+            !err.contains("lower the learning rate"),
+            "{key} = {value} blamed on the learning rate: {err}"
+        );
+    }
+}
+
+/// Counts too large to honour are refused by name, never a panic or an endless run; and a
+/// closed stdout ends a command quietly.
+#[test]
+fn absurd_counts_are_refused_and_a_closed_pipe_ends_quietly() {
+    let text = tiny_text("absurd.txt");
+    let out = tmp("absurd");
+    run(&mut small_run(&text, &out, "2"));
+    let model = out.join("best.safetensors");
+    for (args, expected) in [
+        (vec!["sample", "--len", "18446744073709551615"], "length"),
+        (vec!["sample", "--len", "1099511627776"], "length"),
+        (vec!["train", "--hidden", "18446744073709551615"], "hidden"),
+        (vec!["train", "--hidden", "4294967296"], "hidden"),
+        (vec!["train", "--layers", "1000000000"], "layers"),
+        (vec!["train", "--steps", "0"], "steps"),
+    ] {
+        let mut c = bin();
+        c.args(&args).args(["--device", "cpu"]);
+        if args[0] == "sample" {
+            c.args(["--prime", "the "]).arg("--model").arg(&model);
+        } else {
+            c.arg("--text").arg(&text).arg("--out").arg(tmp("absurd-train"));
+        }
+        let res = c.output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(1), "{args:?}: {err}");
+        assert!(err.starts_with("error: ") && err.contains(expected), "{args:?}: {err}");
+    }
+    let mut child = bin()
+        .args(["sample", "--device", "cpu", "--len", "100000", "--prime", "the ", "--model"])
+        .arg(&model)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let res = child.wait_with_output().unwrap();
+    assert!(res.status.success(), "{}", String::from_utf8_lossy(&res.stderr));
+    assert!(res.stderr.is_empty(), "{}", String::from_utf8_lossy(&res.stderr));
+}
+
+/// `info`, `verify` and `bench` run on the CPU device too.
+#[test]
+fn info_verify_and_bench_take_the_cpu_device() {
+    let info = run(bin().args(["info", "--device", "cpu"]));
+    assert!(info.contains("CPU reference"), "{info}");
+    let verify = run(bin().args(["verify", "--device", "cpu"]));
+    assert!(verify.contains("6 checks, 6 passed, 0 failed"), "{verify}");
+    assert!(verify.contains("finite differences"), "{verify}");
+    let bench =
+        run(bin()
+            .args(["bench", "--device", "cpu", "--quick", "--runs", "1", "--warmup", "0", "--only", "lstm"]));
+    assert!(bench.lines().any(|l| l.contains("cpu") && l.contains("lstm")), "{bench}");
+}
+
+/// `forward` checks every tensor it is given by name, shape and type, and refuses the ones it
+/// would not read.
+#[test]
+fn forward_refuses_misshapen_misnamed_and_mistyped_tensors() {
+    let exp = io::read_tensors(&fixture("lstm_bidir.expected.safetensors")).unwrap();
+    let t = |n: &str| (n.to_string(), exp.tensors[n].0.clone(), exp.tensors[n].1.clone());
+    let (shape_h0, h0) = (exp.tensors["h0"].0.clone(), exp.tensors["h0"].1.clone());
+    let batch_first = vec![shape_h0[1], shape_h0[0], shape_h0[2]];
+    let run_forward = |name: &str,
+                       input: Vec<(String, Vec<usize>, TensorData)>,
+                       grad: Option<Vec<(String, Vec<usize>, TensorData)>>| {
+        let in_path = tmp(&format!("fwd-{name}-in.safetensors"));
+        io::write_tensors(&in_path, &input, &Metadata::new()).unwrap();
+        let mut c = bin();
+        c.args(["forward", "--cell", "lstm", "--device", "cpu", "--model"])
+            .arg(fixture("lstm_bidir.model.safetensors"))
+            .arg("--input")
+            .arg(&in_path)
+            .arg("--out")
+            .arg(tmp(&format!("fwd-{name}-out.safetensors")));
+        if let Some(g) = grad {
+            let g_path = tmp(&format!("fwd-{name}-grad.safetensors"));
+            io::write_tensors(&g_path, &g, &Metadata::new()).unwrap();
+            c.arg("--grad-output").arg(g_path);
+        }
+        let res = c.output().unwrap();
+        assert!(!res.status.success(), "{name} was accepted");
+        String::from_utf8_lossy(&res.stderr).to_string()
+    };
+    let cases = [
+        (
+            "batch-first",
+            vec![t("input"), ("h0".into(), batch_first, h0.clone()), t("c0")],
+            None,
+            "tensor h0 has shape",
+        ),
+        (
+            "flat",
+            vec![t("input"), ("h0".into(), vec![shape_h0.iter().product()], h0.clone()), t("c0")],
+            None,
+            "tensor h0 has shape",
+        ),
+        ("c0-alone", vec![t("input"), t("c0")], None, "c0 is given without h0"),
+        (
+            "pytorch-names",
+            vec![t("input"), ("h_0".into(), shape_h0.clone(), h0.clone())],
+            None,
+            "tensor h_0 is not one forward reads",
+        ),
+        (
+            "negative",
+            vec![
+                t("input"),
+                (
+                    "lengths".into(),
+                    vec![exp.tensors["lengths"].0[0]],
+                    TensorData::Int(vec![-1; exp.tensors["lengths"].0[0]]),
+                ),
+            ],
+            None,
+            "length -1 is negative",
+        ),
+        (
+            "int-grad",
+            vec![t("input")],
+            Some(vec![
+                t("grad_output"),
+                ("h_n".into(), shape_h0.clone(), TensorData::Int(vec![0; shape_h0.iter().product()])),
+            ]),
+            "holds integers",
+        ),
+        (
+            "grad-shape",
+            vec![t("input")],
+            Some(vec![(
+                "output".into(),
+                vec![exp.tensors["grad_output"].0.iter().product()],
+                exp.tensors["grad_output"].1.clone(),
+            )]),
+            "tensor output has shape",
+        ),
+    ];
+    for (name, input, grad, expected) in cases {
+        let input = input
+            .into_iter()
+            .map(|(n, s, d)| if n == "grad_output" { ("output".to_string(), s, d) } else { (n, s, d) })
+            .collect();
+        let grad = grad.map(|g: Vec<(String, Vec<usize>, TensorData)>| {
+            g.into_iter()
+                .map(|(n, s, d)| if n == "grad_output" { ("output".to_string(), s, d) } else { (n, s, d) })
+                .collect()
+        });
+        let err = run_forward(name, input, grad);
+        assert!(err.contains(expected), "{name}: {err}");
+    }
 }

@@ -40,6 +40,39 @@ fn invalid_specs_are_refused() {
     }
 }
 
+/// Sizes past every bound are refused by name before any product of them is taken, so none can
+/// overflow; the parameter count that bounds the whole model is the layout's.
+#[test]
+fn absurd_sizes_are_refused_by_name_without_overflow() {
+    for (spec, expected) in [
+        (ModelSpec::char_model(Cell::Lstm, 65, usize::MAX, 1), "hidden"),
+        (ModelSpec::char_model(Cell::Lstm, 65, 1 << 32, 1), "hidden"),
+        (ModelSpec::char_model(Cell::Gru, 65, 128, 1_000_000_000), "layers"),
+        (ModelSpec::char_model(Cell::Lstm, usize::MAX, 16, 1), "input size"),
+        (ModelSpec::char_model(Cell::Lstm, 65, 16000, 40), "parameter count"),
+    ] {
+        let e = Model::new(spec, &Device::Cpu, 0).err().expect("refused");
+        assert!(message(e).contains(expected), "expected {expected}");
+    }
+    for spec in [
+        ModelSpec::char_model(Cell::Lstm, 65, 16, 3),
+        ModelSpec {
+            bidirectional: true,
+            learn_initial_state: true,
+            ..ModelSpec::char_model(Cell::Gru, 7, 5, 2)
+        },
+        ModelSpec { condition: Some(3), ..ModelSpec::new(Cell::Lstm, InputKind::Dense(4), 6) },
+        ModelSpec {
+            condition: Some(2),
+            bidirectional: true,
+            ..ModelSpec::new(Cell::Rnn { relu: true }, InputKind::Dense(1), 3)
+        },
+    ] {
+        let layout = rnn_gpu::model::params::ParamLayout::new(&spec);
+        assert_eq!(spec.param_count(), layout.count() as u64, "{spec:?}");
+    }
+}
+
 #[test]
 fn malformed_batches_are_refused_with_the_value_named() {
     for device in devices() {

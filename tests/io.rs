@@ -138,8 +138,12 @@ fn char_batches(n: usize) -> Vec<Batch> {
 /// Training 3 steps, saving, loading into a new model and training 3 more gives the same losses
 /// as 6 uninterrupted steps: parameters, optimizer moments, step count and the dropout
 /// generator all come back.
+/// Training over chunks with the state carried (truncated BPTT), stopped after three and resumed
+/// from the checkpoint, gives the same losses as a run that was not stopped: the optimizer state,
+/// the dropout generator and the carried state all come back.
 #[test]
 fn resuming_a_checkpoint_gives_the_same_losses() {
+    let start = |k: usize| if k == 0 { Start::Fresh } else { Start::Continue };
     for device in devices() {
         let spec = ModelSpec { dropout: 0.3, ..ModelSpec::char_model(Cell::Lstm, 7, 6, 2) };
         let batches = char_batches(6);
@@ -147,23 +151,35 @@ fn resuming_a_checkpoint_gives_the_same_losses() {
         let clip = Clip { max_norm: 1.0, value: 0.0 };
         let mut straight = Model::new(spec.clone(), &device, 3).unwrap();
         straight.set_optimizer(opt, clip).unwrap();
-        let expected: Vec<f32> =
-            batches.iter().map(|b| straight.train_step_stats(b, Start::Fresh).unwrap().loss).collect();
+        let expected: Vec<f32> = batches
+            .iter()
+            .enumerate()
+            .map(|(k, b)| straight.train_step_stats(b, start(k)).unwrap().loss)
+            .collect();
 
         let mut first = Model::new(spec.clone(), &device, 3).unwrap();
         first.set_optimizer(opt, clip).unwrap();
-        let mut got: Vec<f32> =
-            batches[..3].iter().map(|b| first.train_step_stats(b, Start::Fresh).unwrap().loss).collect();
+        let mut got: Vec<f32> = batches[..3]
+            .iter()
+            .enumerate()
+            .map(|(k, b)| first.train_step_stats(b, start(k)).unwrap().loss)
+            .collect();
         let path = tmp("resume.safetensors");
         let mut progress = Metadata::new();
         progress.insert("train.step".into(), "3".into());
-        io::save_checkpoint(&path, &mut first, &progress).unwrap();
+        let carried = first.carried_state(batches[0].batch).unwrap().expect("a state to carry");
+        assert!(carried.c.is_some(), "an LSTM carries its cell state too");
+        io::save_checkpoint(&path, &mut first, Some(&carried), &progress).unwrap();
         drop(first);
-        let (mut resumed, meta) = io::load_checkpoint(&path, &device).unwrap();
-        assert_eq!(meta["train.step"], "3");
+        let ck = io::load_checkpoint(&path, &device).unwrap();
+        let mut resumed = ck.model;
+        assert_eq!(ck.metadata["train.step"], "3");
+        assert_eq!(ck.carried.as_ref(), Some(&carried));
         assert_eq!(resumed.optimizer(), opt);
-        for b in &batches[3..] {
-            got.push(resumed.train_step_stats(b, Start::Fresh).unwrap().loss);
+        let state = ck.carried.unwrap();
+        for (k, b) in batches[3..].iter().enumerate() {
+            let s = if k == 0 { state.start() } else { Start::Continue };
+            got.push(resumed.train_step_stats(b, s).unwrap().loss);
         }
         assert_eq!(got, expected, "losses after resuming differ on {}", device.describe());
         assert_eq!(resumed.stats().unwrap().step, 6);
@@ -322,6 +338,167 @@ fn malformed_files_are_refused_naming_the_tensor() {
 
     // A checkpoint without its optimizer state.
     refused_checkpoint(&ok, "optimizer.name");
+}
+
+/// Files that describe something other than what they hold: every tensor must be used, sizes
+/// are bounded before any allocation, and vocabularies must fit the model.
+#[test]
+fn inconsistent_files_are_refused_naming_the_problem() {
+    use safetensors::Dtype;
+    // A 4 KB file whose metadata claims a model of terabytes.
+    let mut m = good_meta();
+    m.insert("hidden".into(), "16384".into());
+    m.insert("layers".into(), "1000".into());
+    refused(
+        &write_raw("terabytes.safetensors", good_tensors(), Some(m)),
+        "the parameter count = 1609905864706 is out of range",
+    );
+    let mut m = good_meta();
+    m.insert("hidden".into(), "16384".into());
+    refused(
+        &write_raw("big-hidden.safetensors", good_tensors(), Some(m)),
+        "tensor rnn.weight_ih_l0 has shape [9, 2]; the model needs [49152, 2]",
+    );
+
+    // Tensors beyond the model the metadata describes: a second layer, or an unknown name.
+    let mut t = good_tensors();
+    t.push(("rnn.weight_ih_l1", Dtype::F32, vec![9, 3], f32s(27)));
+    refused(
+        &write_raw("extra-layer.safetensors", t, Some(good_meta())),
+        "tensor rnn.weight_ih_l1 is not part",
+    );
+    let mut t = good_tensors();
+    t.push(("mystery", Dtype::F32, vec![1], f32s(1)));
+    refused(&write_raw("unknown.safetensors", t, Some(good_meta())), "tensor mystery is not part");
+
+    // A bare 2-layer state_dict missing weight_ih_l1 does not run as one layer.
+    let mut bare: Vec<_> = good_tensors()
+        .into_iter()
+        .take(4)
+        .map(|(n, d, s, b)| (n.trim_start_matches("rnn."), d, s, b))
+        .collect();
+    bare.push(("weight_hh_l1", Dtype::F32, vec![9, 3], f32s(27)));
+    bare.push(("bias_ih_l1", Dtype::F32, vec![9], f32s(9)));
+    bare.push(("bias_hh_l1", Dtype::F32, vec![9], f32s(9)));
+    let e = io::load_model(&write_raw("bare-gap.safetensors", bare, None), &Device::Cpu, Some(Cell::Gru));
+    let e = e.err().unwrap().to_string();
+    assert!(e.contains("tensor bias_hh_l1 is not part"), "{e}");
+
+    // A seq2seq file marked attention=false that holds attention tensors.
+    use rnn_gpu::seq2seq::{Seq2Seq, Seq2SeqSpec};
+    let spec = Seq2SeqSpec {
+        cell: Cell::Gru,
+        src_vocab: 4,
+        tgt_vocab: 5,
+        embed: 3,
+        enc_hidden: 4,
+        enc_layers: 1,
+        bidirectional: false,
+        dec_hidden: 4,
+        dec_layers: 1,
+        attention: true,
+        dropout: 0.0,
+        bos: 3,
+        eos: 4,
+    };
+    let path = tmp("s2s-attention.safetensors");
+    let mut vocab = Metadata::new();
+    vocab.insert("src_chars".into(), "abcd".into());
+    vocab.insert("tgt_chars".into(), "xyz".into());
+    Seq2Seq::new(spec.clone(), &Device::Cpu, 1).unwrap().save(&path, &vocab).unwrap();
+    let mut f = io::read_tensors(&path).unwrap();
+    let rewrite = |f: &io::TensorFile, name: &str| {
+        let p = tmp(name);
+        let t: Vec<_> = f.tensors.iter().map(|(n, (s, d))| (n.clone(), s.clone(), d.clone())).collect();
+        io::write_tensors(&p, &t, &f.metadata).unwrap();
+        p
+    };
+    f.metadata.insert("attention".into(), "false".into());
+    let e = Seq2Seq::load(&rewrite(&f, "s2s-no-attention.safetensors"), &Device::Cpu).err().unwrap();
+    assert!(e.to_string().contains("is not part"), "{e}");
+    f.metadata.insert("attention".into(), "true".into());
+    f.metadata.insert("eos".into(), "3".into());
+    let e = Seq2Seq::load(&rewrite(&f, "s2s-bos-eos.safetensors"), &Device::Cpu).err().unwrap();
+    assert!(e.to_string().contains("bos and eos are both 3"), "{e}");
+
+    // Vocabularies: too short, a character twice, BOS/EOS not after the target characters.
+    let (model, meta) = Seq2Seq::load(&path, &Device::Cpu).unwrap();
+    let check = |key: &str, value: &str, expected: &str| {
+        let mut m = meta.clone();
+        m.insert(key.into(), value.into());
+        let e = rnn_gpu::seq2seq::train::vocab_from_metadata(&path, &m, model.spec()).err().unwrap();
+        assert!(e.to_string().contains(expected), "{key} = {value:?}: {e}");
+    };
+    check("src_chars", "abc", "the source vocabulary has 3 characters; the model has 4");
+    check("src_chars", "abca", "'a' appears twice in the source vocabulary");
+    check("tgt_chars", "xy", "the target vocabulary has 2 characters");
+    let e = rnn_gpu::data::checked_vocab(&path, "character", "abcc", 4).err().unwrap();
+    assert!(e.to_string().contains("'c' appears twice"), "{e}");
+    // An unsorted vocabulary encodes by position.
+    let corpus = rnn_gpu::data::TextCorpus { vocab: vec!['z', 'a', 'm'], ids: Vec::new() };
+    assert_eq!(corpus.encode("maz").unwrap(), vec![2, 1, 0]);
+}
+
+/// A bounded fuzz of the loader: seeded byte flips and splices of a model file and of a
+/// checkpoint, every truncation of the model file, and absurd header lengths. Each must load or
+/// be refused with a message; never a panic, an abort or an allocation past the file's size.
+#[test]
+fn fuzzed_files_load_or_are_refused_never_panic() {
+    let ok = write_raw("fuzz-good.safetensors", good_tensors(), Some(good_meta()));
+    let model_bytes = std::fs::read(&ok).unwrap();
+    let spec = ModelSpec::char_model(Cell::Lstm, 5, 3, 1);
+    let mut m = Model::new(spec, &Device::Cpu, 1).unwrap();
+    m.set_optimizer(Optimizer::adam(0.01), Clip::default()).unwrap();
+    let ck_path = tmp("fuzz-checkpoint.safetensors");
+    io::save_checkpoint(&ck_path, &mut m, None, &Metadata::new()).unwrap();
+    let ck_bytes = std::fs::read(&ck_path).unwrap();
+
+    let path = tmp("fuzz-case.safetensors");
+    let try_load = |bytes: &[u8], what: &str| {
+        std::fs::write(&path, bytes).unwrap();
+        let outcome = std::panic::catch_unwind(|| {
+            let a = io::load_model(&path, &Device::Cpu, None).map(|_| ());
+            let b = io::load_checkpoint(&path, &Device::Cpu).map(|_| ());
+            let c = io::load_model(&path, &Device::Cpu, Some(Cell::Gru)).map(|_| ());
+            [a, b, c]
+        });
+        let results = outcome.unwrap_or_else(|_| panic!("the loader panicked on {what}"));
+        for r in results {
+            if let Err(e) = r {
+                assert!(!e.to_string().is_empty(), "{what}: an empty message");
+            }
+        }
+    };
+    let mut rng = rnn_gpu::rng::Rng::seed_from_u64(2026);
+    let mut cases = 0;
+    for (name, bytes) in [("model", &model_bytes), ("checkpoint", &ck_bytes)] {
+        for i in 0..300 {
+            let mut b = bytes.clone();
+            for _ in 0..1 + rng.below(4) {
+                let at = rng.below(b.len());
+                match rng.below(3) {
+                    0 => b[at] ^= 1 << rng.below(8),
+                    1 => b[at] = rng.below(256) as u8,
+                    // Digits in the JSON header become other digits: sizes and offsets change.
+                    _ => b[at] = if b[at].is_ascii_digit() { b'0' + rng.below(10) as u8 } else { b[at] },
+                }
+            }
+            try_load(&b, &format!("{name} mutation {i}"));
+            cases += 1;
+        }
+    }
+    for cut in 0..model_bytes.len() {
+        try_load(&model_bytes[..cut], &format!("the model cut at {cut}"));
+        cases += 1;
+    }
+    for header in [0u64, 1, 7, 8, 1 << 20, u32::MAX as u64, u64::MAX, u64::MAX / 2, model_bytes.len() as u64]
+    {
+        let mut b = model_bytes.clone();
+        b[..8].copy_from_slice(&header.to_le_bytes());
+        try_load(&b, &format!("header length {header}"));
+        cases += 1;
+    }
+    assert!(cases > 900, "{cases} cases");
 }
 
 fn refused_checkpoint(path: &Path, expected: &str) {

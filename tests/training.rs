@@ -58,7 +58,10 @@ fn char_lstm_learns_shakespeare_on_the_gpu() {
     }
     let after = m.evaluate(&probe, Start::Fresh).unwrap() as f64;
     assert!(before > 4.0, "initial loss {before}");
-    assert!(after < bigram - 0.2, "validation loss after 300 steps: {after} (from {before}), bigram {bigram}");
+    assert!(
+        after < bigram - 0.2,
+        "validation loss after 300 steps: {after} (from {before}), bigram {bigram}"
+    );
 }
 
 /// The same on the CPU device, smaller: 300 steps of a 64-unit GRU get 0.2 nats under the bigram

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rnn_gpu::data::TextCorpus;
 use rnn_gpu::gpu::{GpuContext, MatmulVariant, SharedRows, StepInputs, list_adapters};
 use rnn_gpu::train::text::{Progress, TextTrainConfig, train_text};
@@ -20,10 +20,12 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The adapter, its limits, and the kernel variants chosen for it.
-    Info,
-    /// Every GPU kernel against its CPU twin on this adapter; exits non-zero on any failure.
-    Verify,
+    /// The device: the adapter, its limits and the kernel variants chosen for it, or the CPU.
+    Info(DeviceArgs),
+    /// Every GPU kernel against its CPU twin on this adapter (with --device cpu: the CPU's f32
+    /// gradients against the f64 reference, and that against finite differences); exits
+    /// non-zero on any failure.
+    Verify(DeviceArgs),
     /// Train a character language model on a text file (by default the bundled tinyshakespeare).
     Train(TrainArgs),
     /// Generate text from a trained character model.
@@ -38,7 +40,17 @@ enum Command {
 }
 
 #[derive(Args)]
+struct DeviceArgs {
+    /// gpu, cpu, or auto (a GPU when there is one).
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+#[derive(Args)]
 struct BenchArgs {
+    /// gpu (then the CPU too, for the ratio, unless --no-cpu), cpu (the CPU alone), or auto.
+    #[arg(long, default_value = "auto")]
+    device: String,
     /// Small cases, for a smoke run.
     #[arg(long)]
     quick: bool,
@@ -79,6 +91,10 @@ struct PairTrainArgs {
     /// Folder for seq2seq.safetensors (the model with the best held-out accuracy).
     #[arg(long, default_value = "runs/seq2seq")]
     out: PathBuf,
+    /// Continue from OUT/checkpoint.safetensors (the model, optimizer and split are the
+    /// checkpoint's).
+    #[arg(long)]
+    resume: bool,
     #[arg(long, default_value = "gru")]
     cell: String,
     #[arg(long, default_value_t = 32)]
@@ -225,6 +241,34 @@ struct SampleArgs {
     device: String,
 }
 
+/// `println!` for the command's output: a closed stdout (`| head`) ends the program quietly, as
+/// other Unix tools do, instead of panicking.
+macro_rules! outln {
+    ($($arg:tt)*) => {
+        say(format_args!($($arg)*))
+    };
+}
+
+fn say(line: std::fmt::Arguments<'_>) {
+    if !try_say(line) {
+        std::process::exit(0);
+    }
+}
+
+/// Writes a line to stdout; false when stdout is closed. Other write errors end the program.
+fn try_say(line: std::fmt::Arguments<'_>) -> bool {
+    use std::io::Write;
+    let mut out = std::io::stdout().lock();
+    match out.write_fmt(line).and_then(|()| out.write_all(b"\n")) {
+        Ok(()) => true,
+        Err(e) if e.kind() == std::io::ErrorKind::BrokenPipe => false,
+        Err(e) => {
+            eprintln!("error: writing to stdout: {e}");
+            std::process::exit(1);
+        }
+    }
+}
+
 fn main() -> ExitCode {
     // Mesa's device-select Vulkan layer tries to reach a Wayland display and prints a spurious
     // "XDG_RUNTIME_DIR is invalid" error on headless machines; wgpu orders adapters itself.
@@ -232,11 +276,20 @@ fn main() -> ExitCode {
         // SAFETY: nothing else runs yet; no other thread reads the environment.
         unsafe { std::env::set_var("NODEVICE_SELECT", "1") };
     }
-    let cli = Cli::parse();
+    let matches = Cli::command().get_matches();
+    let cli = match Cli::from_arg_matches(&matches) {
+        Ok(cli) => cli,
+        Err(e) => e.exit(),
+    };
+    // Whether a flag of a subcommand was given on the command line (not left at its default).
+    let given = |flag: &str| {
+        matches.subcommand().and_then(|(_, m)| m.value_source(flag))
+            == Some(clap::parser::ValueSource::CommandLine)
+    };
     let result = match cli.command {
-        Command::Info => info(),
-        Command::Verify => verify(),
-        Command::Train(a) => train(a),
+        Command::Info(a) => info(&a.device),
+        Command::Verify(a) => verify(&a.device),
+        Command::Train(a) => train(a, &given),
         Command::Sample(a) => sample(a),
         Command::Forward(a) => forward(a),
         Command::Bench(a) => bench(a),
@@ -252,45 +305,52 @@ fn main() -> ExitCode {
     }
 }
 
-fn info() -> rnn_gpu::Result<ExitCode> {
-    let adapters = list_adapters();
-    if adapters.is_empty() {
-        println!("no GPU adapter found; the CPU reference will be used");
-        println!("(with no GPU, install the software Vulkan driver: apt-get install mesa-vulkan-drivers)");
+fn info(device: &str) -> rnn_gpu::Result<ExitCode> {
+    if let Device::Cpu = Device::from_name(device)? {
+        outln!("device: {}", Device::Cpu.describe());
+        outln!("  plain loops in f32 on one thread: the oracle every kernel is checked against");
+        let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
+        outln!("  this machine: {threads} hardware threads");
         return Ok(ExitCode::SUCCESS);
     }
-    println!("adapters (best first):");
+    let adapters = list_adapters();
+    if adapters.is_empty() {
+        outln!("no GPU adapter found; the CPU reference will be used");
+        outln!("(with no GPU, install the software Vulkan driver: apt-get install mesa-vulkan-drivers)");
+        return Ok(ExitCode::SUCCESS);
+    }
+    outln!("adapters (best first):");
     for a in &adapters {
-        println!("  {} ({:?}, {:?})", a.name, a.backend, a.device_type);
+        outln!("  {} ({:?}, {:?})", a.name, a.backend, a.device_type);
     }
     let ctx = GpuContext::new()?;
     let i = ctx.adapter_info();
     let l = ctx.limits();
-    println!("selected:        {}", i.name);
-    println!("backend:         {:?}", i.backend);
-    println!("device type:     {:?}", i.device_type);
-    println!("driver:          {} {}", i.driver, i.driver_info);
-    println!("limits:");
-    println!("  max buffer size:                  {} bytes", l.max_buffer_size);
-    println!("  max storage buffer binding size:  {} bytes", l.max_storage_buffer_binding_size);
-    println!("  max storage buffers per stage:    {}", l.max_storage_buffers_per_shader_stage);
-    println!("  max workgroups per dimension:     {}", l.max_compute_workgroups_per_dimension);
-    println!("  max invocations per workgroup:    {}", l.max_compute_invocations_per_workgroup);
-    println!("  max workgroup storage:            {} bytes", l.max_compute_workgroup_storage_size);
-    println!("  timestamp queries:                {}", if ctx.has_timestamps() { "yes" } else { "no" });
+    outln!("selected:        {}", i.name);
+    outln!("backend:         {:?}", i.backend);
+    outln!("device type:     {:?}", i.device_type);
+    outln!("driver:          {} {}", i.driver, i.driver_info);
+    outln!("limits:");
+    outln!("  max buffer size:                  {} bytes", l.max_buffer_size);
+    outln!("  max storage buffer binding size:  {} bytes", l.max_storage_buffer_binding_size);
+    outln!("  max storage buffers per stage:    {}", l.max_storage_buffers_per_shader_stage);
+    outln!("  max workgroups per dimension:     {}", l.max_compute_workgroups_per_dimension);
+    outln!("  max invocations per workgroup:    {}", l.max_compute_invocations_per_workgroup);
+    outln!("  max workgroup storage:            {} bytes", l.max_compute_workgroup_storage_size);
+    outln!("  timestamp queries:                {}", if ctx.has_timestamps() { "yes" } else { "no" });
     let variant = ctx.matmul_variant();
     let why = match variant {
         MatmulVariant::Register => "barrier-free register tiles (software rasterizer)",
         MatmulVariant::Shared => "shared-memory tiles (hardware GPU)",
     };
-    println!("kernel variants:");
-    println!("  matmul: {} ({why})", variant.name());
+    outln!("kernel variants:");
+    outln!("  matmul: {} ({why})", variant.name());
     let rows = match ctx.shared_rows() {
         SharedRows::Subgroup => "lane i loads row i, subgroupBroadcast shares it (subgroups of 8+ lanes)",
         SharedRows::Loads => "every thread loads them (no subgroups of 8+ lanes)",
     };
-    println!("  rows shared by a workgroup (matmul A, step h and gate gradients): {rows}");
-    println!(
+    outln!("  rows shared by a workgroup (matmul A, step h and gate gradients): {rows}");
+    outln!(
         "  recurrent steps: fused per step, {} batch rows per thread (8 for batches of 8 or fewer{}), W_hh read through a texture, {}",
         ctx.step_rows(),
         if ctx.step_rows() == 16 { ", or where 16 leave fewer than 2 workgroups a core" } else { "" },
@@ -303,24 +363,35 @@ fn info() -> rnn_gpu::Result<ExitCode> {
     Ok(ExitCode::SUCCESS)
 }
 
-fn verify() -> rnn_gpu::Result<ExitCode> {
-    let ctx = GpuContext::new()?;
-    println!("adapter: {}", ctx.describe());
-    let checks = verify::all_checks(&ctx)?;
-    println!("{:<44} {:<22} {:>11} {:>9} {:>9}  result", "kernel", "shape", "max error", "atol", "rtol");
+fn verify(device: &str) -> rnn_gpu::Result<ExitCode> {
+    let checks = match Device::from_name(device)? {
+        Device::Cpu => {
+            outln!("device: {}", Device::Cpu.describe());
+            verify::cpu_checks()?
+        }
+        Device::Gpu(ctx) => {
+            outln!("adapter: {}", ctx.describe());
+            verify::all_checks(&ctx)?
+        }
+    };
+    outln!("{:<44} {:<22} {:>11} {:>9} {:>9}  result", "kernel", "shape", "max error", "atol", "rtol");
     let mut failed = 0;
     for c in &checks {
         let result = if c.pass() { "pass" } else { "FAIL" };
-        println!(
+        outln!(
             "{:<44} {:<22} {:>11.3e} {:>9.1e} {:>9.1e}  {result}",
-            c.kernel, c.shape, c.max_err, c.tol.atol, c.tol.rtol
+            c.kernel,
+            c.shape,
+            c.max_err,
+            c.tol.atol,
+            c.tol.rtol
         );
         if !c.pass() {
             failed += 1;
-            println!("    {c}");
+            outln!("    {c}");
         }
     }
-    println!("{} checks, {} passed, {failed} failed", checks.len(), checks.len() - failed);
+    outln!("{} checks, {} passed, {failed} failed", checks.len(), checks.len() - failed);
     Ok(if failed == 0 { ExitCode::SUCCESS } else { ExitCode::FAILURE })
 }
 
@@ -331,23 +402,72 @@ fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
     })
 }
 
-fn train(a: TrainArgs) -> rnn_gpu::Result<ExitCode> {
+/// With `--resume`, the checkpoint decides the model and the optimizer: a flag given explicitly
+/// that says otherwise is refused, named with both values, rather than silently ignored.
+fn resume_conflicts(
+    a: &TrainArgs,
+    given: &dyn Fn(&str) -> bool,
+) -> rnn_gpu::Result<(Cell, usize, usize, f32, Optimizer, Clip)> {
+    let (spec, opt, clip) = rnn_gpu::train::text::checkpoint_settings(&a.out)?;
+    let mut conflicts = Vec::new();
+    let mut differs = |flag: &str, mine: String, theirs: String| {
+        if given(flag) && mine != theirs {
+            conflicts.push(format!("--{} {mine} (the checkpoint's: {theirs})", flag.replace('_', "-")));
+        }
+    };
+    differs("cell", parse_cell(&a.cell)?.name().into(), spec.cell.name().into());
+    differs("hidden", a.hidden.to_string(), spec.hidden.to_string());
+    differs("layers", a.layers.to_string(), spec.layers.to_string());
+    differs("dropout", a.dropout.to_string(), spec.dropout.to_string());
+    let named = Optimizer::from_name(&a.optimizer, opt.lr()).map(|o| o == opt);
+    differs(
+        "optimizer",
+        a.optimizer.clone(),
+        if named == Some(true) { a.optimizer.clone() } else { opt.name().into() },
+    );
+    differs("lr", a.lr.to_string(), opt.lr().to_string());
+    differs("clip", a.clip.to_string(), clip.max_norm.to_string());
+    differs("clip_value", a.clip_value.to_string(), clip.value.to_string());
+    if given("seed") {
+        conflicts.push("--seed (the checkpoint carries its own random state)".into());
+    }
+    if !conflicts.is_empty() {
+        return Err(rnn_gpu::Error::Invalid {
+            op: "--resume",
+            message: format!(
+                "the checkpoint in {} is not what these flags ask for: {}. Drop them to continue the \
+                 checkpoint as it was, or train a new model into another --out",
+                a.out.display(),
+                conflicts.join(", ")
+            ),
+        });
+    }
+    Ok((spec.cell, spec.hidden, spec.layers, spec.dropout, opt, clip))
+}
+
+fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Result<ExitCode> {
+    let (cell, hidden, layers, dropout, optimizer, clip) = if a.resume {
+        resume_conflicts(&a, given)?
+    } else {
+        let optimizer = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
+            op: "--optimizer",
+            message: format!("unknown optimizer {:?}; use sgd, momentum, adagrad or adam", a.optimizer),
+        })?;
+        let clip = Clip { max_norm: a.clip, value: a.clip_value };
+        (parse_cell(&a.cell)?, a.hidden, a.layers, a.dropout, optimizer, clip)
+    };
     let device = Device::from_name(&a.device)?;
-    let optimizer = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
-        op: "--optimizer",
-        message: format!("unknown optimizer {:?}; use sgd, momentum, adagrad or adam", a.optimizer),
-    })?;
     let cfg = TextTrainConfig {
         text: a.text,
         out: a.out,
-        cell: parse_cell(&a.cell)?,
-        hidden: a.hidden,
-        layers: a.layers,
-        dropout: a.dropout,
+        cell,
+        hidden,
+        layers,
+        dropout,
         seq_len: a.seq_len,
         batch: a.batch,
         optimizer,
-        clip: Clip { max_norm: a.clip, value: a.clip_value },
+        clip,
         lr_decay: a.lr_decay,
         steps: a.steps,
         eval_every: a.eval_every,
@@ -356,8 +476,8 @@ fn train(a: TrainArgs) -> rnn_gpu::Result<ExitCode> {
         valid_fraction: 0.1,
         resume: a.resume,
     };
-    println!("device: {}", device.describe());
-    println!(
+    outln!("device: {}", device.describe());
+    outln!(
         "training a {}-layer {} of {} units on {} ({} steps of {}x{} characters, {} lr {}), writing to {}",
         cfg.layers,
         cfg.cell.name(),
@@ -374,6 +494,7 @@ fn train(a: TrainArgs) -> rnn_gpu::Result<ExitCode> {
     let flag = stop.clone();
     // Ctrl-C: finish the current step, save a checkpoint, exit.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let pipe_closed = stop.clone();
     let bar = indicatif::ProgressBar::new(cfg.steps as u64);
     bar.set_style(
         indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("progress template"),
@@ -397,24 +518,31 @@ fn train(a: TrainArgs) -> rnn_gpu::Result<ExitCode> {
                 p.elapsed,
                 sample.replace('\n', "\n  | ")
             );
-            // A hidden bar (output not a terminal) swallows println: print plainly then.
-            if bar.is_hidden() { println!("{line}") } else { bar.println(line) }
+            // A hidden bar (output not a terminal) swallows println: print plainly then. A closed
+            // stdout stops the run as Ctrl-C does, with its checkpoint saved.
+            if bar.is_hidden() {
+                if !try_say(format_args!("{line}")) {
+                    pipe_closed.store(true, Ordering::Relaxed);
+                }
+            } else {
+                bar.println(line)
+            }
         }
     };
     let summary = train_text(&cfg, &device, &stop, &mut report)?;
     bar.finish_and_clear();
     if summary.interrupted {
-        println!("interrupted at step {}; checkpoint saved, continue with --resume", summary.step);
+        outln!("interrupted at step {}; checkpoint saved, continue with --resume", summary.step);
     }
-    println!(
+    outln!(
         "done: {} steps in {:.0}s, best validation loss {:.4} nats/char, model in {}",
         summary.step,
         summary.elapsed,
         summary.best_val,
         summary.best_model.display()
     );
-    println!("loss curve: {}/loss.png and loss.csv", cfg.out.display());
-    println!("sample (temperature 0.8):");
+    outln!("loss curve: {}/loss.png and loss.csv", cfg.out.display());
+    outln!("sample (temperature 0.8):");
     // Start a new line when the text has line breaks, else from its first character.
     let text = std::fs::read_to_string(&cfg.text)
         .map_err(|e| rnn_gpu::Error::Io { path: cfg.text.clone(), source: e })?;
@@ -433,20 +561,17 @@ fn train(a: TrainArgs) -> rnn_gpu::Result<ExitCode> {
 fn sample(a: SampleArgs) -> rnn_gpu::Result<ExitCode> {
     let device = Device::from_name(&a.device)?;
     let (mut model, meta) = rnn_gpu::io::load_model(&a.model, &device, None)?;
-    let vocab: Vec<char> = meta
-        .get("vocab")
-        .ok_or_else(|| rnn_gpu::Error::File {
-            path: a.model.clone(),
-            message: "no vocabulary: not a character model".into(),
-        })?
-        .chars()
-        .collect();
+    let chars = meta.get("vocab").ok_or_else(|| rnn_gpu::Error::File {
+        path: a.model.clone(),
+        message: "no vocabulary: not a character model".into(),
+    })?;
+    let vocab = rnn_gpu::data::checked_vocab(&a.model, "character", chars, model.spec().input.size())?;
     let corpus = TextCorpus { vocab: vocab.clone(), ids: Vec::new() };
     let prime = if a.prime.is_empty() { "\n".to_string() } else { a.prime.clone() };
     let ids = corpus.encode(&prime)?;
     let out =
         model.generate(&ids, a.len, Sampling { temperature: a.temperature, top_k: a.top_k, seed: a.seed })?;
-    println!("{}{}", prime, TextCorpus::decode(&vocab, &out));
+    outln!("{}{}", prime, TextCorpus::decode(&vocab, &out));
     Ok(ExitCode::SUCCESS)
 }
 
@@ -496,17 +621,40 @@ fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
         }
     };
     if let Some((_, l)) = ints("lengths")? {
-        batch = batch.with_lengths(l.iter().map(|&v| v.max(0) as usize).collect());
+        let lengths = l
+            .iter()
+            .map(|&v| usize::try_from(v).map_err(|_| bad(format!("length {v} is negative or too large"))))
+            .collect::<rnn_gpu::Result<_>>()?;
+        batch = batch.with_lengths(lengths);
     }
-    let h0 = floats("h0")?.map(|x| x.1);
-    let c0 = floats("c0")?.map(|x| x.1);
+    let (t, b) = (batch.steps, batch.batch);
+    let state_shape = vec![spec.state_rows(), b, spec.hidden];
+    let input_name = match spec.input {
+        InputKind::Dense(_) => "input",
+        InputKind::Tokens(_) => "tokens",
+    };
+    only_known(&a.input, &file, &[input_name, "lengths", "h0", "c0"])?;
+    let state = |name: &str| -> rnn_gpu::Result<Option<Vec<f32>>> {
+        match floats(name)? {
+            None => Ok(None),
+            Some((shape, v)) if shape == state_shape => Ok(Some(v)),
+            Some((shape, _)) => {
+                Err(bad(format!("tensor {name} has shape {shape:?}; expected [L*D, B, H] = {state_shape:?}")))
+            }
+        }
+    };
+    let (h0, c0) = (state("h0")?, state("c0")?);
+    if c0.is_some() && !spec.cell.has_cell_state() {
+        return Err(bad(format!("tensor c0 is given, but a {} has no cell state", spec.cell.name())));
+    }
+    if c0.is_some() && h0.is_none() {
+        return Err(bad("tensor c0 is given without h0; give both or neither".into()));
+    }
     let start = match &h0 {
         Some(h) => Start::Given { h0: h, c0: c0.as_deref() },
         None => Start::Fresh,
     };
     let f = model.forward(&batch, start)?;
-    let (t, b) = (batch.steps, batch.batch);
-    let state_shape = vec![spec.state_rows(), b, spec.hidden];
     let mut out = vec![
         ("output".to_string(), vec![t, b, spec.output_size()], TensorData::F32(f.output)),
         ("h_n".to_string(), state_shape.clone(), TensorData::F32(f.h_n)),
@@ -523,13 +671,31 @@ fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
     }
     if let Some(path) = &a.grad_output {
         let g = io::read_tensors(path)?;
-        let get = |name: &str| match g.tensors.get(name) {
-            Some((_, TensorData::F32(v))) => Some(v.clone()),
-            _ => None,
+        only_known(path, &g, &["output", "h_n", "c_n"])?;
+        let get = |name: &str, shape: &[usize]| -> rnn_gpu::Result<Option<Vec<f32>>> {
+            let bad = |m: String| Error::File { path: path.clone(), message: m };
+            match g.tensors.get(name) {
+                None => Ok(None),
+                Some((s, TensorData::F32(v))) if s == shape => Ok(Some(v.clone())),
+                Some((s, TensorData::F32(_))) => {
+                    Err(bad(format!("tensor {name} has shape {s:?}; expected {shape:?}")))
+                }
+                Some(_) => Err(bad(format!("tensor {name} holds integers; a gradient must be floats"))),
+            }
         };
-        let dy = get("output")
-            .ok_or_else(|| Error::File { path: path.clone(), message: "missing tensor `output`".into() })?;
-        let grads = model.gradients(&batch, start, &dy, get("h_n").as_deref(), get("c_n").as_deref())?;
+        let dy = get("output", &[t, b, spec.output_size()])?.ok_or_else(|| Error::File {
+            path: path.clone(),
+            message: "missing tensor `output` [T, B, D*H]".into(),
+        })?;
+        let d_hn = get("h_n", &state_shape)?;
+        let d_cn = get("c_n", &state_shape)?;
+        if d_cn.is_some() && !spec.cell.has_cell_state() {
+            return Err(Error::File {
+                path: path.clone(),
+                message: format!("tensor c_n is given, but a {} has no cell state", spec.cell.name()),
+            });
+        }
+        let grads = model.gradients(&batch, start, &dy, d_hn.as_deref(), d_cn.as_deref())?;
         for (name, v) in grads.params {
             let e = model.layout().get(&name)?;
             let file_name = if bare { name.trim_start_matches("rnn.").to_string() } else { name.clone() };
@@ -544,8 +710,20 @@ fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
         }
     }
     io::write_tensors(&a.out, &out, &Default::default())?;
-    println!("wrote {} tensors to {}", out.len(), a.out.display());
+    outln!("wrote {} tensors to {}", out.len(), a.out.display());
     Ok(ExitCode::SUCCESS)
+}
+
+/// Refuses a tensor file holding tensors `forward` would not read, naming the first: a misspelt
+/// name (PyTorch's `h_0`) would otherwise be ignored without a word.
+fn only_known(path: &std::path::Path, file: &rnn_gpu::io::TensorFile, known: &[&str]) -> rnn_gpu::Result<()> {
+    match file.tensors.keys().find(|k| !known.contains(&k.as_str())) {
+        None => Ok(()),
+        Some(name) => Err(rnn_gpu::Error::File {
+            path: path.to_path_buf(),
+            message: format!("tensor {name} is not one forward reads; expected {}", known.join(", ")),
+        }),
+    }
 }
 
 fn seq2seq_train(a: PairTrainArgs) -> rnn_gpu::Result<ExitCode> {
@@ -566,44 +744,65 @@ fn seq2seq_train(a: PairTrainArgs) -> rnn_gpu::Result<ExitCode> {
         clip: a.clip,
         eval_every: a.eval_every,
         seed: a.seed,
+        resume: a.resume,
     };
-    println!("device: {}", device.describe());
-    let (best, path) = train_pairs(&cfg, &device, &mut |p| match p.accuracy {
-        Some(acc) => println!(
+    outln!("device: {}", device.describe());
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C: finish the current step, save a checkpoint, exit.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let summary = train_pairs(&cfg, &device, &stop, &mut |p| match p.accuracy {
+        Some(acc) => outln!(
             "step {:>6}  loss {:.4}  held-out exact match {:.1}%  {:.0}s",
             p.step,
             p.loss,
             100.0 * acc,
             p.elapsed
         ),
-        None => println!("step {:>6}  loss {:.4}  {:.0}s", p.step, p.loss, p.elapsed),
+        None => outln!("step {:>6}  loss {:.4}  {:.0}s", p.step, p.loss, p.elapsed),
     })?;
-    println!("best held-out exact match {:.1}%, model in {}", 100.0 * best, path.display());
+    if summary.interrupted {
+        outln!("interrupted at step {}; checkpoint saved, continue with --resume", summary.step);
+    }
+    match summary.best {
+        Some(best) => outln!(
+            "best held-out exact match {:.1}%, model in {}",
+            100.0 * best,
+            summary.best_model.display()
+        ),
+        None => outln!("no evaluation yet; the checkpoint is in {}", cfg.out.display()),
+    }
     Ok(ExitCode::SUCCESS)
 }
 
 fn translate(a: TranslateArgs) -> rnn_gpu::Result<ExitCode> {
     use std::io::BufRead;
+    // Before anything is read: a bad count is the command's error, not a line's.
+    rnn_gpu::seq2seq::check_decoding(a.beam, a.max_len)?;
     let device = Device::from_name(&a.device)?;
     let (mut model, meta) = rnn_gpu::seq2seq::Seq2Seq::load(&a.model, &device)?;
-    let vocab = rnn_gpu::seq2seq::train::vocab_from_metadata(&a.model, &meta)?;
-    for line in std::io::stdin().lock().lines() {
+    let vocab = rnn_gpu::seq2seq::train::vocab_from_metadata(&a.model, &meta, model.spec())?;
+    for (number, line) in std::io::stdin().lock().lines().enumerate() {
         let line = line.map_err(|e| rnn_gpu::Error::Io { path: "<stdin>".into(), source: e })?;
         if line.is_empty() {
-            println!();
+            outln!("");
             continue;
         }
         match vocab.encode_src(&line) {
             Ok(src) => {
-                let out = if a.beam > 1 {
-                    model.beam(&[src], a.beam, a.max_len)?
-                } else {
+                let out = if a.beam == 1 {
                     model.greedy(&[src], a.max_len)?
+                } else {
+                    model.beam(&[src], a.beam, a.max_len)?
                 };
-                println!("{}", vocab.decode_tgt(&out[0]));
+                outln!("{}", vocab.decode_tgt(&out[0]));
             }
-            // One bad line does not end the stream.
-            Err(e) => eprintln!("error: {e}"),
+            // One bad line does not end the stream, and the output stays line for line with
+            // the input: an empty line stands for it.
+            Err(e) => {
+                eprintln!("error: line {}: {e}", number + 1);
+                outln!("");
+            }
         }
     }
     Ok(ExitCode::SUCCESS)
@@ -611,22 +810,39 @@ fn translate(a: TranslateArgs) -> rnn_gpu::Result<ExitCode> {
 
 fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
     use rnn_gpu::bench::{self, CaseResult, DeviceResult};
-    let gpu = Device::gpu()?;
-    let adapter = gpu.describe();
-    println!("adapter: {adapter}");
-    println!(
+    // The GPU, checked against the CPU and timed with it; or, with --device cpu, the CPU alone.
+    let gpu = match Device::from_name(&a.device)? {
+        Device::Cpu if a.no_cpu => {
+            return Err(rnn_gpu::Error::Invalid {
+                op: "bench",
+                message: "--no-cpu with --device cpu leaves nothing to time".into(),
+            });
+        }
+        Device::Cpu => None,
+        gpu => Some(gpu),
+    };
+    let adapter = gpu.as_ref().map_or_else(|| Device::Cpu.describe(), Device::describe);
+    outln!("device: {adapter}");
+    outln!(
         "GFLOP/s count matrix-product multiply-adds only: forward 2*T*B*(G*H^2 + H*V), training step 3x that"
     );
     let cases: Vec<_> = if a.quick { bench::quick_cases() } else { bench::standard_cases() }
         .into_iter()
         .filter(|c| a.only.as_ref().is_none_or(|o| c.name().contains(o.as_str())))
         .collect();
-    println!(
+    outln!(
         "{:<24} {:<8} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8}",
-        "case", "device", "train ms", "tok/s", "GFLOP/s", "fwd ms", "tok/s", "GFLOP/s"
+        "case",
+        "device",
+        "train ms",
+        "tok/s",
+        "GFLOP/s",
+        "fwd ms",
+        "tok/s",
+        "GFLOP/s"
     );
     let row = |name: &str, dev: &str, d: &DeviceResult| {
-        println!(
+        outln!(
             "{:<24} {:<8} {:>10.1} {:>10.0} {:>8.2} {:>10.1} {:>10.0} {:>8.2}",
             name,
             dev,
@@ -640,8 +856,14 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
     };
     let mut results = Vec::new();
     for case in cases {
-        let check_error = bench::check(&case, &gpu)?;
-        let g = bench::time(&case, &gpu, a.warmup, a.runs)?;
+        let Some(gpu) = &gpu else {
+            let c = bench::time(&case, &Device::Cpu, a.warmup, a.runs)?;
+            row(&case.name(), "cpu", &c);
+            results.push(CaseResult { case, gpu: None, cpu: Some(c), check_error: 0.0 });
+            continue;
+        };
+        let check_error = bench::check(&case, gpu)?;
+        let g = bench::time(&case, gpu, a.warmup, a.runs)?;
         let c = if a.no_cpu {
             None
         } else {
@@ -651,7 +873,7 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
         row(&name, "gpu", &g);
         if let Some(c) = &c {
             row("", "cpu", c);
-            println!(
+            outln!(
                 "{:<24} {:<8} {:>10} {:>9.2}x {:>8} {:>10} {:>9.2}x",
                 "",
                 "gpu/cpu",
@@ -664,7 +886,7 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
         }
         if a.verbose {
             if let Some(s) = g.per_step {
-                println!(
+                outln!(
                     "    per training step after warm-up: {} dispatches ({} recorded in the program), {} copies into textures ({:.1} MiB), {} submit(s), {} host wait(s), {} bytes allocated; checked against the CPU: max relative loss difference {:.1e}",
                     s.dispatches,
                     g.dispatches.unwrap_or(0),
@@ -678,17 +900,17 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
             }
         }
         if a.profile {
-            match bench::profile(&case, &gpu) {
+            match bench::profile(&case, gpu) {
                 Ok(p) => {
                     let total = p.kernel_seconds();
-                    println!(
+                    outln!(
                         "    GPU time of one training step by kernel: {:.1} ms in the kernels, {:.1} ms from the first one's start to the last one's end ({:.1} ms between kernels: copies, the driver's work per dispatch)",
                         total * 1e3,
                         p.span * 1e3,
                         (p.span - total).max(0.0) * 1e3
                     );
                     for (name, count, secs) in p.kernels {
-                        println!(
+                        outln!(
                             "      {:<24} x{:<4} {:>9.2} ms {:>5.1}%",
                             name,
                             count,
@@ -697,7 +919,7 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
                         );
                     }
                 }
-                Err(e) => println!("    no profile: {e}"),
+                Err(e) => outln!("    no profile: {e}"),
             }
         }
         results.push(CaseResult { case, gpu: Some(g), cpu: c, check_error });
@@ -711,7 +933,7 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
         rnn_gpu::io::write_atomic(path, bench::to_json(&results, &adapter, &date).as_bytes())?;
-        println!("wrote {}", path.display());
+        outln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
 }

@@ -84,14 +84,35 @@ fn new_tensor<T: Clone>(len: usize, zero: T) -> CpuTensor<T> {
     CpuTensor { data: Arc::new(RwLock::new(vec![zero; len])), offset: 0, len }
 }
 
-#[derive(Debug, Default)]
+#[derive(Debug)]
 pub struct CpuBackend<T> {
+    /// Bytes of the buffers allocated so far, and what the machine had available at the start:
+    /// an allocation past that is refused with the figures rather than left to the OOM killer.
+    allocated: u64,
+    available: Option<u64>,
     _elem: PhantomData<T>,
+}
+
+impl<T: Real> Default for CpuBackend<T> {
+    fn default() -> Self {
+        Self::new()
+    }
 }
 
 impl<T: Real> CpuBackend<T> {
     pub fn new() -> Self {
-        CpuBackend { _elem: PhantomData }
+        CpuBackend { allocated: 0, available: crate::error::available_memory(), _elem: PhantomData }
+    }
+
+    fn reserve(&mut self, what: &str, bytes: u64) -> Result<()> {
+        let total = self.allocated.saturating_add(bytes);
+        if let Some(available) = self.available
+            && total > available
+        {
+            return Err(Error::OutOfMemory { what: what.to_string(), needed: total, available });
+        }
+        self.allocated = total;
+        Ok(())
     }
 }
 
@@ -100,11 +121,13 @@ impl<T: Real> Backend for CpuBackend<T> {
     type Buf = CpuTensor<T>;
     type IBuf = CpuTensor<u32>;
 
-    fn alloc(&mut self, _what: &str, len: usize) -> Result<Self::Buf> {
+    fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf> {
+        self.reserve(what, (len as u64).saturating_mul(std::mem::size_of::<T>() as u64))?;
         Ok(new_tensor(len, T::ZERO))
     }
 
-    fn alloc_u32(&mut self, _what: &str, len: usize) -> Result<Self::IBuf> {
+    fn alloc_u32(&mut self, what: &str, len: usize) -> Result<Self::IBuf> {
+        self.reserve(what, (len as u64).saturating_mul(4))?;
         Ok(new_tensor(len, 0))
     }
 

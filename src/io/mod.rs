@@ -19,9 +19,9 @@ use safetensors::{Dtype, SafeTensors, tensor::TensorView};
 
 use crate::error::{Error, Result};
 use crate::model::params::ParamLayout;
-use crate::model::spec::{Cell, Head, InputKind, Loss, ModelSpec, OutputMode};
-use crate::model::{Device, Model};
-use crate::rng::Rng;
+use crate::model::spec::{Cell, Head, InputKind, Loss, MAX_SIZE, ModelSpec, OutputMode};
+use crate::model::{CarriedState, Device, Model};
+use crate::train::TrainingState;
 use crate::train::optim::{Adagrad, Adam, Clip, Optimizer, Sgd};
 
 pub const FORMAT: &str = "rnn-gpu/1";
@@ -139,6 +139,35 @@ pub fn read_tensors(path: &Path) -> Result<TensorFile> {
     Ok(TensorFile { tensors, metadata })
 }
 
+/// The metadata of a safetensors file, from its header alone (the tensors are not read).
+pub fn read_metadata(path: &Path) -> Result<Metadata> {
+    use std::io::Read;
+    let mut f = std::fs::File::open(path).map_err(|e| Error::io(path, e))?;
+    let file_len = f.metadata().map_err(|e| Error::io(path, e))?.len();
+    let mut n = [0u8; 8];
+    f.read_exact(&mut n)
+        .map_err(|_| bad(path, "not a valid safetensors file: shorter than its header length"))?;
+    let n = u64::from_le_bytes(n);
+    if n > file_len - 8 || n > 100 << 20 {
+        return Err(bad(
+            path,
+            format!("not a valid safetensors file: a header of {n} bytes in a file of {file_len}"),
+        ));
+    }
+    let mut header = vec![0u8; n as usize];
+    f.read_exact(&mut header).map_err(|e| Error::io(path, e))?;
+    let json: serde_json::Value = serde_json::from_slice(&header)
+        .map_err(|e| bad(path, format!("not a valid safetensors file: its header is not JSON ({e})")))?;
+    let mut meta = Metadata::new();
+    if let Some(m) = json.get("__metadata__").and_then(|m| m.as_object()) {
+        for (k, v) in m {
+            let v = v.as_str().ok_or_else(|| bad(path, format!("metadata `{k}` is not a string")))?;
+            meta.insert(k.clone(), v.to_string());
+        }
+    }
+    Ok(meta)
+}
+
 /// Writes f32 and integer tensors with metadata, atomically.
 pub fn write_tensors(
     path: &Path,
@@ -215,9 +244,7 @@ pub(crate) fn parse<T: std::str::FromStr>(path: &Path, m: &Metadata, key: &str) 
     v.parse().map_err(|_| bad(path, format!("metadata `{key}` = {v:?} is not valid")))
 }
 
-/// Sizes in a file above this are refused before anything is allocated for them.
-const MAX_SIZE: usize = 1 << 24;
-
+/// A size from a file, refused before anything is allocated for it when absurd.
 pub(crate) fn size(path: &Path, what: &str, v: usize) -> Result<usize> {
     if v == 0 || v > MAX_SIZE {
         return Err(bad(path, format!("{what} = {v} is absurd; expected 1..={MAX_SIZE}")));
@@ -324,32 +351,51 @@ pub fn spec_from_state_dict(
     Ok(spec)
 }
 
-/// The flat parameter buffer of `layout` from named tensors; every tensor must be there, with its
-/// exact shape, as finite floats.
+/// The flat parameter buffer of `layout` from named tensors. Every tensor the layout names must be
+/// there, with its exact shape, as finite floats; and every tensor of the file must be one of
+/// them, or one `extra` accepts (a checkpoint's optimizer state), so that nothing in a file is
+/// silently ignored. All of it is checked before the buffer is allocated: its size is then
+/// bounded by what the file really holds.
 pub(crate) fn flat_params(
     path: &Path,
     layout: &ParamLayout,
     tensors: &BTreeMap<String, (Vec<usize>, TensorData)>,
     prefix: &str,
+    extra: &dyn Fn(&str) -> bool,
 ) -> Result<Vec<f32>> {
-    let mut flat = vec![0.0f32; layout.total()];
+    let file_name = |name: &str| name.replacen("rnn.", prefix, 1);
+    let mut found = Vec::with_capacity(layout.entries().len());
     for e in layout.entries() {
-        let file_name = e.name.replacen("rnn.", prefix, 1);
-        let (shape, data) = tensors
-            .get(&file_name)
-            .ok_or_else(|| bad(path, format!("missing tensor {file_name} {:?}", e.shape)))?;
+        let name = file_name(&e.name);
+        let (shape, data) =
+            tensors.get(&name).ok_or_else(|| bad(path, format!("missing tensor {name} {:?}", e.shape)))?;
         if *shape != e.shape {
             return Err(bad(
                 path,
-                format!("tensor {file_name} has shape {shape:?}; the model needs {:?}", e.shape),
+                format!("tensor {name} has shape {shape:?}; the model needs {:?}", e.shape),
             ));
         }
         let TensorData::F32(v) = data else {
-            return Err(bad(path, format!("tensor {file_name} holds integers; expected floats")));
+            return Err(bad(path, format!("tensor {name} holds integers; expected floats")));
         };
         if let Some(i) = v.iter().position(|x| !x.is_finite()) {
-            return Err(bad(path, format!("tensor {file_name} holds a non-finite value at index {i}")));
+            return Err(bad(path, format!("tensor {name} holds a non-finite value at index {i}")));
         }
+        found.push((e, v));
+    }
+    let known: std::collections::BTreeSet<String> =
+        layout.entries().iter().map(|e| file_name(&e.name)).collect();
+    if let Some(name) = tensors.keys().find(|k| !known.contains(*k) && !extra(k)) {
+        return Err(bad(
+            path,
+            format!(
+                "tensor {name} is not part of the model the file describes; the file is inconsistent \
+                 (its metadata or its tensors are wrong)"
+            ),
+        ));
+    }
+    let mut flat = vec![0.0f32; layout.total()];
+    for (e, v) in found {
         flat[e.range()].copy_from_slice(v);
     }
     Ok(flat)
@@ -365,8 +411,13 @@ pub struct ModelFile {
 }
 
 /// Reads a model file written by `save_model`, or a bare PyTorch state_dict when `cell` is given
-/// and the file has no rnn-gpu metadata.
-pub fn read_model(path: &Path, cell: Option<Cell>) -> Result<ModelFile> {
+/// and the file has no rnn-gpu metadata. Tensors beyond the model's are refused unless `extra`
+/// accepts their names.
+pub fn read_model(
+    path: &Path,
+    cell: Option<Cell>,
+    extra: &dyn Fn(&Metadata, &str) -> bool,
+) -> Result<ModelFile> {
     let file = read_tensors(path)?;
     let shapes: BTreeMap<String, Vec<usize>> =
         file.tensors.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect();
@@ -383,9 +434,9 @@ pub fn read_model(path: &Path, cell: Option<Cell>) -> Result<ModelFile> {
         return Err(bad(path, format!("not an rnn-gpu model file (metadata `format` is not {FORMAT:?})")));
     };
     let layout = ParamLayout::new(&spec);
-    let params = flat_params(path, &layout, &file.tensors, prefix)?;
-    let known: Vec<String> = layout.entries().iter().map(|e| e.name.replacen("rnn.", prefix, 1)).collect();
-    let extra = file.tensors.into_iter().filter(|(k, _)| !known.contains(k)).collect();
+    let meta = &file.metadata;
+    let params = flat_params(path, &layout, &file.tensors, prefix, &|name| extra(meta, name))?;
+    let extra = file.tensors.into_iter().filter(|(k, _)| extra(&file.metadata, k)).collect();
     Ok(ModelFile { spec, params, metadata: file.metadata, extra })
 }
 
@@ -408,7 +459,10 @@ pub fn save_model(path: &Path, model: &mut Model, extra: &Metadata) -> Result<()
 
 /// Loads a model file onto `device`.
 pub fn load_model(path: &Path, device: &Device, cell: Option<Cell>) -> Result<(Model, Metadata)> {
-    let f = read_model(path, cell)?;
+    // A checkpoint (it describes its optimizer) is a model file too; its state is not needed here.
+    let f = read_model(path, cell, &|meta, name| {
+        meta.contains_key("optimizer.name") && is_checkpoint_tensor(name)
+    })?;
     let model = Model::with_flat_params(f.spec, device, &f.params, 0)?;
     Ok((model, f.metadata))
 }
@@ -444,7 +498,7 @@ fn optimizer_metadata(opt: &Optimizer, clip: Clip, m: &mut Metadata) {
     put("clip_value", clip.value.to_string());
 }
 
-fn optimizer_from_metadata(path: &Path, m: &Metadata) -> Result<(Optimizer, Clip)> {
+pub fn optimizer_from_metadata(path: &Path, m: &Metadata) -> Result<(Optimizer, Clip)> {
     let f = |k: &str| parse::<f32>(path, m, &format!("optimizer.{k}"));
     let opt = match field(path, m, "optimizer.name")? {
         "sgd" => Optimizer::Sgd(Sgd {
@@ -468,55 +522,183 @@ fn optimizer_from_metadata(path: &Path, m: &Metadata) -> Result<(Optimizer, Clip
     Ok((opt, Clip { max_norm: f("clip_max_norm")?, value: f("clip_value")? }))
 }
 
-/// Saves everything a run needs to resume exactly: the model, the optimizer and its state, the
-/// step state, the random generator, and `progress` (the caller's own counters).
-pub fn save_checkpoint(path: &Path, model: &mut Model, progress: &Metadata) -> Result<()> {
-    let mut tensors = model_tensors(model)?;
-    let total = model.layout().total();
-    for (i, slot) in model.optimizer_state()?.into_iter().enumerate() {
-        tensors.push((format!("optimizer.state{i}"), vec![total], TensorData::F32(slot)));
-    }
-    let step = model.step_state()?;
-    tensors.push(("optimizer.step_state".into(), vec![step.len()], TensorData::F32(step)));
-    let rng = model.rng_mut().state();
-    tensors.push(("rng.state".into(), vec![4], TensorData::Int(rng.iter().map(|&w| w as i64).collect())));
-    let mut meta = spec_metadata(model.spec());
-    optimizer_metadata(&model.optimizer(), model.clip(), &mut meta);
-    meta.extend(progress.iter().map(|(k, v)| (k.clone(), v.clone())));
-    write_tensors(path, &tensors, &meta)
+/// The tensors a checkpoint holds beyond the model's.
+pub(crate) fn is_checkpoint_tensor(name: &str) -> bool {
+    matches!(
+        name,
+        "optimizer.state0"
+            | "optimizer.state1"
+            | "optimizer.step_state"
+            | "rng.state"
+            | CARRIED_H
+            | CARRIED_C
+    )
 }
 
-/// Loads a checkpoint onto `device`, ready to continue training where it stopped.
-pub fn load_checkpoint(path: &Path, device: &Device) -> Result<(Model, Metadata)> {
-    let f = read_model(path, None)?;
-    let (opt, clip) = optimizer_from_metadata(path, &f.metadata)?;
-    let mut model = Model::with_flat_params(f.spec, device, &f.params, 0)?;
-    model.set_optimizer(opt, clip)?;
-    let total = model.layout().total();
+const CARRIED_H: &str = "train.carried.h";
+const CARRIED_C: &str = "train.carried.c";
+
+/// The tensors and metadata of a training state, for a checkpoint of a model whose flat
+/// parameters have `total` elements.
+pub(crate) fn training_tensors(
+    state: &TrainingState,
+    total: usize,
+    meta: &mut Metadata,
+) -> Vec<(String, Vec<usize>, TensorData)> {
+    optimizer_metadata(&state.optimizer, state.clip, meta);
+    let mut tensors: Vec<_> = state
+        .slots
+        .iter()
+        .enumerate()
+        .map(|(i, slot)| (format!("optimizer.state{i}"), vec![total], TensorData::F32(slot.clone())))
+        .collect();
+    let step = state.step_state.clone();
+    tensors.push(("optimizer.step_state".into(), vec![step.len()], TensorData::F32(step)));
+    tensors.push((
+        "rng.state".into(),
+        vec![4],
+        TensorData::Int(state.rng.iter().map(|&w| w as i64).collect()),
+    ));
+    tensors
+}
+
+/// The training state of a checkpoint, each part checked: the optimizer's hyperparameters, one
+/// state buffer per slot it keeps and no other, the step state and the generator.
+pub(crate) fn training_state(
+    path: &Path,
+    meta: &Metadata,
+    extra: &BTreeMap<String, (Vec<usize>, TensorData)>,
+    total: usize,
+) -> Result<TrainingState> {
+    let (optimizer, clip) = optimizer_from_metadata(path, meta)?;
+    optimizer.validate().map_err(|e| bad(path, e.to_string()))?;
+    clip.validate().map_err(|e| bad(path, e.to_string()))?;
     let mut slots = Vec::new();
-    for i in 0..opt.state_slots() {
+    for i in 0..2 {
         let name = format!("optimizer.state{i}");
-        match f.extra.get(&name) {
-            Some((shape, TensorData::F32(v))) if *shape == [total] => slots.push(v.clone()),
-            Some((shape, _)) => {
+        match (extra.get(&name), i < optimizer.state_slots()) {
+            (Some((shape, TensorData::F32(v))), true) if *shape == [total] => slots.push(v.clone()),
+            (Some((shape, _)), true) => {
                 return Err(bad(
                     path,
                     format!("tensor {name} has shape {shape:?}; expected [{total}] floats"),
                 ));
             }
-            None => return Err(bad(path, format!("missing tensor {name}"))),
+            (None, true) => return Err(bad(path, format!("missing tensor {name}"))),
+            (Some(_), false) => {
+                return Err(bad(
+                    path,
+                    format!("tensor {name} is not state of the {} optimizer", optimizer.name()),
+                ));
+            }
+            (None, false) => {}
         }
     }
-    model.set_optimizer_state(&slots)?;
-    match f.extra.get("optimizer.step_state") {
-        Some((_, TensorData::F32(v))) => model.set_step_state(v).map_err(|e| bad(path, e.to_string()))?,
-        _ => return Err(bad(path, "missing tensor optimizer.step_state")),
-    }
-    match f.extra.get("rng.state") {
+    let step_state = match extra.get("optimizer.step_state") {
+        Some((shape, TensorData::F32(v))) if *shape == [crate::ops::step_state::LEN] => v.clone(),
+        _ => return Err(bad(path, "missing or malformed tensor optimizer.step_state")),
+    };
+    let rng = match extra.get("rng.state") {
         Some((shape, TensorData::Int(v))) if *shape == [4] => {
-            *model.rng_mut() = Rng::from_state([v[0] as u64, v[1] as u64, v[2] as u64, v[3] as u64]);
+            [v[0] as u64, v[1] as u64, v[2] as u64, v[3] as u64]
         }
         _ => return Err(bad(path, "missing or malformed tensor rng.state")),
+    };
+    Ok(TrainingState { optimizer, clip, slots, step_state, rng })
+}
+
+/// Saves everything a run needs to resume exactly: the model, its training state, the state
+/// carried into the next chunk (truncated BPTT), and `progress` (the caller's own counters).
+pub fn save_checkpoint(
+    path: &Path,
+    model: &mut Model,
+    carried: Option<&CarriedState>,
+    progress: &Metadata,
+) -> Result<()> {
+    let mut tensors = model_tensors(model)?;
+    let mut meta = spec_metadata(model.spec());
+    let state = model.training_state()?;
+    tensors.extend(training_tensors(&state, model.layout().total(), &mut meta));
+    if let Some(c) = carried {
+        let spec = model.spec();
+        let rows = spec.state_rows() * spec.hidden;
+        let shape = vec![spec.state_rows(), c.h.len() / rows.max(1), spec.hidden];
+        tensors.push((CARRIED_H.into(), shape.clone(), TensorData::F32(c.h.clone())));
+        if let Some(cs) = &c.c {
+            tensors.push((CARRIED_C.into(), shape, TensorData::F32(cs.clone())));
+        }
     }
-    Ok((model, f.metadata))
+    meta.extend(progress.iter().map(|(k, v)| (k.clone(), v.clone())));
+    write_tensors(path, &tensors, &meta)
+}
+
+/// A checkpoint as loaded: the model ready to continue, its metadata, and the state to carry into
+/// the next chunk when the run was between evaluations.
+pub struct Checkpoint {
+    pub model: Model,
+    pub metadata: Metadata,
+    pub carried: Option<CarriedState>,
+}
+
+/// Loads a checkpoint onto `device`, ready to continue training where it stopped.
+pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
+    let f = read_model(path, None, &|_, name| is_checkpoint_tensor(name))?;
+    let total = ParamLayout::new(&f.spec).total();
+    let state = training_state(path, &f.metadata, &f.extra, total)?;
+    let mut model = Model::with_flat_params(f.spec, device, &f.params, 0)?;
+    model.set_training_state(&state).map_err(|e| bad(path, e.to_string()))?;
+    let carried = carried_from(path, model.spec(), &f.extra)?;
+    Ok(Checkpoint { model, metadata: f.metadata, carried })
+}
+
+/// The carried state of a checkpoint, checked against the model: `[L*D, B, H]` finite floats,
+/// with a cell state exactly when the cell has one.
+fn carried_from(
+    path: &Path,
+    spec: &ModelSpec,
+    extra: &BTreeMap<String, (Vec<usize>, TensorData)>,
+) -> Result<Option<CarriedState>> {
+    let floats = |name: &str| -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        match extra.get(name) {
+            None => Ok(None),
+            Some((shape, TensorData::F32(v))) => {
+                if let [rows, b, h] = shape[..]
+                    && rows == spec.state_rows()
+                    && h == spec.hidden
+                    && b > 0
+                {
+                    if let Some(i) = v.iter().position(|x| !x.is_finite()) {
+                        return Err(bad(
+                            path,
+                            format!("tensor {name} holds a non-finite value at index {i}"),
+                        ));
+                    }
+                    return Ok(Some((shape.clone(), v.clone())));
+                }
+                Err(bad(
+                    path,
+                    format!(
+                        "tensor {name} has shape {shape:?}; expected [{}, B, {}]",
+                        spec.state_rows(),
+                        spec.hidden
+                    ),
+                ))
+            }
+            Some(_) => Err(bad(path, format!("tensor {name} holds integers; expected floats"))),
+        }
+    };
+    let (h, c) = (floats(CARRIED_H)?, floats(CARRIED_C)?);
+    match (h, c, spec.cell.has_cell_state()) {
+        (None, None, _) => Ok(None),
+        (Some((_, h)), None, false) => Ok(Some(CarriedState { h, c: None })),
+        (Some((hs, h)), Some((cs, c)), true) if hs == cs => Ok(Some(CarriedState { h, c: Some(c) })),
+        _ => Err(bad(
+            path,
+            format!(
+                "tensors {CARRIED_H} and {CARRIED_C} do not fit a {}: {}",
+                spec.cell.name(),
+                if spec.cell.has_cell_state() { "both, of one shape" } else { "the hidden state only" }
+            ),
+        )),
+    }
 }

@@ -399,6 +399,12 @@ impl<B: Backend> Exec<B> {
         })
     }
 
+    /// The initial-state buffers `Start::Continue` reads for batch size `batch`, if a run of that
+    /// batch size has made them.
+    pub fn carried_buffers(&self, batch: usize) -> Option<(B::Buf, Option<B::Buf>)> {
+        self.workspaces.iter().find(|((_, b), _)| *b == batch).map(|(_, w)| (w.h0.clone(), w.c0.clone()))
+    }
+
     pub fn workspace_of(&self, batch: &Batch) -> Result<&Workspace<B>> {
         self.workspaces
             .get(&(batch.steps, batch.batch))

@@ -49,6 +49,9 @@ pub fn sample(logits: &[f32], s: &Sampling, rng: &mut Rng) -> usize {
     order[order.len() - 1]
 }
 
+/// The most tokens one `generate` call draws.
+pub const MAX_GENERATE: usize = 1 << 24;
+
 impl Model {
     /// Feeds `prime` (token ids), then draws `len` tokens one at a time, each fed back as the next
     /// input. Needs token input and a many-to-many head over the same vocabulary. Reproducible
@@ -65,6 +68,9 @@ impl Model {
         };
         if prime.is_empty() {
             return Err(Error::invalid("generate", "the prime must hold at least one token"));
+        }
+        if len > MAX_GENERATE {
+            return Err(Error::range("generate", "length", len, format!("at most {MAX_GENERATE} tokens")));
         }
         if !(sampling.temperature >= 0.0 && sampling.temperature.is_finite()) {
             return Err(Error::range(

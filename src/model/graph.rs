@@ -16,6 +16,9 @@ use crate::cpu::kernels::index_lists;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::align_up;
 use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
+use crate::real::Real;
+use crate::rng::Rng;
+use crate::train::TrainingState;
 use crate::train::optim::{Clip, Optimizer};
 
 /// What a model keeps on its device for its whole life: parameters, their gradients, the
@@ -37,6 +40,41 @@ impl<B: Backend> Net<B> {
             opt: Vec::new(),
             step_state: be.alloc("step state", step_state::LEN)?,
         })
+    }
+
+    /// The training state of a model trained with `optimizer`, `clip` and `rng`: its optimizer
+    /// buffers and step state read back in f32, for a checkpoint.
+    pub fn training_state(
+        &self,
+        be: &mut B,
+        optimizer: Optimizer,
+        clip: Clip,
+        rng: &Rng,
+    ) -> Result<TrainingState> {
+        let mut read =
+            |b: &B::Buf| -> Result<Vec<f32>> { Ok(be.read(b)?.into_iter().map(|v| v.to_f32()).collect()) };
+        let slots = self.opt.iter().map(&mut read).collect::<Result<_>>()?;
+        Ok(TrainingState { optimizer, clip, slots, step_state: read(&self.step_state)?, rng: rng.state() })
+    }
+
+    /// Restores the buffers of a training state (after `reset_optimizer` for its optimizer).
+    pub fn write_training(&self, be: &mut B, slots: &[Vec<f32>], step: &[f32]) -> Result<()> {
+        const OP: &str = "training state";
+        if slots.len() != self.opt.len() {
+            return Err(Error::shape(OP, "optimizer state buffers", &[slots.len()], &[self.opt.len()]));
+        }
+        for (buf, data) in self.opt.iter().zip(slots) {
+            if data.len() != B::len(buf) {
+                return Err(Error::shape(OP, "optimizer state", &[data.len()], &[B::len(buf)]));
+            }
+            crate::error::check_finite(OP, "optimizer state", data)?;
+            be.write(buf, &data.iter().map(|&v| B::Elem::from_f32(v)).collect::<Vec<_>>())?;
+        }
+        if step.len() != step_state::LEN {
+            return Err(Error::shape(OP, "step state", &[step.len()], &[step_state::LEN]));
+        }
+        crate::error::check_finite(OP, "step state", step)?;
+        be.write(&self.step_state, &step.iter().map(|&v| B::Elem::from_f32(v)).collect::<Vec<_>>())
     }
 
     /// Allocates (zeroed) optimizer state for `opt`, replacing any.

@@ -95,6 +95,38 @@ pub struct Forward {
     pub logits: Option<Vec<f32>>,
 }
 
+/// Refuses, before anything is allocated, a model whose parameters, gradients and optimizer
+/// moments (four copies; on the GPU only the host copies of the parameters, two) cannot fit in
+/// the memory this machine has available.
+pub(crate) fn check_host_memory(what: &str, params: u64, device: &Device) -> Result<()> {
+    let copies = match device {
+        Device::Cpu => 4,
+        Device::Gpu(_) => 2,
+    };
+    let needed = params.saturating_mul(4 * copies);
+    match crate::error::available_memory() {
+        Some(available) if needed > available => {
+            Err(Error::OutOfMemory { what: format!("{what} of {params} parameters"), needed, available })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// The recurrent state one run leaves for the next (`Start::Continue`): truncated BPTT's carried
+/// state, saved in checkpoints so that a resumed run continues exactly. `[L*D, B, H]` each.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CarriedState {
+    pub h: Vec<f32>,
+    pub c: Option<Vec<f32>>,
+}
+
+impl CarriedState {
+    /// The same state as a `Start` for the next run.
+    pub fn start(&self) -> Start<'_> {
+        Start::Given { h0: &self.h, c0: self.c.as_deref() }
+    }
+}
+
 /// Gradients from `Model::gradients`.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Gradients {
@@ -123,6 +155,7 @@ impl Model {
     /// A new model initialised like PyTorch's from `seed`.
     pub fn new(spec: ModelSpec, device: &Device, seed: u64) -> Result<Model> {
         spec.validate()?;
+        check_host_memory(&format!("a {}", spec.cell.name()), spec.param_count(), device)?;
         let layout = ParamLayout::new(&spec);
         let params = layout.init(seed);
         Self::with_flat_params(spec, device, &params, seed)
@@ -197,20 +230,8 @@ impl Model {
     /// Sets the optimizer and clipping used by `train_step`. The optimizer state is reset when
     /// the kind of optimizer changes; a new learning rate alone keeps it.
     pub fn set_optimizer(&mut self, optimizer: Optimizer, clip: Clip) -> Result<()> {
-        if clip.max_norm < 0.0 || clip.value < 0.0 || !clip.max_norm.is_finite() || !clip.value.is_finite() {
-            return Err(Error::invalid(
-                "set_optimizer",
-                format!("clipping thresholds must be finite and >= 0, got {clip:?}"),
-            ));
-        }
-        if !(optimizer.lr() > 0.0 && optimizer.lr().is_finite()) {
-            return Err(Error::range(
-                "set_optimizer",
-                "learning rate",
-                optimizer.lr(),
-                "a finite number > 0",
-            ));
-        }
+        clip.validate()?;
+        optimizer.validate()?;
         let slots = with_exec!(&self.engine, e => e.net.opt.len());
         if std::mem::discriminant(&optimizer) != std::mem::discriminant(&self.optimizer)
             || optimizer.state_slots() != slots
@@ -372,53 +393,29 @@ impl Model {
         })
     }
 
-    /// The optimizer state buffers (momentum, sums, moments), flat like the parameters.
-    pub fn optimizer_state(&mut self) -> Result<Vec<Vec<f32>>> {
+    /// The optimizer, its state, the step state and the random generator: with the parameters,
+    /// everything a training run needs to continue exactly.
+    pub fn training_state(&mut self) -> Result<crate::train::TrainingState> {
+        let (optimizer, clip, rng) = (self.optimizer, self.clip, &self.rng);
+        with_exec!(&mut self.engine, e => e.net.training_state(&mut e.be, optimizer, clip, rng))
+    }
+
+    /// Restores what `training_state` returned.
+    pub fn set_training_state(&mut self, state: &crate::train::TrainingState) -> Result<()> {
+        self.set_optimizer(state.optimizer, state.clip)?;
+        with_exec!(&mut self.engine, e => e.net.write_training(&mut e.be, &state.slots, &state.step_state))?;
+        self.skipped_seen = state.step_state[crate::ops::step_state::SKIPPED] as u32;
+        self.rng = Rng::from_state(state.rng);
+        Ok(())
+    }
+
+    /// The state a `Start::Continue` run of batch size `batch` would start from: the final state
+    /// of the last run of that batch size (none before the first).
+    pub fn carried_state(&mut self, batch: usize) -> Result<Option<CarriedState>> {
         with_exec!(&mut self.engine, e => {
-            let slots = e.net.opt.clone();
-            slots.iter().map(|s| e.read(s)).collect()
+            let Some((h, c)) = e.carried_buffers(batch) else { return Ok(None) };
+            Ok(Some(CarriedState { h: e.read(&h)?, c: c.map(|c| e.read(&c)).transpose()? }))
         })
-    }
-
-    /// Restores optimizer state saved by `optimizer_state` (after `set_optimizer`).
-    pub fn set_optimizer_state(&mut self, state: &[Vec<f32>]) -> Result<()> {
-        let total = self.layout.total();
-        with_exec!(&mut self.engine, e => {
-            if state.len() != e.net.opt.len() {
-                return Err(Error::shape("set_optimizer_state", "state buffers", &[state.len()], &[e.net.opt.len()]));
-            }
-            for (slot, data) in e.net.opt.clone().iter().zip(state) {
-                if data.len() != total {
-                    return Err(Error::shape("set_optimizer_state", "state buffer", &[data.len()], &[total]));
-                }
-                crate::error::check_finite("set_optimizer_state", "state", data)?;
-                e.write(slot, data)?;
-            }
-            Ok(())
-        })
-    }
-
-    /// The raw step state (`ops::step_state`): step count, last loss and gradient norm.
-    pub fn step_state(&mut self) -> Result<Vec<f32>> {
-        with_exec!(&mut self.engine, e => { let s = e.net.step_state.clone(); e.read(&s) })
-    }
-
-    pub fn set_step_state(&mut self, state: &[f32]) -> Result<()> {
-        if state.len() != crate::ops::step_state::LEN {
-            return Err(Error::shape(
-                "set_step_state",
-                "step state",
-                &[state.len()],
-                &[crate::ops::step_state::LEN],
-            ));
-        }
-        self.skipped_seen = state[crate::ops::step_state::SKIPPED] as u32;
-        with_exec!(&mut self.engine, e => { let s = e.net.step_state.clone(); e.write(&s, state) })
-    }
-
-    /// The seeded generator of dropout masks and sampling; its state goes into checkpoints.
-    pub fn rng_mut(&mut self) -> &mut Rng {
-        &mut self.rng
     }
 
     /// The recorded GPU program of `kind` ("train", "forward", ...) for this batch shape, once a

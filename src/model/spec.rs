@@ -66,6 +66,21 @@ pub struct ModelSpec {
     pub head: Option<Head>,
 }
 
+/// The largest hidden, input, vocabulary, head or condition size.
+pub const MAX_SIZE: usize = 1 << 24;
+/// The deepest stack.
+pub const MAX_LAYERS: usize = 1024;
+/// The most elements of one weight, and of all parameters: both inside u32 indexing on the GPU.
+const MAX_TENSOR: u64 = 1 << 31;
+const MAX_PARAMS: u64 = 1 << 31;
+
+fn check_at_most(op: &'static str, what: &str, v: usize, max: usize) -> Result<()> {
+    if v > max {
+        return Err(Error::range(op, what, v, format!("at most {max}")));
+    }
+    Ok(())
+}
+
 impl ModelSpec {
     /// A one-layer, one-direction model without head; adjust the fields from there.
     pub fn new(cell: Cell, input: InputKind, hidden: usize) -> ModelSpec {
@@ -110,6 +125,29 @@ impl ModelSpec {
         self.layers * self.directions()
     }
 
+    /// Parameters of the model (the recurrent stack, its learned or conditioned initial state,
+    /// and the head), counted in u64 so that an absurd spec cannot overflow the count.
+    pub fn param_count(&self) -> u64 {
+        let (g, h, d) = (self.cell.gates() as u64, self.hidden as u64, self.directions() as u64);
+        let mut n = 0u64;
+        for k in 0..self.layers.min(MAX_LAYERS + 1) {
+            let input = self.layer_input(k) as u64;
+            n = n.saturating_add(d.saturating_mul(g * h * (input + h) + 2 * g * h));
+        }
+        let states = if self.cell.has_cell_state() { 2 } else { 1 };
+        let rows = self.state_rows() as u64;
+        if self.learn_initial_state {
+            n = n.saturating_add(states * rows * h);
+        }
+        if let Some(c) = self.condition {
+            n = n.saturating_add(states * rows * h * (c as u64 + 1));
+        }
+        if let Some(head) = self.head {
+            n = n.saturating_add(head.outputs as u64 * (self.output_size() as u64 + 1));
+        }
+        n
+    }
+
     pub fn validate(&self) -> Result<()> {
         const OP: &str = "ModelSpec";
         check_nonzero(OP, "hidden", self.hidden)?;
@@ -130,10 +168,30 @@ impl ModelSpec {
                 ));
             }
         }
-        // Keep every size comfortably inside u32 indexing on the GPU.
-        let biggest = self.cell.gates() * self.hidden * self.input.size().max(self.output_size());
-        if biggest > (1usize << 31) {
-            return Err(Error::range(OP, "a weight's element count", biggest, "below 2^31"));
+        // Bound each size before any product of them, so that no product can overflow, and the
+        // whole model to what u32 indexing on the GPU (and any real machine) can hold.
+        check_at_most(OP, "hidden", self.hidden, MAX_SIZE)?;
+        check_at_most(OP, "input size", self.input.size(), MAX_SIZE)?;
+        check_at_most(OP, "layers", self.layers, MAX_LAYERS)?;
+        if let Some(h) = self.head {
+            check_at_most(OP, "head outputs", h.outputs, MAX_SIZE)?;
+        }
+        if let Some(c) = self.condition {
+            check_at_most(OP, "condition size", c, MAX_SIZE)?;
+        }
+        let biggest =
+            self.cell.gates() as u64 * self.hidden as u64 * self.input.size().max(self.output_size()) as u64;
+        if biggest > MAX_TENSOR {
+            return Err(Error::range(
+                OP,
+                "a weight's element count",
+                biggest,
+                format!("at most {MAX_TENSOR}"),
+            ));
+        }
+        let params = self.param_count();
+        if params > MAX_PARAMS {
+            return Err(Error::range(OP, "the parameter count", params, format!("at most {MAX_PARAMS}")));
         }
         Ok(())
     }

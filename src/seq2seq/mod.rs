@@ -34,6 +34,24 @@ use crate::rng::Rng;
 use crate::train::optim::{Clip, Optimizer};
 use graph::{S2sGraph, S2sWs};
 
+/// The longest output of one decoding, in tokens: a model that never emits EOS stops there.
+pub const MAX_DECODE: usize = 1 << 16;
+/// The widest beam.
+pub const MAX_BEAM: usize = 1 << 10;
+
+/// Refuses a beam width (1: greedy) or an output length that decoding cannot honour.
+pub fn check_decoding(width: usize, max_len: usize) -> Result<()> {
+    check_nonzero("beam", "width", width)?;
+    if width > MAX_BEAM {
+        return Err(Error::range("beam", "width", width, format!("at most {MAX_BEAM}")));
+    }
+    check_nonzero("decode", "max_len", max_len)?;
+    if max_len > MAX_DECODE {
+        return Err(Error::range("decode", "max_len", max_len, format!("at most {MAX_DECODE} tokens")));
+    }
+    Ok(())
+}
+
 #[derive(Clone, Debug, PartialEq)]
 pub struct Seq2SeqSpec {
     pub cell: Cell,
@@ -93,6 +111,9 @@ impl Seq2SeqSpec {
         self.decoder().validate()?;
         check_nonzero(OP, "source vocabulary", self.src_vocab)?;
         check_nonzero(OP, "target vocabulary", self.tgt_vocab)?;
+        if self.bos == self.eos {
+            return Err(Error::invalid(OP, format!("bos and eos are both {}; they must differ", self.bos)));
+        }
         for (what, id) in [("bos", self.bos), ("eos", self.eos)] {
             if id as usize >= self.tgt_vocab {
                 return Err(Error::range(
@@ -498,7 +519,9 @@ fn log_softmax(row: &[f32]) -> Vec<f32> {
 impl Seq2Seq {
     pub fn new(spec: Seq2SeqSpec, device: &Device, seed: u64) -> Result<Seq2Seq> {
         spec.validate()?;
-        let params = spec.layout().init(seed);
+        let layout = spec.layout();
+        crate::model::check_host_memory("an encoder-decoder", layout.count() as u64, device)?;
+        let params = layout.init(seed);
         Self::with_flat_params(spec, device, &params, seed)
     }
 
@@ -535,20 +558,8 @@ impl Seq2Seq {
     }
 
     pub fn set_optimizer(&mut self, optimizer: Optimizer, clip: Clip) -> Result<()> {
-        if !(optimizer.lr() > 0.0 && optimizer.lr().is_finite()) {
-            return Err(Error::range(
-                "set_optimizer",
-                "learning rate",
-                optimizer.lr(),
-                "a finite number > 0",
-            ));
-        }
-        if clip.max_norm < 0.0 || clip.value < 0.0 {
-            return Err(Error::invalid(
-                "set_optimizer",
-                format!("clipping thresholds must be >= 0, got {clip:?}"),
-            ));
-        }
+        optimizer.validate()?;
+        clip.validate()?;
         let layout = &self.layout;
         with_exec!(&mut self.engine, e => e.net.reset_optimizer(&mut e.be, layout, &optimizer))?;
         self.optimizer = optimizer;
@@ -610,6 +621,7 @@ impl Seq2Seq {
     /// Greedy decoding: the most likely token at each step, until EOS or `max_len` tokens (EOS
     /// not included in the result).
     pub fn greedy(&mut self, sources: &[Vec<u32>], max_len: usize) -> Result<Vec<Vec<u32>>> {
+        check_decoding(1, max_len)?;
         let (spec, layout) = (&self.spec, &self.layout);
         let v = spec.tgt_vocab;
         with_exec!(&mut self.engine, e => {
@@ -639,7 +651,7 @@ impl Seq2Seq {
     /// Beam search of `width` hypotheses per source, scored by log-probability divided by length
     /// (EOS counted); stops when `width` hypotheses have ended or at `max_len`. Width 1 is greedy.
     pub fn beam(&mut self, sources: &[Vec<u32>], width: usize, max_len: usize) -> Result<Vec<Vec<u32>>> {
-        check_nonzero("beam", "width", width)?;
+        check_decoding(width, max_len)?;
         let (spec, layout) = (&self.spec, &self.layout);
         let (v, k, b) = (spec.tgt_vocab, width, sources.len());
         let rows = b * k;
@@ -711,26 +723,74 @@ impl Seq2Seq {
         })
     }
 
-    /// Saves the model with its description and `extra` metadata (vocabularies).
-    pub fn save(&mut self, path: &std::path::Path, extra: &Metadata) -> Result<()> {
+    fn param_tensors(&mut self) -> Result<Vec<(String, Vec<usize>, io::TensorData)>> {
         let flat = self.flat_params()?;
-        let tensors: Vec<_> = self
+        Ok(self
             .layout
             .entries()
             .iter()
             .map(|e| (e.name.clone(), e.shape.clone(), io::TensorData::F32(flat[e.range()].to_vec())))
-            .collect();
+            .collect())
+    }
+
+    /// Saves the model with its description and `extra` metadata (vocabularies).
+    pub fn save(&mut self, path: &std::path::Path, extra: &Metadata) -> Result<()> {
+        let tensors = self.param_tensors()?;
         let mut meta = self.spec.metadata();
         meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
         io::write_tensors(path, &tensors, &meta)
     }
 
-    /// Loads a model saved by `save`.
+    /// Loads a model saved by `save` (or a checkpoint, whose training state it leaves).
     pub fn load(path: &std::path::Path, device: &Device) -> Result<(Seq2Seq, Metadata)> {
+        let (model, meta, _) = Self::read(path, device)?;
+        Ok((model, meta))
+    }
+
+    fn read(
+        path: &std::path::Path,
+        device: &Device,
+    ) -> Result<(Seq2Seq, Metadata, std::collections::BTreeMap<String, (Vec<usize>, io::TensorData)>)> {
         let file = io::read_tensors(path)?;
         let spec = Seq2SeqSpec::from_metadata(path, &file.metadata)?;
         let layout = spec.layout();
-        let params = io::flat_params(path, &layout, &file.tensors, "rnn.")?;
-        Ok((Seq2Seq::with_flat_params(spec, device, &params, 0)?, file.metadata))
+        let checkpoint = file.metadata.contains_key("optimizer.name");
+        let extra = |name: &str| checkpoint && io::is_checkpoint_tensor(name);
+        let params = io::flat_params(path, &layout, &file.tensors, "rnn.", &extra)?;
+        let model = Seq2Seq::with_flat_params(spec, device, &params, 0)?;
+        let rest = file.tensors.into_iter().filter(|(k, _)| extra(k)).collect();
+        Ok((model, file.metadata, rest))
+    }
+
+    /// The optimizer, its state, the step state and the random generator (see `Model`).
+    pub fn training_state(&mut self) -> Result<crate::train::TrainingState> {
+        let (optimizer, clip, rng) = (self.optimizer, self.clip, &self.rng);
+        with_exec!(&mut self.engine, e => e.net.training_state(&mut e.be, optimizer, clip, rng))
+    }
+
+    pub fn set_training_state(&mut self, state: &crate::train::TrainingState) -> Result<()> {
+        self.set_optimizer(state.optimizer, state.clip)?;
+        with_exec!(&mut self.engine, e => e.net.write_training(&mut e.be, &state.slots, &state.step_state))?;
+        self.skipped_seen = state.step_state[crate::ops::step_state::SKIPPED] as u32;
+        self.rng = Rng::from_state(state.rng);
+        Ok(())
+    }
+
+    /// Saves the model with its training state and `extra` metadata, to resume exactly.
+    pub fn save_checkpoint(&mut self, path: &std::path::Path, extra: &Metadata) -> Result<()> {
+        let mut tensors = self.param_tensors()?;
+        let mut meta = self.spec.metadata();
+        let state = self.training_state()?;
+        tensors.extend(io::training_tensors(&state, self.layout.total(), &mut meta));
+        meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
+        io::write_tensors(path, &tensors, &meta)
+    }
+
+    /// Loads a checkpoint saved by `save_checkpoint`, ready to continue training.
+    pub fn load_checkpoint(path: &std::path::Path, device: &Device) -> Result<(Seq2Seq, Metadata)> {
+        let (mut model, meta, extra) = Self::read(path, device)?;
+        let state = io::training_state(path, &meta, &extra, model.layout.total())?;
+        model.set_training_state(&state).map_err(|e| Error::file(path, e.to_string()))?;
+        Ok((model, meta))
     }
 }

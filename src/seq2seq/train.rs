@@ -4,11 +4,12 @@
 //! the best model saved with its vocabularies.
 
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use super::{Seq2Seq, Seq2SeqSpec};
 use crate::data::{PairVocab, read_pairs};
-use crate::error::{Error, Result};
+use crate::error::{Error, Result, check_nonzero};
 use crate::io::Metadata;
 use crate::model::Device;
 use crate::model::spec::Cell;
@@ -31,6 +32,18 @@ pub struct PairTrainConfig {
     pub clip: f32,
     pub eval_every: usize,
     pub seed: u64,
+    /// Continue from out/checkpoint.safetensors.
+    pub resume: bool,
+}
+
+/// How a run ended.
+#[derive(Clone, Debug, PartialEq)]
+pub struct PairSummary {
+    pub step: usize,
+    /// The best held-out exact-match accuracy (none before the first evaluation).
+    pub best: Option<f64>,
+    pub best_model: PathBuf,
+    pub interrupted: bool,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -53,11 +66,28 @@ pub fn vocab_metadata(v: &PairVocab) -> Metadata {
     m
 }
 
-pub fn vocab_from_metadata(path: &Path, m: &Metadata) -> Result<PairVocab> {
-    match (m.get(SRC_VOCAB), m.get(TGT_VOCAB)) {
-        (Some(s), Some(t)) => Ok(PairVocab::from_strings(s, t)),
-        _ => Err(Error::file(path, "no character vocabularies in the metadata")),
+/// The vocabularies of a model file, checked against its model: sizes, no character twice, and
+/// BOS and EOS just past the target characters.
+pub fn vocab_from_metadata(path: &Path, m: &Metadata, spec: &Seq2SeqSpec) -> Result<PairVocab> {
+    let (Some(s), Some(t)) = (m.get(SRC_VOCAB), m.get(TGT_VOCAB)) else {
+        return Err(Error::file(path, "no character vocabularies in the metadata"));
+    };
+    let vocab = PairVocab {
+        src: crate::data::checked_vocab(path, "source", s, spec.src_vocab)?,
+        tgt: crate::data::checked_vocab(path, "target", t, spec.tgt_vocab.saturating_sub(2))?,
+    };
+    if (vocab.bos(), vocab.eos()) != (spec.bos, spec.eos) {
+        return Err(Error::file(
+            path,
+            format!(
+                "bos = {} and eos = {} do not follow the {} target characters",
+                spec.bos,
+                spec.eos,
+                vocab.tgt.len()
+            ),
+        ));
     }
+    Ok(vocab)
 }
 
 /// Exact-match accuracy of greedy decoding on `pairs` (in batches of 64).
@@ -76,15 +106,53 @@ pub fn accuracy(
     Ok(correct as f64 / pairs.len().max(1) as f64)
 }
 
-/// Trains as `cfg` says; returns the best held-out accuracy and the path of the best model.
+fn check(cfg: &PairTrainConfig) -> Result<()> {
+    const OP: &str = "seq2seq train";
+    for (what, v) in [
+        ("embed", cfg.embed),
+        ("hidden", cfg.hidden),
+        ("layers", cfg.layers),
+        ("batch", cfg.batch),
+        ("steps", cfg.steps),
+        ("eval_every", cfg.eval_every),
+    ] {
+        check_nonzero(OP, what, v)?;
+    }
+    if cfg.batch > MAX_BATCH {
+        return Err(Error::range(OP, "batch", cfg.batch, format!("at most {MAX_BATCH} pairs")));
+    }
+    Optimizer::adam(cfg.lr).validate()?;
+    Clip { max_norm: cfg.clip, value: 0.0 }.validate()
+}
+
+/// The most pairs in one training batch.
+pub const MAX_BATCH: usize = 1 << 16;
+
+const CHECKPOINT: &str = "checkpoint.safetensors";
+const BEST: &str = "seq2seq.safetensors";
+
+/// Trains (or resumes) as `cfg` says. Every `eval_every` steps the held-out accuracy is measured,
+/// the best model saved and a checkpoint written; a raised `stop` (Ctrl-C) saves a checkpoint and
+/// returns.
 pub fn train_pairs(
     cfg: &PairTrainConfig,
     device: &Device,
+    stop: &AtomicBool,
     on_progress: &mut dyn FnMut(&PairProgress),
-) -> Result<(f64, PathBuf)> {
+) -> Result<PairSummary> {
+    check(cfg)?;
+    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let (checkpoint_path, best_path) = (cfg.out.join(CHECKPOINT), cfg.out.join(BEST));
+    let resumed = if cfg.resume { Some(Seq2Seq::load_checkpoint(&checkpoint_path, device)?) } else { None };
+    let num = |meta: &Metadata, key: &str| -> Result<u64> { crate::io::parse(&checkpoint_path, meta, key) };
+    // The held-out split comes from the seed; a resumed run takes the checkpoint's.
+    let seed = match &resumed {
+        Some((_, meta)) => num(meta, "train.seed")?,
+        None => cfg.seed,
+    };
     let all = read_pairs(&cfg.pairs)?;
     let vocab = PairVocab::from_pairs(&all);
-    let mut rng = Rng::seed_from_u64(cfg.seed);
+    let mut rng = Rng::seed_from_u64(seed);
     let mut order: Vec<usize> = (0..all.len()).collect();
     for i in (1..order.len()).rev() {
         order.swap(i, rng.below(i + 1));
@@ -97,45 +165,93 @@ pub fn train_pairs(
     }
     let train_ids = vocab.encode_pairs(&train)?;
     let max_len = all.iter().map(|p| p.1.chars().count()).max().unwrap_or(1) + 2;
-    let spec = Seq2SeqSpec {
-        cell: cfg.cell,
-        src_vocab: vocab.src_size(),
-        tgt_vocab: vocab.tgt_size(),
-        embed: cfg.embed,
-        enc_hidden: cfg.hidden,
-        enc_layers: cfg.layers,
-        bidirectional: cfg.bidirectional,
-        dec_hidden: cfg.hidden,
-        dec_layers: cfg.layers,
-        attention: cfg.attention,
-        dropout: 0.0,
-        bos: vocab.bos(),
-        eos: vocab.eos(),
+    let (mut model, mut step, mut best) = match resumed {
+        Some((model, meta)) => {
+            if vocab_from_metadata(&checkpoint_path, &meta, model.spec())? != vocab {
+                return Err(Error::file(
+                    &checkpoint_path,
+                    "the checkpoint was trained on other pairs' vocabularies",
+                ));
+            }
+            let words: Vec<u64> = crate::io::field(&checkpoint_path, &meta, "train.rng")?
+                .split(',')
+                .map(|w| {
+                    w.parse()
+                        .map_err(|_| Error::file(&checkpoint_path, "metadata `train.rng` is not 4 numbers"))
+                })
+                .collect::<Result<_>>()?;
+            let [a, b, c, d] = words[..] else {
+                return Err(Error::file(&checkpoint_path, "metadata `train.rng` is not 4 numbers"));
+            };
+            rng = Rng::from_state([a, b, c, d]);
+            let best: f64 = crate::io::parse(&checkpoint_path, &meta, "train.best")?;
+            if !(best == -1.0 || (0.0..=1.0).contains(&best)) {
+                return Err(Error::file(
+                    &checkpoint_path,
+                    format!("metadata `train.best` = {best} is not an accuracy"),
+                ));
+            }
+            let step = usize::try_from(num(&meta, "train.step")?).unwrap_or(usize::MAX);
+            (model, step, (best >= 0.0).then_some(best))
+        }
+        None => {
+            let spec = Seq2SeqSpec {
+                cell: cfg.cell,
+                src_vocab: vocab.src_size(),
+                tgt_vocab: vocab.tgt_size(),
+                embed: cfg.embed,
+                enc_hidden: cfg.hidden,
+                enc_layers: cfg.layers,
+                bidirectional: cfg.bidirectional,
+                dec_hidden: cfg.hidden,
+                dec_layers: cfg.layers,
+                attention: cfg.attention,
+                dropout: 0.0,
+                bos: vocab.bos(),
+                eos: vocab.eos(),
+            };
+            let mut model = Seq2Seq::new(spec, device, cfg.seed)?;
+            model.set_optimizer(Optimizer::adam(cfg.lr), Clip { max_norm: cfg.clip, value: 0.0 })?;
+            (model, 0, None)
+        }
     };
-    let mut model = Seq2Seq::new(spec, device, cfg.seed)?;
-    model.set_optimizer(Optimizer::adam(cfg.lr), Clip { max_norm: cfg.clip, value: 0.0 })?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
-    let best_path = cfg.out.join("seq2seq.safetensors");
-    let mut best = -1.0;
+    let progress = |step: usize, best: Option<f64>, rng: &Rng| -> Metadata {
+        let mut m = vocab_metadata(&vocab);
+        m.insert("train.step".into(), step.to_string());
+        m.insert("train.seed".into(), seed.to_string());
+        m.insert("train.best".into(), best.unwrap_or(-1.0).to_string());
+        m.insert("train.rng".into(), rng.state().map(|w| w.to_string()).join(","));
+        m
+    };
     let start = Instant::now();
-    for step in 1..=cfg.steps {
+    let mut interrupted = false;
+    while step < cfg.steps {
+        if stop.load(Ordering::Relaxed) {
+            interrupted = true;
+            break;
+        }
         let batch: Vec<(Vec<u32>, Vec<u32>)> =
             (0..cfg.batch).map(|_| train_ids[rng.below(train_ids.len())].clone()).collect();
         model.train_step(&batch)?;
-        let eval = step % cfg.eval_every.max(1) == 0 || step == cfg.steps;
+        step += 1;
+        let eval = step % cfg.eval_every == 0 || step == cfg.steps;
         if step % 50 == 0 || eval {
             let loss = model.stats()?.loss;
             let mut p = PairProgress { step, loss, accuracy: None, elapsed: start.elapsed().as_secs_f64() };
             if eval {
                 let acc = accuracy(&mut model, &vocab, &valid, max_len)?;
-                if acc > best {
-                    best = acc;
+                if best.is_none_or(|b| acc > b) {
+                    best = Some(acc);
                     model.save(&best_path, &vocab_metadata(&vocab))?;
                 }
+                model.save_checkpoint(&checkpoint_path, &progress(step, best, &rng))?;
                 p.accuracy = Some(acc);
             }
             on_progress(&p);
         }
     }
-    Ok((best, best_path))
+    if interrupted || step % cfg.eval_every != 0 {
+        model.save_checkpoint(&checkpoint_path, &progress(step, best, &rng))?;
+    }
+    Ok(PairSummary { step, best, best_model: best_path, interrupted })
 }

@@ -84,6 +84,47 @@ impl Optimizer {
         }
     }
 
+    /// Refuses hyperparameters outside their meaningful range (a corrupt checkpoint, a typo),
+    /// naming the one at fault.
+    pub fn validate(&self) -> crate::Result<()> {
+        use crate::error::Error;
+        const OP: &str = "optimizer";
+        let positive = |what: &str, v: f32| {
+            if v > 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::range(OP, what, v, "a finite number > 0"))
+            }
+        };
+        let fraction = |what: &str, v: f32| {
+            if (0.0..1.0).contains(&v) { Ok(()) } else { Err(Error::range(OP, what, v, "in [0, 1)")) }
+        };
+        let decay = |v: f32| {
+            if v >= 0.0 && v.is_finite() {
+                Ok(())
+            } else {
+                Err(Error::range(OP, "weight_decay", v, "a finite number >= 0"))
+            }
+        };
+        positive("learning rate", self.lr())?;
+        match *self {
+            Optimizer::Sgd(o) => {
+                fraction("momentum", o.momentum)?;
+                decay(o.weight_decay)
+            }
+            Optimizer::Adagrad(o) => {
+                positive("eps", o.eps)?;
+                decay(o.weight_decay)
+            }
+            Optimizer::Adam(o) => {
+                fraction("beta1", o.beta1)?;
+                fraction("beta2", o.beta2)?;
+                positive("eps", o.eps)?;
+                decay(o.weight_decay)
+            }
+        }
+    }
+
     /// Parses a CLI name with a learning rate.
     pub fn from_name(name: &str, lr: f32) -> Option<Optimizer> {
         match name {
@@ -103,4 +144,21 @@ pub struct Clip {
     pub max_norm: f32,
     /// Clamp each gradient element to [-value, value] (0: off).
     pub value: f32,
+}
+
+impl Clip {
+    /// Thresholds must be finite and >= 0 (0 turns one off).
+    pub fn validate(&self) -> crate::Result<()> {
+        for (what, v) in [("clip max_norm", self.max_norm), ("clip value", self.value)] {
+            if !(v >= 0.0 && v.is_finite()) {
+                return Err(crate::error::Error::range(
+                    "optimizer",
+                    what,
+                    v,
+                    "a finite number >= 0 (0: off)",
+                ));
+            }
+        }
+        Ok(())
+    }
 }

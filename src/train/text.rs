@@ -121,6 +121,16 @@ fn read_curve(out: &Path) -> Vec<Row> {
         .collect()
 }
 
+/// What the checkpoint in `out` decides when a run resumes from it: the model and the optimizer,
+/// read from its header alone.
+pub fn checkpoint_settings(out: &Path) -> Result<(ModelSpec, Optimizer, Clip)> {
+    let path = checkpoint_path(out);
+    let meta = io::read_metadata(&path)?;
+    let spec = io::spec_from_metadata(&path, &meta)?;
+    let (optimizer, clip) = io::optimizer_from_metadata(&path, &meta)?;
+    Ok((spec, optimizer, clip))
+}
+
 /// The mean loss over validation chunks, the state carried along the streams.
 pub fn validation_loss(model: &mut Model, chunks: &[Batch]) -> Result<f32> {
     let mut total = 0.0;
@@ -138,9 +148,13 @@ fn check(cfg: &TextTrainConfig) -> Result<()> {
         ("seq_len", cfg.seq_len),
         ("batch", cfg.batch),
         ("eval_every", cfg.eval_every),
+        ("steps", cfg.steps),
     ] {
         check_nonzero(OP, what, v)?;
     }
+    // The model's sizes first, before the text is read: one character stands for the vocabulary.
+    ModelSpec { dropout: cfg.dropout, ..ModelSpec::char_model(cfg.cell, 1, cfg.hidden, cfg.layers) }
+        .validate()?;
     if !(cfg.valid_fraction > 0.0 && cfg.valid_fraction < 1.0) {
         return Err(Error::range(OP, "valid_fraction", cfg.valid_fraction, "in (0, 1)"));
     }
@@ -185,27 +199,37 @@ pub fn train_text(
     std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
     let vocab: String = corpus.vocab.iter().collect();
 
-    let (mut model, mut step, mut best_val, mut rows, elapsed0) = if cfg.resume {
+    let (mut model, mut step, mut best_val, mut rows, elapsed0, mut carried) = if cfg.resume {
         let path = checkpoint_path(&cfg.out);
-        let (model, meta) = io::load_checkpoint(&path, device)?;
+        let ck = io::load_checkpoint(&path, device)?;
+        let meta = &ck.metadata;
         if meta.get("vocab") != Some(&vocab) {
             return Err(Error::file(
                 &path,
                 "the checkpoint was trained on another vocabulary than this text's",
             ));
         }
-        let num = |k: &str| {
-            meta.get(k)
-                .and_then(|v| v.parse::<f64>().ok())
-                .ok_or_else(|| Error::file(&path, format!("metadata lacks {k}")))
-        };
-        (
-            model,
-            num("train.step")? as usize,
-            num("train.best_val")? as f32,
-            read_curve(&cfg.out),
-            num("train.elapsed")?,
-        )
+        let step: u64 = io::parse(&path, meta, "train.step")?;
+        let best: f32 = io::parse(&path, meta, "train.best_val")?;
+        // Infinite until the first evaluation; a validation loss is never negative or NaN.
+        if !(best >= 0.0) {
+            return Err(Error::file(
+                &path,
+                format!("metadata `train.best_val` = {best} is not a validation loss"),
+            ));
+        }
+        let elapsed: f64 = io::parse(&path, meta, "train.elapsed")?;
+        if !(elapsed >= 0.0 && elapsed.is_finite()) {
+            return Err(Error::file(
+                &path,
+                format!("metadata `train.elapsed` = {elapsed} is not a duration"),
+            ));
+        }
+        // The carried state continues the streams only for the same number of them.
+        let carried = ck
+            .carried
+            .filter(|c| c.h.len() == ck.model.spec().state_rows() * cfg.batch * ck.model.spec().hidden);
+        (ck.model, usize::try_from(step).unwrap_or(usize::MAX), best, read_curve(&cfg.out), elapsed, carried)
     } else {
         let spec = ModelSpec {
             dropout: cfg.dropout,
@@ -213,7 +237,7 @@ pub fn train_text(
         };
         let mut model = Model::new(spec, device, cfg.seed)?;
         model.set_optimizer(cfg.optimizer, cfg.clip)?;
-        (model, 0, f32::INFINITY, Vec::new(), 0.0)
+        (model, 0, f32::INFINITY, Vec::new(), 0.0, None)
     };
 
     let progress_meta = |step: usize, best: f32, elapsed: f64| -> Metadata {
@@ -228,7 +252,7 @@ pub fn train_text(
     let start = Instant::now();
     let tokens_per_step = (cfg.seq_len * cfg.batch) as f64;
     let mut window = (Instant::now(), 0usize);
-    let mut fresh = true;
+    let mut fresh = carried.is_none();
     let mut interrupted = false;
     while step < cfg.steps {
         if stop.load(Ordering::Relaxed) {
@@ -236,7 +260,12 @@ pub fn train_text(
             break;
         }
         let pos = step % chunks.len();
-        let begin = if pos == 0 || fresh { Start::Fresh } else { Start::Continue };
+        let resumed = carried.take();
+        let begin = match &resumed {
+            _ if pos == 0 || fresh => Start::Fresh,
+            Some(state) => state.start(),
+            None => Start::Continue,
+        };
         fresh = false;
         model.train_step(&chunks[pos], begin)?;
         step += 1;
@@ -274,9 +303,11 @@ pub fn train_text(
                     model.set_lr(model.optimizer().lr() * cfg.lr_decay)?;
                 }
                 write_curve(&cfg.out, &rows)?;
+                // Right after an evaluation the streams restart: no state to carry.
                 io::save_checkpoint(
                     &checkpoint_path(&cfg.out),
                     &mut model,
+                    None,
                     &progress_meta(step, best_val, elapsed),
                 )?;
                 let prime = corpus.ids[..1].to_vec();
@@ -295,7 +326,14 @@ pub fn train_text(
     }
     let elapsed = elapsed0 + start.elapsed().as_secs_f64();
     if interrupted || step % cfg.eval_every != 0 {
-        io::save_checkpoint(&checkpoint_path(&cfg.out), &mut model, &progress_meta(step, best_val, elapsed))?;
+        // Between evaluations the next chunk continues the streams: save their state.
+        let carried = if fresh { None } else { model.carried_state(cfg.batch)? };
+        io::save_checkpoint(
+            &checkpoint_path(&cfg.out),
+            &mut model,
+            carried.as_ref(),
+            &progress_meta(step, best_val, elapsed),
+        )?;
     }
     Ok(Summary { step, best_val, elapsed, interrupted, best_model: best_path(&cfg.out) })
 }
