@@ -325,3 +325,55 @@ fn model_files_round_trip_and_refuse_other_kinds() {
     let e = Seq2Seq::load(&p2, &Device::Cpu).err().unwrap().to_string();
     assert!(e.contains("not a sequence-to-sequence model"), "{e}");
 }
+
+/// Training on pairs stopped between evaluations (as Ctrl-C does) and resumed from its
+/// checkpoint ends with the same weights and the same best model as a run never stopped.
+#[test]
+fn pair_training_stopped_and_resumed_matches_an_unbroken_run() {
+    use rnn_gpu::seq2seq::train::{PairTrainConfig, train_pairs};
+    use std::sync::atomic::{AtomicBool, Ordering};
+    let dir = common::test_dir("pair-resume");
+    let pairs = dir.join("pairs.tsv");
+    let words = ["abc", "ba", "cab", "bca", "aab", "ccb", "acb", "bb", "ca", "abcab"];
+    let text: String = (0..10)
+        .flat_map(|_| words.iter().map(|w| format!("{w}\t{}\n", w.chars().rev().collect::<String>())))
+        .collect();
+    std::fs::write(&pairs, text).unwrap();
+    let config = |out: &str, resume: bool| PairTrainConfig {
+        pairs: pairs.clone(),
+        out: dir.join(out),
+        cell: Cell::Lstm,
+        embed: 4,
+        hidden: 8,
+        layers: 1,
+        bidirectional: true,
+        attention: true,
+        batch: 8,
+        steps: 120,
+        lr: 0.01,
+        clip: 1.0,
+        eval_every: 40,
+        seed: 3,
+        resume,
+    };
+    let never = AtomicBool::new(false);
+    let straight = train_pairs(&config("straight", false), &Device::Cpu, &never, &mut |_| {}).unwrap();
+    assert_eq!((straight.step, straight.interrupted), (120, false));
+
+    // Stop at the report of step 50, between the evaluations of steps 40 and 80.
+    let stop = AtomicBool::new(false);
+    let first = train_pairs(&config("stopped", false), &Device::Cpu, &stop, &mut |p| {
+        if p.step == 50 {
+            stop.store(true, Ordering::Relaxed);
+        }
+    })
+    .unwrap();
+    assert_eq!((first.step, first.interrupted), (50, true));
+    let resumed = train_pairs(&config("stopped", true), &Device::Cpu, &never, &mut |_| {}).unwrap();
+    assert_eq!((resumed.step, resumed.best), (120, straight.best));
+    for file in ["checkpoint.safetensors", "seq2seq.safetensors"] {
+        let a = rnn_gpu::io::read_tensors(&dir.join("straight").join(file)).unwrap();
+        let b = rnn_gpu::io::read_tensors(&dir.join("stopped").join(file)).unwrap();
+        assert_eq!(a.tensors, b.tensors, "{file}");
+    }
+}

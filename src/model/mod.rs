@@ -155,7 +155,7 @@ impl Model {
     /// A new model initialised like PyTorch's from `seed`.
     pub fn new(spec: ModelSpec, device: &Device, seed: u64) -> Result<Model> {
         spec.validate()?;
-        check_host_memory(&format!("a {}", spec.cell.name()), spec.param_count(), device)?;
+        check_host_memory(&format!("the {} model", spec.cell.name()), spec.param_count(), device)?;
         let layout = ParamLayout::new(&spec);
         let params = layout.init(seed);
         Self::with_flat_params(spec, device, &params, seed)

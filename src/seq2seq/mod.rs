@@ -520,7 +520,7 @@ impl Seq2Seq {
     pub fn new(spec: Seq2SeqSpec, device: &Device, seed: u64) -> Result<Seq2Seq> {
         spec.validate()?;
         let layout = spec.layout();
-        crate::model::check_host_memory("an encoder-decoder", layout.count() as u64, device)?;
+        crate::model::check_host_memory("the encoder-decoder", layout.count() as u64, device)?;
         let params = layout.init(seed);
         Self::with_flat_params(spec, device, &params, seed)
     }
