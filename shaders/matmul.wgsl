@@ -365,7 +365,9 @@ fn matmul_shared(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation
     let block_row = wg.y * 64u;
     let block_col = wg.x * 64u;
     var acc: array<vec4<f32>, 4>;
-    for (var k0 = 0u; k0 < p.k; k0 += BK) {
+    // The bound read from the uniform itself, not its private copy: the barriers in the loop
+    // need control flow the WGSL uniformity analysis (Tint) can prove uniform.
+    for (var k0 = 0u; k0 < params.k; k0 += BK) {
         // Each thread stages 4 elements of each tile, walking the stored layout's contiguous
         // dimension across neighbouring threads.
         for (var q = 0u; q < 4u; q++) {

@@ -142,14 +142,10 @@ pub fn validation_loss(model: &mut Model, chunks: &[Batch]) -> Result<f32> {
 
 fn check(cfg: &TextTrainConfig) -> Result<()> {
     const OP: &str = "train";
-    for (what, v) in [
-        ("hidden", cfg.hidden),
-        ("layers", cfg.layers),
-        ("seq_len", cfg.seq_len),
-        ("batch", cfg.batch),
-        ("eval_every", cfg.eval_every),
-        ("steps", cfg.steps),
-    ] {
+    // hidden and layers: checked with the model's sizes below.
+    for (what, v) in
+        [("seq_len", cfg.seq_len), ("batch", cfg.batch), ("eval_every", cfg.eval_every), ("steps", cfg.steps)]
+    {
         check_nonzero(OP, what, v)?;
     }
     // The model's sizes first, before the text is read: one character stands for the vocabulary.
