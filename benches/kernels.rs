@@ -6,10 +6,10 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rnn_gpu::cpu::kernels as cpu;
 use rnn_gpu::gpu::kernels as gk;
 use rnn_gpu::gpu::{GpuContext, GpuTensor, Program};
 use rnn_gpu::ops::{Attention, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
+use rnn_gpu::reference::kernels as cpu;
 use rnn_gpu::rng::Rng;
 use rnn_gpu::train::optim::Adam;
 

@@ -1,14 +1,14 @@
-//! Matmul throughput, GPU (each variant) and CPU reference in the same run, at square sizes and
+//! Matmul throughput, GPU (each variant), the native CPU device and the reference in the same run, at square sizes and
 //! at the skinny shapes of a recurrence (B x H times H x 4H). Criterion's "elem/s" are FLOP/s
 //! (2·m·n·k per product). `RNN_GPU_BENCH_QUICK=1` shrinks the sizes for a smoke run.
 
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
-use rnn_gpu::cpu::kernels as cpu;
 use rnn_gpu::gpu::kernels as gk;
 use rnn_gpu::gpu::{GpuContext, Program, SharedRows};
 use rnn_gpu::ops::Matmul;
+use rnn_gpu::reference::kernels as cpu;
 use rnn_gpu::rng::Rng;
 use rnn_gpu::verify;
 
@@ -71,7 +71,10 @@ fn bench(c: &mut Criterion) {
             });
         }
         let mut cbuf = vec![0.0f32; p.m * p.n];
-        group.bench_function(BenchmarkId::new("cpu", &name), |bencher| {
+        group.bench_function(BenchmarkId::new("native", &name), |bencher| {
+            bencher.iter(|| rnn_gpu::native::kernels::matmul(&mut cbuf, &a, &b, p))
+        });
+        group.bench_function(BenchmarkId::new("reference", &name), |bencher| {
             bencher.iter(|| cpu::matmul(&mut cbuf, &a, &b, p))
         });
     }

@@ -1,6 +1,8 @@
-//! The standard cases of DESIGN.md, GPU path and CPU path in the same run: one training step
-//! (forward + BPTT + SGD update) and the forward pass alone. Criterion's "elem/s" are tokens
-//! (T*B per step) per second. `RNN_GPU_BENCH_QUICK=1` shrinks the cases for a smoke run.
+//! The standard cases of DESIGN.md on every device in the same run (the GPU when there is an
+//! adapter, the native CPU device, and the reference with `RNN_GPU_BENCH_REFERENCE=1`): one
+//! training step (forward + BPTT + SGD update) and the forward pass alone. Criterion's "elem/s"
+//! are tokens (T*B per step) per second. `RNN_GPU_BENCH_QUICK=1` shrinks the cases for a smoke
+//! run.
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rnn_gpu::rng::Rng;
@@ -27,12 +29,18 @@ fn batch(rng: &mut Rng, steps: usize, b: usize) -> Batch {
 }
 
 fn bench(c: &mut Criterion) {
-    if std::env::var("RNN_GPU_NO_GPU_TESTS").as_deref() == Ok("1") {
-        eprintln!("benchmark skipped: RNN_GPU_NO_GPU_TESTS=1");
-        return;
+    let mut devices = Vec::new();
+    match Device::gpu() {
+        Ok(gpu) => devices.push(gpu),
+        Err(e) => eprintln!("no GPU rows: {e}"),
     }
-    let gpu = Device::gpu().expect("a GPU adapter (apt-get install mesa-vulkan-drivers)");
-    eprintln!("adapter: {}", gpu.describe());
+    devices.push(Device::Cpu);
+    if std::env::var("RNN_GPU_BENCH_REFERENCE").as_deref() == Ok("1") {
+        devices.push(Device::Reference);
+    }
+    for d in &devices {
+        eprintln!("{}: {}", d.name(), d.describe());
+    }
     for (cell, h, b, t) in cases() {
         let name = format!("{}_H{h}_B{b}_T{t}", cell.name());
         let mut group = c.benchmark_group(format!("train_step/{name}"));
@@ -40,8 +48,9 @@ fn bench(c: &mut Criterion) {
         group.throughput(Throughput::Elements((t * b) as u64));
         let mut rng = Rng::seed_from_u64(1);
         let data = batch(&mut rng, t, b);
-        for (dev_name, device) in [("gpu", gpu.clone()), ("cpu", Device::Cpu)] {
-            let mut m = Model::new(ModelSpec::char_model(cell, VOCAB, h, 1), &device, 1).unwrap();
+        for device in &devices {
+            let dev_name = device.name();
+            let mut m = Model::new(ModelSpec::char_model(cell, VOCAB, h, 1), device, 1).unwrap();
             m.set_optimizer(Optimizer::sgd(0.01, 0.0), Clip::default()).unwrap();
             group.bench_function(BenchmarkId::new("train", dev_name), |bench| {
                 bench.iter(|| m.train_step_stats(&data, Start::Fresh).unwrap())

@@ -1,4 +1,4 @@
-//! `rnn-gpu bench`: DESIGN.md's standard cases, GPU and CPU path in the same run, each checked
+//! `rnn-gpu bench`: DESIGN.md's standard cases on every device in the same run, each checked
 //! against the CPU reference before it is timed.
 //!
 //! A case is a character model (token input, vocabulary 65, one layer) of H units, batches of B
@@ -99,7 +99,12 @@ impl Timing {
 /// A case on one device.
 #[derive(Clone, Debug, PartialEq)]
 pub struct DeviceResult {
+    /// The device's name (`cpu`, `gpu`, `reference`) and its description.
+    pub name: &'static str,
     pub device: String,
+    /// The largest relative difference from the reference's losses over the check steps (none
+    /// for the reference itself).
+    pub check_error: Option<f64>,
     pub train: Timing,
     pub forward: Timing,
     /// GPU only: what one training step does after warm-up, the loss not read back.
@@ -113,10 +118,7 @@ pub struct DeviceResult {
 #[derive(Clone, Debug, PartialEq)]
 pub struct CaseResult {
     pub case: Case,
-    pub gpu: Option<DeviceResult>,
-    pub cpu: Option<DeviceResult>,
-    /// The largest relative difference between the GPU's and the CPU's losses over the check steps.
-    pub check_error: f64,
+    pub devices: Vec<DeviceResult>,
 }
 
 fn median(mut v: Vec<f64>) -> f64 {
@@ -130,29 +132,54 @@ fn model(case: &Case, device: &Device) -> Result<Model> {
     Ok(m)
 }
 
-/// Three training steps from the same initial weights on the GPU and the CPU: the losses must
-/// agree (relative 1e-3) before anything is timed. Returns the largest relative difference.
-pub fn check(case: &Case, gpu: &Device) -> Result<f64> {
+/// Steps of the check: the case's cell, width and batch, over at most this many time steps, so
+/// that the reference's side stays short at the largest case.
+pub const CHECK_STEPS: usize = 16;
+
+/// Three training steps from the same initial weights on `device` and on the reference, at the
+/// case's cell, width and batch over at most `CHECK_STEPS` steps: the losses must agree (relative
+/// 1e-3) before anything is timed. Returns the largest relative difference.
+pub fn check(case: &Case, device: &Device) -> Result<f64> {
+    let case = Case { steps: case.steps.min(CHECK_STEPS), ..*case };
     let data = case.data();
-    let mut g = model(case, gpu)?;
-    let mut c = model(case, &Device::Cpu)?;
+    let mut d = model(&case, device)?;
+    let mut r = model(&case, &Device::Reference)?;
     let mut worst = 0.0f64;
     for step in 0..3 {
-        let lg = g.train_step_stats(&data, Start::Fresh)?.loss as f64;
-        let lc = c.train_step_stats(&data, Start::Fresh)?.loss as f64;
-        let rel = (lg - lc).abs() / lc.abs().max(1e-6);
+        let ld = d.train_step_stats(&data, Start::Fresh)?.loss as f64;
+        let lr = r.train_step_stats(&data, Start::Fresh)?.loss as f64;
+        let rel = (ld - lr).abs() / lr.abs().max(1e-6);
         if rel > 1e-3 {
             return Err(Error::invalid(
                 "bench",
                 format!(
-                    "{}: refusing to time a wrong result: step {step} loss on the GPU {lg}, on the CPU {lc}",
-                    case.name()
+                    "{}: refusing to time a wrong result: step {step} loss on {} {ld}, on the reference {lr}",
+                    case.name(),
+                    device.name()
                 ),
             ));
         }
         worst = worst.max(rel);
     }
     Ok(worst)
+}
+
+/// The native device's rate on one large product (`n`x`n`x`n`, f32), in GFLOP/s: the
+/// machine's limit, measured in the same run as the cases. The median of five.
+pub fn gemm_rate(n: usize) -> Result<f64> {
+    crate::native::threads()?;
+    let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect();
+    let mut c = vec![0f32; n * n];
+    let p = crate::ops::Matmul::new(n, n, n);
+    crate::native::kernels::matmul(&mut c, &a, &a, p);
+    let times: Vec<f64> = (0..5)
+        .map(|_| {
+            let t = Instant::now();
+            crate::native::kernels::matmul(&mut c, &a, &a, p);
+            t.elapsed().as_secs_f64()
+        })
+        .collect();
+    Ok(p.flops() / median(times) / 1e9)
 }
 
 /// Times `case` on `device`: `warmup` then `runs` of each.
@@ -187,7 +214,9 @@ pub fn time(case: &Case, device: &Device, warmup: usize, runs: usize) -> Result<
     }
     let program = m.program(&data, "train");
     Ok(DeviceResult {
+        name: device.name(),
         device: device.describe(),
+        check_error: None,
         train: Timing::new(median(train), case.tokens(), case.train_flops()),
         forward: Timing::new(median(forward), case.tokens(), case.forward_flops()),
         per_step,
@@ -243,7 +272,7 @@ pub fn profile(case: &Case, gpu: &Device) -> Result<StepProfile> {
 }
 
 /// JSON of the results (hand-written: the schema is small and fixed).
-pub fn to_json(results: &[CaseResult], adapter: &str, date: &str) -> String {
+pub fn to_json(results: &[CaseResult], gemm_gflops: f64, date: &str) -> String {
     let timing = |t: &Timing| {
         format!(
             "{{\"ms\": {:.3}, \"tokens_per_sec\": {:.1}, \"gflops\": {:.3}}}",
@@ -252,11 +281,12 @@ pub fn to_json(results: &[CaseResult], adapter: &str, date: &str) -> String {
             t.gflops
         )
     };
-    let device = |d: &Option<DeviceResult>| match d {
-        None => "null".to_string(),
-        Some(d) => format!(
-            "{{\"device\": {:?}, \"train\": {}, \"forward\": {}, \"dispatches_per_step\": {}, \"texture_copies_per_step\": {}, \"texture_copy_bytes_per_step\": {}, \"submits_per_step\": {}, \"host_waits_per_step\": {}, \"bytes_allocated_per_step\": {}}}",
+    let device = |d: &DeviceResult| {
+        format!(
+            "{{\"name\": {:?}, \"device\": {:?}, \"check_max_rel_error\": {}, \"train\": {}, \"forward\": {}, \"dispatches_per_step\": {}, \"texture_copies_per_step\": {}, \"texture_copy_bytes_per_step\": {}, \"submits_per_step\": {}, \"host_waits_per_step\": {}, \"bytes_allocated_per_step\": {}}}",
+            d.name,
             d.device,
+            d.check_error.map_or("null".into(), |e| format!("{e:.3e}")),
             timing(&d.train),
             timing(&d.forward),
             d.dispatches.map_or("null".into(), |v| v.to_string()),
@@ -265,13 +295,13 @@ pub fn to_json(results: &[CaseResult], adapter: &str, date: &str) -> String {
             d.per_step.map_or("null".into(), |c| c.submits.to_string()),
             d.per_step.map_or("null".into(), |c| c.host_waits.to_string()),
             d.per_step.map_or("null".into(), |c| c.bytes_allocated.to_string()),
-        ),
+        )
     };
     let cases: Vec<String> = results
         .iter()
         .map(|r| {
             format!(
-                "    {{\"case\": {:?}, \"cell\": {:?}, \"hidden\": {}, \"batch\": {}, \"steps\": {}, \"vocab\": {VOCAB}, \"train_flops\": {:.0}, \"forward_flops\": {:.0}, \"check_max_rel_error\": {:.3e}, \"gpu\": {}, \"cpu\": {}}}",
+                "    {{\"case\": {:?}, \"cell\": {:?}, \"hidden\": {}, \"batch\": {}, \"steps\": {}, \"vocab\": {VOCAB}, \"train_flops\": {:.0}, \"forward_flops\": {:.0}, \"devices\": [{}]}}",
                 r.case.name(),
                 r.case.cell.name(),
                 r.case.hidden,
@@ -279,14 +309,12 @@ pub fn to_json(results: &[CaseResult], adapter: &str, date: &str) -> String {
                 r.case.steps,
                 r.case.train_flops(),
                 r.case.forward_flops(),
-                r.check_error,
-                device(&r.gpu),
-                device(&r.cpu)
+                r.devices.iter().map(device).collect::<Vec<_>>().join(", ")
             )
         })
         .collect();
     format!(
-        "{{\n  \"date\": {date:?},\n  \"adapter\": {adapter:?},\n  \"cases\": [\n{}\n  ]\n}}\n",
+        "{{\n  \"date\": {date:?},\n  \"native_gemm_2048_gflops\": {gemm_gflops:.1},\n  \"cases\": [\n{}\n  ]\n}}\n",
         cases.join(",\n")
     )
 }

@@ -2,14 +2,16 @@
 
 pub mod backend;
 pub mod bench;
-pub mod cpu;
 pub mod data;
 pub mod error;
 pub mod gpu;
+pub mod host;
 pub mod io;
 pub mod model;
+pub mod native;
 pub mod ops;
 pub mod real;
+pub mod reference;
 pub mod rng;
 pub mod seq2seq;
 pub mod train;

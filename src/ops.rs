@@ -1,4 +1,4 @@
-//! Descriptors shared by each GPU launcher (`gpu::kernels`) and its CPU twin (`cpu::kernels`):
+//! Descriptors shared by each GPU launcher (`gpu::kernels`) and its CPU twin (`reference::kernels`):
 //! one op name, one argument order, two implementations.
 
 /// `C = op(A)·op(B)` (or `C += ...` when `accumulate`), op(A) `[m, k]`, op(B) `[k, n]`, all

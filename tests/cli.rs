@@ -409,18 +409,35 @@ fn absurd_counts_are_refused_and_a_closed_pipe_ends_quietly() {
     assert!(res.stderr.is_empty(), "{}", String::from_utf8_lossy(&res.stderr));
 }
 
-/// `info`, `verify` and `bench` run on the CPU device too.
+/// `info`, `verify` and `bench` run on both CPU devices too; a bad thread count is an error.
 #[test]
-fn info_verify_and_bench_take_the_cpu_device() {
+fn info_verify_and_bench_take_the_cpu_devices() {
     let info = run(bin().args(["info", "--device", "cpu"]));
-    assert!(info.contains("CPU reference"), "{info}");
-    let verify = run(bin().args(["verify", "--device", "cpu"]));
+    assert!(info.contains("native CPU") && info.contains("CPU reference"), "{info}");
+    let verify = run(bin().args(["verify", "--device", "reference"]));
     assert!(verify.contains("6 checks, 6 passed, 0 failed"), "{verify}");
     assert!(verify.contains("finite differences"), "{verify}");
-    let bench =
-        run(bin()
-            .args(["bench", "--device", "cpu", "--quick", "--runs", "1", "--warmup", "0", "--only", "lstm"]));
+    let verify = run(bin().args(["verify", "--device", "cpu"]));
+    assert!(verify.contains("passed, 0 failed") && verify.contains("lstm_step_backward.dg"), "{verify}");
+    let bench = run(bin().args([
+        "bench",
+        "--device",
+        "cpu",
+        "--reference",
+        "--quick",
+        "--runs",
+        "1",
+        "--warmup",
+        "0",
+        "--only",
+        "lstm",
+    ]));
     assert!(bench.lines().any(|l| l.contains("cpu") && l.contains("lstm")), "{bench}");
+    assert!(bench.lines().any(|l| l.contains("reference")), "{bench}");
+    assert!(bench.lines().any(|l| l.contains("cpu/reference") && l.contains('x')), "{bench}");
+    let bad = bin().args(["verify", "--device", "cpu"]).env("RNN_GPU_THREADS", "0").output().unwrap();
+    let err = String::from_utf8_lossy(&bad.stderr);
+    assert!(!bad.status.success() && err.contains("RNN_GPU_THREADS=\"0\" is not a thread count"), "{err}");
 }
 
 /// `forward` checks every tensor it is given by name, shape and type, and refuses the ones it

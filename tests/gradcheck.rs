@@ -3,9 +3,9 @@
 //! every cell, head and loss, with dropout. Central differences against backpropagation through
 //! time (see `assert_close` for the tolerance).
 
-use rnn_gpu::cpu::CpuBackend;
 use rnn_gpu::model::exec::Exec;
 use rnn_gpu::model::params::ParamLayout;
+use rnn_gpu::reference::ReferenceBackend;
 use rnn_gpu::rng::Rng;
 use rnn_gpu::{Batch, Cell, Head, InputKind, Loss, ModelSpec, OutputMode, Start};
 
@@ -42,7 +42,7 @@ fn batch_for(spec: &ModelSpec, rng: &mut Rng) -> Batch {
     }
 }
 
-fn loss(exec: &mut Exec<CpuBackend<f64>>, case: &Case, layout: &ParamLayout, start: Start<'_>) -> f64 {
+fn loss(exec: &mut Exec<ReferenceBackend<f64>>, case: &Case, layout: &ParamLayout, start: Start<'_>) -> f64 {
     exec.evaluate(&case.spec, layout, &case.batch, start, case.dropout_seed).unwrap();
     exec.be_read_state_loss()
 }
@@ -51,7 +51,7 @@ trait ReadLoss {
     fn be_read_state_loss(&mut self) -> f64;
 }
 
-impl ReadLoss for Exec<CpuBackend<f64>> {
+impl ReadLoss for Exec<ReferenceBackend<f64>> {
     fn be_read_state_loss(&mut self) -> f64 {
         use rnn_gpu::backend::Backend;
         let s = self.net.step_state.clone();
@@ -75,7 +75,7 @@ fn check(case: Case) {
     let spec = &case.spec;
     let layout = ParamLayout::new(spec);
     let init: Vec<f64> = layout.init(7).iter().map(|&v| v as f64).collect();
-    let mut exec = Exec::new(CpuBackend::<f64>::new(), &layout, &init).unwrap();
+    let mut exec = Exec::new(ReferenceBackend::<f64>::new(), &layout, &init).unwrap();
     let (h0, c0) = match &case.h0 {
         Some((h, c)) => (Some(h.clone()), c.clone()),
         None => (None, None),

@@ -15,8 +15,8 @@ use rnn_gpu::{
 
 fn devices() -> Vec<Device> {
     match gpu() {
-        Some(ctx) => vec![Device::Cpu, Device::Gpu(ctx)],
-        None => vec![Device::Cpu],
+        Some(ctx) => vec![Device::Cpu, Device::Reference, Device::Gpu(ctx)],
+        None => vec![Device::Cpu, Device::Reference],
     }
 }
 

@@ -104,9 +104,9 @@ fn a_non_finite_step_leaves_parameters_and_state_untouched() {
     let mut param = vec![0.5f32; 4];
     let mut state = vec![0.0f32; rnn_gpu::ops::step_state::LEN];
     state[rnn_gpu::ops::step_state::LOSS] = f32::NAN;
-    rnn_gpu::cpu::kernels::finalize_step(&mut state, 1.0);
+    rnn_gpu::reference::kernels::finalize_step(&mut state, 1.0);
     let o = rnn_gpu::train::optim::Sgd { lr: 1.0, momentum: 0.0, nesterov: false, weight_decay: 0.0 };
-    rnn_gpu::cpu::kernels::sgd(&mut param, &[1.0; 4], None, &state, o);
+    rnn_gpu::reference::kernels::sgd(&mut param, &[1.0; 4], None, &state, o);
     assert_eq!(param, vec![0.5; 4]);
     assert_eq!(state[rnn_gpu::ops::step_state::SKIPPED], 1.0);
 }
@@ -114,9 +114,9 @@ fn a_non_finite_step_leaves_parameters_and_state_untouched() {
 /// A clamp maps NaN to a bound; clipping by value must leave non-finite gradients for the guard.
 #[test]
 fn clipping_by_value_keeps_non_finite_gradients_for_the_guard() {
-    use rnn_gpu::cpu::kernels as cpu;
     use rnn_gpu::gpu::{Program, kernels as gk};
     use rnn_gpu::ops::{Reduce, step_state};
+    use rnn_gpu::reference::kernels as cpu;
     let grad = [1.0f32, f32::NAN, -5.0, f32::INFINITY, 0.003];
     let sumsq = Reduce { index: step_state::GRAD_SUMSQ, square: true, accumulate: false };
 

@@ -1,6 +1,7 @@
-//! Whole models, GPU against the CPU reference: losses over several training steps with each
-//! optimizer, then every gradient, for every cell, stacked and bidirectional, with padded
-//! sequences, dropout, token and dense inputs, both heads and both losses.
+//! Whole models, the native CPU device and the GPU against the plain-loop reference: losses over
+//! several training steps with each optimizer, then every gradient, for every cell, stacked and
+//! bidirectional, with padded sequences, dropout, token and dense inputs, both heads and both
+//! losses.
 
 mod common;
 
@@ -31,37 +32,68 @@ fn batch_for(spec: &ModelSpec, steps: usize, batch: usize, rng: &mut Rng) -> Bat
 }
 
 /// f32 on both sides, summed in different orders: relative 1e-3 of the tensor's scale.
-fn assert_tensor(what: &str, gpu: &[f32], cpu: &[f32]) {
-    assert_eq!(gpu.len(), cpu.len(), "{what}: lengths");
-    let scale = cpu.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
-    for (i, (&g, &c)) in gpu.iter().zip(cpu).enumerate() {
+fn assert_tensor(what: &str, got: &[f32], want: &[f32]) {
+    assert_eq!(got.len(), want.len(), "{what}: lengths");
+    let scale = want.iter().fold(0.0f32, |m, v| m.max(v.abs())).max(1e-6);
+    for (i, (&g, &c)) in got.iter().zip(want).enumerate() {
         let allowed = 1e-3 * scale + 1e-3 * c.abs();
         assert!(
             (g - c).abs() <= allowed,
-            "{what}[{i}]: gpu {g} cpu {c} |diff| {} > {allowed} (scale {scale})",
+            "{what}[{i}]: device {g} reference {c} |diff| {} > {allowed} (scale {scale})",
             (g - c).abs()
         );
     }
 }
 
+/// The devices checked against the reference: the native CPU device, and the GPU.
+fn devices() -> Vec<Device> {
+    let mut d = vec![Device::Cpu];
+    d.extend(gpu().map(Device::Gpu));
+    d
+}
+
 fn compare(spec: ModelSpec, steps: usize, batch: usize, optimizer: Optimizer, clip: Clip) {
-    let Some(ctx) = gpu() else { return };
+    for device in devices() {
+        compare_on(&device, spec.clone(), steps, batch, optimizer, clip);
+    }
+}
+
+fn compare_on(
+    device: &Device,
+    spec: ModelSpec,
+    steps: usize,
+    batch: usize,
+    optimizer: Optimizer,
+    clip: Clip,
+) {
     let mut rng = Rng::seed_from_u64(3);
     let batches: Vec<Batch> = (0..5).map(|_| batch_for(&spec, steps, batch, &mut rng)).collect();
-    let mut on_gpu = Model::new(spec.clone(), &Device::Gpu(ctx), 5).unwrap();
-    let mut on_cpu = Model::new(spec.clone(), &Device::Cpu, 5).unwrap();
+    let mut on_gpu = Model::new(spec.clone(), device, 5).unwrap();
+    let mut on_cpu = Model::new(spec.clone(), &Device::Reference, 5).unwrap();
     for m in [&mut on_gpu, &mut on_cpu] {
         m.set_optimizer(optimizer, clip).unwrap();
     }
-    let name = format!("{} L{} D{} {:?}", spec.cell.name(), spec.layers, spec.directions(), optimizer);
+    let name = format!(
+        "{} {} L{} D{} {:?}",
+        device.name(),
+        spec.cell.name(),
+        spec.layers,
+        spec.directions(),
+        optimizer
+    );
     for (i, b) in batches.iter().enumerate() {
         let g = on_gpu.train_step_stats(b, Start::Fresh).unwrap();
         let c = on_cpu.train_step_stats(b, Start::Fresh).unwrap();
         let allowed = 1e-4 * c.loss.abs() + 1e-5;
-        assert!((g.loss - c.loss).abs() <= allowed, "{name} step {i}: loss gpu {} cpu {}", g.loss, c.loss);
+        assert!(
+            (g.loss - c.loss).abs() <= allowed,
+            "{name} step {i}: loss device {} reference {}",
+            g.loss,
+            c.loss
+        );
         assert!(
             (g.grad_norm - c.grad_norm).abs() <= 1e-3 * c.grad_norm + 1e-5,
-            "{name} step {i}: grad norm gpu {} cpu {}",
+            "{name} step {i}: grad norm device {} reference {}",
             g.grad_norm,
             c.grad_norm
         );
@@ -71,7 +103,7 @@ fn compare(spec: ModelSpec, steps: usize, batch: usize, optimizer: Optimizer, cl
     let probe = &batches[0];
     let (gl, gg) = on_gpu.loss_gradients(probe, Start::Fresh).unwrap();
     let (cl, cg) = on_cpu.loss_gradients(probe, Start::Fresh).unwrap();
-    assert!((gl - cl).abs() <= 1e-4 * cl.abs() + 1e-5, "{name}: loss gpu {gl} cpu {cl}");
+    assert!((gl - cl).abs() <= 1e-4 * cl.abs() + 1e-5, "{name}: loss device {gl} reference {cl}");
     for ((n, g), (_, c)) in gg.params.iter().zip(&cg.params) {
         assert_tensor(&format!("{name} grad {n}"), g, c);
     }
@@ -108,7 +140,7 @@ fn optimizers() -> [(Optimizer, Clip); 3] {
 }
 
 #[test]
-fn lstm_gpu_matches_cpu() {
+fn lstm_matches_the_reference() {
     for (opt, clip) in optimizers() {
         compare(stacked(Cell::Lstm, 8, false), 6, 5, opt, clip);
     }
@@ -116,7 +148,7 @@ fn lstm_gpu_matches_cpu() {
 }
 
 #[test]
-fn gru_gpu_matches_cpu() {
+fn gru_matches_the_reference() {
     for (opt, clip) in optimizers() {
         compare(stacked(Cell::Gru, 8, true), 6, 5, opt, clip);
     }
@@ -124,7 +156,7 @@ fn gru_gpu_matches_cpu() {
 }
 
 #[test]
-fn rnn_gpu_matches_cpu() {
+fn rnn_matches_the_reference() {
     for relu in [false, true] {
         for (opt, clip) in optimizers() {
             compare(stacked(Cell::Rnn { relu }, 8, relu), 6, 5, opt, clip);
@@ -133,7 +165,7 @@ fn rnn_gpu_matches_cpu() {
 }
 
 #[test]
-fn tokens_many_to_one_and_learned_state_gpu_matches_cpu() {
+fn tokens_many_to_one_and_learned_state_match_the_reference() {
     for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
         let spec = ModelSpec {
             layers: 2,
@@ -147,20 +179,22 @@ fn tokens_many_to_one_and_learned_state_gpu_matches_cpu() {
 }
 
 #[test]
-fn char_model_gpu_matches_cpu_at_a_realistic_size() {
+fn char_model_matches_the_reference_at_a_realistic_size() {
     let spec = ModelSpec::char_model(Cell::Lstm, 65, 64, 2);
     compare(spec, 16, 8, Optimizer::adam(2e-3), Clip { max_norm: 5.0, value: 0.0 });
 }
 
 #[test]
-fn forward_outputs_and_states_gpu_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
+fn forward_outputs_and_states_match_the_reference() {
+    for (device, cell) in devices()
+        .iter()
+        .flat_map(|d| [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }].map(|c| (d.clone(), c)))
+    {
         let spec = stacked(cell, 6, true);
         let mut rng = Rng::seed_from_u64(8);
         let b = batch_for(&spec, 5, 4, &mut rng);
-        let mut g = Model::new(spec.clone(), &Device::Gpu(ctx.clone()), 1).unwrap();
-        let mut c = Model::new(spec.clone(), &Device::Cpu, 1).unwrap();
+        let mut g = Model::new(spec.clone(), &device, 1).unwrap();
+        let mut c = Model::new(spec.clone(), &Device::Reference, 1).unwrap();
         let (fg, fc) = (g.forward(&b, Start::Fresh).unwrap(), c.forward(&b, Start::Fresh).unwrap());
         assert_tensor("output", &fg.output, &fc.output);
         assert_tensor("h_n", &fg.h_n, &fc.h_n);
@@ -174,7 +208,7 @@ fn forward_outputs_and_states_gpu_match_cpu() {
 }
 
 #[test]
-fn conditioned_initial_state_gpu_matches_cpu() {
+fn conditioned_initial_state_matches_the_reference() {
     for cell in [Cell::Lstm, Cell::Gru] {
         let spec = ModelSpec { condition: Some(5), ..stacked(cell, 8, true) };
         compare(spec, 6, 9, Optimizer::adam(0.01), Clip::default());

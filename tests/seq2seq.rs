@@ -6,7 +6,7 @@ mod common;
 
 use common::gpu;
 use rnn_gpu::backend::Backend;
-use rnn_gpu::cpu::CpuBackend;
+use rnn_gpu::reference::ReferenceBackend;
 use rnn_gpu::rng::Rng;
 use rnn_gpu::seq2seq::{S2sExec, Seq2Seq, Seq2SeqSpec};
 use rnn_gpu::{Cell, Clip, Device, Optimizer};
@@ -45,7 +45,7 @@ fn pairs(rng: &mut Rng, n: usize, s: &Seq2SeqSpec) -> Vec<(Vec<u32>, Vec<u32>)> 
         .collect()
 }
 
-fn loss64(e: &mut S2sExec<CpuBackend<f64>>, s: &Seq2SeqSpec, p: &[(Vec<u32>, Vec<u32>)]) -> f64 {
+fn loss64(e: &mut S2sExec<ReferenceBackend<f64>>, s: &Seq2SeqSpec, p: &[(Vec<u32>, Vec<u32>)]) -> f64 {
     let layout = s.layout();
     e.evaluate(s, &layout, p, false).unwrap();
     let st = e.net.step_state.clone();
@@ -57,7 +57,7 @@ fn loss64(e: &mut S2sExec<CpuBackend<f64>>, s: &Seq2SeqSpec, p: &[(Vec<u32>, Vec
 fn gradcheck(s: Seq2SeqSpec) {
     let layout = s.layout();
     let init: Vec<f64> = layout.init(3).iter().map(|&v| v as f64).collect();
-    let mut e = S2sExec::new(CpuBackend::<f64>::new(), &layout, &init).unwrap();
+    let mut e = S2sExec::new(ReferenceBackend::<f64>::new(), &layout, &init).unwrap();
     let p = pairs(&mut Rng::seed_from_u64(4), 3, &s);
     e.evaluate(&s, &layout, &p, true).unwrap();
     let g = e.net.grads.clone();
@@ -99,19 +99,20 @@ fn gradients_through_bridge_and_attention() {
 }
 
 #[test]
-fn gpu_training_step_matches_cpu() {
-    let Some(ctx) = gpu() else { return };
-    for (cell, bidir, attention) in
-        [(Cell::Lstm, true, true), (Cell::Gru, false, true), (Cell::Lstm, false, false)]
-    {
+fn training_step_matches_the_reference() {
+    let mut devices = vec![Device::Cpu];
+    devices.extend(gpu().map(Device::Gpu));
+    for (device, (cell, bidir, attention)) in devices.iter().flat_map(|d| {
+        [(Cell::Lstm, true, true), (Cell::Gru, false, true), (Cell::Lstm, false, false)].map(|c| (d, c))
+    }) {
         let s = Seq2SeqSpec {
             embed: 8,
             enc_hidden: 8,
             dec_hidden: if bidir { 12 } else { 8 },
             ..spec(cell, bidir, attention, 2, 2)
         };
-        let mut g = Seq2Seq::new(s.clone(), &Device::Gpu(ctx.clone()), 1).unwrap();
-        let mut c = Seq2Seq::new(s.clone(), &Device::Cpu, 1).unwrap();
+        let mut g = Seq2Seq::new(s.clone(), device, 1).unwrap();
+        let mut c = Seq2Seq::new(s.clone(), &Device::Reference, 1).unwrap();
         for m in [&mut g, &mut c] {
             m.set_optimizer(Optimizer::adam(0.01), Clip { max_norm: 1.0, value: 0.0 }).unwrap();
         }
@@ -121,7 +122,11 @@ fn gpu_training_step_matches_cpu() {
             g.train_step(&p).unwrap();
             c.train_step(&p).unwrap();
             let (lg, lc) = (g.stats().unwrap().loss, c.stats().unwrap().loss);
-            assert!((lg - lc).abs() <= 1e-4 * lc.abs() + 1e-5, "{cell:?} step {step}: gpu {lg} cpu {lc}");
+            assert!(
+                (lg - lc).abs() <= 1e-4 * lc.abs() + 1e-5,
+                "{} {cell:?} step {step}: device {lg} reference {lc}",
+                device.name()
+            );
         }
         let p = pairs(&mut rng, 6, &s);
         let (lg, gg) = g.loss_gradients(&p).unwrap();
@@ -132,7 +137,8 @@ fn gpu_training_step_matches_cpu() {
             for (i, (x, y)) in a.iter().zip(b).enumerate() {
                 assert!(
                     (x - y).abs() <= 1e-3 * scale + 1e-3 * y.abs(),
-                    "{cell:?} {name}[{i}]: gpu {x} cpu {y}"
+                    "{} {cell:?} {name}[{i}]: device {x} reference {y}",
+                    device.name()
                 );
             }
         }
@@ -141,10 +147,8 @@ fn gpu_training_step_matches_cpu() {
 
 #[test]
 fn beam_of_width_one_is_greedy_and_decoding_agrees_across_devices() {
-    let mut devices = vec![Device::Cpu];
-    if let Some(ctx) = gpu() {
-        devices.push(Device::Gpu(ctx));
-    }
+    let mut devices = vec![Device::Reference, Device::Cpu];
+    devices.extend(gpu().map(Device::Gpu));
     let s = Seq2SeqSpec { embed: 8, enc_hidden: 8, dec_hidden: 12, ..spec(Cell::Lstm, true, true, 2, 1) };
     let sources: Vec<Vec<u32>> = vec![vec![1, 2, 3], vec![4, 0], vec![2, 2, 2, 2, 1]];
     let mut outputs = Vec::new();
@@ -157,8 +161,8 @@ fn beam_of_width_one_is_greedy_and_decoding_agrees_across_devices() {
         assert_eq!(beam3.len(), 3);
         outputs.push((greedy, beam3));
     }
-    if outputs.len() == 2 {
-        assert_eq!(outputs[0], outputs[1], "decoding differs between the CPU and the GPU");
+    for (o, d) in outputs.iter().zip(&devices).skip(1) {
+        assert_eq!(&outputs[0], o, "decoding differs between the reference and {}", d.name());
     }
 }
 

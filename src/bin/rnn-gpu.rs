@@ -48,9 +48,13 @@ struct DeviceArgs {
 
 #[derive(Args)]
 struct BenchArgs {
-    /// gpu (then the CPU too, for the ratio, unless --no-cpu), cpu (the CPU alone), or auto.
-    #[arg(long, default_value = "auto")]
+    /// all (every device there is: the GPU when wgpu finds an adapter, and the native CPU), or one
+    /// of cpu, gpu, reference, auto.
+    #[arg(long, default_value = "all")]
     device: String,
+    /// Time the plain-loop reference too (slow: a few runs only).
+    #[arg(long)]
+    reference: bool,
     /// Small cases, for a smoke run.
     #[arg(long)]
     quick: bool,
@@ -61,9 +65,6 @@ struct BenchArgs {
     runs: usize,
     #[arg(long, default_value_t = 2)]
     warmup: usize,
-    /// Skip the CPU path (then no ratio).
-    #[arg(long)]
-    no_cpu: bool,
     /// Write the results as JSON here.
     #[arg(long)]
     json: Option<PathBuf>,
@@ -306,18 +307,37 @@ fn main() -> ExitCode {
 }
 
 fn info(device: &str) -> rnn_gpu::Result<ExitCode> {
-    if let Device::Cpu = Device::from_name(device)? {
-        outln!("device: {}", Device::Cpu.describe());
-        outln!("  plain loops in f32 on one thread: the oracle every kernel is checked against");
+    if !matches!(device, "cpu" | "reference" | "gpu" | "auto") {
+        Device::from_name(device)?;
+    }
+    if device != "gpu" {
         let threads = std::thread::available_parallelism().map_or(1, |n| n.get());
-        outln!("  this machine: {threads} hardware threads");
-        return Ok(ExitCode::SUCCESS);
+        outln!("cpu:        {}", Device::Cpu.describe());
+        outln!(
+            "            {} sets the thread count; this machine has {threads} hardware threads",
+            rnn_gpu::native::THREADS_ENV
+        );
+        outln!("reference:  {}", Device::Reference.describe());
+        outln!("            the oracle every device is checked against; never chosen automatically");
+        if device != "auto" {
+            return Ok(ExitCode::SUCCESS);
+        }
     }
     let adapters = list_adapters();
     if adapters.is_empty() {
-        outln!("no GPU adapter found; the CPU reference will be used");
-        outln!("(with no GPU, install the software Vulkan driver: apt-get install mesa-vulkan-drivers)");
+        outln!("gpu:        no adapter found; auto runs on the native CPU device");
         return Ok(ExitCode::SUCCESS);
+    }
+    if device == "auto" {
+        let hardware = adapters.iter().any(|a| a.device_type != wgpu::DeviceType::Cpu);
+        outln!(
+            "auto:       {}",
+            if hardware {
+                "the best hardware GPU adapter below"
+            } else {
+                "the native CPU device: the only adapters are software rasterizers, which --device gpu or RNN_GPU_ADAPTER still selects"
+            }
+        );
     }
     outln!("adapters (best first):");
     for a in &adapters {
@@ -367,7 +387,13 @@ fn verify(device: &str) -> rnn_gpu::Result<ExitCode> {
     let checks = match Device::from_name(device)? {
         Device::Cpu => {
             outln!("device: {}", Device::Cpu.describe());
-            verify::cpu_checks()?
+            let mut checks = verify::native_checks()?;
+            checks.extend(verify::gradient_checks(&Device::Cpu)?);
+            checks
+        }
+        Device::Reference => {
+            outln!("device: {}", Device::Reference.describe());
+            verify::gradient_checks(&Device::Reference)?
         }
         Device::Gpu(ctx) => {
             outln!("adapter: {}", ctx.describe());
@@ -810,28 +836,39 @@ fn translate(a: TranslateArgs) -> rnn_gpu::Result<ExitCode> {
 
 fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
     use rnn_gpu::bench::{self, CaseResult, DeviceResult};
-    // The GPU, checked against the CPU and timed with it; or, with --device cpu, the CPU alone.
-    let gpu = match Device::from_name(&a.device)? {
-        Device::Cpu if a.no_cpu => {
-            return Err(rnn_gpu::Error::Invalid {
-                op: "bench",
-                message: "--no-cpu with --device cpu leaves nothing to time".into(),
-            });
+    let mut devices = match a.device.as_str() {
+        "all" => {
+            let mut d = Vec::new();
+            match GpuContext::new() {
+                Ok(ctx) => d.push(Device::Gpu(ctx)),
+                Err(e) => outln!("no GPU device: {e}"),
+            }
+            d.push(Device::Cpu);
+            d
         }
-        Device::Cpu => None,
-        gpu => Some(gpu),
+        name => vec![Device::from_name(name)?],
     };
-    let adapter = gpu.as_ref().map_or_else(|| Device::Cpu.describe(), Device::describe);
-    outln!("device: {adapter}");
+    if a.reference && !devices.iter().any(|d| matches!(d, Device::Reference)) {
+        devices.push(Device::Reference);
+    }
+    for d in &devices {
+        outln!("device {}: {}", d.name(), d.describe());
+    }
+    let gemm = bench::gemm_rate(2048)?;
+    outln!("native f32 GEMM 2048x2048x2048 on this machine: {gemm:.1} GFLOP/s");
     outln!(
         "GFLOP/s count matrix-product multiply-adds only: forward 2*T*B*(G*H^2 + H*V), training step 3x that"
+    );
+    outln!(
+        "each device is first checked against the reference: 3 training steps at the case's size (at most {} time steps)",
+        bench::CHECK_STEPS
     );
     let cases: Vec<_> = if a.quick { bench::quick_cases() } else { bench::standard_cases() }
         .into_iter()
         .filter(|c| a.only.as_ref().is_none_or(|o| c.name().contains(o.as_str())))
         .collect();
     outln!(
-        "{:<24} {:<8} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8}",
+        "{:<24} {:<10} {:>10} {:>10} {:>8} {:>10} {:>10} {:>8}",
         "case",
         "device",
         "train ms",
@@ -843,7 +880,7 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
     );
     let row = |name: &str, dev: &str, d: &DeviceResult| {
         outln!(
-            "{:<24} {:<8} {:>10.1} {:>10.0} {:>8.2} {:>10.1} {:>10.0} {:>8.2}",
+            "{:<24} {:<10} {:>10.1} {:>10.0} {:>8.2} {:>10.1} {:>10.0} {:>8.2}",
             name,
             dev,
             d.train.seconds * 1e3,
@@ -856,73 +893,37 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
     };
     let mut results = Vec::new();
     for case in cases {
-        let Some(gpu) = &gpu else {
-            let c = bench::time(&case, &Device::Cpu, a.warmup, a.runs)?;
-            row(&case.name(), "cpu", &c);
-            results.push(CaseResult { case, gpu: None, cpu: Some(c), check_error: 0.0 });
-            continue;
-        };
-        let check_error = bench::check(&case, gpu)?;
-        let g = bench::time(&case, gpu, a.warmup, a.runs)?;
-        let c = if a.no_cpu {
-            None
-        } else {
-            Some(bench::time(&case, &Device::Cpu, a.warmup.min(1), a.runs.min(3))?)
-        };
-        let name = case.name();
-        row(&name, "gpu", &g);
-        if let Some(c) = &c {
-            row("", "cpu", c);
-            outln!(
-                "{:<24} {:<8} {:>10} {:>9.2}x {:>8} {:>10} {:>9.2}x",
-                "",
-                "gpu/cpu",
-                "",
-                g.train.tokens_per_sec / c.train.tokens_per_sec,
-                "",
-                "",
-                g.forward.tokens_per_sec / c.forward.tokens_per_sec
-            );
+        let mut timed: Vec<DeviceResult> = Vec::new();
+        for (i, device) in devices.iter().enumerate() {
+            let reference = matches!(device, Device::Reference);
+            let check = if reference { None } else { Some(bench::check(&case, device)?) };
+            let (warmup, runs) =
+                if reference { (a.warmup.min(1), a.runs.min(3)) } else { (a.warmup, a.runs) };
+            let mut d = bench::time(&case, device, warmup, runs)?;
+            d.check_error = check;
+            let name = if i == 0 { case.name() } else { String::new() };
+            row(&name, device.name(), &d);
+            if let Device::Gpu(_) = device {
+                gpu_details(&a, &case, device, &d);
+            }
+            timed.push(d);
         }
-        if a.verbose {
-            if let Some(s) = g.per_step {
+        // How many times faster each device is than each one after it, by tokens per second.
+        for (i, x) in timed.iter().enumerate() {
+            for y in &timed[i + 1..] {
                 outln!(
-                    "    per training step after warm-up: {} dispatches ({} recorded in the program), {} copies into textures ({:.1} MiB), {} submit(s), {} host wait(s), {} bytes allocated; checked against the CPU: max relative loss difference {:.1e}",
-                    s.dispatches,
-                    g.dispatches.unwrap_or(0),
-                    g.texture_copies.map_or(0, |c| c.0),
-                    g.texture_copies.map_or(0.0, |c| c.1 as f64 / (1 << 20) as f64),
-                    s.submits,
-                    s.host_waits,
-                    s.bytes_allocated,
-                    check_error
+                    "{:<24} {:<10} {:>10} {:>9.2}x {:>8} {:>10} {:>9.2}x",
+                    "",
+                    format!("{}/{}", x.name, y.name),
+                    "",
+                    x.train.tokens_per_sec / y.train.tokens_per_sec,
+                    "",
+                    "",
+                    x.forward.tokens_per_sec / y.forward.tokens_per_sec
                 );
             }
         }
-        if a.profile {
-            match bench::profile(&case, gpu) {
-                Ok(p) => {
-                    let total = p.kernel_seconds();
-                    outln!(
-                        "    GPU time of one training step by kernel: {:.1} ms in the kernels, {:.1} ms from the first one's start to the last one's end ({:.1} ms between kernels: copies, the driver's work per dispatch)",
-                        total * 1e3,
-                        p.span * 1e3,
-                        (p.span - total).max(0.0) * 1e3
-                    );
-                    for (name, count, secs) in p.kernels {
-                        outln!(
-                            "      {:<24} x{:<4} {:>9.2} ms {:>5.1}%",
-                            name,
-                            count,
-                            secs * 1e3,
-                            100.0 * secs / total
-                        );
-                    }
-                }
-                Err(e) => outln!("    no profile: {e}"),
-            }
-        }
-        results.push(CaseResult { case, gpu: Some(g), cpu: c, check_error });
+        results.push(CaseResult { case, devices: timed });
     }
     if let Some(path) = &a.json {
         let date = std::process::Command::new("date")
@@ -932,8 +933,51 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
             .ok()
             .map(|o| String::from_utf8_lossy(&o.stdout).trim().to_string())
             .unwrap_or_default();
-        rnn_gpu::io::write_atomic(path, bench::to_json(&results, &adapter, &date).as_bytes())?;
+        rnn_gpu::io::write_atomic(path, bench::to_json(&results, gemm, &date).as_bytes())?;
         outln!("wrote {}", path.display());
     }
     Ok(ExitCode::SUCCESS)
+}
+
+/// `--verbose` and `--profile` on the GPU: what a training step does, and where its time goes.
+fn gpu_details(a: &BenchArgs, case: &rnn_gpu::bench::Case, gpu: &Device, g: &rnn_gpu::bench::DeviceResult) {
+    use rnn_gpu::bench;
+    if a.verbose {
+        if let Some(s) = g.per_step {
+            outln!(
+                "    per training step after warm-up: {} dispatches ({} recorded in the program), {} copies into textures ({:.1} MiB), {} submit(s), {} host wait(s), {} bytes allocated; checked against the reference: max relative loss difference {:.1e}",
+                s.dispatches,
+                g.dispatches.unwrap_or(0),
+                g.texture_copies.map_or(0, |c| c.0),
+                g.texture_copies.map_or(0.0, |c| c.1 as f64 / (1 << 20) as f64),
+                s.submits,
+                s.host_waits,
+                s.bytes_allocated,
+                g.check_error.unwrap_or(0.0)
+            );
+        }
+    }
+    if a.profile {
+        match bench::profile(case, gpu) {
+            Ok(p) => {
+                let total = p.kernel_seconds();
+                outln!(
+                    "    GPU time of one training step by kernel: {:.1} ms in the kernels, {:.1} ms from the first one's start to the last one's end ({:.1} ms between kernels: copies, the driver's work per dispatch)",
+                    total * 1e3,
+                    p.span * 1e3,
+                    (p.span - total).max(0.0) * 1e3
+                );
+                for (name, count, secs) in p.kernels {
+                    outln!(
+                        "      {:<24} x{:<4} {:>9.2} ms {:>5.1}%",
+                        name,
+                        count,
+                        secs * 1e3,
+                        100.0 * secs / total
+                    );
+                }
+            }
+            Err(e) => outln!("    no profile: {e}"),
+        }
+    }
 }

@@ -244,6 +244,31 @@ impl GpuContext {
         Self::with_selector(selector.as_deref())
     }
 
+    /// The best hardware adapter (discrete, integrated, virtual or other), passing over software
+    /// rasterizers (lavapipe, SwiftShader, WARP), which run GPU code on the CPU: for those, the
+    /// native CPU device is faster. An error names what was found when there is none.
+    pub fn hardware() -> Result<Arc<Self>> {
+        let instance = new_instance();
+        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let software: Vec<String> = adapters
+            .iter()
+            .map(|a| a.get_info())
+            .filter(|i| i.device_type == wgpu::DeviceType::Cpu)
+            .map(|i| i.name)
+            .collect();
+        adapters.retain(|a| a.get_info().device_type != wgpu::DeviceType::Cpu);
+        adapters.sort_by_key(|a| device_type_rank(a.get_info().device_type));
+        if adapters.is_empty() {
+            let found = if software.is_empty() {
+                "no GPU adapter".to_string()
+            } else {
+                format!("only the software rasterizer {} (use it with --device gpu)", software.join(", "))
+            };
+            return Err(Error::NoAdapter(found));
+        }
+        Self::from_adapter(adapters.remove(0))
+    }
+
     /// Opens the best adapter whose name, driver or backend matches `selector` (any adapter when
     /// `None`).
     pub fn with_selector(selector: Option<&str>) -> Result<Arc<Self>> {

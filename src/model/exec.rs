@@ -8,10 +8,10 @@ use super::graph::{BackwardOpts, ForwardOpts, Graph, Net, Workspace};
 use super::params::ParamLayout;
 use super::spec::{Loss, ModelSpec};
 use crate::backend::{Backend, ProgramKey};
-use crate::cpu::kernels::index_lists;
 use crate::error::{Error, Result};
 use crate::ops::step_state;
 use crate::real::Real;
+use crate::reference::kernels::index_lists;
 use crate::train::optim::{Clip, Optimizer};
 
 /// Where a run's initial state comes from.

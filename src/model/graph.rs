@@ -12,11 +12,11 @@
 use super::params::ParamLayout;
 use super::spec::{Cell, InputKind, Loss, ModelSpec, OutputMode};
 use crate::backend::{Backend, StepBufs};
-use crate::cpu::kernels::index_lists;
 use crate::error::{Error, Result};
 use crate::gpu::tensor::align_up;
 use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::real::Real;
+use crate::reference::kernels::index_lists;
 use crate::rng::Rng;
 use crate::train::TrainingState;
 use crate::train::optim::{Clip, Optimizer};

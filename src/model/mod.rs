@@ -10,9 +10,10 @@ pub mod spec;
 
 use std::sync::Arc;
 
-use crate::cpu::CpuBackend;
 use crate::error::{Error, Result};
 use crate::gpu::{GpuBackend, GpuContext};
+use crate::native::NativeBackend;
+use crate::reference::ReferenceBackend;
 use crate::rng::Rng;
 use crate::train::optim::{Clip, Optimizer};
 use batch::Batch;
@@ -24,8 +25,12 @@ use spec::ModelSpec;
 /// Where a model lives and runs.
 #[derive(Clone, Debug)]
 pub enum Device {
-    /// The plain CPU reference (also the fallback when no GPU adapter exists).
+    /// The native CPU device: multi-threaded and vectorized, the engine of a machine without a
+    /// GPU (see `native`).
     Cpu,
+    /// The plain-loop reference (see `reference`): the oracle of the tests, slow, never chosen
+    /// automatically.
+    Reference,
     Gpu(Arc<GpuContext>),
 }
 
@@ -34,42 +39,68 @@ impl Device {
         Device::Cpu
     }
 
-    /// The best GPU adapter (or the one `RNN_GPU_ADAPTER` names); an error when there is none.
+    /// The best GPU adapter (or the one `RNN_GPU_ADAPTER` names), software rasterizers included;
+    /// an error when there is none.
     pub fn gpu() -> Result<Device> {
         Ok(Device::Gpu(GpuContext::new()?))
     }
 
-    /// The GPU when there is one; otherwise the CPU, saying so in one line on stderr.
+    /// A hardware GPU when there is one, else the native CPU device; a software rasterizer only
+    /// when `RNN_GPU_ADAPTER` names it. Says on stderr, in one line, what it chose and why.
     pub fn auto() -> Device {
-        match GpuContext::new() {
-            Ok(ctx) => Device::Gpu(ctx),
+        let named = std::env::var(crate::gpu::context::ADAPTER_ENV).ok().filter(|s| !s.is_empty());
+        let gpu = match &named {
+            Some(_) => GpuContext::new(),
+            None => GpuContext::hardware(),
+        };
+        match gpu {
+            Ok(ctx) => {
+                let why = if named.is_some() { "named by RNN_GPU_ADAPTER" } else { "a hardware GPU" };
+                eprintln!("rnn-gpu: running on {} ({why})", ctx.describe());
+                Device::Gpu(ctx)
+            }
             Err(e) => {
-                eprintln!("rnn-gpu: {e}; running on the CPU reference instead");
+                eprintln!("rnn-gpu: running on the {} ({e})", crate::native::describe());
                 Device::Cpu
             }
         }
     }
 
-    /// `cpu`, `gpu` or `auto`.
+    /// `cpu` (native), `reference`, `gpu` or `auto`.
     pub fn from_name(name: &str) -> Result<Device> {
         match name {
             "cpu" => Ok(Device::Cpu),
+            "reference" => Ok(Device::Reference),
             "gpu" => Device::gpu(),
             "auto" => Ok(Device::auto()),
-            other => Err(Error::invalid("device", format!("unknown device {other:?}; use cpu, gpu or auto"))),
+            other => Err(Error::invalid(
+                "device",
+                format!("unknown device {other:?}; use cpu, gpu, reference or auto"),
+            )),
+        }
+    }
+
+    /// The name `from_name` takes.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Device::Cpu => "cpu",
+            Device::Reference => "reference",
+            Device::Gpu(_) => "gpu",
         }
     }
 
     pub fn describe(&self) -> String {
         match self {
-            Device::Cpu => "CPU reference".to_string(),
+            Device::Cpu => crate::native::describe(),
+            Device::Reference => "CPU reference (plain loops, one thread)".to_string(),
             Device::Gpu(ctx) => ctx.describe(),
         }
     }
 }
 
 enum Engine {
-    Cpu(Exec<CpuBackend<f32>>),
+    Cpu(Exec<NativeBackend>),
+    Reference(Exec<ReferenceBackend<f32>>),
     Gpu(Exec<GpuBackend>),
 }
 
@@ -78,6 +109,7 @@ macro_rules! with_exec {
     ($engine:expr, $e:ident => $body:expr) => {
         match $engine {
             Engine::Cpu($e) => $body,
+            Engine::Reference($e) => $body,
             Engine::Gpu($e) => $body,
         }
     };
@@ -100,7 +132,7 @@ pub struct Forward {
 /// the memory this machine has available.
 pub(crate) fn check_host_memory(what: &str, params: u64, device: &Device) -> Result<()> {
     let copies = match device {
-        Device::Cpu => 4,
+        Device::Cpu | Device::Reference => 4,
         Device::Gpu(_) => 2,
     };
     let needed = params.saturating_mul(4 * copies);
@@ -167,7 +199,8 @@ impl Model {
         let layout = ParamLayout::new(&spec);
         crate::error::check_flat_params("Model", params, layout.total())?;
         let engine = match device {
-            Device::Cpu => Engine::Cpu(Exec::new(CpuBackend::new(), &layout, params)?),
+            Device::Cpu => Engine::Cpu(Exec::new(NativeBackend::new()?, &layout, params)?),
+            Device::Reference => Engine::Reference(Exec::new(ReferenceBackend::new(), &layout, params)?),
             Device::Gpu(ctx) => Engine::Gpu(Exec::new(GpuBackend::new(ctx)?, &layout, params)?),
         };
         Ok(Model {
@@ -198,7 +231,7 @@ impl Model {
     pub fn gpu(&self) -> Option<&Arc<GpuContext>> {
         match &self.device {
             Device::Gpu(ctx) => Some(ctx),
-            Device::Cpu => None,
+            Device::Cpu | Device::Reference => None,
         }
     }
 
@@ -351,7 +384,7 @@ impl Model {
     pub fn sync(&self) -> Result<()> {
         match &self.engine {
             Engine::Gpu(e) => e.be.sync("sync"),
-            Engine::Cpu(_) => Ok(()),
+            Engine::Cpu(_) | Engine::Reference(_) => Ok(()),
         }
     }
 
@@ -360,7 +393,7 @@ impl Model {
     pub fn counters(&self) -> Option<crate::gpu::Counters> {
         match &self.engine {
             Engine::Gpu(e) => Some(e.be.counters()),
-            Engine::Cpu(_) => None,
+            Engine::Cpu(_) | Engine::Reference(_) => None,
         }
     }
 
@@ -427,7 +460,7 @@ impl Model {
                     .find(|(k, _)| k.kind == kind && k.steps == batch.steps && k.batch == batch.batch)
                     .map(|(_, p)| p)
             }
-            Engine::Cpu(_) => None,
+            Engine::Cpu(_) | Engine::Reference(_) => None,
         }
     }
 }

@@ -19,8 +19,6 @@ pub mod train;
 use std::collections::HashMap;
 
 use crate::backend::{Backend, ProgramKey};
-use crate::cpu::CpuBackend;
-use crate::cpu::kernels::index_lists;
 use crate::error::{Error, Result, check_flat_params, check_nonzero};
 use crate::gpu::GpuBackend;
 use crate::io::{self, Metadata};
@@ -29,7 +27,10 @@ use crate::model::StepStats;
 use crate::model::graph::Net;
 use crate::model::params::{Init, ParamLayout};
 use crate::model::spec::{Cell, Head, InputKind, Loss, ModelSpec, OutputMode};
+use crate::native::NativeBackend;
 use crate::real::Real;
+use crate::reference::ReferenceBackend;
+use crate::reference::kernels::index_lists;
 use crate::rng::Rng;
 use crate::train::optim::{Clip, Optimizer};
 use graph::{S2sGraph, S2sWs};
@@ -486,7 +487,8 @@ impl<B: Backend> S2sExec<B> {
 }
 
 enum Engine {
-    Cpu(S2sExec<CpuBackend<f32>>),
+    Cpu(S2sExec<NativeBackend>),
+    Reference(S2sExec<ReferenceBackend<f32>>),
     Gpu(S2sExec<GpuBackend>),
 }
 
@@ -494,6 +496,7 @@ macro_rules! with_exec {
     ($engine:expr, $e:ident => $body:expr) => {
         match $engine {
             Engine::Cpu($e) => $body,
+            Engine::Reference($e) => $body,
             Engine::Gpu($e) => $body,
         }
     };
@@ -535,7 +538,8 @@ impl Seq2Seq {
         let layout = spec.layout();
         check_flat_params("Seq2Seq", params, layout.total())?;
         let engine = match device {
-            Device::Cpu => Engine::Cpu(S2sExec::new(CpuBackend::new(), &layout, params)?),
+            Device::Cpu => Engine::Cpu(S2sExec::new(NativeBackend::new()?, &layout, params)?),
+            Device::Reference => Engine::Reference(S2sExec::new(ReferenceBackend::new(), &layout, params)?),
             Device::Gpu(ctx) => Engine::Gpu(S2sExec::new(GpuBackend::new(ctx)?, &layout, params)?),
         };
         Ok(Seq2Seq {

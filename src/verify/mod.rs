@@ -6,14 +6,18 @@
 //! sides. Tolerance: `|gpu - cpu| <= atol + rtol * |cpu|` (DESIGN.md), rtol 1e-4 and atol 1e-5 for
 //! elementwise kernels; sums and dot products widen atol with their length, as each case says.
 
+mod native;
+
+pub use native::kernel_checks as native_checks;
+
 use std::fmt;
 use std::sync::Arc;
 
-use crate::cpu::kernels as cpu;
 use crate::error::Result;
 use crate::gpu::kernels as gk;
 use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program, SharedRows, StepInputs};
 use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
+use crate::reference::kernels as twin;
 use crate::rng::Rng;
 use crate::train::optim::{Adagrad, Adam, Sgd};
 
@@ -125,7 +129,7 @@ pub fn check_matmul(
     let b = rng.uniform_vec(p.k * p.n, -1.0, 1.0);
     let c0 = rng.uniform_vec(p.m * p.n, -1.0, 1.0);
     let mut c = c0.clone();
-    cpu::matmul(&mut c, &a, &b, p);
+    twin::matmul(&mut c, &a, &b, p);
     let ga = ctx.upload("A", &[a.len()], &a)?;
     let gb = ctx.upload("B", &[b.len()], &b)?;
     let gc = if p.accumulate { ctx.upload("C", &[c0.len()], &c0)? } else { poison(ctx, "C", c0.len())? };
@@ -165,15 +169,15 @@ pub fn check_activation(
         let gy = poison(ctx, "y", n)?;
         match name {
             "tanh" => {
-                cpu::tanh_forward(&mut y, &x);
+                twin::tanh_forward(&mut y, &x);
                 gk::tanh_forward(&mut prog, &gy, &gx)?
             }
             "sigmoid" => {
-                cpu::sigmoid_forward(&mut y, &x);
+                twin::sigmoid_forward(&mut y, &x);
                 gk::sigmoid_forward(&mut prog, &gy, &gx)?
             }
             _ => {
-                cpu::relu_forward(&mut y, &x);
+                twin::relu_forward(&mut y, &x);
                 gk::relu_forward(&mut prog, &gy, &gx)?
             }
         }
@@ -183,9 +187,9 @@ pub fn check_activation(
         // The backward kernels take the forward output y.
         let mut y = vec![0.0; n];
         match name {
-            "tanh" => cpu::tanh_forward(&mut y, &x),
-            "sigmoid" => cpu::sigmoid_forward(&mut y, &x),
-            _ => cpu::relu_forward(&mut y, &x),
+            "tanh" => twin::tanh_forward(&mut y, &x),
+            "sigmoid" => twin::sigmoid_forward(&mut y, &x),
+            _ => twin::relu_forward(&mut y, &x),
         }
         let dy = rng.uniform_vec(n, -1.0, 1.0);
         let dx0 = rng.uniform_vec(n, -1.0, 1.0);
@@ -194,15 +198,15 @@ pub fn check_activation(
             (ctx.upload("y", &[n], &y)?, ctx.upload("dy", &[n], &dy)?, ctx.upload("dx", &[n], &dx0)?);
         match name {
             "tanh" => {
-                cpu::tanh_backward(&mut dx, &y, &dy);
+                twin::tanh_backward(&mut dx, &y, &dy);
                 gk::tanh_backward(&mut prog, &gdx, &gyv, &gdy)?
             }
             "sigmoid" => {
-                cpu::sigmoid_backward(&mut dx, &y, &dy);
+                twin::sigmoid_backward(&mut dx, &y, &dy);
                 gk::sigmoid_backward(&mut prog, &gdx, &gyv, &gdy)?
             }
             _ => {
-                cpu::relu_backward(&mut dx, &y, &dy);
+                twin::relu_backward(&mut dx, &y, &dy);
                 gk::relu_backward(&mut prog, &gdx, &gyv, &gdy)?
             }
         }
@@ -226,7 +230,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             gk::fill(&mut prog, &g, 0.375)?;
             run(prog)?;
             let mut w = y0.clone();
-            cpu::fill(&mut w, 0.375);
+            twin::fill(&mut w, 0.375);
             (ctx.download(&g)?, w, format!("{n}"), Tolerance::ELEMENTWISE)
         }
         "scale" => {
@@ -234,7 +238,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             gk::scale(&mut prog, &g, -1.75)?;
             run(prog)?;
             let mut w = y0.clone();
-            cpu::scale(&mut w, -1.75);
+            twin::scale(&mut w, -1.75);
             (ctx.download(&g)?, w, format!("{n}"), Tolerance::ELEMENTWISE)
         }
         "axpy" => {
@@ -243,7 +247,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             gk::axpy(&mut prog, &gy, &gx, 0.5)?;
             run(prog)?;
             let mut w = y0.clone();
-            cpu::axpy(&mut w, &x, 0.5);
+            twin::axpy(&mut w, &x, 0.5);
             (ctx.download(&gy)?, w, format!("{n}"), Tolerance::ELEMENTWISE)
         }
         "add_bias" => {
@@ -252,7 +256,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             gk::add_bias(&mut prog, &gy, &gb, rows, cols)?;
             run(prog)?;
             let mut w = y0.clone();
-            cpu::add_bias(&mut w, &bias, rows, cols);
+            twin::add_bias(&mut w, &bias, rows, cols);
             (ctx.download(&gy)?, w, format!("{rows}x{cols}"), Tolerance::ELEMENTWISE)
         }
         _ => {
@@ -261,7 +265,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             gk::bias_grad(&mut prog, &gdb, &gdy, rows, cols)?;
             run(prog)?;
             let mut w = bias.clone();
-            cpu::bias_grad(&mut w, &x, rows, cols);
+            twin::bias_grad(&mut w, &x, rows, cols);
             (ctx.download(&gdb)?, w, format!("{rows}x{cols}"), Tolerance::accumulation(rows))
         }
     };
@@ -283,7 +287,7 @@ pub fn check_reduce(
     let out0 = rng.uniform_vec(4, -1.0, 1.0);
     let p = Reduce { index: 2, square, accumulate };
     let mut want = out0.clone();
-    cpu::reduce(&mut want, &x, p);
+    twin::reduce(&mut want, &x, p);
     let gout = ctx.upload("out", &[4], &out0)?;
     let gx = ctx.upload("x", &[n], &x)?;
     let scratch = ctx.alloc("scratch", &[gk::REDUCE_PARTS])?;
@@ -318,7 +322,7 @@ pub fn check_rows(
         gk::softmax_rows(&mut prog, &gy, &gx, rows, cols)?;
         run(prog)?;
         let mut want = vec![0.0; n];
-        cpu::softmax_rows(&mut want, &x, rows, cols);
+        twin::softmax_rows(&mut want, &x, rows, cols);
         return Ok(vec![compare(kernel, shape, &ctx.download(&gy)?, &want, Tolerance::ELEMENTWISE)]);
     }
     let gloss = poison(ctx, "loss", rows)?;
@@ -329,11 +333,11 @@ pub fn check_rows(
     if kernel == "softmax_xent" {
         let gt = ctx.upload_u32("targets", &[rows], &targets)?;
         gk::softmax_xent(&mut prog, &gloss, &gdx, &gx, &gt, &gw, rows, cols)?;
-        cpu::softmax_xent(&mut loss, &mut dx, &x, &targets, &weights, rows, cols);
+        twin::softmax_xent(&mut loss, &mut dx, &x, &targets, &weights, rows, cols);
     } else {
         let gv = ctx.upload("target", &[n], &values)?;
         gk::mse(&mut prog, &gloss, &gdx, &gx, &gv, &gw, rows, cols)?;
-        cpu::mse(&mut loss, &mut dx, &x, &values, &weights, rows, cols);
+        twin::mse(&mut loss, &mut dx, &x, &values, &weights, rows, cols);
     }
     run(prog)?;
     // exp and log of logits up to 8 in magnitude: a few ulps of cols-long sums.
@@ -377,9 +381,9 @@ pub fn check_optimizer(
         gk::finalize_step(&mut prog, &gstate, max_norm)?;
         gk::clip_by_norm(&mut prog, &ggrad, &gstate)?;
         gk::clip_by_value(&mut prog, &ggrad, -0.01, 0.01)?;
-        cpu::finalize_step(&mut state, max_norm);
-        cpu::clip_by_norm(&mut grad, &state);
-        cpu::clip_by_value(&mut grad, -0.01, 0.01);
+        twin::finalize_step(&mut state, max_norm);
+        twin::clip_by_norm(&mut grad, &state);
+        twin::clip_by_value(&mut grad, -0.01, 0.01);
         match optimizer {
             "sgd" | "momentum" | "nesterov" => {
                 let o = Sgd {
@@ -389,17 +393,17 @@ pub fn check_optimizer(
                     weight_decay: 0.01,
                 };
                 gk::sgd(&mut prog, &gparam, &ggrad, (o.momentum != 0.0).then_some(&gs1), &gstate, o)?;
-                cpu::sgd(&mut param, &grad, Some(&mut s1), &state, o);
+                twin::sgd(&mut param, &grad, Some(&mut s1), &state, o);
             }
             "adagrad" => {
                 let o = Adagrad { lr: 0.1, eps: 1e-10, weight_decay: 0.01 };
                 gk::adagrad(&mut prog, &gparam, &ggrad, &gs1, &gstate, o)?;
-                cpu::adagrad(&mut param, &grad, &mut s1, &state, o);
+                twin::adagrad(&mut param, &grad, &mut s1, &state, o);
             }
             _ => {
                 let o = Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
                 gk::adam(&mut prog, &gparam, &ggrad, &gs1, &gs2, &gstate, o)?;
-                cpu::adam(&mut param, &grad, &mut s1, &mut s2, &state, o);
+                twin::adam(&mut param, &grad, &mut s1, &mut s2, &state, o);
             }
         }
         run(prog)?;
@@ -434,16 +438,16 @@ pub fn check_gather(
     let (idx_stride, col_stride) = if columns { (1, vocab) } else { (width, 1) };
     let p = Gather { n, width, idx_stride, col_stride };
     let mut out = vec![0.0; n * width];
-    cpu::gather(&mut out, &table, &idx, p);
+    twin::gather(&mut out, &table, &idx, p);
     let gtable = ctx.upload("table", &[table.len()], &table)?;
     let gidx = ctx.upload_u32("idx", &[n], &idx)?;
     let gout = poison(ctx, "out", n * width)?;
     let dout = rng.uniform_vec(n * width, -1.0, 1.0);
     let dtable0 = rng.uniform_vec(vocab * width, -1.0, 1.0);
     let mut dtable = dtable0.clone();
-    let (starts, rows) = cpu::index_lists(&idx, vocab);
+    let (starts, rows) = twin::index_lists(&idx, vocab);
     let ps = Gather { n: vocab, ..p };
-    cpu::scatter_add(&mut dtable, &dout, &starts, &rows, ps);
+    twin::scatter_add(&mut dtable, &dout, &starts, &rows, ps);
     let gdout = ctx.upload("dout", &[dout.len()], &dout)?;
     let gdtable = ctx.upload("dtable", &[dtable0.len()], &dtable0)?;
     let gstarts = ctx.upload_u32("starts", &[starts.len()], &starts)?;
@@ -473,9 +477,9 @@ pub fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64) -> R
     let seeds = [rng.next_u32()];
     let p = Dropout { prob, salt: 0x5eed };
     let mut y = vec![0.0; n];
-    cpu::dropout_forward(&mut y, &x, &seeds, p);
+    twin::dropout_forward(&mut y, &x, &seeds, p);
     let mut dx = dx0.clone();
-    cpu::dropout_backward(&mut dx, &x, &seeds, p);
+    twin::dropout_backward(&mut dx, &x, &seeds, p);
     let gx = ctx.upload("x", &[n], &x)?;
     let gy = poison(ctx, "y", n)?;
     let gdx = ctx.upload("dx", &[n], &dx0)?;
@@ -688,7 +692,7 @@ pub fn check_steps(
                 gk::lstm_step_forward(
                     &mut prog, &g_states, &g_cells, &g_gates, &g_y, &g_xw, &g_w, &g_bias, &g_len, st,
                 )?;
-                cpu::lstm_step_forward(
+                twin::lstm_step_forward(
                     &mut states,
                     &mut cells,
                     &mut gates,
@@ -702,11 +706,11 @@ pub fn check_steps(
             }
             Cell::Gru => {
                 gk::gru_step_forward(&mut prog, &g_states, &g_gates, &g_y, &g_xw, &g_w, &g_bias, &g_len, st)?;
-                cpu::gru_step_forward(&mut states, &mut gates, &mut y, &xw, &w_hh, &bias, &lengths, st);
+                twin::gru_step_forward(&mut states, &mut gates, &mut y, &xw, &w_hh, &bias, &lengths, st);
             }
             Cell::Rnn { relu } => {
                 gk::rnn_step_forward(&mut prog, &g_states, &g_y, &g_xw, &g_w, &g_bias, &g_len, st, relu)?;
-                cpu::rnn_step_forward(&mut states, &mut y, &xw, &w_hh, &bias, &lengths, st, relu);
+                twin::rnn_step_forward(&mut states, &mut y, &xw, &w_hh, &bias, &lengths, st, relu);
             }
         }
     }
@@ -731,19 +735,19 @@ pub fn check_steps(
                 gk::lstm_step_backward(
                     &mut prog, &g_cells, &g_gates, &g_w, &g_len, &g_dy, &g_dg, &g_carry, st,
                 )?;
-                cpu::lstm_step_backward(&cells, &gates, &w_hh, &lengths, &dy, &mut dg, &mut carry, st);
+                twin::lstm_step_backward(&cells, &gates, &w_hh, &lengths, &dy, &mut dg, &mut carry, st);
             }
             Cell::Gru => {
                 gk::gru_step_backward(
                     &mut prog, &g_states, &g_gates, &g_w, &g_len, &g_dy, &g_dg, &g_dgh, &g_carry, st,
                 )?;
-                cpu::gru_step_backward(
+                twin::gru_step_backward(
                     &states, &gates, &w_hh, &lengths, &dy, &mut dg, &mut dgh, &mut carry, st,
                 );
             }
             Cell::Rnn { relu } => {
                 gk::rnn_step_backward(&mut prog, &g_states, &g_w, &g_len, &g_dy, &g_dg, &g_carry, st, relu)?;
-                cpu::rnn_step_backward(&states, &w_hh, &lengths, &dy, &mut dg, &mut carry, st, relu);
+                twin::rnn_step_backward(&states, &w_hh, &lengths, &dy, &mut dg, &mut carry, st, relu);
             }
         }
     }
@@ -889,7 +893,7 @@ pub fn check_copy_cols(
     let x = rng.uniform_vec(rows * (width + 5) + 1, -1.0, 1.0);
     let y0 = rng.uniform_vec(rows * (width + 3) + 2, -1.0, 1.0);
     let mut want = y0.clone();
-    cpu::copy_cols(&mut want, &x, p);
+    twin::copy_cols(&mut want, &x, p);
     let gx = ctx.upload("x", &[x.len()], &x)?;
     let gy = ctx.upload("y", &[y0.len()], &y0)?;
     let mut prog = Program::new(ctx);
@@ -913,15 +917,15 @@ pub fn check_attention(ctx: &Arc<GpuContext>, a: crate::ops::Attention, seed: u6
     let rows = a.tgt * a.batch;
 
     let mut scores = vec![0.0; ns];
-    cpu::attention_dots(&mut scores, &q, &enc, &src_len, a, true);
+    twin::attention_dots(&mut scores, &q, &enc, &src_len, a, true);
     let mut probs = vec![0.0; ns];
-    cpu::softmax_rows(&mut probs, &scores, rows, a.src);
+    twin::softmax_rows(&mut probs, &scores, rows, a.src);
     let mut dscores = vec![0.0; ns];
-    cpu::softmax_backward(&mut dscores, &probs, &dy, rows, a.src);
+    twin::softmax_backward(&mut dscores, &probs, &dy, rows, a.src);
     let mut ctxv = base[..nq].to_vec();
-    cpu::attention_mix(&mut ctxv, &probs, &enc, a, true);
+    twin::attention_mix(&mut ctxv, &probs, &enc, a, true);
     let mut denc = base[..ne].to_vec();
-    cpu::attention_mix_t(&mut denc, &probs, &q, a, true);
+    twin::attention_mix_t(&mut denc, &probs, &q, a, true);
 
     let up = |what: &str, v: &[f32]| ctx.upload(what, &[v.len()], v);
     let (gq, genc, gdy) = (up("q", &q)?, up("enc", &enc)?, up("dy", &dy)?);
@@ -951,17 +955,17 @@ pub fn check_attention(ctx: &Arc<GpuContext>, a: crate::ops::Attention, seed: u6
 pub const ATTENTION_SHAPES: [(usize, usize, usize, usize); 4] =
     [(1, 1, 1, 1), (3, 2, 5, 7), (7, 5, 9, 64), (1, 8, 30, 33)];
 
-/// The CPU device's checks (`rnn-gpu verify --device cpu`), per cell of a small stacked,
-/// bidirectional character model with variable lengths: the f32 gradients against the f64
-/// reference of the same math, and the f64 backward against central finite differences, on a
-/// spread of parameters.
-pub fn cpu_checks() -> Result<Vec<Check>> {
+/// Whole-model gradients on a CPU device (`rnn-gpu verify --device cpu` or `reference`), per cell
+/// of a small stacked, bidirectional character model with variable lengths: the device's f32
+/// gradients against the f64 reference of the same math, and the f64 backward against central
+/// finite differences, on a spread of parameters.
+pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
     use crate::backend::Backend;
-    use crate::cpu::CpuBackend;
     use crate::model::exec::Exec;
     use crate::model::params::ParamLayout;
     use crate::model::spec::{Cell, ModelSpec};
-    use crate::model::{Device, Model, Start};
+    use crate::model::{Model, Start};
+    use crate::reference::ReferenceBackend;
 
     let mut out = Vec::new();
     for cell in [Cell::Rnn { relu: false }, Cell::Lstm, Cell::Gru] {
@@ -975,19 +979,19 @@ pub fn cpu_checks() -> Result<Vec<Check>> {
         let shape = format!("L2 D2 H4 V5 T{t} B{b}");
 
         let init = layout.init(3);
-        let mut f32_model = Model::with_flat_params(spec.clone(), &Device::Cpu, &init, 0)?;
+        let mut f32_model = Model::with_flat_params(spec.clone(), device, &init, 0)?;
         let (_, grads32) = f32_model.loss_gradients(&batch, Start::Fresh)?;
         let grads32: Vec<f32> = grads32.params.into_iter().flat_map(|(_, g)| g).collect();
 
         let init64: Vec<f64> = init.iter().map(|&v| v as f64).collect();
-        let mut exec = Exec::new(CpuBackend::<f64>::new(), &layout, &init64)?;
+        let mut exec = Exec::new(ReferenceBackend::<f64>::new(), &layout, &init64)?;
         exec.loss_gradients(&spec, &layout, &batch, Start::Fresh, None)?;
         let buf = exec.net.grads.clone();
         let all64 = exec.be.read(&buf)?;
         let grads64: Vec<f32> =
             layout.entries().iter().flat_map(|e| all64[e.range()].iter().map(|&g| g as f32)).collect();
         out.push(compare(
-            &format!("cpu f32 gradients vs f64, {}", cell.name()),
+            &format!("{} f32 gradients vs f64 reference, {}", device.name(), cell.name()),
             shape.clone(),
             &grads32,
             &grads64,
@@ -1016,7 +1020,7 @@ pub fn cpu_checks() -> Result<Vec<Check>> {
             }
         }
         out.push(compare(
-            &format!("cpu f64 backward vs finite differences, {}", cell.name()),
+            &format!("reference f64 backward vs finite differences, {}", cell.name()),
             format!("{shape}, {} parameters", analytic.len()),
             &analytic,
             &numeric,

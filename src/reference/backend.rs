@@ -1,165 +1,68 @@
-//! The CPU device: each op runs at once, through its twin in `cpu::kernels`. Generic over the
+//! The reference device: each op runs at once, through its plain-loop twin in `reference::kernels`. Generic over the
 //! float type, so that the same model code runs in f64 for the gradient checks.
 
 use std::marker::PhantomData;
-use std::ops::{Deref, DerefMut, Range};
-use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use super::kernels as k;
 use crate::backend::{Backend, ProgramKey, StepBufs};
-use crate::error::{Error, Result};
+use crate::error::Result;
+use crate::host::{
+    self, GruBackward, GruForward, HostMemory, HostTensor, LstmBackward, LstmForward, RnnBackward,
+    RnnForward, StepKernels, check_matmul, rd, wr,
+};
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::real::Real;
 use crate::train::optim::{Adagrad, Adam, Sgd};
 
-/// A view of a host buffer.
-#[derive(Clone, Debug)]
-pub struct CpuTensor<T> {
-    data: Arc<RwLock<Vec<T>>>,
-    offset: usize,
-    len: usize,
-}
-
-impl<T> CpuTensor<T> {
-    pub fn len(&self) -> usize {
-        self.len
-    }
-
-    pub fn is_empty(&self) -> bool {
-        self.len == 0
-    }
-}
-
-/// A locked view. Reads share a buffer; a write excludes everything else, as on a GPU, where a
-/// buffer bound writable in one dispatch cannot be bound again. An op handed such a pair gets an
-/// error, not a deadlock.
-struct Read<'a, T> {
-    guard: RwLockReadGuard<'a, Vec<T>>,
-    range: Range<usize>,
-}
-
-struct Write<'a, T> {
-    guard: RwLockWriteGuard<'a, Vec<T>>,
-    range: Range<usize>,
-}
-
-impl<T> Deref for Read<'_, T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.guard[self.range.clone()]
-    }
-}
-
-impl<T> Deref for Write<'_, T> {
-    type Target = [T];
-    fn deref(&self) -> &[T] {
-        &self.guard[self.range.clone()]
-    }
-}
-
-impl<T> DerefMut for Write<'_, T> {
-    fn deref_mut(&mut self) -> &mut [T] {
-        &mut self.guard[self.range.clone()]
-    }
-}
-
-fn aliasing() -> Error {
-    Error::invalid(
-        "cpu backend",
-        "one op was handed a buffer it writes through another argument too (an engine bug)",
-    )
-}
-
-fn rd<T>(t: &CpuTensor<T>) -> Result<Read<'_, T>> {
-    let guard = t.data.try_read().map_err(|_| aliasing())?;
-    Ok(Read { guard, range: t.offset..t.offset + t.len })
-}
-
-fn wr<T>(t: &CpuTensor<T>) -> Result<Write<'_, T>> {
-    let guard = t.data.try_write().map_err(|_| aliasing())?;
-    Ok(Write { guard, range: t.offset..t.offset + t.len })
-}
-
-fn new_tensor<T: Clone>(len: usize, zero: T) -> CpuTensor<T> {
-    CpuTensor { data: Arc::new(RwLock::new(vec![zero; len])), offset: 0, len }
-}
-
 #[derive(Debug)]
-pub struct CpuBackend<T> {
-    /// Bytes of the buffers allocated so far, and what the machine had available at the start:
-    /// an allocation past that is refused with the figures rather than left to the OOM killer.
-    allocated: u64,
-    available: Option<u64>,
+pub struct ReferenceBackend<T> {
+    memory: HostMemory,
     _elem: PhantomData<T>,
 }
 
-impl<T: Real> Default for CpuBackend<T> {
+impl<T: Real> Default for ReferenceBackend<T> {
     fn default() -> Self {
         Self::new()
     }
 }
 
-impl<T: Real> CpuBackend<T> {
+impl<T: Real> ReferenceBackend<T> {
     pub fn new() -> Self {
-        CpuBackend { allocated: 0, available: crate::error::available_memory(), _elem: PhantomData }
-    }
-
-    fn reserve(&mut self, what: &str, bytes: u64) -> Result<()> {
-        let total = self.allocated.saturating_add(bytes);
-        if let Some(available) = self.available
-            && total > available
-        {
-            return Err(Error::OutOfMemory { what: what.to_string(), needed: total, available });
-        }
-        self.allocated = total;
-        Ok(())
+        ReferenceBackend { memory: HostMemory::new(), _elem: PhantomData }
     }
 }
 
-impl<T: Real> Backend for CpuBackend<T> {
+impl<T: Real> Backend for ReferenceBackend<T> {
     type Elem = T;
-    type Buf = CpuTensor<T>;
-    type IBuf = CpuTensor<u32>;
+    type Buf = HostTensor<T>;
+    type IBuf = HostTensor<u32>;
 
     fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf> {
-        self.reserve(what, (len as u64).saturating_mul(std::mem::size_of::<T>() as u64))?;
-        Ok(new_tensor(len, T::ZERO))
+        self.memory.alloc(what, len, T::ZERO)
     }
 
     fn alloc_u32(&mut self, what: &str, len: usize) -> Result<Self::IBuf> {
-        self.reserve(what, (len as u64).saturating_mul(4))?;
-        Ok(new_tensor(len, 0))
+        self.memory.alloc(what, len, 0)
     }
 
     fn view(&self, t: &Self::Buf, start: usize, len: usize) -> Result<Self::Buf> {
-        if start + len > t.len {
-            return Err(Error::range("view", "end", start + len, format!("at most {}", t.len)));
-        }
-        Ok(CpuTensor { data: t.data.clone(), offset: t.offset + start, len })
+        t.view(start, len)
     }
 
     fn len(t: &Self::Buf) -> usize {
-        t.len
+        t.len()
     }
 
     fn write(&mut self, t: &Self::Buf, data: &[T]) -> Result<()> {
-        if data.len() != t.len {
-            return Err(Error::shape("write", "data", &[data.len()], &[t.len]));
-        }
-        wr(t)?.copy_from_slice(data);
-        Ok(())
+        t.write("write", data)
     }
 
     fn write_u32(&mut self, t: &Self::IBuf, data: &[u32]) -> Result<()> {
-        if data.len() != t.len {
-            return Err(Error::shape("write_u32", "data", &[data.len()], &[t.len]));
-        }
-        wr(t)?.copy_from_slice(data);
-        Ok(())
+        t.write("write_u32", data)
     }
 
     fn read(&mut self, t: &Self::Buf) -> Result<Vec<T>> {
-        Ok(rd(t)?.to_vec())
+        t.read()
     }
 
     fn execute(&mut self, _key: ProgramKey, record: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
@@ -169,32 +72,15 @@ impl<T: Real> Backend for CpuBackend<T> {
     fn drop_programs(&mut self, _steps: usize, _tgt_steps: usize, _batch: usize) {}
 
     fn clear(&mut self, t: &Self::Buf) -> Result<()> {
-        wr(t)?.fill(T::ZERO);
-        Ok(())
+        t.fill(T::ZERO)
     }
 
     fn copy(&mut self, src: &Self::Buf, dst: &Self::Buf) -> Result<()> {
-        if src.len != dst.len {
-            return Err(Error::shape("copy", "source", &[src.len], &[dst.len]));
-        }
-        if Arc::ptr_eq(&src.data, &dst.data) {
-            let mut g = src.data.try_write().map_err(|_| aliasing())?;
-            g.copy_within(src.offset..src.offset + src.len, dst.offset);
-            return Ok(());
-        }
-        wr(dst)?.copy_from_slice(&rd(src)?);
-        Ok(())
+        src.copy_to(dst)
     }
 
     fn matmul(&mut self, c: &Self::Buf, a: &Self::Buf, b: &Self::Buf, p: Matmul) -> Result<()> {
-        if c.len != p.m * p.n || a.len != p.m * p.k || b.len != p.k * p.n {
-            return Err(Error::shape(
-                "matmul",
-                "C, A, B",
-                &[c.len, a.len, b.len],
-                &[p.m * p.n, p.m * p.k, p.k * p.n],
-            ));
-        }
+        check_matmul(c, a, b, p)?;
         k::matmul(&mut wr(c)?, &rd(a)?, &rd(b)?, p);
         Ok(())
     }
@@ -409,85 +295,34 @@ impl<T: Real> Backend for CpuBackend<T> {
     }
 
     fn step_forward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()> {
-        let missing = || Error::invalid("step_forward", format!("{} needs its gates buffer", cell.name()));
-        match cell {
-            Cell::Lstm => {
-                let cells = b.cells.ok_or_else(missing)?;
-                let gates = b.gates.ok_or_else(missing)?;
-                k::lstm_step_forward(
-                    &mut wr(b.states)?,
-                    &mut wr(cells)?,
-                    &mut wr(gates)?,
-                    &mut wr(b.y)?,
-                    &rd(b.xw)?,
-                    &rd(b.w_hh)?,
-                    &rd(b.bias)?,
-                    &rd(b.lengths)?,
-                    s,
-                )
-            }
-            Cell::Gru => k::gru_step_forward(
-                &mut wr(b.states)?,
-                &mut wr(b.gates.ok_or_else(missing)?)?,
-                &mut wr(b.y)?,
-                &rd(b.xw)?,
-                &rd(b.w_hh)?,
-                &rd(b.bias)?,
-                &rd(b.lengths)?,
-                s,
-            ),
-            Cell::Rnn { relu } => k::rnn_step_forward(
-                &mut wr(b.states)?,
-                &mut wr(b.y)?,
-                &rd(b.xw)?,
-                &rd(b.w_hh)?,
-                &rd(b.bias)?,
-                &rd(b.lengths)?,
-                s,
-                relu,
-            ),
-        }
-        Ok(())
+        host::step_forward(&mut Twins, cell, b, s)
     }
 
     fn step_backward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()> {
-        let missing = |what: &str| Error::invalid("step_backward", format!("{} needs {what}", cell.name()));
-        let dy = b.dy.ok_or_else(|| missing("dy"))?;
-        let dg = b.dg.ok_or_else(|| missing("dg"))?;
-        let carry = b.carry.ok_or_else(|| missing("carry"))?;
-        match cell {
-            Cell::Lstm => k::lstm_step_backward(
-                &rd(b.cells.ok_or_else(|| missing("cells"))?)?,
-                &rd(b.gates.ok_or_else(|| missing("gates"))?)?,
-                &rd(b.w_hh)?,
-                &rd(b.lengths)?,
-                &rd(dy)?,
-                &mut wr(dg)?,
-                &mut wr(carry)?,
-                s,
-            ),
-            Cell::Gru => k::gru_step_backward(
-                &rd(b.states)?,
-                &rd(b.gates.ok_or_else(|| missing("gates"))?)?,
-                &rd(b.w_hh)?,
-                &rd(b.lengths)?,
-                &rd(dy)?,
-                &mut wr(dg)?,
-                &mut wr(b.dgh.ok_or_else(|| missing("dgh"))?)?,
-                &mut wr(carry)?,
-                s,
-            ),
-            Cell::Rnn { relu } => k::rnn_step_backward(
-                &rd(b.states)?,
-                &rd(b.w_hh)?,
-                &rd(b.lengths)?,
-                &rd(dy)?,
-                &mut wr(dg)?,
-                &mut wr(carry)?,
-                s,
-                relu,
-            ),
-        }
-        Ok(())
+        host::step_backward(&mut Twins, cell, b, s)
+    }
+}
+
+/// The step kernels of the reference: the plain-loop twins.
+struct Twins;
+
+impl<T: Real> StepKernels<T> for Twins {
+    fn lstm_forward(&mut self, f: LstmForward<'_, T>, s: Step) {
+        k::lstm_step_forward(f.states, f.cells, f.gates, f.y, f.xw, f.w_hh, f.bias, f.lengths, s)
+    }
+    fn gru_forward(&mut self, f: GruForward<'_, T>, s: Step) {
+        k::gru_step_forward(f.states, f.gates, f.y, f.xw, f.w_hh, f.bias, f.lengths, s)
+    }
+    fn rnn_forward(&mut self, f: RnnForward<'_, T>, s: Step, relu: bool) {
+        k::rnn_step_forward(f.states, f.y, f.xw, f.w_hh, f.bias, f.lengths, s, relu)
+    }
+    fn lstm_backward(&mut self, b: LstmBackward<'_, T>, s: Step) {
+        k::lstm_step_backward(b.cells, b.gates, b.w_hh, b.lengths, b.dy, b.dg, b.carry, s)
+    }
+    fn gru_backward(&mut self, b: GruBackward<'_, T>, s: Step) {
+        k::gru_step_backward(b.states, b.gates, b.w_hh, b.lengths, b.dy, b.dg, b.dgh, b.carry, s)
+    }
+    fn rnn_backward(&mut self, b: RnnBackward<'_, T>, s: Step, relu: bool) {
+        k::rnn_step_backward(b.states, b.w_hh, b.lengths, b.dy, b.dg, b.carry, s, relu)
     }
 }

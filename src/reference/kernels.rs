@@ -316,19 +316,20 @@ pub fn index_lists(idx: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
     (starts, rows)
 }
 
-fn keep_scale(seed: u32, p: Dropout, i: usize) -> f32 {
+/// The inverted-dropout factor of element `i`: 0, or `1 / (1 - prob)` for a kept element.
+pub fn dropout_scale(seed: u32, p: Dropout, i: usize) -> f32 {
     if hash_uniform(seed ^ p.salt, i as u32) >= p.prob { 1.0 / (1.0 - p.prob) } else { 0.0 }
 }
 
 pub fn dropout_forward<T: Real>(out: &mut [T], x: &[T], seeds: &[u32], p: Dropout) {
     for i in 0..out.len() {
-        out[i] = x[i] * T::from_f32(keep_scale(seeds[0], p, i));
+        out[i] = x[i] * T::from_f32(dropout_scale(seeds[0], p, i));
     }
 }
 
 pub fn dropout_backward<T: Real>(dx: &mut [T], dy: &[T], seeds: &[u32], p: Dropout) {
     for i in 0..dx.len() {
-        dx[i] += dy[i] * T::from_f32(keep_scale(seeds[0], p, i));
+        dx[i] += dy[i] * T::from_f32(dropout_scale(seeds[0], p, i));
     }
 }
 

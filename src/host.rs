@@ -1,0 +1,351 @@
+//! Host memory, shared by the two CPU devices (the native one and the reference): buffers as views
+//! into shared vectors, locked per op, and a budget that refuses an allocation the machine cannot
+//! hold.
+
+use std::ops::{Deref, DerefMut, Range};
+use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
+
+use crate::backend::{Backend, StepBufs};
+use crate::error::{Error, Result};
+use crate::ops::{Cell, Matmul, Step};
+
+/// A view of a host buffer.
+#[derive(Clone, Debug)]
+pub struct HostTensor<T> {
+    data: Arc<RwLock<Vec<T>>>,
+    offset: usize,
+    len: usize,
+}
+
+impl<T: Copy> HostTensor<T> {
+    pub fn len(&self) -> usize {
+        self.len
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.len == 0
+    }
+
+    /// `len` elements from `start`.
+    pub fn view(&self, start: usize, len: usize) -> Result<Self> {
+        if start.checked_add(len).is_none_or(|end| end > self.len) {
+            return Err(Error::range(
+                "view",
+                "end",
+                start.saturating_add(len),
+                format!("at most {}", self.len),
+            ));
+        }
+        Ok(HostTensor { data: self.data.clone(), offset: self.offset + start, len })
+    }
+
+    pub fn write(&self, what: &'static str, data: &[T]) -> Result<()> {
+        if data.len() != self.len {
+            return Err(Error::shape(what, "data", &[data.len()], &[self.len]));
+        }
+        wr(self)?.copy_from_slice(data);
+        Ok(())
+    }
+
+    pub fn read(&self) -> Result<Vec<T>> {
+        Ok(rd(self)?.to_vec())
+    }
+
+    pub fn fill(&self, value: T) -> Result<()> {
+        wr(self)?.fill(value);
+        Ok(())
+    }
+
+    /// Copies into `dst`, which may be another view of the same buffer.
+    pub fn copy_to(&self, dst: &Self) -> Result<()> {
+        if self.len != dst.len {
+            return Err(Error::shape("copy", "source", &[self.len], &[dst.len]));
+        }
+        if Arc::ptr_eq(&self.data, &dst.data) {
+            let mut g = self.data.try_write().map_err(|_| aliasing())?;
+            g.copy_within(self.offset..self.offset + self.len, dst.offset);
+            return Ok(());
+        }
+        wr(dst)?.copy_from_slice(&rd(self)?);
+        Ok(())
+    }
+}
+
+/// A locked view. Reads share a buffer; a write excludes everything else, as on a GPU, where a
+/// buffer bound writable in one dispatch cannot be bound again. An op handed such a pair gets an
+/// error, not a deadlock.
+pub(crate) struct Read<'a, T> {
+    guard: RwLockReadGuard<'a, Vec<T>>,
+    range: Range<usize>,
+}
+
+pub(crate) struct Write<'a, T> {
+    guard: RwLockWriteGuard<'a, Vec<T>>,
+    range: Range<usize>,
+}
+
+impl<T> Deref for Read<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.guard[self.range.clone()]
+    }
+}
+
+impl<T> Deref for Write<'_, T> {
+    type Target = [T];
+    fn deref(&self) -> &[T] {
+        &self.guard[self.range.clone()]
+    }
+}
+
+impl<T> DerefMut for Write<'_, T> {
+    fn deref_mut(&mut self) -> &mut [T] {
+        &mut self.guard[self.range.clone()]
+    }
+}
+
+fn aliasing() -> Error {
+    Error::invalid(
+        "cpu backend",
+        "one op was handed a buffer it writes through another argument too (an engine bug)",
+    )
+}
+
+pub(crate) fn rd<T>(t: &HostTensor<T>) -> Result<Read<'_, T>> {
+    let guard = t.data.try_read().map_err(|_| aliasing())?;
+    Ok(Read { guard, range: t.offset..t.offset + t.len })
+}
+
+pub(crate) fn wr<T>(t: &HostTensor<T>) -> Result<Write<'_, T>> {
+    let guard = t.data.try_write().map_err(|_| aliasing())?;
+    Ok(Write { guard, range: t.offset..t.offset + t.len })
+}
+
+/// Bytes of the buffers allocated so far, and what the machine had available at the start: an
+/// allocation past that is refused with the figures rather than left to the OOM killer.
+#[derive(Debug)]
+pub(crate) struct HostMemory {
+    allocated: u64,
+    available: Option<u64>,
+}
+
+impl HostMemory {
+    pub fn new() -> Self {
+        HostMemory { allocated: 0, available: crate::error::available_memory() }
+    }
+
+    /// A buffer of `len` copies of `zero`.
+    pub fn alloc<T: Clone>(&mut self, what: &str, len: usize, zero: T) -> Result<HostTensor<T>> {
+        let bytes = (len as u64).saturating_mul(std::mem::size_of::<T>() as u64);
+        let total = self.allocated.saturating_add(bytes);
+        if let Some(available) = self.available
+            && total > available
+        {
+            return Err(Error::OutOfMemory { what: what.to_string(), needed: total, available });
+        }
+        self.allocated = total;
+        Ok(HostTensor { data: Arc::new(RwLock::new(vec![zero; len])), offset: 0, len })
+    }
+}
+
+/// `matmul`'s buffers must hold exactly its shapes.
+pub(crate) fn check_matmul<T: Copy>(
+    c: &HostTensor<T>,
+    a: &HostTensor<T>,
+    b: &HostTensor<T>,
+    p: Matmul,
+) -> Result<()> {
+    if c.len != p.m * p.n || a.len != p.m * p.k || b.len != p.k * p.n {
+        return Err(Error::shape(
+            "matmul",
+            "C, A, B",
+            &[c.len, a.len, b.len],
+            &[p.m * p.n, p.m * p.k, p.k * p.n],
+        ));
+    }
+    Ok(())
+}
+
+// ---------------------------------------------------------------------------------------------
+// The fused step kernels of a CPU device, handed their buffers locked: one dispatch, written
+// once, for the reference's twins and the native kernels alike.
+
+pub(crate) struct LstmForward<'a, T> {
+    pub states: &'a mut [T],
+    pub cells: &'a mut [T],
+    pub gates: &'a mut [T],
+    pub y: &'a mut [T],
+    pub xw: &'a [T],
+    pub w_hh: &'a [T],
+    pub bias: &'a [T],
+    pub lengths: &'a [u32],
+}
+
+pub(crate) struct GruForward<'a, T> {
+    pub states: &'a mut [T],
+    pub gates: &'a mut [T],
+    pub y: &'a mut [T],
+    pub xw: &'a [T],
+    pub w_hh: &'a [T],
+    pub bias: &'a [T],
+    pub lengths: &'a [u32],
+}
+
+pub(crate) struct RnnForward<'a, T> {
+    pub states: &'a mut [T],
+    pub y: &'a mut [T],
+    pub xw: &'a [T],
+    pub w_hh: &'a [T],
+    pub bias: &'a [T],
+    pub lengths: &'a [u32],
+}
+
+pub(crate) struct LstmBackward<'a, T> {
+    pub cells: &'a [T],
+    pub gates: &'a [T],
+    pub w_hh: &'a [T],
+    pub lengths: &'a [u32],
+    pub dy: &'a [T],
+    pub dg: &'a mut [T],
+    pub carry: &'a mut [T],
+}
+
+pub(crate) struct GruBackward<'a, T> {
+    pub states: &'a [T],
+    pub gates: &'a [T],
+    pub w_hh: &'a [T],
+    pub lengths: &'a [u32],
+    pub dy: &'a [T],
+    pub dg: &'a mut [T],
+    pub dgh: &'a mut [T],
+    pub carry: &'a mut [T],
+}
+
+pub(crate) struct RnnBackward<'a, T> {
+    pub states: &'a [T],
+    pub w_hh: &'a [T],
+    pub lengths: &'a [u32],
+    pub dy: &'a [T],
+    pub dg: &'a mut [T],
+    pub carry: &'a mut [T],
+}
+
+pub(crate) trait StepKernels<T> {
+    fn lstm_forward(&mut self, f: LstmForward<'_, T>, s: Step);
+    fn gru_forward(&mut self, f: GruForward<'_, T>, s: Step);
+    fn rnn_forward(&mut self, f: RnnForward<'_, T>, s: Step, relu: bool);
+    fn lstm_backward(&mut self, b: LstmBackward<'_, T>, s: Step);
+    fn gru_backward(&mut self, b: GruBackward<'_, T>, s: Step);
+    fn rnn_backward(&mut self, b: RnnBackward<'_, T>, s: Step, relu: bool);
+}
+
+pub(crate) fn step_forward<T, B, K>(kern: &mut K, cell: Cell, b: &StepBufs<'_, B>, s: Step) -> Result<()>
+where
+    T: Copy,
+    B: Backend<Buf = HostTensor<T>, IBuf = HostTensor<u32>> + ?Sized,
+    K: StepKernels<T>,
+{
+    let missing = || Error::invalid("step_forward", format!("{} needs its gates buffer", cell.name()));
+    let (mut states, mut y) = (wr(b.states)?, wr(b.y)?);
+    let (xw, w_hh, bias, lengths) = (rd(b.xw)?, rd(b.w_hh)?, rd(b.bias)?, rd(b.lengths)?);
+    match cell {
+        Cell::Lstm => {
+            let mut cells = wr(b.cells.ok_or_else(missing)?)?;
+            let mut gates = wr(b.gates.ok_or_else(missing)?)?;
+            let f = LstmForward {
+                states: &mut states,
+                cells: &mut cells,
+                gates: &mut gates,
+                y: &mut y,
+                xw: &xw,
+                w_hh: &w_hh,
+                bias: &bias,
+                lengths: &lengths,
+            };
+            kern.lstm_forward(f, s)
+        }
+        Cell::Gru => {
+            let mut gates = wr(b.gates.ok_or_else(missing)?)?;
+            let f = GruForward {
+                states: &mut states,
+                gates: &mut gates,
+                y: &mut y,
+                xw: &xw,
+                w_hh: &w_hh,
+                bias: &bias,
+                lengths: &lengths,
+            };
+            kern.gru_forward(f, s)
+        }
+        Cell::Rnn { relu } => {
+            let f = RnnForward {
+                states: &mut states,
+                y: &mut y,
+                xw: &xw,
+                w_hh: &w_hh,
+                bias: &bias,
+                lengths: &lengths,
+            };
+            kern.rnn_forward(f, s, relu)
+        }
+    }
+    Ok(())
+}
+
+pub(crate) fn step_backward<T, B, K>(kern: &mut K, cell: Cell, b: &StepBufs<'_, B>, s: Step) -> Result<()>
+where
+    T: Copy,
+    B: Backend<Buf = HostTensor<T>, IBuf = HostTensor<u32>> + ?Sized,
+    K: StepKernels<T>,
+{
+    let missing = |what: &str| Error::invalid("step_backward", format!("{} needs {what}", cell.name()));
+    let dy = rd(b.dy.ok_or_else(|| missing("dy"))?)?;
+    let mut dg = wr(b.dg.ok_or_else(|| missing("dg"))?)?;
+    let mut carry = wr(b.carry.ok_or_else(|| missing("carry"))?)?;
+    let (w_hh, lengths) = (rd(b.w_hh)?, rd(b.lengths)?);
+    match cell {
+        Cell::Lstm => {
+            let cells = rd(b.cells.ok_or_else(|| missing("cells"))?)?;
+            let gates = rd(b.gates.ok_or_else(|| missing("gates"))?)?;
+            let a = LstmBackward {
+                cells: &cells,
+                gates: &gates,
+                w_hh: &w_hh,
+                lengths: &lengths,
+                dy: &dy,
+                dg: &mut dg,
+                carry: &mut carry,
+            };
+            kern.lstm_backward(a, s)
+        }
+        Cell::Gru => {
+            let states = rd(b.states)?;
+            let gates = rd(b.gates.ok_or_else(|| missing("gates"))?)?;
+            let mut dgh = wr(b.dgh.ok_or_else(|| missing("dgh"))?)?;
+            let a = GruBackward {
+                states: &states,
+                gates: &gates,
+                w_hh: &w_hh,
+                lengths: &lengths,
+                dy: &dy,
+                dg: &mut dg,
+                dgh: &mut dgh,
+                carry: &mut carry,
+            };
+            kern.gru_backward(a, s)
+        }
+        Cell::Rnn { relu } => {
+            let states = rd(b.states)?;
+            let a = RnnBackward {
+                states: &states,
+                w_hh: &w_hh,
+                lengths: &lengths,
+                dy: &dy,
+                dg: &mut dg,
+                carry: &mut carry,
+            };
+            kern.rnn_backward(a, s, relu)
+        }
+    }
+    Ok(())
+}

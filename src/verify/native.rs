@@ -1,0 +1,655 @@
+//! Every native CPU kernel against its plain-loop twin, through the `Backend` interface both
+//! devices implement: the cases behind `rnn-gpu verify --device cpu` and the native kernel tests.
+//!
+//! Each case is drawn once and run on both devices from the same buffers. Outputs a kernel
+//! overwrites start as NaN, so an element it fails to write fails the comparison; outputs it
+//! accumulates into start from the same random values. Tolerances are the GPU checks' (DESIGN.md).
+
+use super::{ALL_CELLS, ATTENTION_SHAPES, Check, MATMUL_SHAPES, SIZES, STEP_SHAPES, Tolerance, compare};
+use crate::backend::{Backend, StepBufs};
+use crate::error::Result;
+use crate::native::NativeBackend;
+use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
+use crate::reference::ReferenceBackend;
+use crate::reference::kernels::index_lists;
+use crate::rng::Rng;
+use crate::train::optim::{Adagrad, Adam, Sgd};
+
+/// What a case runs, with the meaning of its float buffers `f` and integer buffers `u`.
+#[derive(Clone, Copy, Debug)]
+enum Kernel {
+    /// f: C, A, B.
+    Matmul(Matmul),
+    /// f: y, bias.
+    AddBias { rows: usize, cols: usize },
+    /// f: db, dy.
+    BiasGrad { rows: usize, cols: usize },
+    /// f: y, x.
+    Axpy(f32),
+    /// f: y, x.
+    TanhForward,
+    /// f: dx, y, dy.
+    TanhBackward,
+    /// f: grad.
+    ClipByValue(f32, f32),
+    /// f: grad, state.
+    ClipByNorm,
+    /// f: out, x.
+    Reduce(Reduce),
+    /// f: y, x.
+    SoftmaxRows { rows: usize, cols: usize },
+    /// f: loss, dx, logits, weights; u: targets.
+    SoftmaxXent { rows: usize, cols: usize },
+    /// f: loss, dx, pred, target, weights.
+    Mse { rows: usize, cols: usize },
+    /// f: dx, y, dy.
+    SoftmaxBackward { rows: usize, cols: usize },
+    /// f: out, table; u: idx.
+    Gather(Gather),
+    /// f: dtable, dout; u: starts, rows.
+    ScatterAdd(Gather),
+    /// f: out (dx), x (dy); u: seeds.
+    Dropout { p: Dropout, backward: bool },
+    /// f: param, grad, state, momentum.
+    Sgd(Sgd),
+    /// f: param, grad, state, sum.
+    Adagrad(Adagrad),
+    /// f: param, grad, state, m, v.
+    Adam(Adam),
+    /// f: state.
+    FinalizeStep(f32),
+    /// f: y, x.
+    CopyCols(CopyCols),
+    /// f: out, x, enc; u: src_len.
+    AttentionDots(Attention, bool),
+    /// f: out, w, enc.
+    AttentionMix(Attention, bool),
+    /// f: out, w, x.
+    AttentionMixT(Attention, bool),
+}
+
+struct Case {
+    name: &'static str,
+    shape: String,
+    kernel: Kernel,
+    f: Vec<Vec<f32>>,
+    u: Vec<Vec<u32>>,
+    /// The float buffers compared after the run, by index and name.
+    outputs: Vec<(usize, &'static str)>,
+    tol: Tolerance,
+}
+
+fn upload<B: Backend<Elem = f32>>(
+    be: &mut B,
+    f: &[Vec<f32>],
+    u: &[Vec<u32>],
+) -> Result<(Vec<B::Buf>, Vec<B::IBuf>)> {
+    let mut fb = Vec::new();
+    for v in f {
+        let t = be.alloc("case", v.len())?;
+        be.write(&t, v)?;
+        fb.push(t);
+    }
+    let mut ub = Vec::new();
+    for v in u {
+        let t = be.alloc_u32("case", v.len())?;
+        be.write_u32(&t, v)?;
+        ub.push(t);
+    }
+    Ok((fb, ub))
+}
+
+/// Runs `case` on `be` and reads back its outputs.
+fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>> {
+    let (f, u) = upload(be, &case.f, &case.u)?;
+    match case.kernel {
+        Kernel::Matmul(p) => be.matmul(&f[0], &f[1], &f[2], p)?,
+        Kernel::AddBias { rows, cols } => be.add_bias(&f[0], &f[1], rows, cols)?,
+        Kernel::BiasGrad { rows, cols } => be.bias_grad(&f[0], &f[1], rows, cols)?,
+        Kernel::Axpy(alpha) => be.axpy(&f[0], &f[1], alpha)?,
+        Kernel::TanhForward => be.tanh_forward(&f[0], &f[1])?,
+        Kernel::TanhBackward => be.tanh_backward(&f[0], &f[1], &f[2])?,
+        Kernel::ClipByValue(lo, hi) => be.clip_by_value(&f[0], lo, hi)?,
+        Kernel::ClipByNorm => be.clip_by_norm(&f[0], &f[1])?,
+        Kernel::Reduce(p) => be.reduce(&f[0], &f[1], p)?,
+        Kernel::SoftmaxRows { rows, cols } => be.softmax_rows(&f[0], &f[1], rows, cols)?,
+        Kernel::SoftmaxXent { rows, cols } => {
+            be.softmax_xent(&f[0], &f[1], &f[2], &u[0], &f[3], rows, cols)?
+        }
+        Kernel::Mse { rows, cols } => be.mse(&f[0], &f[1], &f[2], &f[3], &f[4], rows, cols)?,
+        Kernel::SoftmaxBackward { rows, cols } => be.softmax_backward(&f[0], &f[1], &f[2], rows, cols)?,
+        Kernel::Gather(p) => be.gather(&f[0], &f[1], &u[0], p)?,
+        Kernel::ScatterAdd(p) => be.scatter_add(&f[0], &f[1], &u[0], &u[1], p)?,
+        Kernel::Dropout { p, backward: false } => be.dropout_forward(&f[0], &f[1], &u[0], p)?,
+        Kernel::Dropout { p, backward: true } => be.dropout_backward(&f[0], &f[1], &u[0], p)?,
+        Kernel::Sgd(o) => be.sgd(&f[0], &f[1], (o.momentum != 0.0).then_some(&f[3]), &f[2], o)?,
+        Kernel::Adagrad(o) => be.adagrad(&f[0], &f[1], &f[3], &f[2], o)?,
+        Kernel::Adam(o) => be.adam(&f[0], &f[1], &f[3], &f[4], &f[2], o)?,
+        Kernel::FinalizeStep(max_norm) => be.finalize_step(&f[0], max_norm)?,
+        Kernel::CopyCols(p) => be.copy_cols(&f[0], &f[1], p)?,
+        Kernel::AttentionDots(a, mask) => be.attention_dots(&f[0], &f[1], &f[2], &u[0], a, mask)?,
+        Kernel::AttentionMix(a, acc) => be.attention_mix(&f[0], &f[1], &f[2], a, acc)?,
+        Kernel::AttentionMixT(a, acc) => be.attention_mix_t(&f[0], &f[1], &f[2], a, acc)?,
+    }
+    case.outputs.iter().map(|&(i, _)| be.read(&f[i])).collect()
+}
+
+fn check(case: Case) -> Result<Vec<Check>> {
+    let mut native = run(&mut NativeBackend::new()?, &case)?;
+    let mut reference = run(&mut ReferenceBackend::<f32>::new(), &case)?;
+    // Clipping must keep a NaN as it is (the finiteness guard refuses the step after it): NaN
+    // on both sides is the expected result there, and a marker stands for it.
+    if let Kernel::ClipByValue(..) = case.kernel {
+        for v in native.iter_mut().chain(reference.iter_mut()).flatten() {
+            if v.is_nan() {
+                *v = 1e30;
+            }
+        }
+    }
+    Ok(case
+        .outputs
+        .iter()
+        .zip(native.iter().zip(&reference))
+        .map(|(&(_, what), (n, r))| {
+            let kernel =
+                if case.outputs.len() == 1 { case.name.to_string() } else { format!("{}.{what}", case.name) };
+            compare(&kernel, case.shape.clone(), n, r, case.tol)
+        })
+        .collect())
+}
+
+fn nan(n: usize) -> Vec<f32> {
+    vec![f32::NAN; n]
+}
+
+/// A step state in which the update applies: finite loss, step 3, learning rate 0.01.
+fn applied_state() -> Vec<f32> {
+    let mut s = vec![0.0; step_state::LEN];
+    (s[step_state::OK], s[step_state::STEP], s[step_state::LR], s[step_state::CLIP_SCALE]) =
+        (1.0, 3.0, 0.01, 0.7);
+    s
+}
+
+/// Every native kernel at the GPU checks' shapes, plus sizes past the native kernels' chunk and
+/// parallel thresholds: what `rnn-gpu verify --device cpu` prints.
+pub fn kernel_checks() -> Result<Vec<Check>> {
+    let mut rng = Rng::seed_from_u64(7);
+    let mut cases = Vec::new();
+    let el = Tolerance::ELEMENTWISE;
+    // Products: the GPU's shapes, and products large enough to run on every thread.
+    let big = [(128, 1024, 64), (32, 1024, 256), (64, 512, 2048)];
+    for &(m, n, k) in MATMUL_SHAPES.iter().chain(&big) {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let p = Matmul { m, n, k, trans_a: ta, trans_b: tb, accumulate: (m + n + k) % 2 == 1 };
+            let c = if p.accumulate { rng.uniform_vec(m * n, -1.0, 1.0) } else { nan(m * n) };
+            cases.push(Case {
+                name: "matmul",
+                shape: format!(
+                    "{m}x{n}x{k}{}{}{}",
+                    if ta { " Aᵀ" } else { "" },
+                    if tb { " Bᵀ" } else { "" },
+                    if p.accumulate { " +=" } else { "" }
+                ),
+                kernel: Kernel::Matmul(p),
+                f: vec![c, rng.uniform_vec(m * k, -1.0, 1.0), rng.uniform_vec(k * n, -1.0, 1.0)],
+                u: vec![],
+                outputs: vec![(0, "C")],
+                tol: Tolerance::accumulation(k),
+            });
+        }
+    }
+    // Elementwise kernels, past two chunks (32768 elements) too.
+    for &n in SIZES.iter().chain(&[40_000]) {
+        let mut x = || rng.uniform_vec(n, -3.0, 3.0);
+        let simple = |name, kernel, f: Vec<Vec<f32>>| Case {
+            name,
+            shape: format!("n={n}"),
+            kernel,
+            f,
+            u: vec![],
+            outputs: vec![(0, "out")],
+            tol: el,
+        };
+        let (a, b, c) = (x(), x(), x());
+        cases.push(simple("axpy", Kernel::Axpy(0.37), vec![a.clone(), b.clone()]));
+        cases.push(simple("tanh_forward", Kernel::TanhForward, vec![nan(n), a.clone()]));
+        let y: Vec<f32> = b.iter().map(|v| v.tanh()).collect();
+        cases.push(simple("tanh_backward", Kernel::TanhBackward, vec![a.clone(), y, c.clone()]));
+        let mut g = a.clone();
+        if n > 7 {
+            (g[3], g[5]) = (f32::NAN, f32::INFINITY);
+        }
+        cases.push(simple("clip_by_value", Kernel::ClipByValue(-0.5, 0.8), vec![g]));
+        cases.push(simple("clip_by_norm", Kernel::ClipByNorm, vec![b.clone(), applied_state()]));
+        for (square, accumulate) in [(false, false), (true, false), (true, true)] {
+            let p = Reduce { index: 2, square, accumulate };
+            cases.push(Case {
+                tol: Tolerance::accumulation(n * 9),
+                outputs: vec![(0, "out")],
+                ..simple(
+                    if square { "reduce square" } else { "reduce" },
+                    Kernel::Reduce(p),
+                    vec![vec![0.5; 4], c.clone()],
+                )
+            });
+        }
+        for backward in [false, true] {
+            let p = Dropout { prob: 0.3, salt: 0x9e37 };
+            let out = if backward { a.clone() } else { nan(n) };
+            cases.push(Case {
+                u: vec![vec![12345]],
+                ..simple(
+                    if backward { "dropout_backward" } else { "dropout_forward" },
+                    Kernel::Dropout { p, backward },
+                    vec![out, b.clone()],
+                )
+            });
+        }
+        // Optimizers: param, grad, state, moments.
+        let opt_case = |name, kernel, mut f: Vec<Vec<f32>>, outputs| {
+            f.insert(2, applied_state());
+            Case { name, shape: format!("n={n}"), kernel, f, u: vec![], outputs, tol: el }
+        };
+        let pos: Vec<f32> = c.iter().map(|v| v.abs()).collect();
+        for (name, momentum, nesterov) in
+            [("sgd", 0.0, false), ("sgd momentum", 0.9, false), ("sgd nesterov", 0.9, true)]
+        {
+            let o = Sgd { lr: 0.01, momentum, nesterov, weight_decay: 1e-3 };
+            cases.push(opt_case(
+                name,
+                Kernel::Sgd(o),
+                vec![a.clone(), b.clone(), c.clone()],
+                vec![(0, "param"), (3, "momentum")],
+            ));
+        }
+        let o = Adagrad { lr: 0.01, eps: 1e-10, weight_decay: 1e-3 };
+        cases.push(opt_case(
+            "adagrad",
+            Kernel::Adagrad(o),
+            vec![a.clone(), b.clone(), pos.clone()],
+            vec![(0, "param"), (3, "sum")],
+        ));
+        let o = Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-3 };
+        cases.push(opt_case(
+            "adam",
+            Kernel::Adam(o),
+            vec![a.clone(), b.clone(), c.clone(), pos],
+            vec![(0, "param"), (3, "m"), (4, "v")],
+        ));
+    }
+    for max_norm in [0.0, 1.0] {
+        let mut state = applied_state();
+        (state[step_state::LOSS], state[step_state::GRAD_SUMSQ]) = (2.0, 9.0);
+        cases.push(Case {
+            name: "finalize_step",
+            shape: format!("max_norm {max_norm}"),
+            kernel: Kernel::FinalizeStep(max_norm),
+            f: vec![state],
+            u: vec![],
+            outputs: vec![(0, "state")],
+            tol: el,
+        });
+    }
+    // Row kernels, past the row blocks too.
+    for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (2048, 65)] {
+        let n = rows * cols;
+        let shape = format!("{rows}x{cols}");
+        let x = rng.uniform_vec(n, -4.0, 4.0);
+        let mut weights: Vec<f32> = (0..rows).map(|_| rng.uniform_in(0.0, 2.0) as f32).collect();
+        weights[rows / 2] = 0.0;
+        let targets: Vec<u32> = (0..rows).map(|_| rng.below(cols) as u32).collect();
+        let dy = rng.uniform_vec(n, -1.0, 1.0);
+        let mut sm = vec![0.0; n];
+        crate::reference::kernels::softmax_rows(&mut sm, &x, rows, cols);
+        let acc = Tolerance::accumulation(rows);
+        let wide = Tolerance::accumulation(cols);
+        let row = |name, kernel, f, u, outputs, tol| Case {
+            name,
+            shape: shape.clone(),
+            kernel,
+            f,
+            u,
+            outputs,
+            tol,
+        };
+        cases.push(row(
+            "add_bias",
+            Kernel::AddBias { rows, cols },
+            vec![x.clone(), dy[..cols].to_vec()],
+            vec![],
+            vec![(0, "y")],
+            el,
+        ));
+        cases.push(row(
+            "bias_grad",
+            Kernel::BiasGrad { rows, cols },
+            vec![dy[..cols].to_vec(), x.clone()],
+            vec![],
+            vec![(0, "db")],
+            acc,
+        ));
+        cases.push(row(
+            "softmax_rows",
+            Kernel::SoftmaxRows { rows, cols },
+            vec![nan(n), x.clone()],
+            vec![],
+            vec![(0, "y")],
+            wide,
+        ));
+        cases.push(row(
+            "softmax_xent",
+            Kernel::SoftmaxXent { rows, cols },
+            vec![nan(rows), nan(n), x.clone(), weights.clone()],
+            vec![targets],
+            vec![(0, "loss"), (1, "dx")],
+            wide,
+        ));
+        cases.push(row(
+            "mse",
+            Kernel::Mse { rows, cols },
+            vec![nan(rows), nan(n), x.clone(), dy.clone(), weights],
+            vec![],
+            vec![(0, "loss"), (1, "dx")],
+            wide,
+        ));
+        cases.push(row(
+            "softmax_backward",
+            Kernel::SoftmaxBackward { rows, cols },
+            vec![nan(n), sm, dy],
+            vec![],
+            vec![(0, "dx")],
+            wide,
+        ));
+    }
+    // Lookups by rows and by columns (a transposed table, as the input projection reads W_ih).
+    for &(n, width, vocab) in &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257), (2048, 1024, 65)] {
+        for columns in [false, true] {
+            let p = if columns {
+                Gather { n, width, idx_stride: 1, col_stride: vocab }
+            } else {
+                Gather { n, width, idx_stride: width, col_stride: 1 }
+            };
+            let idx: Vec<u32> = (0..n).map(|_| rng.below(vocab) as u32).collect();
+            let table = rng.uniform_vec(vocab * width, -1.0, 1.0);
+            let shape = format!("n={n} width {width} vocab {vocab}{}", if columns { " columns" } else { "" });
+            cases.push(Case {
+                name: "gather",
+                shape: shape.clone(),
+                kernel: Kernel::Gather(p),
+                f: vec![nan(n * width), table.clone()],
+                u: vec![idx.clone()],
+                outputs: vec![(0, "out")],
+                tol: el,
+            });
+            let (starts, rows) = index_lists(&idx, vocab);
+            let sp = Gather { n: vocab, ..p };
+            cases.push(Case {
+                name: "scatter_add",
+                shape,
+                kernel: Kernel::ScatterAdd(sp),
+                f: vec![table, rng.uniform_vec(n * width, -1.0, 1.0)],
+                u: vec![starts, rows],
+                outputs: vec![(0, "dtable")],
+                tol: Tolerance::accumulation(n),
+            });
+        }
+    }
+    for &(rows, width) in &[(1, 1), (7, 5), (64, 130)] {
+        for accumulate in [false, true] {
+            let p = CopyCols {
+                rows,
+                width,
+                y_stride: width + 3,
+                y_offset: 2,
+                x_stride: width + 5,
+                x_offset: 1,
+                accumulate,
+            };
+            let y = rng.uniform_vec(rows * (width + 3) + 2, -1.0, 1.0);
+            let x = rng.uniform_vec(rows * (width + 5) + 1, -1.0, 1.0);
+            cases.push(Case {
+                name: "copy_cols",
+                shape: format!("{rows}x{width}{}", if accumulate { " +=" } else { "" }),
+                kernel: Kernel::CopyCols(p),
+                f: vec![y, x],
+                u: vec![],
+                outputs: vec![(0, "y")],
+                tol: el,
+            });
+        }
+    }
+    for &(tgt, batch, src, width) in &ATTENTION_SHAPES {
+        let a = Attention { tgt, batch, src, width };
+        let shape = format!("Tt{tgt} B{batch} Ts{src} A{width}");
+        let (x, enc) = (
+            rng.uniform_vec(tgt * batch * width, -1.0, 1.0),
+            rng.uniform_vec(src * batch * width, -1.0, 1.0),
+        );
+        let w = rng.uniform_vec(tgt * batch * src, 0.0, 1.0);
+        let src_len: Vec<u32> = (0..batch).map(|_| 1 + rng.below(src) as u32).collect();
+        let tol = Tolerance::accumulation(width.max(src).max(tgt));
+        for flag in [false, true] {
+            let mix_out =
+                if flag { rng.uniform_vec(tgt * batch * width, -1.0, 1.0) } else { nan(tgt * batch * width) };
+            let mix_t_out =
+                if flag { rng.uniform_vec(src * batch * width, -1.0, 1.0) } else { nan(src * batch * width) };
+            let case = |name, kernel, f, u| Case {
+                name,
+                shape: format!("{shape}{}", if flag { " flag" } else { "" }),
+                kernel,
+                f,
+                u,
+                outputs: vec![(0, "out")],
+                tol,
+            };
+            cases.push(case(
+                "attention_dots",
+                Kernel::AttentionDots(a, flag),
+                vec![nan(tgt * batch * src), x.clone(), enc.clone()],
+                vec![src_len.clone()],
+            ));
+            cases.push(case(
+                "attention_mix",
+                Kernel::AttentionMix(a, flag),
+                vec![mix_out, w.clone(), enc.clone()],
+                vec![],
+            ));
+            cases.push(case(
+                "attention_mix_t",
+                Kernel::AttentionMixT(a, flag),
+                vec![mix_t_out, w.clone(), x.clone()],
+                vec![],
+            ));
+        }
+    }
+    let mut out = Vec::new();
+    for case in cases {
+        out.extend(check(case)?);
+    }
+    for cell in ALL_CELLS {
+        for &(t, b, h) in STEP_SHAPES.iter().chain(&[(3, 32, 256), (2, 5, 300)]) {
+            for reverse in [false, true] {
+                out.extend(step_checks(cell, t, b, h, reverse, rng.next_u64())?);
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The buffers of one step sequence, on one device, and what the sequence leaves in them.
+struct StepData {
+    states: Vec<f32>,
+    cells: Vec<f32>,
+    gates: Vec<f32>,
+    y: Vec<f32>,
+    xw: Vec<f32>,
+    w_hh: Vec<f32>,
+    bias: Vec<f32>,
+    dy: Vec<f32>,
+    dg: Vec<f32>,
+    dgh: Vec<f32>,
+    carry: Vec<f32>,
+    lengths: Vec<u32>,
+}
+
+/// The fused steps of `cell` over a whole sequence, forward, then backward with W_hh halved in
+/// between (as an update changes it), then the initial-state gradient: the GPU check's sequence.
+fn run_steps<B: Backend<Elem = f32>>(
+    be: &mut B,
+    cell: Cell,
+    d: &StepData,
+    base: Step,
+    reverse: bool,
+) -> Result<StepData> {
+    let (f, u) = upload(
+        be,
+        &[
+            d.states.clone(),
+            d.cells.clone(),
+            d.gates.clone(),
+            d.y.clone(),
+            d.xw.clone(),
+            d.w_hh.clone(),
+            d.bias.clone(),
+            d.dy.clone(),
+            d.dg.clone(),
+            d.dgh.clone(),
+            d.carry.clone(),
+        ],
+        &[d.lengths.clone()],
+    )?;
+    let t_len = d.xw.len() / (base.batch * cell.gates() * base.hidden);
+    let time = |s: usize| if reverse { t_len - 1 - s } else { s };
+    let slots = |t: usize| if reverse { (t + 1, t) } else { (t, t + 1) };
+    let bufs = StepBufs {
+        states: &f[0],
+        cells: Some(&f[1]),
+        gates: Some(&f[2]),
+        y: &f[3],
+        xw: &f[4],
+        w_hh: &f[5],
+        bias: &f[6],
+        lengths: &u[0],
+        dy: Some(&f[7]),
+        dg: Some(&f[8]),
+        dgh: Some(&f[9]),
+        carry: Some(&f[10]),
+    };
+    for s in 0..t_len {
+        let t = time(s);
+        let (in_slot, out_slot) = slots(t);
+        be.step_forward(cell, &bufs, Step { t, in_slot, out_slot, ..base })?;
+    }
+    let halved: Vec<f32> = d.w_hh.iter().map(|w| w * 0.5).collect();
+    be.write(&f[5], &halved)?;
+    for s in 0..=t_len {
+        let (t, next_t, mode) = if s == t_len {
+            (0, time(0), StepMode::Initial)
+        } else {
+            let t = time(t_len - 1 - s);
+            let next_t = if s == 0 { t } else { time(t_len - s) };
+            (t, next_t, if s == 0 { StepMode::First } else { StepMode::Later })
+        };
+        let (in_slot, out_slot) = slots(t);
+        be.step_backward(cell, &bufs, Step { t, in_slot, out_slot, next_t, mode, ..base })?;
+    }
+    let mut read = |i: usize| be.read(&f[i]);
+    Ok(StepData {
+        states: read(0)?,
+        cells: read(1)?,
+        gates: read(2)?,
+        y: read(3)?,
+        xw: read(4)?,
+        w_hh: read(5)?,
+        bias: read(6)?,
+        dy: read(7)?,
+        dg: read(8)?,
+        dgh: read(9)?,
+        carry: read(10)?,
+        lengths: d.lengths.clone(),
+    })
+}
+
+fn step_checks(cell: Cell, t_len: usize, b: usize, h: usize, reverse: bool, seed: u64) -> Result<Vec<Check>> {
+    let mut rng = Rng::seed_from_u64(seed);
+    let gh = cell.gates() * h;
+    let state_base = if reverse { 4 } else { 0 };
+    let state_len = state_base + (t_len + 1) * b * h;
+    let out_stride = 2 * h;
+    let out_col = if reverse { h } else { 0 };
+    let bias_hh = gh + 3;
+    let scale = 1.0 / (h as f32).sqrt();
+    let mut lengths: Vec<u32> = (0..b).map(|_| 1 + rng.below(t_len) as u32).collect();
+    lengths[0] = t_len as u32;
+    let mut states = nan(state_len);
+    let mut cells = nan(state_len);
+    let first = state_base + (if reverse { t_len } else { 0 }) * b * h;
+    for i in 0..b * h {
+        states[first + i] = rng.uniform_in(-1.0, 1.0) as f32;
+        cells[first + i] = rng.uniform_in(-1.0, 1.0) as f32;
+    }
+    let data = StepData {
+        states,
+        cells,
+        gates: nan((t_len * b * cell.saved() * h).max(1)),
+        y: nan(t_len * b * out_stride),
+        xw: rng.uniform_vec(t_len * b * gh, -1.0, 1.0),
+        w_hh: rng.uniform_vec(gh * h, -scale, scale),
+        bias: rng.uniform_vec(bias_hh + gh, -scale, scale),
+        dy: rng.uniform_vec(t_len * b * out_stride, -1.0, 1.0),
+        dg: nan(t_len * b * gh),
+        dgh: nan(t_len * b * gh),
+        carry: rng.uniform_vec(2 * b * h, -1.0, 1.0),
+        lengths,
+    };
+    let base = Step {
+        t: 0,
+        batch: b,
+        hidden: h,
+        in_slot: 0,
+        out_slot: 0,
+        state_base,
+        out_stride,
+        out_col,
+        bias_hh,
+        next_t: 0,
+        mode: StepMode::First,
+    };
+    let n = run_steps(&mut NativeBackend::new()?, cell, &data, base, reverse)?;
+    let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &data, base, reverse)?;
+    let shape = format!("T{t_len} B{b} H{h}{}", if reverse { " reverse" } else { "" });
+    let tol = Tolerance::accumulation(gh);
+    let name = cell.name();
+    let written = |v: &[f32]| v[state_base..state_base + (t_len + 1) * b * h].to_vec();
+    let own = |v: &[f32]| -> Vec<f32> {
+        v.chunks(out_stride).flat_map(|row| row[out_col..out_col + h].to_vec()).collect()
+    };
+    let mut out = vec![
+        compare(
+            &format!("{name}_step_forward.states"),
+            shape.clone(),
+            &written(&n.states),
+            &written(&r.states),
+            tol,
+        ),
+        compare(&format!("{name}_step_forward.y"), shape.clone(), &own(&n.y), &own(&r.y), tol),
+        compare(&format!("{name}_step_backward.dg"), shape.clone(), &n.dg, &r.dg, tol),
+        compare(&format!("{name}_step_backward.carry"), shape.clone(), &n.carry, &r.carry, tol),
+    ];
+    if cell.saved() > 0 {
+        out.push(compare(&format!("{name}_step_forward.gates"), shape.clone(), &n.gates, &r.gates, tol));
+    }
+    if cell == Cell::Lstm {
+        out.push(compare(
+            &format!("{name}_step_forward.cells"),
+            shape.clone(),
+            &written(&n.cells),
+            &written(&r.cells),
+            tol,
+        ));
+    }
+    if cell == Cell::Gru {
+        out.push(compare(&format!("{name}_step_backward.dgh"), shape, &n.dgh, &r.dgh, tol));
+    }
+    Ok(out)
+}

@@ -1,0 +1,55 @@
+//! The native CPU device against the plain-loop reference: every kernel at the GPU checks' shapes
+//! and past the native kernels' parallel thresholds, whole-model gradients against the f64
+//! reference, a bad thread count refused, and determinism (a resumed run repeats an unbroken one
+//! bit for bit, so the same step must give the same bits). Whole-model losses and gradients over
+//! several steps of each optimizer are in tests/model.rs, with the GPU's.
+
+mod common;
+
+use common::assert_checks;
+use rnn_gpu::rng::Rng;
+use rnn_gpu::{Batch, Cell, Clip, Device, Model, ModelSpec, Optimizer, Start, verify};
+
+#[test]
+fn every_native_kernel_matches_its_twin() {
+    let checks = verify::native_checks().unwrap();
+    assert!(checks.len() > 500, "{} checks", checks.len());
+    assert_checks(&checks);
+}
+
+#[test]
+fn native_gradients_match_the_f64_reference() {
+    assert_checks(&verify::gradient_checks(&Device::Cpu).unwrap());
+}
+
+#[test]
+fn the_same_steps_give_the_same_bits() {
+    let spec = ModelSpec::char_model(Cell::Lstm, 65, 96, 2);
+    let mut rng = Rng::seed_from_u64(4);
+    let (t, b) = (20, 24);
+    let ids: Vec<u32> = (0..t * b).map(|_| rng.below(65) as u32).collect();
+    let next: Vec<u32> = (0..t * b).map(|_| rng.below(65) as u32).collect();
+    let batch = Batch::tokens(t, b, ids).with_classes(next);
+    let run = || {
+        let mut m = Model::new(spec.clone(), &Device::Cpu, 3).unwrap();
+        m.set_optimizer(Optimizer::adam(1e-2), Clip { max_norm: 0.5, value: 0.0 }).unwrap();
+        let losses: Vec<f32> =
+            (0..4).map(|_| m.train_step_stats(&batch, Start::Fresh).unwrap().loss).collect();
+        (losses, m.flat_params().unwrap())
+    };
+    let (a, b) = (run(), run());
+    assert_eq!(a.0, b.0, "losses");
+    assert!(a.1 == b.1, "parameters differ between two identical runs");
+}
+
+#[test]
+fn thread_counts_are_parsed_or_refused_with_a_clear_error() {
+    use rnn_gpu::native::parse_threads;
+    assert_eq!(parse_threads(None).unwrap(), None);
+    assert_eq!(parse_threads(Some("3")).unwrap(), Some(3));
+    assert_eq!(parse_threads(Some(" 1 ")).unwrap(), Some(1));
+    for bad in ["0", "two", "-1", "100000", ""] {
+        let e = parse_threads(Some(bad)).err().expect("refused").to_string();
+        assert!(e.contains(&format!("RNN_GPU_THREADS={bad:?} is not a thread count from 1 to 1024")), "{e}");
+    }
+}
