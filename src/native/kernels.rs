@@ -13,9 +13,9 @@ use crate::reference::kernels as twin;
 /// Elements per parallel task of an elementwise kernel: below two of these, one thread is faster.
 const CHUNK: usize = 1 << 14;
 
-/// Multiply-adds below which a product runs on one thread (measured: 32x256x256 runs at 26 GFLOP/s
-/// on one thread and 15 on two, 32x1024x256 at 29 and 57).
-const PARALLEL_MACS: usize = 1 << 22;
+/// Multiply-adds below which a product runs on one thread: under this, the hand-off costs more
+/// than the second thread saves.
+const PARALLEL_MACS: usize = 1 << 18;
 
 // ---------------------------------------------------------------------------------------------
 // Products
@@ -47,26 +47,23 @@ fn product(
     assert!((m - 1) * c_rs + n <= c.len(), "product: C too short");
     assert!((m - 1) * a_rs + (k - 1) * a_cs < a.len(), "product: A too short");
     assert!((k - 1) * b_rs + (n - 1) * b_cs < b.len(), "product: B too short");
-    let par = if m * n * k >= PARALLEL_MACS && rayon::current_num_threads() > 1 {
-        Parallelism::Rayon(rayon::current_num_threads())
-    } else {
-        Parallelism::None
-    };
-    // SAFETY: every index the product reads or writes is bounded by the asserts above, and `c`
-    // is borrowed mutably, so no other reference sees it while gemm writes.
-    unsafe {
+    let threads = rayon::current_num_threads();
+    let (c, a, b) = (Shared(c.as_mut_ptr()), Shared(a.as_ptr()), Shared(b.as_ptr()));
+    // SAFETY: every index gemm reads or writes is bounded by the asserts above; each panel writes
+    // its own rows or columns of C, which is borrowed mutably for the whole call.
+    let panel = |i0: usize, i1: usize, j0: usize, j1: usize| unsafe {
         gemm::gemm(
-            m,
-            n,
+            i1 - i0,
+            j1 - j0,
             k,
-            c.as_mut_ptr(),
+            c.get().add(i0 * c_rs + j0),
             1,
             c_rs as isize,
             accumulate,
-            a.as_ptr(),
+            a.get().add(i0 * a_rs),
             a_cs as isize,
             a_rs as isize,
-            b.as_ptr(),
+            b.get().add(j0 * b_cs),
             b_cs as isize,
             b_rs as isize,
             1.0,
@@ -74,10 +71,39 @@ fn product(
             false,
             false,
             false,
-            par,
+            Parallelism::None,
         )
+    };
+    if threads == 1 || m * n * k < PARALLEL_MACS {
+        panel(0, m, 0, n);
+        return;
+    }
+    // One panel per thread along the longer side of C, each product on one thread: measured on
+    // the recurrence's shapes (B x 4H by H), 50 to 60 GFLOP/s on two cores where gemm's own
+    // threading gives 15 to 50.
+    let (long, along_n) = if n >= m { (n, true) } else { (m, false) };
+    let step = long.div_ceil(threads).next_multiple_of(16).min(long);
+    (0..long.div_ceil(step)).into_par_iter().for_each(|p| {
+        let (s0, s1) = (p * step, ((p + 1) * step).min(long));
+        if along_n { panel(0, m, s0, s1) } else { panel(s0, s1, 0, n) }
+    });
+}
+
+/// A base pointer shared by the panels of one product, which write disjoint elements of C.
+#[derive(Clone, Copy)]
+struct Shared<P: Copy>(P);
+
+impl<P: Copy> Shared<P> {
+    /// Through a method, so that a closure captures the wrapper, not the bare pointer.
+    fn get(self) -> P {
+        self.0
     }
 }
+
+// SAFETY: see `product`: A and B are only read while the call borrows them, and the panels write
+// disjoint elements of C, which the call holds mutably.
+unsafe impl<P: Copy> Send for Shared<P> {}
+unsafe impl<P: Copy> Sync for Shared<P> {}
 
 pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], p: Matmul) {
     let Matmul { m, n, k, trans_a, trans_b, accumulate } = p;
@@ -492,6 +518,34 @@ fn add_rec(carry: &mut [f32], rec: &[f32]) {
     }
 }
 
+/// The `k`-th of the `h`-wide gate blocks of a row, exactly `h` long, so that a loop over `0..h`
+/// indexes it without bounds checks and vectorizes.
+#[inline(always)]
+fn block(row: &[f32], k: usize, h: usize) -> &[f32] {
+    &row[k * h..][..h]
+}
+
+/// A row's gate blocks, each exactly `h` long, to be written.
+#[inline(always)]
+fn blocks_mut<const G: usize>(row: &mut [f32], h: usize) -> [&mut [f32]; G] {
+    let mut rest = &mut row[..G * h];
+    std::array::from_fn(|_| {
+        let (head, tail) = std::mem::take(&mut rest).split_at_mut(h);
+        rest = tail;
+        head
+    })
+}
+
+/// `out[j] = f(x[j] + b1[j] + p[j] + b2[j])`, the pre-activation summed in the reference's order.
+#[inline(always)]
+fn gate(out: &mut [f32], x: &[f32], b1: &[f32], p: &[f32], b2: &[f32], f: impl Fn(f32) -> f32) {
+    let n = out.len();
+    let (x, b1, p, b2) = (&x[..n], &b1[..n], &p[..n], &b2[..n]);
+    for j in 0..n {
+        out[j] = f(x[j] + b1[j] + p[j] + b2[j]);
+    }
+}
+
 impl StepKernels<f32> for Steps {
     fn lstm_forward(&mut self, f: LstmForward<'_, f32>, s: Step) {
         let h = s.hidden;
@@ -516,24 +570,29 @@ impl StepKernels<f32> for Steps {
             .with_min_len(batch_block(h))
             .for_each(|(b, (hs, cs, gates, y))| {
                 let valid = s.t < lengths[b] as usize;
-                let row = b * g4..(b + 1) * g4;
-                let (x, p) = (&xw[row.clone()], &pre[row]);
-                let (hp, cp) = (&prev_h[b * h..(b + 1) * h], &prev_c[b * h..(b + 1) * h]);
-                let (gi, rest) = gates.split_at_mut(h);
-                let (gf, rest) = rest.split_at_mut(h);
-                let (gg, go) = rest.split_at_mut(h);
-                let out = &mut y[s.out_col..s.out_col + h];
-                for j in 0..h {
-                    let pre = |k: usize| x[k * h + j] + b_ih[k * h + j] + p[k * h + j] + b_hh[k * h + j];
-                    let (i, f, g, o) = (sigmoid(pre(0)), sigmoid(pre(1)), tanh(pre(2)), sigmoid(pre(3)));
-                    let c = f * cp[j] + i * g;
-                    let hv = o * tanh(c);
-                    (gi[j], gf[j], gg[j], go[j]) = (i, f, g, o);
-                    if valid {
+                let (x, p) = (&xw[b * g4..(b + 1) * g4], &pre[b * g4..(b + 1) * g4]);
+                let (hp, cp) = (&prev_h[b * h..][..h], &prev_c[b * h..][..h]);
+                let [gi, gf, gg, go] = blocks_mut::<4>(gates, h);
+                let args = |k| (block(x, k, h), block(b_ih, k, h), block(p, k, h), block(b_hh, k, h));
+                let (a, b1, q, b2) = args(0);
+                gate(gi, a, b1, q, b2, sigmoid);
+                let (a, b1, q, b2) = args(1);
+                gate(gf, a, b1, q, b2, sigmoid);
+                let (a, b1, q, b2) = args(2);
+                gate(gg, a, b1, q, b2, tanh);
+                let (a, b1, q, b2) = args(3);
+                gate(go, a, b1, q, b2, sigmoid);
+                let (hs, cs, out) = (&mut hs[..h], &mut cs[..h], &mut y[s.out_col..][..h]);
+                if valid {
+                    for j in 0..h {
+                        let c = gf[j] * cp[j] + gi[j] * gg[j];
+                        let hv = go[j] * tanh(c);
                         (cs[j], hs[j], out[j]) = (c, hv, hv);
-                    } else {
-                        (cs[j], hs[j], out[j]) = (cp[j], hp[j], 0.0);
                     }
+                } else {
+                    cs.copy_from_slice(cp);
+                    hs.copy_from_slice(hp);
+                    out.fill(0.0);
                 }
             });
     }
@@ -560,20 +619,25 @@ impl StepKernels<f32> for Steps {
             .for_each(|(b, (hs, gates, y))| {
                 let valid = s.t < lengths[b] as usize;
                 let (x, p) = (&xw[b * g3..(b + 1) * g3], &pre[b * g3..(b + 1) * g3]);
-                let hp = &prev_h[b * h..(b + 1) * h];
-                let (gr, rest) = gates.split_at_mut(h);
-                let (gz, rest) = rest.split_at_mut(h);
-                let (gn, ghn) = rest.split_at_mut(h);
-                let out = &mut y[s.out_col..s.out_col + h];
+                let hp = &prev_h[b * h..][..h];
+                let [gr, gz, gn, ghn] = blocks_mut::<4>(gates, h);
+                // r and z as the reference sums them: (x + b_i) + (W_hh h + b_h).
+                for (k, g) in [(0, &mut *gr), (1, &mut *gz)] {
+                    let (xk, bik, pk, bhk) =
+                        (block(x, k, h), block(b_ih, k, h), block(p, k, h), block(b_hh, k, h));
+                    for j in 0..h {
+                        g[j] = sigmoid(xk[j] + bik[j] + (pk[j] + bhk[j]));
+                    }
+                }
+                let (pn, bn, xn, bin) =
+                    (block(p, 2, h), block(b_hh, 2, h), block(x, 2, h), block(b_ih, 2, h));
+                let (hs, out) = (&mut hs[..h], &mut y[s.out_col..][..h]);
                 for j in 0..h {
-                    let hh = |k: usize| p[k * h + j] + b_hh[k * h + j];
-                    let r = sigmoid(x[j] + b_ih[j] + hh(0));
-                    let z = sigmoid(x[h + j] + b_ih[h + j] + hh(1));
-                    let hn = hh(2);
-                    let n = tanh(x[2 * h + j] + b_ih[2 * h + j] + r * hn);
-                    (gr[j], gz[j], gn[j], ghn[j]) = (r, z, n, hn);
-                    let hv = if valid { (1.0 - z) * n + z * hp[j] } else { hp[j] };
-                    hs[j] = hv;
+                    let hn = pn[j] + bn[j];
+                    let n = tanh(xn[j] + bin[j] + gr[j] * hn);
+                    (gn[j], ghn[j]) = (n, hn);
+                    let hv = (1.0 - gz[j]) * n + gz[j] * hp[j];
+                    hs[j] = if valid { hv } else { hp[j] };
                     out[j] = if valid { hv } else { 0.0 };
                 }
             });
@@ -596,8 +660,8 @@ impl StepKernels<f32> for Steps {
             .for_each(|(b, (hs, y))| {
                 let valid = s.t < lengths[b] as usize;
                 let (x, p) = (&xw[b * h..(b + 1) * h], &pre[b * h..(b + 1) * h]);
-                let hp = &prev_h[b * h..(b + 1) * h];
-                let out = &mut y[s.out_col..s.out_col + h];
+                let (x, p, hp) = (&x[..h], &p[..h], &prev_h[b * h..][..h]);
+                let (hs, out, b_ih, b_hh) = (&mut hs[..h], &mut y[s.out_col..][..h], &b_ih[..h], &b_hh[..h]);
                 for j in 0..h {
                     let a = x[j] + b_ih[j] + p[j] + b_hh[j];
                     let hv = if relu { a.max(0.0) } else { tanh(a) };
@@ -637,22 +701,21 @@ impl StepKernels<f32> for Steps {
                     return;
                 }
                 let g = &gates[b * g4..(b + 1) * g4];
-                let (c, c_prev) = (&cells_out[b * h..(b + 1) * h], &cells_in[b * h..(b + 1) * h]);
-                let dy = &dy[b * s.out_stride + s.out_col..b * s.out_stride + s.out_col + h];
-                let (di, rest) = dg.split_at_mut(h);
-                let (df, rest) = rest.split_at_mut(h);
-                let (dgg, d_o) = rest.split_at_mut(h);
+                let (i, f, gg, o) = (block(g, 0, h), block(g, 1, h), block(g, 2, h), block(g, 3, h));
+                let (c, c_prev) = (&cells_out[b * h..][..h], &cells_in[b * h..][..h]);
+                let dy = &dy[b * s.out_stride + s.out_col..][..h];
+                let [di, df, dgg, d_o] = blocks_mut::<4>(dg, h);
+                let (rec, ch, cc) = (&rec[..h], &mut ch[..h], &mut cc[..h]);
                 for j in 0..h {
                     let dh = rec[j] + ch[j] + dy[j];
-                    let (i, f, gg, o) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j]);
                     let tc = tanh(c[j]);
-                    let dc = dh * o * (1.0 - tc * tc) + cc[j];
-                    di[j] = dc * gg * i * (1.0 - i);
-                    df[j] = dc * c_prev[j] * f * (1.0 - f);
-                    dgg[j] = dc * i * (1.0 - gg * gg);
-                    d_o[j] = dh * tc * o * (1.0 - o);
+                    let dc = dh * o[j] * (1.0 - tc * tc) + cc[j];
+                    di[j] = dc * gg[j] * i[j] * (1.0 - i[j]);
+                    df[j] = dc * c_prev[j] * f[j] * (1.0 - f[j]);
+                    dgg[j] = dc * i[j] * (1.0 - gg[j] * gg[j]);
+                    d_o[j] = dh * tc * o[j] * (1.0 - o[j]);
                     ch[j] = 0.0;
-                    cc[j] = dc * f;
+                    cc[j] = dc * f[j];
                 }
             });
     }
@@ -688,17 +751,20 @@ impl StepKernels<f32> for Steps {
                     return;
                 }
                 let g = &gates[b * g4..(b + 1) * g4];
-                let hp = &prev[b * h..(b + 1) * h];
-                let dy = &dy[b * s.out_stride + s.out_col..b * s.out_stride + s.out_col + h];
+                let (r, z, n, hn) = (block(g, 0, h), block(g, 1, h), block(g, 2, h), block(g, 3, h));
+                let hp = &prev[b * h..][..h];
+                let dy = &dy[b * s.out_stride + s.out_col..][..h];
+                let [dxr, dxz, dxn] = blocks_mut::<3>(dgx, h);
+                let [dhr, dhz, dhn] = blocks_mut::<3>(dgh, h);
+                let (rec, ch) = (&rec[..h], &mut ch[..h]);
                 for j in 0..h {
                     let dh = rec[j] + ch[j] + dy[j];
-                    let (r, z, n, hn) = (g[j], g[h + j], g[2 * h + j], g[3 * h + j]);
-                    let dn = dh * (1.0 - z) * (1.0 - n * n);
-                    let dz = dh * (hp[j] - n) * z * (1.0 - z);
-                    let dr = dn * hn * r * (1.0 - r);
-                    (dgx[j], dgx[h + j], dgx[2 * h + j]) = (dr, dz, dn);
-                    (dgh[j], dgh[h + j], dgh[2 * h + j]) = (dr, dz, dn * r);
-                    ch[j] = dh * z;
+                    let dn = dh * (1.0 - z[j]) * (1.0 - n[j] * n[j]);
+                    let dz = dh * (hp[j] - n[j]) * z[j] * (1.0 - z[j]);
+                    let dr = dn * hn[j] * r[j] * (1.0 - r[j]);
+                    (dxr[j], dxz[j], dxn[j]) = (dr, dz, dn);
+                    (dhr[j], dhz[j], dhn[j]) = (dr, dz, dn * r[j]);
+                    ch[j] = dh * z[j];
                 }
             });
     }
@@ -725,8 +791,9 @@ impl StepKernels<f32> for Steps {
                     dg.fill(0.0);
                     return;
                 }
-                let hv = &out[b * h..(b + 1) * h];
-                let dy = &dy[b * s.out_stride + s.out_col..b * s.out_stride + s.out_col + h];
+                let hv = &out[b * h..][..h];
+                let dy = &dy[b * s.out_stride + s.out_col..][..h];
+                let (rec, dg, ch) = (&rec[..h], &mut dg[..h], &mut ch[..h]);
                 for j in 0..h {
                     let dh = rec[j] + ch[j] + dy[j];
                     dg[j] =
