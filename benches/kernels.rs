@@ -1,14 +1,19 @@
 //! One row per kernel family at a size a training step of the standard LSTM case (H=256, B=32,
-//! T=64, V=65) uses, GPU and CPU twin in the same run. Criterion's "elem/s" are output elements
+//! T=64, V=65) uses: the GPU kernel, the native CPU device's and the plain-loop twin in the same
+//! run. Criterion's "elem/s" are output elements
 //! per second. `RNN_GPU_BENCH_QUICK=1` shrinks the sizes for a smoke run. (The matmul and the
 //! whole training step have benches of their own.)
 
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rnn_gpu::backend::{Backend, StepBufs};
 use rnn_gpu::gpu::kernels as gk;
 use rnn_gpu::gpu::{GpuContext, GpuTensor, Program};
-use rnn_gpu::ops::{Attention, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
+use rnn_gpu::host::HostTensor;
+use rnn_gpu::native::NativeBackend;
+use rnn_gpu::native::kernels as nk;
+use rnn_gpu::ops::{Attention, Cell, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
 use rnn_gpu::reference::kernels as cpu;
 use rnn_gpu::rng::Rng;
 use rnn_gpu::train::optim::Adam;
@@ -32,14 +37,22 @@ fn up(ctx: &GpuContext, v: &[f32]) -> GpuTensor {
     ctx.upload("bench", &[v.len()], v).unwrap()
 }
 
-/// Times one recorded program (run and wait) against a CPU closure, as `family/gpu` and
-/// `family/cpu`.
+/// A buffer of the native device holding `v`.
+fn host(be: &mut NativeBackend, v: &[f32]) -> HostTensor<f32> {
+    let t = be.alloc("bench", v.len()).unwrap();
+    be.write(&t, v).unwrap();
+    t
+}
+
+/// Times one recorded program (run and wait), the native kernel and the twin, as `family/gpu`,
+/// `family/native` and `family/reference`.
 fn pair(
     c: &mut Criterion,
     ctx: &Arc<GpuContext>,
     family: &str,
     elements: usize,
     prog: Program,
+    mut on_native: impl FnMut(),
     mut on_cpu: impl FnMut(),
 ) {
     let mut g = c.benchmark_group(family);
@@ -51,7 +64,8 @@ fn pair(
             ctx.wait("bench").unwrap()
         })
     });
-    g.bench_function(BenchmarkId::new("cpu", elements), |b| b.iter(&mut on_cpu));
+    g.bench_function(BenchmarkId::new("native", elements), |b| b.iter(&mut on_native));
+    g.bench_function(BenchmarkId::new("reference", elements), |b| b.iter(&mut on_cpu));
     g.finish();
 }
 
@@ -70,16 +84,32 @@ fn bench(c: &mut Criterion) {
     let (gx, gy) = (up(&ctx, &x), up(&ctx, &x));
     let mut prog = Program::new(&ctx);
     gk::tanh_forward(&mut prog, &gy, &gx).unwrap();
-    let mut y = x.clone();
-    pair(c, &ctx, "activation_tanh_forward", n4, prog, || cpu::tanh_forward(&mut y, &x));
+    let (mut y, mut yn) = (x.clone(), x.clone());
+    pair(
+        c,
+        &ctx,
+        "activation_tanh_forward",
+        n4,
+        prog,
+        || nk::tanh_forward(&mut yn, &x),
+        || cpu::tanh_forward(&mut y, &x),
+    );
 
     // blas.wgsl: bias gradient over all steps.
     let dg = rng.uniform_vec(n4, -1.0, 1.0);
     let (gdg, gdb) = (up(&ctx, &dg), up(&ctx, &vec![0.0; 4 * s.h]));
     let mut prog = Program::new(&ctx);
     gk::bias_grad(&mut prog, &gdb, &gdg, rows, 4 * s.h).unwrap();
-    let mut db = vec![0.0; 4 * s.h];
-    pair(c, &ctx, "blas_bias_grad", 4 * s.h, prog, || cpu::bias_grad(&mut db, &dg, rows, 4 * s.h));
+    let (mut db, mut dbn) = (vec![0.0; 4 * s.h], vec![0.0; 4 * s.h]);
+    pair(
+        c,
+        &ctx,
+        "blas_bias_grad",
+        4 * s.h,
+        prog,
+        || nk::bias_grad(&mut dbn, &dg, rows, 4 * s.h),
+        || cpu::bias_grad(&mut db, &dg, rows, 4 * s.h),
+    );
 
     // reduce.wgsl: the squared norm of a flat gradient.
     let scratch = ctx.alloc("scratch", &[gk::REDUCE_PARTS]).unwrap();
@@ -87,8 +117,17 @@ fn bench(c: &mut Criterion) {
     let mut prog = Program::new(&ctx);
     let p = Reduce { index: step_state::GRAD_SUMSQ, square: true, accumulate: false };
     gk::reduce(&mut prog, &gstate, &gdg, &scratch, p).unwrap();
-    let mut state = vec![0.0f32; step_state::LEN];
-    pair(c, &ctx, "reduce_sumsq", n4, prog, || cpu::reduce(&mut state, &dg, p));
+    let (mut state, mut staten, mut partials) =
+        (vec![0.0f32; step_state::LEN], vec![0.0f32; step_state::LEN], Vec::new());
+    pair(
+        c,
+        &ctx,
+        "reduce_sumsq",
+        n4,
+        prog,
+        || nk::reduce(&mut staten, &dg, p, &mut partials),
+        || cpu::reduce(&mut state, &dg, p),
+    );
 
     // loss.wgsl: softmax cross-entropy of the head.
     let logits = rng.uniform_vec(rows * s.v, -3.0, 3.0);
@@ -104,9 +143,16 @@ fn bench(c: &mut Criterion) {
     let mut prog = Program::new(&ctx);
     gk::softmax_xent(&mut prog, &gloss, &gd, &gl, &gt, &gw, rows, s.v).unwrap();
     let (mut loss, mut dx) = (weights.clone(), logits.clone());
-    pair(c, &ctx, "loss_softmax_xent", rows * s.v, prog, || {
-        cpu::softmax_xent(&mut loss, &mut dx, &logits, &targets, &weights, rows, s.v)
-    });
+    let (mut lossn, mut dxn) = (weights.clone(), logits.clone());
+    pair(
+        c,
+        &ctx,
+        "loss_softmax_xent",
+        rows * s.v,
+        prog,
+        || nk::softmax_xent(&mut lossn, &mut dxn, &logits, &targets, &weights, rows, s.v),
+        || cpu::softmax_xent(&mut loss, &mut dx, &logits, &targets, &weights, rows, s.v),
+    );
 
     // optim.wgsl: Adam over the parameters of the case.
     let n = 4 * s.h * (s.h + s.v) + s.v * s.h;
@@ -122,7 +168,16 @@ fn bench(c: &mut Criterion) {
     let mut prog = Program::new(&ctx);
     gk::adam(&mut prog, &gp, &gg, &gm, &gv, &gs, o).unwrap();
     let (mut pc, mut mc, mut vc) = (param.clone(), vec![0.0; n], vec![0.0; n]);
-    pair(c, &ctx, "optim_adam", n, prog, || cpu::adam(&mut pc, &grad, &mut mc, &mut vc, &st, o));
+    let (mut pn, mut mn, mut vn) = (param.clone(), vec![0.0; n], vec![0.0; n]);
+    pair(
+        c,
+        &ctx,
+        "optim_adam",
+        n,
+        prog,
+        || nk::adam(&mut pn, &grad, &mut mn, &mut vn, &st, o),
+        || cpu::adam(&mut pc, &grad, &mut mc, &mut vc, &st, o),
+    );
 
     // gather.wgsl: the one-hot input projection (columns of W_ih) and its gradient.
     let table = rng.uniform_vec(4 * s.h * s.v, -0.1, 0.1);
@@ -132,8 +187,16 @@ fn bench(c: &mut Criterion) {
         (up(&ctx, &table), ctx.upload_u32("ids", &[rows], &ids).unwrap(), up(&ctx, &vec![0.0; n4]));
     let mut prog = Program::new(&ctx);
     gk::gather(&mut prog, &gout, &gtab, &gids, pg).unwrap();
-    let mut out = vec![0.0; n4];
-    pair(c, &ctx, "gather_onehot_columns", n4, prog, || cpu::gather(&mut out, &table, &ids, pg));
+    let (mut out, mut outn, mut sums) = (vec![0.0; n4], vec![0.0; n4], Vec::new());
+    pair(
+        c,
+        &ctx,
+        "gather_onehot_columns",
+        n4,
+        prog,
+        || nk::gather(&mut outn, &table, &ids, pg, &mut sums),
+        || cpu::gather(&mut out, &table, &ids, pg),
+    );
     let (starts, list) = cpu::index_lists(&ids, s.v);
     let (gst, gli) = (
         ctx.upload_u32("s", &[starts.len()], &starts).unwrap(),
@@ -142,10 +205,16 @@ fn bench(c: &mut Criterion) {
     let ps = Gather { n: s.v, ..pg };
     let mut prog = Program::new(&ctx);
     gk::scatter_add(&mut prog, &gtab, &gdg, &gst, &gli, ps).unwrap();
-    let mut tab = table.clone();
-    pair(c, &ctx, "gather_scatter_add", table.len(), prog, || {
-        cpu::scatter_add(&mut tab, &dg, &starts, &list, ps)
-    });
+    let (mut tab, mut tabn) = (table.clone(), table.clone());
+    pair(
+        c,
+        &ctx,
+        "gather_scatter_add",
+        table.len(),
+        prog,
+        || nk::scatter_add(&mut tabn, &dg, &starts, &list, ps, &mut sums),
+        || cpu::scatter_add(&mut tab, &dg, &starts, &list, ps),
+    );
 
     // dropout.wgsl
     let seeds = [7u32];
@@ -153,8 +222,16 @@ fn bench(c: &mut Criterion) {
     let pd = Dropout { prob: 0.3, salt: 1 };
     let mut prog = Program::new(&ctx);
     gk::dropout_forward(&mut prog, &gy, &gx, &gseeds, pd).unwrap();
-    let mut yd = x.clone();
-    pair(c, &ctx, "dropout_forward", n4, prog, || cpu::dropout_forward(&mut yd, &x, &seeds, pd));
+    let (mut yd, mut ydn) = (x.clone(), x.clone());
+    pair(
+        c,
+        &ctx,
+        "dropout_forward",
+        n4,
+        prog,
+        || nk::dropout_forward(&mut ydn, &x, seeds[0], pd),
+        || cpu::dropout_forward(&mut yd, &x, &seeds, pd),
+    );
 
     // lstm.wgsl: one forward and one backward step of the case (rnn.wgsl and gru.wgsl share
     // their core, shaders/step_common.wgsl).
@@ -186,17 +263,50 @@ fn bench(c: &mut Criterion) {
     gk::lstm_step_forward(&mut prog, &gstates, &gcells, &ggates, &gyy, &gxw, &gw, &gbias, &glen, step)
         .unwrap();
     let (mut sc, mut cc, mut gc, mut yc) = (st0.clone(), st0.clone(), vec![0.0; b * 4 * h], vec![0.0; b * h]);
-    pair(c, &ctx, "lstm_step_forward", b * h, prog, || {
-        cpu::lstm_step_forward(&mut sc, &mut cc, &mut gc, &mut yc, &xw, &w_hh, &bias, &lengths, step)
-    });
+    let mut nb = NativeBackend::new().unwrap();
+    let nlen = nb.alloc_u32("len", b).unwrap();
+    nb.write_u32(&nlen, &lengths).unwrap();
+    let (ns, nc, ng, ny) = (host(&mut nb, &st0), host(&mut nb, &st0), host(&mut nb, &gc), host(&mut nb, &yc));
+    let (nxw, nw, nbias) = (host(&mut nb, &xw), host(&mut nb, &w_hh), host(&mut nb, &bias));
     let dgr = rng.uniform_vec(b * 4 * h, -0.1, 0.1);
+    let (ndg, ncarry, ndy) =
+        (host(&mut nb, &dgr), host(&mut nb, &vec![0.0; 2 * b * h]), host(&mut nb, &vec![0.1; b * h]));
+    let bufs = StepBufs {
+        states: &ns,
+        cells: Some(&nc),
+        gates: Some(&ng),
+        y: &ny,
+        xw: &nxw,
+        w_hh: &nw,
+        bias: &nbias,
+        lengths: &nlen,
+        dy: Some(&ndy),
+        dg: Some(&ndg),
+        dgh: None,
+        carry: Some(&ncarry),
+    };
+    pair(
+        c,
+        &ctx,
+        "lstm_step_forward",
+        b * h,
+        prog,
+        || nb.step_forward(Cell::Lstm, &bufs, step).unwrap(),
+        || cpu::lstm_step_forward(&mut sc, &mut cc, &mut gc, &mut yc, &xw, &w_hh, &bias, &lengths, step),
+    );
     let (gdgr, gcarry, gdy) = (up(&ctx, &dgr), up(&ctx, &vec![0.0; 2 * b * h]), up(&ctx, &vec![0.1; b * h]));
     let mut prog = Program::new(&ctx);
     gk::lstm_step_backward(&mut prog, &gcells, &ggates, &gw, &glen, &gdy, &gdgr, &gcarry, step).unwrap();
     let (mut dgc, mut carry, dy) = (dgr.clone(), vec![0.0; 2 * b * h], vec![0.1; b * h]);
-    pair(c, &ctx, "lstm_step_backward", b * h, prog, || {
-        cpu::lstm_step_backward(&cc, &gc, &w_hh, &lengths, &dy, &mut dgc, &mut carry, step)
-    });
+    pair(
+        c,
+        &ctx,
+        "lstm_step_backward",
+        b * h,
+        prog,
+        || nb.step_backward(Cell::Lstm, &bufs, step).unwrap(),
+        || cpu::lstm_step_backward(&cc, &gc, &w_hh, &lengths, &dy, &mut dgc, &mut carry, step),
+    );
 
     // attention.wgsl: scores of every decoder step against every encoder step.
     let a = Attention { tgt: s.t / 4, batch: s.b, src: s.t / 2, width: s.h };
@@ -213,9 +323,18 @@ fn bench(c: &mut Criterion) {
     let mut prog = Program::new(&ctx);
     gk::attention_dots(&mut prog, &gsc, &gq, &genc, &gsl, a, true).unwrap();
     let mut scores = vec![0.0; ns];
-    pair(c, &ctx, "attention_dots", ns, prog, || {
-        cpu::attention_dots(&mut scores, &q, &enc, &src_len, a, true)
-    });
+    let (nq, nenc, nsc) = (host(&mut nb, &q), host(&mut nb, &enc), host(&mut nb, &scores));
+    let nsl = nb.alloc_u32("sl", a.batch).unwrap();
+    nb.write_u32(&nsl, &src_len).unwrap();
+    pair(
+        c,
+        &ctx,
+        "attention_dots",
+        ns,
+        prog,
+        || nb.attention_dots(&nsc, &nq, &nenc, &nsl, a, true).unwrap(),
+        || cpu::attention_dots(&mut scores, &q, &enc, &src_len, a, true),
+    );
 
     // copy.wgsl: one side of the attention's [context | decoder state] concatenation.
     let rows = s.t * s.b;
@@ -233,7 +352,16 @@ fn bench(c: &mut Criterion) {
     let mut prog = Program::new(&ctx);
     gk::copy_cols(&mut prog, &gcat, &gside, pc).unwrap();
     let mut cat = vec![0.0; 2 * rows * s.h];
-    pair(c, &ctx, "copy_cols", rows * s.h, prog, || cpu::copy_cols(&mut cat, &side, pc));
+    let (nside, ncat) = (host(&mut nb, &side), host(&mut nb, &cat));
+    pair(
+        c,
+        &ctx,
+        "copy_cols",
+        rows * s.h,
+        prog,
+        || nb.copy_cols(&ncat, &nside, pc).unwrap(),
+        || cpu::copy_cols(&mut cat, &side, pc),
+    );
 }
 
 criterion_group!(benches, bench);

@@ -186,6 +186,42 @@ fn resuming_a_checkpoint_gives_the_same_losses() {
     }
 }
 
+/// A checkpoint written on one device resumes on every other: each continues from the same
+/// weights, optimizer moments and carried state, and their losses agree to f32 rounding.
+#[test]
+fn a_checkpoint_resumes_on_any_device() {
+    let spec = ModelSpec { dropout: 0.3, ..ModelSpec::char_model(Cell::Gru, 7, 6, 2) };
+    let batches = char_batches(5);
+    let mut first = Model::new(spec.clone(), &Device::Cpu, 3).unwrap();
+    first.set_optimizer(Optimizer::adam(0.02), Clip { max_norm: 1.0, value: 0.0 }).unwrap();
+    for (k, b) in batches[..2].iter().enumerate() {
+        first.train_step_stats(b, if k == 0 { Start::Fresh } else { Start::Continue }).unwrap();
+    }
+    let path = tmp("any-device.safetensors");
+    let carried = first.carried_state(batches[0].batch).unwrap().expect("a state to carry");
+    io::save_checkpoint(&path, &mut first, Some(&carried), &Metadata::new()).unwrap();
+    let mut curves = Vec::new();
+    for device in devices() {
+        let ck = io::load_checkpoint(&path, &device).unwrap();
+        let (mut m, state) = (ck.model, ck.carried.unwrap());
+        let losses: Vec<f32> = batches[2..]
+            .iter()
+            .enumerate()
+            .map(|(k, b)| {
+                m.train_step_stats(b, if k == 0 { state.start() } else { Start::Continue }).unwrap().loss
+            })
+            .collect();
+        assert_eq!(m.stats().unwrap().step, 5, "{}", device.name());
+        curves.push((device.name(), losses));
+    }
+    let (_, want) = &curves[0];
+    for (name, got) in &curves[1..] {
+        for (g, w) in got.iter().zip(want) {
+            assert!((g - w).abs() <= 1e-4 * w.abs() + 1e-5, "{name}: {got:?} against {want:?}");
+        }
+    }
+}
+
 /// Files are replaced atomically: the temporary file is gone afterwards, a failed write leaves no
 /// file behind, and the temporary files of writers that were killed are cleaned up.
 #[test]

@@ -12,7 +12,11 @@ use rnn_gpu::train::text::{Progress, TextTrainConfig, train_text};
 use rnn_gpu::{Cell, Clip, Device, Optimizer, Sampling, verify};
 
 #[derive(Parser)]
-#[command(name = "rnn-gpu", version, about = "Recurrent networks (RNN, LSTM, GRU) on any GPU through wgpu")]
+#[command(
+    name = "rnn-gpu",
+    version,
+    about = "Recurrent networks (RNN, LSTM, GRU) on any GPU through wgpu, or natively on the CPU"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -20,11 +24,11 @@ struct Cli {
 
 #[derive(Subcommand)]
 enum Command {
-    /// The device: the adapter, its limits and the kernel variants chosen for it, or the CPU.
+    /// The devices: the CPU ones, the adapters, what auto chooses and why, the adapter's limits
+    /// and the kernel variants chosen for it.
     Info(DeviceArgs),
-    /// Every GPU kernel against its CPU twin on this adapter (with --device cpu: the CPU's f32
-    /// gradients against the f64 reference, and that against finite differences); exits
-    /// non-zero on any failure.
+    /// Every kernel of the device against its plain-loop twin (the reference: its f32 gradients
+    /// against f64, and those against finite differences); exits non-zero on any failure.
     Verify(DeviceArgs),
     /// Train a character language model on a text file (by default the bundled tinyshakespeare).
     Train(TrainArgs),
@@ -32,7 +36,7 @@ enum Command {
     Sample(SampleArgs),
     /// Run a model on tensors from a safetensors file, and backpropagate given output gradients.
     Forward(ForwardArgs),
-    /// Time the standard cases on the GPU and the CPU path, each checked first.
+    /// Time the standard cases on every device, each checked against the reference first.
     Bench(BenchArgs),
     /// Sequence to sequence: train an encoder-decoder on text pairs, or translate with one.
     #[command(subcommand)]
@@ -41,7 +45,7 @@ enum Command {
 
 #[derive(Args)]
 struct DeviceArgs {
-    /// gpu, cpu, or auto (a GPU when there is one).
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -120,6 +124,7 @@ struct PairTrainArgs {
     clip: f32,
     #[arg(long, default_value_t = 250)]
     eval_every: usize,
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
     #[arg(long, default_value = "auto")]
     device: String,
     #[arg(long, default_value_t = 1)]
@@ -136,6 +141,7 @@ struct TranslateArgs {
     /// The longest output, in characters.
     #[arg(long, default_value_t = 100)]
     max_len: usize,
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -160,6 +166,7 @@ struct ForwardArgs {
     /// The cell of a bare PyTorch state_dict: rnn, rnn_relu, lstm or gru.
     #[arg(long)]
     cell: Option<String>,
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -209,7 +216,7 @@ struct TrainArgs {
     /// Validation chunks per evaluation (0: all).
     #[arg(long, default_value_t = 16)]
     eval_batches: usize,
-    /// gpu, cpu, or auto (a GPU when there is one).
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
     #[arg(long, default_value = "auto")]
     device: String,
     #[arg(long, default_value_t = 1)]
@@ -238,6 +245,7 @@ struct SampleArgs {
     top_k: usize,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
     #[arg(long, default_value = "auto")]
     device: String,
 }
@@ -346,7 +354,7 @@ fn info(device: &str) -> rnn_gpu::Result<ExitCode> {
     let ctx = GpuContext::new()?;
     let i = ctx.adapter_info();
     let l = ctx.limits();
-    outln!("selected:        {}", i.name);
+    outln!("--device gpu:    {}", i.name);
     outln!("backend:         {:?}", i.backend);
     outln!("device type:     {:?}", i.device_type);
     outln!("driver:          {} {}", i.driver, i.driver_info);

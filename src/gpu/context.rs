@@ -260,9 +260,9 @@ impl GpuContext {
         adapters.sort_by_key(|a| device_type_rank(a.get_info().device_type));
         if adapters.is_empty() {
             let found = if software.is_empty() {
-                "no GPU adapter".to_string()
+                "wgpu finds no adapter".to_string()
             } else {
-                format!("only the software rasterizer {} (use it with --device gpu)", software.join(", "))
+                format!("only the software rasterizer {}, which --device gpu selects", software.join(", "))
             };
             return Err(Error::NoAdapter(found));
         }

@@ -46,24 +46,35 @@ impl Device {
     }
 
     /// A hardware GPU when there is one, else the native CPU device; a software rasterizer only
-    /// when `RNN_GPU_ADAPTER` names it. Says on stderr, in one line, what it chose and why.
+    /// when `RNN_GPU_ADAPTER` names it. Says on stderr, in one line, what it chose and why (once
+    /// per process).
     pub fn auto() -> Device {
+        static SAID: std::sync::Once = std::sync::Once::new();
         let named = std::env::var(crate::gpu::context::ADAPTER_ENV).ok().filter(|s| !s.is_empty());
         let gpu = match &named {
             Some(_) => GpuContext::new(),
             None => GpuContext::hardware(),
         };
-        match gpu {
+        let (device, why) = match gpu {
             Ok(ctx) => {
                 let why = if named.is_some() { "named by RNN_GPU_ADAPTER" } else { "a hardware GPU" };
-                eprintln!("rnn-gpu: running on {} ({why})", ctx.describe());
-                Device::Gpu(ctx)
+                let line = format!("running on {} ({why})", ctx.describe());
+                (Device::Gpu(ctx), line)
             }
             Err(e) => {
-                eprintln!("rnn-gpu: running on the {} ({e})", crate::native::describe());
-                Device::Cpu
+                let reason = match e {
+                    Error::NoAdapter(m) => m,
+                    e => e.to_string(),
+                };
+                let line = format!(
+                    "running on the {}, since there is no hardware GPU: {reason}",
+                    crate::native::describe()
+                );
+                (Device::Cpu, line)
             }
-        }
+        };
+        SAID.call_once(|| eprintln!("rnn-gpu: {why}"));
+        device
     }
 
     /// `cpu` (native), `reference`, `gpu` or `auto`.

@@ -67,7 +67,8 @@ pub fn describe() -> String {
 pub struct NativeBackend {
     memory: HostMemory,
     steps: kernels::Steps,
-    /// `scatter_add`'s row sums and `reduce`'s partial sums, kept between calls.
+    /// `scatter_add`'s row sums, `gather`'s contiguous table rows and `reduce`'s partial sums,
+    /// kept between calls.
     sums: Vec<f32>,
     partials: Vec<f32>,
 }
@@ -164,7 +165,7 @@ impl Backend for NativeBackend {
     }
 
     fn gather(&mut self, out: &Self::Buf, table: &Self::Buf, idx: &Self::IBuf, p: Gather) -> Result<()> {
-        kernels::gather(&mut wr(out)?, &rd(table)?, &rd(idx)?, p);
+        kernels::gather(&mut wr(out)?, &rd(table)?, &rd(idx)?, p, &mut self.sums);
         Ok(())
     }
 
@@ -176,11 +177,7 @@ impl Backend for NativeBackend {
         rows: &Self::IBuf,
         p: Gather,
     ) -> Result<()> {
-        let n = p.n * p.width;
-        if self.sums.len() < n {
-            self.sums.resize(n, 0.0);
-        }
-        kernels::scatter_add(&mut wr(dtable)?, &rd(dout)?, &rd(starts)?, &rd(rows)?, p, &mut self.sums[..n]);
+        kernels::scatter_add(&mut wr(dtable)?, &rd(dout)?, &rd(starts)?, &rd(rows)?, p, &mut self.sums);
         Ok(())
     }
 
