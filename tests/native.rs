@@ -53,3 +53,28 @@ fn thread_counts_are_parsed_or_refused_with_a_clear_error() {
         assert!(e.contains(&format!("RNN_GPU_THREADS={bad:?} is not a thread count from 1 to 1024")), "{e}");
     }
 }
+
+/// The polynomial exp, sigmoid and tanh the step kernels vectorize with, against f64 over their
+/// whole range, at the ends, and on non-finite input.
+#[test]
+fn vectorized_functions_match_f64() {
+    use rnn_gpu::native::kernels::{exp, sigmoid, tanh};
+    let mut worst = (0.0f64, 0.0f64, 0.0f64);
+    for i in -200_000..=200_000 {
+        let x = i as f32 * 4.3e-4;
+        let xd = x as f64;
+        let rel = |got: f32, want: f64| ((got as f64 - want) / want.abs().max(1e-300)).abs();
+        worst.0 = worst.0.max(rel(exp(x), xd.exp()));
+        worst.1 = worst.1.max((sigmoid(x) as f64 - 1.0 / (1.0 + (-xd).exp())).abs());
+        worst.2 = worst.2.max((tanh(x) as f64 - xd.tanh()).abs().min(rel(tanh(x), xd.tanh())));
+    }
+    assert!(worst.0 < 3e-7, "exp: relative error {:e}", worst.0);
+    assert!(worst.1 < 2e-7, "sigmoid: absolute error {:e}", worst.1);
+    assert!(worst.2 < 3e-7, "tanh: error {:e}", worst.2);
+    assert_eq!((tanh(1e4), tanh(-1e4), sigmoid(1e4)), (1.0, -1.0, 1.0));
+    // exp saturates at e^88 rather than overflow, so sigmoid's far tail is tiny, not zero.
+    assert!((0.0..1e-38).contains(&sigmoid(-1e4)), "{}", sigmoid(-1e4));
+    assert_eq!((tanh(f32::INFINITY), tanh(f32::NEG_INFINITY)), (1.0, -1.0));
+    assert!(exp(f32::NAN).is_nan() && tanh(f32::NAN).is_nan() && sigmoid(f32::NAN).is_nan());
+    assert!(exp(-200.0) >= 0.0 && exp(-200.0) < 1e-37 && exp(100.0).is_finite());
+}
