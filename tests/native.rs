@@ -49,7 +49,7 @@ fn thread_counts_are_parsed_or_refused_with_a_clear_error() {
     assert_eq!(parse_threads(Some("3")).unwrap(), Some(3));
     assert_eq!(parse_threads(Some(" 1 ")).unwrap(), Some(1));
     for bad in ["0", "two", "-1", "100000", ""] {
-        let e = parse_threads(Some(bad)).err().expect("refused").to_string();
+        let e = parse_threads(Some(bad)).expect_err("refused").to_string();
         assert!(e.contains(&format!("RNN_GPU_THREADS={bad:?} is not a thread count from 1 to 1024")), "{e}");
     }
 }

@@ -79,11 +79,10 @@ struct Case {
     tol: Tolerance,
 }
 
-fn upload<B: Backend<Elem = f32>>(
-    be: &mut B,
-    f: &[Vec<f32>],
-    u: &[Vec<u32>],
-) -> Result<(Vec<B::Buf>, Vec<B::IBuf>)> {
+/// A case's float and integer buffers on one device.
+type Uploaded<B> = (Vec<<B as Backend>::Buf>, Vec<<B as Backend>::IBuf>);
+
+fn upload<B: Backend<Elem = f32>>(be: &mut B, f: &[Vec<f32>], u: &[Vec<u32>]) -> Result<Uploaded<B>> {
     let mut fb = Vec::new();
     for v in f {
         let t = be.alloc("case", v.len())?;
@@ -516,7 +515,7 @@ fn run_steps<B: Backend<Elem = f32>>(
             d.dgh.clone(),
             d.carry.clone(),
         ],
-        &[d.lengths.clone()],
+        std::slice::from_ref(&d.lengths),
     )?;
     let t_len = d.xw.len() / (base.batch * cell.gates() * base.hidden);
     let time = |s: usize| if reverse { t_len - 1 - s } else { s };
