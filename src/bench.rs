@@ -137,8 +137,9 @@ fn model(case: &Case, device: &Device) -> Result<Model> {
 pub const CHECK_STEPS: usize = 16;
 
 /// Three training steps from the same initial weights on `device` and on the reference, at the
-/// case's cell, width and batch over at most `CHECK_STEPS` steps: the losses must agree (relative
-/// 1e-3) before anything is timed. Returns the largest relative difference.
+/// case's cell, width and batch over at most `CHECK_STEPS` steps: the losses and the gradient
+/// norms must agree (relative 1e-3) before anything is timed. Returns the largest relative
+/// difference.
 pub fn check(case: &Case, device: &Device) -> Result<f64> {
     let case = Case { steps: case.steps.min(CHECK_STEPS), ..*case };
     let data = case.data();
@@ -146,20 +147,23 @@ pub fn check(case: &Case, device: &Device) -> Result<f64> {
     let mut r = model(&case, &Device::Reference)?;
     let mut worst = 0.0f64;
     for step in 0..3 {
-        let ld = d.train_step_stats(&data, Start::Fresh)?.loss as f64;
-        let lr = r.train_step_stats(&data, Start::Fresh)?.loss as f64;
-        let rel = (ld - lr).abs() / lr.abs().max(1e-6);
-        if rel > 1e-3 {
-            return Err(Error::invalid(
-                "bench",
-                format!(
-                    "{}: refusing to time a wrong result: step {step} loss on {} {ld}, on the reference {lr}",
-                    case.name(),
-                    device.name()
-                ),
-            ));
+        let (sd, sr) = (d.train_step_stats(&data, Start::Fresh)?, r.train_step_stats(&data, Start::Fresh)?);
+        // The loss checks the forward pass, the gradient norm the backward pass.
+        for (what, vd, vr) in [("loss", sd.loss, sr.loss), ("gradient norm", sd.grad_norm, sr.grad_norm)] {
+            let (vd, vr) = (vd as f64, vr as f64);
+            let rel = (vd - vr).abs() / vr.abs().max(1e-6);
+            if !(rel <= 1e-3) {
+                return Err(Error::invalid(
+                    "bench",
+                    format!(
+                        "{}: refusing to time a wrong result: step {step} {what} on {} {vd}, on the reference {vr}",
+                        case.name(),
+                        device.name()
+                    ),
+                ));
+            }
+            worst = worst.max(rel);
         }
-        worst = worst.max(rel);
     }
     Ok(worst)
 }

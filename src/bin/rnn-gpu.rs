@@ -868,7 +868,7 @@ fn bench(a: BenchArgs) -> rnn_gpu::Result<ExitCode> {
         "GFLOP/s count matrix-product multiply-adds only: forward 2*T*B*(G*H^2 + H*V), training step 3x that"
     );
     outln!(
-        "each device is first checked against the reference: 3 training steps at the case's size (at most {} time steps)",
+        "each device is first checked against the reference: loss and gradient norm of 3 training steps at the case's size (at most {} time steps)",
         bench::CHECK_STEPS
     );
     let cases: Vec<_> = if a.quick { bench::quick_cases() } else { bench::standard_cases() }
@@ -953,7 +953,7 @@ fn gpu_details(a: &BenchArgs, case: &rnn_gpu::bench::Case, gpu: &Device, g: &rnn
     if a.verbose {
         if let Some(s) = g.per_step {
             outln!(
-                "    per training step after warm-up: {} dispatches ({} recorded in the program), {} copies into textures ({:.1} MiB), {} submit(s), {} host wait(s), {} bytes allocated; checked against the reference: max relative loss difference {:.1e}",
+                "    per training step after warm-up: {} dispatches ({} recorded in the program), {} copies into textures ({:.1} MiB), {} submit(s), {} host wait(s), {} bytes allocated; checked against the reference: max relative difference of the loss and gradient norm {:.1e}",
                 s.dispatches,
                 g.dispatches.unwrap_or(0),
                 g.texture_copies.map_or(0, |c| c.0),
