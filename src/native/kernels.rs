@@ -7,7 +7,7 @@ use gemm::Parallelism;
 use rayon::prelude::*;
 
 use crate::host::{GruBackward, GruForward, LstmBackward, LstmForward, RnnBackward, RnnForward, StepKernels};
-use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode};
+use crate::ops::{Attention, Dropout, Gather, Matmul, Reduce, Step, StepMode};
 use crate::reference::kernels as twin;
 
 /// Elements per parallel task of an elementwise kernel: below two of these, one thread is faster.
@@ -110,6 +110,114 @@ pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], p: Matmul) {
     let a_strides = if trans_a { (1, m) } else { (k, 1) };
     let b_strides = if trans_b { (1, k) } else { (n, 1) };
     product(c, n, (a, a_strides.0, a_strides.1), (b, b_strides.0, b_strides.1), m, n, k, accumulate);
+}
+
+// ---------------------------------------------------------------------------------------------
+// Attention: one product per batch row (the rows of a batch interleave in the `[T, B, W]`
+// layout, so each is a strided matrix), the batch rows split across the threads.
+
+/// For each batch row `b` in parallel, `C_b (+)= A_b · B_b`, `(m, n, k)`: C, A and B given as
+/// (buffer, offset of row b's first element per b, row stride, column stride).
+#[allow(clippy::type_complexity)]
+fn per_batch_products(
+    batch: usize,
+    (m, n, k): (usize, usize, usize),
+    (c, c_b, c_rs): (&mut [f32], usize, usize),
+    (a, a_b, a_rs, a_cs): (&[f32], usize, usize, usize),
+    (b, b_b, b_rs, b_cs): (&[f32], usize, usize, usize),
+    accumulate: bool,
+) {
+    if batch == 0 || m == 0 || n == 0 {
+        return;
+    }
+    let last = batch - 1;
+    if k == 0 {
+        if !accumulate {
+            for r in 0..batch {
+                for i in 0..m {
+                    c[r * c_b + i * c_rs..][..n].fill(0.0);
+                }
+            }
+        }
+        return;
+    }
+    // The raw pointers below must stay inside the slices: an engine bug, so a panic, not UB.
+    assert!(last * c_b + (m - 1) * c_rs + n <= c.len(), "attention: C too short");
+    assert!(last * a_b + (m - 1) * a_rs + (k - 1) * a_cs < a.len(), "attention: A too short");
+    assert!(last * b_b + (k - 1) * b_rs + (n - 1) * b_cs < b.len(), "attention: B too short");
+    assert!(c_b >= n && c_rs >= batch * n || batch == 1, "attention: batch rows of C overlap");
+    let (c, a, b) = (Shared(c.as_mut_ptr()), Shared(a.as_ptr()), Shared(b.as_ptr()));
+    (0..batch).into_par_iter().for_each(|r| {
+        // SAFETY: bounded by the asserts above; batch row r writes only its own rows of C (row i
+        // at r * c_b + i * c_rs, n wide), which no other batch row's do.
+        unsafe {
+            gemm::gemm(
+                m,
+                n,
+                k,
+                c.get().add(r * c_b),
+                1,
+                c_rs as isize,
+                accumulate,
+                a.get().add(r * a_b),
+                a_cs as isize,
+                a_rs as isize,
+                b.get().add(r * b_b),
+                b_cs as isize,
+                b_rs as isize,
+                1.0,
+                1.0,
+                false,
+                false,
+                false,
+                Parallelism::None,
+            )
+        }
+    });
+}
+
+/// `out[t, b, j] = x[t, b, :] · enc[j, b, :]`, -1e30 past each row's source length when masked.
+pub fn attention_dots(out: &mut [f32], x: &[f32], enc: &[f32], src_len: &[u32], a: Attention, mask: bool) {
+    let (bw, bs) = (a.batch * a.width, a.batch * a.src);
+    per_batch_products(
+        a.batch,
+        (a.tgt, a.src, a.width),
+        (&mut *out, a.src, bs),
+        (x, a.width, bw, 1),
+        (enc, a.width, 1, bw),
+        false,
+    );
+    if mask {
+        for (i, row) in out[..a.tgt * bs].chunks_exact_mut(a.src).enumerate() {
+            row[(src_len[i % a.batch] as usize).min(a.src)..].fill(-1e30);
+        }
+    }
+}
+
+/// `out[t, b, :] (+)= sum_j w[t, b, j] enc[j, b, :]`.
+pub fn attention_mix(out: &mut [f32], w: &[f32], enc: &[f32], a: Attention, accumulate: bool) {
+    let (bw, bs) = (a.batch * a.width, a.batch * a.src);
+    per_batch_products(
+        a.batch,
+        (a.tgt, a.width, a.src),
+        (out, a.width, bw),
+        (w, a.src, bs, 1),
+        (enc, a.width, bw, 1),
+        accumulate,
+    );
+}
+
+/// `out[j, b, :] (+)= sum_t w[t, b, j] x[t, b, :]`.
+pub fn attention_mix_t(out: &mut [f32], w: &[f32], x: &[f32], a: Attention, accumulate: bool) {
+    let (bw, bs) = (a.batch * a.width, a.batch * a.src);
+    per_batch_products(
+        a.batch,
+        (a.src, a.width, a.tgt),
+        (out, a.width, bw),
+        (w, a.src, 1, bs),
+        (x, a.width, bw, 1),
+        accumulate,
+    );
 }
 
 // ---------------------------------------------------------------------------------------------

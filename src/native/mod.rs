@@ -312,7 +312,7 @@ impl Backend for NativeBackend {
         a: Attention,
         mask: bool,
     ) -> Result<()> {
-        twin::attention_dots(&mut wr(out)?, &rd(x)?, &rd(enc)?, &rd(src_len)?, a, mask);
+        kernels::attention_dots(&mut wr(out)?, &rd(x)?, &rd(enc)?, &rd(src_len)?, a, mask);
         Ok(())
     }
 
@@ -324,7 +324,7 @@ impl Backend for NativeBackend {
         a: Attention,
         accumulate: bool,
     ) -> Result<()> {
-        twin::attention_mix(&mut wr(out)?, &rd(w)?, &rd(enc)?, a, accumulate);
+        kernels::attention_mix(&mut wr(out)?, &rd(w)?, &rd(enc)?, a, accumulate);
         Ok(())
     }
 
@@ -336,7 +336,7 @@ impl Backend for NativeBackend {
         a: Attention,
         accumulate: bool,
     ) -> Result<()> {
-        twin::attention_mix_t(&mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate);
+        kernels::attention_mix_t(&mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate);
         Ok(())
     }
 
