@@ -52,26 +52,12 @@ fn product(
     // SAFETY: every index gemm reads or writes is bounded by the asserts above; each panel writes
     // its own rows or columns of C, which is borrowed mutably for the whole call.
     let panel = |i0: usize, i1: usize, j0: usize, j1: usize| unsafe {
-        gemm::gemm(
-            i1 - i0,
-            j1 - j0,
-            k,
-            c.get().add(i0 * c_rs + j0),
-            1,
-            c_rs as isize,
+        gemm_one(
+            (i1 - i0, j1 - j0, k),
+            (c.get().add(i0 * c_rs + j0), c_rs),
+            (a.get().add(i0 * a_rs), a_rs, a_cs),
+            (b.get().add(j0 * b_cs), b_rs, b_cs),
             accumulate,
-            a.get().add(i0 * a_rs),
-            a_cs as isize,
-            a_rs as isize,
-            b.get().add(j0 * b_cs),
-            b_cs as isize,
-            b_rs as isize,
-            1.0,
-            1.0,
-            false,
-            false,
-            false,
-            Parallelism::None,
         )
     };
     if threads == 1 || m * n * k < PARALLEL_MACS {
@@ -104,6 +90,45 @@ impl<P: Copy> Shared<P> {
 // disjoint elements of C, which the call holds mutably.
 unsafe impl<P: Copy> Send for Shared<P> {}
 unsafe impl<P: Copy> Sync for Shared<P> {}
+
+/// `C (+)= A·B` for `(m, n, k)` on this thread, each matrix as (pointer, row stride[, column
+/// stride]); C's columns are contiguous. The one call into `gemm`.
+///
+/// # Safety
+/// Every element read or written must be in bounds, and no other thread may touch the elements
+/// of C written here.
+unsafe fn gemm_one(
+    (m, n, k): (usize, usize, usize),
+    (c, c_rs): (*mut f32, usize),
+    (a, a_rs, a_cs): (*const f32, usize, usize),
+    (b, b_rs, b_cs): (*const f32, usize, usize),
+    accumulate: bool,
+) {
+    // SAFETY: the caller's contract.
+    unsafe {
+        gemm::gemm(
+            m,
+            n,
+            k,
+            c,
+            1,
+            c_rs as isize,
+            accumulate,
+            a,
+            a_cs as isize,
+            a_rs as isize,
+            b,
+            b_cs as isize,
+            b_rs as isize,
+            1.0,
+            1.0,
+            false,
+            false,
+            false,
+            Parallelism::None,
+        )
+    }
+}
 
 pub fn matmul(c: &mut [f32], a: &[f32], b: &[f32], p: Matmul) {
     let Matmul { m, n, k, trans_a, trans_b, accumulate } = p;
@@ -151,26 +176,12 @@ fn per_batch_products(
         // SAFETY: bounded by the asserts above; batch row r writes only its own rows of C (row i
         // at r * c_b + i * c_rs, n wide), which no other batch row's do.
         unsafe {
-            gemm::gemm(
-                m,
-                n,
-                k,
-                c.get().add(r * c_b),
-                1,
-                c_rs as isize,
+            gemm_one(
+                (m, n, k),
+                (c.get().add(r * c_b), c_rs),
+                (a.get().add(r * a_b), a_rs, a_cs),
+                (b.get().add(r * b_b), b_rs, b_cs),
                 accumulate,
-                a.get().add(r * a_b),
-                a_cs as isize,
-                a_rs as isize,
-                b.get().add(r * b_b),
-                b_cs as isize,
-                b_rs as isize,
-                1.0,
-                1.0,
-                false,
-                false,
-                false,
-                Parallelism::None,
             )
         }
     });
