@@ -1,4 +1,4 @@
-//! Matmul throughput, GPU (each variant), the native CPU device and the reference in the same run, at square sizes and
+//! Matmul throughput, GPU (each tile shape, and the plan's choice), the native CPU device and the reference in the same run, at square sizes and
 //! at the skinny shapes of a recurrence (B x H times H x 4H). Criterion's "elem/s" are FLOP/s
 //! (2·m·n·k per product). `RNN_GPU_BENCH_QUICK=1` shrinks the sizes for a smoke run.
 
@@ -6,7 +6,7 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rnn_gpu::gpu::kernels as gk;
-use rnn_gpu::gpu::{GpuContext, Program, SharedRows};
+use rnn_gpu::gpu::{GpuContext, Program};
 use rnn_gpu::ops::Matmul;
 use rnn_gpu::reference::kernels as cpu;
 use rnn_gpu::rng::Rng;
@@ -52,17 +52,14 @@ fn bench(c: &mut Criterion) {
         let ga = ctx.upload("A", &[a.len()], &a).unwrap();
         let gb = ctx.upload("B", &[b.len()], &b).unwrap();
         let gc = ctx.alloc("C", &[p.m * p.n]).unwrap();
-        for (variant, rows) in verify::matmul_variants(&ctx) {
+        let chosen = gk::MatmulPlan::new(&p);
+        for plan in gk::MatmulPlan::all(&p) {
             // Check before timing: refuse to time a kernel that disagrees with its twin.
-            let check = verify::check_matmul(&ctx, p, variant, rows, 7).unwrap();
+            let check = verify::check_matmul(&ctx, p, plan, false, 7).unwrap();
             assert!(check.pass(), "refusing to time a wrong kernel: {check}");
             let mut prog = Program::new(&ctx);
-            prog.set_shared_rows(rows).unwrap();
-            gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant).unwrap();
-            let id = match rows {
-                SharedRows::Loads => format!("gpu_{}", variant.name()),
-                SharedRows::Subgroup => format!("gpu_{}_subgroup", variant.name()),
-            };
+            gk::matmul_planned(&mut prog, &gc, &ga, &gb, None, plan).unwrap();
+            let id = format!("gpu_{}{}", plan.name(), if plan == chosen { "_chosen" } else { "" });
             group.bench_function(BenchmarkId::new(id, &name), |bencher| {
                 bencher.iter(|| {
                     prog.run().unwrap();

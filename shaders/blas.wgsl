@@ -2,15 +2,11 @@
 //   fill:      x = value
 //   scale:     x *= alpha
 //   axpy:      y += alpha * x
-//   add_bias:  y[r, j] += bias[j]           y (rows, cols)
-//   bias_grad: db[j] += sum_r dy[r, j]      one thread per column, rows summed in order (the
-//                                           column sum is deterministic, like the CPU twin's)
-//   bias_grad4: the same for cols a multiple of 4, 4 columns per thread, dy read through its
-//               texture copy
+//   bias_grad: db[j] += sum_r dy[r, j]      see below
 
 struct Params {
-    n: u32,     // elements (fill, scale, axpy, add_bias) or columns (bias_grad)
-    cols: u32,  // add_bias and bias_grad
+    n: u32,     // elements (fill, scale, axpy) or columns (bias_grad)
+    cols: u32,  // bias_grad
     rows: u32,  // bias_grad
     alpha: f32, // fill value, scale, axpy
 }
@@ -45,48 +41,29 @@ fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
     y[i] += p.alpha * x[i];
 }
 
+// bias_grad: a workgroup of 256 threads owns 32 columns; its 8 rows of 32 threads walk the rows
+// 8 apart, neighbouring threads reading neighbouring columns (coalesced), and the 8 sums of a
+// column are added in order in workgroup memory (deterministic).
+const BIAS_COLS: u32 = 32u; // must match src/gpu/kernels.rs::BIAS_GRAD_COLS
+var<workgroup> col_sums: array<f32, 256>;
+
 @compute @workgroup_size(256)
-fn add_bias(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+fn bias_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
     p = params;
-    let i = linear_id(gid, nwg);
-    if i >= p.n { return; }
-    y[i] += x[i % p.cols];
-}
-
-// 32 threads a workgroup: a bias has few columns (768 for a GRU of 256 units) and lavapipe runs
-// each workgroup on one core, so 256-thread workgroups would leave cores idle.
-const BIAS_GRAD_WG: u32 = 32u; // must match src/gpu/kernels.rs::BIAS_GRAD_WG
-
-@compute @workgroup_size(32)
-fn bias_grad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let j = gid.x + gid.y * nwg.x * BIAS_GRAD_WG;
-    if j >= p.cols { return; }
+    let j = wg.x * BIAS_COLS + tid % BIAS_COLS;
     var s = 0.0;
-    for (var r = 0u; r < p.rows; r++) {
-        s += x[r * p.cols + j];
+    if j < p.cols {
+        for (var r = tid / BIAS_COLS; r < p.rows; r += 8u) {
+            s += x[r * p.cols + j];
+        }
     }
-    y[j] += s;
-}
-
-// bias_grad4: bias_grad for cols a multiple of 4, reading dy through its texture copy
-// (src/gpu/program.rs::Program::dispatch_textured), 4 columns a thread: on lavapipe a texel fetch
-// is one gather where a storage load loops over the SIMD lanes once per component.
-@group(0) @binding(3) var dy_texels: texture_storage_2d<rgba32float, read>;
-
-@compute @workgroup_size(32)
-fn bias_grad4(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let q = gid.x + gid.y * nwg.x * BIAS_GRAD_WG;
-    let quads = p.cols / 4u;
-    if q >= quads { return; }
-    var s = vec4<f32>();
-    for (var r = 0u; r < p.rows; r++) {
-        s += texel(dy_texels, r * quads + q);
+    col_sums[tid] = s;
+    workgroupBarrier();
+    if tid < BIAS_COLS && j < p.cols {
+        var total = 0.0;
+        for (var q = 0u; q < 8u; q++) {
+            total += col_sums[q * BIAS_COLS + tid];
+        }
+        y[j] += total;
     }
-    let j = 4u * q;
-    y[j] += s.x;
-    y[j + 1u] += s.y;
-    y[j + 2u] += s.z;
-    y[j + 3u] += s.w;
 }

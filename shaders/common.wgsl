@@ -13,19 +13,6 @@ const WG: u32 = 256u;
 // loops too; a private copy is registers. LSTM H=256 step: dW_hh 50 -> 36 ms, the fused steps
 // 5-10% faster.
 
-// Texture copies of tensors (src/gpu/program.rs::Program::dispatch_textured): element i is
-// component i % 4 of texel i / 4, TEXELS_PER_ROW texels a row.
-const TEXELS_PER_ROW: u32 = 4096u; // must match src/gpu/program.rs::TEXELS_PER_ROW
-
-// Texel i (elements 4i .. 4i + 4) of a texture copy. The copies are bound as read-only storage
-// textures, not sampled ones: on lavapipe a storage texture's load is inline, the gather and a
-// transpose (~40 instructions for 8 lanes), where a sampled texture's fetch is a call that works
-// out a mip level per lane around the same gather (~150); benches/loads.rs has it 1.6x faster,
-// and the step kernels went 1.1-1.2x faster. A real GPU reads both through the texture cache.
-fn texel(t: texture_storage_2d<rgba32float, read>, i: u32) -> vec4<f32> {
-    return textureLoad(t, vec2<u32>(i % TEXELS_PER_ROW, i / TEXELS_PER_ROW));
-}
-
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
 }

@@ -68,7 +68,16 @@ pub trait Backend {
     fn copy(&mut self, src: &Self::Buf, dst: &Self::Buf) -> Result<()>;
 
     fn matmul(&mut self, c: &Self::Buf, a: &Self::Buf, b: &Self::Buf, p: Matmul) -> Result<()>;
-    fn add_bias(&mut self, y: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
+    /// `c = op(a)·op(b) + bias`, `bias` (n) added to every row: a layer with its bias in one
+    /// kernel.
+    fn matmul_bias(
+        &mut self,
+        c: &Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        bias: &Self::Buf,
+        p: Matmul,
+    ) -> Result<()>;
     fn bias_grad(&mut self, db: &Self::Buf, dy: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
     fn axpy(&mut self, y: &Self::Buf, x: &Self::Buf, alpha: f32) -> Result<()>;
     fn tanh_forward(&mut self, y: &Self::Buf, x: &Self::Buf) -> Result<()>;

@@ -13,7 +13,7 @@
 use std::time::Instant;
 
 use crate::error::{Error, Result};
-use crate::gpu::Counters;
+use crate::gpu::{Counters, Mapping};
 use crate::model::batch::Batch;
 use crate::model::spec::{Cell, ModelSpec};
 use crate::model::{Device, Model, Start};
@@ -109,10 +109,28 @@ pub struct DeviceResult {
     pub forward: Timing,
     /// GPU only: what one training step does after warm-up, the loss not read back.
     pub per_step: Option<Counters>,
+    /// GPU only: each dispatch a training program records, in order.
+    pub mapping: Option<Vec<Mapping>>,
+}
+
+impl DeviceResult {
     /// GPU only: the dispatches a training program records.
-    pub dispatches: Option<usize>,
-    /// GPU only: the buffer-to-texture copies a training program records, and their bytes.
-    pub texture_copies: Option<(usize, u64)>,
+    pub fn dispatches(&self) -> Option<usize> {
+        self.mapping.as_ref().map(|m| m.len())
+    }
+
+    /// The mapping with identical dispatches (kernel, threads, workgroups, multiply-adds)
+    /// counted together, in order of first appearance.
+    pub fn mapping_summary(&self) -> Vec<(Mapping, usize)> {
+        let mut out: Vec<(Mapping, usize)> = Vec::new();
+        for m in self.mapping.iter().flatten() {
+            match out.iter_mut().find(|(seen, _)| seen == m) {
+                Some((_, n)) => *n += 1,
+                None => out.push((m.clone(), 1)),
+            }
+        }
+        out
+    }
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -224,8 +242,7 @@ pub fn time(case: &Case, device: &Device, warmup: usize, runs: usize) -> Result<
         train: Timing::new(median(train), case.tokens(), case.train_flops()),
         forward: Timing::new(median(forward), case.tokens(), case.forward_flops()),
         per_step,
-        dispatches: program.map(|p| p.dispatch_count()),
-        texture_copies: program.map(|p| p.texture_copies()),
+        mapping: program.map(|p| p.mapping()),
     })
 }
 
@@ -275,6 +292,26 @@ pub fn profile(case: &Case, gpu: &Device) -> Result<StepProfile> {
     Ok(StepProfile { kernels, span: best.span })
 }
 
+/// The dispatches of a training step, identical ones counted together.
+fn mapping_json(summary: &[(Mapping, usize)]) -> String {
+    let rows: Vec<String> = summary
+        .iter()
+        .map(|(m, count)| {
+            format!(
+                "{{\"kernel\": {:?}, \"count\": {count}, \"threads_per_workgroup\": {}, \"workgroups\": {}, \"grid\": [{}, {}, {}], \"macs_per_thread\": {}}}",
+                m.kernel,
+                m.threads,
+                m.workgroups(),
+                m.groups[0],
+                m.groups[1],
+                m.groups[2],
+                m.macs_per_thread()
+            )
+        })
+        .collect();
+    format!("[{}]", rows.join(", "))
+}
+
 /// JSON of the results (hand-written: the schema is small and fixed).
 pub fn to_json(results: &[CaseResult], gemm_gflops: f64, date: &str) -> String {
     let timing = |t: &Timing| {
@@ -287,18 +324,17 @@ pub fn to_json(results: &[CaseResult], gemm_gflops: f64, date: &str) -> String {
     };
     let device = |d: &DeviceResult| {
         format!(
-            "{{\"name\": {:?}, \"device\": {:?}, \"check_max_rel_error\": {}, \"train\": {}, \"forward\": {}, \"dispatches_per_step\": {}, \"texture_copies_per_step\": {}, \"texture_copy_bytes_per_step\": {}, \"submits_per_step\": {}, \"host_waits_per_step\": {}, \"bytes_allocated_per_step\": {}}}",
+            "{{\"name\": {:?}, \"device\": {:?}, \"check_max_rel_error\": {}, \"train\": {}, \"forward\": {}, \"dispatches_per_step\": {}, \"submits_per_step\": {}, \"host_waits_per_step\": {}, \"bytes_allocated_per_step\": {}, \"mapping\": {}}}",
             d.name,
             d.device,
             d.check_error.map_or("null".into(), |e| format!("{e:.3e}")),
             timing(&d.train),
             timing(&d.forward),
-            d.dispatches.map_or("null".into(), |v| v.to_string()),
-            d.texture_copies.map_or("null".into(), |v| v.0.to_string()),
-            d.texture_copies.map_or("null".into(), |v| v.1.to_string()),
+            d.dispatches().map_or("null".into(), |v| v.to_string()),
             d.per_step.map_or("null".into(), |c| c.submits.to_string()),
             d.per_step.map_or("null".into(), |c| c.host_waits.to_string()),
             d.per_step.map_or("null".into(), |c| c.bytes_allocated.to_string()),
+            if d.mapping.is_none() { "null".to_string() } else { mapping_json(&d.mapping_summary()) },
         )
     };
     let cases: Vec<String> = results

@@ -1,31 +1,43 @@
 //! Every GPU kernel against its CPU twin on seeded random inputs over awkward shapes (one
-//! element, less than a workgroup, not a multiple of the tile, several hundred), both matmul
-//! variants, outputs poisoned before each run. The cases live in `rnn_gpu::verify`, shared with
+//! element, less than a workgroup, not a multiple of the tile, several hundred), every matmul
+//! tile shape, outputs poisoned before each run. The cases live in `rnn_gpu::verify`, shared with
 //! `rnn-gpu verify`.
 
 mod common;
 
 use common::{assert_checks, gpu};
+use rnn_gpu::gpu::kernels::MatmulPlan;
 use rnn_gpu::ops::Matmul;
 use rnn_gpu::verify::{self, MATMUL_SHAPES, SIZES};
 
 #[test]
-fn matmul_matches_cpu_for_every_variant_transpose_and_shape() {
+fn matmul_matches_cpu_for_every_transpose_and_shape() {
     let Some(ctx) = gpu() else { return };
     let mut checks = Vec::new();
     let mut seed = 100;
-    for (variant, rows) in verify::matmul_variants(&ctx) {
-        for &(m, n, k) in &MATMUL_SHAPES {
-            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                for acc in [false, true] {
-                    let mut p = Matmul::new(m, n, k);
-                    p.trans_a = ta;
-                    p.trans_b = tb;
-                    p.accumulate = acc;
-                    seed += 1;
-                    checks.push(verify::check_matmul(&ctx, p, variant, rows, seed).unwrap());
-                }
+    for &(m, n, k) in &MATMUL_SHAPES {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            for acc in [false, true] {
+                let mut p = Matmul::new(m, n, k);
+                p.trans_a = ta;
+                p.trans_b = tb;
+                p.accumulate = acc;
+                seed += 1;
+                let plan = MatmulPlan::new(&p);
+                checks.push(verify::check_matmul(&ctx, p, plan, acc == ta, seed).unwrap());
             }
+        }
+    }
+    assert_checks(&checks);
+}
+
+#[test]
+fn matmul_matches_cpu_in_every_tile_shape() {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    for (i, p) in verify::matmul_tile_cases().into_iter().enumerate() {
+        for plan in MatmulPlan::all(&p) {
+            checks.push(verify::check_matmul(&ctx, p, plan, p.accumulate, 500 + i as u64).unwrap());
         }
     }
     assert_checks(&checks);
@@ -49,7 +61,7 @@ fn activations_match_cpu() {
 fn vector_and_bias_kernels_match_cpu() {
     let Some(ctx) = gpu() else { return };
     let mut checks = Vec::new();
-    for kernel in ["fill", "scale", "axpy", "add_bias", "bias_grad"] {
+    for kernel in ["fill", "scale", "axpy", "bias_grad"] {
         for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3), (3, 4), (130, 260)] {
             checks.push(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64).unwrap());
         }
@@ -182,10 +194,8 @@ fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
     for cell in verify::ALL_CELLS {
         for &(t, b, h) in &verify::STEP_SHAPES {
             for reverse in [false, true] {
-                for v in verify::step_variants(&ctx) {
-                    let seed = (t * b * h) as u64;
-                    checks.extend(verify::check_steps(&ctx, cell, t, b, h, reverse, v, seed).unwrap());
-                }
+                let seed = (t * b * h) as u64;
+                checks.extend(verify::check_steps(&ctx, cell, t, b, h, reverse, seed).unwrap());
             }
         }
     }

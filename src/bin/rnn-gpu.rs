@@ -7,7 +7,7 @@ use std::sync::atomic::{AtomicBool, Ordering};
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rnn_gpu::data::TextCorpus;
-use rnn_gpu::gpu::{GpuContext, MatmulVariant, SharedRows, StepInputs, list_adapters};
+use rnn_gpu::gpu::{GpuContext, list_adapters};
 use rnn_gpu::train::text::{Progress, TextTrainConfig, train_text};
 use rnn_gpu::{Cell, Clip, Device, Optimizer, Sampling, verify};
 
@@ -366,28 +366,16 @@ fn info(device: &str) -> rnn_gpu::Result<ExitCode> {
     outln!("  max invocations per workgroup:    {}", l.max_compute_invocations_per_workgroup);
     outln!("  max workgroup storage:            {} bytes", l.max_compute_workgroup_storage_size);
     outln!("  timestamp queries:                {}", if ctx.has_timestamps() { "yes" } else { "no" });
-    let variant = ctx.matmul_variant();
-    let why = match variant {
-        MatmulVariant::Register => "barrier-free register tiles (software rasterizer)",
-        MatmulVariant::Shared => "shared-memory tiles (hardware GPU)",
-    };
-    outln!("kernel variants:");
-    outln!("  matmul: {} ({why})", variant.name());
-    let rows = match ctx.shared_rows() {
-        SharedRows::Subgroup => "lane i loads row i, subgroupBroadcast shares it (subgroups of 8+ lanes)",
-        SharedRows::Loads => "every thread loads them (no subgroups of 8+ lanes)",
-    };
-    outln!("  rows shared by a workgroup (matmul A, step h and gate gradients): {rows}");
     outln!(
-        "  recurrent steps: fused per step, {} batch rows per thread (8 for batches of 8 or fewer{}), W_hh read through a texture, {}",
-        ctx.step_rows(),
-        if ctx.step_rows() == 16 { ", or where 16 leave fewer than 2 workgroups a core" } else { "" },
-        match ctx.step_inputs() {
-            StepInputs::Textures =>
-                "the other inputs through texture copies refreshed where a step wrote them",
-            StepInputs::Storage => "the other inputs from their buffers",
+        "shader modules:  {}",
+        if ctx.checked_shaders() {
+            "checked (wgpu's bounds clamps and loop counters; RNN_GPU_SHADERS=checked)"
+        } else {
+            "trusted (no runtime checks added; RNN_GPU_SHADERS=checked adds them)"
         }
     );
+    outln!("kernels:         one design for every adapter: 128x128, 64x64 and 32x128 matmul tiles,");
+    outln!("                 fused steps in 64-thread tiles (bench --verbose lists each dispatch)");
     Ok(ExitCode::SUCCESS)
 }
 
@@ -953,15 +941,33 @@ fn gpu_details(a: &BenchArgs, case: &rnn_gpu::bench::Case, gpu: &Device, g: &rnn
     if a.verbose {
         if let Some(s) = g.per_step {
             outln!(
-                "    per training step after warm-up: {} dispatches ({} recorded in the program), {} copies into textures ({:.1} MiB), {} submit(s), {} host wait(s), {} bytes allocated; checked against the reference: max relative difference of the loss and gradient norm {:.1e}",
+                "    per training step after warm-up: {} dispatches ({} recorded in the program), {} submit(s), {} host wait(s), {} bytes allocated; checked against the reference: max relative difference of the loss and gradient norm {:.1e}",
                 s.dispatches,
-                g.dispatches.unwrap_or(0),
-                g.texture_copies.map_or(0, |c| c.0),
-                g.texture_copies.map_or(0.0, |c| c.1 as f64 / (1 << 20) as f64),
+                g.dispatches().unwrap_or(0),
                 s.submits,
                 s.host_waits,
                 s.bytes_allocated,
                 g.check_error.unwrap_or(0.0)
+            );
+        }
+        outln!(
+            "    {:<22} {:>6} {:>8} {:>11} {:>16} {:>12}",
+            "kernel",
+            "count",
+            "threads",
+            "workgroups",
+            "grid",
+            "MACs/thread"
+        );
+        for (m, count) in g.mapping_summary() {
+            outln!(
+                "    {:<22} {:>6} {:>8} {:>11} {:>16} {:>12}",
+                m.kernel,
+                count,
+                m.threads,
+                m.workgroups(),
+                format!("{}x{}x{}", m.groups[0], m.groups[1], m.groups[2]),
+                if m.macs == 0 { "-".to_string() } else { m.macs_per_thread().to_string() }
             );
         }
     }

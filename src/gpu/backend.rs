@@ -84,7 +84,9 @@ impl Backend for GpuBackend {
     }
 
     fn alloc_u32(&mut self, what: &str, len: usize) -> Result<GpuTensor> {
-        self.alloc(what, len)
+        let t = self.ctx.alloc_u32(what, &[len])?;
+        self.meter.allocated(t.buffer.size());
+        Ok(t)
     }
 
     fn view(&self, t: &GpuTensor, start: usize, len: usize) -> Result<GpuTensor> {
@@ -143,8 +145,15 @@ impl Backend for GpuBackend {
         k::matmul(self.prog()?, c, a, b, p)
     }
 
-    fn add_bias(&mut self, y: &GpuTensor, bias: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
-        k::add_bias(self.prog()?, y, bias, rows, cols)
+    fn matmul_bias(
+        &mut self,
+        c: &GpuTensor,
+        a: &GpuTensor,
+        b: &GpuTensor,
+        bias: &GpuTensor,
+        p: Matmul,
+    ) -> Result<()> {
+        k::matmul_bias(self.prog()?, c, a, b, Some(bias), p)
     }
 
     fn bias_grad(&mut self, db: &GpuTensor, dy: &GpuTensor, rows: usize, cols: usize) -> Result<()> {

@@ -14,93 +14,14 @@ use crate::error::{Error, Result};
 /// Environment variable that picks an adapter by a part of its name or by backend
 /// (`vulkan`, `metal`, `dx12`), for example `RNN_GPU_ADAPTER=llvmpipe`.
 pub const ADAPTER_ENV: &str = "RNN_GPU_ADAPTER";
-/// Environment variable that forces a matmul variant (`register` or `shared`) on any adapter.
-pub const MATMUL_ENV: &str = "RNN_GPU_MATMUL";
-
-/// How a matmul is tiled. Every variant passes the same tests; the context picks one per adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum MatmulVariant {
-    /// Each thread keeps a block of C in registers and reads A and B straight from memory; no
-    /// workgroup barriers. Software rasterizers (lavapipe) run this one far faster.
-    Register,
-    /// 64x64 tiles of C staged through workgroup memory; what real GPUs want.
-    Shared,
-}
-
-impl MatmulVariant {
-    pub const ALL: [MatmulVariant; 2] = [MatmulVariant::Register, MatmulVariant::Shared];
-
-    pub fn name(self) -> &'static str {
-        match self {
-            MatmulVariant::Register => "register",
-            MatmulVariant::Shared => "shared",
-        }
-    }
-}
-
-/// How the matmul and the fused step kernels read the rows that all threads of a workgroup share
-/// (A in the matmul, h or the gate gradients in the steps; shaders/*_rows_*.wgsl). Both variants
-/// pass the same checks; the context picks `Subgroup` where the adapter offers subgroup
-/// operations on at least 8 lanes.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum SharedRows {
-    /// Every thread loads the rows itself.
-    Loads,
-    /// Lane i loads row i and `subgroupBroadcast` hands it to the others: one load where
-    /// lavapipe would otherwise loop over the SIMD lanes eight times.
-    Subgroup,
-}
-
-impl SharedRows {
-    /// The shader family of `base` in this variant: `"matmul"`, `"lstm"`, `"gru"` and `"rnn"` have
-    /// a subgroup family; any other family reads no shared rows and is its own.
-    pub(crate) fn family(self, base: &'static str) -> &'static str {
-        match (self, base) {
-            (SharedRows::Loads, b) => b,
-            (SharedRows::Subgroup, "matmul") => "matmul_subgroup",
-            (SharedRows::Subgroup, "lstm") => "lstm_subgroup",
-            (SharedRows::Subgroup, "gru") => "gru_subgroup",
-            (SharedRows::Subgroup, "rnn") => "rnn_subgroup",
-            (SharedRows::Subgroup, b) => b,
-        }
-    }
-}
-
-/// The batch rows per thread the step kernels come in (shaders/step_common.wgsl::ROWS).
-pub const STEP_ROWS: [usize; 2] = [8, 16];
-
-/// Where the fused step kernels read their inputs (states, gates, the input projection, the
-/// gradients) from (shaders/step_reads_*.wgsl); W_hh is read through its texture copy in both.
-/// Both variants pass the same checks; the context picks `Textures` on a CPU adapter.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum StepInputs {
-    /// Storage buffers, where the kernels write them: no copies.
-    Storage,
-    /// Texture copies of the buffers, refreshed by the program where a step wrote them
-    /// (src/gpu/program.rs::Program::dispatch_writing). On lavapipe a storage load inserts each
-    /// SIMD lane's value through memory, one component at a time; a texel load is one gather:
-    /// the LSTM H=256 B=32 steps went 1.5x faster for copies of a few percent of that.
-    Textures,
-}
-
-impl StepInputs {
-    pub const ALL: [StepInputs; 2] = [StepInputs::Storage, StepInputs::Textures];
-
-    /// The step shader family of `cell` (`"rnn"`, `"lstm"` or `"gru"`) read so, its shared rows
-    /// read by `rows`. Any other family has no texture variant and is its own (the pipeline
-    /// then fails to build with the family named, rather than running another cell's kernel).
-    pub(crate) fn family(self, rows: SharedRows, cell: &'static str) -> &'static str {
-        match (self, rows.family(cell)) {
-            (StepInputs::Textures, "rnn") => "rnn_tex",
-            (StepInputs::Textures, "lstm") => "lstm_tex",
-            (StepInputs::Textures, "gru") => "gru_tex",
-            (StepInputs::Textures, "rnn_subgroup") => "rnn_subgroup_tex",
-            (StepInputs::Textures, "lstm_subgroup") => "lstm_subgroup_tex",
-            (StepInputs::Textures, "gru_subgroup") => "gru_subgroup_tex",
-            (_, family) => family,
-        }
-    }
-}
+/// Environment variable that builds the shader modules with wgpu's runtime checks (bounds clamps
+/// on every access, loop counters) when set to `checked`; the test command sets it. Without it the
+/// audited kernels run as written (wgpu's trusted modules): every launcher checks each buffer
+/// against the extent its kernel touches before recording it.
+pub const SHADERS_ENV: &str = "RNN_GPU_SHADERS";
+/// Environment variable that opens the device with WebGPU's default limits (what a browser
+/// grants without asking) instead of the adapter's own, when set to `webgpu`.
+pub const LIMITS_ENV: &str = "RNN_GPU_LIMITS";
 
 /// What the engine does per training step on the GPU, counted. `bench --verbose` prints the
 /// difference of two snapshots.
@@ -173,6 +94,18 @@ pub(crate) struct Pipeline {
     pub pipeline: wgpu::ComputePipeline,
     pub layout: wgpu::BindGroupLayout,
     pub name: &'static str,
+    /// Threads per workgroup, from the entry point's `@workgroup_size`.
+    pub threads: u32,
+}
+
+/// The threads per workgroup that `@workgroup_size(x, y, z)` declares for `entry` in `source`
+/// (literal sizes, as every kernel under shaders/ writes them).
+pub(crate) fn workgroup_threads(source: &str, entry: &str) -> Option<u32> {
+    let at = source.find(&format!("fn {entry}("))?;
+    let attr = source[..at].rfind("@workgroup_size(")?;
+    let args = &source[attr + "@workgroup_size(".len()..at];
+    let args = &args[..args.find(')')?];
+    args.split(',').map(|a| a.trim().trim_end_matches('u').parse::<u32>().ok()).product()
 }
 
 type PipelineKey = (&'static str, &'static str, Vec<(&'static str, u64)>);
@@ -183,10 +116,7 @@ pub struct GpuContext {
     info: wgpu::AdapterInfo,
     limits: wgpu::Limits,
     timestamps: bool,
-    matmul_variant: MatmulVariant,
-    shared_rows: SharedRows,
-    step_rows: usize,
-    step_inputs: StepInputs,
+    checked: bool,
     modules: Mutex<HashMap<&'static str, wgpu::ShaderModule>>,
     pipelines: Mutex<HashMap<PipelineKey, Arc<Pipeline>>>,
     errors: Arc<Mutex<Vec<String>>>,
@@ -307,16 +237,30 @@ impl GpuContext {
 
     fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<Self>> {
         let info = adapter.get_info();
-        let limits = adapter.limits();
         let wanted = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
-        // The subgroup variants broadcast from lanes 0 to 7.
-        let subgroups = adapter.features().contains(wgpu::Features::SUBGROUP) && info.subgroup_min_size >= 8;
-        let mut features = adapter.features() & wanted;
-        if subgroups {
-            features |= wgpu::Features::SUBGROUP;
-        }
+        let features = adapter.features() & wanted;
+        let limits = match std::env::var(LIMITS_ENV).ok().as_deref() {
+            None | Some("") | Some("adapter") => adapter.limits(),
+            Some("webgpu") => wgpu::Limits::defaults(),
+            Some(other) => {
+                return Err(Error::invalid(
+                    "GpuContext",
+                    format!("{LIMITS_ENV}={other}: expected `webgpu` or `adapter`"),
+                ));
+            }
+        };
+        let checked = match std::env::var(SHADERS_ENV).ok().as_deref() {
+            None | Some("") | Some("trusted") => false,
+            Some("checked") => true,
+            Some(other) => {
+                return Err(Error::invalid(
+                    "GpuContext",
+                    format!("{SHADERS_ENV}={other}: expected `checked` or `trusted`"),
+                ));
+            }
+        };
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("rnn-gpu"),
             required_features: features,
@@ -342,37 +286,13 @@ impl GpuContext {
             }
         });
 
-        let matmul_variant = match std::env::var(MATMUL_ENV).ok().as_deref() {
-            Some("register") => MatmulVariant::Register,
-            Some("shared") => MatmulVariant::Shared,
-            _ if info.device_type == wgpu::DeviceType::Cpu => MatmulVariant::Register,
-            _ => MatmulVariant::Shared,
-        };
-
-        // On a CPU adapter the step kernels' accumulators live in memory anyway (spills cost
-        // little) and every texel of W_hh fetched is dear: 16 batch rows a thread halve the
-        // fetches per multiply-add. A GPU would spill 256 accumulators a thread.
-        let step_rows = if info.device_type == wgpu::DeviceType::Cpu { 16 } else { 8 };
-        // On a GPU a storage load costs what a texel load does, and the copies would be extra
-        // traffic; a CPU adapter needs 6 texture bindings a step kernel beside W_hh's.
-        let step_inputs = if info.device_type == wgpu::DeviceType::Cpu
-            && limits.max_storage_textures_per_shader_stage >= 8
-        {
-            StepInputs::Textures
-        } else {
-            StepInputs::Storage
-        };
-
         Ok(Arc::new(GpuContext {
             device,
             queue,
             info,
             limits,
             timestamps: features.contains(wanted),
-            matmul_variant,
-            shared_rows: if subgroups { SharedRows::Subgroup } else { SharedRows::Loads },
-            step_rows,
-            step_inputs,
+            checked,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
@@ -393,28 +313,9 @@ impl GpuContext {
         self.timestamps
     }
 
-    pub fn matmul_variant(&self) -> MatmulVariant {
-        self.matmul_variant
-    }
-
-    /// How this context's matmul and step kernels read the rows a workgroup shares (programs may
-    /// pick the other variant, see [`crate::gpu::Program::set_shared_rows`]).
-    pub fn shared_rows(&self) -> SharedRows {
-        self.shared_rows
-    }
-
-    /// Batch rows per thread preferred in the step kernels of a batch larger than 8 (one of
-    /// [`STEP_ROWS`]): 16 on a CPU adapter (8 where 16 would leave cores idle,
-    /// src/gpu/kernels.rs::StepCheck), 8 on a GPU; programs may pick either, see
-    /// [`crate::gpu::Program::set_step_rows`].
-    pub fn step_rows(&self) -> usize {
-        self.step_rows
-    }
-
-    /// Where this context's step kernels read their inputs from (programs may pick the other
-    /// variant, see [`crate::gpu::Program::set_step_inputs`]).
-    pub fn step_inputs(&self) -> StepInputs {
-        self.step_inputs
+    /// Whether the shader modules keep wgpu's runtime checks ([`SHADERS_ENV`]).
+    pub fn checked_shaders(&self) -> bool {
+        self.checked
     }
 
     /// A one-line description: name, backend, device type.
@@ -445,10 +346,19 @@ impl GpuContext {
     /// Compiles WGSL source; a validation error comes back as `Err` with the compiler's message.
     pub fn compile(&self, label: &str, source: &str) -> Result<wgpu::ShaderModule> {
         let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let module = self.device.create_shader_module(wgpu::ShaderModuleDescriptor {
+        let desc = wgpu::ShaderModuleDescriptor {
             label: Some(label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
-        });
+        };
+        let module = if self.checked {
+            self.device.create_shader_module(desc)
+        } else {
+            // SAFETY: the kernels under shaders/ index only within the extents their launchers
+            // (src/gpu/kernels.rs) check every buffer against, and every loop is bounded by its
+            // parameters. Validation still runs; only the injected bounds clamps and loop
+            // counters are left out.
+            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
+        };
         match pollster::block_on(scope.pop()) {
             Some(e) => Err(Error::Gpu { op: format!("compiling {label}"), message: e.to_string() }),
             None => Ok(module),
@@ -502,7 +412,11 @@ impl GpuContext {
             return Err(Error::Gpu { op, message: e.to_string() });
         }
         let layout = pipeline.get_bind_group_layout(0);
-        let p = Arc::new(Pipeline { pipeline, layout, name: entry });
+        let threads = workgroup_threads(source, entry).ok_or_else(|| Error::Gpu {
+            op: op.clone(),
+            message: "no literal @workgroup_size for this entry point".into(),
+        })?;
+        let p = Arc::new(Pipeline { pipeline, layout, name: entry, threads });
         self.pipelines.lock().expect("pipeline cache").insert(key, p.clone());
         Ok(p)
     }
@@ -522,20 +436,14 @@ impl GpuContext {
 
 #[cfg(test)]
 mod tests {
-    use super::{SharedRows, StepInputs};
-
-    /// Each combination of step inputs, shared rows and cell names a shader family of its own.
+    /// Every entry point of every family declares a workgroup size the profile can read.
     #[test]
-    fn every_step_variant_names_its_own_shader_family() {
-        let mut seen = Vec::new();
-        for inputs in StepInputs::ALL {
-            for rows in [SharedRows::Loads, SharedRows::Subgroup] {
-                for cell in ["rnn", "lstm", "gru"] {
-                    let family = inputs.family(rows, cell);
-                    assert!(crate::gpu::shaders::source(family).is_some(), "{family}: no such shader");
-                    assert!(!seen.contains(&family), "{family} named twice");
-                    seen.push(family);
-                }
+    fn every_entry_point_has_a_literal_workgroup_size() {
+        for (family, source) in crate::gpu::shaders::FAMILIES {
+            for (i, _) in source.match_indices("@compute") {
+                let name = source[i..].split("fn ").nth(1).and_then(|r| r.split('(').next()).unwrap_or("");
+                let threads = super::workgroup_threads(source, name);
+                assert!(threads.is_some_and(|t| (1..=256).contains(&t)), "{family}::{name}: {threads:?}");
             }
         }
     }

@@ -4,7 +4,6 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::context::{MatmulVariant, StepInputs};
 use super::program::{Program, groups_1d};
 use super::tensor::GpuTensor;
 use crate::error::{Error, Result, check_nonzero};
@@ -35,33 +34,23 @@ struct MatmulParams {
     n: u32,
     k: u32,
     accumulate: u32,
-    k_begin: u32,
-    k_end: u32,
-    _pad: [u32; 2],
+    _pad: [u32; 4],
 }
 
-/// The longest run of k one dispatch of `matmul_register_vec4` sums; a longer product is summed
-/// in slices of it, each dispatch after the first accumulating into C. Each workgroup streams its
-/// band of B over the whole of k; over a shorter run the parts that the workgroups share are
-/// likelier to be still in a CPU's caches. On lavapipe dW_hh of the LSTM H=512 step (2048×512,
-/// k = 6400) took 480–534 ms in one dispatch and 436–479 in slices of 2048 (alternating runs);
-/// slices of 1024 were slower.
-const MATMUL_K_SLICE: usize = 2048;
-
-/// `c = op(a)·op(b)` (or `+=`), with the adapter's matmul variant.
+/// `c = op(a)·op(b)` (or `+=`).
 pub fn matmul(prog: &mut Program, c: &GpuTensor, a: &GpuTensor, b: &GpuTensor, p: Matmul) -> Result<()> {
-    let variant = prog.ctx().matmul_variant();
-    matmul_variant(prog, c, a, b, p, variant)
+    matmul_bias(prog, c, a, b, None, p)
 }
 
-/// `matmul` with an explicit variant (tests and benchmarks run every variant).
-pub fn matmul_variant(
+/// `c = op(a)·op(b) + bias` (or `+=`), `bias` (n) added to every row of C: the head's logits and
+/// the input projections in one dispatch.
+pub fn matmul_bias(
     prog: &mut Program,
     c: &GpuTensor, // (m, n)
     a: &GpuTensor, // (m, k) or (k, m)
     b: &GpuTensor, // (k, n) or (n, k)
+    bias: Option<&GpuTensor>,
     p: Matmul,
-    variant: MatmulVariant,
 ) -> Result<()> {
     const OP: &str = "matmul";
     check_nonzero(OP, "m", p.m)?;
@@ -78,17 +67,30 @@ pub fn matmul_variant(
     if c.len() != p.m * p.n {
         return Err(Error::shape(OP, "C", c.shape(), &[p.m, p.n]));
     }
-    let plan = MatmulPlan::new(&p, variant, prog.fits_texture(a) && prog.fits_texture(b));
+    if let Some(bias) = bias {
+        need(OP, "bias", bias, p.n)?;
+    }
+    matmul_planned(prog, c, a, b, bias, MatmulPlan::new(&p))
+}
+
+/// `matmul_bias` as `plan` computes it (tests and benchmarks run every tile shape); the shapes
+/// must have been checked.
+pub fn matmul_planned(
+    prog: &mut Program,
+    c: &GpuTensor,
+    a: &GpuTensor,
+    b: &GpuTensor,
+    bias: Option<&GpuTensor>,
+    plan: MatmulPlan,
+) -> Result<()> {
+    const OP: &str = "matmul";
     let q = &plan.problem;
-    let k = to_u32(OP, "k", q.k)?;
     let params = MatmulParams {
         m: to_u32(OP, "m", q.m)?,
         n: to_u32(OP, "n", q.n)?,
-        k,
+        k: to_u32(OP, "k", q.k)?,
         accumulate: q.accumulate as u32,
-        k_begin: 0,
-        k_end: k,
-        _pad: [0; 2],
+        _pad: [0; 4],
     };
     let (a, b) = if plan.trans_c { (b, a) } else { (a, b) };
     let groups = plan.groups();
@@ -101,115 +103,131 @@ pub fn matmul_variant(
             format!("at most {max} per dimension"),
         ));
     }
-    let family = prog.shared_rows().family("matmul");
     let grid = [groups[0] as u32, groups[1] as u32, 1];
-    if plan.entry == "matmul_register_vec4" {
-        // A and B through their texture copies, k in slices of MATMUL_K_SLICE (a multiple of 4).
-        let constants = plan.constants();
-        for (i, k_begin) in (0..q.k).step_by(MATMUL_K_SLICE).enumerate() {
-            let slice = MatmulParams {
-                accumulate: (q.accumulate || i > 0) as u32,
-                k_begin: k_begin as u32,
-                k_end: (k_begin + MATMUL_K_SLICE).min(q.k) as u32,
-                ..params
-            };
-            prog.dispatch_textured(
-                family,
-                plan.entry,
-                &constants,
-                &[(1, c)],
-                &[(4, b), (5, a)],
-                &slice,
-                grid,
-            )?;
-        }
-        return Ok(());
+    // Without a bias the kernel's bias binding still needs a buffer; it reads none of it.
+    let bias_arg = bias.unwrap_or(a);
+    let constants = plan.constants(bias.is_some());
+    prog.dispatch(OP, "matmul", &constants, &[(1, c), (2, a), (3, b), (4, bias_arg)], &params, grid)?;
+    prog.count_macs(plan.padded_macs() as u64);
+    Ok(())
+}
+
+/// A tile shape of shaders/matmul.wgsl: 256 threads, each `per_thread` (rows, columns) of C.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct MatmulTile {
+    /// Rows and columns of C per workgroup.
+    pub rows: usize,
+    pub cols: usize,
+    /// Rows and columns of C per thread (4 or 8).
+    pub per_thread: (usize, usize),
+}
+
+impl MatmulTile {
+    /// 128x128, 8x8 a thread: the most reuse per staged value, for large products.
+    pub const LARGE: MatmulTile = MatmulTile { rows: 128, cols: 128, per_thread: (8, 8) };
+    /// 64x64, 4x4 a thread: four times the workgroups of LARGE, for products that would leave
+    /// a large GPU's cores idle with it.
+    pub const MEDIUM: MatmulTile = MatmulTile { rows: 64, cols: 64, per_thread: (4, 4) };
+    /// 32x128, 4x4 a thread: for a narrow side (the vocabulary's 65 logits as rows: 96 computed,
+    /// where 64-row tiles would compute 128).
+    pub const NARROW: MatmulTile = MatmulTile { rows: 32, cols: 128, per_thread: (4, 4) };
+    pub const ALL: [MatmulTile; 3] = [MatmulTile::LARGE, MatmulTile::MEDIUM, MatmulTile::NARROW];
+
+    /// Multiply-adds per staged value read from workgroup memory, relative to LARGE's: a thread
+    /// reads TM + TN values for TM x TN multiply-adds.
+    fn efficiency(&self) -> f64 {
+        let (tm, tn) = self.per_thread;
+        (tm * tn) as f64 / (tm + tn) as f64 / 4.0
     }
-    prog.dispatch(family, plan.entry, &plan.constants(), &[(1, c), (2, a), (3, b)], &params, grid)
 }
 
-/// Whether `matmul_register_vec4` can read B, the operand that varies across SIMD lanes, 4
-/// floats at a time: its contiguous dimension is a multiple of 4.
-fn register_vec4_fits(p: &Matmul) -> bool {
-    if p.trans_b { p.k % 4 == 0 } else { p.n % 4 == 0 }
-}
+/// Workgroups a large GPU runs at once, two per SM on a 132-SM one: the plan's unit of a wave.
+const WAVE: usize = 264;
 
-/// How one matmul runs: the entry point and the problem it computes. For a narrow C (few
-/// columns, many rows) the kernel computes Cᵀ = op(B)ᵀ·op(A)ᵀ and stores it transposed
-/// (TRANS_C), so that the long dimension runs along the threads' columns: the logits of a
-/// 65-symbol vocabulary would fill 65 of the register tile's 256 columns otherwise.
+/// How one matmul runs: the tile shape and the problem it computes. For a narrow C the kernel may
+/// compute Cᵀ = op(B)ᵀ·op(A)ᵀ and store it transposed (TRANS_C), so that the narrow side runs along
+/// the tile's short one.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulPlan {
-    pub entry: &'static str,
+    pub tile: MatmulTile,
     pub problem: Matmul,
     pub trans_c: bool,
 }
 
 impl MatmulPlan {
-    /// The plan for `p` under `variant`; `textures_fit`: the texture copies of A and B fit the
-    /// adapter (matmul_register_vec4 reads both through them).
-    pub fn new(p: &Matmul, variant: MatmulVariant, textures_fit: bool) -> MatmulPlan {
-        let direct = MatmulPlan::with(*p, variant, false, textures_fit);
-        let t = Matmul {
-            m: p.n,
-            n: p.m,
-            k: p.k,
-            trans_a: !p.trans_b,
-            trans_b: !p.trans_a,
-            accumulate: p.accumulate,
-        };
-        let swapped = MatmulPlan::with(t, variant, true, textures_fit);
-        if swapped.cost() < direct.cost() { swapped } else { direct }
-    }
-
-    fn with(problem: Matmul, variant: MatmulVariant, trans_c: bool, textures_fit: bool) -> MatmulPlan {
-        MatmulPlan { entry: matmul_entry(&problem, variant, textures_fit), problem, trans_c }
-    }
-
-    /// Rows and columns of C per workgroup.
-    fn tile(&self) -> (usize, usize) {
-        match self.entry {
-            "matmul_shared" => (64, 64),
-            "matmul_register_vec4" => (16, 256),
-            _ => (8, 256),
+    /// The plan for `p` of least estimated time: waves of [`WAVE`] workgroups, each wave as long
+    /// as one workgroup's multiply-adds over its tile's efficiency; ties go to the least padding.
+    pub fn new(p: &Matmul) -> MatmulPlan {
+        let mut best: Option<(f64, usize, MatmulPlan)> = None;
+        for plan in MatmulPlan::all(p) {
+            let [gx, gy] = plan.groups();
+            let waves = (gx * gy).div_ceil(WAVE);
+            let time = (waves * plan.tile.rows * plan.tile.cols) as f64 / plan.tile.efficiency();
+            let padded = plan.padded_macs();
+            if best.as_ref().is_none_or(|&(t, pad, _)| time < t || (time == t && padded < pad)) {
+                best = Some((time, padded, plan));
+            }
         }
+        best.expect("a plan").2
     }
 
-    /// Multiply-adds the grid performs, its padding included, weighted by the entry's time per
-    /// multiply-add on lavapipe: the scalar register entry takes at least 3 times the vec4 one.
-    fn cost(&self) -> usize {
-        let (tm, tn) = self.tile();
-        let weight = if self.entry == "matmul_register" { 3 } else { 1 };
-        self.problem.m.div_ceil(tm) * tm * self.problem.n.div_ceil(tn) * tn * weight
+    /// `p` in `tile`, computed as Cᵀ where `trans_c`.
+    pub fn forced(p: &Matmul, tile: MatmulTile, trans_c: bool) -> MatmulPlan {
+        let problem = if trans_c {
+            Matmul {
+                m: p.n,
+                n: p.m,
+                k: p.k,
+                trans_a: !p.trans_b,
+                trans_b: !p.trans_a,
+                accumulate: p.accumulate,
+            }
+        } else {
+            *p
+        };
+        MatmulPlan { tile, problem, trans_c }
     }
 
-    fn groups(&self) -> [usize; 2] {
-        let (tm, tn) = self.tile();
-        [self.problem.n.div_ceil(tn), self.problem.m.div_ceil(tm)]
+    /// Every plan of `p`: each tile, direct and transposed.
+    pub fn all(p: &Matmul) -> Vec<MatmulPlan> {
+        let mut v = Vec::new();
+        for tile in MatmulTile::ALL {
+            for trans_c in [false, true] {
+                v.push(MatmulPlan::forced(p, tile, trans_c));
+            }
+        }
+        v
+    }
+
+    /// A name for the plan: the tile, and `_as_ct` where it computes Cᵀ.
+    pub fn name(&self) -> String {
+        format!("matmul_{}x{}{}", self.tile.rows, self.tile.cols, if self.trans_c { "_as_ct" } else { "" })
+    }
+
+    /// Workgroups along C's columns and rows.
+    pub fn groups(&self) -> [usize; 2] {
+        [self.problem.n.div_ceil(self.tile.cols), self.problem.m.div_ceil(self.tile.rows)]
+    }
+
+    /// Multiply-adds the grid performs, its padding included.
+    pub fn padded_macs(&self) -> usize {
+        let [gx, gy] = self.groups();
+        gx * self.tile.cols * gy * self.tile.rows * self.problem.k
     }
 
     /// The override constants of shaders/matmul.wgsl.
-    fn constants(&self) -> [(&'static str, u64); 5] {
+    fn constants(&self, bias: bool) -> [(&'static str, u64); 7] {
         let p = &self.problem;
-        // A as vec4s: its contiguous dimension a multiple of 4 (a transposed A at least 4 rows).
-        let a_vec4 = if p.trans_a { p.m % 4 == 0 } else { p.k % 4 == 0 };
+        let (tm, tn) = self.tile.per_thread;
         [
             ("TRANS_A", p.trans_a as u64),
             ("TRANS_B", p.trans_b as u64),
             ("TRANS_C", self.trans_c as u64),
-            ("A_VEC4", a_vec4 as u64),
-            ("K_TAIL", (p.k % 4 != 0) as u64),
+            ("BIAS", bias as u64),
+            ("TILE_M", tm as u64),
+            ("TILE_N", tn as u64),
+            ("THREADS_X", (self.tile.cols / tn) as u64),
         ]
-    }
-}
-
-/// The entry point of shaders/matmul.wgsl that computes `p` as it stands under `variant`
-/// (`textures_fit`: the texture copies of A and B fit the adapter).
-fn matmul_entry(p: &Matmul, variant: MatmulVariant, textures_fit: bool) -> &'static str {
-    match variant {
-        MatmulVariant::Shared => "matmul_shared",
-        MatmulVariant::Register if register_vec4_fits(p) && textures_fit => "matmul_register_vec4",
-        MatmulVariant::Register => "matmul_register",
     }
 }
 
@@ -319,16 +337,6 @@ pub fn axpy(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, alpha: f32) -> Res
     blas(prog, "axpy", y, Some(x), p, n)
 }
 
-/// `y[r, j] += bias[j]` for y `(rows, cols)`.
-pub fn add_bias(prog: &mut Program, y: &GpuTensor, bias: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
-    check_nonzero("add_bias", "cols", cols)?;
-    need("add_bias", "y", y, rows * cols)?;
-    need("add_bias", "bias", bias, cols)?;
-    let n = rows * cols;
-    let p = BlasParams { n: to_u32("add_bias", "n", n)?, cols: cols as u32, rows: rows as u32, alpha: 0.0 };
-    blas(prog, "add_bias", y, Some(bias), p, n)
-}
-
 /// `db[j] += sum_r dy[r, j]` for dy `(rows, cols)`.
 pub fn bias_grad(prog: &mut Program, db: &GpuTensor, dy: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
     need("bias_grad", "db", db, cols)?;
@@ -339,18 +347,12 @@ pub fn bias_grad(prog: &mut Program, db: &GpuTensor, dy: &GpuTensor, rows: usize
         rows: to_u32("bias_grad", "rows", rows)?,
         alpha: 0.0,
     };
-    // 4 columns a thread, dy read through its texture copy (a texel fetch is far cheaper than a
-    // storage load on lavapipe; the gate gradients' copy is shared with scatter_add4).
-    if cols % 4 == 0 && prog.fits_texture(dy) {
-        let groups = groups_1d(prog.ctx(), cols / 4, BIAS_GRAD_WG);
-        return prog.dispatch_textured("blas", "bias_grad4", &[], &[(1, db)], &[(3, dy)], &p, groups);
-    }
-    let groups = groups_1d(prog.ctx(), cols, BIAS_GRAD_WG);
+    let groups = [to_u32("bias_grad", "workgroups", cols.div_ceil(BIAS_GRAD_COLS))?, 1, 1];
     prog.dispatch("blas", "bias_grad", &[], &[(1, db), (2, dy)], &p, groups)
 }
 
-/// Threads per workgroup of `bias_grad`; must match shaders/blas.wgsl::BIAS_GRAD_WG.
-const BIAS_GRAD_WG: usize = 32;
+/// Columns per workgroup of `bias_grad`; must match shaders/blas.wgsl::BIAS_COLS.
+const BIAS_GRAD_COLS: usize = 32;
 
 // ---------------------------------------------------------------------------------------------
 // reduce.wgsl
@@ -365,8 +367,8 @@ struct ReduceParams {
     accumulate: u32,
 }
 
-/// Partial sums the first pass leaves for the second.
-pub const REDUCE_PARTS: usize = 1024;
+/// Partial sums the first pass leaves for the second: its workgroups.
+pub const REDUCE_PARTS: usize = 256;
 
 /// `out[index] (+)= sum(x)` (or the sum of squares), in two passes through `scratch`
 /// (`REDUCE_PARTS` elements).
@@ -390,7 +392,7 @@ pub fn reduce(
         &[("SQUARE", p.square as u64)],
         &[(1, scratch), (2, x)],
         &first,
-        [(REDUCE_PARTS / WG) as u32, 1, 1],
+        [REDUCE_PARTS as u32, 1, 1],
     )?;
     let second = ReduceParams {
         n: REDUCE_PARTS as u32,
@@ -663,12 +665,6 @@ pub fn gather(
     let params = gather_params("gather", p)?;
     need("gather", "out", out, p.n * p.width)?;
     need("gather", "idx", idx, p.n)?;
-    // 4 columns a thread, the table read through its texture copy (see bias_grad).
-    if p.width % 4 == 0 && prog.fits_texture(table) {
-        let groups = groups_1d(prog.ctx(), p.n * p.width / 4, WG);
-        let args = [(5, out), (3, idx)];
-        return prog.dispatch_textured("gather", "gather4", &[], &args, &[(6, table)], &params, groups);
-    }
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
     prog.dispatch("gather", "gather", &[], &[(1, out), (2, table), (3, idx)], &params, groups)
 }
@@ -688,12 +684,6 @@ pub fn scatter_add(
     need("scatter_add", "starts", starts, p.n + 1)?;
     if dout.len() != rows.len() * p.width {
         return Err(Error::shape("scatter_add", "dout", dout.shape(), &[rows.len(), p.width]));
-    }
-    // 4 columns a thread, dout read through its texture copy (see bias_grad).
-    if p.width % 4 == 0 && prog.fits_texture(dout) {
-        let groups = groups_1d(prog.ctx(), p.n * p.width / 4, WG);
-        let args = [(1, dtable), (3, starts), (4, rows)];
-        return prog.dispatch_textured("gather", "scatter_add4", &[], &args, &[(7, dout)], &params, groups);
     }
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
     prog.dispatch(
@@ -778,56 +768,90 @@ struct StepParams {
     bias_hh: u32,
     next_t: u32,
     mode: u32,
-    _pad: u32,
+    tile_units: u32,
+    tile_rows: u32,
+    k_split: u32,
+    _pad: [u32; 2],
 }
 
-/// How a step kernel uses one of its buffers.
-#[derive(Clone, Copy, PartialEq, Eq)]
-enum Access {
-    /// Reads it: through its texture copy where the program's `StepInputs` is `Textures`.
-    Read,
-    /// Writes it.
-    Write,
-    /// Reads and writes it (different elements, or a thread its own).
-    ReadWrite,
-    /// Reads it from the buffer in either variant (the u32 lengths).
-    Storage,
+/// The largest batch the step kernels take: the sequence lengths are a uniform array of
+/// 16384 u32 (shaders/step_common.wgsl::lengths).
+pub const MAX_STEP_BATCH: usize = 16384;
+
+/// Threads per workgroup of the step kernels, and their tile limits; must match
+/// shaders/step_common.wgsl (STEP_WG, the sizes of rows_tile and w_tile, KC).
+const STEP_WG: usize = 64;
+const STEP_MAX_ROWS: usize = 32;
+const STEP_MAX_W_ROWS: usize = 64;
+const STEP_KC: usize = 32;
+
+/// Workgroups a step dispatch should have at least, where the shape allows: two per SM of a
+/// 132-SM GPU.
+pub const STEP_MIN_WORKGROUPS: usize = 256;
+
+/// How a step kernel's 64 threads share out a tile of `units` units x `rows` batch rows, the sum
+/// of each output split `k_split` ways (shaders/step_common.wgsl).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct StepTiling {
+    pub units: usize,
+    pub rows: usize,
+    pub k_split: usize,
+}
+
+impl StepTiling {
+    /// The tiling of a step of `hidden` units and `batch` rows; `w_rows_per_unit`: the rows of
+    /// W_hh a unit's lanes stage (its gate count forward, 1 backward, where the workgroup stages
+    /// columns). Among the tilings that fit the kernel (powers of two, the lanes a tile leaves
+    /// splitting its sums), the one that comes nearest [`STEP_MIN_WORKGROUPS`], then splits the
+    /// sums least (fewer parts to add), then computes the least padding, then stages the fewest
+    /// values per output.
+    pub fn new(hidden: usize, batch: usize, w_rows_per_unit: usize) -> StepTiling {
+        let pow2 = |limit: usize| (0..).map(|e| 1usize << e).take_while(move |&v| v <= limit);
+        let mut best: Option<((usize, usize, usize, usize), StepTiling)> = None;
+        for rows in pow2(STEP_MAX_ROWS) {
+            for units in pow2(STEP_WG / rows) {
+                if units * w_rows_per_unit > STEP_MAX_W_ROWS {
+                    continue;
+                }
+                // Every lane busy: the rest of the 64 split the sums.
+                let k_split = (STEP_WG / (rows * units)).min(STEP_KC);
+                let groups = hidden.div_ceil(units) * batch.div_ceil(rows);
+                let padded = hidden.div_ceil(units) * units * batch.div_ceil(rows) * rows;
+                // Values staged per chunk for each output of the tile.
+                let staged = (units * w_rows_per_unit + rows) * 1024 / (units * rows);
+                let key = (STEP_MIN_WORKGROUPS.saturating_sub(groups), k_split, padded, staged);
+                if best.as_ref().is_none_or(|(k, _)| key < *k) {
+                    best = Some((key, StepTiling { units, rows, k_split }));
+                }
+            }
+        }
+        best.expect("a tiling").1
+    }
+
+    fn groups(&self, hidden: usize, batch: usize) -> [u32; 3] {
+        [hidden.div_ceil(self.units) as u32, batch.div_ceil(self.rows) as u32, 1]
+    }
 }
 
 /// Checks every buffer a step kernel touches against the extent `s` implies, and builds its
-/// parameters, its override constants, its grid and its dispatch.
+/// parameters, its grid and its dispatch.
 struct StepCheck {
     op: &'static str,
     s: Step,
-    /// Batch rows per thread: 8 for batches of 8 or fewer (16 would compute rows that are never
-    /// stored), else the program's choice where it made one, else see `new`.
-    rows: usize,
-    /// Units of the hidden state per thread: 4 forward for the LSTM and GRU (their 4 or 3 gate
-    /// rows each), 16 forward for the RNN and backward for all; must match the kernels.
-    units: usize,
+    tiling: StepTiling,
+    /// Multiply-adds of the recurrent product.
+    macs: u64,
 }
 
 impl StepCheck {
-    fn new(prog: &Program, op: &'static str, s: Step, units: usize) -> StepCheck {
-        let threads = s.hidden.div_ceil(units);
-        let rows = match prog.step_rows() {
-            _ if s.batch <= 8 => 8,
-            Some(rows) => rows,
-            // The context prefers 16 rows on a CPU adapter (half the texel loads per
-            // multiply-add), but a grid of fewer than two workgroups a core leaves cores idle
-            // while the last workgroups finish: there 8 rows, twice the workgroups, are faster
-            // (RNN H=256 B=32 step 195/202 -> 179/183 us forward/backward on lavapipe; at
-            // 16 rows it has 2 workgroups).
-            None => {
-                let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-                let groups16 = threads.div_ceil(16) * s.batch.div_ceil(16);
-                match prog.ctx().step_rows() {
-                    16 if groups16 < 2 * cores => 8,
-                    rows => rows,
-                }
-            }
-        };
-        StepCheck { op, s, rows, units }
+    /// `gates`: the cell's gate count; `backward`: the backward kernel (a sum over G*H for each
+    /// unit) rather than the forward one (G sums over H).
+    fn new(op: &'static str, s: Step, gates: usize, backward: bool) -> StepCheck {
+        let w_rows = if backward { 1 } else { gates };
+        let tiling = StepTiling::new(s.hidden, s.batch, w_rows);
+        let macs =
+            if backward && s.mode == StepMode::First { 0 } else { gates * s.hidden * s.hidden * s.batch };
+        StepCheck { op, s, tiling, macs: macs as u64 }
     }
 
     fn at_least(&self, what: &str, t: &GpuTensor, n: usize) -> Result<()> {
@@ -851,6 +875,9 @@ impl StepCheck {
         let s = &self.s;
         check_nonzero(self.op, "batch", s.batch)?;
         check_nonzero(self.op, "hidden", s.hidden)?;
+        if s.batch > MAX_STEP_BATCH {
+            return Err(Error::range(self.op, "batch", s.batch, format!("at most {MAX_STEP_BATCH}")));
+        }
         self.at_least("w_hh", w_hh, cell.gates() * s.hidden * s.hidden)?;
         need(self.op, "lengths", lengths, s.batch)
     }
@@ -874,81 +901,35 @@ impl StepCheck {
                 StepMode::Later => 1,
                 StepMode::Initial => 2,
             },
-            _pad: 0,
+            tile_units: self.tiling.units as u32,
+            tile_rows: self.tiling.rows as u32,
+            k_split: self.tiling.k_split as u32,
+            _pad: [0; 2],
         })
-    }
-
-    /// The override constants. VEC4: every run of 4 units the kernels touch starts on a vec4
-    /// boundary of its buffer, so each is one vec4 access (shaders/step_common.wgsl).
-    fn constants(&self) -> [(&'static str, u64); 2] {
-        let s = &self.s;
-        let vec4 = [s.hidden, s.state_base, s.bias_hh, s.out_stride, s.out_col].iter().all(|v| v % 4 == 0);
-        [("VEC4", vec4 as u64), ("ROWS", self.rows as u64)]
-    }
-
-    /// A thread owns `units` units of `rows` batch rows, 16 threads a workgroup.
-    fn groups(&self) -> [u32; 3] {
-        [self.s.hidden.div_ceil(self.units).div_ceil(16) as u32, self.s.batch.div_ceil(self.rows) as u32, 1]
     }
 
     fn last_t(&self) -> usize {
         self.s.t.max(self.s.next_t)
     }
 
-    /// The state slot `slot` (B x H) of `states` (or of the LSTM's cells).
-    fn slot(&self, states: &GpuTensor, slot: usize) -> Result<GpuTensor> {
-        let n = self.s.batch * self.s.hidden;
-        states.view(self.s.state_base + slot * n, &[n])
-    }
-
-    /// Step `t`'s rows (B x width) of a per-step buffer (T, B, width).
-    fn step_of(&self, t: &GpuTensor, width: usize) -> Result<GpuTensor> {
-        let n = self.s.batch * width;
-        t.view(self.s.t * n, &[n])
-    }
-
-    /// Dispatches `entry` of the step family of `cell` with `buffers` (storage binding, tensor,
-    /// access) and W_hh, the kernel writing `writes` alone. Under `StepInputs::Textures` what
-    /// the kernel reads is bound as its texture copy at the storage binding + 12
-    /// (shaders/step_reads_textures.wgsl), and only what it writes as storage; where a copy
-    /// would not fit a texture the kernel reads the buffers.
+    /// Dispatches `entry` of the step family `cell` with `buffers` (storage binding, tensor),
+    /// W_hh at binding 6 and the lengths as a uniform at binding 8.
     fn dispatch(
         &self,
         prog: &mut Program,
         cell: &'static str,
         constants: &[(&'static str, u64)],
-        buffers: &[(u32, &GpuTensor, Access)],
+        buffers: &[(u32, &GpuTensor)],
         w_hh: &GpuTensor,
-        writes: &[GpuTensor],
+        lengths: &GpuTensor,
     ) -> Result<()> {
-        let read = |a: Access| a == Access::Read || a == Access::ReadWrite;
-        let inputs = match prog.step_inputs() {
-            StepInputs::Textures if buffers.iter().all(|&(_, t, a)| !read(a) || prog.fits_texture(t)) => {
-                StepInputs::Textures
-            }
-            _ => StepInputs::Storage,
-        };
-        let mut storage = Vec::new();
-        let mut textured = vec![(6, w_hh)];
-        for &(binding, t, access) in buffers {
-            if inputs == StepInputs::Textures && read(access) {
-                textured.push((binding + 12, t));
-            }
-            if inputs == StepInputs::Storage || access != Access::Read {
-                storage.push((binding, t));
-            }
-        }
-        let family = inputs.family(prog.shared_rows(), cell);
-        prog.dispatch_writing(
-            family,
-            self.op,
-            constants,
-            &storage,
-            &textured,
-            writes,
-            &self.params()?,
-            self.groups(),
-        )
+        let mut storage = buffers.to_vec();
+        storage.push((6, w_hh));
+        let uniforms = [(8, lengths, super::tensor::U32_BUFFER_BYTES)];
+        let groups = self.tiling.groups(self.s.hidden, self.s.batch);
+        prog.dispatch_with_uniforms(cell, self.op, constants, &storage, &uniforms, &self.params()?, groups)?;
+        prog.count_macs(self.macs);
+        Ok(())
     }
 }
 
@@ -966,7 +947,7 @@ pub fn lstm_step_forward(
     lengths: &GpuTensor, // (B) u32
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "lstm_step_forward", s, 4);
+    let c = StepCheck::new("lstm_step_forward", s, 4, false);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Lstm, w_hh, lengths)?;
     c.states(states)?;
@@ -975,28 +956,13 @@ pub fn lstm_step_forward(
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, 4 * h, s.t)?;
     c.at_least("bias", bias, s.bias_hh + 4 * h)?;
-    let writes = [
-        c.slot(states, s.out_slot)?,
-        c.slot(cells, s.out_slot)?,
-        c.step_of(gates, 4 * h)?,
-        c.step_of(y, s.out_stride)?,
-    ];
-    use Access::*;
     c.dispatch(
         prog,
         "lstm",
-        &c.constants(),
-        &[
-            (1, states, ReadWrite),
-            (2, cells, ReadWrite),
-            (3, gates, Write),
-            (4, y, Write),
-            (5, xw, Read),
-            (7, bias, Read),
-            (8, lengths, Storage),
-        ],
+        &[],
+        &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (7, bias)],
         w_hh,
-        &writes,
+        lengths,
     )
 }
 
@@ -1013,7 +979,7 @@ pub fn lstm_step_backward(
     carry: &GpuTensor, // (2, B, H)
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "lstm_step_backward", s, 16);
+    let c = StepCheck::new("lstm_step_backward", s, 4, true);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Lstm, w_hh, lengths)?;
     c.at_least("cells", cells, s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h)?;
@@ -1021,23 +987,7 @@ pub fn lstm_step_backward(
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, 4 * h, c.last_t())?;
     need(c.op, "carry", carry, 2 * b * h)?;
-    let writes = [c.step_of(dg, 4 * h)?, carry.clone()];
-    use Access::*;
-    c.dispatch(
-        prog,
-        "lstm",
-        &c.constants(),
-        &[
-            (2, cells, Read),
-            (3, gates, Read),
-            (8, lengths, Storage),
-            (9, dy, Read),
-            (10, dg, ReadWrite),
-            (12, carry, ReadWrite),
-        ],
-        w_hh,
-        &writes,
-    )
+    c.dispatch(prog, "lstm", &[], &[(2, cells), (3, gates), (9, dy), (10, dg), (12, carry)], w_hh, lengths)
 }
 
 /// The GRU step at time `s.t` (shaders/gru.wgsl).
@@ -1053,7 +1003,7 @@ pub fn gru_step_forward(
     lengths: &GpuTensor,
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "gru_step_forward", s, 4);
+    let c = StepCheck::new("gru_step_forward", s, 3, false);
     let h = s.hidden;
     c.common(Cell::Gru, w_hh, lengths)?;
     c.states(states)?;
@@ -1061,23 +1011,7 @@ pub fn gru_step_forward(
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, 3 * h, s.t)?;
     c.at_least("bias", bias, s.bias_hh + 3 * h)?;
-    let writes = [c.slot(states, s.out_slot)?, c.step_of(gates, 4 * h)?, c.step_of(y, s.out_stride)?];
-    use Access::*;
-    c.dispatch(
-        prog,
-        "gru",
-        &c.constants(),
-        &[
-            (1, states, ReadWrite),
-            (3, gates, Write),
-            (4, y, Write),
-            (5, xw, Read),
-            (7, bias, Read),
-            (8, lengths, Storage),
-        ],
-        w_hh,
-        &writes,
-    )
+    c.dispatch(prog, "gru", &[], &[(1, states), (3, gates), (4, y), (5, xw), (7, bias)], w_hh, lengths)
 }
 
 #[allow(clippy::too_many_arguments)]
@@ -1093,7 +1027,7 @@ pub fn gru_step_backward(
     carry: &GpuTensor, // (2, B, H)
     s: Step,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "gru_step_backward", s, 16);
+    let c = StepCheck::new("gru_step_backward", s, 3, true);
     let (h, b) = (s.hidden, s.batch);
     c.common(Cell::Gru, w_hh, lengths)?;
     c.states(states)?;
@@ -1102,24 +1036,8 @@ pub fn gru_step_backward(
     c.per_step("dgx", dgx, 3 * h, s.t)?;
     c.per_step("dgh", dgh, 3 * h, c.last_t())?;
     need(c.op, "carry", carry, 2 * b * h)?;
-    let writes = [c.step_of(dgh, 3 * h)?, c.step_of(dgx, 3 * h)?, carry.clone()];
-    use Access::*;
-    c.dispatch(
-        prog,
-        "gru",
-        &c.constants(),
-        &[
-            (1, states, Read),
-            (3, gates, Read),
-            (8, lengths, Storage),
-            (9, dy, Read),
-            (10, dgh, ReadWrite),
-            (11, dgx, Write),
-            (12, carry, ReadWrite),
-        ],
-        w_hh,
-        &writes,
-    )
+    let buffers = [(1, states), (3, gates), (9, dy), (10, dgh), (11, dgx), (12, carry)];
+    c.dispatch(prog, "gru", &[], &buffers, w_hh, lengths)
 }
 
 /// The Elman RNN step at time `s.t` (shaders/rnn.wgsl), tanh or relu.
@@ -1135,22 +1053,19 @@ pub fn rnn_step_forward(
     s: Step,
     relu: bool,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "rnn_step_forward", s, 16);
-    let [vec4, rows] = c.constants();
+    let c = StepCheck::new("rnn_step_forward", s, 1, false);
     c.common(Cell::Rnn { relu }, w_hh, lengths)?;
     c.states(states)?;
     c.per_step("y", y, s.out_stride, s.t)?;
     c.per_step("xw", xw, s.hidden, s.t)?;
     c.at_least("bias", bias, s.bias_hh + s.hidden)?;
-    let writes = [c.slot(states, s.out_slot)?, c.step_of(y, s.out_stride)?];
-    use Access::*;
     c.dispatch(
         prog,
         "rnn",
-        &[vec4, rows, ("RELU", relu as u64)],
-        &[(1, states, ReadWrite), (4, y, Write), (5, xw, Read), (7, bias, Read), (8, lengths, Storage)],
+        &[("RELU", relu as u64)],
+        &[(1, states), (4, y), (5, xw), (7, bias)],
         w_hh,
-        &writes,
+        lengths,
     )
 }
 
@@ -1166,28 +1081,19 @@ pub fn rnn_step_backward(
     s: Step,
     relu: bool,
 ) -> Result<()> {
-    let c = StepCheck::new(prog, "rnn_step_backward", s, 16);
-    let [vec4, rows] = c.constants();
+    let c = StepCheck::new("rnn_step_backward", s, 1, true);
     c.common(Cell::Rnn { relu }, w_hh, lengths)?;
     c.states(states)?;
     c.per_step("dy", dy, s.out_stride, s.t)?;
     c.per_step("dg", dg, s.hidden, c.last_t())?;
     need(c.op, "carry", carry, 2 * s.batch * s.hidden)?;
-    let writes = [c.step_of(dg, s.hidden)?, carry.clone()];
-    use Access::*;
     c.dispatch(
         prog,
         "rnn",
-        &[vec4, rows, ("RELU", relu as u64)],
-        &[
-            (1, states, Read),
-            (8, lengths, Storage),
-            (9, dy, Read),
-            (10, dg, ReadWrite),
-            (12, carry, ReadWrite),
-        ],
+        &[("RELU", relu as u64)],
+        &[(1, states), (9, dy), (10, dg), (12, carry)],
         w_hh,
-        &writes,
+        lengths,
     )
 }
 

@@ -9,8 +9,6 @@ pub mod shaders;
 pub mod tensor;
 
 pub use backend::GpuBackend;
-pub use context::{
-    Counters, GpuContext, MatmulVariant, Meter, STEP_ROWS, SharedRows, StepInputs, list_adapters,
-};
-pub use program::{Profile, Program};
+pub use context::{Counters, GpuContext, LIMITS_ENV, Meter, SHADERS_ENV, list_adapters};
+pub use program::{Mapping, Profile, Program};
 pub use tensor::GpuTensor;

@@ -5,12 +5,11 @@
 //! only uploads its batch and replays the program: no pipeline compilation, no bind group or
 //! buffer creation, one submit.
 
-use std::ops::Range;
 use std::sync::Arc;
 
 use bytemuck::Pod;
 
-use super::context::{GpuContext, Meter, Pipeline, STEP_ROWS, SharedRows, StepInputs};
+use super::context::{GpuContext, Meter, Pipeline};
 use super::tensor::{GpuTensor, whole_vec4s};
 use crate::error::{Error, Result};
 
@@ -24,10 +23,6 @@ use crate::error::{Error, Result};
 const PARAM_CHUNK: u64 = 64 * 1024;
 const PARAM_SLOT: u64 = 256;
 
-/// Texels (4 floats each) per row of a texture copy; must match
-/// shaders/common.wgsl::TEXELS_PER_ROW.
-const TEXELS_PER_ROW: u32 = 4096;
-
 /// One timed replay of a program ([`Program::profile`]).
 #[derive(Clone, Debug, PartialEq)]
 pub struct Profile {
@@ -38,54 +33,33 @@ pub struct Profile {
     pub span: f64,
 }
 
+/// One recorded dispatch as the hardware sees it: what `bench --verbose` lists.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mapping {
+    pub kernel: &'static str,
+    /// Threads per workgroup.
+    pub threads: u32,
+    pub groups: [u32; 3],
+    /// Multiply-adds of the whole dispatch, for the products (matmul, the fused steps); 0 for
+    /// the others.
+    pub macs: u64,
+}
+
+impl Mapping {
+    pub fn workgroups(&self) -> u64 {
+        self.groups.iter().map(|&g| g as u64).product()
+    }
+
+    /// Multiply-adds per thread launched (padding included), 0 where not counted.
+    pub fn macs_per_thread(&self) -> u64 {
+        self.macs / (self.workgroups() * self.threads as u64).max(1)
+    }
+}
+
 enum Command {
-    Dispatch {
-        pipeline: Arc<Pipeline>,
-        bind_group: wgpu::BindGroup,
-        groups: [u32; 3],
-    },
-    Copy {
-        src: GpuTensor,
-        dst: GpuTensor,
-    },
-    Clear {
-        dst: GpuTensor,
-    },
-    /// Copies texels `texels` of `src` (4 elements each) into the texture copy `texture`.
-    ToTexture {
-        src: GpuTensor,
-        texture: usize,
-        texels: Range<u32>,
-    },
-}
-
-/// A copy of a tensor in an rgba32float texture, bound as a read-only storage texture and read
-/// by kernels with `textureLoad` (shaders/common.wgsl::texel): on lavapipe a texel load is one
-/// gather, where a storage-buffer load is a loop over the SIMD lanes that inserts each lane's
-/// value through memory, one component at a time (benches/loads.rs: 10 to 20 times the cost).
-/// W_hh and the step kernels' other inputs on CPU adapters, B of the register matmul and the gate
-/// gradients (bias_grad4, scatter_add4) are read so. The tensor stays the source of truth; the
-/// program copies it into the texture before the first kernel that reads it, and after that
-/// only the texels a command since may have written (a recurrent step writes one time step of
-/// its outputs: the next step's copy is of that step alone).
-struct TextureCopy {
-    src: GpuTensor,
-    texture: wgpu::Texture,
-    view: wgpu::TextureView,
-    /// Texel ranges written since the last copy, disjoint and not adjacent.
-    stale: Vec<Range<u32>>,
-}
-
-/// Adds `r` to the disjoint ranges `stale`, merging it with those it overlaps or touches.
-fn add_range(stale: &mut Vec<Range<u32>>, mut r: Range<u32>) {
-    stale.retain(|s| {
-        let apart = s.end < r.start || r.end < s.start;
-        if !apart {
-            r = s.start.min(r.start)..s.end.max(r.end);
-        }
-        apart
-    });
-    stale.push(r);
+    Dispatch { pipeline: Arc<Pipeline>, bind_group: wgpu::BindGroup, groups: [u32; 3], macs: u64 },
+    Copy { src: GpuTensor, dst: GpuTensor },
+    Clear { dst: GpuTensor },
 }
 
 pub struct Program {
@@ -94,71 +68,6 @@ pub struct Program {
     commands: Vec<Command>,
     param_chunks: Vec<wgpu::Buffer>,
     param_used: u64,
-    textures: Vec<TextureCopy>,
-    shared_rows: SharedRows,
-    step_rows: Option<usize>,
-    step_inputs: StepInputs,
-}
-
-/// Whether two views share bytes of one buffer.
-fn overlaps(a: &GpuTensor, b: &GpuTensor) -> bool {
-    Arc::ptr_eq(&a.buffer, &b.buffer) && a.offset < b.offset + b.bytes() && b.offset < a.offset + a.bytes()
-}
-
-/// Rows of `TEXELS_PER_ROW` texels in the texture copy of `t`.
-fn texture_rows(t: &GpuTensor) -> u64 {
-    (t.len().div_ceil(4) as u64).div_ceil(TEXELS_PER_ROW as u64).max(1)
-}
-
-/// Texels of the texture copy of `t`.
-fn texels(t: &GpuTensor) -> u32 {
-    t.len().div_ceil(4) as u32
-}
-
-/// Records the copy of texels `texels` of `src` into its texture: the part of the first row of
-/// `TEXELS_PER_ROW` texels, the whole rows, then the part of the last.
-fn record_to_texture(
-    enc: &mut wgpu::CommandEncoder,
-    src: &GpuTensor,
-    texture: &wgpu::Texture,
-    texels: &Range<u32>,
-) {
-    let row_bytes = TEXELS_PER_ROW as u64 * 16;
-    // `height` rows of `width` texels from texel `first` (at the start of a row unless height is 1).
-    let copy = |enc: &mut wgpu::CommandEncoder, first: u32, width: u32, height: u32| {
-        enc.copy_buffer_to_texture(
-            wgpu::TexelCopyBufferInfo {
-                buffer: &src.buffer,
-                layout: wgpu::TexelCopyBufferLayout {
-                    offset: src.offset + first as u64 * 16,
-                    bytes_per_row: Some(row_bytes as u32),
-                    rows_per_image: None,
-                },
-            },
-            wgpu::TexelCopyTextureInfo {
-                texture,
-                mip_level: 0,
-                origin: wgpu::Origin3d { x: first % TEXELS_PER_ROW, y: first / TEXELS_PER_ROW, z: 0 },
-                aspect: wgpu::TextureAspect::All,
-            },
-            wgpu::Extent3d { width, height, depth_or_array_layers: 1 },
-        );
-    };
-    let (mut start, end) = (texels.start, texels.end);
-    let head = (TEXELS_PER_ROW - start % TEXELS_PER_ROW) % TEXELS_PER_ROW;
-    if head > 0 {
-        let width = head.min(end - start);
-        copy(enc, start, width, 1);
-        start += width;
-    }
-    let rows = (end - start) / TEXELS_PER_ROW;
-    if rows > 0 {
-        copy(enc, start, TEXELS_PER_ROW, rows);
-        start += rows * TEXELS_PER_ROW;
-    }
-    if start < end {
-        copy(enc, start, end - start, 1);
-    }
 }
 
 /// Workgroups for `n` threads of workgroups of `wg`, spread over y past the per-dimension limit
@@ -183,10 +92,6 @@ impl Program {
             commands: Vec::new(),
             param_chunks: Vec::new(),
             param_used: PARAM_CHUNK,
-            textures: Vec::new(),
-            shared_rows: ctx.shared_rows(),
-            step_rows: None,
-            step_inputs: ctx.step_inputs(),
         }
     }
 
@@ -198,68 +103,32 @@ impl Program {
         &self.meter
     }
 
-    /// How this program's matmul and step kernels read the rows a workgroup shares: the
-    /// context's choice unless set.
-    pub fn shared_rows(&self) -> SharedRows {
-        self.shared_rows
-    }
-
-    /// Batch rows per thread of the step kernels this program records for batches larger than 8
-    /// (smaller ones take 8), where set; `None`: the launcher's choice per kernel
-    /// (src/gpu/kernels.rs::StepCheck).
-    pub fn step_rows(&self) -> Option<usize> {
-        self.step_rows
-    }
-
-    /// Records the step kernels with `rows` batch rows per thread from now on, one of
-    /// [`STEP_ROWS`] (verify checks both).
-    pub fn set_step_rows(&mut self, rows: usize) -> Result<()> {
-        if !STEP_ROWS.contains(&rows) {
-            return Err(Error::invalid(
-                "Program::set_step_rows",
-                format!("{rows} batch rows per thread; the step kernels take {STEP_ROWS:?}"),
-            ));
-        }
-        self.step_rows = Some(rows);
-        Ok(())
-    }
-
-    /// Where this program's step kernels read their inputs from: the context's choice unless set.
-    pub fn step_inputs(&self) -> StepInputs {
-        self.step_inputs
-    }
-
-    /// Records the step kernels reading their inputs from `inputs` from now on (verify checks
-    /// both).
-    pub fn set_step_inputs(&mut self, inputs: StepInputs) {
-        self.step_inputs = inputs;
-    }
-
-    /// Records the matmul and step kernels in `rows` from now on (verify checks both where it
-    /// can). The subgroup variant needs a context that chose it.
-    pub fn set_shared_rows(&mut self, rows: SharedRows) -> Result<()> {
-        if rows == SharedRows::Subgroup && self.ctx.shared_rows() != SharedRows::Subgroup {
-            return Err(Error::invalid(
-                "Program::set_shared_rows",
-                "this adapter has no subgroup operations on 8 or more lanes",
-            ));
-        }
-        self.shared_rows = rows;
-        Ok(())
-    }
-
     /// The number of kernel dispatches one replay records.
     pub fn dispatch_count(&self) -> usize {
         self.commands.iter().filter(|c| matches!(c, Command::Dispatch { .. })).count()
     }
 
-    /// The buffer-to-texture copies one replay records (refreshing the texture copies that kernels
-    /// read): how many, and their bytes in all.
-    pub fn texture_copies(&self) -> (usize, u64) {
-        self.commands.iter().fold((0, 0), |(n, bytes), c| match c {
-            Command::ToTexture { texels, .. } => (n + 1, bytes + 16 * texels.len() as u64),
-            _ => (n, bytes),
-        })
+    /// Each dispatch one replay records, in order: kernel, threads, workgroups, multiply-adds.
+    pub fn mapping(&self) -> Vec<Mapping> {
+        self.commands
+            .iter()
+            .filter_map(|c| match c {
+                Command::Dispatch { pipeline, groups, macs, .. } => Some(Mapping {
+                    kernel: pipeline.name,
+                    threads: pipeline.threads,
+                    groups: *groups,
+                    macs: *macs,
+                }),
+                _ => None,
+            })
+            .collect()
+    }
+
+    /// Records that the last dispatch does `macs` multiply-adds ([`Mapping::macs`]).
+    pub(crate) fn count_macs(&mut self, n: u64) {
+        if let Some(Command::Dispatch { macs, .. }) = self.commands.last_mut() {
+            *macs = n;
+        }
     }
 
     fn param_slot<P: Pod>(&mut self, params: &P) -> Result<(usize, u64)> {
@@ -286,7 +155,7 @@ impl Program {
     }
 
     /// Appends a dispatch of `entry` from shaders/`shader`.wgsl, specialised by `constants`, with
-    /// `params` at binding 0 and each `(binding, tensor)` of `args`.
+    /// `params` at binding 0 and each `(binding, tensor)` of `args` as a storage buffer.
     pub fn dispatch<P: Pod>(
         &mut self,
         shader: &'static str,
@@ -296,45 +165,24 @@ impl Program {
         params: &P,
         groups: [u32; 3],
     ) -> Result<()> {
-        self.dispatch_textured(shader, entry, constants, args, &[], params, groups)
+        self.dispatch_with_uniforms(shader, entry, constants, args, &[], params, groups)
     }
 
-    /// [`Program::dispatch`], with each `(binding, tensor)` of `textured` bound as its texture copy
-    /// (a read-only `texture_storage_2d<rgba32float, read>` of `TEXELS_PER_ROW` texels a row,
-    /// element i in texel i / 4).
+    /// [`Program::dispatch`], with each `(binding, tensor, bytes)` of `uniforms` bound as a uniform
+    /// buffer of `bytes` from the tensor's start (its buffer must hold them).
     #[allow(clippy::too_many_arguments)]
-    pub fn dispatch_textured<P: Pod>(
+    pub fn dispatch_with_uniforms<P: Pod>(
         &mut self,
         shader: &'static str,
         entry: &'static str,
         constants: &[(&'static str, u64)],
         args: &[(u32, &GpuTensor)],
-        textured: &[(u32, &GpuTensor)],
-        params: &P,
-        groups: [u32; 3],
-    ) -> Result<()> {
-        // Any storage binding may be written.
-        let writes: Vec<GpuTensor> = args.iter().map(|(_, t)| (*t).clone()).collect();
-        self.dispatch_writing(shader, entry, constants, args, textured, &writes, params, groups)
-    }
-
-    /// [`Program::dispatch_textured`] for a kernel that writes `writes` alone (views of its storage
-    /// bindings; a recurrent step writes one time step of buffers that hold all of them): the
-    /// texture copies of the other bytes of those buffers stay fresh.
-    #[allow(clippy::too_many_arguments)]
-    pub fn dispatch_writing<P: Pod>(
-        &mut self,
-        shader: &'static str,
-        entry: &'static str,
-        constants: &[(&'static str, u64)],
-        args: &[(u32, &GpuTensor)],
-        textured: &[(u32, &GpuTensor)],
-        writes: &[GpuTensor],
+        uniforms: &[(u32, &GpuTensor, u64)],
         params: &P,
         groups: [u32; 3],
     ) -> Result<()> {
         let pipeline = self.ctx.pipeline(shader, entry, constants)?;
-        for (binding, t) in args {
+        for (binding, t) in args.iter().copied().chain(uniforms.iter().map(|&(b, t, _)| (b, t))) {
             if t.offset % 256 != 0 {
                 return Err(Error::invalid(
                     "Program::dispatch",
@@ -342,9 +190,15 @@ impl Program {
                 ));
             }
         }
-        let mut views = Vec::new();
-        for (binding, t) in textured {
-            views.push((*binding, self.texture_of(t)?));
+        for &(binding, t, bytes) in uniforms {
+            if t.buffer.size() < t.offset + bytes {
+                return Err(Error::invalid(
+                    "Program::dispatch",
+                    format!(
+                        "{entry}: binding {binding} needs {bytes} bytes of uniform buffer, its buffer has fewer"
+                    ),
+                ));
+            }
         }
         let (chunk, offset) = self.param_slot(params)?;
         let size = whole_vec4s(std::mem::size_of::<P>() as u64);
@@ -359,10 +213,14 @@ impl Program {
         for (binding, t) in args {
             entries.push(wgpu::BindGroupEntry { binding: *binding, resource: t.binding() });
         }
-        for &(binding, i) in &views {
+        for &(binding, t, bytes) in uniforms {
             entries.push(wgpu::BindGroupEntry {
                 binding,
-                resource: wgpu::BindingResource::TextureView(&self.textures[i].view),
+                resource: wgpu::BindingResource::Buffer(wgpu::BufferBinding {
+                    buffer: &t.buffer,
+                    offset: t.offset,
+                    size: wgpu::BufferSize::new(bytes),
+                }),
             });
         }
         let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
@@ -374,11 +232,7 @@ impl Program {
         if let Some(e) = pollster::block_on(scope.pop()) {
             return Err(Error::Gpu { op: format!("binding {shader}.wgsl::{entry}"), message: e.to_string() });
         }
-        self.commands.push(Command::Dispatch { pipeline, bind_group, groups });
-        // The texture copies of what the kernel writes go stale.
-        for t in writes {
-            self.invalidate(t);
-        }
+        self.commands.push(Command::Dispatch { pipeline, bind_group, groups, macs: 0 });
         Ok(())
     }
 
@@ -387,80 +241,13 @@ impl Program {
         if src.len() != dst.len() {
             return Err(Error::shape("Program::copy", "source", src.shape(), dst.shape()));
         }
-        self.invalidate(dst);
         self.commands.push(Command::Copy { src: src.clone(), dst: dst.clone() });
         Ok(())
     }
 
     /// Appends a zeroing of `dst`.
     pub fn clear(&mut self, dst: &GpuTensor) {
-        self.invalidate(dst);
         self.commands.push(Command::Clear { dst: dst.clone() });
-    }
-
-    /// Marks the texels of every texture copy that `written` overlaps as stale.
-    fn invalidate(&mut self, written: &GpuTensor) {
-        for t in &mut self.textures {
-            if overlaps(&t.src, written) {
-                let start = written.offset.max(t.src.offset) - t.src.offset;
-                let end = (written.offset + written.bytes()).min(t.src.offset + t.src.bytes()) - t.src.offset;
-                add_range(&mut t.stale, (start / 16) as u32..end.div_ceil(16) as u32);
-            }
-        }
-    }
-
-    /// Whether `t` fits a texture copy within the adapter's limits (kernels that read through
-    /// one only for speed fall back to storage loads otherwise).
-    pub fn fits_texture(&self, t: &GpuTensor) -> bool {
-        let max = self.ctx.limits().max_texture_dimension_2d as u64;
-        texture_rows(t) <= max && TEXELS_PER_ROW as u64 <= max
-    }
-
-    /// The index of `t`'s texture copy, made (and its copy recorded) if it has none, with the
-    /// copies of the texels a command since may have written recorded.
-    fn texture_of(&mut self, t: &GpuTensor) -> Result<usize> {
-        let same = |w: &TextureCopy| {
-            Arc::ptr_eq(&w.src.buffer, &t.buffer) && w.src.offset == t.offset && w.src.len() == t.len()
-        };
-        if let Some(i) = self.textures.iter().position(same) {
-            for texels in std::mem::take(&mut self.textures[i].stale) {
-                self.commands.push(Command::ToTexture { src: t.clone(), texture: i, texels });
-            }
-            return Ok(i);
-        }
-        let height = texture_rows(t);
-        let max = self.ctx.limits().max_texture_dimension_2d as u64;
-        if !self.fits_texture(t) {
-            return Err(Error::range(
-                "Program::texture_of",
-                format!("texture rows for {t:?}"),
-                height as usize,
-                format!("at most max_texture_dimension_2d = {max}"),
-            ));
-        }
-        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let texture = self.ctx.device.create_texture(&wgpu::TextureDescriptor {
-            label: Some("texture copy"),
-            size: wgpu::Extent3d { width: TEXELS_PER_ROW, height: height as u32, depth_or_array_layers: 1 },
-            mip_level_count: 1,
-            sample_count: 1,
-            dimension: wgpu::TextureDimension::D2,
-            format: wgpu::TextureFormat::Rgba32Float,
-            usage: wgpu::TextureUsages::STORAGE_BINDING | wgpu::TextureUsages::COPY_DST,
-            view_formats: &[],
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu {
-                op: format!("allocating the texture copy of {t:?}"),
-                message: e.to_string(),
-            });
-        }
-        let view = texture.create_view(&Default::default());
-        self.meter.allocated(height * TEXELS_PER_ROW as u64 * 16);
-        self.textures.push(TextureCopy { src: t.clone(), texture, view, stale: Vec::new() });
-        let i = self.textures.len() - 1;
-        self.commands.push(Command::ToTexture { src: t.clone(), texture: i, texels: 0..texels(t) });
-        Ok(i)
     }
 
     /// Records every command into `enc`, in order. Dispatches that follow each other share one
@@ -476,7 +263,8 @@ impl Program {
                         label: None,
                         timestamp_writes: None,
                     });
-                    while let Some(Command::Dispatch { pipeline, bind_group, groups }) = self.commands.get(i)
+                    while let Some(Command::Dispatch { pipeline, bind_group, groups, .. }) =
+                        self.commands.get(i)
                     {
                         pass.set_pipeline(&pipeline.pipeline);
                         pass.set_bind_group(0, bind_group, &[]);
@@ -491,10 +279,6 @@ impl Program {
                 }
                 Command::Clear { dst } => {
                     enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes()));
-                    i += 1;
-                }
-                Command::ToTexture { src, texture, texels } => {
-                    record_to_texture(enc, src, &self.textures[*texture].texture, texels);
                     i += 1;
                 }
             }
@@ -539,7 +323,7 @@ impl Program {
         let mut q = 0u32;
         for c in &self.commands {
             match c {
-                Command::Dispatch { pipeline, bind_group, groups } => {
+                Command::Dispatch { pipeline, bind_group, groups, .. } => {
                     let mut pass = enc.begin_compute_pass(&wgpu::ComputePassDescriptor {
                         label: None,
                         timestamp_writes: Some(wgpu::ComputePassTimestampWrites {
@@ -558,9 +342,6 @@ impl Program {
                     enc.copy_buffer_to_buffer(&src.buffer, src.offset, &dst.buffer, dst.offset, src.bytes())
                 }
                 Command::Clear { dst } => enc.clear_buffer(&dst.buffer, dst.offset, Some(dst.bytes())),
-                Command::ToTexture { src, texture, texels } => {
-                    record_to_texture(&mut enc, src, &self.textures[*texture].texture, texels)
-                }
             }
         }
         enc.resolve_query_set(&set, 0..count, &resolve, 0);

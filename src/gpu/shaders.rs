@@ -1,35 +1,15 @@
 //! The WGSL sources, compiled into the binary. Each file under shaders/ is one kernel family;
 //! shaders/common.wgsl (indexing, finiteness, stable activations) is prepended to every one, and
-//! shaders/step_common.wgsl (layout and loads of the fused steps) to the three cell files. The
-//! matmul and the cells come in two variants, one per way of reading the rows a workgroup shares
-//! (shaders/matmul_rows_*.wgsl, shaders/step_rows_*.wgsl; src/gpu/context.rs::SharedRows), and
-//! the cells in two more, one per place they read their inputs from (shaders/step_reads_*.wgsl;
-//! src/gpu/context.rs::StepInputs).
+//! shaders/step_common.wgsl (layout, tiling and sums of the fused steps) to the three cell files.
 
 macro_rules! step_shader {
-    ($file:literal, $rows:literal, $reads:literal) => {
+    ($file:literal) => {
         concat!(
             include_str!("../../shaders/common.wgsl"),
             "\n",
             include_str!("../../shaders/step_common.wgsl"),
             "\n",
-            include_str!(concat!("../../shaders/step_rows_", $rows, ".wgsl")),
-            "\n",
-            include_str!(concat!("../../shaders/step_reads_", $reads, ".wgsl")),
-            "\n",
             include_str!(concat!("../../shaders/", $file, ".wgsl"))
-        )
-    };
-}
-
-macro_rules! matmul_shader {
-    ($rows:literal) => {
-        concat!(
-            include_str!("../../shaders/common.wgsl"),
-            "\n",
-            include_str!("../../shaders/matmul.wgsl"),
-            "\n",
-            include_str!(concat!("../../shaders/matmul_rows_", $rows, ".wgsl"))
         )
     };
 }
@@ -46,8 +26,7 @@ macro_rules! shader {
 
 /// Every kernel family, by file name (without `.wgsl`).
 pub const FAMILIES: &[(&str, &str)] = &[
-    ("matmul", matmul_shader!("loads")),
-    ("matmul_subgroup", matmul_shader!("subgroup")),
+    ("matmul", shader!("matmul")),
     ("activation", shader!("activation")),
     ("blas", shader!("blas")),
     ("reduce", shader!("reduce")),
@@ -57,18 +36,9 @@ pub const FAMILIES: &[(&str, &str)] = &[
     ("dropout", shader!("dropout")),
     ("copy", shader!("copy")),
     ("attention", shader!("attention")),
-    ("rnn", step_shader!("rnn", "loads", "storage")),
-    ("lstm", step_shader!("lstm", "loads", "storage")),
-    ("gru", step_shader!("gru", "loads", "storage")),
-    ("rnn_subgroup", step_shader!("rnn", "subgroup", "storage")),
-    ("lstm_subgroup", step_shader!("lstm", "subgroup", "storage")),
-    ("gru_subgroup", step_shader!("gru", "subgroup", "storage")),
-    ("rnn_tex", step_shader!("rnn", "loads", "textures")),
-    ("lstm_tex", step_shader!("lstm", "loads", "textures")),
-    ("gru_tex", step_shader!("gru", "loads", "textures")),
-    ("rnn_subgroup_tex", step_shader!("rnn", "subgroup", "textures")),
-    ("lstm_subgroup_tex", step_shader!("lstm", "subgroup", "textures")),
-    ("gru_subgroup_tex", step_shader!("gru", "subgroup", "textures")),
+    ("rnn", step_shader!("rnn")),
+    ("lstm", step_shader!("lstm")),
+    ("gru", step_shader!("gru")),
 ];
 
 pub fn source(name: &str) -> Option<&'static str> {
@@ -81,7 +51,7 @@ mod tests {
 
     /// Every entry point copies the parameters into the private `p` before anything else
     /// (shaders/common.wgsl says why); a kernel that read `params` in place would still be
-    /// correct, only slow on lavapipe, so no other test would notice.
+    /// correct, only slower, so no other test would notice.
     #[test]
     fn every_entry_point_copies_its_parameters_first() {
         for (family, source) in FAMILIES {

@@ -12,6 +12,11 @@ use crate::error::{Error, Result};
 /// Alignment, in 4-byte elements, of every view bound to a kernel (256 bytes).
 pub const ALIGN: usize = 64;
 
+/// The least bytes of a u32 buffer: the step kernels bind the sequence lengths as a uniform
+/// array of this size (shaders/step_common.wgsl::lengths), WebGPU's default
+/// max_uniform_buffer_binding_size.
+pub const U32_BUFFER_BYTES: u64 = 65536;
+
 /// Bytes rounded up to whole vec4s (16 bytes): how buffers are allocated and bound.
 pub(crate) fn whole_vec4s(bytes: u64) -> u64 {
     bytes.div_ceil(16) * 16
@@ -142,6 +147,43 @@ impl GpuContext {
         Ok(GpuTensor { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec() })
     }
 
+    /// A new tensor of u32 `shape`: like [`GpuContext::alloc`], in a buffer of at least
+    /// [`U32_BUFFER_BYTES`] that may also be bound as a uniform (the step kernels read the
+    /// sequence lengths so).
+    pub fn alloc_u32(&self, what: &str, shape: &[usize]) -> Result<GpuTensor> {
+        let n: usize = shape.iter().product();
+        if n == 0 {
+            return Err(Error::range(
+                "GpuContext::alloc_u32",
+                format!("size of {what} {shape:?}"),
+                0,
+                "at least one element",
+            ));
+        }
+        let bytes = (n as u64)
+            .checked_mul(4)
+            .ok_or_else(|| Error::range("GpuContext::alloc_u32", what, n, "a size that fits in u64"))?;
+        self.check_size(what, bytes)?;
+        let size = whole_vec4s(bytes).max(U32_BUFFER_BYTES);
+        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
+        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
+            label: Some(what),
+            size,
+            usage: wgpu::BufferUsages::STORAGE
+                | wgpu::BufferUsages::UNIFORM
+                | wgpu::BufferUsages::COPY_SRC
+                | wgpu::BufferUsages::COPY_DST,
+            mapped_at_creation: false,
+        });
+        if let Some(e) = pollster::block_on(scope.pop()) {
+            return Err(Error::Gpu {
+                op: format!("allocating {what} ({bytes} bytes)"),
+                message: e.to_string(),
+            });
+        }
+        Ok(GpuTensor { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec() })
+    }
+
     /// A new tensor holding `data`.
     pub fn upload(&self, what: &str, shape: &[usize], data: &[f32]) -> Result<GpuTensor> {
         let t = self.alloc(what, shape)?;
@@ -151,7 +193,7 @@ impl GpuContext {
 
     /// A new tensor holding the integers `data` (token ids, lengths, targets).
     pub fn upload_u32(&self, what: &str, shape: &[usize], data: &[u32]) -> Result<GpuTensor> {
-        let t = self.alloc(what, shape)?;
+        let t = self.alloc_u32(what, shape)?;
         self.write_u32(&t, data)?;
         Ok(t)
     }

@@ -514,13 +514,13 @@ impl Graph<'_> {
                 }
             };
             let o = head.outputs;
-            be.matmul(
+            be.matmul_bias(
                 &hw.logits,
                 &z,
                 &self.param(be, net, "head.weight")?,
+                &self.param(be, net, "head.bias")?,
                 Matmul::new(hw.rows, o, dh).trans_b(),
             )?;
-            be.add_bias(&hw.logits, &self.param(be, net, "head.bias")?, hw.rows, o)?;
         }
         // The final states become the next run's initial states (truncated BPTT, streaming);
         // a run that starts afresh overwrites them first.
@@ -668,11 +668,9 @@ impl Graph<'_> {
                         be.copy(&be.view(&dw.carry, bh, bh)?, &be.view(dc0, chunk, bh)?)?;
                     }
                 }
-                // The bias gradients first: on the GPU they read the gate gradients through one
-                // texture copy, which any later kernel binding them would make stale.
+                // The bias gradients, then the weight gradients: one GEMM each over all steps.
                 be.bias_grad(&w.db_ih, &dgx, tb, g * h)?;
                 be.bias_grad(&w.db_hh, &dgh, tb, g * h)?;
-                // The weight gradients, one GEMM each over all steps.
                 let hprev_start = if d == 0 { 0 } else { dw.state_base + bh };
                 let hprev = be.view(&dw.states, hprev_start, tb * h)?;
                 match (&x, &ws.tokens) {
@@ -732,8 +730,11 @@ impl Graph<'_> {
                     let name = if which == "h" { "init" } else { "init_c" };
                     // The pre-activation goes through the gradient buffer, unused until backward.
                     let p = Matmul::new(b, rows * h, c).trans_b();
-                    be.matmul(pre, cond, &self.param(be, net, &format!("{name}.weight"))?, p)?;
-                    be.add_bias(pre, &self.param(be, net, &format!("{name}.bias"))?, b, rows * h)?;
+                    let (w, bias) = (
+                        self.param(be, net, &format!("{name}.weight"))?,
+                        self.param(be, net, &format!("{name}.bias"))?,
+                    );
+                    be.matmul_bias(pre, cond, &w, &bias, p)?;
                     be.tanh_forward(act, pre)?;
                     be.gather(dst, act, &iw.rows, lookup)?;
                 }

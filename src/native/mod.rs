@@ -139,8 +139,21 @@ impl Backend for NativeBackend {
         Ok(())
     }
 
-    fn add_bias(&mut self, y: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()> {
-        kernels::add_bias(&mut wr(y)?, &rd(bias)?, rows, cols);
+    fn matmul_bias(
+        &mut self,
+        c: &Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        bias: &Self::Buf,
+        p: Matmul,
+    ) -> Result<()> {
+        check_matmul(c, a, b, p)?;
+        if bias.len() != p.n {
+            return Err(Error::shape("matmul", "bias", &[bias.len()], &[p.n]));
+        }
+        let mut c = wr(c)?;
+        kernels::matmul(&mut c, &rd(a)?, &rd(b)?, p);
+        kernels::add_bias(&mut c, &rd(bias)?, p.m, p.n);
         Ok(())
     }
 

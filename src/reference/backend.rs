@@ -5,7 +5,7 @@ use std::marker::PhantomData;
 
 use super::kernels as k;
 use crate::backend::{Backend, ProgramKey, StepBufs};
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::{
     self, GruBackward, GruForward, HostMemory, HostTensor, LstmBackward, LstmForward, RnnBackward,
     RnnForward, StepKernels, check_matmul, rd, wr,
@@ -85,8 +85,21 @@ impl<T: Real> Backend for ReferenceBackend<T> {
         Ok(())
     }
 
-    fn add_bias(&mut self, y: &Self::Buf, bias: &Self::Buf, rows: usize, cols: usize) -> Result<()> {
-        k::add_bias(&mut wr(y)?, &rd(bias)?, rows, cols);
+    fn matmul_bias(
+        &mut self,
+        c: &Self::Buf,
+        a: &Self::Buf,
+        b: &Self::Buf,
+        bias: &Self::Buf,
+        p: Matmul,
+    ) -> Result<()> {
+        check_matmul(c, a, b, p)?;
+        if bias.len() != p.n {
+            return Err(Error::shape("matmul", "bias", &[bias.len()], &[p.n]));
+        }
+        let mut c = wr(c)?;
+        k::matmul(&mut c, &rd(a)?, &rd(b)?, p);
+        k::add_bias(&mut c, &rd(bias)?, p.m, p.n);
         Ok(())
     }
 

@@ -196,13 +196,13 @@ impl<'a> S2sGraph<'a> {
                 self.gather_final(be, ws, src, self.source_layer(l))?;
                 let from = if self.spec.bridged() {
                     let p = Matmul::new(b, hd, self.spec.enc_output()).trans_b();
-                    be.matmul(
+                    be.matmul_bias(
                         &ws.bridge_out,
                         &ws.bridge_in,
                         &self.param(be, net, &format!("{name}.weight"))?,
+                        &self.param(be, net, &format!("{name}.bias"))?,
                         p,
                     )?;
-                    be.add_bias(&ws.bridge_out, &self.param(be, net, &format!("{name}.bias"))?, b, hd)?;
                     &ws.bridge_out
                 } else {
                     &ws.bridge_in
@@ -304,13 +304,13 @@ impl<'a> S2sGraph<'a> {
             Matmul::new(rows, hd, a + hd).trans_b(),
         )?;
         be.tanh_forward(&aw.st, &aw.pre)?;
-        be.matmul(
+        be.matmul_bias(
             &aw.logits,
             &aw.st,
             &self.param(be, net, "decoder.head.weight")?,
+            &self.param(be, net, "decoder.head.bias")?,
             Matmul::new(rows, s.tgt_vocab, hd).trans_b(),
-        )?;
-        be.add_bias(&aw.logits, &self.param(be, net, "decoder.head.bias")?, rows, s.tgt_vocab)
+        )
     }
 
     fn attention_backward<B: Backend>(

@@ -15,7 +15,7 @@ use std::sync::Arc;
 
 use crate::error::Result;
 use crate::gpu::kernels as gk;
-use crate::gpu::{GpuContext, GpuTensor, MatmulVariant, Program, SharedRows, StepInputs};
+use crate::gpu::{GpuContext, GpuTensor, Program};
 use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
 use crate::reference::kernels as twin;
 use crate::rng::Rng;
@@ -116,37 +116,40 @@ fn run(prog: Program) -> Result<()> {
     prog.run()
 }
 
-/// Matmul at `(m, n, k)` with the given transposes and variants.
+/// Matmul at `(m, n, k)` with the given transposes, as `plan` computes it, with a bias added to
+/// every row where `bias`.
 pub fn check_matmul(
     ctx: &Arc<GpuContext>,
     p: Matmul,
-    variant: MatmulVariant,
-    rows: SharedRows,
+    plan: gk::MatmulPlan,
+    bias: bool,
     seed: u64,
 ) -> Result<Check> {
     let mut rng = Rng::seed_from_u64(seed);
     let a = rng.uniform_vec(p.m * p.k, -1.0, 1.0);
     let b = rng.uniform_vec(p.k * p.n, -1.0, 1.0);
     let c0 = rng.uniform_vec(p.m * p.n, -1.0, 1.0);
+    let bias_v = rng.uniform_vec(p.n, -1.0, 1.0);
     let mut c = c0.clone();
     twin::matmul(&mut c, &a, &b, p);
+    if bias {
+        twin::add_bias(&mut c, &bias_v, p.m, p.n);
+    }
     let ga = ctx.upload("A", &[a.len()], &a)?;
     let gb = ctx.upload("B", &[b.len()], &b)?;
+    let gbias = ctx.upload("bias", &[p.n], &bias_v)?;
     let gc = if p.accumulate { ctx.upload("C", &[c0.len()], &c0)? } else { poison(ctx, "C", c0.len())? };
     let mut prog = Program::new(ctx);
-    prog.set_shared_rows(rows)?;
-    let plan = gk::MatmulPlan::new(&p, variant, prog.fits_texture(&ga) && prog.fits_texture(&gb));
-    gk::matmul_variant(&mut prog, &gc, &ga, &gb, p, variant)?;
+    gk::matmul_planned(&mut prog, &gc, &ga, &gb, bias.then_some(&gbias), plan)?;
     run(prog)?;
     let got = ctx.download(&gc)?;
     let name = format!(
-        "{}{}{}{}{}{}",
-        plan.entry,
+        "{}{}{}{}{}",
+        plan.name(),
         if p.trans_a { "_ta" } else { "" },
         if p.trans_b { "_tb" } else { "" },
-        if plan.trans_c { "_as_ct" } else { "" },
+        if bias { "_bias" } else { "" },
         if p.accumulate { "_acc" } else { "" },
-        if rows == SharedRows::Subgroup { " subgroup" } else { "" }
     );
     Ok(compare(&name, format!("{}x{}x{}", p.m, p.n, p.k), &got, &c, Tolerance::accumulation(p.k)))
 }
@@ -216,7 +219,7 @@ pub fn check_activation(
     Ok(compare(&kernel, format!("{n}"), &got, &want, Tolerance::ELEMENTWISE))
 }
 
-/// fill, scale and axpy over `n` elements; add_bias and bias_grad over `(rows, cols)`.
+/// fill, scale and axpy over `n` elements; bias_grad over `(rows, cols)`.
 pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize, seed: u64) -> Result<Check> {
     let mut rng = Rng::seed_from_u64(seed);
     let n = rows * cols;
@@ -250,15 +253,6 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             twin::axpy(&mut w, &x, 0.5);
             (ctx.download(&gy)?, w, format!("{n}"), Tolerance::ELEMENTWISE)
         }
-        "add_bias" => {
-            let gy = ctx.upload("y", &[n], &y0)?;
-            let gb = ctx.upload("bias", &[cols], &bias)?;
-            gk::add_bias(&mut prog, &gy, &gb, rows, cols)?;
-            run(prog)?;
-            let mut w = y0.clone();
-            twin::add_bias(&mut w, &bias, rows, cols);
-            (ctx.download(&gy)?, w, format!("{rows}x{cols}"), Tolerance::ELEMENTWISE)
-        }
         _ => {
             let gdb = ctx.upload("db", &[cols], &bias)?;
             let gdy = ctx.upload("dy", &[n], &x)?;
@@ -269,9 +263,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             (ctx.download(&gdb)?, w, format!("{rows}x{cols}"), Tolerance::accumulation(rows))
         }
     };
-    // bias_grad takes its 4-column entry where the columns allow.
-    let name = if kernel == "bias_grad" && cols % 4 == 0 { "bias_grad4" } else { kernel };
-    Ok(compare(name, shape, &got, &want, tol))
+    Ok(compare(kernel, shape, &got, &want, tol))
 }
 
 /// The two-pass sum (or sum of squares) of `n` elements into `out[index]`.
@@ -536,15 +528,18 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
         seed += 1;
         seed
     };
-    for (variant, rows) in matmul_variants(ctx) {
-        for &(m, n, k) in &MATMUL_SHAPES {
-            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-                let mut p = Matmul::new(m, n, k);
-                p.trans_a = ta;
-                p.trans_b = tb;
-                p.accumulate = (m + n) % 2 == 1;
-                out.push(check_matmul(ctx, p, variant, rows, next())?);
-            }
+    for &(m, n, k) in &MATMUL_SHAPES {
+        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+            let mut p = Matmul::new(m, n, k);
+            p.trans_a = ta;
+            p.trans_b = tb;
+            p.accumulate = (m + n) % 2 == 1;
+            out.push(check_matmul(ctx, p, gk::MatmulPlan::new(&p), (m + k) % 2 == 0, next())?);
+        }
+    }
+    for p in matmul_tile_cases() {
+        for plan in gk::MatmulPlan::all(&p) {
+            out.push(check_matmul(ctx, p, plan, p.accumulate, next())?);
         }
     }
     for name in ["tanh", "sigmoid", "relu"] {
@@ -554,7 +549,7 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
             }
         }
     }
-    for kernel in ["fill", "scale", "axpy", "add_bias", "bias_grad"] {
+    for kernel in ["fill", "scale", "axpy", "bias_grad"] {
         for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (3, 4), (130, 260)] {
             out.push(check_blas(ctx, kernel, rows, cols, next())?);
         }
@@ -590,9 +585,7 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
     for cell in ALL_CELLS {
         for &(t, b, h) in &STEP_SHAPES {
             for reverse in [false, true] {
-                for v in step_variants(ctx) {
-                    out.extend(check_steps(ctx, cell, t, b, h, reverse, v, next())?);
-                }
+                out.extend(check_steps(ctx, cell, t, b, h, reverse, next())?);
             }
         }
     }
@@ -618,11 +611,9 @@ pub fn check_steps(
     batch: usize,
     hidden: usize,
     reverse: bool,
-    variant: StepVariant,
     seed: u64,
 ) -> Result<Vec<Check>> {
     use crate::ops::{Cell, Step, StepMode};
-    let StepVariant { rows, batch_rows, inputs } = variant;
     let mut rng = Rng::seed_from_u64(seed);
     let (t_len, b, h) = (steps, batch, hidden);
     let g = cell.gates();
@@ -680,9 +671,6 @@ pub fn check_steps(
     let time = |s: usize| if reverse { t_len - 1 - s } else { s };
     let slots = |t: usize| if reverse { (t + 1, t) } else { (t, t + 1) };
     let mut prog = Program::new(ctx);
-    prog.set_shared_rows(rows)?;
-    prog.set_step_rows(batch_rows)?;
-    prog.set_step_inputs(inputs);
     for s in 0..t_len {
         let t = time(s);
         let (in_slot, out_slot) = slots(t);
@@ -715,8 +703,7 @@ pub fn check_steps(
         }
     }
     // W_hh changes between the passes, as an optimizer changes it between steps: the backward
-    // kernels must read the new weights, not the texture copy the forward ones read
-    // (src/gpu/program.rs::Program::dispatch_textured).
+    // kernels must read the new weights.
     gk::scale(&mut prog, &g_w, 0.5)?;
     let w_hh: Vec<f32> = w_hh.iter().map(|w| w * 0.5).collect();
     // Backward in the opposite order, then the initial-state gradient.
@@ -754,13 +741,7 @@ pub fn check_steps(
     run(prog)?;
 
     let name = cell.name();
-    let shape = format!(
-        "T{t_len} B{b} H{h}{}{}{}{}",
-        if reverse { " reverse" } else { "" },
-        if rows == SharedRows::Subgroup { " subgroup" } else { "" },
-        if batch_rows != 8 && b > 8 { format!(" {batch_rows} rows") } else { String::new() },
-        if inputs == StepInputs::Textures { " textures" } else { "" }
-    );
+    let shape = format!("T{t_len} B{b} H{h}{}", if reverse { " reverse" } else { "" },);
     let tol = Tolerance::accumulation(gh);
     // Compare only the slots the sequence wrote (the others stay poisoned on both sides).
     let written = |v: Vec<f32>| -> Vec<f32> { v[state_base..state_base + (t_len + 1) * b * h].to_vec() };
@@ -822,54 +803,24 @@ pub fn check_steps(
     Ok(out)
 }
 
-/// Every distinct matmul this context can run: each tiling, and the register tiling's second way
-/// of reading A where the adapter has subgroups (the shared-memory tiling reads A the same way in
-/// both).
-pub fn matmul_variants(ctx: &GpuContext) -> Vec<(MatmulVariant, SharedRows)> {
-    let mut v: Vec<_> = MatmulVariant::ALL.iter().map(|&m| (m, SharedRows::Loads)).collect();
-    if ctx.shared_rows() == SharedRows::Subgroup {
-        v.push((MatmulVariant::Register, SharedRows::Subgroup));
+/// Products run with every tile shape, direct and transposed: edges in both dimensions, K not a
+/// multiple of the slice, and one bias added.
+pub fn matmul_tile_cases() -> Vec<Matmul> {
+    let mut v = Vec::new();
+    for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+        let mut p = Matmul::new(65, 130, 67);
+        p.trans_a = ta;
+        p.trans_b = tb;
+        p.accumulate = ta;
+        v.push(p);
     }
     v
 }
 
-/// One way of compiling the step kernels: how they read the rows a workgroup shares, the batch
-/// rows per thread, where they read their inputs from.
-#[derive(Clone, Copy, Debug)]
-pub struct StepVariant {
-    pub rows: SharedRows,
-    pub batch_rows: usize,
-    pub inputs: StepInputs,
-}
-
-/// The step kernels' variants worth checking on this adapter: 8 batch rows a thread reading the
-/// buffers with each of [`shared_rows_variants`] (what GPUs run), and 8 and 16 reading texture
-/// copies with the adapter's own shared rows (what CPU adapters run).
-pub fn step_variants(ctx: &GpuContext) -> Vec<StepVariant> {
-    let mut v: Vec<_> = shared_rows_variants(ctx)
-        .into_iter()
-        .map(|rows| StepVariant { rows, batch_rows: 8, inputs: StepInputs::Storage })
-        .collect();
-    for batch_rows in [8, 16] {
-        v.push(StepVariant { rows: ctx.shared_rows(), batch_rows, inputs: StepInputs::Textures });
-    }
-    v
-}
-
-/// The shared-row variants this context can run (matmul, step kernels): both where it has
-/// subgroups.
-pub fn shared_rows_variants(ctx: &GpuContext) -> Vec<SharedRows> {
-    let mut v = vec![SharedRows::Loads];
-    if ctx.shared_rows() == SharedRows::Subgroup {
-        v.push(SharedRows::Subgroup);
-    }
-    v
-}
-
-/// Step kernel shapes (T, B, H): a single unit, odd sizes (scalar loads), multiples of 4 (vec4
-/// loads), more rows than one thread's block, more units than one workgroup's.
-pub const STEP_SHAPES: [(usize, usize, usize); 5] =
-    [(1, 1, 1), (4, 3, 5), (5, 9, 8), (3, 17, 65), (2, 8, 128)];
+/// Step kernel shapes (T, B, H): a single unit, odd sizes (partial tiles), sums split many ways
+/// and few, sums longer than one staged chunk, full 64-lane tiles with unsplit sums (the last).
+pub const STEP_SHAPES: [(usize, usize, usize); 6] =
+    [(1, 1, 1), (4, 3, 5), (5, 9, 8), (3, 17, 65), (2, 8, 128), (2, 64, 256)];
 
 /// copy_cols between two wider buffers at odd offsets and strides, written or accumulated.
 pub fn check_copy_cols(

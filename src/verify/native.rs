@@ -21,7 +21,7 @@ enum Kernel {
     /// f: C, A, B.
     Matmul(Matmul),
     /// f: y, bias.
-    AddBias { rows: usize, cols: usize },
+    MatmulBias(Matmul),
     /// f: db, dy.
     BiasGrad { rows: usize, cols: usize },
     /// f: y, x.
@@ -103,7 +103,7 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
     let (f, u) = upload(be, &case.f, &case.u)?;
     match case.kernel {
         Kernel::Matmul(p) => be.matmul(&f[0], &f[1], &f[2], p)?,
-        Kernel::AddBias { rows, cols } => be.add_bias(&f[0], &f[1], rows, cols)?,
+        Kernel::MatmulBias(p) => be.matmul_bias(&f[0], &f[1], &f[2], &f[3], p)?,
         Kernel::BiasGrad { rows, cols } => be.bias_grad(&f[0], &f[1], rows, cols)?,
         Kernel::Axpy(alpha) => be.axpy(&f[0], &f[1], alpha)?,
         Kernel::TanhForward => be.tanh_forward(&f[0], &f[1])?,
@@ -298,6 +298,7 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
         weights[rows / 2] = 0.0;
         let targets: Vec<u32> = (0..rows).map(|_| rng.below(cols) as u32).collect();
         let dy = rng.uniform_vec(n, -1.0, 1.0);
+        let (a3, b3) = (rng.uniform_vec(rows * 3, -1.0, 1.0), rng.uniform_vec(3 * cols, -1.0, 1.0));
         let mut sm = vec![0.0; n];
         crate::reference::kernels::softmax_rows(&mut sm, &x, rows, cols);
         let acc = Tolerance::accumulation(rows);
@@ -312,12 +313,12 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             tol,
         };
         cases.push(row(
-            "add_bias",
-            Kernel::AddBias { rows, cols },
-            vec![x.clone(), dy[..cols].to_vec()],
+            "matmul_bias",
+            Kernel::MatmulBias(Matmul::new(rows, cols, 3)),
+            vec![x.clone(), a3, b3, dy[..cols].to_vec()],
             vec![],
-            vec![(0, "y")],
-            el,
+            vec![(0, "c")],
+            Tolerance::accumulation(3),
         ));
         cases.push(row(
             "bias_grad",
