@@ -10,20 +10,31 @@
 // See step_common.wgsl for the layout and the thread mapping.
 
 const GATES: u32 = 3u;
+// Forward a lane's columns are the 3 gates of one unit (the fourth reads zero).
+const FORWARD_UNITS: u32 = 1u;
+
+fn w_row(unit: u32, q: u32) -> u32 {
+    return select(GATES * params.hidden, q * params.hidden + unit, q < GATES);
+}
 
 @group(0) @binding(11) var<storage, read_write> dgx: array<f32>; // (T, B, 3H); dgh is dgr
 
 @compute @workgroup_size(64)
 fn gru_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     p = params;
-    let ln = lane_of(wg, l);
+    let ln = lane_of(wg, l, FORWARD_UNITS);
     let sums = gate_sums(wg, l, ln);
-    if !owns_output(ln) {
+    if owns_tile(ln) {
+        forward_tile(ln, sums);
+    }
+}
+
+// Unit j of batch row b; components 0 to 2 of sums are gates r, z, n's recurrent sums.
+fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
+    if j >= p.hidden {
         return;
     }
     let H = p.hidden;
-    let b = ln.b;
-    let j = ln.j;
     let bh = p.bias_hh;
     let xrow = (p.t * p.batch + b) * 3u * H + j;
     let grow = (p.t * p.batch + b) * 4u * H + j;
@@ -48,14 +59,15 @@ fn gru_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 @compute @workgroup_size(64)
 fn gru_step_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     p = params;
-    let ln = lane_of(wg, l);
-    let rv = recurrent_grad(wg, l, ln);
-    if !owns_output(ln) {
-        return;
+    let ln = lane_of(wg, l, 4u);
+    let rec = recurrent_grad(wg, l, ln);
+    if owns_tile(ln) {
+        backward_tile(ln, rec);
     }
+}
+
+fn backward_unit(b: u32, j: u32, rv: f32) {
     let H = p.hidden;
-    let b = ln.b;
-    let j = ln.j;
     let ci = b * H + j;
     if p.mode == MODE_INITIAL {
         carry[ci] += rv;

@@ -10,18 +10,29 @@
 // See step_common.wgsl for the layout and the thread mapping.
 
 const GATES: u32 = 4u;
+// Forward a lane's 4 columns are the 4 gates of one unit.
+const FORWARD_UNITS: u32 = 1u;
+
+fn w_row(unit: u32, q: u32) -> u32 {
+    return q * params.hidden + unit;
+}
 
 @compute @workgroup_size(64)
 fn lstm_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     p = params;
-    let ln = lane_of(wg, l);
+    let ln = lane_of(wg, l, FORWARD_UNITS);
     let sums = gate_sums(wg, l, ln);
-    if !owns_output(ln) {
+    if owns_tile(ln) {
+        forward_tile(ln, sums);
+    }
+}
+
+// Unit j of batch row b; component q of sums is gate q's recurrent sum.
+fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
+    if j >= p.hidden {
         return;
     }
     let H = p.hidden;
-    let b = ln.b;
-    let j = ln.j;
     let bh = p.bias_hh;
     let row = (p.t * p.batch + b) * 4u * H + j;
     let i = sigmoid(xw[row] + sums.x + bias[j] + bias[bh + j]);
@@ -50,14 +61,16 @@ fn lstm_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invoca
 @compute @workgroup_size(64)
 fn lstm_step_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     p = params;
-    let ln = lane_of(wg, l);
-    let rv = recurrent_grad(wg, l, ln);
-    if !owns_output(ln) {
-        return;
+    let ln = lane_of(wg, l, 4u);
+    let rec = recurrent_grad(wg, l, ln);
+    if owns_tile(ln) {
+        backward_tile(ln, rec);
     }
+}
+
+// Unit j of batch row b, rv the gradient reaching h(b, j) through W_hh.
+fn backward_unit(b: u32, j: u32, rv: f32) {
     let H = p.hidden;
-    let b = ln.b;
-    let j = ln.j;
     let ci = b * H + j;
     if p.mode == MODE_INITIAL {
         carry[ci] += rv;

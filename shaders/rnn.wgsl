@@ -6,17 +6,33 @@
 override RELU: bool = false;
 
 const GATES: u32 = 1u;
+// Forward a lane's 4 columns are 4 consecutive units.
+const FORWARD_UNITS: u32 = 4u;
+
+fn w_row(unit: u32, q: u32) -> u32 {
+    return unit + q;
+}
 
 @compute @workgroup_size(64)
 fn rnn_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     p = params;
-    let ln = lane_of(wg, l);
-    let sum = gate_sums(wg, l, ln).x;
-    if !owns_output(ln) {
-        return;
+    let ln = lane_of(wg, l, FORWARD_UNITS);
+    let sums = gate_sums(wg, l, ln);
+    if owns_tile(ln) {
+        forward_tile(ln, sums);
     }
-    let b = ln.b;
-    let j = ln.j;
+}
+
+// Units j0 .. j0 + 4 of batch row b; component q of sums is unit j0 + q's recurrent sum.
+fn forward_row(b: u32, j0: u32, sums: vec4<f32>) {
+    for (var q = 0u; q < 4u; q++) {
+        if j0 + q < p.hidden {
+            forward_unit(b, j0 + q, sums[q]);
+        }
+    }
+}
+
+fn forward_unit(b: u32, j: u32, sum: f32) {
     let pre = xw[(p.t * p.batch + b) * p.hidden + j] + sum + bias[j] + bias[p.bias_hh + j];
     var h = states[slot_row(p.in_slot, b) + j];
     var out = 0.0;
@@ -35,13 +51,14 @@ fn rnn_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocat
 @compute @workgroup_size(64)
 fn rnn_step_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     p = params;
-    let ln = lane_of(wg, l);
-    let rv = recurrent_grad(wg, l, ln);
-    if !owns_output(ln) {
-        return;
+    let ln = lane_of(wg, l, 4u);
+    let rec = recurrent_grad(wg, l, ln);
+    if owns_tile(ln) {
+        backward_tile(ln, rec);
     }
-    let b = ln.b;
-    let j = ln.j;
+}
+
+fn backward_unit(b: u32, j: u32, rv: f32) {
     let ci = b * p.hidden + j;
     if p.mode == MODE_INITIAL {
         carry[ci] += rv;

@@ -16,20 +16,23 @@
 // untouched: their gate gradients are zero.
 //
 // Thread mapping (src/gpu/kernels.rs::StepTiling picks it per shape). A step is a small product
-// (B rows, G*H or H outputs, a sum over H or G*H) followed by per-unit arithmetic; B*H is only a
-// few thousand, so a workgroup of 64 threads owns a tile of `tile_units` units x `tile_rows`
-// batch rows, and where that leaves too few workgroups to fill a large GPU (at least 256 for the
-// standard cases) the sum of each output is split `k_split` ways across neighbouring lanes, the
-// parts added in workgroup memory in a fixed order (deterministic). Lane l is
-//   s = l % k_split (its part of the sum), u = (l / k_split) % tile_units, r = l / (k_split * tile_units).
+// (B rows, G*H outputs forward or H backward, a sum over H or G*H) followed by per-unit
+// arithmetic. A thread keeps a 4x4 register tile: 4 batch rows times 4 columns, a column being
+// one W_hh row forward (the G gates of one unit for the LSTM and GRU, 4 units for the RNN: each
+// cell file's COLUMNS) and one unit backward (4 consecutive units). B*H is only a few thousand,
+// so a workgroup of 64 threads holds `col_groups` x `row_groups` such tiles, and where that leaves
+// too few workgroups to fill a large GPU (at least 256 for the standard cases) the sum of each
+// output is split `k_split` ways across neighbouring lanes, the parts added in workgroup memory
+// in a fixed order (deterministic). Lane l is
+//   s = l % k_split (its part of the sum), u = (l / k_split) % col_groups, r = l / (k_split * col_groups).
 // The sum runs in chunks of KC along its length: the workgroup stages the chunk of its batch
 // rows (h forward, the later step's gate gradients backward) and of W_hh into workgroup memory,
-// every lane loading neighbouring addresses (coalesced), then each lane sums its part from there
-// with fma. Forward a lane sums its unit's G gate rows (one vec4, gate q in component q);
-// backward, the one column of W_hh of its unit. The rows are padded to an odd stride, so that
-// lanes reading one column of a tile hit different banks.
+// every lane loading neighbouring addresses (coalesced), then each lane reads its 4 rows and 4
+// columns at each k of its part (k = s, s + k_split, ...) and does 16 fma: 8 loads from workgroup
+// memory for 16 multiply-adds. The staged rows are padded to an odd stride, so that lanes reading
+// one column of a tile spread over the banks.
 // Every lane stays to the end of the sums (the barriers need uniform control flow); lanes past
-// the batch, the units or the tile drop their result.
+// the batch, the units or the tile drop their results.
 
 struct StepParams {
     t: u32,
@@ -43,8 +46,8 @@ struct StepParams {
     bias_hh: u32,   // offset of b_hh within the bias binding
     next_t: u32,    // backward: the step whose gate gradients reach this one through W_hh
     mode: u32,      // backward: 0 the first step processed, 1 a later step, 2 the initial state
-    tile_units: u32,
-    tile_rows: u32,
+    col_groups: u32,
+    row_groups: u32,
     k_split: u32,
     _pad0: u32,
     _pad1: u32,
@@ -60,13 +63,11 @@ const MODE_INITIAL: u32 = 2u;
 const STEP_WG: u32 = 64u;
 const KC: u32 = 32u;
 const KCP: u32 = 33u;
-// The batch rows' chunk: tile_rows (<= 32) rows of KCP.
+// The batch rows' chunk: 4 row_groups (<= 32) rows of KCP.
 var<workgroup> rows_tile: array<f32, 1056>;
-// W_hh's chunk: forward G * tile_units (<= 64) rows of KCP; backward KC rows of tile_units + 1
-// (tile_units <= 64).
+// W_hh's chunk: forward 4 col_groups (<= 64) rows of KCP, backward KC rows of 4 col_groups + 1
+// columns (col_groups <= 16). After the sums it holds the k_split parts (64 lanes x 16).
 var<workgroup> w_tile: array<f32, 2112>;
-// The k_split parts of each lane's sums.
-var<workgroup> parts: array<vec4<f32>, 64>;
 
 @group(0) @binding(0) var<storage, read> params: StepParams;
 var<private> p: StepParams; // params, copied once per thread (common.wgsl)
@@ -89,50 +90,83 @@ var<private> p: StepParams; // params, copied once per thread (common.wgsl)
 
 // A lane's place in its workgroup's tile (see the top of this file).
 struct Lane {
-    s: u32, // its part of the sum
-    u: u32, // its unit within the tile
-    r: u32, // its batch row within the tile
-    j: u32, // its unit
-    b: u32, // its batch row
+    s: u32,  // its part of the sum
+    u: u32,  // its column group within the workgroup
+    r: u32,  // its row group within the workgroup
+    c0: u32, // its first column: a unit (forward LSTM and GRU) or the first of 4 units
+    b0: u32, // its first batch row
 }
 
-fn lane_of(wg: vec3<u32>, l: u32) -> Lane {
+// `units`: the units a lane's columns cover (FORWARD_UNITS of the cell file forward, 4 backward).
+fn lane_of(wg: vec3<u32>, l: u32, units: u32) -> Lane {
     let s = l % p.k_split;
-    let u = (l / p.k_split) % p.tile_units;
-    let r = l / (p.k_split * p.tile_units);
-    return Lane(s, u, r, wg.x * p.tile_units + u, wg.y * p.tile_rows + r);
+    let u = (l / p.k_split) % p.col_groups;
+    let r = l / (p.k_split * p.col_groups);
+    return Lane(s, u, r, (wg.x * p.col_groups + u) * units, 4u * (wg.y * p.row_groups + r));
 }
 
-// Whether the lane owns an output: the first part of the sum, inside the tile, the batch and H.
-fn owns_output(ln: Lane) -> bool {
-    return ln.s == 0u && ln.r < p.tile_rows && ln.j < p.hidden && ln.b < p.batch;
+// Whether the lane adds up its tile's sums and owns its outputs: the first part, inside the tile.
+fn owns_tile(ln: Lane) -> bool {
+    return ln.s == 0u && ln.r < p.row_groups;
 }
 
-// Adds the k_split parts of the lanes' sums: the lane with s == 0 returns the total, in order
-// (lanes l .. l + k_split hold the parts of one output).
-fn add_parts(l: u32, acc: vec4<f32>) -> vec4<f32> {
-    parts[l] = acc;
+// The lane's 4x4 tile: row i of the lane's 4 batch rows, column q in component q.
+struct Tile {
+    r0: vec4<f32>,
+    r1: vec4<f32>,
+    r2: vec4<f32>,
+    r3: vec4<f32>,
+}
+
+// One k of the lane's part: rows h (the 4 batch rows' values) times columns w.
+fn fma_tile(t: Tile, h: vec4<f32>, w: vec4<f32>) -> Tile {
+    return Tile(fma(vec4<f32>(h.x), w, t.r0), fma(vec4<f32>(h.y), w, t.r1), fma(vec4<f32>(h.z), w, t.r2),
+                fma(vec4<f32>(h.w), w, t.r3));
+}
+
+// The lane's 4 staged batch rows at k.
+fn rows_at(a: u32, k: u32) -> vec4<f32> {
+    return vec4<f32>(rows_tile[a + k], rows_tile[a + KCP + k], rows_tile[a + 2u * KCP + k], rows_tile[a + 3u * KCP + k]);
+}
+
+// Adds the k_split parts of the lanes' tiles: the lane with s == 0 gets the total, in order
+// (lanes l .. l + k_split hold the parts of one tile). The parts go through w_tile, free once the
+// sums are done.
+fn add_parts(l: u32, t: Tile) -> Tile {
+    // (The sums' last chunk ended with a barrier: nobody reads w_tile any more.)
+    let at = 16u * l;
+    let v = array<vec4<f32>, 4>(t.r0, t.r1, t.r2, t.r3);
+    for (var i = 0u; i < 4u; i++) {
+        for (var q = 0u; q < 4u; q++) {
+            w_tile[at + 4u * i + q] = v[i][q];
+        }
+    }
     workgroupBarrier();
-    var total = parts[l];
+    var total = t;
     if l % p.k_split == 0u {
-        for (var q = 1u; q < p.k_split; q++) {
-            total += parts[l + q];
+        for (var part = 1u; part < p.k_split; part++) {
+            let o = 16u * (l + part);
+            total.r0 += vec4<f32>(w_tile[o], w_tile[o + 1u], w_tile[o + 2u], w_tile[o + 3u]);
+            total.r1 += vec4<f32>(w_tile[o + 4u], w_tile[o + 5u], w_tile[o + 6u], w_tile[o + 7u]);
+            total.r2 += vec4<f32>(w_tile[o + 8u], w_tile[o + 9u], w_tile[o + 10u], w_tile[o + 11u]);
+            total.r3 += vec4<f32>(w_tile[o + 12u], w_tile[o + 13u], w_tile[o + 14u], w_tile[o + 15u]);
         }
     }
     return total;
 }
 
-// Forward: the recurrent sums of the lane's unit, gate q in component q (q < GATES, each cell
-// file's gate count): sum_k h(b, k) W_hh[q H + j, k], h the state of in_slot.
-fn gate_sums(wg: vec3<u32>, l: u32, ln: Lane) -> vec4<f32> {
+// Forward: the recurrent sums of the lane's tile, sum_k h(b, k) W_hh[w_row(c), k] for its 4 batch
+// rows (h the state of in_slot) and its 4 columns c (each cell file's w_row; columns past the
+// cell's read zero).
+fn gate_sums(wg: vec3<u32>, l: u32, ln: Lane) -> Tile {
     // Loop bounds from the read-only parameters, not their private copy: the barriers need
     // control flow the uniformity analysis (Tint) can prove uniform.
     let H = params.hidden;
-    let units = params.tile_units;
-    let rows = params.tile_rows;
-    let j0 = wg.x * units;
-    let b0 = wg.y * rows;
-    var acc = vec4<f32>();
+    let rows = 4u * params.row_groups;
+    let cols = 4u * params.col_groups;
+    let b0 = 4u * wg.y * params.row_groups;
+    let c0 = wg.x * params.col_groups * FORWARD_UNITS;
+    var acc = Tile();
     for (var k0 = 0u; k0 < H; k0 += KC) {
         for (var e = l; e < rows * KC; e += STEP_WG) {
             let r = e / KC;
@@ -143,31 +177,23 @@ fn gate_sums(wg: vec3<u32>, l: u32, ln: Lane) -> vec4<f32> {
             }
             rows_tile[r * KCP + kk] = v;
         }
-        for (var e = l; e < GATES * units * KC; e += STEP_WG) {
-            let row = e / KC; // gate row / units, unit row % units
+        for (var e = l; e < cols * KC; e += STEP_WG) {
+            let col = e / KC; // group col / 4, column col % 4
             let kk = e % KC;
-            let j = j0 + row % units;
+            let w = w_row(c0 + (col / 4u) * FORWARD_UNITS, col % 4u);
             var v = 0.0;
-            if j < H && k0 + kk < H {
-                v = w_hh[((row / units) * H + j) * H + k0 + kk];
+            if w < GATES * H && k0 + kk < H {
+                v = w_hh[w * H + k0 + kk];
             }
-            w_tile[row * KCP + kk] = v;
+            w_tile[col * KCP + kk] = v;
         }
         workgroupBarrier();
-        // Lanes past the tile read its last row (and drop the result).
-        let a = min(ln.r, rows - 1u) * KCP;
-        let w = ln.u * KCP;
-        let gate = units * KCP;
+        // Lanes past the tile read its last row group (and drop the result).
+        let a = 4u * min(ln.r, params.row_groups - 1u) * KCP;
+        let w = 4u * ln.u * KCP;
         for (var kk = ln.s; kk < KC; kk += p.k_split) {
-            let h = rows_tile[a + kk];
-            acc.x = fma(h, w_tile[w + kk], acc.x);
-            if GATES > 1u {
-                acc.y = fma(h, w_tile[w + gate + kk], acc.y);
-                acc.z = fma(h, w_tile[w + 2u * gate + kk], acc.z);
-            }
-            if GATES > 3u {
-                acc.w = fma(h, w_tile[w + 3u * gate + kk], acc.w);
-            }
+            let wv = vec4<f32>(w_tile[w + kk], w_tile[w + KCP + kk], w_tile[w + 2u * KCP + kk], w_tile[w + 3u * KCP + kk]);
+            acc = fma_tile(acc, rows_at(a, kk), wv);
         }
         workgroupBarrier();
     }
@@ -175,16 +201,17 @@ fn gate_sums(wg: vec3<u32>, l: u32, ln: Lane) -> vec4<f32> {
 }
 
 // Backward: the gradient reaching h(b, j) of this step through W_hh from step next_t,
-// sum_g dgr[next_t, b, g] W_hh[g, j] over the G*H gate rows (zero for the first step processed).
-fn recurrent_grad(wg: vec3<u32>, l: u32, ln: Lane) -> f32 {
+// sum_g dgr[next_t, b, g] W_hh[g, j] over the G*H gate rows, for the lane's 4 batch rows and 4
+// units (zero for the first step processed).
+fn recurrent_grad(wg: vec3<u32>, l: u32, ln: Lane) -> Tile {
     let H = params.hidden;
     let G = GATES * H;
-    let units = params.tile_units;
-    let rows = params.tile_rows;
-    let j0 = wg.x * units;
-    let b0 = wg.y * rows;
-    let stride = units + 1u;
-    var acc = 0.0;
+    let rows = 4u * params.row_groups;
+    let cols = 4u * params.col_groups;
+    let b0 = 4u * wg.y * params.row_groups;
+    let j0 = wg.x * cols;
+    let stride = cols + 1u;
+    var acc = Tile();
     if params.mode == MODE_FIRST {
         return acc;
     }
@@ -198,23 +225,63 @@ fn recurrent_grad(wg: vec3<u32>, l: u32, ln: Lane) -> f32 {
             }
             rows_tile[r * KCP + kk] = v;
         }
-        for (var e = l; e < KC * units; e += STEP_WG) {
-            let kk = e / units;
-            let u = e % units;
+        for (var e = l; e < KC * cols; e += STEP_WG) {
+            let kk = e / cols;
+            let c = e % cols;
             var v = 0.0;
-            if g0 + kk < G && j0 + u < H {
-                v = w_hh[(g0 + kk) * H + j0 + u];
+            if g0 + kk < G && j0 + c < H {
+                v = w_hh[(g0 + kk) * H + j0 + c];
             }
-            w_tile[kk * stride + u] = v;
+            w_tile[kk * stride + c] = v;
         }
         workgroupBarrier();
-        let a = min(ln.r, rows - 1u) * KCP;
+        let a = 4u * min(ln.r, params.row_groups - 1u) * KCP;
+        let w = 4u * ln.u;
         for (var kk = ln.s; kk < KC; kk += p.k_split) {
-            acc = fma(rows_tile[a + kk], w_tile[kk * stride + ln.u], acc);
+            let o = kk * stride + w;
+            let wv = vec4<f32>(w_tile[o], w_tile[o + 1u], w_tile[o + 2u], w_tile[o + 3u]);
+            acc = fma_tile(acc, rows_at(a, kk), wv);
         }
         workgroupBarrier();
     }
-    return add_parts(l, vec4<f32>(acc, 0.0, 0.0, 0.0)).x;
+    return add_parts(l, acc);
+}
+
+// The forward epilogue of the lane's tile: the cell file's forward_row for each of its 4 batch
+// rows, sums the recurrent sums of its 4 columns.
+fn forward_tile(ln: Lane, sums: Tile) {
+    if ln.b0 < p.batch {
+        forward_row(ln.b0, ln.c0, sums.r0);
+    }
+    if ln.b0 + 1u < p.batch {
+        forward_row(ln.b0 + 1u, ln.c0, sums.r1);
+    }
+    if ln.b0 + 2u < p.batch {
+        forward_row(ln.b0 + 2u, ln.c0, sums.r2);
+    }
+    if ln.b0 + 3u < p.batch {
+        forward_row(ln.b0 + 3u, ln.c0, sums.r3);
+    }
+}
+
+// The backward epilogue of the lane's tile: each cell file's backward_unit for its 4 rows and 4
+// units, rec the gradient reaching them through W_hh.
+fn backward_tile(ln: Lane, rec: Tile) {
+    backward_row(ln.b0, ln.c0, rec.r0);
+    backward_row(ln.b0 + 1u, ln.c0, rec.r1);
+    backward_row(ln.b0 + 2u, ln.c0, rec.r2);
+    backward_row(ln.b0 + 3u, ln.c0, rec.r3);
+}
+
+fn backward_row(b: u32, j0: u32, rec: vec4<f32>) {
+    if b >= p.batch {
+        return;
+    }
+    for (var q = 0u; q < 4u; q++) {
+        if j0 + q < p.hidden {
+            backward_unit(b, j0 + q, rec[q]);
+        }
+    }
 }
 
 fn valid(b: u32) -> bool {

@@ -768,8 +768,8 @@ struct StepParams {
     bias_hh: u32,
     next_t: u32,
     mode: u32,
-    tile_units: u32,
-    tile_rows: u32,
+    col_groups: u32,
+    row_groups: u32,
     k_split: u32,
     _pad: [u32; 2],
 }
@@ -781,47 +781,48 @@ pub const MAX_STEP_BATCH: usize = 16384;
 /// Threads per workgroup of the step kernels, and their tile limits; must match
 /// shaders/step_common.wgsl (STEP_WG, the sizes of rows_tile and w_tile, KC).
 const STEP_WG: usize = 64;
-const STEP_MAX_ROWS: usize = 32;
-const STEP_MAX_W_ROWS: usize = 64;
+const STEP_MAX_ROW_GROUPS: usize = 8;
+const STEP_MAX_COL_GROUPS: usize = 16;
 const STEP_KC: usize = 32;
 
 /// Workgroups a step dispatch should have at least, where the shape allows: two per SM of a
 /// 132-SM GPU.
 pub const STEP_MIN_WORKGROUPS: usize = 256;
 
-/// How a step kernel's 64 threads share out a tile of `units` units x `rows` batch rows, the sum
-/// of each output split `k_split` ways (shaders/step_common.wgsl).
+/// How a step kernel's 64 threads share out their workgroup's tile: each thread a 4x4 register
+/// tile (4 batch rows x 4 columns), `col_groups` x `row_groups` of them, the sum of each output
+/// split `k_split` ways (shaders/step_common.wgsl). A thread's 4 columns cover `units` units:
+/// the gates of one (the LSTM and GRU forward) or 4 (the RNN forward, every cell backward).
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct StepTiling {
     pub units: usize,
-    pub rows: usize,
+    pub col_groups: usize,
+    pub row_groups: usize,
     pub k_split: usize,
 }
 
 impl StepTiling {
-    /// The tiling of a step of `hidden` units and `batch` rows; `w_rows_per_unit`: the rows of
-    /// W_hh a unit's lanes stage (its gate count forward, 1 backward, where the workgroup stages
-    /// columns). Among the tilings that fit the kernel (powers of two, the lanes a tile leaves
-    /// splitting its sums), the one that comes nearest [`STEP_MIN_WORKGROUPS`], then splits the
-    /// sums least (fewer parts to add), then computes the least padding, then stages the fewest
-    /// values per output.
-    pub fn new(hidden: usize, batch: usize, w_rows_per_unit: usize) -> StepTiling {
+    /// The tiling of a step of `hidden` units and `batch` rows, a thread's columns covering
+    /// `units` units. Among the tilings that fit the kernel (powers of two, the lanes a tile
+    /// leaves splitting its sums), the one that comes nearest [`STEP_MIN_WORKGROUPS`], then
+    /// splits the sums least (fewer parts to add), then computes the least padding, then stages
+    /// the fewest values per output.
+    pub fn new(hidden: usize, batch: usize, units: usize) -> StepTiling {
         let pow2 = |limit: usize| (0..).map(|e| 1usize << e).take_while(move |&v| v <= limit);
         let mut best: Option<((usize, usize, usize, usize), StepTiling)> = None;
-        for rows in pow2(STEP_MAX_ROWS) {
-            for units in pow2(STEP_WG / rows) {
-                if units * w_rows_per_unit > STEP_MAX_W_ROWS {
-                    continue;
-                }
+        for row_groups in pow2(STEP_MAX_ROW_GROUPS) {
+            for col_groups in pow2(STEP_MAX_COL_GROUPS.min(STEP_WG / row_groups)) {
                 // Every lane busy: the rest of the 64 split the sums.
-                let k_split = (STEP_WG / (rows * units)).min(STEP_KC);
-                let groups = hidden.div_ceil(units) * batch.div_ceil(rows);
-                let padded = hidden.div_ceil(units) * units * batch.div_ceil(rows) * rows;
+                let k_split = (STEP_WG / (row_groups * col_groups)).min(STEP_KC);
+                let t = StepTiling { units, col_groups, row_groups, k_split };
+                let [x, y, _] = t.groups(hidden, batch);
+                let groups = (x * y) as usize;
+                let padded = x as usize * units * col_groups * y as usize * 4 * row_groups;
                 // Values staged per chunk for each output of the tile.
-                let staged = (units * w_rows_per_unit + rows) * 1024 / (units * rows);
+                let staged = (col_groups + row_groups) * 1024 / (units * col_groups * row_groups);
                 let key = (STEP_MIN_WORKGROUPS.saturating_sub(groups), k_split, padded, staged);
                 if best.as_ref().is_none_or(|(k, _)| key < *k) {
-                    best = Some((key, StepTiling { units, rows, k_split }));
+                    best = Some((key, t));
                 }
             }
         }
@@ -829,7 +830,7 @@ impl StepTiling {
     }
 
     fn groups(&self, hidden: usize, batch: usize) -> [u32; 3] {
-        [hidden.div_ceil(self.units) as u32, batch.div_ceil(self.rows) as u32, 1]
+        [hidden.div_ceil(self.units * self.col_groups) as u32, batch.div_ceil(4 * self.row_groups) as u32, 1]
     }
 }
 
@@ -847,8 +848,10 @@ impl StepCheck {
     /// `gates`: the cell's gate count; `backward`: the backward kernel (a sum over G*H for each
     /// unit) rather than the forward one (G sums over H).
     fn new(op: &'static str, s: Step, gates: usize, backward: bool) -> StepCheck {
-        let w_rows = if backward { 1 } else { gates };
-        let tiling = StepTiling::new(s.hidden, s.batch, w_rows);
+        // A thread's 4 columns: the gates of one unit forward (shaders/*.wgsl::FORWARD_UNITS),
+        // 4 units where there is one gate, and backward.
+        let units = if backward || gates == 1 { 4 } else { 1 };
+        let tiling = StepTiling::new(s.hidden, s.batch, units);
         let macs =
             if backward && s.mode == StepMode::First { 0 } else { gates * s.hidden * s.hidden * s.batch };
         StepCheck { op, s, tiling, macs: macs as u64 }
@@ -901,8 +904,8 @@ impl StepCheck {
                 StepMode::Later => 1,
                 StepMode::Initial => 2,
             },
-            tile_units: self.tiling.units as u32,
-            tile_rows: self.tiling.rows as u32,
+            col_groups: self.tiling.col_groups as u32,
+            row_groups: self.tiling.row_groups as u32,
             k_split: self.tiling.k_split as u32,
             _pad: [0; 2],
         })
@@ -1251,4 +1254,63 @@ pub fn softmax_backward(
     need(OP, "dy", dy, rows * cols)?;
     let groups = groups_1d(prog.ctx(), rows, WG);
     prog.dispatch("loss", OP, &[], &[(2, dx), (3, y), (5, dy)], &p, groups)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// The four standard cases fill a large GPU: every per-time-step dispatch has at least 256
+    /// workgroups, forward and backward, every lane busy.
+    #[test]
+    fn the_standard_cases_give_every_step_dispatch_256_workgroups() {
+        for (gates, hidden, batch) in [(1, 256, 32), (4, 256, 32), (3, 256, 32), (4, 512, 64)] {
+            for backward in [false, true] {
+                let units = if backward || gates == 1 { 4 } else { 1 };
+                let t = StepTiling::new(hidden, batch, units);
+                let [x, y, _] = t.groups(hidden, batch);
+                assert!(x * y >= STEP_MIN_WORKGROUPS as u32, "G={gates} H={hidden} B={batch}: {t:?}");
+                assert_eq!(t.col_groups * t.row_groups * t.k_split, STEP_WG, "{t:?}: idle lanes");
+            }
+        }
+    }
+
+    /// Every tiling fits the kernel's workgroup memory and lanes, whatever the shape.
+    #[test]
+    fn every_tiling_fits_the_step_kernels() {
+        for units in [1, 4] {
+            for hidden in [1, 2, 3, 5, 31, 64, 65, 200, 256, 1000, 4096] {
+                for batch in [1, 2, 3, 7, 8, 31, 64, 100, 4096] {
+                    let t = StepTiling::new(hidden, batch, units);
+                    assert!(
+                        t.row_groups <= STEP_MAX_ROW_GROUPS && t.col_groups <= STEP_MAX_COL_GROUPS,
+                        "{t:?}"
+                    );
+                    assert!(t.col_groups * t.row_groups * t.k_split <= STEP_WG, "{t:?}");
+                    assert!(t.k_split <= STEP_KC && STEP_KC % t.k_split == 0, "{t:?}");
+                }
+            }
+        }
+    }
+
+    /// The narrow head (65 logits over T*B rows) runs as its transpose in 32x128 tiles, and the
+    /// deep weight-gradient products fill 256 workgroups.
+    #[test]
+    fn matmul_plans_avoid_empty_tiles_and_fill_the_gpu() {
+        let head = MatmulPlan::new(&Matmul::new(2048, 65, 256).trans_b());
+        assert_eq!((head.tile, head.trans_c), (MatmulTile::NARROW, true), "{head:?}");
+        let dw_hh = MatmulPlan::new(&Matmul::new(2048, 512, 6400).trans_a().accumulate());
+        let [x, y] = dw_hh.groups();
+        assert!(x * y >= 256, "{dw_hh:?}");
+        let big = MatmulPlan::new(&Matmul::new(4096, 4096, 4096));
+        assert_eq!(big.tile, MatmulTile::LARGE);
+        // Every tile's staged slices fit the kernel's two 512-vec4 buffers.
+        for t in MatmulTile::ALL {
+            assert!(
+                t.rows <= 128
+                    && t.cols <= 128
+                    && (t.rows / t.per_thread.0) * (t.cols / t.per_thread.1) == 256
+            );
+        }
+    }
 }
