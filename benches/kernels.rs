@@ -99,7 +99,7 @@ fn bench(c: &mut Criterion) {
     let dg = rng.uniform_vec(n4, -1.0, 1.0);
     let (gdg, gdb) = (up(&ctx, &dg), up(&ctx, &vec![0.0; 4 * s.h]));
     let mut prog = Program::new(&ctx);
-    gk::bias_grad(&mut prog, &gdb, &gdg, rows, 4 * s.h).unwrap();
+    gk::bias_grad(&mut prog, &gdb, None, &gdg, rows, 4 * s.h).unwrap();
     let (mut db, mut dbn) = (vec![0.0; 4 * s.h], vec![0.0; 4 * s.h]);
     pair(
         c,

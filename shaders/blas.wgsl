@@ -3,6 +3,7 @@
 //   scale:     x *= alpha
 //   axpy:      y += alpha * x
 //   bias_grad: db[j] += sum_r dy[r, j]      see below
+//   bias_grad_pair: the same sums added to db and to db2 (the RNN's and LSTM's b_ih and b_hh)
 
 struct Params {
     n: u32,     // elements (fill, scale, axpy) or columns (bias_grad)
@@ -16,6 +17,7 @@ struct Params {
 var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
+@group(0) @binding(3) var<storage, read_write> y2: array<f32>; // bias_grad_pair's db2
 
 @compute @workgroup_size(256)
 fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
@@ -47,10 +49,8 @@ fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 const BIAS_COLS: u32 = 32u; // must match src/gpu/kernels.rs::BIAS_GRAD_COLS
 var<workgroup> col_sums: array<f32, 256>;
 
-@compute @workgroup_size(256)
-fn bias_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
-    p = params;
-    let j = wg.x * BIAS_COLS + tid % BIAS_COLS;
+// The sum of column j of x, valid in the workgroup's first BIAS_COLS threads.
+fn column_sum(j: u32, tid: u32) -> f32 {
     var s = 0.0;
     if j < p.cols {
         for (var r = tid / BIAS_COLS; r < p.rows; r += 8u) {
@@ -59,11 +59,32 @@ fn bias_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_ind
     }
     col_sums[tid] = s;
     workgroupBarrier();
-    if tid < BIAS_COLS && j < p.cols {
-        var total = 0.0;
+    var total = 0.0;
+    if tid < BIAS_COLS {
         for (var q = 0u; q < 8u; q++) {
             total += col_sums[q * BIAS_COLS + tid];
         }
+    }
+    return total;
+}
+
+@compute @workgroup_size(256)
+fn bias_grad(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    p = params;
+    let j = wg.x * BIAS_COLS + tid % BIAS_COLS;
+    let total = column_sum(j, tid);
+    if tid < BIAS_COLS && j < p.cols {
         y[j] += total;
+    }
+}
+
+@compute @workgroup_size(256)
+fn bias_grad_pair(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) tid: u32) {
+    p = params;
+    let j = wg.x * BIAS_COLS + tid % BIAS_COLS;
+    let total = column_sum(j, tid);
+    if tid < BIAS_COLS && j < p.cols {
+        y[j] += total;
+        y2[j] += total;
     }
 }

@@ -17,16 +17,22 @@
 // BN), as vec4s of 4 rows (of A) or 4 columns (of B): each thread loads 4 values that form one
 // vec4 of a tile, walking the stored layout's contiguous dimension across neighbouring threads
 // (coalesced), and stores it with one vec4 store. Edges read zero and are never stored.
+//
+// Split-K, for deep products with few outputs (the weight gradients, summed over T·B): workgroup
+// z of a grid of PARTS along z sums k in [z·k_chunk, (z + 1)·k_chunk) and writes its product,
+// without bias or accumulation, to part z of a scratch buffer (the caller's layout, M·N apart);
+// matmul_sum_parts then adds the parts in order (deterministic) into C, with the bias and the
+// accumulation. It turns the 64 workgroups of the LSTM H=512 dW_hh into 256.
 
 struct MatmulParams {
     m: u32,
     n: u32,
     k: u32,
     accumulate: u32, // 1: C += op(A)·op(B); 0: C = op(A)·op(B)
+    k_chunk: u32,    // k of one part: k itself without split-K
+    parts: u32,      // split-K parts (1: none); matmul then writes part wg.z of the scratch
     _pad0: u32,
     _pad1: u32,
-    _pad2: u32,
-    _pad3: u32,
 }
 // must match src/gpu/kernels.rs::MatmulParams
 
@@ -45,11 +51,13 @@ override THREADS_Y: u32 = 256u / THREADS_X;
 override BM: u32 = THREADS_Y * TILE_M;
 override BN: u32 = THREADS_X * TILE_N;
 const BK: u32 = 8u;
+var<private> k_end: u32; // the end of this workgroup's part of k
 
 @group(0) @binding(0) var<storage, read> params: MatmulParams;
 var<private> p: MatmulParams; // params, copied once per thread (common.wgsl)
-@group(0) @binding(1) var<storage, read_write> c: array<f32>; // (M, N)
-@group(0) @binding(2) var<storage, read> a: array<f32>;       // (M, K), or (K, M) if TRANS_A
+@group(0) @binding(1) var<storage, read_write> c: array<f32>; // (M, N), or (PARTS, M, N) parts
+@group(0) @binding(2) var<storage, read> a: array<f32>;       // (M, K), or (K, M) if TRANS_A;
+                                                              // the parts in matmul_sum_parts
 @group(0) @binding(3) var<storage, read> b: array<f32>;       // (K, N), or (N, K) if TRANS_B
 @group(0) @binding(4) var<storage, read> bias: array<f32>;    // BIAS: (N) of the caller's C
 
@@ -58,7 +66,7 @@ var<workgroup> a_tile: array<vec4<f32>, 512>;
 var<workgroup> b_tile: array<vec4<f32>, 512>;
 
 fn a_at(r: u32, kk: u32) -> f32 {
-    if r >= p.m || kk >= p.k {
+    if r >= p.m || kk >= k_end {
         return 0.0;
     }
     if TRANS_A {
@@ -68,7 +76,7 @@ fn a_at(r: u32, kk: u32) -> f32 {
 }
 
 fn b_at(kk: u32, col: u32) -> f32 {
-    if col >= p.n || kk >= p.k {
+    if col >= p.n || kk >= k_end {
         return 0.0;
     }
     if TRANS_B {
@@ -143,9 +151,11 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     let ty = tid / THREADS_X;
     // The slice count from the read-only parameters, not their private copy: the barriers need
     // control flow the uniformity analysis (Tint) can prove uniform.
-    let slices = (params.k + BK - 1u) / BK;
-    var a_next = load_a(row0, 0u, tid);
-    var b_next = load_b(col0, 0u, tid);
+    let k0 = wg.z * params.k_chunk;
+    k_end = min(params.k, k0 + params.k_chunk);
+    let slices = (min(params.k, k0 + params.k_chunk) - k0 + BK - 1u) / BK;
+    var a_next = load_a(row0, k0, tid);
+    var b_next = load_b(col0, k0, tid);
     store_a(0u, tid, a_next);
     store_b(0u, tid, b_next);
     workgroupBarrier();
@@ -154,8 +164,8 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     for (var t = 0u; t < slices; t++) {
         let buf = t % 2u;
         if t + 1u < slices {
-            a_next = load_a(row0, (t + 1u) * BK, tid);
-            b_next = load_b(col0, (t + 1u) * BK, tid);
+            a_next = load_a(row0, k0 + (t + 1u) * BK, tid);
+            b_next = load_b(col0, k0 + (t + 1u) * BK, tid);
         }
         for (var kk = 0u; kk < BK; kk++) {
             let a_row = (buf * BK + kk) * (BM / 4u) + ty;
@@ -190,7 +200,7 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
                 let col = col0 + 4u * (h * THREADS_X + tx);
                 for (var e = 0u; e < 4u; e++) {
                     if col + e < p.n {
-                        store(r, col + e, v[e]);
+                        store(wg.z, r, col + e, v[e]);
                     }
                 }
             }
@@ -198,8 +208,12 @@ fn matmul(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index)
     }
 }
 
-fn store(r: u32, col: u32, v: f32) {
+fn store(part: u32, r: u32, col: u32, v: f32) {
     let idx = c_index(r, col);
+    if p.parts > 1u {
+        c[part * p.m * p.n + idx] = v;
+        return;
+    }
     var x = v;
     if BIAS {
         x += bias[select(col, r, TRANS_C)];
@@ -208,4 +222,27 @@ fn store(r: u32, col: u32, v: f32) {
         x += c[idx];
     }
     c[idx] = x;
+}
+
+// C (+)= the sum of the PARTS parts in a (in order) (+ bias): one thread per element of C.
+@compute @workgroup_size(256)
+fn matmul_sum_parts(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
+    p = params;
+    let i = linear_id(gid, nwg);
+    let mn = p.m * p.n;
+    if i >= mn {
+        return;
+    }
+    var x = 0.0;
+    for (var z = 0u; z < p.parts; z++) {
+        x += a[z * mn + i];
+    }
+    if BIAS {
+        // The caller's C has select(p.n, p.m, TRANS_C) columns.
+        x += bias[i % select(p.n, p.m, TRANS_C)];
+    }
+    if p.accumulate != 0u {
+        x += c[i];
+    }
+    c[i] = x;
 }

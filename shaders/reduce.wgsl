@@ -4,17 +4,24 @@
 //                   elements, and each workgroup adds its threads' sums in a fixed tree into
 //                   partial[workgroup].
 //   reduce_final:   one workgroup adds the PARTS partials in the same tree into out[index]
-//                   (written, or added when accumulate is set).
+//                   (written, or added when accumulate is set). With FINALIZE, out is the step
+//                   state, the sum the squared gradient norm, and the same thread then decides
+//                   the step (finalize): one dispatch fewer than a kernel of its own.
 
 struct Params {
     n: u32,          // elements of x (partial) or partials (final)
     parts: u32,      // PARTS: the workgroups of the first pass (src/gpu/kernels.rs::REDUCE_PARTS)
     index: u32,      // final: where in out the sum goes
     accumulate: u32, // final: 1 adds to out[index]
+    max_norm: f32,   // FINALIZE: the clipping norm, 0 for none
+    _pad0: u32,
+    _pad1: u32,
+    _pad2: u32,
 }
 // must match src/gpu/kernels.rs::ReduceParams
 
 override SQUARE: bool = false;
+override FINALIZE: bool = false;
 
 @group(0) @binding(0) var<storage, read> params: Params;
 var<private> p: Params; // params, copied once per thread (common.wgsl)
@@ -68,5 +75,29 @@ fn reduce_final(@builtin(local_invocation_index) tid: u32) {
             total += out[p.index];
         }
         out[p.index] = total;
+        if FINALIZE {
+            finalize(total);
+        }
+    }
+}
+
+// The step's decision from the loss and the squared gradient norm sumsq in the step state out:
+// finite or not (the optimizers skip a non-finite step, the counters say which it was), and the
+// clipping scale the optimizers apply (PyTorch's clip_grad_norm_: max_norm / (norm + 1e-6), at
+// most 1).
+fn finalize(sumsq: f32) {
+    let norm = sqrt(sumsq);
+    out[GRAD_NORM] = norm;
+    var clip = 1.0;
+    if p.max_norm > 0.0 && norm > p.max_norm {
+        clip = p.max_norm / (norm + 1e-6);
+    }
+    out[CLIP_SCALE] = clip;
+    if is_finite_f32(out[LOSS]) && is_finite_f32(sumsq) {
+        out[OK] = 1.0;
+        out[STEP] += 1.0;
+    } else {
+        out[OK] = 0.0;
+        out[SKIPPED] += 1.0;
     }
 }

@@ -79,6 +79,19 @@ pub trait Backend {
         p: Matmul,
     ) -> Result<()>;
     fn bias_grad(&mut self, db: &Self::Buf, dy: &Self::Buf, rows: usize, cols: usize) -> Result<()>;
+    /// `bias_grad` into `db` and `db2`, the same column sums into each (the RNN's and LSTM's
+    /// b_ih and b_hh): one kernel on the GPU.
+    fn bias_grad_pair(
+        &mut self,
+        db: &Self::Buf,
+        db2: &Self::Buf,
+        dy: &Self::Buf,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        self.bias_grad(db, dy, rows, cols)?;
+        self.bias_grad(db2, dy, rows, cols)
+    }
     fn axpy(&mut self, y: &Self::Buf, x: &Self::Buf, alpha: f32) -> Result<()>;
     fn tanh_forward(&mut self, y: &Self::Buf, x: &Self::Buf) -> Result<()>;
     fn tanh_backward(&mut self, dx: &Self::Buf, y: &Self::Buf, dy: &Self::Buf) -> Result<()>;
@@ -129,8 +142,9 @@ pub trait Backend {
         seeds: &Self::IBuf,
         p: Dropout,
     ) -> Result<()>;
-    fn finalize_step(&mut self, state: &Self::Buf, max_norm: f32) -> Result<()>;
-    fn clip_by_norm(&mut self, grad: &Self::Buf, state: &Self::Buf) -> Result<()>;
+    /// The squared norm of `grads` into the step state, then the step's decision: finite or not,
+    /// and the clipping scale for `max_norm` (0: none), which the optimizers apply to the gradient.
+    fn finalize_step(&mut self, state: &Self::Buf, grads: &Self::Buf, max_norm: f32) -> Result<()>;
     fn clip_by_value(&mut self, grad: &Self::Buf, lo: f32, hi: f32) -> Result<()>;
     fn sgd(
         &mut self,

@@ -74,6 +74,9 @@ pub mod step_state {
     /// The learning rate of the step, written by the host (a schedule needs no new program).
     pub const LR: usize = 7;
     pub const LEN: usize = 8;
+    /// The sum that `finalize_step` leaves at GRAD_SUMSQ: the squared gradient norm.
+    pub const GRAD_NORM_SQUARED: super::Reduce =
+        super::Reduce { index: GRAD_SUMSQ, square: true, accumulate: false };
 }
 
 /// The recurrent cell of a layer.

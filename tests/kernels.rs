@@ -61,7 +61,7 @@ fn activations_match_cpu() {
 fn vector_and_bias_kernels_match_cpu() {
     let Some(ctx) = gpu() else { return };
     let mut checks = Vec::new();
-    for kernel in ["fill", "scale", "axpy", "bias_grad"] {
+    for kernel in ["fill", "scale", "axpy", "bias_grad", "bias_grad_pair"] {
         for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3), (3, 4), (130, 260)] {
             checks.push(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64).unwrap());
         }
@@ -116,7 +116,7 @@ fn a_non_finite_step_leaves_parameters_and_state_untouched() {
     let mut param = vec![0.5f32; 4];
     let mut state = vec![0.0f32; rnn_gpu::ops::step_state::LEN];
     state[rnn_gpu::ops::step_state::LOSS] = f32::NAN;
-    rnn_gpu::reference::kernels::finalize_step(&mut state, 1.0);
+    rnn_gpu::reference::kernels::finalize_step(&mut state, &[1.0; 4], 1.0);
     let o = rnn_gpu::train::optim::Sgd { lr: 1.0, momentum: 0.0, nesterov: false, weight_decay: 0.0 };
     rnn_gpu::reference::kernels::sgd(&mut param, &[1.0; 4], None, &state, o);
     assert_eq!(param, vec![0.5; 4]);
@@ -127,17 +127,15 @@ fn a_non_finite_step_leaves_parameters_and_state_untouched() {
 #[test]
 fn clipping_by_value_keeps_non_finite_gradients_for_the_guard() {
     use rnn_gpu::gpu::{Program, kernels as gk};
-    use rnn_gpu::ops::{Reduce, step_state};
+    use rnn_gpu::ops::step_state;
     use rnn_gpu::reference::kernels as cpu;
     let grad = [1.0f32, f32::NAN, -5.0, f32::INFINITY, 0.003];
-    let sumsq = Reduce { index: step_state::GRAD_SUMSQ, square: true, accumulate: false };
 
     let mut want = grad;
     let mut state = vec![0.0f32; step_state::LEN];
     state[step_state::LOSS] = 1.0;
     cpu::clip_by_value(&mut want, -0.5, 0.5);
-    cpu::reduce(&mut state, &want, sumsq);
-    cpu::finalize_step(&mut state, 0.0);
+    cpu::finalize_step(&mut state, &want, 0.0);
     assert!(want[1].is_nan() && want[3] == f32::INFINITY, "{want:?}");
     assert_eq!([want[0], want[2], want[4]], [0.5, -0.5, 0.003]);
     assert_eq!((state[step_state::OK], state[step_state::SKIPPED]), (0.0, 1.0));
@@ -150,8 +148,7 @@ fn clipping_by_value_keeps_non_finite_gradients_for_the_guard() {
     let scratch = ctx.alloc("scratch", &[gk::REDUCE_PARTS]).unwrap();
     let mut prog = Program::new(&ctx);
     gk::clip_by_value(&mut prog, &ggrad, -0.5, 0.5).unwrap();
-    gk::reduce(&mut prog, &gstate, &ggrad, &scratch, sumsq).unwrap();
-    gk::finalize_step(&mut prog, &gstate, 0.0).unwrap();
+    gk::finalize_step(&mut prog, &gstate, &ggrad, &scratch, 0.0).unwrap();
     prog.run().unwrap();
     let got = ctx.download(&ggrad).unwrap();
     assert!(got[1].is_nan() && got[3] == f32::INFINITY, "{got:?}");

@@ -157,7 +157,18 @@ impl Backend for GpuBackend {
     }
 
     fn bias_grad(&mut self, db: &GpuTensor, dy: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
-        k::bias_grad(self.prog()?, db, dy, rows, cols)
+        k::bias_grad(self.prog()?, db, None, dy, rows, cols)
+    }
+
+    fn bias_grad_pair(
+        &mut self,
+        db: &GpuTensor,
+        db2: &GpuTensor,
+        dy: &GpuTensor,
+        rows: usize,
+        cols: usize,
+    ) -> Result<()> {
+        k::bias_grad(self.prog()?, db, Some(db2), dy, rows, cols)
     }
 
     fn axpy(&mut self, y: &GpuTensor, x: &GpuTensor, alpha: f32) -> Result<()> {
@@ -242,12 +253,9 @@ impl Backend for GpuBackend {
         k::dropout_backward(self.prog()?, dx, dy, seeds, p)
     }
 
-    fn finalize_step(&mut self, state: &GpuTensor, max_norm: f32) -> Result<()> {
-        k::finalize_step(self.prog()?, state, max_norm)
-    }
-
-    fn clip_by_norm(&mut self, grad: &GpuTensor, state: &GpuTensor) -> Result<()> {
-        k::clip_by_norm(self.prog()?, grad, state)
+    fn finalize_step(&mut self, state: &GpuTensor, grads: &GpuTensor, max_norm: f32) -> Result<()> {
+        let scratch = self.scratch.clone();
+        k::finalize_step(self.prog()?, state, grads, &scratch, max_norm)
     }
 
     fn clip_by_value(&mut self, grad: &GpuTensor, lo: f32, hi: f32) -> Result<()> {

@@ -34,7 +34,9 @@ struct MatmulParams {
     n: u32,
     k: u32,
     accumulate: u32,
-    _pad: [u32; 4],
+    k_chunk: u32,
+    parts: u32,
+    _pad: [u32; 2],
 }
 
 /// `c = op(a)·op(b)` (or `+=`).
@@ -73,8 +75,9 @@ pub fn matmul_bias(
     matmul_planned(prog, c, a, b, bias, MatmulPlan::new(&p))
 }
 
-/// `matmul_bias` as `plan` computes it (tests and benchmarks run every tile shape); the shapes
-/// must have been checked.
+/// `matmul_bias` as `plan` computes it (tests and benchmarks run every tile shape and split); the
+/// shapes must have been checked. A split-K plan writes its parts to the program's scratch and
+/// adds them in a second dispatch.
 pub fn matmul_planned(
     prog: &mut Program,
     c: &GpuTensor,
@@ -90,12 +93,14 @@ pub fn matmul_planned(
         n: to_u32(OP, "n", q.n)?,
         k: to_u32(OP, "k", q.k)?,
         accumulate: q.accumulate as u32,
-        _pad: [0; 4],
+        k_chunk: to_u32(OP, "k_chunk", plan.k_chunk())?,
+        parts: to_u32(OP, "parts", plan.parts)?,
+        _pad: [0; 2],
     };
     let (a, b) = if plan.trans_c { (b, a) } else { (a, b) };
     let groups = plan.groups();
     let max = prog.ctx().limits().max_compute_workgroups_per_dimension as usize;
-    if groups[0] > max || groups[1] > max {
+    if groups.iter().any(|&g| g > max) {
         return Err(Error::range(
             OP,
             "workgroups",
@@ -103,13 +108,28 @@ pub fn matmul_planned(
             format!("at most {max} per dimension"),
         ));
     }
-    let grid = [groups[0] as u32, groups[1] as u32, 1];
+    let grid = [groups[0] as u32, groups[1] as u32, groups[2] as u32];
     // Without a bias the kernel's bias binding still needs a buffer; it reads none of it.
     let bias_arg = bias.unwrap_or(a);
     let constants = plan.constants(bias.is_some());
-    prog.dispatch(OP, "matmul", &constants, &[(1, c), (2, a), (3, b), (4, bias_arg)], &params, grid)?;
+    if plan.parts == 1 {
+        prog.dispatch(OP, "matmul", &constants, &[(1, c), (2, a), (3, b), (4, bias_arg)], &params, grid)?;
+        prog.count_macs(plan.padded_macs() as u64);
+        return Ok(());
+    }
+    let parts = prog.scratch(plan.parts * q.m * q.n)?;
+    prog.dispatch(OP, "matmul", &constants, &[(1, &parts), (2, a), (3, b), (4, bias_arg)], &params, grid)?;
     prog.count_macs(plan.padded_macs() as u64);
-    Ok(())
+    let sum_constants = [("TRANS_C", plan.trans_c as u64), ("BIAS", bias.is_some() as u64)];
+    let groups = groups_1d(prog.ctx(), q.m * q.n, WG);
+    prog.dispatch(
+        OP,
+        "matmul_sum_parts",
+        &sum_constants,
+        &[(1, c), (2, &parts), (4, bias_arg)],
+        &params,
+        groups,
+    )
 }
 
 /// A tile shape of shaders/matmul.wgsl: 256 threads, each `per_thread` (rows, columns) of C.
@@ -143,36 +163,74 @@ impl MatmulTile {
 
 /// Workgroups a large GPU runs at once, two per SM on a 132-SM one: the plan's unit of a wave.
 const WAVE: usize = 264;
+/// The k slice the matmul kernel stages (shaders/matmul.wgsl::BK): a split-K part is a multiple.
+const MATMUL_BK: usize = 8;
+/// The least k of a split-K part: shorter parts would move more partial sums than they save, and
+/// the forward products (k = the input or hidden size) stay one dispatch.
+const MIN_K_CHUNK: usize = 256;
+/// The most partial sums a split may keep (64 MiB, half WebGPU's default binding limit).
+const MAX_PARTIALS: usize = 16 << 20;
+/// Split-K part counts the planner tries.
+const K_SPLITS: [usize; 7] = [1, 2, 4, 8, 16, 32, 64];
+/// The plan's cost model, in multiply-adds of one workgroup slot (a large GPU runs WAVE slots at
+/// about 64 G multiply-adds a second each): one f32 of a split's partials written or read
+/// (about 3 TB/s for the whole GPU), and the extra dispatch of its sum (about 3 us).
+const PARTIAL_COST: f64 = 0.1;
+const DISPATCH_COST: f64 = 2e5;
 
-/// How one matmul runs: the tile shape and the problem it computes. For a narrow C the kernel may
-/// compute Cᵀ = op(B)ᵀ·op(A)ᵀ and store it transposed (TRANS_C), so that the narrow side runs along
-/// the tile's short one.
+/// How one matmul runs: the tile shape, the problem it computes and the split of k. For a narrow C
+/// the kernel may compute Cᵀ = op(B)ᵀ·op(A)ᵀ and store it transposed (TRANS_C), so that the narrow
+/// side runs along the tile's short one. A deep product with few outputs may split k into `parts`
+/// (split-K), each its own workgroups, added afterwards in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct MatmulPlan {
     pub tile: MatmulTile,
     pub problem: Matmul,
     pub trans_c: bool,
+    /// Split-K parts: 1 for none.
+    pub parts: usize,
 }
 
 impl MatmulPlan {
-    /// The plan for `p` of least estimated time: waves of [`WAVE`] workgroups, each wave as long
-    /// as one workgroup's multiply-adds over its tile's efficiency; ties go to the least padding.
+    /// The plan for `p` of least estimated time ([`MatmulPlan::cost`]); ties go to the least
+    /// padding, then to fewer parts.
     pub fn new(p: &Matmul) -> MatmulPlan {
         let mut best: Option<(f64, usize, MatmulPlan)> = None;
-        for plan in MatmulPlan::all(p) {
-            let [gx, gy] = plan.groups();
-            let waves = (gx * gy).div_ceil(WAVE);
-            let time = (waves * plan.tile.rows * plan.tile.cols) as f64 / plan.tile.efficiency();
-            let padded = plan.padded_macs();
-            if best.as_ref().is_none_or(|&(t, pad, _)| time < t || (time == t && padded < pad)) {
-                best = Some((time, padded, plan));
+        for tile in MatmulTile::ALL {
+            for trans_c in [false, true] {
+                for split in K_SPLITS {
+                    if split > 1 && (p.k.div_ceil(split) < MIN_K_CHUNK || p.m * p.n * split > MAX_PARTIALS) {
+                        break;
+                    }
+                    let plan = MatmulPlan::forced(p, tile, trans_c, split);
+                    let (time, padded) = (plan.cost(), plan.padded_macs());
+                    if best.as_ref().is_none_or(|&(t, pad, _)| time < t || (time == t && padded < pad)) {
+                        best = Some((time, padded, plan));
+                    }
+                }
             }
         }
         best.expect("a plan").2
     }
 
-    /// `p` in `tile`, computed as Cᵀ where `trans_c`.
-    pub fn forced(p: &Matmul, tile: MatmulTile, trans_c: bool) -> MatmulPlan {
+    /// The estimated time: waves of [`WAVE`] workgroups, each as long as one workgroup's
+    /// multiply-adds over its tile's efficiency, plus a split's partials and its second dispatch.
+    fn cost(&self) -> f64 {
+        let [gx, gy, parts] = self.groups();
+        let waves = (gx * gy * parts).div_ceil(WAVE);
+        let t = self.tile;
+        let wave = (t.rows * t.cols * self.k_chunk()) as f64 / t.efficiency();
+        let mut time = waves as f64 * wave;
+        if parts > 1 {
+            let outputs = (self.problem.m * self.problem.n) as f64;
+            time += outputs * (parts + 1) as f64 * PARTIAL_COST + DISPATCH_COST;
+        }
+        time
+    }
+
+    /// `p` in `tile`, computed as Cᵀ where `trans_c`, k split into at most `split` parts (each a
+    /// whole number of staged slices; fewer when k is short).
+    pub fn forced(p: &Matmul, tile: MatmulTile, trans_c: bool, split: usize) -> MatmulPlan {
         let problem = if trans_c {
             Matmul {
                 m: p.n,
@@ -185,34 +243,46 @@ impl MatmulPlan {
         } else {
             *p
         };
-        MatmulPlan { tile, problem, trans_c }
+        let chunk = p.k.div_ceil(split.max(1)).div_ceil(MATMUL_BK) * MATMUL_BK;
+        MatmulPlan { tile, problem, trans_c, parts: p.k.div_ceil(chunk) }
     }
 
-    /// Every plan of `p`: each tile, direct and transposed.
+    /// Every kind of plan of `p` (tests and benchmarks run them all): each tile, direct and
+    /// transposed, unsplit and split into 3 parts (the last one shorter).
     pub fn all(p: &Matmul) -> Vec<MatmulPlan> {
         let mut v = Vec::new();
         for tile in MatmulTile::ALL {
             for trans_c in [false, true] {
-                v.push(MatmulPlan::forced(p, tile, trans_c));
+                for split in [1, 3] {
+                    v.push(MatmulPlan::forced(p, tile, trans_c, split));
+                }
             }
         }
+        v.dedup();
         v
     }
 
-    /// A name for the plan: the tile, and `_as_ct` where it computes Cᵀ.
-    pub fn name(&self) -> String {
-        format!("matmul_{}x{}{}", self.tile.rows, self.tile.cols, if self.trans_c { "_as_ct" } else { "" })
+    /// k of one split-K part (k itself when unsplit).
+    pub fn k_chunk(&self) -> usize {
+        self.problem.k.div_ceil(self.parts).div_ceil(MATMUL_BK) * MATMUL_BK
     }
 
-    /// Workgroups along C's columns and rows.
-    pub fn groups(&self) -> [usize; 2] {
-        [self.problem.n.div_ceil(self.tile.cols), self.problem.m.div_ceil(self.tile.rows)]
+    /// A name for the plan: the tile, `_as_ct` where it computes Cᵀ, `_split<parts>` where split.
+    pub fn name(&self) -> String {
+        let t = if self.trans_c { "_as_ct" } else { "" };
+        let split = if self.parts > 1 { format!("_split{}", self.parts) } else { String::new() };
+        format!("matmul_{}x{}{t}{split}", self.tile.rows, self.tile.cols)
+    }
+
+    /// Workgroups along C's columns, its rows, and the parts of k.
+    pub fn groups(&self) -> [usize; 3] {
+        [self.problem.n.div_ceil(self.tile.cols), self.problem.m.div_ceil(self.tile.rows), self.parts]
     }
 
     /// Multiply-adds the grid performs, its padding included.
     pub fn padded_macs(&self) -> usize {
-        let [gx, gy] = self.groups();
-        gx * self.tile.cols * gy * self.tile.rows * self.problem.k
+        let [gx, gy, parts] = self.groups();
+        gx * self.tile.cols * gy * self.tile.rows * parts * self.k_chunk()
     }
 
     /// The override constants of shaders/matmul.wgsl.
@@ -337,8 +407,16 @@ pub fn axpy(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, alpha: f32) -> Res
     blas(prog, "axpy", y, Some(x), p, n)
 }
 
-/// `db[j] += sum_r dy[r, j]` for dy `(rows, cols)`.
-pub fn bias_grad(prog: &mut Program, db: &GpuTensor, dy: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
+/// `db[j] += sum_r dy[r, j]` for dy `(rows, cols)`, and `db2[j] +=` the same where given: one
+/// dispatch for two biases with one gradient.
+pub fn bias_grad(
+    prog: &mut Program,
+    db: &GpuTensor,
+    db2: Option<&GpuTensor>,
+    dy: &GpuTensor,
+    rows: usize,
+    cols: usize,
+) -> Result<()> {
     need("bias_grad", "db", db, cols)?;
     need("bias_grad", "dy", dy, rows * cols)?;
     let p = BlasParams {
@@ -348,7 +426,13 @@ pub fn bias_grad(prog: &mut Program, db: &GpuTensor, dy: &GpuTensor, rows: usize
         alpha: 0.0,
     };
     let groups = [to_u32("bias_grad", "workgroups", cols.div_ceil(BIAS_GRAD_COLS))?, 1, 1];
-    prog.dispatch("blas", "bias_grad", &[], &[(1, db), (2, dy)], &p, groups)
+    match db2 {
+        None => prog.dispatch("blas", "bias_grad", &[], &[(1, db), (2, dy)], &p, groups),
+        Some(db2) => {
+            need("bias_grad", "db2", db2, cols)?;
+            prog.dispatch("blas", "bias_grad_pair", &[], &[(1, db), (2, dy), (3, db2)], &p, groups)
+        }
+    }
 }
 
 /// Columns per workgroup of `bias_grad`; must match shaders/blas.wgsl::BIAS_COLS.
@@ -365,6 +449,8 @@ struct ReduceParams {
     parts: u32,
     index: u32,
     accumulate: u32,
+    max_norm: f32,
+    _pad: [u32; 3],
 }
 
 /// Partial sums the first pass leaves for the second: its workgroups.
@@ -379,13 +465,40 @@ pub fn reduce(
     scratch: &GpuTensor,
     p: Reduce,
 ) -> Result<()> {
+    reduce_then(prog, out, x, scratch, p, None)
+}
+
+/// The squared norm of `grads` into `state[GRAD_SUMSQ]`, then the step's decision: finite or not,
+/// and the clipping scale for `max_norm` (0: no clipping) that the optimizers apply. The decision
+/// runs in the reduction's last dispatch.
+pub fn finalize_step(
+    prog: &mut Program,
+    state: &GpuTensor,
+    grads: &GpuTensor,
+    scratch: &GpuTensor,
+    max_norm: f32,
+) -> Result<()> {
+    need_state("finalize_step", state)?;
+    reduce_then(prog, state, grads, scratch, step_state::GRAD_NORM_SQUARED, Some(max_norm))
+}
+
+/// `reduce`, its last dispatch deciding the step for `finalize`'s max_norm where given.
+fn reduce_then(
+    prog: &mut Program,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    scratch: &GpuTensor,
+    p: Reduce,
+    finalize: Option<f32>,
+) -> Result<()> {
     const OP: &str = "reduce";
     need(OP, "scratch", scratch, REDUCE_PARTS)?;
     if p.index >= out.len() {
         return Err(Error::range(OP, "index", p.index, format!("below {}", out.len())));
     }
     let n = to_u32(OP, "n", x.len())?;
-    let first = ReduceParams { n, parts: REDUCE_PARTS as u32, index: 0, accumulate: 0 };
+    let first =
+        ReduceParams { n, parts: REDUCE_PARTS as u32, index: 0, accumulate: 0, max_norm: 0.0, _pad: [0; 3] };
     prog.dispatch(
         "reduce",
         "reduce_partial",
@@ -399,8 +512,11 @@ pub fn reduce(
         parts: REDUCE_PARTS as u32,
         index: p.index as u32,
         accumulate: p.accumulate as u32,
+        max_norm: finalize.unwrap_or(0.0),
+        _pad: [0; 3],
     };
-    prog.dispatch("reduce", "reduce_final", &[], &[(1, out), (2, scratch)], &second, [1, 1, 1])
+    let constants = [("FINALIZE", finalize.is_some() as u64)];
+    prog.dispatch("reduce", "reduce_final", &constants, &[(1, out), (2, scratch)], &second, [1, 1, 1])
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -503,31 +619,13 @@ struct OptimParams {
     beta2: f32,
     eps: f32,
     weight_decay: f32,
-    max_norm: f32,
     lo: f32,
     hi: f32,
-    _pad: [u32; 3],
+    _pad: [u32; 4],
 }
 
 fn need_state(op: &'static str, state: &GpuTensor) -> Result<()> {
     need(op, "step state", state, step_state::LEN)
-}
-
-/// Decides from the loss and gradient norm in `state` whether the step is finite, and sets the
-/// clipping scale for `max_norm` (0: no clipping).
-pub fn finalize_step(prog: &mut Program, state: &GpuTensor, max_norm: f32) -> Result<()> {
-    need_state("finalize_step", state)?;
-    let p = OptimParams { max_norm, ..Default::default() };
-    prog.dispatch("optim", "finalize_step", &[], &[(1, state)], &p, [1, 1, 1])
-}
-
-/// `grad *= state[CLIP_SCALE]`
-pub fn clip_by_norm(prog: &mut Program, grad: &GpuTensor, state: &GpuTensor) -> Result<()> {
-    need_state("clip_by_norm", state)?;
-    let n = grad.len();
-    let p = OptimParams { n: to_u32("clip_by_norm", "n", n)?, ..Default::default() };
-    let groups = groups_1d(prog.ctx(), n, WG);
-    prog.dispatch("optim", "clip_by_norm", &[], &[(1, state), (2, grad)], &p, groups)
 }
 
 /// `grad = clamp(grad, lo, hi)`
@@ -1300,8 +1398,14 @@ mod tests {
         let head = MatmulPlan::new(&Matmul::new(2048, 65, 256).trans_b());
         assert_eq!((head.tile, head.trans_c), (MatmulTile::NARROW, true), "{head:?}");
         let dw_hh = MatmulPlan::new(&Matmul::new(2048, 512, 6400).trans_a().accumulate());
-        let [x, y] = dw_hh.groups();
-        assert!(x * y >= 256, "{dw_hh:?}");
+        let [x, y, z] = dw_hh.groups();
+        assert!(x * y * z >= 256 && dw_hh.parts > 1, "{dw_hh:?}");
+        // Every part is a whole number of slices, and the parts cover k exactly.
+        for (k, split) in [(6400, 4), (67, 3), (9, 2), (8, 3), (1, 64)] {
+            let plan = MatmulPlan::forced(&Matmul::new(5, 7, k), MatmulTile::MEDIUM, false, split);
+            let chunk = plan.k_chunk();
+            assert!(chunk % MATMUL_BK == 0 && (plan.parts - 1) * chunk < k && plan.parts * chunk >= k);
+        }
         let big = MatmulPlan::new(&Matmul::new(4096, 4096, 4096));
         assert_eq!(big.tile, MatmulTile::LARGE);
         // Every tile's staged slices fit the kernel's two 512-vec4 buffers.

@@ -68,6 +68,7 @@ pub struct Program {
     commands: Vec<Command>,
     param_chunks: Vec<wgpu::Buffer>,
     param_used: u64,
+    scratch: Option<GpuTensor>,
 }
 
 /// Workgroups for `n` threads of workgroups of `wg`, spread over y past the per-dimension limit
@@ -92,6 +93,7 @@ impl Program {
             commands: Vec::new(),
             param_chunks: Vec::new(),
             param_used: PARAM_CHUNK,
+            scratch: None,
         }
     }
 
@@ -129,6 +131,19 @@ impl Program {
         if let Some(Command::Dispatch { macs, .. }) = self.commands.last_mut() {
             *macs = n;
         }
+    }
+
+    /// `len` elements of the program's scratch: the intermediate of one kernel pair (the split-K
+    /// partials), which the pair's second dispatch consumes before any later dispatch asks for
+    /// scratch again. Grown (a new buffer) when too small; the dispatches recorded earlier keep
+    /// theirs alive through their bind groups.
+    pub(crate) fn scratch(&mut self, len: usize) -> Result<GpuTensor> {
+        if self.scratch.as_ref().is_none_or(|t| t.len() < len) {
+            let t = self.ctx.alloc("program scratch", &[len])?;
+            self.meter.allocated(t.bytes());
+            self.scratch = Some(t);
+        }
+        self.scratch.as_ref().expect("allocated above").view(0, &[len])
     }
 
     fn param_slot<P: Pod>(&mut self, params: &P) -> Result<(usize, u64)> {

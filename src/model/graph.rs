@@ -669,8 +669,14 @@ impl Graph<'_> {
                     }
                 }
                 // The bias gradients, then the weight gradients: one GEMM each over all steps.
-                be.bias_grad(&w.db_ih, &dgx, tb, g * h)?;
-                be.bias_grad(&w.db_hh, &dgh, tb, g * h)?;
+                // b_ih and b_hh enter the same sums except in the GRU (b_hn is inside r * (.)),
+                // so elsewhere they get the same gradient, summed once.
+                if dw.dgh.is_some() {
+                    be.bias_grad(&w.db_ih, &dgx, tb, g * h)?;
+                    be.bias_grad(&w.db_hh, &dgh, tb, g * h)?;
+                } else {
+                    be.bias_grad_pair(&w.db_ih, &w.db_hh, &dgx, tb, g * h)?;
+                }
                 let hprev_start = if d == 0 { 0 } else { dw.state_base + bh };
                 let hprev = be.view(&dw.states, hprev_start, tb * h)?;
                 match (&x, &ws.tokens) {
@@ -796,15 +802,8 @@ impl Graph<'_> {
         if clip.value > 0.0 {
             be.clip_by_value(&net.grads, -clip.value, clip.value)?;
         }
-        be.reduce(
-            &net.step_state,
-            &net.grads,
-            Reduce { index: step_state::GRAD_SUMSQ, square: true, accumulate: false },
-        )?;
-        be.finalize_step(&net.step_state, clip.max_norm)?;
-        if clip.max_norm > 0.0 {
-            be.clip_by_norm(&net.grads, &net.step_state)?;
-        }
+        // The norm, the decision and the clipping scale; the optimizer applies the scale.
+        be.finalize_step(&net.step_state, &net.grads, clip.max_norm)?;
         let slot = |i: usize| {
             net.opt.get(i).ok_or_else(|| Error::invalid("update", "optimizer state not allocated"))
         };

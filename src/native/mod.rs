@@ -257,14 +257,15 @@ impl Backend for NativeBackend {
         Ok(())
     }
 
-    fn finalize_step(&mut self, state: &Self::Buf, max_norm: f32) -> Result<()> {
-        twin::finalize_step(&mut wr(state)?, max_norm);
-        Ok(())
-    }
-
-    fn clip_by_norm(&mut self, grad: &Self::Buf, state: &Self::Buf) -> Result<()> {
-        let scale = rd(state)?[crate::ops::step_state::CLIP_SCALE];
-        kernels::scale(&mut wr(grad)?, scale);
+    fn finalize_step(&mut self, state: &Self::Buf, grads: &Self::Buf, max_norm: f32) -> Result<()> {
+        let mut state = wr(state)?;
+        kernels::reduce(
+            &mut state,
+            &rd(grads)?,
+            crate::ops::step_state::GRAD_NORM_SQUARED,
+            &mut self.partials,
+        );
+        twin::decide_step(&mut state, max_norm);
         Ok(())
     }
 

@@ -200,13 +200,8 @@ impl<T: Real> Backend for ReferenceBackend<T> {
         Ok(())
     }
 
-    fn finalize_step(&mut self, state: &Self::Buf, max_norm: f32) -> Result<()> {
-        k::finalize_step(&mut wr(state)?, T::from_f32(max_norm));
-        Ok(())
-    }
-
-    fn clip_by_norm(&mut self, grad: &Self::Buf, state: &Self::Buf) -> Result<()> {
-        k::clip_by_norm(&mut wr(grad)?, &rd(state)?);
+    fn finalize_step(&mut self, state: &Self::Buf, grads: &Self::Buf, max_norm: f32) -> Result<()> {
+        k::finalize_step(&mut wr(state)?, &rd(grads)?, T::from_f32(max_norm));
         Ok(())
     }
 

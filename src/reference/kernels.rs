@@ -185,7 +185,16 @@ pub fn mse<T: Real>(
     }
 }
 
-pub fn finalize_step<T: Real>(state: &mut [T], max_norm: T) {
+/// The squared norm of `grads` into `state`, then [`decide_step`].
+pub fn finalize_step<T: Real>(state: &mut [T], grads: &[T], max_norm: T) {
+    reduce(state, grads, step_state::GRAD_NORM_SQUARED);
+    decide_step(state, max_norm);
+}
+
+/// The step's decision from the loss and the squared gradient norm in `state`: finite or not
+/// (the optimizers skip a non-finite step), and the clipping scale for `max_norm` (0: none),
+/// PyTorch's clip_grad_norm_, which the optimizers apply to the gradient.
+pub fn decide_step<T: Real>(state: &mut [T], max_norm: T) {
     use step_state::*;
     let sumsq = state[GRAD_SUMSQ];
     let norm = sumsq.sqrt();
@@ -202,10 +211,6 @@ pub fn finalize_step<T: Real>(state: &mut [T], max_norm: T) {
     }
 }
 
-pub fn clip_by_norm<T: Real>(grad: &mut [T], state: &[T]) {
-    scale(grad, state[step_state::CLIP_SCALE]);
-}
-
 /// Clamps each element to `[lo, hi]`. Non-finite elements stay as they are, so that the
 /// finiteness guard after it (`finalize_step`) still refuses the step.
 pub fn clip_by_value<T: Real>(grad: &mut [T], lo: T, hi: T) {
@@ -218,6 +223,11 @@ fn step_ok<T: Real>(state: &[T]) -> bool {
     state[step_state::OK] != T::ZERO
 }
 
+/// The gradient an optimizer applies: scaled by the step's clipping scale, plus L2 weight decay.
+fn decayed<T: Real>(grad: T, param: T, state: &[T], wd: T) -> T {
+    grad * state[step_state::CLIP_SCALE] + wd * param
+}
+
 pub fn sgd<T: Real>(param: &mut [T], grad: &[T], momentum: Option<&mut [T]>, state: &[T], o: Sgd) {
     if !step_ok(state) {
         return;
@@ -228,7 +238,7 @@ pub fn sgd<T: Real>(param: &mut [T], grad: &[T], momentum: Option<&mut [T]>, sta
     match momentum {
         Some(buf) if o.momentum != 0.0 => {
             for i in 0..param.len() {
-                let g = grad[i] + wd * param[i];
+                let g = decayed(grad[i], param[i], state, wd);
                 buf[i] = mu * buf[i] + g;
                 let step = if o.nesterov { g + mu * buf[i] } else { buf[i] };
                 param[i] -= lr * step;
@@ -236,7 +246,7 @@ pub fn sgd<T: Real>(param: &mut [T], grad: &[T], momentum: Option<&mut [T]>, sta
         }
         _ => {
             for i in 0..param.len() {
-                let g = grad[i] + wd * param[i];
+                let g = decayed(grad[i], param[i], state, wd);
                 param[i] -= lr * g;
             }
         }
@@ -251,7 +261,7 @@ pub fn adagrad<T: Real>(param: &mut [T], grad: &[T], sum: &mut [T], state: &[T],
     let wd = T::from_f32(o.weight_decay);
     let eps = T::from_f32(o.eps);
     for i in 0..param.len() {
-        let g = grad[i] + wd * param[i];
+        let g = decayed(grad[i], param[i], state, wd);
         sum[i] += g * g;
         param[i] -= lr * g / (sum[i].sqrt() + eps);
     }
@@ -269,7 +279,7 @@ pub fn adam<T: Real>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], stat
     let bc1 = T::ONE - b1.powi(t);
     let bc2 = T::ONE - b2.powi(t);
     for i in 0..param.len() {
-        let g = grad[i] + wd * param[i];
+        let g = decayed(grad[i], param[i], state, wd);
         m[i] = b1 * m[i] + (T::ONE - b1) * g;
         v[i] = b2 * v[i] + (T::ONE - b2) * g * g;
         param[i] -= (lr / bc1) * m[i] / (v[i].sqrt() / bc2.sqrt() + eps);

@@ -32,8 +32,6 @@ enum Kernel {
     TanhBackward,
     /// f: grad.
     ClipByValue(f32, f32),
-    /// f: grad, state.
-    ClipByNorm,
     /// f: out, x.
     Reduce(Reduce),
     /// f: y, x.
@@ -56,7 +54,7 @@ enum Kernel {
     Adagrad(Adagrad),
     /// f: param, grad, state, m, v.
     Adam(Adam),
-    /// f: state.
+    /// f: state, grads.
     FinalizeStep(f32),
     /// f: y, x.
     CopyCols(CopyCols),
@@ -109,7 +107,6 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
         Kernel::TanhForward => be.tanh_forward(&f[0], &f[1])?,
         Kernel::TanhBackward => be.tanh_backward(&f[0], &f[1], &f[2])?,
         Kernel::ClipByValue(lo, hi) => be.clip_by_value(&f[0], lo, hi)?,
-        Kernel::ClipByNorm => be.clip_by_norm(&f[0], &f[1])?,
         Kernel::Reduce(p) => be.reduce(&f[0], &f[1], p)?,
         Kernel::SoftmaxRows { rows, cols } => be.softmax_rows(&f[0], &f[1], rows, cols)?,
         Kernel::SoftmaxXent { rows, cols } => {
@@ -124,7 +121,7 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
         Kernel::Sgd(o) => be.sgd(&f[0], &f[1], (o.momentum != 0.0).then_some(&f[3]), &f[2], o)?,
         Kernel::Adagrad(o) => be.adagrad(&f[0], &f[1], &f[3], &f[2], o)?,
         Kernel::Adam(o) => be.adam(&f[0], &f[1], &f[3], &f[4], &f[2], o)?,
-        Kernel::FinalizeStep(max_norm) => be.finalize_step(&f[0], max_norm)?,
+        Kernel::FinalizeStep(max_norm) => be.finalize_step(&f[0], &f[1], max_norm)?,
         Kernel::CopyCols(p) => be.copy_cols(&f[0], &f[1], p)?,
         Kernel::AttentionDots(a, mask) => be.attention_dots(&f[0], &f[1], &f[2], &u[0], a, mask)?,
         Kernel::AttentionMix(a, acc) => be.attention_mix(&f[0], &f[1], &f[2], a, acc)?,
@@ -219,7 +216,6 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             (g[3], g[5]) = (f32::NAN, f32::INFINITY);
         }
         cases.push(simple("clip_by_value", Kernel::ClipByValue(-0.5, 0.8), vec![g]));
-        cases.push(simple("clip_by_norm", Kernel::ClipByNorm, vec![b.clone(), applied_state()]));
         for (square, accumulate) in [(false, false), (true, false), (true, true)] {
             let p = Reduce { index: 2, square, accumulate };
             cases.push(Case {
@@ -276,18 +272,21 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             vec![(0, "param"), (3, "m"), (4, "v")],
         ));
     }
-    for max_norm in [0.0, 1.0] {
-        let mut state = applied_state();
-        (state[step_state::LOSS], state[step_state::GRAD_SUMSQ]) = (2.0, 9.0);
-        cases.push(Case {
-            name: "finalize_step",
-            shape: format!("max_norm {max_norm}"),
-            kernel: Kernel::FinalizeStep(max_norm),
-            f: vec![state],
-            u: vec![],
-            outputs: vec![(0, "state")],
-            tol: el,
-        });
+    // The gradient norm (a sum past the parallel threshold too), the decision and the scale.
+    for n in [7, 40_000] {
+        for max_norm in [0.0, 1.0] {
+            let mut state = applied_state();
+            state[step_state::LOSS] = 2.0;
+            cases.push(Case {
+                name: "finalize_step",
+                shape: format!("n={n} max_norm {max_norm}"),
+                kernel: Kernel::FinalizeStep(max_norm),
+                f: vec![state, rng.uniform_vec(n, -1.0, 1.0)],
+                u: vec![],
+                outputs: vec![(0, "state")],
+                tol: Tolerance::accumulation(n),
+            });
+        }
     }
     // Row kernels, past the row blocks too.
     for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (2048, 65)] {
