@@ -886,6 +886,10 @@ const STEP_KC: usize = 32;
 /// Workgroups a step dispatch should have at least, where the shape allows: two per SM of a
 /// 132-SM GPU.
 pub const STEP_MIN_WORKGROUPS: usize = 256;
+/// The least of the sum a lane adds when the sum is split: a small layer (H = 32) gets fewer,
+/// fuller workgroups rather than 256 whose lanes each add one product and then wait on the
+/// workgroup's sum of the parts.
+const STEP_MIN_K_PER_LANE: usize = 8;
 
 /// How a step kernel's 64 threads share out their workgroup's tile: each thread a 4x4 register
 /// tile (4 batch rows x 4 columns), `col_groups` x `row_groups` of them, the sum of each output
@@ -901,8 +905,9 @@ pub struct StepTiling {
 
 impl StepTiling {
     /// The tiling of a step of `hidden` units and `batch` rows, a thread's columns covering
-    /// `units` units. Among the tilings that fit the kernel (powers of two, the lanes a tile
-    /// leaves splitting its sums), the one that comes nearest [`STEP_MIN_WORKGROUPS`], then
+    /// `units` units. Among the tilings that fit the kernel (powers of two, every lane busy: the
+    /// lanes a tile leaves split its sums, each adding at least [`STEP_MIN_K_PER_LANE`]), the one
+    /// that comes nearest [`STEP_MIN_WORKGROUPS`], then
     /// splits the sums least (fewer parts to add), then computes the least padding, then stages
     /// the fewest values per output.
     pub fn new(hidden: usize, batch: usize, units: usize) -> StepTiling {
@@ -911,7 +916,10 @@ impl StepTiling {
         for row_groups in pow2(STEP_MAX_ROW_GROUPS) {
             for col_groups in pow2(STEP_MAX_COL_GROUPS.min(STEP_WG / row_groups)) {
                 // Every lane busy: the rest of the 64 split the sums.
-                let k_split = (STEP_WG / (row_groups * col_groups)).min(STEP_KC);
+                let k_split = STEP_WG / (row_groups * col_groups);
+                if k_split > STEP_KC || (k_split > 1 && k_split * STEP_MIN_K_PER_LANE > hidden) {
+                    continue;
+                }
                 let t = StepTiling { units, col_groups, row_groups, k_split };
                 let [x, y, _] = t.groups(hidden, batch);
                 let groups = (x * y) as usize;
