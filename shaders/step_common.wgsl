@@ -19,11 +19,11 @@
 // (B rows, G*H outputs forward or H backward, a sum over H or G*H) followed by per-unit
 // arithmetic. A thread keeps a 4x4 register tile: 4 batch rows times 4 columns, a column being
 // one W_hh row forward (the G gates of one unit for the LSTM and GRU, 4 units for the RNN: each
-// cell file's COLUMNS) and one unit backward (4 consecutive units). B*H is only a few thousand,
-// so a workgroup of 64 threads holds `col_groups` x `row_groups` such tiles, and where that leaves
-// too few workgroups to fill a large GPU (at least 256 for the standard cases) the sum of each
-// output is split `k_split` ways across neighbouring lanes, the parts added in workgroup memory
-// in a fixed order (deterministic). Lane l is
+// cell file's FORWARD_UNITS) and one unit backward (4 consecutive units). B*H is only a few
+// thousand, so a workgroup of 64 threads holds `col_groups` x `row_groups` such tiles, and where
+// that leaves too few workgroups to fill a large GPU (at least 256 for the standard cases) the sum
+// of each output is split `k_split` ways across neighbouring lanes (each adding at least 8 of it),
+// the parts added in workgroup memory in a fixed order (deterministic). Lane l is
 //   s = l % k_split (its part of the sum), u = (l / k_split) % col_groups, r = l / (k_split * col_groups).
 // The sum runs in chunks of KC along its length: the workgroup stages the chunk of its batch
 // rows (h forward, the later step's gate gradients backward) and of W_hh into workgroup memory,

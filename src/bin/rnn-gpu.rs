@@ -375,7 +375,8 @@ fn info(device: &str) -> rnn_gpu::Result<ExitCode> {
         }
     );
     outln!("kernels:         one design for every adapter: 128x128, 64x64 and 32x128 matmul tiles,");
-    outln!("                 fused steps in 64-thread tiles (bench --verbose lists each dispatch)");
+    outln!("                 split-K for deep products, fused steps in 64-thread register tiles");
+    outln!("                 (bench --verbose lists each dispatch of a training step)");
     Ok(ExitCode::SUCCESS)
 }
 
