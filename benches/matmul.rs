@@ -68,8 +68,9 @@ fn bench(c: &mut Criterion) {
             });
         }
         let mut cbuf = vec![0.0f32; p.m * p.n];
+        let isa = rnn_gpu::native::sgemm::isa().unwrap();
         group.bench_function(BenchmarkId::new("native", &name), |bencher| {
-            bencher.iter(|| rnn_gpu::native::kernels::matmul(&mut cbuf, &a, &b, p))
+            bencher.iter(|| rnn_gpu::native::kernels::matmul(isa, &mut cbuf, &a, &b, p))
         });
         group.bench_function(BenchmarkId::new("reference", &name), |bencher| {
             bencher.iter(|| cpu::matmul(&mut cbuf, &a, &b, p))

@@ -41,8 +41,8 @@ pub struct StepBufs<'a, B: Backend + ?Sized> {
 
 pub trait Backend {
     type Elem: Real;
-    type Buf: Clone;
-    type IBuf: Clone;
+    type Buf: Clone + Send + Sync;
+    type IBuf: Clone + Send + Sync;
 
     /// A zeroed buffer of `len` elements.
     fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf>;
@@ -59,7 +59,11 @@ pub trait Backend {
     /// Runs `record` as the program named `key`. The CPU executes each op as `record` calls it;
     /// the GPU records the ops the first time a key is seen and replays the program (one submit)
     /// every time, including the first.
-    fn execute(&mut self, key: ProgramKey, record: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()>;
+    fn execute(
+        &mut self,
+        key: ProgramKey,
+        record: &mut (dyn FnMut(&mut Self) -> Result<()> + Send),
+    ) -> Result<()>;
 
     /// Forgets the programs recorded for a batch shape (their buffers go with them).
     fn drop_programs(&mut self, steps: usize, tgt_steps: usize, batch: usize);

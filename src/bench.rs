@@ -190,14 +190,15 @@ pub fn check(case: &Case, device: &Device) -> Result<f64> {
 /// machine's limit, measured in the same run as the cases. The median of five.
 pub fn gemm_rate(n: usize) -> Result<f64> {
     crate::native::threads()?;
+    let isa = crate::native::sgemm::isa()?;
     let a: Vec<f32> = (0..n * n).map(|i| (i % 13) as f32 * 0.1).collect();
     let mut c = vec![0f32; n * n];
     let p = crate::ops::Matmul::new(n, n, n);
-    crate::native::kernels::matmul(&mut c, &a, &a, p);
+    crate::native::kernels::matmul(isa, &mut c, &a, &a, p);
     let times: Vec<f64> = (0..5)
         .map(|_| {
             let t = Instant::now();
-            crate::native::kernels::matmul(&mut c, &a, &a, p);
+            crate::native::kernels::matmul(isa, &mut c, &a, &a, p);
             t.elapsed().as_secs_f64()
         })
         .collect();

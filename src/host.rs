@@ -3,6 +3,7 @@
 //! hold.
 
 use std::ops::{Deref, DerefMut, Range};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::backend::{Backend, StepBufs};
@@ -12,7 +13,30 @@ use crate::ops::{Cell, Matmul, Step};
 /// A view of a host buffer.
 #[derive(Clone, Debug)]
 pub struct HostTensor<T> {
-    data: Arc<RwLock<Vec<T>>>,
+    buf: Arc<Buffer<T>>,
+    offset: usize,
+    len: usize,
+}
+
+#[derive(Debug)]
+struct Buffer<T> {
+    data: RwLock<Vec<T>>,
+    /// A number no other buffer or write has had, taken anew whenever the buffer is locked for
+    /// writing: what a cache of values derived from the buffer is keyed by.
+    written: AtomicU64,
+}
+
+/// The numbers `Buffer::written` takes, unique over the process.
+fn next_write() -> u64 {
+    static WRITES: AtomicU64 = AtomicU64::new(1);
+    WRITES.fetch_add(1, Ordering::Relaxed)
+}
+
+/// The contents of a view at one moment: equal versions, equal contents (the native device's
+/// packed weights are kept by it).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct Version {
+    written: u64,
     offset: usize,
     len: usize,
 }
@@ -36,7 +60,12 @@ impl<T: Copy> HostTensor<T> {
                 format!("at most {}", self.len),
             ));
         }
-        Ok(HostTensor { data: self.data.clone(), offset: self.offset + start, len })
+        Ok(HostTensor { buf: self.buf.clone(), offset: self.offset + start, len })
+    }
+
+    /// The view's contents now, as a value that changes whenever the buffer is written.
+    pub fn version(&self) -> Version {
+        Version { written: self.buf.written.load(Ordering::Relaxed), offset: self.offset, len: self.len }
     }
 
     pub fn write(&self, what: &'static str, data: &[T]) -> Result<()> {
@@ -61,9 +90,9 @@ impl<T: Copy> HostTensor<T> {
         if self.len != dst.len {
             return Err(Error::shape("copy", "source", &[self.len], &[dst.len]));
         }
-        if Arc::ptr_eq(&self.data, &dst.data) {
-            let mut g = self.data.try_write().map_err(|_| aliasing())?;
-            g.copy_within(self.offset..self.offset + self.len, dst.offset);
+        if Arc::ptr_eq(&self.buf, &dst.buf) {
+            let mut g = wr(self)?;
+            g.guard.copy_within(self.offset..self.offset + self.len, dst.offset);
             return Ok(());
         }
         wr(dst)?.copy_from_slice(&rd(self)?);
@@ -112,12 +141,15 @@ fn aliasing() -> Error {
 }
 
 pub(crate) fn rd<T>(t: &HostTensor<T>) -> Result<Read<'_, T>> {
-    let guard = t.data.try_read().map_err(|_| aliasing())?;
+    let guard = t.buf.data.try_read().map_err(|_| aliasing())?;
     Ok(Read { guard, range: t.offset..t.offset + t.len })
 }
 
 pub(crate) fn wr<T>(t: &HostTensor<T>) -> Result<Write<'_, T>> {
-    let guard = t.data.try_write().map_err(|_| aliasing())?;
+    let guard = t.buf.data.try_write().map_err(|_| aliasing())?;
+    // Under the write lock: a reader, which holds the read lock, sees the number of the write
+    // its contents came from.
+    t.buf.written.store(next_write(), Ordering::Relaxed);
     Ok(Write { guard, range: t.offset..t.offset + t.len })
 }
 
@@ -144,7 +176,8 @@ impl HostMemory {
             return Err(Error::OutOfMemory { what: what.to_string(), needed: total, available });
         }
         self.allocated = total;
-        Ok(HostTensor { data: Arc::new(RwLock::new(vec![zero; len])), offset: 0, len })
+        let buf = Buffer { data: RwLock::new(vec![zero; len]), written: AtomicU64::new(next_write()) };
+        Ok(HostTensor { buf: Arc::new(buf), offset: 0, len })
     }
 }
 

@@ -43,6 +43,27 @@ fn the_same_steps_give_the_same_bits() {
 }
 
 #[test]
+fn instruction_sets_are_parsed_or_refused_with_a_clear_error() {
+    use rnn_gpu::native::sgemm::Isa;
+    let best = Isa::available()[0];
+    assert_eq!(Isa::parse(None).unwrap(), best);
+    assert_eq!(Isa::parse(Some(" portable ")).unwrap(), Isa::Portable);
+    for isa in Isa::ALL {
+        let parsed = Isa::parse(Some(isa.name()));
+        if isa.supported() {
+            assert_eq!(parsed.unwrap(), isa);
+        } else {
+            let e = parsed.expect_err("refused").to_string();
+            assert!(e.contains(&format!("this CPU does not run {}", isa.name())), "{e}");
+        }
+    }
+    for bad in ["sse", "", "AVX2"] {
+        let e = Isa::parse(Some(bad)).expect_err("refused").to_string();
+        assert!(e.contains(&format!("RNN_GPU_CPU_ISA={bad:?} is not one of avx512, avx2, portable")), "{e}");
+    }
+}
+
+#[test]
 fn thread_counts_are_parsed_or_refused_with_a_clear_error() {
     use rnn_gpu::native::parse_threads;
     assert_eq!(parse_threads(None).unwrap(), None);

@@ -116,7 +116,11 @@ impl Backend for GpuBackend {
         Ok(bytemuck::pod_collect_to_vec(&staging.read(&self.ctx, t)?))
     }
 
-    fn execute(&mut self, key: ProgramKey, record: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+    fn execute(
+        &mut self,
+        key: ProgramKey,
+        record: &mut (dyn FnMut(&mut Self) -> Result<()> + Send),
+    ) -> Result<()> {
         if !self.programs.contains_key(&key) {
             self.recording = Some(Program::metered(&self.ctx, self.meter.clone()));
             let recorded = record(self);

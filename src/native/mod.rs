@@ -1,15 +1,20 @@
 //! The native CPU device: the engine for a machine without a GPU. The same execution model as the
 //! GPU path (the input projection over all steps as one product, one fused kernel per time step,
-//! the weight gradients as one product each over all steps), in native code: products through the
-//! `gemm` crate, everything else vectorized and split across a rayon pool of all cores
-//! (`RNN_GPU_THREADS` sets the count).
+//! the weight gradients as one product each over all steps), in native code: products through
+//! `sgemm`'s packed panels and register-blocked micro-kernels (AVX-512, AVX2, portable), a time
+//! step as one parallel pass of fused product-and-gate tasks (`steps`), everything else
+//! vectorized and split across a rayon pool of all cores (`RNN_GPU_THREADS` sets the count).
 
 pub mod kernels;
+pub mod sgemm;
+pub mod steps;
 
 use std::sync::OnceLock;
 
 use crate::backend::{Backend, ProgramKey, StepBufs};
 use crate::error::{Error, Result};
+use sgemm::Isa;
+
 use crate::host::{self, HostMemory, HostTensor, check_matmul, rd, wr};
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::reference::kernels as twin;
@@ -58,15 +63,20 @@ pub fn threads() -> Result<usize> {
 /// One line on the native device: the cores it uses and the GEMM it calls.
 pub fn describe() -> String {
     match threads() {
-        Ok(n) => format!("native CPU, {n} thread{} (gemm crate products)", if n == 1 { "" } else { "s" }),
+        Ok(n) => format!(
+            "native CPU, {n} thread{}, {} products",
+            if n == 1 { "" } else { "s" },
+            sgemm::isa().map_or("portable", sgemm::Isa::name)
+        ),
         Err(e) => e.to_string(),
     }
 }
 
 #[derive(Debug)]
 pub struct NativeBackend {
+    isa: Isa,
     memory: HostMemory,
-    steps: kernels::Steps,
+    steps: steps::Steps,
     /// `scatter_add`'s row sums, `gather`'s contiguous table rows and `reduce`'s partial sums,
     /// kept between calls.
     sums: Vec<f32>,
@@ -74,12 +84,22 @@ pub struct NativeBackend {
 }
 
 impl NativeBackend {
-    /// An error when `RNN_GPU_THREADS` is not a valid thread count.
+    /// The device on the best instruction set this CPU runs (or the one `RNN_GPU_CPU_ISA`
+    /// names). An error when `RNN_GPU_THREADS` or `RNN_GPU_CPU_ISA` is not valid.
     pub fn new() -> Result<Self> {
+        Self::with_isa(sgemm::isa()?)
+    }
+
+    /// The device on the instruction set `isa`, which the CPU must run.
+    pub fn with_isa(isa: Isa) -> Result<Self> {
         threads()?;
+        if !isa.supported() {
+            return Err(Error::invalid("native cpu device", format!("this CPU does not run {}", isa.name())));
+        }
         Ok(NativeBackend {
+            isa,
             memory: HostMemory::new(),
-            steps: kernels::Steps::default(),
+            steps: steps::Steps::new(isa),
             sums: Vec::new(),
             partials: Vec::new(),
         })
@@ -119,8 +139,15 @@ impl Backend for NativeBackend {
         t.read()
     }
 
-    fn execute(&mut self, _key: ProgramKey, record: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
-        record(self)
+    fn execute(
+        &mut self,
+        _key: ProgramKey,
+        record: &mut (dyn FnMut(&mut Self) -> Result<()> + Send),
+    ) -> Result<()> {
+        // On a thread of the pool, so that each step's parallel pass shares the work with the
+        // caller's thread rather than waking the pool and sleeping until it is done: in a VM
+        // the two wake-ups per step cost more than a small step's arithmetic.
+        rayon::scope(|_| record(self))
     }
 
     fn drop_programs(&mut self, _steps: usize, _tgt_steps: usize, _batch: usize) {}
@@ -135,7 +162,7 @@ impl Backend for NativeBackend {
 
     fn matmul(&mut self, c: &Self::Buf, a: &Self::Buf, b: &Self::Buf, p: Matmul) -> Result<()> {
         check_matmul(c, a, b, p)?;
-        kernels::matmul(&mut wr(c)?, &rd(a)?, &rd(b)?, p);
+        kernels::matmul(self.isa, &mut wr(c)?, &rd(a)?, &rd(b)?, p);
         Ok(())
     }
 
@@ -152,7 +179,7 @@ impl Backend for NativeBackend {
             return Err(Error::shape("matmul", "bias", &[bias.len()], &[p.n]));
         }
         let mut c = wr(c)?;
-        kernels::matmul(&mut c, &rd(a)?, &rd(b)?, p);
+        kernels::matmul(self.isa, &mut c, &rd(a)?, &rd(b)?, p);
         kernels::add_bias(&mut c, &rd(bias)?, p.m, p.n);
         Ok(())
     }
@@ -326,7 +353,7 @@ impl Backend for NativeBackend {
         a: Attention,
         mask: bool,
     ) -> Result<()> {
-        kernels::attention_dots(&mut wr(out)?, &rd(x)?, &rd(enc)?, &rd(src_len)?, a, mask);
+        kernels::attention_dots(self.isa, &mut wr(out)?, &rd(x)?, &rd(enc)?, &rd(src_len)?, a, mask);
         Ok(())
     }
 
@@ -338,7 +365,7 @@ impl Backend for NativeBackend {
         a: Attention,
         accumulate: bool,
     ) -> Result<()> {
-        kernels::attention_mix(&mut wr(out)?, &rd(w)?, &rd(enc)?, a, accumulate);
+        kernels::attention_mix(self.isa, &mut wr(out)?, &rd(w)?, &rd(enc)?, a, accumulate);
         Ok(())
     }
 
@@ -350,7 +377,7 @@ impl Backend for NativeBackend {
         a: Attention,
         accumulate: bool,
     ) -> Result<()> {
-        kernels::attention_mix_t(&mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate);
+        kernels::attention_mix_t(self.isa, &mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate);
         Ok(())
     }
 
@@ -367,10 +394,12 @@ impl Backend for NativeBackend {
     }
 
     fn step_forward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()> {
+        self.steps.weights = Some(b.w_hh.version());
         host::step_forward(&mut self.steps, cell, b, s)
     }
 
     fn step_backward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()> {
+        self.steps.weights = Some(b.w_hh.version());
         host::step_backward(&mut self.steps, cell, b, s)
     }
 }

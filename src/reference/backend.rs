@@ -65,7 +65,11 @@ impl<T: Real> Backend for ReferenceBackend<T> {
         t.read()
     }
 
-    fn execute(&mut self, _key: ProgramKey, record: &mut dyn FnMut(&mut Self) -> Result<()>) -> Result<()> {
+    fn execute(
+        &mut self,
+        _key: ProgramKey,
+        record: &mut (dyn FnMut(&mut Self) -> Result<()> + Send),
+    ) -> Result<()> {
         record(self)
     }
 

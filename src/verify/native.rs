@@ -9,6 +9,7 @@ use super::{ALL_CELLS, ATTENTION_SHAPES, Check, MATMUL_SHAPES, SIZES, STEP_SHAPE
 use crate::backend::{Backend, StepBufs};
 use crate::error::Result;
 use crate::native::NativeBackend;
+use crate::native::sgemm::Isa;
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::reference::ReferenceBackend;
 use crate::reference::kernels::index_lists;
@@ -130,9 +131,11 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
     case.outputs.iter().map(|&(i, _)| be.read(&f[i])).collect()
 }
 
-fn check(case: Case) -> Result<Vec<Check>> {
-    let mut native = run(&mut NativeBackend::new()?, &case)?;
-    let mut reference = run(&mut ReferenceBackend::<f32>::new(), &case)?;
+/// `case` on the native device on `isa` against the reference; the instruction set is named in
+/// the shape when `named`.
+fn check(case: &Case, isa: Isa, named: bool) -> Result<Vec<Check>> {
+    let mut native = run(&mut NativeBackend::with_isa(isa)?, case)?;
+    let mut reference = run(&mut ReferenceBackend::<f32>::new(), case)?;
     // Clipping must keep a NaN as it is (the finiteness guard refuses the step after it): NaN
     // on both sides is the expected result there, and a marker stands for it.
     if let Kernel::ClipByValue(..) = case.kernel {
@@ -149,7 +152,8 @@ fn check(case: Case) -> Result<Vec<Check>> {
         .map(|(&(_, what), (n, r))| {
             let kernel =
                 if case.outputs.len() == 1 { case.name.to_string() } else { format!("{}.{what}", case.name) };
-            compare(&kernel, case.shape.clone(), n, r, case.tol)
+            let shape = if named { format!("{} {}", case.shape, isa.name()) } else { case.shape.clone() };
+            compare(&kernel, shape, n, r, case.tol)
         })
         .collect())
 }
@@ -461,14 +465,30 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             ));
         }
     }
+    // The products and the fused steps on every instruction set this CPU runs (their
+    // micro-kernels differ); the rest has one implementation.
+    let isas = Isa::available();
     let mut out = Vec::new();
     for case in cases {
-        out.extend(check(case)?);
+        let per_isa = matches!(
+            case.kernel,
+            Kernel::Matmul(_)
+                | Kernel::MatmulBias(_)
+                | Kernel::AttentionDots(..)
+                | Kernel::AttentionMix(..)
+                | Kernel::AttentionMixT(..)
+        );
+        for &isa in if per_isa { &isas[..] } else { &isas[..1] } {
+            out.extend(check(&case, isa, per_isa)?);
+        }
     }
     for cell in ALL_CELLS {
         for &(t, b, h) in STEP_SHAPES.iter().chain(&[(3, 32, 256), (2, 5, 300)]) {
             for reverse in [false, true] {
-                out.extend(step_checks(cell, t, b, h, reverse, rng.next_u64())?);
+                let seed = rng.next_u64();
+                for &isa in &isas {
+                    out.extend(step_checks(isa, cell, t, b, h, reverse, seed)?);
+                }
             }
         }
     }
@@ -569,7 +589,15 @@ fn run_steps<B: Backend<Elem = f32>>(
     })
 }
 
-fn step_checks(cell: Cell, t_len: usize, b: usize, h: usize, reverse: bool, seed: u64) -> Result<Vec<Check>> {
+fn step_checks(
+    isa: Isa,
+    cell: Cell,
+    t_len: usize,
+    b: usize,
+    h: usize,
+    reverse: bool,
+    seed: u64,
+) -> Result<Vec<Check>> {
     let mut rng = Rng::seed_from_u64(seed);
     let gh = cell.gates() * h;
     let state_base = if reverse { 4 } else { 0 };
@@ -614,9 +642,9 @@ fn step_checks(cell: Cell, t_len: usize, b: usize, h: usize, reverse: bool, seed
         next_t: 0,
         mode: StepMode::First,
     };
-    let n = run_steps(&mut NativeBackend::new()?, cell, &data, base, reverse)?;
+    let n = run_steps(&mut NativeBackend::with_isa(isa)?, cell, &data, base, reverse)?;
     let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &data, base, reverse)?;
-    let shape = format!("T{t_len} B{b} H{h}{}", if reverse { " reverse" } else { "" });
+    let shape = format!("T{t_len} B{b} H{h}{} {}", if reverse { " reverse" } else { "" }, isa.name());
     let tol = Tolerance::accumulation(gh);
     let name = cell.name();
     let written = |v: &[f32]| v[state_base..state_base + (t_len + 1) * b * h].to_vec();

@@ -1,0 +1,854 @@
+//! The fused recurrent steps of the native device. A time step is one parallel pass whose tasks
+//! each own a block of `UNITS` hidden units and a range of batch rows: a task computes the
+//! recurrent products of its units (forward: the G gate columns of each unit, `h_prev · W_hhᵀ`;
+//! backward: `dg_next · W_hh` for its units) with the `sgemm` micro-kernel into a tile that stays
+//! in its core's cache, then at once the gate arithmetic and state update of those units
+//! (`Epilogue`). W_hh is packed once per version of the weights (a training step repacks it after
+//! its update; inference and generation never do), not once per time step.
+//!
+//! The arithmetic is the reference's, in its order (`reference::kernels`,
+//! shaders/step_common.wgsl); exp, sigmoid and tanh are the polynomials of `kernels`. The
+//! epilogues loop over contiguous units and are compiled once per instruction set, so that they
+//! vectorize for the one the CPU runs.
+
+use std::cell::RefCell;
+use std::ops::Range;
+
+use rayon::prelude::*;
+
+use super::kernels::{Fused, MulAdd, Separate, sigmoid_by, tanh_by};
+use super::sgemm::{self, Aligned, Isa, Packed, Shared};
+use crate::host::{
+    GruBackward, GruForward, LstmBackward, LstmForward, RnnBackward, RnnForward, StepKernels, Version,
+};
+use crate::ops::{Step, StepMode};
+
+/// Hidden units per task. The G gate columns of a block (G·32) are a whole number of panels for
+/// every micro-kernel width (16, 32), so a block's product wastes no columns.
+const UNITS: usize = 32;
+
+/// Multiply-adds in a step below which its tasks run on the calling thread: a parallel pass costs
+/// a few microseconds of hand-off.
+const PARALLEL_MACS: usize = 1 << 16;
+
+/// Layer directions whose packed weights are kept (a deep bidirectional seq2seq model has up to
+/// layers x 2 x 2 of them).
+const KEEP: usize = 32;
+
+/// The packed W_hh of one version of one layer direction's weights.
+#[derive(Debug)]
+struct Packs {
+    key: (Option<Version>, Isa, usize, usize),
+    forward: Option<Packed>,
+    backward: Option<Packed>,
+}
+
+#[derive(Debug)]
+pub struct Steps {
+    isa: Isa,
+    /// Most recently used first.
+    packs: Vec<Packs>,
+    /// The version of the W_hh the next step reads, set by the backend before each step
+    /// (`None`: unknown, so packed anew).
+    pub weights: Option<Version>,
+    /// Copies of the previous state for a step whose input and output slots are one.
+    prev_h: Vec<f32>,
+    prev_c: Vec<f32>,
+}
+
+thread_local! {
+    /// A task's product tile, kept between steps.
+    static TILE: RefCell<Aligned> = RefCell::new(Aligned::default());
+}
+
+impl Steps {
+    pub fn new(isa: Isa) -> Steps {
+        Steps { isa, packs: Vec::new(), weights: None, prev_h: Vec::new(), prev_c: Vec::new() }
+    }
+
+    /// W_hh (`[g·h, h]`) packed for the forward step (`forward`) or the backward step, from the
+    /// cache when its version is known and seen before.
+    fn packed(&mut self, isa: Isa, w_hh: &[f32], g: usize, h: usize, forward: bool) -> &Packed {
+        let key = (self.weights, isa, g, h);
+        let entry = match self.packs.iter().position(|p| p.key == key && key.0.is_some()) {
+            Some(i) => self.packs.remove(i),
+            None => Packs { key, forward: None, backward: None },
+        };
+        self.packs.insert(0, entry);
+        self.packs.truncate(KEEP);
+        let entry = &mut self.packs[0];
+        let blocks = h.div_ceil(UNITS);
+        let slot = if forward { &mut entry.forward } else { &mut entry.backward };
+        slot.get_or_insert_with(|| {
+            let mut p = Packed::default();
+            if forward {
+                // Packed column q: unit block q / (g·UNITS), gate (q / UNITS) % g, unit q % UNITS
+                // of the block; B[k, q] = W_hh[gate·h + unit, k].
+                p.pack(isa, (w_hh, 1, h), h, blocks * g * UNITS, |q| {
+                    let (blk, r) = (q / (g * UNITS), q % (g * UNITS));
+                    let u = blk * UNITS + r % UNITS;
+                    (u < h).then_some((r / UNITS) * h + u)
+                });
+            } else {
+                // B[k, u] = W_hh[k, u], k over all g·h gate rows.
+                p.pack(isa, (w_hh, h, 1), g * h, blocks * UNITS, |u| (u < h).then_some(u));
+            }
+            p
+        })
+    }
+}
+
+/// The gate arithmetic and state update of a task: batch rows `rows`, hidden units `units`,
+/// given the task's product `tile` (row-major, one row per batch row).
+trait Epilogue: Sync {
+    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]);
+}
+
+/// Rows ahead whose input projection an epilogue asks for before it needs it. The projection of a
+/// step was written long before (over all steps at once), so it comes from memory; a row's
+/// lines lie in four places, too far apart for the hardware's prefetcher.
+const AHEAD: usize = 4;
+
+/// Asks for the lines holding `n` values at `p`.
+#[inline(always)]
+fn prefetch<T>(p: *const T, n: usize) {
+    #[cfg(target_arch = "x86_64")]
+    for i in (0..n * std::mem::size_of::<T>()).step_by(64) {
+        // SAFETY: a prefetch reads nothing and never faults.
+        unsafe {
+            std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(
+                (p as *const i8).wrapping_add(i),
+            )
+        };
+    }
+}
+
+/// `e.apply(...)` compiled for `isa`, so that its loops vectorize for it.
+fn apply<E: Epilogue>(isa: Isa, e: &E, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx512f,avx2,fma")]
+    unsafe fn avx512<E: Epilogue>(e: &E, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        e.apply::<Fused>(rows, units, tile)
+    }
+    #[cfg(target_arch = "x86_64")]
+    #[target_feature(enable = "avx2,fma")]
+    unsafe fn avx2<E: Epilogue>(e: &E, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        e.apply::<Fused>(rows, units, tile)
+    }
+    match isa {
+        // SAFETY: the instruction set was checked to be supported before it was chosen.
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx512 => unsafe { avx512(e, rows, units, tile) },
+        #[cfg(target_arch = "x86_64")]
+        Isa::Avx2 => unsafe { avx2(e, rows, units, tile) },
+        _ => e.apply::<Separate>(rows, units, tile),
+    }
+}
+
+/// One step's product operand: A's rows (`a + r * rs`, `k` long) against the packed panels.
+struct Operand<'a> {
+    a: Option<(Shared<*const f32>, usize)>,
+    k: usize,
+    packed: &'a Packed,
+}
+
+/// Runs every task of a step: each fills its tile (row-major, `cols` wide) with the product of
+/// its rows of A and its unit block's panels of B (zero when there is no A: the first backward
+/// step), then applies `e`. Tasks are unit blocks times ranges of rows (a multiple of MR): enough
+/// of them for every thread.
+fn run<E: Epilogue>(isa: Isa, batch: usize, h: usize, cols: usize, op: Operand<'_>, e: &E) {
+    let blocks = h.div_ceil(UNITS);
+    let want = 2 * rayon::current_num_threads();
+    let groups = want.div_ceil(blocks).min(batch.div_ceil(isa.mr())).max(1);
+    let rows = batch.div_ceil(groups).next_multiple_of(isa.mr());
+    let groups = batch.div_ceil(rows);
+    let (mr, nr, k) = (isa.mr(), isa.nr(), op.k);
+    let one = |i: usize| {
+        let (blk, r0) = (i % blocks, (i / blocks) * rows);
+        let rs = r0..(r0 + rows).min(batch);
+        let us = blk * UNITS..((blk + 1) * UNITS).min(h);
+        TILE.with_borrow_mut(|tile| {
+            let tile = tile.get(rows * cols);
+            match op.a {
+                Some((a, a_rs)) => {
+                    // K in slices whose part of a panel stays in L1 while the row slivers pass.
+                    for k0 in (0..k).step_by(sgemm::KC) {
+                        let kc = sgemm::KC.min(k - k0);
+                        for pi in 0..cols / nr {
+                            let panel = &op.packed.panel(blk * (cols / nr) + pi)[k0 * nr..];
+                            for i in (0..rs.len()).step_by(mr) {
+                                // SAFETY: A's rows of the step are in bounds (the callers'
+                                // asserts), the panel is k x NR, the tile rows x cols.
+                                unsafe {
+                                    sgemm::micro(
+                                        isa,
+                                        kc,
+                                        (a.get().add((r0 + i) * a_rs + k0), a_rs, 1),
+                                        panel.as_ptr(),
+                                        (tile.as_mut_ptr().add(i * cols + pi * nr), cols),
+                                        mr.min(rs.len() - i),
+                                        nr,
+                                        k0 > 0,
+                                    )
+                                }
+                            }
+                        }
+                    }
+                }
+                None => tile.fill(0.0),
+            }
+            apply(isa, e, rs, us, tile);
+        })
+    };
+    let tasks = blocks * groups;
+    if batch * blocks * cols * k < PARALLEL_MACS || rayon::current_num_threads() == 1 {
+        (0..tasks).for_each(one);
+    } else {
+        (0..tasks).into_par_iter().for_each(one);
+    }
+}
+
+/// Step `t`'s rows of a `[T, B, width]` buffer start here.
+fn at(s: &Step, t: usize, width: usize) -> usize {
+    t * s.batch * width
+}
+
+fn slot(s: &Step, slot: usize) -> usize {
+    s.state_base + slot * s.batch * s.hidden
+}
+
+/// `n` values at `p + i`, read.
+///
+/// # Safety
+/// In bounds, and not written during the borrow.
+#[inline(always)]
+unsafe fn get<'a>(p: Shared<*const f32>, i: usize, n: usize) -> &'a [f32] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts(p.get().add(i), n) }
+}
+
+/// `n` values at `p + i`, written by this task alone.
+///
+/// # Safety
+/// In bounds, and touched by no one else during the borrow.
+#[inline(always)]
+#[allow(clippy::mut_from_ref)]
+unsafe fn put<'a>(p: Shared<*mut f32>, i: usize, n: usize) -> &'a mut [f32] {
+    // SAFETY: the caller's contract.
+    unsafe { std::slice::from_raw_parts_mut(p.get().add(i), n) }
+}
+
+fn ro(x: &[f32]) -> Shared<*const f32> {
+    Shared(x.as_ptr())
+}
+
+/// Element `i` of a buffer that the step also writes, to be read only.
+fn at_ro(p: Shared<*mut f32>, i: usize) -> Shared<*const f32> {
+    Shared(p.get().wrapping_add(i) as *const f32)
+}
+
+/// The previous state's rows (of `states`, `len` elements long): read in place, or from a copy
+/// when the step writes the same slot.
+fn previous(copy: &mut Vec<f32>, states: Shared<*mut f32>, len: usize, s: &Step) -> Shared<*const f32> {
+    let src = slot(s, s.in_slot);
+    assert!(src + s.batch * s.hidden <= len, "step: state slot past the buffer");
+    if s.in_slot != s.out_slot {
+        return at_ro(states, src);
+    }
+    copy.clear();
+    // SAFETY: in bounds by the assert; nothing writes the buffer during the copy.
+    copy.extend_from_slice(unsafe { get(at_ro(states, src), 0, s.batch * s.hidden) });
+    ro(copy)
+}
+
+// ---------------------------------------------------------------------------------------------
+// The epilogues: per row, per unit, as the reference's step twins. Every pointer is checked in
+// bounds by the step function that builds the epilogue; each (row, unit) belongs to one task.
+
+/// Where a step is: its time, width, output columns and the sequences' lengths.
+struct Place {
+    h: usize,
+    t: usize,
+    out_stride: usize,
+    out_col: usize,
+    lengths: Shared<*const u32>,
+}
+
+impl Place {
+    fn of(s: &Step, lengths: &[u32]) -> Place {
+        Place {
+            h: s.hidden,
+            t: s.t,
+            out_stride: s.out_stride,
+            out_col: s.out_col,
+            lengths: Shared(lengths.as_ptr()),
+        }
+    }
+
+    /// Whether step t is inside batch row b's sequence.
+    ///
+    /// # Safety
+    /// `b` below the batch.
+    #[inline(always)]
+    unsafe fn valid(&self, b: usize) -> bool {
+        // SAFETY: the caller's contract; the lengths hold one per batch row.
+        self.t < unsafe { *self.lengths.get().add(b) } as usize
+    }
+
+    /// Row b's unit u0 in the step's `[B, out_stride]` output (or output gradient) rows.
+    #[inline(always)]
+    fn out(&self, b: usize, u0: usize) -> usize {
+        b * self.out_stride + self.out_col + u0
+    }
+}
+
+/// A forward step's input: its rows of the input projection (`[B, G*H]`) and the two biases.
+struct Input {
+    xw: Shared<*const f32>,
+    b_ih: Shared<*const f32>,
+    b_hh: Shared<*const f32>,
+}
+
+impl Input {
+    fn of(s: &Step, xw: &[f32], bias: &[f32], g: usize) -> Input {
+        Input { xw: ro(&xw[at(s, s.t, g * s.hidden)..]), b_ih: ro(bias), b_hh: ro(&bias[s.bias_hh..]) }
+    }
+
+    /// Gate k's projection, b_ih and b_hh for row b, units u0.. (n of them), of a `gates`-gate
+    /// cell.
+    ///
+    /// # Safety
+    /// In bounds (checked by the step).
+    #[inline(always)]
+    unsafe fn gate<'a>(
+        &self,
+        gates: usize,
+        h: usize,
+        b: usize,
+        k: usize,
+        u0: usize,
+        n: usize,
+    ) -> [&'a [f32]; 3] {
+        // SAFETY: the caller's contract.
+        unsafe {
+            [
+                get(self.xw, b * gates * h + k * h + u0, n),
+                get(self.b_ih, k * h + u0, n),
+                get(self.b_hh, k * h + u0, n),
+            ]
+        }
+    }
+
+    /// Asks for row b's projection of units u0.. before it is needed.
+    #[inline(always)]
+    fn prefetch(&self, gates: usize, h: usize, b: usize, u0: usize, n: usize) {
+        for k in 0..gates {
+            prefetch(self.xw.get().wrapping_add(b * gates * h + k * h + u0), n);
+        }
+    }
+}
+
+struct LstmFwd {
+    at: Place,
+    input: Input,
+    h_prev: Shared<*const f32>,
+    c_prev: Shared<*const f32>,
+    states: Shared<*mut f32>,
+    cells: Shared<*mut f32>,
+    gates: Shared<*mut f32>,
+    y: Shared<*mut f32>,
+}
+
+impl Epilogue for LstmFwd {
+    #[inline(always)]
+    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        let (h, g4, u0, n) = (self.at.h, 4 * self.at.h, units.start, units.len());
+        for b in rows.clone() {
+            if b + AHEAD < rows.end {
+                self.input.prefetch(4, h, b + AHEAD, u0, n);
+            }
+            let tr = &tile[(b - rows.start) * 4 * UNITS..][..4 * UNITS];
+            // SAFETY: see the section's header.
+            unsafe {
+                let x = |k: usize| self.input.gate(4, h, b, k, u0, n);
+                let p = |k: usize| &tr[k * UNITS..][..n];
+                let g = |k: usize| put(self.gates, b * g4 + k * h + u0, n);
+                let (gi, gf, gg, go) = (g(0), g(1), g(2), g(3));
+                gate(gi, x(0), p(0), sigmoid_by::<M>);
+                gate(gf, x(1), p(1), sigmoid_by::<M>);
+                gate(gg, x(2), p(2), tanh_by::<M>);
+                gate(go, x(3), p(3), sigmoid_by::<M>);
+                let (hprev, cprev) = (get(self.h_prev, b * h + u0, n), get(self.c_prev, b * h + u0, n));
+                let (hs, cs) = (put(self.states, b * h + u0, n), put(self.cells, b * h + u0, n));
+                let out = put(self.y, self.at.out(b, u0), n);
+                if self.at.valid(b) {
+                    for j in 0..n {
+                        let c = gf[j] * cprev[j] + gi[j] * gg[j];
+                        let hv = go[j] * tanh_by::<M>(c);
+                        (cs[j], hs[j], out[j]) = (c, hv, hv);
+                    }
+                } else {
+                    cs.copy_from_slice(cprev);
+                    hs.copy_from_slice(hprev);
+                    out.fill(0.0);
+                }
+            }
+        }
+    }
+}
+
+struct GruFwd {
+    at: Place,
+    input: Input,
+    h_prev: Shared<*const f32>,
+    states: Shared<*mut f32>,
+    gates: Shared<*mut f32>,
+    y: Shared<*mut f32>,
+}
+
+impl Epilogue for GruFwd {
+    #[inline(always)]
+    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        let (h, g4, u0, n) = (self.at.h, 4 * self.at.h, units.start, units.len());
+        for b in rows.clone() {
+            if b + AHEAD < rows.end {
+                self.input.prefetch(3, h, b + AHEAD, u0, n);
+            }
+            let tr = &tile[(b - rows.start) * 3 * UNITS..][..3 * UNITS];
+            // SAFETY: see the section's header.
+            unsafe {
+                let x = |k: usize| self.input.gate(3, h, b, k, u0, n);
+                let p = |k: usize| &tr[k * UNITS..][..n];
+                let g = |k: usize| put(self.gates, b * g4 + k * h + u0, n);
+                let (gr, gz, gn, ghn) = (g(0), g(1), g(2), g(3));
+                // r and z as the reference sums them: (x + b_i) + (W_hh h + b_h).
+                for (k, out) in [(0, &mut *gr), (1, &mut *gz)] {
+                    let ([xk, bik, bhk], pk) = (x(k), p(k));
+                    for j in 0..n {
+                        out[j] = sigmoid_by::<M>(xk[j] + bik[j] + (pk[j] + bhk[j]));
+                    }
+                }
+                let ([xn, bin, bn], pn) = (x(2), p(2));
+                let hprev = get(self.h_prev, b * h + u0, n);
+                let hs = put(self.states, b * h + u0, n);
+                let out = put(self.y, self.at.out(b, u0), n);
+                let valid = self.at.valid(b);
+                for j in 0..n {
+                    let hn = pn[j] + bn[j];
+                    let nv = tanh_by::<M>(xn[j] + bin[j] + gr[j] * hn);
+                    (gn[j], ghn[j]) = (nv, hn);
+                    let hv = (1.0 - gz[j]) * nv + gz[j] * hprev[j];
+                    hs[j] = if valid { hv } else { hprev[j] };
+                    out[j] = if valid { hv } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+struct RnnFwd {
+    at: Place,
+    relu: bool,
+    input: Input,
+    h_prev: Shared<*const f32>,
+    states: Shared<*mut f32>,
+    y: Shared<*mut f32>,
+}
+
+impl Epilogue for RnnFwd {
+    #[inline(always)]
+    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        let (h, u0, n) = (self.at.h, units.start, units.len());
+        for b in rows.clone() {
+            if b + AHEAD < rows.end {
+                self.input.prefetch(1, h, b + AHEAD, u0, n);
+            }
+            let p = &tile[(b - rows.start) * UNITS..][..n];
+            // SAFETY: see the section's header.
+            unsafe {
+                let [x, bi, bh] = self.input.gate(1, h, b, 0, u0, n);
+                let hprev = get(self.h_prev, b * h + u0, n);
+                let hs = put(self.states, b * h + u0, n);
+                let out = put(self.y, self.at.out(b, u0), n);
+                let valid = self.at.valid(b);
+                for j in 0..n {
+                    let a = x[j] + bi[j] + p[j] + bh[j];
+                    let hv = if self.relu { a.max(0.0) } else { tanh_by::<M>(a) };
+                    hs[j] = if valid { hv } else { hprev[j] };
+                    out[j] = if valid { hv } else { 0.0 };
+                }
+            }
+        }
+    }
+}
+
+/// After the last backward step: the gradient reaching the initial state through W_hh is added
+/// to the carry.
+struct AddToCarry {
+    h: usize,
+    carry: Shared<*mut f32>,
+}
+
+impl Epilogue for AddToCarry {
+    #[inline(always)]
+    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        for b in rows.clone() {
+            let rec = &tile[(b - rows.start) * UNITS..][..units.len()];
+            // SAFETY: see the section's header.
+            add(unsafe { put(self.carry, b * self.h + units.start, units.len()) }, rec);
+        }
+    }
+}
+
+struct LstmBwd {
+    at: Place,
+    c_out: Shared<*const f32>,
+    c_in: Shared<*const f32>,
+    gates: Shared<*const f32>,
+    dy: Shared<*const f32>,
+    dg: Shared<*mut f32>,
+    carry_h: Shared<*mut f32>,
+    carry_c: Shared<*mut f32>,
+}
+
+impl Epilogue for LstmBwd {
+    #[inline(always)]
+    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        let (h, g4, u0, n) = (self.at.h, 4 * self.at.h, units.start, units.len());
+        for b in rows.clone() {
+            let rec = &tile[(b - rows.start) * UNITS..][..n];
+            // SAFETY: see the section's header.
+            unsafe {
+                let (ch, cc) = (put(self.carry_h, b * h + u0, n), put(self.carry_c, b * h + u0, n));
+                let d = |k: usize| put(self.dg, b * g4 + k * h + u0, n);
+                let (di, df, dgg, d_o) = (d(0), d(1), d(2), d(3));
+                if !self.at.valid(b) {
+                    add(ch, rec);
+                    for x in [di, df, dgg, d_o] {
+                        x.fill(0.0);
+                    }
+                    continue;
+                }
+                let g = |k: usize| get(self.gates, b * g4 + k * h + u0, n);
+                let (i, f, gg, o) = (g(0), g(1), g(2), g(3));
+                let (c, c_prev) = (get(self.c_out, b * h + u0, n), get(self.c_in, b * h + u0, n));
+                let dy = get(self.dy, self.at.out(b, u0), n);
+                for j in 0..n {
+                    let dh = rec[j] + ch[j] + dy[j];
+                    let tc = tanh_by::<M>(c[j]);
+                    let dc = dh * o[j] * (1.0 - tc * tc) + cc[j];
+                    di[j] = dc * gg[j] * i[j] * (1.0 - i[j]);
+                    df[j] = dc * c_prev[j] * f[j] * (1.0 - f[j]);
+                    dgg[j] = dc * i[j] * (1.0 - gg[j] * gg[j]);
+                    d_o[j] = dh * tc * o[j] * (1.0 - o[j]);
+                    ch[j] = 0.0;
+                    cc[j] = dc * f[j];
+                }
+            }
+        }
+    }
+}
+
+struct GruBwd {
+    at: Place,
+    prev: Shared<*const f32>,
+    gates: Shared<*const f32>,
+    dy: Shared<*const f32>,
+    dgx: Shared<*mut f32>,
+    dgh: Shared<*mut f32>,
+    carry: Shared<*mut f32>,
+}
+
+impl Epilogue for GruBwd {
+    #[inline(always)]
+    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        let (h, g3, g4, u0, n) = (self.at.h, 3 * self.at.h, 4 * self.at.h, units.start, units.len());
+        for b in rows.clone() {
+            let rec = &tile[(b - rows.start) * UNITS..][..n];
+            // SAFETY: see the section's header.
+            unsafe {
+                let ch = put(self.carry, b * h + u0, n);
+                let dx = |k: usize| put(self.dgx, b * g3 + k * h + u0, n);
+                let dhh = |k: usize| put(self.dgh, b * g3 + k * h + u0, n);
+                let (dxr, dxz, dxn, dhr, dhz, dhn) = (dx(0), dx(1), dx(2), dhh(0), dhh(1), dhh(2));
+                if !self.at.valid(b) {
+                    add(ch, rec);
+                    for x in [dxr, dxz, dxn, dhr, dhz, dhn] {
+                        x.fill(0.0);
+                    }
+                    continue;
+                }
+                let g = |k: usize| get(self.gates, b * g4 + k * h + u0, n);
+                let (r, z, nv, hn) = (g(0), g(1), g(2), g(3));
+                let hp = get(self.prev, b * h + u0, n);
+                let dy = get(self.dy, self.at.out(b, u0), n);
+                for j in 0..n {
+                    let dh = rec[j] + ch[j] + dy[j];
+                    let dn = dh * (1.0 - z[j]) * (1.0 - nv[j] * nv[j]);
+                    let dz = dh * (hp[j] - nv[j]) * z[j] * (1.0 - z[j]);
+                    let dr = dn * hn[j] * r[j] * (1.0 - r[j]);
+                    (dxr[j], dxz[j], dxn[j]) = (dr, dz, dn);
+                    (dhr[j], dhz[j], dhn[j]) = (dr, dz, dn * r[j]);
+                    ch[j] = dh * z[j];
+                }
+            }
+        }
+    }
+}
+
+struct RnnBwd {
+    at: Place,
+    relu: bool,
+    out: Shared<*const f32>,
+    dy: Shared<*const f32>,
+    dg: Shared<*mut f32>,
+    carry: Shared<*mut f32>,
+}
+
+impl Epilogue for RnnBwd {
+    #[inline(always)]
+    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
+        let (h, u0, n) = (self.at.h, units.start, units.len());
+        for b in rows.clone() {
+            let rec = &tile[(b - rows.start) * UNITS..][..n];
+            // SAFETY: see the section's header.
+            unsafe {
+                let (ch, d) = (put(self.carry, b * h + u0, n), put(self.dg, b * h + u0, n));
+                if !self.at.valid(b) {
+                    add(ch, rec);
+                    d.fill(0.0);
+                    continue;
+                }
+                let (hv, dy) = (get(self.out, b * h + u0, n), get(self.dy, self.at.out(b, u0), n));
+                for j in 0..n {
+                    let dh = rec[j] + ch[j] + dy[j];
+                    d[j] = if self.relu {
+                        if hv[j] > 0.0 { dh } else { 0.0 }
+                    } else {
+                        dh * (1.0 - hv[j] * hv[j])
+                    };
+                    ch[j] = 0.0;
+                }
+            }
+        }
+    }
+}
+
+/// `out[j] = f(x[j] + b1[j] + p[j] + b2[j])`, the pre-activation summed in the reference's order.
+#[inline(always)]
+fn gate(out: &mut [f32], [x, b1, b2]: [&[f32]; 3], p: &[f32], f: impl Fn(f32) -> f32) {
+    let n = out.len();
+    let (x, b1, p, b2) = (&x[..n], &b1[..n], &p[..n], &b2[..n]);
+    for j in 0..n {
+        out[j] = f(x[j] + b1[j] + p[j] + b2[j]);
+    }
+}
+
+/// `carry[j] += rec[j]`.
+#[inline(always)]
+fn add(carry: &mut [f32], rec: &[f32]) {
+    for (c, &r) in carry.iter_mut().zip(rec) {
+        *c += r;
+    }
+}
+
+// ---------------------------------------------------------------------------------------------
+// The steps: bounds checked once, then the tasks.
+
+/// Panics (an engine bug, not bad input: the graph sizes every buffer) unless `len` holds `need`.
+fn check(what: &str, len: usize, need: usize) {
+    assert!(len >= need, "{what}: {len} elements where the step reads {need}");
+}
+
+/// Checks the buffers every forward step reads and writes.
+fn check_forward(
+    s: &Step,
+    g: usize,
+    saved: usize,
+    w_hh: usize,
+    xw: usize,
+    y: usize,
+    states: usize,
+    gates: usize,
+    lengths: usize,
+) {
+    let h = s.hidden;
+    check("w_hh", w_hh, g * h * h);
+    check("xw", xw, at(s, s.t + 1, g * h));
+    check("y", y, at(s, s.t + 1, s.out_stride));
+    assert!(s.out_col + h <= s.out_stride, "step: output columns past the row");
+    check("states", states, slot(s, s.in_slot.max(s.out_slot) + 1));
+    check("gates", gates, at(s, s.t + 1, saved * h));
+    check("lengths", lengths, s.batch);
+}
+
+/// Checks the buffers every backward step reads and writes.
+fn check_backward(s: &Step, g: usize, w_hh: usize, dg: usize, dy: usize, carry: usize, lengths: usize) {
+    let h = s.hidden;
+    check("w_hh", w_hh, g * h * h);
+    check("dg", dg, at(s, s.t.max(s.next_t) + 1, g * h));
+    check("dy", dy, at(s, s.t + 1, s.out_stride));
+    assert!(s.out_col + h <= s.out_stride, "step: output columns past the row");
+    check("carry", carry, s.batch * h);
+    check("lengths", lengths, s.batch);
+}
+
+impl StepKernels<f32> for Steps {
+    fn lstm_forward(&mut self, f: LstmForward<'_, f32>, s: Step) {
+        let (h, isa) = (s.hidden, self.isa);
+        check_forward(
+            &s,
+            4,
+            4,
+            f.w_hh.len(),
+            f.xw.len(),
+            f.y.len(),
+            f.states.len(),
+            f.gates.len(),
+            f.lengths.len(),
+        );
+        check("cells", f.cells.len(), slot(&s, s.in_slot.max(s.out_slot) + 1));
+        check("bias", f.bias.len(), s.bias_hh + 4 * h);
+        let (states, cells) = (Shared(f.states.as_mut_ptr()), Shared(f.cells.as_mut_ptr()));
+        let h_prev = previous(&mut self.prev_h, states, f.states.len(), &s);
+        let c_prev = previous(&mut self.prev_c, cells, f.cells.len(), &s);
+        let dst = slot(&s, s.out_slot);
+        let e = LstmFwd {
+            at: Place::of(&s, f.lengths),
+            input: Input::of(&s, f.xw, f.bias, 4),
+            h_prev,
+            c_prev,
+            states: Shared(states.get().wrapping_add(dst)),
+            cells: Shared(cells.get().wrapping_add(dst)),
+            gates: Shared(f.gates[at(&s, s.t, 4 * h)..].as_mut_ptr()),
+            y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
+        };
+        let packed = self.packed(isa, f.w_hh, 4, h, true);
+        run(isa, s.batch, h, 4 * UNITS, Operand { a: Some((h_prev, h)), k: h, packed }, &e);
+    }
+
+    fn gru_forward(&mut self, f: GruForward<'_, f32>, s: Step) {
+        let (h, isa) = (s.hidden, self.isa);
+        check_forward(
+            &s,
+            3,
+            4,
+            f.w_hh.len(),
+            f.xw.len(),
+            f.y.len(),
+            f.states.len(),
+            f.gates.len(),
+            f.lengths.len(),
+        );
+        check("bias", f.bias.len(), s.bias_hh + 3 * h);
+        let states = Shared(f.states.as_mut_ptr());
+        let h_prev = previous(&mut self.prev_h, states, f.states.len(), &s);
+        let e = GruFwd {
+            at: Place::of(&s, f.lengths),
+            input: Input::of(&s, f.xw, f.bias, 3),
+            h_prev,
+            states: Shared(states.get().wrapping_add(slot(&s, s.out_slot))),
+            gates: Shared(f.gates[at(&s, s.t, 4 * h)..].as_mut_ptr()),
+            y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
+        };
+        let packed = self.packed(isa, f.w_hh, 3, h, true);
+        run(isa, s.batch, h, 3 * UNITS, Operand { a: Some((h_prev, h)), k: h, packed }, &e);
+    }
+
+    fn rnn_forward(&mut self, f: RnnForward<'_, f32>, s: Step, relu: bool) {
+        let (h, isa) = (s.hidden, self.isa);
+        check_forward(&s, 1, 0, f.w_hh.len(), f.xw.len(), f.y.len(), f.states.len(), 0, f.lengths.len());
+        check("bias", f.bias.len(), s.bias_hh + h);
+        let states = Shared(f.states.as_mut_ptr());
+        let h_prev = previous(&mut self.prev_h, states, f.states.len(), &s);
+        let e = RnnFwd {
+            at: Place::of(&s, f.lengths),
+            relu,
+            input: Input::of(&s, f.xw, f.bias, 1),
+            h_prev,
+            states: Shared(states.get().wrapping_add(slot(&s, s.out_slot))),
+            y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
+        };
+        let packed = self.packed(isa, f.w_hh, 1, h, true);
+        run(isa, s.batch, h, UNITS, Operand { a: Some((h_prev, h)), k: h, packed }, &e);
+    }
+
+    fn lstm_backward(&mut self, a: LstmBackward<'_, f32>, s: Step) {
+        let (h, isa) = (s.hidden, self.isa);
+        let g4 = 4 * h;
+        check_backward(&s, 4, a.w_hh.len(), a.dg.len(), a.dy.len(), a.carry.len() / 2, a.lengths.len());
+        let dg = Shared(a.dg.as_mut_ptr());
+        let next = (s.mode != StepMode::First).then(|| (at_ro(dg, at(&s, s.next_t, g4)), g4));
+        let carry_h = Shared(a.carry.as_mut_ptr());
+        let carry_c = Shared(carry_h.get().wrapping_add(s.batch * h));
+        let packed = self.packed(isa, a.w_hh, 4, h, false);
+        let op = Operand { a: next, k: g4, packed };
+        if s.mode == StepMode::Initial {
+            return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry: carry_h });
+        }
+        check("cells", a.cells.len(), slot(&s, s.in_slot.max(s.out_slot) + 1));
+        check("gates", a.gates.len(), at(&s, s.t + 1, g4));
+        let e = LstmBwd {
+            at: Place::of(&s, a.lengths),
+            c_out: ro(&a.cells[slot(&s, s.out_slot)..]),
+            c_in: ro(&a.cells[slot(&s, s.in_slot)..]),
+            gates: ro(&a.gates[at(&s, s.t, g4)..]),
+            dy: ro(&a.dy[at(&s, s.t, s.out_stride)..]),
+            dg: Shared(dg.get().wrapping_add(at(&s, s.t, g4))),
+            carry_h,
+            carry_c,
+        };
+        run(isa, s.batch, h, UNITS, op, &e);
+    }
+
+    fn gru_backward(&mut self, a: GruBackward<'_, f32>, s: Step) {
+        let (h, isa) = (s.hidden, self.isa);
+        let (g3, g4) = (3 * h, 4 * h);
+        check_backward(&s, 3, a.w_hh.len(), a.dgh.len(), a.dy.len(), a.carry.len(), a.lengths.len());
+        check("dg", a.dg.len(), at(&s, s.t + 1, g3));
+        let dgh = Shared(a.dgh.as_mut_ptr());
+        let next = (s.mode != StepMode::First).then(|| (at_ro(dgh, at(&s, s.next_t, g3)), g3));
+        let carry = Shared(a.carry.as_mut_ptr());
+        let packed = self.packed(isa, a.w_hh, 3, h, false);
+        let op = Operand { a: next, k: g3, packed };
+        if s.mode == StepMode::Initial {
+            return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry });
+        }
+        check("states", a.states.len(), slot(&s, s.in_slot) + s.batch * h);
+        check("gates", a.gates.len(), at(&s, s.t + 1, g4));
+        let e = GruBwd {
+            at: Place::of(&s, a.lengths),
+            prev: ro(&a.states[slot(&s, s.in_slot)..]),
+            gates: ro(&a.gates[at(&s, s.t, g4)..]),
+            dy: ro(&a.dy[at(&s, s.t, s.out_stride)..]),
+            dgx: Shared(a.dg[at(&s, s.t, g3)..].as_mut_ptr()),
+            dgh: Shared(dgh.get().wrapping_add(at(&s, s.t, g3))),
+            carry,
+        };
+        run(isa, s.batch, h, UNITS, op, &e);
+    }
+
+    fn rnn_backward(&mut self, a: RnnBackward<'_, f32>, s: Step, relu: bool) {
+        let h = s.hidden;
+        let isa = self.isa;
+        check_backward(&s, 1, a.w_hh.len(), a.dg.len(), a.dy.len(), a.carry.len(), a.lengths.len());
+        let dg = Shared(a.dg.as_mut_ptr());
+        let next = (s.mode != StepMode::First).then(|| (at_ro(dg, at(&s, s.next_t, h)), h));
+        let carry = Shared(a.carry.as_mut_ptr());
+        let packed = self.packed(isa, a.w_hh, 1, h, false);
+        let op = Operand { a: next, k: h, packed };
+        if s.mode == StepMode::Initial {
+            return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry });
+        }
+        check("states", a.states.len(), slot(&s, s.out_slot) + s.batch * h);
+        let e = RnnBwd {
+            at: Place::of(&s, a.lengths),
+            relu,
+            out: ro(&a.states[slot(&s, s.out_slot)..]),
+            dy: ro(&a.dy[at(&s, s.t, s.out_stride)..]),
+            dg: Shared(dg.get().wrapping_add(at(&s, s.t, h))),
+            carry,
+        };
+        run(isa, s.batch, h, UNITS, op, &e);
+    }
+}
