@@ -5,7 +5,7 @@
 
 use rayon::prelude::*;
 
-use crate::ops::{Attention, Dropout, Gather, Matmul, Reduce};
+use crate::ops::{Attention, CopyCols, Dropout, Gather, Matmul, Reduce};
 use crate::reference::kernels as twin;
 
 use super::sgemm::{self, Isa, Shared};
@@ -540,4 +540,30 @@ fn grow(v: &mut Vec<f32>, n: usize) -> &mut [f32] {
         v.resize(n, 0.0);
     }
     &mut v[..n]
+}
+
+/// `y[r * y_stride + y_offset + c] (+)= x[r * x_stride + x_offset + c]`, rows in parallel when
+/// each row's columns lie inside its own stride of y (then no two rows share an element).
+pub fn copy_cols(y: &mut [f32], x: &[f32], p: CopyCols) {
+    let row = |out: &mut [f32], r: usize| {
+        let src = &x[r * p.x_stride + p.x_offset..][..p.width];
+        if p.accumulate {
+            for (o, &v) in out.iter_mut().zip(src) {
+                *o += v;
+            }
+        } else {
+            out.copy_from_slice(src);
+        }
+    };
+    if p.rows * p.width < 2 * CHUNK || p.y_offset + p.width > p.y_stride {
+        for r in 0..p.rows {
+            row(&mut y[r * p.y_stride + p.y_offset..][..p.width], r);
+        }
+        return;
+    }
+    y.par_chunks_mut(p.y_stride)
+        .take(p.rows)
+        .enumerate()
+        .with_min_len(CHUNK.div_ceil(p.width))
+        .for_each(|(r, chunk)| row(&mut chunk[p.y_offset..][..p.width], r));
 }

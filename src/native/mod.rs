@@ -340,7 +340,7 @@ impl Backend for NativeBackend {
     }
 
     fn copy_cols(&mut self, y: &Self::Buf, x: &Self::Buf, p: CopyCols) -> Result<()> {
-        twin::copy_cols(&mut wr(y)?, &rd(x)?, p);
+        kernels::copy_cols(&mut wr(y)?, &rd(x)?, p);
         Ok(())
     }
 

@@ -397,7 +397,8 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             });
         }
     }
-    for &(rows, width) in &[(1, 1), (7, 5), (64, 130)] {
+    // Past the parallel threshold (32768 elements) too.
+    for &(rows, width) in &[(1, 1), (7, 5), (64, 130), (300, 129)] {
         for accumulate in [false, true] {
             let p = CopyCols {
                 rows,
