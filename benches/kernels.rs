@@ -7,6 +7,7 @@
 use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
+use rnn_gpu::Optimizer;
 use rnn_gpu::backend::{Backend, StepBufs};
 use rnn_gpu::gpu::kernels as gk;
 use rnn_gpu::gpu::{GpuContext, GpuTensor, Program};
@@ -16,7 +17,6 @@ use rnn_gpu::native::kernels as nk;
 use rnn_gpu::ops::{Attention, Cell, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
 use rnn_gpu::reference::kernels as cpu;
 use rnn_gpu::rng::Rng;
-use rnn_gpu::train::optim::Adam;
 
 fn quick() -> bool {
     std::env::var("RNN_GPU_BENCH_QUICK").as_deref() == Ok("1")
@@ -164,9 +164,9 @@ fn bench(c: &mut Criterion) {
     st[step_state::LR] = 1e-3;
     let (gp, gg, gm, gv, gs) =
         (up(&ctx, &param), up(&ctx, &grad), up(&ctx, &vec![0.0; n]), up(&ctx, &vec![0.0; n]), up(&ctx, &st));
-    let o = Adam { lr: 1e-3, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 };
+    let o = Optimizer::adam(1e-3);
     let mut prog = Program::new(&ctx);
-    gk::adam(&mut prog, &gp, &gg, &gm, &gv, &gs, o).unwrap();
+    gk::update(&mut prog, &gp, &gg, &[&gm, &gv], &gs, &o).unwrap();
     let (mut pc, mut mc, mut vc) = (param.clone(), vec![0.0; n], vec![0.0; n]);
     let (mut pn, mut mn, mut vn) = (param.clone(), vec![0.0; n], vec![0.0; n]);
     pair(
@@ -175,8 +175,8 @@ fn bench(c: &mut Criterion) {
         "optim_adam",
         n,
         prog,
-        || nk::adam(&mut pn, &grad, &mut mn, &mut vn, &st, o),
-        || cpu::adam(&mut pc, &grad, &mut mc, &mut vc, &st, o),
+        || nk::update(&mut pn, &grad, &mut [&mut mn, &mut vn], &st, &o),
+        || o.apply(&mut pc, &grad, &mut [&mut mc, &mut vc], &st),
     );
 
     // gather.wgsl: the one-hot input projection (columns of W_ih) and its gradient.
@@ -197,7 +197,7 @@ fn bench(c: &mut Criterion) {
         || nk::gather(&mut outn, &table, &ids, pg, &mut sums),
         || cpu::gather(&mut out, &table, &ids, pg),
     );
-    let (starts, list) = cpu::index_lists(&ids, s.v);
+    let (starts, list) = rnn_gpu::ops::index_lists(&ids, s.v);
     let (gst, gli) = (
         ctx.upload_u32("s", &[starts.len()], &starts).unwrap(),
         ctx.upload_u32("l", &[list.len()], &list).unwrap(),

@@ -9,7 +9,7 @@
 use crate::error::Result;
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::real::Real;
-use crate::train::optim::{Adagrad, Adam, Sgd};
+use crate::update::Optimizer;
 
 /// What identifies a recorded program: its kind and the batch shape it was built for.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
@@ -150,30 +150,15 @@ pub trait Backend {
     /// and the clipping scale for `max_norm` (0: none), which the optimizers apply to the gradient.
     fn finalize_step(&mut self, state: &Self::Buf, grads: &Self::Buf, max_norm: f32) -> Result<()>;
     fn clip_by_value(&mut self, grad: &Self::Buf, lo: f32, hi: f32) -> Result<()>;
-    fn sgd(
+    /// The update rule `rule` on every parameter, with its state buffers (`rule.state_slots()`
+    /// of them).
+    fn update(
         &mut self,
         param: &Self::Buf,
         grad: &Self::Buf,
-        momentum: Option<&Self::Buf>,
+        slots: &[&Self::Buf],
         state: &Self::Buf,
-        o: Sgd,
-    ) -> Result<()>;
-    fn adagrad(
-        &mut self,
-        param: &Self::Buf,
-        grad: &Self::Buf,
-        sum: &Self::Buf,
-        state: &Self::Buf,
-        o: Adagrad,
-    ) -> Result<()>;
-    fn adam(
-        &mut self,
-        param: &Self::Buf,
-        grad: &Self::Buf,
-        m: &Self::Buf,
-        v: &Self::Buf,
-        state: &Self::Buf,
-        o: Adam,
+        rule: &Optimizer,
     ) -> Result<()>;
     fn copy_cols(&mut self, y: &Self::Buf, x: &Self::Buf, p: CopyCols) -> Result<()>;
     fn attention_dots(

@@ -18,7 +18,7 @@ use crate::model::batch::Batch;
 use crate::model::spec::{Cell, ModelSpec};
 use crate::model::{Device, Model, Start};
 use crate::rng::Rng;
-use crate::train::optim::{Clip, Optimizer};
+use crate::update::{Clip, Optimizer};
 
 pub const VOCAB: usize = 65;
 

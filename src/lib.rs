@@ -15,6 +15,7 @@ pub mod reference;
 pub mod rng;
 pub mod seq2seq;
 pub mod train;
+pub mod update;
 pub mod verify;
 
 pub use error::{Error, Result};
@@ -22,4 +23,4 @@ pub use model::batch::{Batch, Input, Targets};
 pub use model::generate::Sampling;
 pub use model::spec::{Cell, Head, InputKind, Loss, ModelSpec, OutputMode};
 pub use model::{CarriedState, Device, Forward, Gradients, Model, Start, StepStats};
-pub use train::optim::{Clip, Optimizer};
+pub use update::{Clip, Optimizer};

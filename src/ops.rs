@@ -1,6 +1,35 @@
 //! Descriptors shared by each GPU launcher (`gpu::kernels`) and its CPU twin (`reference::kernels`):
 //! one op name, one argument order, two implementations.
 
+/// Alignment, in 4-byte elements, of every buffer view a kernel binds (256 bytes: the largest
+/// storage-offset alignment WebGPU allows), so of every tensor in the flat parameter buffer.
+pub const ALIGN: usize = 64;
+
+/// Rounds `n` up to a multiple of [`ALIGN`].
+pub fn align_up(n: usize) -> usize {
+    n.div_ceil(ALIGN) * ALIGN
+}
+
+/// Lists, for each of `vocab` table rows, the positions of `idx` that read it (the `starts` and
+/// `rows` of `scatter_add`). Ids must be below `vocab`.
+pub fn index_lists(idx: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
+    let mut counts = vec![0u32; vocab + 1];
+    for &v in idx {
+        counts[v as usize + 1] += 1;
+    }
+    for v in 0..vocab {
+        counts[v + 1] += counts[v];
+    }
+    let starts = counts.clone();
+    let mut next = counts;
+    let mut rows = vec![0u32; idx.len()];
+    for (r, &v) in idx.iter().enumerate() {
+        rows[next[v as usize] as usize] = r as u32;
+        next[v as usize] += 1;
+    }
+    (starts, rows)
+}
+
 /// `C = op(A)·op(B)` (or `C += ...` when `accumulate`), op(A) `[m, k]`, op(B) `[k, n]`, all
 /// row-major. `trans_a`: A is stored `[k, m]`; `trans_b`: B is stored `[n, k]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

@@ -558,3 +558,50 @@ fn tensor_files_round_trip_floats_and_integers() {
     assert_eq!(back.tensors, expect);
     assert_eq!(back.metadata["k"], "v");
 }
+
+/// Each update rule against torch.optim over five steps of the same gradients, on every CPU
+/// device through its `update` op (tests/fixtures/make_fixtures.py; the GPU's update is checked
+/// against the same twin by `verify`). AdamW's decoupled weight decay differs from Adam's L2 one
+/// from the first step on, so the two fixtures tell them apart.
+#[test]
+fn update_rules_match_torch_optim() {
+    use rnn_gpu::backend::Backend;
+    use rnn_gpu::ops::step_state;
+    use rnn_gpu::update::{Adagrad, Adam, AdamW, Sgd};
+    let rules: [(&str, Optimizer); 4] = [
+        ("adamw", AdamW(Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 }).into()),
+        ("adam", Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.1 }.into()),
+        ("sgd_nesterov", Sgd { lr: 0.1, momentum: 0.9, nesterov: true, weight_decay: 0.1 }.into()),
+        ("adagrad", Adagrad { lr: 0.1, eps: 1e-10, weight_decay: 0.1 }.into()),
+    ];
+    fn steps<B: Backend<Elem = f32>>(be: &mut B, rule: &Optimizer, p0: &[f32], grads: &[f32]) -> Vec<f32> {
+        let n = p0.len();
+        let alloc = |be: &mut B, v: &[f32]| {
+            let t = be.alloc("test", v.len()).unwrap();
+            be.write(&t, v).unwrap();
+            t
+        };
+        let (param, grad) = (alloc(be, p0), alloc(be, &vec![0.0; n]));
+        let slots: Vec<B::Buf> = (0..rule.state_slots()).map(|_| alloc(be, &vec![0.0; n])).collect();
+        let state = alloc(be, &[0.0; step_state::LEN]);
+        let mut after = Vec::new();
+        for (t, g) in grads.chunks(n).enumerate() {
+            let mut s = vec![0.0; step_state::LEN];
+            (s[step_state::OK], s[step_state::STEP], s[step_state::LR], s[step_state::CLIP_SCALE]) =
+                (1.0, (t + 1) as f32, rule.lr(), 1.0);
+            be.write(&state, &s).unwrap();
+            be.write(&grad, g).unwrap();
+            be.update(&param, &grad, &slots.iter().collect::<Vec<_>>(), &state, rule).unwrap();
+            after.extend(be.read(&param).unwrap());
+        }
+        after
+    }
+    for (name, rule) in rules {
+        let f = io::read_tensors(&fixture(&format!("optim_{name}.safetensors"))).unwrap();
+        let (p0, grads, want) = (floats(&f, "p0"), floats(&f, "grads"), floats(&f, "after"));
+        let native = steps(&mut rnn_gpu::native::NativeBackend::new().unwrap(), &rule, &p0, &grads);
+        let reference = steps(&mut rnn_gpu::reference::ReferenceBackend::<f32>::new(), &rule, &p0, &grads);
+        close(&format!("{name} on the native device"), &native, &want);
+        close(&format!("{name} on the reference"), &reference, &want);
+    }
+}

@@ -194,8 +194,8 @@ struct TrainArgs {
     seq_len: usize,
     #[arg(long, default_value_t = 32)]
     batch: usize,
-    /// sgd, momentum, adagrad or adam.
-    #[arg(long, default_value = "adam")]
+    /// The update rule (src/update).
+    #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(rnn_gpu::update::cli_names()))]
     optimizer: String,
     #[arg(long, default_value_t = 3e-3)]
     lr: f32,
@@ -474,7 +474,11 @@ fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Result<ExitCode
     } else {
         let optimizer = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
             op: "--optimizer",
-            message: format!("unknown optimizer {:?}; use sgd, momentum, adagrad or adam", a.optimizer),
+            message: format!(
+                "unknown optimizer {:?}; use one of {}",
+                a.optimizer,
+                rnn_gpu::update::cli_names().join(", ")
+            ),
         })?;
         let clip = Clip { max_norm: a.clip, value: a.clip_value };
         (parse_cell(&a.cell)?, a.hidden, a.layers, a.dropout, optimizer, clip)

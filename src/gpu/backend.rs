@@ -11,7 +11,7 @@ use super::tensor::{GpuTensor, Staging};
 use crate::backend::{Backend, ProgramKey, StepBufs};
 use crate::error::{Error, Result};
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
-use crate::train::optim::{Adagrad, Adam, Sgd};
+use crate::update::Optimizer;
 
 pub struct GpuBackend {
     ctx: Arc<GpuContext>,
@@ -266,38 +266,15 @@ impl Backend for GpuBackend {
         k::clip_by_value(self.prog()?, grad, lo, hi)
     }
 
-    fn sgd(
+    fn update(
         &mut self,
         param: &GpuTensor,
         grad: &GpuTensor,
-        momentum: Option<&GpuTensor>,
+        slots: &[&GpuTensor],
         state: &GpuTensor,
-        o: Sgd,
+        rule: &Optimizer,
     ) -> Result<()> {
-        k::sgd(self.prog()?, param, grad, momentum, state, o)
-    }
-
-    fn adagrad(
-        &mut self,
-        param: &GpuTensor,
-        grad: &GpuTensor,
-        sum: &GpuTensor,
-        state: &GpuTensor,
-        o: Adagrad,
-    ) -> Result<()> {
-        k::adagrad(self.prog()?, param, grad, sum, state, o)
-    }
-
-    fn adam(
-        &mut self,
-        param: &GpuTensor,
-        grad: &GpuTensor,
-        m: &GpuTensor,
-        v: &GpuTensor,
-        state: &GpuTensor,
-        o: Adam,
-    ) -> Result<()> {
-        k::adam(self.prog()?, param, grad, m, v, state, o)
+        k::update(self.prog()?, param, grad, slots, state, rule)
     }
 
     fn copy_cols(&mut self, y: &GpuTensor, x: &GpuTensor, p: CopyCols) -> Result<()> {

@@ -8,7 +8,7 @@ use super::program::{Program, groups_1d};
 use super::tensor::GpuTensor;
 use crate::error::{Error, Result, check_nonzero};
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
-use crate::train::optim::{Adagrad, Adam, Sgd};
+use crate::update::{self, Optimizer};
 
 const WG: usize = 256;
 
@@ -614,14 +614,10 @@ pub fn mse(
 struct OptimParams {
     // must match shaders/optim.wgsl::Params
     n: u32,
-    nesterov: u32,
-    beta1: f32,
-    beta2: f32,
-    eps: f32,
-    weight_decay: f32,
     lo: f32,
     hi: f32,
-    _pad: [u32; 4],
+    _pad: u32,
+    h: [f32; 4],
 }
 
 fn need_state(op: &'static str, state: &GpuTensor) -> Result<()> {
@@ -639,91 +635,24 @@ pub fn clip_by_value(prog: &mut Program, grad: &GpuTensor, lo: f32, hi: f32) -> 
     prog.dispatch("optim", "clip_by_value", &[], &[(2, grad)], &p, groups)
 }
 
-pub fn sgd(
+/// The update rule on every parameter: the entry point the rule names, its numbers in `h`, its
+/// state buffers bound from binding 4 on.
+pub fn update(
     prog: &mut Program,
     param: &GpuTensor,
     grad: &GpuTensor,
-    momentum: Option<&GpuTensor>,
+    slots: &[&GpuTensor],
     state: &GpuTensor,
-    o: Sgd,
+    rule: &Optimizer,
 ) -> Result<()> {
-    const OP: &str = "sgd";
-    need_state(OP, state)?;
+    let lens: Vec<usize> = slots.iter().map(|s| s.len()).collect();
+    update::check_buffers(rule, param.len(), grad.len(), &lens, state.len())?;
     let n = param.len();
-    need(OP, "grad", grad, n)?;
+    let p = OptimParams { n: to_u32("update", "n", n)?, h: rule.hyper(), ..Default::default() };
     let mut args = vec![(1, state), (2, grad), (3, param)];
-    let beta1 = match momentum {
-        Some(m) if o.momentum != 0.0 => {
-            need(OP, "momentum", m, n)?;
-            args.push((4, m));
-            o.momentum
-        }
-        None if o.momentum != 0.0 => {
-            return Err(Error::invalid(OP, "momentum > 0 needs a momentum buffer"));
-        }
-        _ => 0.0,
-    };
-    let p = OptimParams {
-        n: to_u32(OP, "n", n)?,
-        nesterov: o.nesterov as u32,
-        beta1,
-        weight_decay: o.weight_decay,
-        ..Default::default()
-    };
+    args.extend(slots.iter().enumerate().map(|(k, s)| (4 + k as u32, *s)));
     let groups = groups_1d(prog.ctx(), n, WG);
-    let entry = if beta1 != 0.0 { "sgd_momentum" } else { "sgd" };
-    prog.dispatch("optim", entry, &[], &args, &p, groups)
-}
-
-pub fn adagrad(
-    prog: &mut Program,
-    param: &GpuTensor,
-    grad: &GpuTensor,
-    sum: &GpuTensor,
-    state: &GpuTensor,
-    o: Adagrad,
-) -> Result<()> {
-    const OP: &str = "adagrad";
-    need_state(OP, state)?;
-    let n = param.len();
-    need(OP, "grad", grad, n)?;
-    need(OP, "sum", sum, n)?;
-    let p = OptimParams {
-        n: to_u32(OP, "n", n)?,
-        eps: o.eps,
-        weight_decay: o.weight_decay,
-        ..Default::default()
-    };
-    let groups = groups_1d(prog.ctx(), n, WG);
-    prog.dispatch("optim", "adagrad", &[], &[(1, state), (2, grad), (3, param), (4, sum)], &p, groups)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn adam(
-    prog: &mut Program,
-    param: &GpuTensor,
-    grad: &GpuTensor,
-    m: &GpuTensor,
-    v: &GpuTensor,
-    state: &GpuTensor,
-    o: Adam,
-) -> Result<()> {
-    const OP: &str = "adam";
-    need_state(OP, state)?;
-    let n = param.len();
-    need(OP, "grad", grad, n)?;
-    need(OP, "m", m, n)?;
-    need(OP, "v", v, n)?;
-    let p = OptimParams {
-        n: to_u32(OP, "n", n)?,
-        beta1: o.beta1,
-        beta2: o.beta2,
-        eps: o.eps,
-        weight_decay: o.weight_decay,
-        ..Default::default()
-    };
-    let groups = groups_1d(prog.ctx(), n, WG);
-    prog.dispatch("optim", "adam", &[], &[(1, state), (2, grad), (3, param), (4, m), (5, v)], &p, groups)
+    prog.dispatch("optim", rule.entry(), &[], &args, &p, groups)
 }
 
 // ---------------------------------------------------------------------------------------------

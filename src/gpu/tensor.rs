@@ -2,15 +2,12 @@
 //!
 //! A `GpuTensor` is a view: a buffer, a byte offset and a length. Views that are bound to a
 //! kernel start on a 256-byte boundary (the largest storage-offset alignment WebGPU allows), which
-//! is why the flat parameter buffer aligns every tensor to `ALIGN` elements.
+//! is why the flat parameter buffer aligns every tensor to `ops::ALIGN` elements.
 
 use std::sync::Arc;
 
 use super::context::{GpuContext, Meter};
 use crate::error::{Error, Result};
-
-/// Alignment, in 4-byte elements, of every view bound to a kernel (256 bytes).
-pub const ALIGN: usize = 64;
 
 /// The least bytes of a u32 buffer: the step kernels bind the sequence lengths as a uniform
 /// array of this size (shaders/step_common.wgsl::lengths), WebGPU's default
@@ -20,11 +17,6 @@ pub const U32_BUFFER_BYTES: u64 = 65536;
 /// Bytes rounded up to whole vec4s (16 bytes): how buffers are allocated and bound.
 pub(crate) fn whole_vec4s(bytes: u64) -> u64 {
     bytes.div_ceil(16) * 16
-}
-
-/// Rounds `n` up to a multiple of [`ALIGN`].
-pub fn align_up(n: usize) -> usize {
-    n.div_ceil(ALIGN) * ALIGN
 }
 
 #[derive(Clone)]
@@ -59,7 +51,7 @@ impl GpuTensor {
     }
 
     /// A view of `shape` starting `start` elements into this tensor. `start` must be a multiple
-    /// of [`ALIGN`] for the view to be bound to a kernel.
+    /// of [`ALIGN`](crate::ops::ALIGN) for the view to be bound to a kernel.
     pub fn view(&self, start: usize, shape: &[usize]) -> Result<GpuTensor> {
         let n: usize = shape.iter().product();
         if start + n > self.len() {
@@ -80,7 +72,7 @@ impl GpuTensor {
     /// The view as a kernel binding, rounded up to whole vec4s (16 bytes) so that a kernel may
     /// declare any buffer as `array<vec4<f32>>` and still reach its last elements. The rounding
     /// stays inside the buffer: buffers are allocated in whole vec4s and bound views start on
-    /// 256-byte boundaries, with views in one buffer [`ALIGN`]ed apart. Kernels never write past
+    /// 256-byte boundaries, with views in one buffer [`ALIGN`](crate::ops::ALIGN)ed apart. Kernels never write past
     /// the view's length.
     pub(crate) fn binding(&self) -> wgpu::BindingResource<'_> {
         let rounded = whole_vec4s(self.bytes());

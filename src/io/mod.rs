@@ -22,7 +22,7 @@ use crate::model::params::ParamLayout;
 use crate::model::spec::{Cell, Head, InputKind, Loss, MAX_SIZE, ModelSpec, OutputMode};
 use crate::model::{CarriedState, Device, Model};
 use crate::train::TrainingState;
-use crate::train::optim::{Adagrad, Adam, Clip, Optimizer, Sgd};
+use crate::update::{Clip, MAX_SLOTS, Optimizer};
 
 pub const FORMAT: &str = "rnn-gpu/1";
 
@@ -474,25 +474,9 @@ fn optimizer_metadata(opt: &Optimizer, clip: Clip, m: &mut Metadata) {
         m.insert(format!("optimizer.{k}"), v);
     };
     put("name", opt.name().into());
-    match *opt {
-        Optimizer::Sgd(o) => {
-            put("lr", o.lr.to_string());
-            put("momentum", o.momentum.to_string());
-            put("nesterov", o.nesterov.to_string());
-            put("weight_decay", o.weight_decay.to_string());
-        }
-        Optimizer::Adagrad(o) => {
-            put("lr", o.lr.to_string());
-            put("eps", o.eps.to_string());
-            put("weight_decay", o.weight_decay.to_string());
-        }
-        Optimizer::Adam(o) => {
-            put("lr", o.lr.to_string());
-            put("beta1", o.beta1.to_string());
-            put("beta2", o.beta2.to_string());
-            put("eps", o.eps.to_string());
-            put("weight_decay", o.weight_decay.to_string());
-        }
+    put("lr", opt.lr().to_string());
+    for (k, v) in opt.fields() {
+        put(k, v);
     }
     put("clip_max_norm", clip.max_norm.to_string());
     put("clip_value", clip.value.to_string());
@@ -500,39 +484,23 @@ fn optimizer_metadata(opt: &Optimizer, clip: Clip, m: &mut Metadata) {
 
 pub fn optimizer_from_metadata(path: &Path, m: &Metadata) -> Result<(Optimizer, Clip)> {
     let f = |k: &str| parse::<f32>(path, m, &format!("optimizer.{k}"));
-    let opt = match field(path, m, "optimizer.name")? {
-        "sgd" => Optimizer::Sgd(Sgd {
-            lr: f("lr")?,
-            momentum: f("momentum")?,
-            nesterov: parse(path, m, "optimizer.nesterov")?,
-            weight_decay: f("weight_decay")?,
-        }),
-        "adagrad" => {
-            Optimizer::Adagrad(Adagrad { lr: f("lr")?, eps: f("eps")?, weight_decay: f("weight_decay")? })
-        }
-        "adam" => Optimizer::Adam(Adam {
-            lr: f("lr")?,
-            beta1: f("beta1")?,
-            beta2: f("beta2")?,
-            eps: f("eps")?,
-            weight_decay: f("weight_decay")?,
-        }),
-        other => return Err(bad(path, format!("unknown optimizer {other:?}"))),
-    };
+    let get = |k: &str| field(path, m, &format!("optimizer.{k}")).map(str::to_string);
+    // A field that is missing is already named with the file; one that does not parse is not.
+    let opt =
+        Optimizer::from_fields(field(path, m, "optimizer.name")?, f("lr")?, &get).map_err(|e| match e {
+            Error::Invalid { message, .. } => bad(path, format!("metadata: optimizer {message}")),
+            e => e,
+        })?;
     Ok((opt, Clip { max_norm: f("clip_max_norm")?, value: f("clip_value")? }))
 }
 
 /// The tensors a checkpoint holds beyond the model's.
 pub(crate) fn is_checkpoint_tensor(name: &str) -> bool {
-    matches!(
-        name,
-        "optimizer.state0"
-            | "optimizer.state1"
-            | "optimizer.step_state"
-            | "rng.state"
-            | CARRIED_H
-            | CARRIED_C
-    )
+    matches!(name, "optimizer.step_state" | "rng.state" | CARRIED_H | CARRIED_C)
+        || name
+            .strip_prefix("optimizer.state")
+            .and_then(|i| i.parse::<usize>().ok())
+            .is_some_and(|i| i < MAX_SLOTS)
 }
 
 const CARRIED_H: &str = "train.carried.h";
@@ -574,7 +542,7 @@ pub(crate) fn training_state(
     optimizer.validate().map_err(|e| bad(path, e.to_string()))?;
     clip.validate().map_err(|e| bad(path, e.to_string()))?;
     let mut slots = Vec::new();
-    for i in 0..2 {
+    for i in 0..MAX_SLOTS {
         let name = format!("optimizer.state{i}");
         match (extra.get(&name), i < optimizer.state_slots()) {
             (Some((shape, TensorData::F32(v))), true) if *shape == [total] => slots.push(v.clone()),

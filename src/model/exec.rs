@@ -9,10 +9,10 @@ use super::params::ParamLayout;
 use super::spec::{Loss, ModelSpec};
 use crate::backend::{Backend, ProgramKey};
 use crate::error::{Error, Result};
+use crate::ops::index_lists;
 use crate::ops::step_state;
 use crate::real::Real;
-use crate::reference::kernels::index_lists;
-use crate::train::optim::{Clip, Optimizer};
+use crate::update::{Clip, Optimizer};
 
 /// Where a run's initial state comes from.
 #[derive(Clone, Copy, Debug, PartialEq)]

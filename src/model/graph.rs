@@ -13,13 +13,13 @@ use super::params::ParamLayout;
 use super::spec::{Cell, InputKind, Loss, ModelSpec, OutputMode};
 use crate::backend::{Backend, StepBufs};
 use crate::error::{Error, Result};
-use crate::gpu::tensor::align_up;
+use crate::ops::align_up;
+use crate::ops::index_lists;
 use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::real::Real;
-use crate::reference::kernels::index_lists;
 use crate::rng::Rng;
 use crate::train::TrainingState;
-use crate::train::optim::{Clip, Optimizer};
+use crate::update::{Clip, Optimizer};
 
 /// What a model keeps on its device for its whole life: parameters, their gradients, the
 /// optimizer state and the step state.
@@ -804,17 +804,8 @@ impl Graph<'_> {
         }
         // The norm, the decision and the clipping scale; the optimizer applies the scale.
         be.finalize_step(&net.step_state, &net.grads, clip.max_norm)?;
-        let slot = |i: usize| {
-            net.opt.get(i).ok_or_else(|| Error::invalid("update", "optimizer state not allocated"))
-        };
-        match *opt {
-            Optimizer::Sgd(o) => {
-                let m = if o.momentum != 0.0 { Some(slot(0)?) } else { None };
-                be.sgd(&net.params, &net.grads, m, &net.step_state, o)
-            }
-            Optimizer::Adagrad(o) => be.adagrad(&net.params, &net.grads, slot(0)?, &net.step_state, o),
-            Optimizer::Adam(o) => be.adam(&net.params, &net.grads, slot(0)?, slot(1)?, &net.step_state, o),
-        }
+        let slots: Vec<&B::Buf> = net.opt.iter().collect();
+        be.update(&net.params, &net.grads, &slots, &net.step_state, opt)
     }
 }
 

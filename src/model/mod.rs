@@ -15,7 +15,7 @@ use crate::gpu::{GpuBackend, GpuContext};
 use crate::native::NativeBackend;
 use crate::reference::ReferenceBackend;
 use crate::rng::Rng;
-use crate::train::optim::{Clip, Optimizer};
+use crate::update::{Clip, Optimizer};
 use batch::Batch;
 use exec::Exec;
 pub use exec::{Start, StepStats};

@@ -6,7 +6,7 @@
 
 use super::spec::ModelSpec;
 use crate::error::{Error, Result};
-use crate::gpu::tensor::align_up;
+use crate::ops::align_up;
 use crate::rng::Rng;
 
 /// How a parameter starts (PyTorch's defaults for the module it belongs to).

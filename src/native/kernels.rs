@@ -7,6 +7,7 @@ use rayon::prelude::*;
 
 use crate::ops::{Attention, CopyCols, Dropout, Gather, Matmul, Reduce};
 use crate::reference::kernels as twin;
+use crate::update::{MAX_SLOTS, Optimizer};
 
 use super::sgemm::{self, Isa, Shared};
 
@@ -256,57 +257,28 @@ pub fn tanh_backward(dx: &mut [f32], y: &[f32], dy: &[f32]) {
         .for_each(|((dx, y), dy)| twin::tanh_backward(dx, y, dy));
 }
 
-pub fn sgd(
-    param: &mut [f32],
-    grad: &[f32],
-    momentum: Option<&mut [f32]>,
-    state: &[f32],
-    o: crate::train::optim::Sgd,
-) {
+/// The update rule on chunks of the parameters in parallel (each chunk as the rule's twin).
+pub fn update(param: &mut [f32], grad: &[f32], slots: &mut [&mut [f32]], state: &[f32], rule: &Optimizer) {
     let c = chunked(param.len());
-    match momentum {
-        Some(m) => param
-            .par_chunks_mut(c)
-            .zip(grad.par_chunks(c))
-            .zip(m.par_chunks_mut(c))
-            .for_each(|((p, g), m)| twin::sgd(p, g, Some(m), state, o)),
-        None => {
-            param.par_chunks_mut(c).zip(grad.par_chunks(c)).for_each(|(p, g)| twin::sgd(p, g, None, state, o))
-        }
-    }
-}
-
-pub fn adagrad(
-    param: &mut [f32],
-    grad: &[f32],
-    sum: &mut [f32],
-    state: &[f32],
-    o: crate::train::optim::Adagrad,
-) {
-    let c = chunked(param.len());
-    param
-        .par_chunks_mut(c)
-        .zip(grad.par_chunks(c))
-        .zip(sum.par_chunks_mut(c))
-        .for_each(|((p, g), s)| twin::adagrad(p, g, s, state, o));
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn adam(
-    param: &mut [f32],
-    grad: &[f32],
-    m: &mut [f32],
-    v: &mut [f32],
-    state: &[f32],
-    o: crate::train::optim::Adam,
-) {
-    let c = chunked(param.len());
-    param
-        .par_chunks_mut(c)
-        .zip(grad.par_chunks(c))
-        .zip(m.par_chunks_mut(c))
-        .zip(v.par_chunks_mut(c))
-        .for_each(|(((p, g), m), v)| twin::adam(p, g, m, v, state, o));
+    assert!(
+        slots.len() <= MAX_SLOTS && slots.iter().all(|s| s.len() == param.len()),
+        "update: state buffers"
+    );
+    let bases: [Shared<*mut f32>; MAX_SLOTS] =
+        std::array::from_fn(|k| Shared(slots.get_mut(k).map_or(std::ptr::null_mut(), |s| s.as_mut_ptr())));
+    let n = slots.len();
+    param.par_chunks_mut(c).zip(grad.par_chunks(c)).enumerate().for_each(|(i, (p, g))| {
+        // SAFETY: chunk i of each slot buffer, which is as long as the parameters (asserted);
+        // no other task touches it.
+        let mut s: [&mut [f32]; MAX_SLOTS] = std::array::from_fn(|k| {
+            if k < n {
+                unsafe { std::slice::from_raw_parts_mut(bases[k].get().add(i * c), p.len()) }
+            } else {
+                &mut []
+            }
+        });
+        rule.apply(p, g, &mut s[..n], state)
+    });
 }
 
 pub fn dropout_forward(out: &mut [f32], x: &[f32], seed: u32, p: Dropout) {

@@ -18,7 +18,7 @@ use sgemm::Isa;
 use crate::host::{self, HostMemory, HostTensor, check_matmul, rd, wr};
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::reference::kernels as twin;
-use crate::train::optim::{Adagrad, Adam, Sgd};
+use crate::update::{self, Optimizer};
 
 /// The environment variable that sets the native device's thread count (all cores otherwise).
 pub const THREADS_ENV: &str = "RNN_GPU_THREADS";
@@ -301,41 +301,19 @@ impl Backend for NativeBackend {
         Ok(())
     }
 
-    fn sgd(
+    fn update(
         &mut self,
         param: &Self::Buf,
         grad: &Self::Buf,
-        momentum: Option<&Self::Buf>,
+        slots: &[&Self::Buf],
         state: &Self::Buf,
-        o: Sgd,
+        rule: &Optimizer,
     ) -> Result<()> {
-        let mut mom = momentum.map(wr).transpose()?;
-        kernels::sgd(&mut wr(param)?, &rd(grad)?, mom.as_deref_mut(), &rd(state)?, o);
-        Ok(())
-    }
-
-    fn adagrad(
-        &mut self,
-        param: &Self::Buf,
-        grad: &Self::Buf,
-        sum: &Self::Buf,
-        state: &Self::Buf,
-        o: Adagrad,
-    ) -> Result<()> {
-        kernels::adagrad(&mut wr(param)?, &rd(grad)?, &mut wr(sum)?, &rd(state)?, o);
-        Ok(())
-    }
-
-    fn adam(
-        &mut self,
-        param: &Self::Buf,
-        grad: &Self::Buf,
-        m: &Self::Buf,
-        v: &Self::Buf,
-        state: &Self::Buf,
-        o: Adam,
-    ) -> Result<()> {
-        kernels::adam(&mut wr(param)?, &rd(grad)?, &mut wr(m)?, &mut wr(v)?, &rd(state)?, o);
+        let lens: Vec<usize> = slots.iter().map(|s| s.len()).collect();
+        update::check_buffers(rule, param.len(), grad.len(), &lens, state.len())?;
+        let mut locked = slots.iter().map(|s| wr(s)).collect::<Result<Vec<_>>>()?;
+        let mut views: Vec<&mut [f32]> = locked.iter_mut().map(|w| &mut **w).collect();
+        kernels::update(&mut wr(param)?, &rd(grad)?, &mut views, &rd(state)?, rule);
         Ok(())
     }
 

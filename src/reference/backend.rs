@@ -12,7 +12,7 @@ use crate::host::{
 };
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::real::Real;
-use crate::train::optim::{Adagrad, Adam, Sgd};
+use crate::update::{self, Optimizer};
 
 #[derive(Debug)]
 pub struct ReferenceBackend<T> {
@@ -214,41 +214,19 @@ impl<T: Real> Backend for ReferenceBackend<T> {
         Ok(())
     }
 
-    fn sgd(
+    fn update(
         &mut self,
         param: &Self::Buf,
         grad: &Self::Buf,
-        momentum: Option<&Self::Buf>,
+        slots: &[&Self::Buf],
         state: &Self::Buf,
-        o: Sgd,
+        rule: &Optimizer,
     ) -> Result<()> {
-        let mut mom = momentum.map(wr).transpose()?;
-        k::sgd(&mut wr(param)?, &rd(grad)?, mom.as_deref_mut(), &rd(state)?, o);
-        Ok(())
-    }
-
-    fn adagrad(
-        &mut self,
-        param: &Self::Buf,
-        grad: &Self::Buf,
-        sum: &Self::Buf,
-        state: &Self::Buf,
-        o: Adagrad,
-    ) -> Result<()> {
-        k::adagrad(&mut wr(param)?, &rd(grad)?, &mut wr(sum)?, &rd(state)?, o);
-        Ok(())
-    }
-
-    fn adam(
-        &mut self,
-        param: &Self::Buf,
-        grad: &Self::Buf,
-        m: &Self::Buf,
-        v: &Self::Buf,
-        state: &Self::Buf,
-        o: Adam,
-    ) -> Result<()> {
-        k::adam(&mut wr(param)?, &rd(grad)?, &mut wr(m)?, &mut wr(v)?, &rd(state)?, o);
+        let lens: Vec<usize> = slots.iter().map(|s| s.len()).collect();
+        update::check_buffers(rule, param.len(), grad.len(), &lens, state.len())?;
+        let mut locked = slots.iter().map(|s| wr(s)).collect::<Result<Vec<_>>>()?;
+        let mut views: Vec<&mut [T]> = locked.iter_mut().map(|w| &mut **w).collect();
+        rule.apply(&mut wr(param)?, &rd(grad)?, &mut views, &rd(state)?);
         Ok(())
     }
 

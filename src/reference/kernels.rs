@@ -4,7 +4,6 @@
 use crate::ops::{Attention, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::real::Real;
 use crate::rng::hash_uniform;
-use crate::train::optim::{Adagrad, Adam, Sgd};
 
 /// `c = op(a)·op(b)` (or `+=`).
 pub fn matmul<T: Real>(c: &mut [T], a: &[T], b: &[T], p: Matmul) {
@@ -219,73 +218,6 @@ pub fn clip_by_value<T: Real>(grad: &mut [T], lo: T, hi: T) {
     }
 }
 
-fn step_ok<T: Real>(state: &[T]) -> bool {
-    state[step_state::OK] != T::ZERO
-}
-
-/// The gradient an optimizer applies: scaled by the step's clipping scale, plus L2 weight decay.
-fn decayed<T: Real>(grad: T, param: T, state: &[T], wd: T) -> T {
-    grad * state[step_state::CLIP_SCALE] + wd * param
-}
-
-pub fn sgd<T: Real>(param: &mut [T], grad: &[T], momentum: Option<&mut [T]>, state: &[T], o: Sgd) {
-    if !step_ok(state) {
-        return;
-    }
-    let lr = state[step_state::LR];
-    let wd = T::from_f32(o.weight_decay);
-    let mu = T::from_f32(o.momentum);
-    match momentum {
-        Some(buf) if o.momentum != 0.0 => {
-            for i in 0..param.len() {
-                let g = decayed(grad[i], param[i], state, wd);
-                buf[i] = mu * buf[i] + g;
-                let step = if o.nesterov { g + mu * buf[i] } else { buf[i] };
-                param[i] -= lr * step;
-            }
-        }
-        _ => {
-            for i in 0..param.len() {
-                let g = decayed(grad[i], param[i], state, wd);
-                param[i] -= lr * g;
-            }
-        }
-    }
-}
-
-pub fn adagrad<T: Real>(param: &mut [T], grad: &[T], sum: &mut [T], state: &[T], o: Adagrad) {
-    if !step_ok(state) {
-        return;
-    }
-    let lr = state[step_state::LR];
-    let wd = T::from_f32(o.weight_decay);
-    let eps = T::from_f32(o.eps);
-    for i in 0..param.len() {
-        let g = decayed(grad[i], param[i], state, wd);
-        sum[i] += g * g;
-        param[i] -= lr * g / (sum[i].sqrt() + eps);
-    }
-}
-
-pub fn adam<T: Real>(param: &mut [T], grad: &[T], m: &mut [T], v: &mut [T], state: &[T], o: Adam) {
-    if !step_ok(state) {
-        return;
-    }
-    let t = state[step_state::STEP].to_f64() as i32;
-    let (b1, b2) = (T::from_f32(o.beta1), T::from_f32(o.beta2));
-    let lr = state[step_state::LR];
-    let wd = T::from_f32(o.weight_decay);
-    let eps = T::from_f32(o.eps);
-    let bc1 = T::ONE - b1.powi(t);
-    let bc2 = T::ONE - b2.powi(t);
-    for i in 0..param.len() {
-        let g = decayed(grad[i], param[i], state, wd);
-        m[i] = b1 * m[i] + (T::ONE - b1) * g;
-        v[i] = b2 * v[i] + (T::ONE - b2) * g * g;
-        param[i] -= (lr / bc1) * m[i] / (v[i].sqrt() / bc2.sqrt() + eps);
-    }
-}
-
 pub fn gather<T: Real>(out: &mut [T], table: &[T], idx: &[u32], p: Gather) {
     for i in 0..p.n {
         for j in 0..p.width {
@@ -304,26 +236,6 @@ pub fn scatter_add<T: Real>(dtable: &mut [T], dout: &[T], starts: &[u32], rows: 
             dtable[v * p.idx_stride + j * p.col_stride] += s;
         }
     }
-}
-
-/// Lists, for each of `vocab` table rows, the positions of `idx` that read it (the `starts` and
-/// `rows` of `scatter_add`). Ids must be below `vocab`.
-pub fn index_lists(idx: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
-    let mut counts = vec![0u32; vocab + 1];
-    for &v in idx {
-        counts[v as usize + 1] += 1;
-    }
-    for v in 0..vocab {
-        counts[v + 1] += counts[v];
-    }
-    let starts = counts.clone();
-    let mut next = counts;
-    let mut rows = vec![0u32; idx.len()];
-    for (r, &v) in idx.iter().enumerate() {
-        rows[next[v as usize] as usize] = r as u32;
-        next[v as usize] += 1;
-    }
-    (starts, rows)
 }
 
 /// The inverted-dropout factor of element `i`: 0, or `1 / (1 - prob)` for a kept element.

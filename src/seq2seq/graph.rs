@@ -487,8 +487,8 @@ impl<'a> S2sGraph<'a> {
         &self,
         be: &mut B,
         net: &Net<B>,
-        opt: &crate::train::optim::Optimizer,
-        clip: crate::train::optim::Clip,
+        opt: &crate::update::Optimizer,
+        clip: crate::update::Clip,
     ) -> Result<()> {
         self.dec().update(be, net, opt, clip)
     }

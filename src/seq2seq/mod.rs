@@ -28,11 +28,11 @@ use crate::model::graph::Net;
 use crate::model::params::{Init, ParamLayout};
 use crate::model::spec::{Cell, Head, InputKind, Loss, ModelSpec, OutputMode};
 use crate::native::NativeBackend;
+use crate::ops::index_lists;
 use crate::real::Real;
 use crate::reference::ReferenceBackend;
-use crate::reference::kernels::index_lists;
 use crate::rng::Rng;
-use crate::train::optim::{Clip, Optimizer};
+use crate::update::{Clip, Optimizer};
 use graph::{S2sGraph, S2sWs};
 
 /// The longest output of one decoding, in tokens: a model that never emits EOS stops there.

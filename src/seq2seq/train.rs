@@ -14,7 +14,7 @@ use crate::io::Metadata;
 use crate::model::Device;
 use crate::model::spec::Cell;
 use crate::rng::Rng;
-use crate::train::optim::{Clip, Optimizer};
+use crate::update::{Clip, Optimizer};
 
 #[derive(Clone, Debug)]
 pub struct PairTrainConfig {

@@ -1,11 +1,10 @@
-//! Training: optimizers and clipping settings, the character-model training loop, the loss curve,
-//! and the state a checkpoint keeps.
+//! Training: the character-model training loop, the loss curve, and the state a checkpoint keeps
+//! (the update rules are `crate::update`).
 
-pub mod optim;
 pub mod plot;
 pub mod text;
 
-use optim::{Clip, Optimizer};
+use crate::update::{Clip, Optimizer};
 
 /// Everything training keeps beyond the parameters, as a checkpoint saves it: the optimizer and
 /// its state, the clipping, the step state (`ops::step_state`) and the random generator of

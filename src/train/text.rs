@@ -11,7 +11,6 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
-use super::optim::{Clip, Optimizer};
 use crate::data::TextCorpus;
 use crate::error::{Error, Result, check_nonzero};
 use crate::io::{self, Metadata};
@@ -19,6 +18,7 @@ use crate::model::batch::Batch;
 use crate::model::generate::Sampling;
 use crate::model::spec::{Cell, ModelSpec};
 use crate::model::{Device, Model, Start};
+use crate::update::{Clip, Optimizer};
 
 #[derive(Clone, Debug)]
 pub struct TextTrainConfig {

@@ -19,7 +19,7 @@ use crate::gpu::{GpuContext, GpuTensor, Program};
 use crate::ops::{Dropout, Gather, Matmul, Reduce, step_state};
 use crate::reference::kernels as twin;
 use crate::rng::Rng;
-use crate::train::optim::{Adagrad, Adam, Sgd};
+use crate::update::Optimizer;
 
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct Tolerance {
@@ -265,7 +265,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
         _ => {
             // Two views of one buffer, as b_ih and b_hh are of the gradients, each its own start.
             let both: Vec<f32> = bias.iter().chain(&y0[..cols]).copied().collect();
-            let second = crate::gpu::tensor::align_up(cols);
+            let second = crate::ops::align_up(cols);
             let mut init = bias.clone();
             init.resize(second, 0.0);
             init.extend_from_slice(&y0[..cols]);
@@ -360,25 +360,37 @@ pub fn check_rows(
     ])
 }
 
+/// Every update rule under every name the CLI knows, with an L2 or decoupled weight decay of
+/// 0.01 where the rule has one: what the update checks run.
+pub fn rules_under_test(lr: f32) -> Vec<(&'static str, Optimizer)> {
+    crate::update::cli_names()
+        .into_iter()
+        .filter_map(|name| {
+            let rule = Optimizer::from_name(name, lr)?;
+            Some((name, rule.with_field("weight_decay", "0.01").unwrap_or(rule)))
+        })
+        .collect()
+}
+
 /// clip_by_value, then finalize_step (the gradient norm, the decision, the clipping scale), then
-/// `optimizer` (sgd, momentum, nesterov, adagrad or adam, applying the scale) over `n` parameters,
-/// for two steps: a training step's update. With `finite` false the loss is NaN and every kernel
-/// must leave the parameters as they were.
+/// the update rule (applying the scale) over `n` parameters, for two steps: a training step's
+/// update. With `finite` false the loss is NaN and every kernel must leave the parameters as they
+/// were.
 pub fn check_optimizer(
     ctx: &Arc<GpuContext>,
-    optimizer: &str,
+    (name, rule): (&str, Optimizer),
     n: usize,
     finite: bool,
     seed: u64,
 ) -> Result<Vec<Check>> {
     let mut rng = Rng::seed_from_u64(seed);
     let mut param = rng.uniform_vec(n, -1.0, 1.0);
-    let mut s1 = vec![0.0f32; n];
-    let mut s2 = vec![0.0f32; n];
+    let slots = rule.state_slots();
+    let mut state_bufs = vec![vec![0.0f32; n]; slots];
     let mut state = vec![0.0f32; step_state::LEN];
     let gparam = ctx.upload("param", &[n], &param)?;
-    let gs1 = ctx.upload("s1", &[n], &s1)?;
-    let gs2 = ctx.upload("s2", &[n], &s2)?;
+    let gslots =
+        (0..slots).map(|_| ctx.upload("slot", &[n], &vec![0.0f32; n])).collect::<Result<Vec<_>>>()?;
     let gstate = ctx.upload("state", &[step_state::LEN], &state)?;
     let ggrad = ctx.alloc("grad", &[n])?;
     let scratch = ctx.alloc("reduce scratch", &[gk::REDUCE_PARTS])?;
@@ -388,43 +400,28 @@ pub fn check_optimizer(
         let mut grad = rng.uniform_vec(n, -2.0, 2.0);
         ctx.write(&ggrad, &grad)?;
         state[step_state::LOSS] = if finite { 1.25 } else { f32::NAN };
-        state[step_state::LR] = if optimizer == "adam" { 0.01 } else { 0.1 };
+        state[step_state::LR] = rule.lr();
         ctx.write(&gstate, &state)?;
         let mut prog = Program::new(ctx);
         gk::clip_by_value(&mut prog, &ggrad, -1.0, 1.0)?;
         gk::finalize_step(&mut prog, &gstate, &ggrad, &scratch, max_norm)?;
         twin::clip_by_value(&mut grad, -1.0, 1.0);
         twin::finalize_step(&mut state, &grad, max_norm);
-        match optimizer {
-            "sgd" | "momentum" | "nesterov" => {
-                let o = Sgd {
-                    lr: 0.1,
-                    momentum: if optimizer == "sgd" { 0.0 } else { 0.9 },
-                    nesterov: optimizer == "nesterov",
-                    weight_decay: 0.01,
-                };
-                gk::sgd(&mut prog, &gparam, &ggrad, (o.momentum != 0.0).then_some(&gs1), &gstate, o)?;
-                twin::sgd(&mut param, &grad, Some(&mut s1), &state, o);
-            }
-            "adagrad" => {
-                let o = Adagrad { lr: 0.1, eps: 1e-10, weight_decay: 0.01 };
-                gk::adagrad(&mut prog, &gparam, &ggrad, &gs1, &gstate, o)?;
-                twin::adagrad(&mut param, &grad, &mut s1, &state, o);
-            }
-            _ => {
-                let o = Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.01 };
-                gk::adam(&mut prog, &gparam, &ggrad, &gs1, &gs2, &gstate, o)?;
-                twin::adam(&mut param, &grad, &mut s1, &mut s2, &state, o);
-            }
-        }
+        gk::update(&mut prog, &gparam, &ggrad, &gslots.iter().collect::<Vec<_>>(), &gstate, &rule)?;
+        rule.apply(
+            &mut param,
+            &grad,
+            &mut state_bufs.iter_mut().map(|s| &mut s[..]).collect::<Vec<_>>(),
+            &state,
+        );
         run(prog)?;
         grads_after.push((ctx.download(&ggrad)?, grad));
     }
-    let name = if finite { optimizer.to_string() } else { format!("{optimizer}_nonfinite") };
+    let name = if finite { name.to_string() } else { format!("{name}_nonfinite") };
     let shape = format!("{n}");
     let tol = Tolerance::ELEMENTWISE;
     let (g_got, g_want) = grads_after.pop().unwrap_or_default();
-    Ok(vec![
+    let mut out = vec![
         // Past the loss, which is NaN on purpose in the non-finite case; the norm is a sum.
         compare(
             "finalize_step",
@@ -435,8 +432,11 @@ pub fn check_optimizer(
         ),
         compare("clip_by_value", shape.clone(), &g_got, &g_want, tol),
         compare(&name, shape.clone(), &ctx.download(&gparam)?, &param, tol),
-        compare(&format!("{name}.state"), shape, &ctx.download(&gs1)?, &s1, tol),
-    ])
+    ];
+    for (k, (g, want)) in gslots.iter().zip(&state_bufs).enumerate() {
+        out.push(compare(&format!("{name}.state{k}"), shape.clone(), &ctx.download(g)?, want, tol));
+    }
+    Ok(out)
 }
 
 /// gather and scatter_add: `n` lookups of `width` from a table of `vocab` rows, as an embedding
@@ -462,7 +462,7 @@ pub fn check_gather(
     let dout = rng.uniform_vec(n * width, -1.0, 1.0);
     let dtable0 = rng.uniform_vec(vocab * width, -1.0, 1.0);
     let mut dtable = dtable0.clone();
-    let (starts, rows) = twin::index_lists(&idx, vocab);
+    let (starts, rows) = crate::ops::index_lists(&idx, vocab);
     let ps = Gather { n: vocab, ..p };
     twin::scatter_add(&mut dtable, &dout, &starts, &rows, ps);
     let gdout = ctx.upload("dout", &[dout.len()], &dout)?;
@@ -589,11 +589,11 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
             out.extend(check_rows(ctx, kernel, rows, cols, next())?);
         }
     }
-    for opt in ["sgd", "momentum", "nesterov", "adagrad", "adam"] {
+    for rule in rules_under_test(0.05) {
         for &n in &[1, 100, 1000] {
-            out.extend(check_optimizer(ctx, opt, n, true, next())?);
+            out.extend(check_optimizer(ctx, rule, n, true, next())?);
         }
-        out.extend(check_optimizer(ctx, opt, 100, false, next())?);
+        out.extend(check_optimizer(ctx, rule, 100, false, next())?);
     }
     // Widths that are a multiple of 4 take gather4 and scatter_add4 (600x32: dout over more than
     // one texture row).

@@ -10,11 +10,11 @@ use crate::backend::{Backend, StepBufs};
 use crate::error::Result;
 use crate::native::NativeBackend;
 use crate::native::sgemm::Isa;
+use crate::ops::index_lists;
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::reference::ReferenceBackend;
-use crate::reference::kernels::index_lists;
 use crate::rng::Rng;
-use crate::train::optim::{Adagrad, Adam, Sgd};
+use crate::update::Optimizer;
 
 /// What a case runs, with the meaning of its float buffers `f` and integer buffers `u`.
 #[derive(Clone, Copy, Debug)]
@@ -49,12 +49,8 @@ enum Kernel {
     ScatterAdd(Gather),
     /// f: out (dx), x (dy); u: seeds.
     Dropout { p: Dropout, backward: bool },
-    /// f: param, grad, state, momentum.
-    Sgd(Sgd),
-    /// f: param, grad, state, sum.
-    Adagrad(Adagrad),
-    /// f: param, grad, state, m, v.
-    Adam(Adam),
+    /// f: param, grad, state, then the rule's state buffers.
+    Update(Optimizer),
     /// f: state, grads.
     FinalizeStep(f32),
     /// f: y, x.
@@ -119,9 +115,7 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
         Kernel::ScatterAdd(p) => be.scatter_add(&f[0], &f[1], &u[0], &u[1], p)?,
         Kernel::Dropout { p, backward: false } => be.dropout_forward(&f[0], &f[1], &u[0], p)?,
         Kernel::Dropout { p, backward: true } => be.dropout_backward(&f[0], &f[1], &u[0], p)?,
-        Kernel::Sgd(o) => be.sgd(&f[0], &f[1], (o.momentum != 0.0).then_some(&f[3]), &f[2], o)?,
-        Kernel::Adagrad(o) => be.adagrad(&f[0], &f[1], &f[3], &f[2], o)?,
-        Kernel::Adam(o) => be.adam(&f[0], &f[1], &f[3], &f[4], &f[2], o)?,
+        Kernel::Update(rule) => be.update(&f[0], &f[1], &f[3..].iter().collect::<Vec<_>>(), &f[2], &rule)?,
         Kernel::FinalizeStep(max_norm) => be.finalize_step(&f[0], &f[1], max_norm)?,
         Kernel::CopyCols(p) => be.copy_cols(&f[0], &f[1], p)?,
         Kernel::AttentionDots(a, mask) => be.attention_dots(&f[0], &f[1], &f[2], &u[0], a, mask)?,
@@ -244,37 +238,25 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
                 )
             });
         }
-        // Optimizers: param, grad, state, moments.
-        let opt_case = |name, kernel, mut f: Vec<Vec<f32>>, outputs| {
-            f.insert(2, applied_state());
-            Case { name, shape: format!("n={n}"), kernel, f, u: vec![], outputs, tol: el }
-        };
+        // The update rules: param, grad, state, then their state buffers (positive, as Adagrad's
+        // sums and Adam's second moments must be).
         let pos: Vec<f32> = c.iter().map(|v| v.abs()).collect();
-        for (name, momentum, nesterov) in
-            [("sgd", 0.0, false), ("sgd momentum", 0.9, false), ("sgd nesterov", 0.9, true)]
-        {
-            let o = Sgd { lr: 0.01, momentum, nesterov, weight_decay: 1e-3 };
-            cases.push(opt_case(
+        for (name, rule) in super::rules_under_test(0.01) {
+            let slots = rule.state_slots();
+            let mut f = vec![a.clone(), b.clone(), applied_state()];
+            f.extend(std::iter::repeat_n(pos.clone(), slots));
+            let mut outputs = vec![(0, "param")];
+            outputs.extend([(3, "state0"), (4, "state1")].into_iter().take(slots));
+            cases.push(Case {
                 name,
-                Kernel::Sgd(o),
-                vec![a.clone(), b.clone(), c.clone()],
-                vec![(0, "param"), (3, "momentum")],
-            ));
+                shape: format!("n={n}"),
+                kernel: Kernel::Update(rule),
+                f,
+                u: vec![],
+                outputs,
+                tol: el,
+            });
         }
-        let o = Adagrad { lr: 0.01, eps: 1e-10, weight_decay: 1e-3 };
-        cases.push(opt_case(
-            "adagrad",
-            Kernel::Adagrad(o),
-            vec![a.clone(), b.clone(), pos.clone()],
-            vec![(0, "param"), (3, "sum")],
-        ));
-        let o = Adam { lr: 0.01, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-3 };
-        cases.push(opt_case(
-            "adam",
-            Kernel::Adam(o),
-            vec![a.clone(), b.clone(), c.clone(), pos],
-            vec![(0, "param"), (3, "m"), (4, "v")],
-        ));
     }
     // The gradient norm (a sum past the parallel threshold too), the decision and the scale.
     for n in [7, 40_000] {
