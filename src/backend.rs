@@ -9,9 +9,11 @@
 use crate::error::Result;
 use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
 use crate::real::Real;
-use crate::update::Optimizer;
+use crate::update::{Clip, Optimizer};
 
-/// What identifies a recorded program: its kind and the batch shape it was built for.
+/// What identifies a recorded program: its kind, the batch shape it was built for, and every
+/// option that changes the ops it records. Compared by value: two keys are one program only
+/// when all of that is equal.
 #[derive(Clone, Debug, PartialEq, Eq, Hash)]
 pub struct ProgramKey {
     pub kind: &'static str,
@@ -19,8 +21,31 @@ pub struct ProgramKey {
     /// The decoder's steps in an encoder-decoder model (0 otherwise).
     pub tgt_steps: usize,
     pub batch: usize,
-    /// Options that change the recorded ops (for example whether the initial state is learned).
-    pub variant: u32,
+    pub variant: Variant,
+}
+
+/// The options a program records beyond its kind and shape.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Hash)]
+pub struct Variant {
+    /// The program makes the initial state itself (learned or conditioned).
+    pub model_init: bool,
+    /// Dropout on.
+    pub train: bool,
+    /// The update it ends with: the rule's entry point, state slots and numbers, and the
+    /// clipping, as bits (the learning rate is read from the step state, not recorded).
+    pub update: Option<(&'static str, usize, [u32; 4], [u32; 2])>,
+}
+
+impl Variant {
+    pub fn with_update(mut self, rule: &Optimizer, clip: Clip) -> Variant {
+        self.update = Some((
+            rule.entry(),
+            rule.state_slots(),
+            rule.hyper().map(f32::to_bits),
+            [clip.max_norm, clip.value].map(f32::to_bits),
+        ));
+        self
+    }
 }
 
 /// The buffers of one fused step kernel; which are used depends on the cell.

@@ -3,7 +3,9 @@
 pub mod backend;
 pub mod bench;
 pub mod data;
+pub mod device;
 pub mod error;
+pub mod exec;
 pub mod gpu;
 pub mod host;
 pub mod io;

@@ -1,16 +1,15 @@
-//! Running a model on one backend: workspaces per batch shape, host uploads, and the programs
-//! for inference, gradients and training steps.
-
-use std::collections::HashMap;
+//! A plain model's programs on the shared executor (`crate::exec`): its workspaces of `[T, B]`
+//! shapes, the host uploads, and the programs for inference, gradients and training steps.
 
 use super::batch::{Batch, Input};
-use super::graph::{BackwardOpts, ForwardOpts, Graph, Net, Workspace};
+use super::graph::{BackwardOpts, ForwardOpts, Graph, Workspace};
 use super::params::ParamLayout;
 use super::spec::{Loss, ModelSpec};
-use crate::backend::{Backend, ProgramKey};
+use crate::backend::{Backend, Variant};
 use crate::error::{Error, Result};
+pub use crate::exec::StepStats;
+use crate::exec::{Executor, Shape, record_update, to_elem};
 use crate::ops::index_lists;
-use crate::ops::step_state;
 use crate::real::Real;
 use crate::update::{Clip, Optimizer};
 
@@ -26,28 +25,8 @@ pub enum Start<'a> {
     Given { h0: &'a [f32], c0: Option<&'a [f32]> },
 }
 
-/// The step state as read back after a training step.
-#[derive(Clone, Copy, Debug, PartialEq)]
-pub struct StepStats {
-    pub loss: f32,
-    pub grad_norm: f32,
-    /// Training steps applied so far.
-    pub step: u64,
-    /// Steps refused so far because their loss or gradient was not finite.
-    pub skipped: u32,
-}
-
-pub struct Exec<B: Backend> {
-    pub be: B,
-    pub net: Net<B>,
-    workspaces: HashMap<(usize, usize), Workspace<B>>,
-    /// Batch shapes, least recently used first.
-    recent: Vec<(usize, usize)>,
-}
-
-/// Workspaces (and their recorded programs) kept at once; the least recently used shape goes
-/// first, so that a stream of ever-new shapes (primes of every length) cannot exhaust memory.
-pub(crate) const MAX_SHAPES: usize = 8;
+/// The executor of a plain model: its workspaces are `Workspace`s of `[T, B]` shapes.
+pub type Exec<B> = Executor<B, Workspace<B>>;
 
 /// Program kinds.
 const FORWARD: &str = "forward";
@@ -56,54 +35,32 @@ const TRAIN: &str = "train";
 const EVALUATE: &str = "evaluate";
 const LOSS_GRAD: &str = "loss gradient";
 
-fn to_elem<T: Real>(v: &[f32]) -> Vec<T> {
-    v.iter().map(|&x| T::from_f32(x)).collect()
+fn shape(batch: &Batch) -> Shape {
+    Shape { steps: batch.steps, tgt_steps: 0, batch: batch.batch }
 }
 
 impl<B: Backend> Exec<B> {
-    pub fn new(mut be: B, layout: &ParamLayout, params: &[B::Elem]) -> Result<Self> {
-        let net = Net::new(&mut be, layout, params)?;
-        Ok(Exec { be, net, workspaces: HashMap::new(), recent: Vec::new() })
-    }
-
     fn graph<'a>(spec: &'a ModelSpec, layout: &'a ParamLayout) -> Graph<'a> {
         Graph { spec, layout, prefix: "" }
     }
 
     /// The workspace for `[T, B]`, created on first use. Workspaces of one batch size share their
-    /// state buffers, so that `Start::Continue` carries the state across chunk lengths.
-    fn workspace(
-        &mut self,
-        spec: &ModelSpec,
-        layout: &ParamLayout,
-        steps: usize,
-        batch: usize,
-    ) -> Result<()> {
-        self.recent.retain(|&k| k != (steps, batch));
-        self.recent.push((steps, batch));
-        if self.workspaces.contains_key(&(steps, batch)) {
-            return Ok(());
-        }
-        let mut ws = Self::graph(spec, layout).workspace(&mut self.be, steps, batch)?;
-        if let Some(other) = self.workspaces.iter().find(|((_, b), _)| *b == batch).map(|(_, w)| w) {
-            ws.h0 = other.h0.clone();
-            ws.c0 = other.c0.clone();
-        }
-        self.workspaces.insert((steps, batch), ws);
-        // The new workspace shares the state of its batch size, so dropping older ones loses
-        // nothing `Start::Continue` needs for this call.
-        while self.recent.len() > MAX_SHAPES {
-            let old = self.recent.remove(0);
-            self.workspaces.remove(&old);
-            self.be.drop_programs(old.0, 0, old.1);
-        }
-        Ok(())
+    /// state buffers, so that `Start::Continue` carries the state across chunk lengths (and
+    /// dropping an older one loses nothing it needs).
+    fn workspace(&mut self, spec: &ModelSpec, layout: &ParamLayout, batch: &Batch) -> Result<()> {
+        self.ensure(shape(batch), |be, others| {
+            let mut ws = Self::graph(spec, layout).workspace(be, batch.steps, batch.batch)?;
+            if let Some((_, other)) = others.iter().find(|(s, _)| s.batch == batch.batch) {
+                ws.h0 = other.h0.clone();
+                ws.c0 = other.c0.clone();
+            }
+            Ok(ws)
+        })
     }
 
     /// Writes the batch, its lengths and targets, and the initial state into the workspace.
     fn upload(&mut self, spec: &ModelSpec, batch: &Batch, start: Start<'_>) -> Result<()> {
-        let ws = &self.workspaces[&(batch.steps, batch.batch)];
-        let be = &mut self.be;
+        let (be, ws) = self.with_ws(shape(batch))?;
         match (&batch.input, &ws.input, &ws.tokens) {
             (Input::Dense(x), Some(buf), _) => be.write(buf, &to_elem(x))?,
             (Input::Tokens(ids), _, Some((tokens, starts, list))) => {
@@ -188,10 +145,6 @@ impl<B: Backend> Exec<B> {
         Ok(())
     }
 
-    fn key(kind: &'static str, batch: &Batch, variant: u32) -> ProgramKey {
-        ProgramKey { kind, steps: batch.steps, tgt_steps: 0, batch: batch.batch, variant }
-    }
-
     /// Whether the program makes the initial state itself (learned or conditioned).
     fn model_init(spec: &ModelSpec, start: Start<'_>) -> bool {
         (spec.learn_initial_state || spec.condition.is_some()) && start == Start::Fresh
@@ -208,7 +161,7 @@ impl<B: Backend> Exec<B> {
         targets: bool,
     ) -> Result<bool> {
         batch.validate(spec, targets)?;
-        self.workspace(spec, layout, batch.steps, batch.batch)?;
+        self.workspace(spec, layout, batch)?;
         self.upload(spec, batch, start)?;
         Ok(Self::model_init(spec, start))
     }
@@ -223,10 +176,9 @@ impl<B: Backend> Exec<B> {
     ) -> Result<()> {
         let model_init = self.begin(spec, layout, batch, start, false)?;
         let graph = Self::graph(spec, layout);
-        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
         let opts = ForwardOpts { train: false, model_init };
-        self.be
-            .execute(Self::key(FORWARD, batch, model_init as u32), &mut |be| graph.forward(be, net, ws, opts))
+        let variant = Variant { model_init, ..Variant::default() };
+        self.run(FORWARD, shape(batch), variant, |be, net, ws| graph.forward(be, net, ws, opts))
     }
 
     /// Runs forward and backward from the gradients of the top layer's outputs `d_output`
@@ -254,9 +206,9 @@ impl<B: Backend> Exec<B> {
         }
         crate::error::check_finite("gradients", "output gradient", d_output)?;
         let model_init = self.begin(spec, layout, batch, start, false)?;
-        let ws = &self.workspaces[&(batch.steps, batch.batch)];
+        let (be, ws) = self.with_ws(shape(batch))?;
         let top = &ws.layers[spec.layers - 1].dy;
-        self.be.write(top, &to_elem(d_output))?;
+        be.write(top, &to_elem(d_output))?;
         let n = B::len(&ws.dhn);
         for (buf, given, what) in [
             (Some(&ws.dhn), d_hn, "final hidden state gradient"),
@@ -273,23 +225,22 @@ impl<B: Backend> Exec<B> {
                 ));
             }
             crate::error::check_finite("gradients", what, &v)?;
-            self.be.write(buf, &to_elem(&v))?;
+            be.write(buf, &to_elem(&v))?;
         }
         let graph = Self::graph(spec, layout);
-        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
         let fo = ForwardOpts { train: false, model_init };
         let bo =
             BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, model_init };
-        self.be.execute(Self::key(GRAD, batch, model_init as u32), &mut |be| {
+        self.run(GRAD, shape(batch), Variant { model_init, ..Variant::default() }, |be, net, ws| {
             graph.forward(be, net, ws, fo)?;
             be.clear(&net.grads)?;
             graph.backward(be, net, ws, bo)
         })?;
         // Leave the final-state gradients zero for later runs.
-        let ws = &self.workspaces[&(batch.steps, batch.batch)];
-        self.be.write(&ws.dhn, &vec![B::Elem::ZERO; n])?;
+        let (be, ws) = self.with_ws(shape(batch))?;
+        be.write(&ws.dhn, &vec![B::Elem::ZERO; n])?;
         if let Some(dcn) = &ws.dcn {
-            self.be.write(dcn, &vec![B::Elem::ZERO; n])?;
+            be.write(dcn, &vec![B::Elem::ZERO; n])?;
         }
         Ok(())
     }
@@ -306,28 +257,22 @@ impl<B: Backend> Exec<B> {
         clip: Clip,
         seed: u32,
     ) -> Result<()> {
-        if self.net.opt.len() != opt.state_slots() {
-            self.net.reset_optimizer(&mut self.be, layout, opt)?;
-        }
+        self.prepare_update(layout, opt)?;
         let model_init = self.begin(spec, layout, batch, start, true)?;
-        let ws = &self.workspaces[&(batch.steps, batch.batch)];
-        self.be.write_u32(&ws.seeds, &[seed])?;
-        let lr_slot = self.be.view(&self.net.step_state, step_state::LR, 1)?;
-        self.be.write(&lr_slot, &[B::Elem::from_f32(opt.lr())])?;
+        let (be, ws) = self.with_ws(shape(batch))?;
+        be.write_u32(&ws.seeds, &[seed])?;
         let graph = Self::graph(spec, layout);
-        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
         let fo = ForwardOpts { train: true, model_init };
         let bo =
             BackwardOpts { train: true, from_loss: true, input_grad: false, init_grad: false, model_init };
-        // The optimizer and clipping settings are baked into the program: key them too.
-        let variant = model_init as u32 | (opt_code(opt, clip) << 1);
+        let variant = Variant { model_init, train: true, ..Variant::default() }.with_update(opt, clip);
         let opt = *opt;
-        self.be.execute(Self::key(TRAIN, batch, variant), &mut |be| {
+        self.run(TRAIN, shape(batch), variant, |be, net, ws| {
             graph.forward(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
             be.clear(&net.grads)?;
             graph.backward(be, net, ws, bo)?;
-            graph.update(be, net, &opt, clip)
+            record_update(be, net, &opt, clip)
         })
     }
 
@@ -344,12 +289,16 @@ impl<B: Backend> Exec<B> {
         let model_init = self.begin(spec, layout, batch, start, true)?;
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
-        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
         let fo = ForwardOpts { train, model_init };
-        self.be.execute(Self::key(EVALUATE, batch, model_init as u32 | (train as u32) << 1), &mut |be| {
-            graph.forward(be, net, ws, fo)?;
-            graph.loss(be, net, ws)
-        })
+        self.run(
+            EVALUATE,
+            shape(batch),
+            Variant { model_init, train, ..Variant::default() },
+            |be, net, ws| {
+                graph.forward(be, net, ws, fo)?;
+                graph.loss(be, net, ws)
+            },
+        )
     }
 
     /// The loss and its gradients (parameters in `net.grads`, the dense input and the initial
@@ -365,66 +314,39 @@ impl<B: Backend> Exec<B> {
         let model_init = self.begin(spec, layout, batch, start, true)?;
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
-        let (net, ws) = (&self.net, &self.workspaces[&(batch.steps, batch.batch)]);
         let fo = ForwardOpts { train, model_init };
         let bo = BackwardOpts { train, from_loss: true, input_grad: true, init_grad: true, model_init };
-        self.be.execute(Self::key(LOSS_GRAD, batch, model_init as u32 | (train as u32) << 1), &mut |be| {
-            graph.forward(be, net, ws, fo)?;
-            graph.loss(be, net, ws)?;
-            be.clear(&net.grads)?;
-            graph.backward(be, net, ws, bo)
-        })
+        self.run(
+            LOSS_GRAD,
+            shape(batch),
+            Variant { model_init, train, ..Variant::default() },
+            |be, net, ws| {
+                graph.forward(be, net, ws, fo)?;
+                graph.loss(be, net, ws)?;
+                be.clear(&net.grads)?;
+                graph.backward(be, net, ws, bo)
+            },
+        )
     }
 
     fn set_seed(&mut self, batch: &Batch, seed: Option<u32>) -> Result<bool> {
         match seed {
             None => Ok(false),
             Some(s) => {
-                let ws = &self.workspaces[&(batch.steps, batch.batch)];
-                self.be.write_u32(&ws.seeds, &[s])?;
+                let (be, ws) = self.with_ws(shape(batch))?;
+                be.write_u32(&ws.seeds, &[s])?;
                 Ok(true)
             }
         }
     }
 
-    /// Reads the step state (waits for the device).
-    pub fn stats(&mut self) -> Result<StepStats> {
-        let s = self.be.read(&self.net.step_state)?;
-        let f = |i: usize| s[i].to_f32();
-        Ok(StepStats {
-            loss: f(step_state::LOSS),
-            grad_norm: f(step_state::GRAD_NORM),
-            step: f(step_state::STEP) as u64,
-            skipped: f(step_state::SKIPPED) as u32,
-        })
-    }
-
     /// The initial-state buffers `Start::Continue` reads for batch size `batch`, if a run of that
     /// batch size has made them.
     pub fn carried_buffers(&self, batch: usize) -> Option<(B::Buf, Option<B::Buf>)> {
-        self.workspaces.iter().find(|((_, b), _)| *b == batch).map(|(_, w)| (w.h0.clone(), w.c0.clone()))
+        self.workspaces().find(|(s, _)| s.batch == batch).map(|(_, w)| (w.h0.clone(), w.c0.clone()))
     }
 
     pub fn workspace_of(&self, batch: &Batch) -> Result<&Workspace<B>> {
-        self.workspaces
-            .get(&(batch.steps, batch.batch))
-            .ok_or_else(|| Error::invalid("workspace", "no run with this batch shape yet"))
+        self.ws(shape(batch))
     }
-
-    pub fn read(&mut self, buf: &B::Buf) -> Result<Vec<f32>> {
-        Ok(self.be.read(buf)?.into_iter().map(|v| v.to_f32()).collect())
-    }
-
-    pub fn write(&mut self, buf: &B::Buf, data: &[f32]) -> Result<()> {
-        self.be.write(buf, &to_elem(data))
-    }
-}
-
-/// A number that changes whenever the optimizer or clipping settings recorded into a training
-/// program change (a different program is then recorded). The learning rate is not recorded.
-fn opt_code(opt: &Optimizer, clip: Clip) -> u32 {
-    let mut opt = *opt;
-    opt.set_lr(0.0);
-    let text = format!("{opt:?}{clip:?}");
-    text.bytes().fold(2166136261u32, |h, b| (h ^ b as u32).wrapping_mul(16777619)) >> 1
 }

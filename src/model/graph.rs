@@ -796,17 +796,6 @@ impl Graph<'_> {
         }
         Ok(())
     }
-
-    /// Records the update: clipping, the finiteness decision, the optimizer.
-    pub fn update<B: Backend>(&self, be: &mut B, net: &Net<B>, opt: &Optimizer, clip: Clip) -> Result<()> {
-        if clip.value > 0.0 {
-            be.clip_by_value(&net.grads, -clip.value, clip.value)?;
-        }
-        // The norm, the decision and the clipping scale; the optimizer applies the scale.
-        be.finalize_step(&net.step_state, &net.grads, clip.max_norm)?;
-        let slots: Vec<&B::Buf> = net.opt.iter().collect();
-        be.update(&net.params, &net.grads, &slots, &net.step_state, opt)
-    }
 }
 
 struct LayerViews<B: Backend> {

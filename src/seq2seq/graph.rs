@@ -482,17 +482,6 @@ impl<'a> S2sGraph<'a> {
         )
     }
 
-    /// Records the update (shared with the single-stack model).
-    pub fn update<B: Backend>(
-        &self,
-        be: &mut B,
-        net: &Net<B>,
-        opt: &crate::update::Optimizer,
-        clip: crate::update::Clip,
-    ) -> Result<()> {
-        self.dec().update(be, net, opt, clip)
-    }
-
     /// Beam search: keeps the decoder states of the rows in `parents` (row i takes row
     /// `parents[i]`'s state), in place.
     pub fn reorder<B: Backend>(&self, be: &mut B, ws: &S2sWs<B>) -> Result<()> {
