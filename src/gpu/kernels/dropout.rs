@@ -1,0 +1,60 @@
+//! Launchers of dropout.wgsl.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{WG, need, to_u32};
+use crate::error::{Error, Result};
+use crate::gpu::program::{Program, groups_1d};
+use crate::gpu::tensor::GpuTensor;
+use crate::ops::Dropout;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct DropoutParams {
+    // must match shaders/dropout.wgsl::Params
+    n: u32,
+    seed: u32,
+    prob: f32,
+    _pad: u32,
+}
+
+fn dropout(
+    prog: &mut Program,
+    entry: &'static str,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    seeds: &GpuTensor,
+    p: Dropout,
+) -> Result<()> {
+    if !(0.0..1.0).contains(&p.prob) {
+        return Err(Error::range(entry, "dropout probability", p.prob, "in [0, 1)"));
+    }
+    let n = out.len();
+    need(entry, "input", x, n)?;
+    need(entry, "seeds", seeds, 1)?;
+    let params = DropoutParams { n: to_u32(entry, "n", n)?, seed: p.salt, prob: p.prob, _pad: 0 };
+    let groups = groups_1d(prog.ctx(), n, WG);
+    prog.dispatch("dropout", entry, &[], &[(1, out), (2, x), (3, seeds)], &params, groups)
+}
+
+/// `out = keep ? x / (1 - p) : 0`, the mask drawn from (`seeds[0] ^ salt`, index).
+pub fn dropout_forward(
+    prog: &mut Program,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    seeds: &GpuTensor,
+    p: Dropout,
+) -> Result<()> {
+    dropout(prog, "dropout_forward", out, x, seeds, p)
+}
+
+/// `dx += keep ? dy / (1 - p) : 0`, the same mask as the forward pass.
+pub fn dropout_backward(
+    prog: &mut Program,
+    dx: &GpuTensor,
+    dy: &GpuTensor,
+    seeds: &GpuTensor,
+    p: Dropout,
+) -> Result<()> {
+    dropout(prog, "dropout_backward", dx, dy, seeds, p)
+}

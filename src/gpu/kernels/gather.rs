@@ -1,0 +1,74 @@
+//! Launchers of gather.wgsl.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::{WG, need, to_u32};
+use crate::error::{Error, Result, check_nonzero};
+use crate::gpu::program::{Program, groups_1d};
+use crate::gpu::tensor::GpuTensor;
+use crate::ops::Gather;
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct GatherParams {
+    // must match shaders/gather.wgsl::Params
+    n: u32,
+    width: u32,
+    idx_stride: u32,
+    col_stride: u32,
+}
+
+fn gather_params(op: &'static str, p: Gather) -> Result<GatherParams> {
+    check_nonzero(op, "n", p.n)?;
+    check_nonzero(op, "width", p.width)?;
+    to_u32(op, "n * width", p.n * p.width)?;
+    Ok(GatherParams {
+        n: p.n as u32,
+        width: p.width as u32,
+        idx_stride: to_u32(op, "idx_stride", p.idx_stride)?,
+        col_stride: to_u32(op, "col_stride", p.col_stride)?,
+    })
+}
+
+/// `out[i, j] = table[idx[i] * idx_stride + j * col_stride]`. Indices must address inside
+/// `table` (the callers check token ids against the vocabulary on upload).
+pub fn gather(
+    prog: &mut Program,
+    out: &GpuTensor,
+    table: &GpuTensor,
+    idx: &GpuTensor,
+    p: Gather,
+) -> Result<()> {
+    let params = gather_params("gather", p)?;
+    need("gather", "out", out, p.n * p.width)?;
+    need("gather", "idx", idx, p.n)?;
+    let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
+    prog.dispatch("gather", "gather", &[], &[(1, out), (2, table), (3, idx)], &params, groups)
+}
+
+/// The gradient of `gather`: `dtable[v * idx_stride + j * col_stride] += sum of dout[r, j]` over
+/// the rows r listed for v in `rows[starts[v]..starts[v + 1]]`; `p.n` is the number of table
+/// rows V.
+pub fn scatter_add(
+    prog: &mut Program,
+    dtable: &GpuTensor,
+    dout: &GpuTensor,   // (rows, width)
+    starts: &GpuTensor, // (V + 1) u32
+    rows: &GpuTensor,   // (rows) u32
+    p: Gather,
+) -> Result<()> {
+    let params = gather_params("scatter_add", p)?;
+    need("scatter_add", "starts", starts, p.n + 1)?;
+    if dout.len() != rows.len() * p.width {
+        return Err(Error::shape("scatter_add", "dout", dout.shape(), &[rows.len(), p.width]));
+    }
+    let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
+    prog.dispatch(
+        "gather",
+        "scatter_add",
+        &[],
+        &[(1, dtable), (2, dout), (3, starts), (4, rows)],
+        &params,
+        groups,
+    )
+}

@@ -1,0 +1,88 @@
+//! Launchers of reduce.wgsl.
+
+use bytemuck::{Pod, Zeroable};
+
+use super::optim::need_state;
+use super::{need, to_u32};
+use crate::error::{Error, Result};
+use crate::gpu::program::Program;
+use crate::gpu::tensor::GpuTensor;
+use crate::ops::{Reduce, step_state};
+
+#[repr(C)]
+#[derive(Clone, Copy, Pod, Zeroable)]
+struct ReduceParams {
+    // must match shaders/reduce.wgsl::Params
+    n: u32,
+    parts: u32,
+    index: u32,
+    accumulate: u32,
+    max_norm: f32,
+    _pad: [u32; 3],
+}
+
+/// Partial sums the first pass leaves for the second: its workgroups.
+pub const REDUCE_PARTS: usize = 256;
+
+/// `out[index] (+)= sum(x)` (or the sum of squares), in two passes through `scratch`
+/// (`REDUCE_PARTS` elements).
+pub fn reduce(
+    prog: &mut Program,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    scratch: &GpuTensor,
+    p: Reduce,
+) -> Result<()> {
+    reduce_then(prog, out, x, scratch, p, None)
+}
+
+/// The squared norm of `grads` into `state[GRAD_SUMSQ]`, then the step's decision: finite or not,
+/// and the clipping scale for `max_norm` (0: no clipping) that the optimizers apply. The decision
+/// runs in the reduction's last dispatch.
+pub fn finalize_step(
+    prog: &mut Program,
+    state: &GpuTensor,
+    grads: &GpuTensor,
+    scratch: &GpuTensor,
+    max_norm: f32,
+) -> Result<()> {
+    need_state("finalize_step", state)?;
+    reduce_then(prog, state, grads, scratch, step_state::GRAD_NORM_SQUARED, Some(max_norm))
+}
+
+/// `reduce`, its last dispatch deciding the step for `finalize`'s max_norm where given.
+fn reduce_then(
+    prog: &mut Program,
+    out: &GpuTensor,
+    x: &GpuTensor,
+    scratch: &GpuTensor,
+    p: Reduce,
+    finalize: Option<f32>,
+) -> Result<()> {
+    const OP: &str = "reduce";
+    need(OP, "scratch", scratch, REDUCE_PARTS)?;
+    if p.index >= out.len() {
+        return Err(Error::range(OP, "index", p.index, format!("below {}", out.len())));
+    }
+    let n = to_u32(OP, "n", x.len())?;
+    let first =
+        ReduceParams { n, parts: REDUCE_PARTS as u32, index: 0, accumulate: 0, max_norm: 0.0, _pad: [0; 3] };
+    prog.dispatch(
+        "reduce",
+        "reduce_partial",
+        &[("SQUARE", p.square as u64)],
+        &[(1, scratch), (2, x)],
+        &first,
+        [REDUCE_PARTS as u32, 1, 1],
+    )?;
+    let second = ReduceParams {
+        n: REDUCE_PARTS as u32,
+        parts: REDUCE_PARTS as u32,
+        index: p.index as u32,
+        accumulate: p.accumulate as u32,
+        max_norm: finalize.unwrap_or(0.0),
+        _pad: [0; 3],
+    };
+    let constants = [("FINALIZE", finalize.is_some() as u64)];
+    prog.dispatch("reduce", "reduce_final", &constants, &[(1, out), (2, scratch)], &second, [1, 1, 1])
+}
