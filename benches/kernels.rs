@@ -8,13 +8,14 @@ use std::sync::Arc;
 
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rnn_gpu::Optimizer;
-use rnn_gpu::backend::{Backend, StepBufs};
+use rnn_gpu::backend::Backend;
 use rnn_gpu::gpu::kernels as gk;
 use rnn_gpu::gpu::{GpuContext, GpuTensor, Program};
 use rnn_gpu::host::HostTensor;
 use rnn_gpu::native::NativeBackend;
 use rnn_gpu::native::kernels as nk;
 use rnn_gpu::ops::{Attention, Cell, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
+use rnn_gpu::ops::{Op, StepBufs};
 use rnn_gpu::reference::kernels as cpu;
 use rnn_gpu::rng::Rng;
 
@@ -291,7 +292,7 @@ fn bench(c: &mut Criterion) {
         "lstm_step_forward",
         b * h,
         prog,
-        || nb.step_forward(Cell::Lstm, &bufs, step).unwrap(),
+        || nb.run(Op::Step { cell: Cell::Lstm, bufs, s: step, backward: false }).unwrap(),
         || cpu::lstm_step_forward(&mut sc, &mut cc, &mut gc, &mut yc, &xw, &w_hh, &bias, &lengths, step),
     );
     let (gdgr, gcarry, gdy) = (up(&ctx, &dgr), up(&ctx, &vec![0.0; 2 * b * h]), up(&ctx, &vec![0.1; b * h]));
@@ -304,7 +305,7 @@ fn bench(c: &mut Criterion) {
         "lstm_step_backward",
         b * h,
         prog,
-        || nb.step_backward(Cell::Lstm, &bufs, step).unwrap(),
+        || nb.run(Op::Step { cell: Cell::Lstm, bufs, s: step, backward: true }).unwrap(),
         || cpu::lstm_step_backward(&cc, &gc, &w_hh, &lengths, &dy, &mut dgc, &mut carry, step),
     );
 
@@ -332,7 +333,7 @@ fn bench(c: &mut Criterion) {
         "attention_dots",
         ns,
         prog,
-        || nb.attention_dots(&nsc, &nq, &nenc, &nsl, a, true).unwrap(),
+        || nb.run(Op::AttentionDots { out: &nsc, x: &nq, enc: &nenc, src_len: &nsl, a, mask: true }).unwrap(),
         || cpu::attention_dots(&mut scores, &q, &enc, &src_len, a, true),
     );
 
@@ -359,7 +360,7 @@ fn bench(c: &mut Criterion) {
         "copy_cols",
         rows * s.h,
         prog,
-        || nb.copy_cols(&ncat, &nside, pc).unwrap(),
+        || nb.run(Op::CopyCols { y: &ncat, x: &nside, p: pc }).unwrap(),
         || cpu::copy_cols(&mut cat, &side, pc),
     );
 }

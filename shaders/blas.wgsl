@@ -1,15 +1,12 @@
-// blas.wgsl: vector and bias operations, one thread per output element.
-//   fill:      x = value
-//   scale:     x *= alpha
-//   axpy:      y += alpha * x
+// blas.wgsl: the bias gradients.
 //   bias_grad: db[j] += sum_r dy[r, j]      see below
 //   bias_grad_pair: the same sums added to db and to db2 (the RNN's and LSTM's b_ih and b_hh)
 
 struct Params {
-    n: u32,     // elements (fill, scale, axpy) or columns (bias_grad)
-    cols: u32,  // bias_grad
-    rows: u32,  // bias_grad
-    alpha: f32, // fill value, scale, axpy
+    n: u32,     // columns
+    cols: u32,
+    rows: u32,
+    _pad: u32,
 }
 // must match src/gpu/kernels.rs::BlasParams
 
@@ -18,30 +15,6 @@ var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y2: array<f32>; // bias_grad_pair's db2
-
-@compute @workgroup_size(256)
-fn fill(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
-    if i >= p.n { return; }
-    y[i] = p.alpha;
-}
-
-@compute @workgroup_size(256)
-fn scale(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
-    if i >= p.n { return; }
-    y[i] *= p.alpha;
-}
-
-@compute @workgroup_size(256)
-fn axpy(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
-    if i >= p.n { return; }
-    y[i] += p.alpha * x[i];
-}
 
 // bias_grad: a workgroup of 256 threads owns 32 columns; its 8 rows of 32 threads walk the rows
 // 8 apart, neighbouring threads reading neighbouring columns (coalesced), and the 8 sums of a

@@ -10,6 +10,7 @@ use crate::backend::{Backend, ProgramKey, Variant};
 use crate::error::{Error, Result};
 use crate::model::graph::Net;
 use crate::model::params::ParamLayout;
+use crate::ops::Op;
 use crate::ops::step_state;
 use crate::real::Real;
 use crate::rng::Rng;
@@ -156,11 +157,11 @@ pub(crate) fn record_update<B: Backend>(
     clip: Clip,
 ) -> Result<()> {
     if clip.value > 0.0 {
-        be.clip_by_value(&net.grads, -clip.value, clip.value)?;
+        be.run(Op::ClipByValue { grad: &net.grads, lo: -clip.value, hi: clip.value })?;
     }
-    be.finalize_step(&net.step_state, &net.grads, clip.max_norm)?;
+    be.run(Op::FinalizeStep { state: &net.step_state, grads: &net.grads, max_norm: clip.max_norm })?;
     let slots: Vec<&B::Buf> = net.opt.iter().collect();
-    be.update(&net.params, &net.grads, &slots, &net.step_state, rule)
+    be.run(Op::Update { param: &net.params, grad: &net.grads, slots: &slots, state: &net.step_state, rule })
 }
 
 /// What training keeps beside the network: the update rule and clipping, the generator of

@@ -6,9 +6,10 @@ use std::ops::{Deref, DerefMut, Range};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
-use crate::backend::{Backend, StepBufs};
+use crate::backend::{Backend, ProgramKey};
 use crate::error::{Error, Result};
-use crate::ops::{Cell, Matmul, Step};
+use crate::ops::{Cell, Op, Step, StepBufs};
+use crate::real::Real;
 
 /// A view of a host buffer.
 #[derive(Clone, Debug)]
@@ -181,22 +182,89 @@ impl HostMemory {
     }
 }
 
-/// `matmul`'s buffers must hold exactly its shapes.
-pub(crate) fn check_matmul<T: Copy>(
-    c: &HostTensor<T>,
-    a: &HostTensor<T>,
-    b: &HostTensor<T>,
-    p: Matmul,
-) -> Result<()> {
-    if c.len != p.m * p.n || a.len != p.m * p.k || b.len != p.k * p.n {
-        return Err(Error::shape(
-            "matmul",
-            "C, A, B",
-            &[c.len, a.len, b.len],
-            &[p.m * p.n, p.m * p.k, p.k * p.n],
-        ));
+/// How a CPU device runs its ops: the reference's twins or the native kernels.
+pub trait HostKernels: Send {
+    type Elem: Real;
+    /// Whether the device's programs run on a thread of the rayon pool (the native device's
+    /// kernels split their work across it).
+    const ON_POOL: bool;
+    /// Runs an op whose shapes `Backend::run` has checked.
+    fn launch(&mut self, op: HostOp<'_, Self::Elem>) -> Result<()>;
+}
+
+/// An op on host buffers.
+pub type HostOp<'a, T> = Op<'a, HostTensor<T>, HostTensor<u32>>;
+
+/// A CPU device: host memory, and the kernels `K` that run its ops.
+#[derive(Debug)]
+pub struct HostBackend<K> {
+    memory: HostMemory,
+    pub(crate) kernels: K,
+}
+
+impl<K> HostBackend<K> {
+    pub(crate) fn with_kernels(kernels: K) -> Self {
+        HostBackend { memory: HostMemory::new(), kernels }
     }
-    Ok(())
+}
+
+impl<K: HostKernels> Backend for HostBackend<K> {
+    type Elem = K::Elem;
+    type Buf = HostTensor<K::Elem>;
+    type IBuf = HostTensor<u32>;
+
+    fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf> {
+        self.memory.alloc(what, len, K::Elem::ZERO)
+    }
+
+    fn alloc_u32(&mut self, what: &str, len: usize) -> Result<Self::IBuf> {
+        self.memory.alloc(what, len, 0)
+    }
+
+    fn view(&self, t: &Self::Buf, start: usize, len: usize) -> Result<Self::Buf> {
+        t.view(start, len)
+    }
+
+    fn len(t: &Self::Buf) -> usize {
+        t.len()
+    }
+
+    fn ilen(t: &Self::IBuf) -> usize {
+        t.len()
+    }
+
+    fn write(&mut self, t: &Self::Buf, data: &[K::Elem]) -> Result<()> {
+        t.write("write", data)
+    }
+
+    fn write_u32(&mut self, t: &Self::IBuf, data: &[u32]) -> Result<()> {
+        t.write("write_u32", data)
+    }
+
+    fn read(&mut self, t: &Self::Buf) -> Result<Vec<K::Elem>> {
+        t.read()
+    }
+
+    fn execute(
+        &mut self,
+        _key: ProgramKey,
+        record: &mut (dyn FnMut(&mut Self) -> Result<()> + Send),
+    ) -> Result<()> {
+        if K::ON_POOL {
+            // On a thread of the pool, so that each parallel pass shares the work with the
+            // caller's thread rather than waking the pool and sleeping until it is done: in a
+            // VM the two wake-ups per step cost more than a small step's arithmetic.
+            rayon::scope(|_| record(self))
+        } else {
+            record(self)
+        }
+    }
+
+    fn drop_programs(&mut self, _steps: usize, _tgt_steps: usize, _batch: usize) {}
+
+    fn launch(&mut self, op: HostOp<'_, K::Elem>) -> Result<()> {
+        self.kernels.launch(op)
+    }
 }
 
 // ---------------------------------------------------------------------------------------------
@@ -272,12 +340,12 @@ pub(crate) trait StepKernels<T> {
     fn rnn_backward(&mut self, b: RnnBackward<'_, T>, s: Step, relu: bool);
 }
 
-pub(crate) fn step_forward<T, B, K>(kern: &mut K, cell: Cell, b: &StepBufs<'_, B>, s: Step) -> Result<()>
-where
-    T: Copy,
-    B: Backend<Buf = HostTensor<T>, IBuf = HostTensor<u32>> + ?Sized,
-    K: StepKernels<T>,
-{
+pub(crate) fn step_forward<T: Copy, K: StepKernels<T>>(
+    kern: &mut K,
+    cell: Cell,
+    b: &StepBufs<'_, HostTensor<T>, HostTensor<u32>>,
+    s: Step,
+) -> Result<()> {
     let missing = || Error::invalid("step_forward", format!("{} needs its gates buffer", cell.name()));
     let (mut states, mut y) = (wr(b.states)?, wr(b.y)?);
     let (xw, w_hh, bias, lengths) = (rd(b.xw)?, rd(b.w_hh)?, rd(b.bias)?, rd(b.lengths)?);
@@ -325,12 +393,12 @@ where
     Ok(())
 }
 
-pub(crate) fn step_backward<T, B, K>(kern: &mut K, cell: Cell, b: &StepBufs<'_, B>, s: Step) -> Result<()>
-where
-    T: Copy,
-    B: Backend<Buf = HostTensor<T>, IBuf = HostTensor<u32>> + ?Sized,
-    K: StepKernels<T>,
-{
+pub(crate) fn step_backward<T: Copy, K: StepKernels<T>>(
+    kern: &mut K,
+    cell: Cell,
+    b: &StepBufs<'_, HostTensor<T>, HostTensor<u32>>,
+    s: Step,
+) -> Result<()> {
     let missing = |what: &str| Error::invalid("step_backward", format!("{} needs {what}", cell.name()));
     let dy = rd(b.dy.ok_or_else(|| missing("dy"))?)?;
     let mut dg = wr(b.dg.ok_or_else(|| missing("dg"))?)?;

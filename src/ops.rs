@@ -30,6 +30,8 @@ pub fn index_lists(idx: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
     (starts, rows)
 }
 
+use crate::error::{Error, Result, check_nonzero};
+
 /// `C = op(A)·op(B)` (or `C += ...` when `accumulate`), op(A) `[m, k]`, op(B) `[k, n]`, all
 /// row-major. `trans_a`: A is stored `[k, m]`; `trans_b`: B is stored `[n, k]`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
@@ -219,4 +221,436 @@ pub struct Attention {
     pub batch: usize,
     pub src: usize,
     pub width: usize,
+}
+
+/// The buffers of one fused step kernel; which are used depends on the cell.
+pub struct StepBufs<'a, F, I> {
+    pub states: &'a F,
+    pub cells: Option<&'a F>,
+    pub gates: Option<&'a F>,
+    pub y: &'a F,
+    pub xw: &'a F,
+    pub w_hh: &'a F,
+    pub bias: &'a F,
+    pub lengths: &'a I,
+    pub dy: Option<&'a F>,
+    pub dg: Option<&'a F>,
+    pub dgh: Option<&'a F>,
+    pub carry: Option<&'a F>,
+}
+
+/// One op of the network, on float buffers `F` and u32 buffers `I`: outputs first, then inputs,
+/// then the descriptor, as the kernels take them. Every device runs every op
+/// (`Backend::run`), and `check` is the shape contract all of them enforce before they do.
+pub enum Op<'a, F, I> {
+    /// `x = 0`.
+    Clear {
+        x: &'a F,
+    },
+    /// `dst = src`.
+    Copy {
+        dst: &'a F,
+        src: &'a F,
+    },
+    /// `c (+)= op(a)·op(b)`, plus `bias` `[n]` on every row.
+    Matmul {
+        c: &'a F,
+        a: &'a F,
+        b: &'a F,
+        bias: Option<&'a F>,
+        p: Matmul,
+    },
+    /// `db[j] = Σ_r dy[r, j]` for `dy` `[rows, cols]` (accumulated), and the same into `db2`:
+    /// b_ih's and b_hh's gradients of the RNN and LSTM in one kernel.
+    BiasGrad {
+        db: &'a F,
+        db2: Option<&'a F>,
+        dy: &'a F,
+        rows: usize,
+        cols: usize,
+    },
+    /// `y = tanh(x)`.
+    TanhForward {
+        y: &'a F,
+        x: &'a F,
+    },
+    /// `dx = dy · (1 - y²)`.
+    TanhBackward {
+        dx: &'a F,
+        y: &'a F,
+        dy: &'a F,
+    },
+    Gather {
+        out: &'a F,
+        table: &'a F,
+        idx: &'a I,
+        p: Gather,
+    },
+    /// `gather`'s gradient: each table row gets the sum of the output rows that read it (`starts`
+    /// and `rows` from `index_lists`).
+    ScatterAdd {
+        dtable: &'a F,
+        dout: &'a F,
+        starts: &'a I,
+        rows: &'a I,
+        p: Gather,
+    },
+    SoftmaxRows {
+        y: &'a F,
+        x: &'a F,
+        rows: usize,
+        cols: usize,
+    },
+    /// Per row: `loss = -weight·log softmax(logits)[target]`, `dx` its gradient.
+    SoftmaxXent {
+        loss: &'a F,
+        dx: &'a F,
+        logits: &'a F,
+        targets: &'a I,
+        weights: &'a F,
+        rows: usize,
+        cols: usize,
+    },
+    /// Per row: `loss = weight·Σ (pred - target)²`, `dx` its gradient.
+    Mse {
+        loss: &'a F,
+        dx: &'a F,
+        pred: &'a F,
+        target: &'a F,
+        weights: &'a F,
+        rows: usize,
+        cols: usize,
+    },
+    /// The softmax's gradient per row: `dx = y·(dy - Σ dy·y)`.
+    SoftmaxBackward {
+        dx: &'a F,
+        y: &'a F,
+        dy: &'a F,
+        rows: usize,
+        cols: usize,
+    },
+    Reduce {
+        out: &'a F,
+        x: &'a F,
+        p: Reduce,
+    },
+    /// Inverted dropout (its gradient when `backward`).
+    Dropout {
+        out: &'a F,
+        x: &'a F,
+        seeds: &'a I,
+        p: Dropout,
+        backward: bool,
+    },
+    /// The squared norm of `grads` into the step state, then the step's decision: finite or not,
+    /// and the clipping scale for `max_norm` (0: none), which the update rule applies.
+    FinalizeStep {
+        state: &'a F,
+        grads: &'a F,
+        max_norm: f32,
+    },
+    /// `grad = clamp(grad, lo, hi)`, non-finite values kept for the guard.
+    ClipByValue {
+        grad: &'a F,
+        lo: f32,
+        hi: f32,
+    },
+    /// The update rule on every parameter, with its state buffers.
+    Update {
+        param: &'a F,
+        grad: &'a F,
+        slots: &'a [&'a F],
+        state: &'a F,
+        rule: &'a crate::update::Optimizer,
+    },
+    CopyCols {
+        y: &'a F,
+        x: &'a F,
+        p: CopyCols,
+    },
+    /// Attention scores `out[t, b, j] = x[t, b, :] · enc[j, b, :]`, -1e30 past each source's
+    /// length when `mask`.
+    AttentionDots {
+        out: &'a F,
+        x: &'a F,
+        enc: &'a F,
+        src_len: &'a I,
+        a: Attention,
+        mask: bool,
+    },
+    /// `out[t, b, :] (+)= Σ_j w[t, b, j] enc[j, b, :]`.
+    AttentionMix {
+        out: &'a F,
+        w: &'a F,
+        enc: &'a F,
+        a: Attention,
+        accumulate: bool,
+    },
+    /// `out[j, b, :] (+)= Σ_t w[t, b, j] x[t, b, :]`.
+    AttentionMixT {
+        out: &'a F,
+        w: &'a F,
+        x: &'a F,
+        a: Attention,
+        accumulate: bool,
+    },
+    /// One fused recurrent step of `cell`, forward or backward.
+    Step {
+        cell: Cell,
+        bufs: StepBufs<'a, F, I>,
+        s: Step,
+        backward: bool,
+    },
+}
+
+impl<F, I> Clone for StepBufs<'_, F, I> {
+    fn clone(&self) -> Self {
+        *self
+    }
+}
+
+impl<F, I> Copy for StepBufs<'_, F, I> {}
+
+impl<F, I> Op<'_, F, I> {
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Clear { .. } => "clear",
+            Op::Copy { .. } => "copy",
+            Op::Matmul { .. } => "matmul",
+            Op::BiasGrad { .. } => "bias_grad",
+            Op::TanhForward { .. } => "tanh_forward",
+            Op::TanhBackward { .. } => "tanh_backward",
+            Op::Gather { .. } => "gather",
+            Op::ScatterAdd { .. } => "scatter_add",
+            Op::SoftmaxRows { .. } => "softmax_rows",
+            Op::SoftmaxXent { .. } => "softmax_xent",
+            Op::Mse { .. } => "mse",
+            Op::SoftmaxBackward { .. } => "softmax_backward",
+            Op::Reduce { .. } => "reduce",
+            Op::Dropout { backward: false, .. } => "dropout_forward",
+            Op::Dropout { backward: true, .. } => "dropout_backward",
+            Op::FinalizeStep { .. } => "finalize_step",
+            Op::ClipByValue { .. } => "clip_by_value",
+            Op::Update { .. } => "update",
+            Op::CopyCols { .. } => "copy_cols",
+            Op::AttentionDots { .. } => "attention_dots",
+            Op::AttentionMix { .. } => "attention_mix",
+            Op::AttentionMixT { .. } => "attention_mix_t",
+            Op::Step { backward: false, .. } => "step_forward",
+            Op::Step { backward: true, .. } => "step_backward",
+        }
+    }
+
+    /// The shape contract of the op, the same on every device: each buffer holds what the op
+    /// reads or writes, sizes are not zero, descriptors are in range. `len` and `ilen` give a
+    /// buffer's elements.
+    pub fn check(&self, len: impl Fn(&F) -> usize, ilen: impl Fn(&I) -> usize) -> Result<()> {
+        let op = self.name();
+        let exactly = |what: &str, got: usize, want: usize| {
+            if got == want { Ok(()) } else { Err(Error::shape(op, what, &[got], &[want])) }
+        };
+        let at_least = |what: &str, got: usize, want: usize| {
+            if got >= want { Ok(()) } else { Err(Error::shape(op, what, &[got], &[want])) }
+        };
+        let nonzero = |what: &str, v: usize| check_nonzero(op, what, v);
+        match self {
+            Op::Clear { .. } => Ok(()),
+            Op::Copy { dst, src } => exactly("source", len(src), len(dst)),
+            Op::Matmul { c, a, b, bias, p } => {
+                nonzero("m", p.m)?;
+                nonzero("n", p.n)?;
+                nonzero("k", p.k)?;
+                let a_shape = if p.trans_a { [p.k, p.m] } else { [p.m, p.k] };
+                let b_shape = if p.trans_b { [p.n, p.k] } else { [p.k, p.n] };
+                if len(a) != p.m * p.k {
+                    return Err(Error::shape(op, "A", &[len(a)], &a_shape));
+                }
+                if len(b) != p.k * p.n {
+                    return Err(Error::shape(op, "B", &[len(b)], &b_shape));
+                }
+                if len(c) != p.m * p.n {
+                    return Err(Error::shape(op, "C", &[len(c)], &[p.m, p.n]));
+                }
+                bias.map_or(Ok(()), |bias| exactly("bias", len(bias), p.n))
+            }
+            Op::BiasGrad { db, db2, dy, rows, cols } => {
+                nonzero("rows", *rows)?;
+                nonzero("cols", *cols)?;
+                exactly("db", len(db), *cols)?;
+                exactly("dy", len(dy), rows * cols)?;
+                db2.map_or(Ok(()), |db2| exactly("db2", len(db2), *cols))
+            }
+            Op::TanhForward { y, x } => exactly("x", len(x), len(y)),
+            Op::TanhBackward { dx, y, dy } => {
+                exactly("y", len(y), len(dx))?;
+                exactly("dy", len(dy), len(dx))
+            }
+            Op::Gather { out, idx, p, .. } => {
+                nonzero("n", p.n)?;
+                nonzero("width", p.width)?;
+                exactly("out", len(out), p.n * p.width)?;
+                exactly("idx", ilen(idx), p.n)
+            }
+            Op::ScatterAdd { dout, starts, rows, p, .. } => {
+                nonzero("n", p.n)?;
+                nonzero("width", p.width)?;
+                exactly("starts", ilen(starts), p.n + 1)?;
+                exactly("dout", len(dout), ilen(rows) * p.width)
+            }
+            Op::SoftmaxRows { y, x, rows, cols } | Op::SoftmaxBackward { dx: y, y: x, rows, cols, .. } => {
+                nonzero("rows", *rows)?;
+                nonzero("cols", *cols)?;
+                exactly("output", len(y), rows * cols)?;
+                exactly("input", len(x), rows * cols)?;
+                if let Op::SoftmaxBackward { dy, .. } = self {
+                    exactly("dy", len(dy), rows * cols)?;
+                }
+                Ok(())
+            }
+            Op::SoftmaxXent { loss, dx, logits, targets, weights, rows, cols } => {
+                nonzero("rows", *rows)?;
+                nonzero("cols", *cols)?;
+                exactly("loss", len(loss), *rows)?;
+                exactly("dx", len(dx), rows * cols)?;
+                exactly("logits", len(logits), rows * cols)?;
+                exactly("targets", ilen(targets), *rows)?;
+                exactly("weights", len(weights), *rows)
+            }
+            Op::Mse { loss, dx, pred, target, weights, rows, cols } => {
+                nonzero("rows", *rows)?;
+                nonzero("cols", *cols)?;
+                exactly("loss", len(loss), *rows)?;
+                exactly("dx", len(dx), rows * cols)?;
+                exactly("pred", len(pred), rows * cols)?;
+                exactly("target", len(target), rows * cols)?;
+                exactly("weights", len(weights), *rows)
+            }
+            Op::Reduce { out, x, p } => {
+                nonzero("x", len(x))?;
+                if p.index >= len(out) {
+                    return Err(Error::range(op, "index", p.index, format!("below {}", len(out))));
+                }
+                Ok(())
+            }
+            Op::Dropout { out, x, seeds, p, .. } => {
+                if !(0.0..1.0).contains(&p.prob) {
+                    return Err(Error::range(op, "dropout probability", p.prob, "in [0, 1)"));
+                }
+                exactly("input", len(x), len(out))?;
+                at_least("seeds", ilen(seeds), 1)
+            }
+            Op::FinalizeStep { state, grads, max_norm } => {
+                if !(*max_norm >= 0.0 && max_norm.is_finite()) {
+                    return Err(Error::range(op, "max_norm", max_norm, "a finite number >= 0"));
+                }
+                nonzero("grads", len(grads))?;
+                at_least("step state", len(state), step_state::LEN)
+            }
+            Op::ClipByValue { lo, hi, .. } => {
+                if !(lo <= hi) {
+                    return Err(Error::invalid(op, format!("lo = {lo} must not exceed hi = {hi}")));
+                }
+                Ok(())
+            }
+            Op::Update { param, grad, slots, state, rule } => {
+                let lens: Vec<usize> = slots.iter().map(|s| len(s)).collect();
+                crate::update::check_buffers(rule, len(param), len(grad), &lens, len(state))
+            }
+            Op::CopyCols { y, x, p } => {
+                nonzero("rows", p.rows)?;
+                nonzero("width", p.width)?;
+                let end = |stride: usize, offset: usize| (p.rows - 1) * stride + offset + p.width;
+                at_least("y", len(y), end(p.y_stride, p.y_offset))?;
+                at_least("x", len(x), end(p.x_stride, p.x_offset))
+            }
+            Op::AttentionDots { out, x, enc, src_len, a, .. } => {
+                a.check(op)?;
+                exactly("out", len(out), a.tgt * a.batch * a.src)?;
+                exactly("x", len(x), a.tgt * a.batch * a.width)?;
+                exactly("enc", len(enc), a.src * a.batch * a.width)?;
+                exactly("src_len", ilen(src_len), a.batch)
+            }
+            Op::AttentionMix { out, w, enc, a, .. } => {
+                a.check(op)?;
+                exactly("out", len(out), a.tgt * a.batch * a.width)?;
+                exactly("w", len(w), a.tgt * a.batch * a.src)?;
+                exactly("enc", len(enc), a.src * a.batch * a.width)
+            }
+            Op::AttentionMixT { out, w, x, a, .. } => {
+                a.check(op)?;
+                exactly("out", len(out), a.src * a.batch * a.width)?;
+                exactly("w", len(w), a.tgt * a.batch * a.src)?;
+                exactly("x", len(x), a.tgt * a.batch * a.width)
+            }
+            Op::Step { cell, bufs, s, backward } => check_step(op, *cell, bufs, s, *backward, len, ilen),
+        }
+    }
+}
+
+/// The buffers of a fused step: present where the cell and direction use them, each long enough
+/// for the step's rows (the kernels index them from the step's numbers).
+fn check_step<F, I>(
+    op: &'static str,
+    cell: Cell,
+    b: &StepBufs<'_, F, I>,
+    s: &Step,
+    backward: bool,
+    len: impl Fn(&F) -> usize,
+    ilen: impl Fn(&I) -> usize,
+) -> Result<()> {
+    let (h, batch) = (s.hidden, s.batch);
+    let need = |what: &str, buf: Option<&F>, want: usize| match buf {
+        None => Err(Error::invalid(op, format!("{} needs its {what} buffer", cell.name()))),
+        Some(buf) if len(buf) < want => Err(Error::shape(op, what, &[len(buf)], &[want])),
+        Some(_) => Ok(()),
+    };
+    let per_step =
+        |what: &str, buf: Option<&F>, width: usize, t: usize| need(what, buf, (t + 1) * batch * width);
+    check_nonzero(op, "batch", batch)?;
+    check_nonzero(op, "hidden", h)?;
+    let g = cell.gates();
+    let states = s.state_base + (s.in_slot.max(s.out_slot) + 1) * batch * h;
+    need("w_hh", Some(b.w_hh), g * h * h)?;
+    if ilen(b.lengths) != batch {
+        return Err(Error::shape(op, "lengths", &[ilen(b.lengths)], &[batch]));
+    }
+    if s.out_col + h > s.out_stride {
+        return Err(Error::range(
+            op,
+            "out_col",
+            s.out_col,
+            format!("at most {}", s.out_stride - h.min(s.out_stride)),
+        ));
+    }
+    if cell.has_cell_state() {
+        need("cells", b.cells, states)?;
+    }
+    if cell.saved() > 0 {
+        per_step("gates", b.gates, cell.saved() * h, s.t)?;
+    }
+    if !backward {
+        need("states", Some(b.states), states)?;
+        per_step("y", Some(b.y), s.out_stride, s.t)?;
+        per_step("xw", Some(b.xw), g * h, s.t)?;
+        return need("bias", Some(b.bias), s.bias_hh + g * h);
+    }
+    if !cell.has_cell_state() {
+        need("states", Some(b.states), states)?;
+    }
+    let last = s.t.max(s.next_t);
+    per_step("dy", b.dy, s.out_stride, s.t)?;
+    per_step("dg", b.dg, g * h, last)?;
+    if cell == Cell::Gru {
+        per_step("dgh", b.dgh, g * h, last)?;
+    }
+    need("carry", b.carry, 2 * batch * h)
+}
+
+impl Attention {
+    fn check(&self, op: &'static str) -> Result<()> {
+        check_nonzero(op, "target steps", self.tgt)?;
+        check_nonzero(op, "batch", self.batch)?;
+        check_nonzero(op, "source steps", self.src)?;
+        check_nonzero(op, "width", self.width)
+    }
 }

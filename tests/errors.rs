@@ -168,7 +168,6 @@ fn kernel_launchers_refuse_mismatched_shapes_zero_sizes_and_huge_buffers() {
     assert!(matches!(e, Error::OutOfRange { .. }), "{e}");
     let e = gk::matmul_bias(&mut prog, &c, &a, &b, Some(&a), Matmul::new(2, 2, 3)).err().unwrap();
     assert!(matches!(e, Error::Shape { op: "matmul", .. }), "{e}");
-    assert!(gk::axpy(&mut prog, &c, &a, 1.0).is_err());
     assert!(gk::softmax_rows(&mut prog, &a, &b, 4, 2).is_err());
     let e = ctx.alloc("zero", &[0]).err().unwrap();
     assert!(message(e).contains("at least one element"));
@@ -177,7 +176,7 @@ fn kernel_launchers_refuse_mismatched_shapes_zero_sizes_and_huge_buffers() {
     assert!(e.to_string().contains("bytes exceeds"));
     // A view off the 256-byte grid cannot be bound.
     let odd = a.view(1, &[4]).unwrap();
-    assert!(gk::fill(&mut prog, &odd, 0.0).is_err());
+    assert!(gk::tanh_forward(&mut prog, &odd, &odd).is_err());
     // Nothing recorded above may have poisoned the context.
     assert_eq!(prog.dispatch_count(), 0);
 }
@@ -188,4 +187,63 @@ fn wgsl_errors_come_back_as_err() {
     let e =
         ctx.compile("broken", "@compute @workgroup_size(1) fn main() { let x: f32 = 1u; }").err().unwrap();
     assert!(matches!(e, Error::Gpu { .. }), "{e}");
+}
+
+/// Every device refuses the same malformed ops with the same error (`Op::check`, written once):
+/// the reference is no laxer than the GPU.
+#[test]
+fn every_device_refuses_the_same_malformed_ops() {
+    use rnn_gpu::backend::Backend;
+    use rnn_gpu::ops::{Attention, CopyCols, Dropout, Op, Reduce};
+    fn refusals<B: Backend>(be: &mut B) -> Vec<String> {
+        let f = |be: &mut B, n: usize| be.alloc("t", n).unwrap();
+        let (a6, b6, c4, one) = (f(be, 6), f(be, 6), f(be, 4), f(be, 1));
+        let i2 = be.alloc_u32("i", 2).unwrap();
+        let p = CopyCols {
+            rows: 3,
+            width: 2,
+            y_stride: 2,
+            y_offset: 0,
+            x_stride: 2,
+            x_offset: 0,
+            accumulate: false,
+        };
+        let a = Attention { tgt: 1, batch: 2, src: 3, width: 1 };
+        let ops: Vec<Op<'_, B::Buf, B::IBuf>> = vec![
+            Op::Matmul { c: &c4, a: &a6, b: &b6, bias: None, p: Matmul::new(2, 2, 2) },
+            Op::Matmul { c: &c4, a: &a6, b: &b6, bias: None, p: Matmul::new(0, 2, 3) },
+            Op::Matmul { c: &c4, a: &a6, b: &b6, bias: Some(&a6), p: Matmul::new(2, 2, 3) },
+            Op::SoftmaxRows { y: &a6, x: &b6, rows: 4, cols: 2 },
+            Op::TanhForward { y: &a6, x: &c4 },
+            Op::Copy { dst: &a6, src: &c4 },
+            Op::CopyCols { y: &c4, x: &a6, p },
+            Op::Reduce { out: &one, x: &a6, p: Reduce { index: 1, square: false, accumulate: false } },
+            Op::Dropout { out: &a6, x: &b6, seeds: &i2, p: Dropout { prob: 1.0, salt: 0 }, backward: false },
+            Op::ClipByValue { grad: &a6, lo: 1.0, hi: -1.0 },
+            Op::FinalizeStep { state: &one, grads: &a6, max_norm: 1.0 },
+            Op::AttentionMix { out: &a6, w: &b6, enc: &c4, a, accumulate: false },
+        ];
+        ops.into_iter().map(|op| be.run(op).expect_err("a malformed op runs").to_string()).collect()
+    }
+    let reference = refusals(&mut rnn_gpu::reference::ReferenceBackend::<f32>::new());
+    let native = refusals(&mut rnn_gpu::native::NativeBackend::new().unwrap());
+    assert_eq!(native, reference);
+    if let Some(ctx) = gpu() {
+        let mut be = rnn_gpu::gpu::GpuBackend::new(&ctx).unwrap();
+        let mut gpu = Vec::new();
+        let key = rnn_gpu::backend::ProgramKey {
+            kind: "test",
+            steps: 1,
+            tgt_steps: 0,
+            batch: 1,
+            variant: Default::default(),
+        };
+        be.execute(key, &mut |be| {
+            gpu = refusals(be);
+            Ok(())
+        })
+        .unwrap();
+        assert_eq!(gpu, reference);
+    }
+    assert!(reference.iter().all(|e| !e.is_empty()));
 }

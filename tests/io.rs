@@ -3,6 +3,7 @@
 
 mod common;
 
+use rnn_gpu::ops::Op;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
@@ -591,7 +592,14 @@ fn update_rules_match_torch_optim() {
                 (1.0, (t + 1) as f32, rule.lr(), 1.0);
             be.write(&state, &s).unwrap();
             be.write(&grad, g).unwrap();
-            be.update(&param, &grad, &slots.iter().collect::<Vec<_>>(), &state, rule).unwrap();
+            be.run(Op::Update {
+                param: &param,
+                grad: &grad,
+                slots: &slots.iter().collect::<Vec<_>>(),
+                state: &state,
+                rule,
+            })
+            .unwrap();
             after.extend(be.read(&param).unwrap());
         }
         after

@@ -8,10 +8,9 @@ use super::context::{Counters, GpuContext, Meter};
 use super::kernels as k;
 use super::program::Program;
 use super::tensor::{GpuTensor, Staging};
-use crate::backend::{Backend, ProgramKey, StepBufs};
+use crate::backend::{Backend, ProgramKey};
 use crate::error::{Error, Result};
-use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step};
-use crate::update::Optimizer;
+use crate::ops::Op;
 
 pub struct GpuBackend {
     ctx: Arc<GpuContext>,
@@ -68,10 +67,6 @@ impl GpuBackend {
     }
 }
 
-fn need<'a>(cell: Cell, what: &str, b: Option<&'a GpuTensor>) -> Result<&'a GpuTensor> {
-    b.ok_or_else(|| Error::invalid("step kernel", format!("{} needs {what}", cell.name())))
-}
-
 impl Backend for GpuBackend {
     type Elem = f32;
     type Buf = GpuTensor;
@@ -94,6 +89,10 @@ impl Backend for GpuBackend {
     }
 
     fn len(t: &GpuTensor) -> usize {
+        t.len()
+    }
+
+    fn ilen(t: &GpuTensor) -> usize {
         t.len()
     }
 
@@ -136,260 +135,54 @@ impl Backend for GpuBackend {
         self.programs.retain(|k, _| !(k.steps == steps && k.tgt_steps == tgt_steps && k.batch == batch));
     }
 
-    fn clear(&mut self, t: &GpuTensor) -> Result<()> {
-        self.prog()?.clear(t);
-        Ok(())
-    }
-
-    fn copy(&mut self, src: &GpuTensor, dst: &GpuTensor) -> Result<()> {
-        self.prog()?.copy(src, dst)
-    }
-
-    fn matmul(&mut self, c: &GpuTensor, a: &GpuTensor, b: &GpuTensor, p: Matmul) -> Result<()> {
-        k::matmul(self.prog()?, c, a, b, p)
-    }
-
-    fn matmul_bias(
-        &mut self,
-        c: &GpuTensor,
-        a: &GpuTensor,
-        b: &GpuTensor,
-        bias: &GpuTensor,
-        p: Matmul,
-    ) -> Result<()> {
-        k::matmul_bias(self.prog()?, c, a, b, Some(bias), p)
-    }
-
-    fn bias_grad(&mut self, db: &GpuTensor, dy: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
-        k::bias_grad(self.prog()?, db, None, dy, rows, cols)
-    }
-
-    fn bias_grad_pair(
-        &mut self,
-        db: &GpuTensor,
-        db2: &GpuTensor,
-        dy: &GpuTensor,
-        rows: usize,
-        cols: usize,
-    ) -> Result<()> {
-        k::bias_grad(self.prog()?, db, Some(db2), dy, rows, cols)
-    }
-
-    fn axpy(&mut self, y: &GpuTensor, x: &GpuTensor, alpha: f32) -> Result<()> {
-        k::axpy(self.prog()?, y, x, alpha)
-    }
-
-    fn tanh_forward(&mut self, y: &GpuTensor, x: &GpuTensor) -> Result<()> {
-        k::tanh_forward(self.prog()?, y, x)
-    }
-
-    fn tanh_backward(&mut self, dx: &GpuTensor, y: &GpuTensor, dy: &GpuTensor) -> Result<()> {
-        k::tanh_backward(self.prog()?, dx, y, dy)
-    }
-
-    fn gather(&mut self, out: &GpuTensor, table: &GpuTensor, idx: &GpuTensor, p: Gather) -> Result<()> {
-        k::gather(self.prog()?, out, table, idx, p)
-    }
-
-    fn scatter_add(
-        &mut self,
-        dtable: &GpuTensor,
-        dout: &GpuTensor,
-        starts: &GpuTensor,
-        rows: &GpuTensor,
-        p: Gather,
-    ) -> Result<()> {
-        k::scatter_add(self.prog()?, dtable, dout, starts, rows, p)
-    }
-
-    fn softmax_rows(&mut self, y: &GpuTensor, x: &GpuTensor, rows: usize, cols: usize) -> Result<()> {
-        k::softmax_rows(self.prog()?, y, x, rows, cols)
-    }
-
-    fn softmax_xent(
-        &mut self,
-        loss: &GpuTensor,
-        dx: &GpuTensor,
-        logits: &GpuTensor,
-        targets: &GpuTensor,
-        weights: &GpuTensor,
-        rows: usize,
-        cols: usize,
-    ) -> Result<()> {
-        k::softmax_xent(self.prog()?, loss, dx, logits, targets, weights, rows, cols)
-    }
-
-    fn mse(
-        &mut self,
-        loss: &GpuTensor,
-        dx: &GpuTensor,
-        pred: &GpuTensor,
-        target: &GpuTensor,
-        weights: &GpuTensor,
-        rows: usize,
-        cols: usize,
-    ) -> Result<()> {
-        k::mse(self.prog()?, loss, dx, pred, target, weights, rows, cols)
-    }
-
-    fn reduce(&mut self, out: &GpuTensor, x: &GpuTensor, p: Reduce) -> Result<()> {
+    fn launch(&mut self, op: Op<'_, GpuTensor, GpuTensor>) -> Result<()> {
         let scratch = self.scratch.clone();
-        k::reduce(self.prog()?, out, x, &scratch, p)
-    }
-
-    fn dropout_forward(
-        &mut self,
-        out: &GpuTensor,
-        x: &GpuTensor,
-        seeds: &GpuTensor,
-        p: Dropout,
-    ) -> Result<()> {
-        k::dropout_forward(self.prog()?, out, x, seeds, p)
-    }
-
-    fn dropout_backward(
-        &mut self,
-        dx: &GpuTensor,
-        dy: &GpuTensor,
-        seeds: &GpuTensor,
-        p: Dropout,
-    ) -> Result<()> {
-        k::dropout_backward(self.prog()?, dx, dy, seeds, p)
-    }
-
-    fn finalize_step(&mut self, state: &GpuTensor, grads: &GpuTensor, max_norm: f32) -> Result<()> {
-        let scratch = self.scratch.clone();
-        k::finalize_step(self.prog()?, state, grads, &scratch, max_norm)
-    }
-
-    fn clip_by_value(&mut self, grad: &GpuTensor, lo: f32, hi: f32) -> Result<()> {
-        k::clip_by_value(self.prog()?, grad, lo, hi)
-    }
-
-    fn update(
-        &mut self,
-        param: &GpuTensor,
-        grad: &GpuTensor,
-        slots: &[&GpuTensor],
-        state: &GpuTensor,
-        rule: &Optimizer,
-    ) -> Result<()> {
-        k::update(self.prog()?, param, grad, slots, state, rule)
-    }
-
-    fn copy_cols(&mut self, y: &GpuTensor, x: &GpuTensor, p: CopyCols) -> Result<()> {
-        k::copy_cols(self.prog()?, y, x, p)
-    }
-
-    fn attention_dots(
-        &mut self,
-        out: &GpuTensor,
-        x: &GpuTensor,
-        enc: &GpuTensor,
-        src_len: &GpuTensor,
-        a: Attention,
-        mask: bool,
-    ) -> Result<()> {
-        k::attention_dots(self.prog()?, out, x, enc, src_len, a, mask)
-    }
-
-    fn attention_mix(
-        &mut self,
-        out: &GpuTensor,
-        w: &GpuTensor,
-        enc: &GpuTensor,
-        a: Attention,
-        accumulate: bool,
-    ) -> Result<()> {
-        k::attention_mix(self.prog()?, out, w, enc, a, accumulate)
-    }
-
-    fn attention_mix_t(
-        &mut self,
-        out: &GpuTensor,
-        w: &GpuTensor,
-        x: &GpuTensor,
-        a: Attention,
-        accumulate: bool,
-    ) -> Result<()> {
-        k::attention_mix_t(self.prog()?, out, w, x, a, accumulate)
-    }
-
-    fn softmax_backward(
-        &mut self,
-        dx: &GpuTensor,
-        y: &GpuTensor,
-        dy: &GpuTensor,
-        rows: usize,
-        cols: usize,
-    ) -> Result<()> {
-        k::softmax_backward(self.prog()?, dx, y, dy, rows, cols)
-    }
-
-    fn step_forward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()> {
         let prog = self.prog()?;
-        match cell {
-            Cell::Lstm => k::lstm_step_forward(
-                prog,
-                b.states,
-                need(cell, "cells", b.cells)?,
-                need(cell, "gates", b.gates)?,
-                b.y,
-                b.xw,
-                b.w_hh,
-                b.bias,
-                b.lengths,
-                s,
-            ),
-            Cell::Gru => k::gru_step_forward(
-                prog,
-                b.states,
-                need(cell, "gates", b.gates)?,
-                b.y,
-                b.xw,
-                b.w_hh,
-                b.bias,
-                b.lengths,
-                s,
-            ),
-            Cell::Rnn { relu } => {
-                k::rnn_step_forward(prog, b.states, b.y, b.xw, b.w_hh, b.bias, b.lengths, s, relu)
+        match op {
+            Op::Clear { x } => {
+                prog.clear(x);
+                Ok(())
             }
-        }
-    }
-
-    fn step_backward(&mut self, cell: Cell, b: &StepBufs<'_, Self>, s: Step) -> Result<()> {
-        let prog = self.prog()?;
-        let dy = need(cell, "dy", b.dy)?;
-        let dg = need(cell, "dg", b.dg)?;
-        let carry = need(cell, "carry", b.carry)?;
-        match cell {
-            Cell::Lstm => k::lstm_step_backward(
-                prog,
-                need(cell, "cells", b.cells)?,
-                need(cell, "gates", b.gates)?,
-                b.w_hh,
-                b.lengths,
-                dy,
-                dg,
-                carry,
-                s,
-            ),
-            Cell::Gru => k::gru_step_backward(
-                prog,
-                b.states,
-                need(cell, "gates", b.gates)?,
-                b.w_hh,
-                b.lengths,
-                dy,
-                dg,
-                need(cell, "dgh", b.dgh)?,
-                carry,
-                s,
-            ),
-            Cell::Rnn { relu } => {
-                k::rnn_step_backward(prog, b.states, b.w_hh, b.lengths, dy, dg, carry, s, relu)
+            Op::Copy { dst, src } => prog.copy(src, dst),
+            Op::Matmul { c, a, b, bias: None, p } => k::matmul(prog, c, a, b, p),
+            Op::Matmul { c, a, b, bias, p } => k::matmul_bias(prog, c, a, b, bias, p),
+            Op::BiasGrad { db, db2, dy, rows, cols } => k::bias_grad(prog, db, db2, dy, rows, cols),
+            Op::TanhForward { y, x } => k::tanh_forward(prog, y, x),
+            Op::TanhBackward { dx, y, dy } => k::tanh_backward(prog, dx, y, dy),
+            Op::Gather { out, table, idx, p } => k::gather(prog, out, table, idx, p),
+            Op::ScatterAdd { dtable, dout, starts, rows, p } => {
+                k::scatter_add(prog, dtable, dout, starts, rows, p)
             }
+            Op::SoftmaxRows { y, x, rows, cols } => k::softmax_rows(prog, y, x, rows, cols),
+            Op::SoftmaxXent { loss, dx, logits, targets, weights, rows, cols } => {
+                k::softmax_xent(prog, loss, dx, logits, targets, weights, rows, cols)
+            }
+            Op::Mse { loss, dx, pred, target, weights, rows, cols } => {
+                k::mse(prog, loss, dx, pred, target, weights, rows, cols)
+            }
+            Op::SoftmaxBackward { dx, y, dy, rows, cols } => k::softmax_backward(prog, dx, y, dy, rows, cols),
+            Op::Reduce { out, x, p } => k::reduce(prog, out, x, &scratch, p),
+            Op::Dropout { out, x, seeds, p, backward: false } => k::dropout_forward(prog, out, x, seeds, p),
+            Op::Dropout { out, x, seeds, p, backward: true } => k::dropout_backward(prog, out, x, seeds, p),
+            Op::FinalizeStep { state, grads, max_norm } => {
+                k::finalize_step(prog, state, grads, &scratch, max_norm)
+            }
+            Op::ClipByValue { grad, lo, hi } => k::clip_by_value(prog, grad, lo, hi),
+            Op::Update { param, grad, slots, state, rule } => {
+                k::update(prog, param, grad, slots, state, rule)
+            }
+            Op::CopyCols { y, x, p } => k::copy_cols(prog, y, x, p),
+            Op::AttentionDots { out, x, enc, src_len, a, mask } => {
+                k::attention_dots(prog, out, x, enc, src_len, a, mask)
+            }
+            Op::AttentionMix { out, w, enc, a, accumulate } => {
+                k::attention_mix(prog, out, w, enc, a, accumulate)
+            }
+            Op::AttentionMixT { out, w, x, a, accumulate } => {
+                k::attention_mix_t(prog, out, w, x, a, accumulate)
+            }
+            Op::Step { cell, bufs, s, backward: false } => k::step_forward(prog, cell, &bufs, s),
+            Op::Step { cell, bufs, s, backward: true } => k::step_backward(prog, cell, &bufs, s),
         }
     }
 }

@@ -9,6 +9,7 @@ use crate::backend::{Backend, Variant};
 use crate::error::{Error, Result};
 pub use crate::exec::StepStats;
 use crate::exec::{Executor, Shape, record_update, to_elem};
+use crate::ops::Op;
 use crate::ops::index_lists;
 use crate::real::Real;
 use crate::update::{Clip, Optimizer};
@@ -233,7 +234,7 @@ impl<B: Backend> Exec<B> {
             BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, model_init };
         self.run(GRAD, shape(batch), Variant { model_init, ..Variant::default() }, |be, net, ws| {
             graph.forward(be, net, ws, fo)?;
-            be.clear(&net.grads)?;
+            be.run(Op::Clear { x: &net.grads })?;
             graph.backward(be, net, ws, bo)
         })?;
         // Leave the final-state gradients zero for later runs.
@@ -270,7 +271,7 @@ impl<B: Backend> Exec<B> {
         self.run(TRAIN, shape(batch), variant, |be, net, ws| {
             graph.forward(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
-            be.clear(&net.grads)?;
+            be.run(Op::Clear { x: &net.grads })?;
             graph.backward(be, net, ws, bo)?;
             record_update(be, net, &opt, clip)
         })
@@ -323,7 +324,7 @@ impl<B: Backend> Exec<B> {
             |be, net, ws| {
                 graph.forward(be, net, ws, fo)?;
                 graph.loss(be, net, ws)?;
-                be.clear(&net.grads)?;
+                be.run(Op::Clear { x: &net.grads })?;
                 graph.backward(be, net, ws, bo)
             },
         )

@@ -11,11 +11,11 @@
 
 use super::params::ParamLayout;
 use super::spec::{Cell, InputKind, Loss, ModelSpec, OutputMode};
-use crate::backend::{Backend, StepBufs};
+use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::align_up;
 use crate::ops::index_lists;
-use crate::ops::{Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
+use crate::ops::{Dropout, Gather, Matmul, Op, Reduce, Step, StepBufs, StepMode, step_state};
 use crate::real::Real;
 use crate::rng::Rng;
 use crate::train::TrainingState;
@@ -447,12 +447,13 @@ impl Graph<'_> {
                 ws.input.clone()
             } else if o.train && spec.dropout > 0.0 {
                 let xd = lw.x_drop.as_ref().ok_or_else(|| Error::invalid("forward", "no dropout buffer"))?;
-                be.dropout_forward(
-                    xd,
-                    &ws.layers[k - 1].y,
-                    &ws.seeds,
-                    Dropout { prob: spec.dropout, salt: k as u32 },
-                )?;
+                be.run(Op::Dropout {
+                    out: xd,
+                    x: &ws.layers[k - 1].y,
+                    seeds: &ws.seeds,
+                    p: Dropout { prob: spec.dropout, salt: k as u32 },
+                    backward: false,
+                })?;
                 Some(xd.clone())
             } else {
                 Some(ws.layers[k - 1].y.clone())
@@ -461,21 +462,30 @@ impl Graph<'_> {
             for (d, dw) in lw.dirs.iter().enumerate() {
                 let w = self.weights(be, net, k, d)?;
                 match (&x, &ws.tokens) {
-                    (Some(x), _) => be.matmul(&dw.xw, x, &w.w_ih, Matmul::new(tb, g * h, i).trans_b())?,
+                    (Some(x), _) => be.run(Op::Matmul {
+                        c: &dw.xw,
+                        a: x,
+                        b: &w.w_ih,
+                        p: Matmul::new(tb, g * h, i).trans_b(),
+                        bias: None,
+                    })?,
                     (None, Some((tokens, _, _))) => {
                         let p = Gather { n: tb, width: g * h, idx_stride: 1, col_stride: i };
-                        be.gather(&dw.xw, &w.w_ih, tokens, p)?;
+                        be.run(Op::Gather { out: &dw.xw, table: &w.w_ih, idx: tokens, p })?;
                     }
                     (None, None) => return Err(Error::invalid("forward", "the workspace has no input")),
                 }
                 let chunk = (k * spec.directions() + d) * bh;
                 let first = dw.state_base + self.first_slot(d, t_len) * bh;
-                be.copy(&be.view(&ws.h0, chunk, bh)?, &be.view(&dw.states, first, bh)?)?;
+                be.run(Op::Copy {
+                    src: &be.view(&ws.h0, chunk, bh)?,
+                    dst: &be.view(&dw.states, first, bh)?,
+                })?;
                 if let (Some(c0), Some(cells)) = (&ws.c0, &dw.cells) {
-                    be.copy(&be.view(c0, chunk, bh)?, &be.view(cells, first, bh)?)?;
+                    be.run(Op::Copy { src: &be.view(c0, chunk, bh)?, dst: &be.view(cells, first, bh)? })?;
                 }
                 let base = self.base_step(b, d, dw.state_base, w.bias_hh);
-                let bufs = StepBufs::<B> {
+                let bufs = StepBufs::<B::Buf, B::IBuf> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
                     gates: dw.gates.as_ref(),
@@ -492,12 +502,17 @@ impl Graph<'_> {
                 for s in 0..t_len {
                     let t = self.time(d, s, t_len);
                     let (in_slot, out_slot) = self.slots(d, t);
-                    be.step_forward(spec.cell, &bufs, Step { t, in_slot, out_slot, ..base })?;
+                    be.run(Op::Step {
+                        cell: spec.cell,
+                        bufs,
+                        s: Step { t, in_slot, out_slot, ..base },
+                        backward: false,
+                    })?;
                 }
                 let last = dw.state_base + self.final_slot(d, t_len) * bh;
-                be.copy(&be.view(&dw.states, last, bh)?, &be.view(&ws.hn, chunk, bh)?)?;
+                be.run(Op::Copy { src: &be.view(&dw.states, last, bh)?, dst: &be.view(&ws.hn, chunk, bh)? })?;
                 if let (Some(cn), Some(cells)) = (&ws.cn, &dw.cells) {
-                    be.copy(&be.view(cells, last, bh)?, &be.view(cn, chunk, bh)?)?;
+                    be.run(Op::Copy { src: &be.view(cells, last, bh)?, dst: &be.view(cn, chunk, bh)? })?;
                 }
             }
         }
@@ -509,24 +524,29 @@ impl Graph<'_> {
                 Some((z, _)) => {
                     let (last, _, _) =
                         hw.last.as_ref().ok_or_else(|| Error::invalid("forward", "no last-row list"))?;
-                    be.gather(z, top, last, Gather { n: b, width: dh, idx_stride: dh, col_stride: 1 })?;
+                    be.run(Op::Gather {
+                        out: z,
+                        table: top,
+                        idx: last,
+                        p: Gather { n: b, width: dh, idx_stride: dh, col_stride: 1 },
+                    })?;
                     z.clone()
                 }
             };
             let o = head.outputs;
-            be.matmul_bias(
-                &hw.logits,
-                &z,
-                &self.param(be, net, "head.weight")?,
-                &self.param(be, net, "head.bias")?,
-                Matmul::new(hw.rows, o, dh).trans_b(),
-            )?;
+            be.run(Op::Matmul {
+                c: &hw.logits,
+                a: &z,
+                b: &self.param(be, net, "head.weight")?,
+                bias: Some(&self.param(be, net, "head.bias")?),
+                p: Matmul::new(hw.rows, o, dh).trans_b(),
+            })?;
         }
         // The final states become the next run's initial states (truncated BPTT, streaming);
         // a run that starts afresh overwrites them first.
-        be.copy(&ws.hn, &ws.h0)?;
+        be.run(Op::Copy { src: &ws.hn, dst: &ws.h0 })?;
         if let (Some(cn), Some(c0)) = (&ws.cn, &ws.c0) {
-            be.copy(cn, c0)?;
+            be.run(Op::Copy { src: cn, dst: c0 })?;
         }
         Ok(())
     }
@@ -539,18 +559,30 @@ impl Graph<'_> {
         };
         let o = head.outputs;
         match head.loss {
-            Loss::CrossEntropy => {
-                be.softmax_xent(&hw.loss_rows, &hw.dlogits, &hw.logits, &hw.classes, &hw.weights, hw.rows, o)?
-            }
-            Loss::Mse => {
-                be.mse(&hw.loss_rows, &hw.dlogits, &hw.logits, &hw.values, &hw.weights, hw.rows, o)?
-            }
+            Loss::CrossEntropy => be.run(Op::SoftmaxXent {
+                loss: &hw.loss_rows,
+                dx: &hw.dlogits,
+                logits: &hw.logits,
+                targets: &hw.classes,
+                weights: &hw.weights,
+                rows: hw.rows,
+                cols: o,
+            })?,
+            Loss::Mse => be.run(Op::Mse {
+                loss: &hw.loss_rows,
+                dx: &hw.dlogits,
+                pred: &hw.logits,
+                target: &hw.values,
+                weights: &hw.weights,
+                rows: hw.rows,
+                cols: o,
+            })?,
         }
-        be.reduce(
-            &net.step_state,
-            &hw.loss_rows,
-            Reduce { index: step_state::LOSS, square: false, accumulate: false },
-        )
+        be.run(Op::Reduce {
+            out: &net.step_state,
+            x: &hw.loss_rows,
+            p: Reduce { index: step_state::LOSS, square: false, accumulate: false },
+        })
     }
 
     /// Records backpropagation through time. Gradients accumulate into `net.grads`: the caller
@@ -582,23 +614,36 @@ impl Graph<'_> {
                 None => (top_y.clone(), top_dy.clone()),
                 Some((z, dz)) => (z.clone(), dz.clone()),
             };
-            be.matmul(
-                &self.grad(be, net, "head.weight")?,
-                &hw.dlogits,
-                &z,
-                Matmul::new(out, dh, hw.rows).trans_a().accumulate(),
-            )?;
-            be.bias_grad(&self.grad(be, net, "head.bias")?, &hw.dlogits, hw.rows, out)?;
-            be.matmul(&dz, &hw.dlogits, &self.param(be, net, "head.weight")?, Matmul::new(hw.rows, dh, out))?;
+            be.run(Op::Matmul {
+                c: &self.grad(be, net, "head.weight")?,
+                a: &hw.dlogits,
+                b: &z,
+                p: Matmul::new(out, dh, hw.rows).trans_a().accumulate(),
+                bias: None,
+            })?;
+            be.run(Op::BiasGrad {
+                db: &self.grad(be, net, "head.bias")?,
+                dy: &hw.dlogits,
+                rows: hw.rows,
+                cols: out,
+                db2: None,
+            })?;
+            be.run(Op::Matmul {
+                c: &dz,
+                a: &hw.dlogits,
+                b: &self.param(be, net, "head.weight")?,
+                p: Matmul::new(hw.rows, dh, out),
+                bias: None,
+            })?;
             if let Some((_, starts, list)) = &hw.last {
-                be.clear(top_dy)?;
-                be.scatter_add(
-                    top_dy,
-                    &dz,
+                be.run(Op::Clear { x: top_dy })?;
+                be.run(Op::ScatterAdd {
+                    dtable: top_dy,
+                    dout: &dz,
                     starts,
-                    list,
-                    Gather { n: tb, width: dh, idx_stride: dh, col_stride: 1 },
-                )?;
+                    rows: list,
+                    p: Gather { n: tb, width: dh, idx_stride: dh, col_stride: 1 },
+                })?;
             }
         }
 
@@ -626,15 +671,18 @@ impl Graph<'_> {
             for (d, dw) in lw.dirs.iter().enumerate() {
                 let w = self.weights(be, net, k, d)?;
                 let chunk = (k * spec.directions() + d) * bh;
-                be.copy(&be.view(&ws.dhn, chunk, bh)?, &be.view(&dw.carry, 0, bh)?)?;
+                be.run(Op::Copy { src: &be.view(&ws.dhn, chunk, bh)?, dst: &be.view(&dw.carry, 0, bh)? })?;
                 match &ws.dcn {
-                    Some(dcn) => be.copy(&be.view(dcn, chunk, bh)?, &be.view(&dw.carry, bh, bh)?)?,
-                    None => be.clear(&be.view(&dw.carry, bh, bh)?)?,
+                    Some(dcn) => be.run(Op::Copy {
+                        src: &be.view(dcn, chunk, bh)?,
+                        dst: &be.view(&dw.carry, bh, bh)?,
+                    })?,
+                    None => be.run(Op::Clear { x: &be.view(&dw.carry, bh, bh)? })?,
                 }
                 // The gate gradients at their exact size (the buffers are padded to whole vec4s).
                 let dgx = be.view(&dw.dg, 0, tb * g * h)?;
                 let dgh = be.view(dw.dgh.as_ref().unwrap_or(&dw.dg), 0, tb * g * h)?;
-                let bufs = StepBufs::<B> {
+                let bufs = StepBufs::<B::Buf, B::IBuf> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
                     gates: dw.gates.as_ref(),
@@ -657,51 +705,89 @@ impl Graph<'_> {
                         None => (t, StepMode::First),
                         Some(n) => (n, StepMode::Later),
                     };
-                    be.step_backward(spec.cell, &bufs, Step { t, in_slot, out_slot, next_t, mode, ..base })?;
+                    be.run(Op::Step {
+                        cell: spec.cell,
+                        bufs,
+                        s: Step { t, in_slot, out_slot, next_t, mode, ..base },
+                        backward: true,
+                    })?;
                     later = Some(t);
                 }
                 if init_grad {
                     let next_t = later.unwrap_or(0);
-                    be.step_backward(spec.cell, &bufs, Step { next_t, mode: StepMode::Initial, ..base })?;
-                    be.copy(&be.view(&dw.carry, 0, bh)?, &be.view(&ws.dh0, chunk, bh)?)?;
+                    be.run(Op::Step {
+                        cell: spec.cell,
+                        bufs,
+                        s: Step { next_t, mode: StepMode::Initial, ..base },
+                        backward: true,
+                    })?;
+                    be.run(Op::Copy {
+                        src: &be.view(&dw.carry, 0, bh)?,
+                        dst: &be.view(&ws.dh0, chunk, bh)?,
+                    })?;
                     if let Some(dc0) = &ws.dc0 {
-                        be.copy(&be.view(&dw.carry, bh, bh)?, &be.view(dc0, chunk, bh)?)?;
+                        be.run(Op::Copy {
+                            src: &be.view(&dw.carry, bh, bh)?,
+                            dst: &be.view(dc0, chunk, bh)?,
+                        })?;
                     }
                 }
                 // The bias gradients, then the weight gradients: one GEMM each over all steps.
                 // b_ih and b_hh enter the same sums except in the GRU (b_hn is inside r * (.)),
                 // so elsewhere they get the same gradient, summed once.
                 if dw.dgh.is_some() {
-                    be.bias_grad(&w.db_ih, &dgx, tb, g * h)?;
-                    be.bias_grad(&w.db_hh, &dgh, tb, g * h)?;
+                    be.run(Op::BiasGrad { db: &w.db_ih, dy: &dgx, rows: tb, cols: g * h, db2: None })?;
+                    be.run(Op::BiasGrad { db: &w.db_hh, dy: &dgh, rows: tb, cols: g * h, db2: None })?;
                 } else {
-                    be.bias_grad_pair(&w.db_ih, &w.db_hh, &dgx, tb, g * h)?;
+                    be.run(Op::BiasGrad {
+                        db: &w.db_ih,
+                        db2: Some(&w.db_hh),
+                        dy: &dgx,
+                        rows: tb,
+                        cols: g * h,
+                    })?;
                 }
                 let hprev_start = if d == 0 { 0 } else { dw.state_base + bh };
                 let hprev = be.view(&dw.states, hprev_start, tb * h)?;
                 match (&x, &ws.tokens) {
-                    (Some(x), _) => {
-                        be.matmul(&w.dw_ih, &dgx, x, Matmul::new(g * h, i, tb).trans_a().accumulate())?
-                    }
+                    (Some(x), _) => be.run(Op::Matmul {
+                        c: &w.dw_ih,
+                        a: &dgx,
+                        b: x,
+                        p: Matmul::new(g * h, i, tb).trans_a().accumulate(),
+                        bias: None,
+                    })?,
                     (None, Some((_, starts, list))) => {
                         let p = Gather { n: i, width: g * h, idx_stride: 1, col_stride: i };
-                        be.scatter_add(&w.dw_ih, &dgx, starts, list, p)?;
+                        be.run(Op::ScatterAdd { dtable: &w.dw_ih, dout: &dgx, starts, rows: list, p })?;
                     }
                     (None, None) => return Err(Error::invalid("backward", "the workspace has no input")),
                 }
-                be.matmul(&w.dw_hh, &dgh, &hprev, Matmul::new(g * h, h, tb).trans_a().accumulate())?;
+                be.run(Op::Matmul {
+                    c: &w.dw_hh,
+                    a: &dgh,
+                    b: &hprev,
+                    p: Matmul::new(g * h, h, tb).trans_a().accumulate(),
+                    bias: None,
+                })?;
                 if let Some(dx) = &dx {
                     let mut p = Matmul::new(tb, i, g * h);
                     p.accumulate = d > 0;
-                    be.matmul(dx, &dgx, &w.w_ih, p)?;
+                    be.run(Op::Matmul { c: dx, a: &dgx, b: &w.w_ih, p, bias: None })?;
                 }
             }
             if dropped {
                 let below = &ws.layers[k - 1].dy;
                 let dxd =
                     lw.dx_drop.as_ref().ok_or_else(|| Error::invalid("backward", "no dropout buffer"))?;
-                be.clear(below)?;
-                be.dropout_backward(below, dxd, &ws.seeds, Dropout { prob: spec.dropout, salt: k as u32 })?;
+                be.run(Op::Clear { x: below })?;
+                be.run(Op::Dropout {
+                    out: below,
+                    x: dxd,
+                    seeds: &ws.seeds,
+                    p: Dropout { prob: spec.dropout, salt: k as u32 },
+                    backward: true,
+                })?;
             }
         }
 
@@ -725,9 +811,12 @@ impl Graph<'_> {
                 continue;
             }
             match (spec.condition, proj) {
-                (None, _) => {
-                    be.gather(dst, &self.param(be, net, &format!("rnn.{which}0"))?, &iw.rows, lookup)?
-                }
+                (None, _) => be.run(Op::Gather {
+                    out: dst,
+                    table: &self.param(be, net, &format!("rnn.{which}0"))?,
+                    idx: &iw.rows,
+                    p: lookup,
+                })?,
                 (Some(c), Some((act, _, pre))) => {
                     let cond = ws
                         .condition
@@ -740,9 +829,9 @@ impl Graph<'_> {
                         self.param(be, net, &format!("{name}.weight"))?,
                         self.param(be, net, &format!("{name}.bias"))?,
                     );
-                    be.matmul_bias(pre, cond, &w, &bias, p)?;
-                    be.tanh_forward(act, pre)?;
-                    be.gather(dst, act, &iw.rows, lookup)?;
+                    be.run(Op::Matmul { c: pre, a: cond, b: &w, bias: Some(&bias), p })?;
+                    be.run(Op::TanhForward { y: act, x: pre })?;
+                    be.run(Op::Gather { out: dst, table: act, idx: &iw.rows, p: lookup })?;
                 }
                 (Some(_), None) => return Err(Error::invalid("forward", "no conditioned state buffers")),
             }
@@ -763,13 +852,13 @@ impl Graph<'_> {
             match (spec.condition, proj) {
                 (None, _) => {
                     let p = Gather { n: rows, width: h, idx_stride: h, col_stride: 1 };
-                    be.scatter_add(
-                        &self.grad(be, net, &format!("rnn.{which}0"))?,
-                        grad,
-                        &iw.starts,
-                        &iw.list,
+                    be.run(Op::ScatterAdd {
+                        dtable: &self.grad(be, net, &format!("rnn.{which}0"))?,
+                        dout: grad,
+                        starts: &iw.starts,
+                        rows: &iw.list,
                         p,
-                    )?;
+                    })?;
                 }
                 (Some(c), Some((act, dact, dpre))) => {
                     let cond = ws
@@ -777,19 +866,31 @@ impl Graph<'_> {
                         .as_ref()
                         .ok_or_else(|| Error::invalid("backward", "no condition buffer"))?;
                     let name = if which == "h" { "init" } else { "init_c" };
-                    be.clear(dact)?;
-                    be.scatter_add(
-                        dact,
-                        grad,
-                        &iw.starts,
-                        &iw.list,
-                        Gather { n: rows * b, width: h, idx_stride: h, col_stride: 1 },
-                    )?;
-                    be.clear(dpre)?;
-                    be.tanh_backward(dpre, act, dact)?;
+                    be.run(Op::Clear { x: dact })?;
+                    be.run(Op::ScatterAdd {
+                        dtable: dact,
+                        dout: grad,
+                        starts: &iw.starts,
+                        rows: &iw.list,
+                        p: Gather { n: rows * b, width: h, idx_stride: h, col_stride: 1 },
+                    })?;
+                    be.run(Op::Clear { x: dpre })?;
+                    be.run(Op::TanhBackward { dx: dpre, y: act, dy: dact })?;
                     let dw = self.grad(be, net, &format!("{name}.weight"))?;
-                    be.matmul(&dw, dpre, cond, Matmul::new(rows * h, c, b).trans_a().accumulate())?;
-                    be.bias_grad(&self.grad(be, net, &format!("{name}.bias"))?, dpre, b, rows * h)?;
+                    be.run(Op::Matmul {
+                        c: &dw,
+                        a: dpre,
+                        b: cond,
+                        p: Matmul::new(rows * h, c, b).trans_a().accumulate(),
+                        bias: None,
+                    })?;
+                    be.run(Op::BiasGrad {
+                        db: &self.grad(be, net, &format!("{name}.bias"))?,
+                        dy: dpre,
+                        rows: b,
+                        cols: rows * h,
+                        db2: None,
+                    })?;
                 }
                 (Some(_), None) => return Err(Error::invalid("backward", "no conditioned state buffers")),
             }

@@ -225,16 +225,6 @@ fn chunked(n: usize) -> usize {
     if n < 2 * CHUNK { n.max(1) } else { CHUNK }
 }
 
-pub fn axpy(y: &mut [f32], x: &[f32], alpha: f32) {
-    let c = chunked(y.len());
-    y.par_chunks_mut(c).zip(x.par_chunks(c)).for_each(|(y, x)| twin::axpy(y, x, alpha));
-}
-
-pub fn scale(x: &mut [f32], alpha: f32) {
-    let c = chunked(x.len());
-    x.par_chunks_mut(c).for_each(|x| twin::scale(x, alpha));
-}
-
 pub fn clip_by_value(g: &mut [f32], lo: f32, hi: f32) {
     let c = chunked(g.len());
     g.par_chunks_mut(c).for_each(|g| twin::clip_by_value(g, lo, hi));

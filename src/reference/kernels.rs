@@ -71,22 +71,6 @@ pub fn relu_backward<T: Real>(dx: &mut [T], y: &[T], dy: &[T]) {
     }
 }
 
-pub fn fill<T: Real>(x: &mut [T], value: T) {
-    x.fill(value);
-}
-
-pub fn scale<T: Real>(x: &mut [T], alpha: T) {
-    for v in x {
-        *v *= alpha;
-    }
-}
-
-pub fn axpy<T: Real>(y: &mut [T], x: &[T], alpha: T) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y += alpha * x;
-    }
-}
-
 pub fn add_bias<T: Real>(y: &mut [T], bias: &[T], rows: usize, cols: usize) {
     for r in 0..rows {
         for j in 0..cols {

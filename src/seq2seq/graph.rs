@@ -12,7 +12,7 @@ use crate::error::{Error, Result};
 use crate::model::graph::{BackwardOpts, ForwardOpts, Graph, Net, Workspace};
 use crate::model::params::ParamLayout;
 use crate::model::spec::ModelSpec;
-use crate::ops::{Attention, CopyCols, Gather, Matmul, Reduce, step_state};
+use crate::ops::{Attention, CopyCols, Gather, Matmul, Op, Reduce, step_state};
 
 /// Attention buffers, all `[T_t * B, ...]`.
 pub struct AttnWs<B: Backend> {
@@ -169,7 +169,7 @@ impl<'a> S2sGraph<'a> {
                 x_offset: (k * d + dir) * b * he,
                 accumulate: false,
             };
-            be.copy_cols(&ws.bridge_in, states, p)?;
+            be.run(Op::CopyCols { y: &ws.bridge_in, x: states, p })?;
         }
         Ok(())
     }
@@ -196,18 +196,18 @@ impl<'a> S2sGraph<'a> {
                 self.gather_final(be, ws, src, self.source_layer(l))?;
                 let from = if self.spec.bridged() {
                     let p = Matmul::new(b, hd, self.spec.enc_output()).trans_b();
-                    be.matmul_bias(
-                        &ws.bridge_out,
-                        &ws.bridge_in,
-                        &self.param(be, net, &format!("{name}.weight"))?,
-                        &self.param(be, net, &format!("{name}.bias"))?,
+                    be.run(Op::Matmul {
+                        c: &ws.bridge_out,
+                        a: &ws.bridge_in,
+                        b: &self.param(be, net, &format!("{name}.weight"))?,
+                        bias: Some(&self.param(be, net, &format!("{name}.bias"))?),
                         p,
-                    )?;
+                    })?;
                     &ws.bridge_out
                 } else {
                     &ws.bridge_in
                 };
-                be.copy_cols(dst, from, CopyCols::flat(b * hd, l * b * hd, 0, false))?;
+                be.run(Op::CopyCols { y: dst, x: from, p: CopyCols::flat(b * hd, l * b * hd, 0, false) })?;
             }
         }
         Ok(())
@@ -229,22 +229,39 @@ impl<'a> S2sGraph<'a> {
                 let cn = ws.enc.cn.as_ref().ok_or_else(|| Error::invalid("bridge", "no cell state"))?;
                 (dc0, dcn, cn, "bridge_c")
             };
-            be.clear(dsrc)?;
+            be.run(Op::Clear { x: dsrc })?;
             for l in 0..self.spec.dec_layers {
                 let k = self.source_layer(l);
-                be.copy_cols(&ws.dbridge_out, dstate, CopyCols::flat(b * hd, 0, l * b * hd, false))?;
+                be.run(Op::CopyCols {
+                    y: &ws.dbridge_out,
+                    x: dstate,
+                    p: CopyCols::flat(b * hd, 0, l * b * hd, false),
+                })?;
                 let dfrom = if self.spec.bridged() {
                     self.gather_final(be, ws, src, k)?;
                     let dw = self.grad(be, net, &format!("{name}.weight"))?;
-                    be.matmul(
-                        &dw,
-                        &ws.dbridge_out,
-                        &ws.bridge_in,
-                        Matmul::new(hd, a, b).trans_a().accumulate(),
-                    )?;
-                    be.bias_grad(&self.grad(be, net, &format!("{name}.bias"))?, &ws.dbridge_out, b, hd)?;
+                    be.run(Op::Matmul {
+                        c: &dw,
+                        a: &ws.dbridge_out,
+                        b: &ws.bridge_in,
+                        p: Matmul::new(hd, a, b).trans_a().accumulate(),
+                        bias: None,
+                    })?;
+                    be.run(Op::BiasGrad {
+                        db: &self.grad(be, net, &format!("{name}.bias"))?,
+                        dy: &ws.dbridge_out,
+                        rows: b,
+                        cols: hd,
+                        db2: None,
+                    })?;
                     let w = self.param(be, net, &format!("{name}.weight"))?;
-                    be.matmul(&ws.dbridge_in, &ws.dbridge_out, &w, Matmul::new(b, a, hd))?;
+                    be.run(Op::Matmul {
+                        c: &ws.dbridge_in,
+                        a: &ws.dbridge_out,
+                        b: &w,
+                        p: Matmul::new(b, a, hd),
+                        bias: None,
+                    })?;
                     &ws.dbridge_in
                 } else {
                     &ws.dbridge_out
@@ -259,7 +276,7 @@ impl<'a> S2sGraph<'a> {
                         x_offset: dir * he,
                         accumulate: true,
                     };
-                    be.copy_cols(dsrc, dfrom, p)?;
+                    be.run(Op::CopyCols { y: dsrc, x: dfrom, p })?;
                 }
             }
         }
@@ -282,10 +299,23 @@ impl<'a> S2sGraph<'a> {
         let dims = self.attention(ws);
         let top_dec = &ws.dec.layers[s.dec_layers - 1].y;
         let enc_y = &ws.enc.layers[s.enc_layers - 1].y;
-        be.matmul(&aw.q, top_dec, &self.param(be, net, "attention.w_a")?, Matmul::new(rows, a, hd))?;
-        be.attention_dots(&aw.scores, &aw.q, enc_y, &ws.enc.lengths, dims, true)?;
-        be.softmax_rows(&aw.probs, &aw.scores, rows, ws.src_steps)?;
-        be.attention_mix(&aw.ctx, &aw.probs, enc_y, dims, false)?;
+        be.run(Op::Matmul {
+            c: &aw.q,
+            a: top_dec,
+            b: &self.param(be, net, "attention.w_a")?,
+            p: Matmul::new(rows, a, hd),
+            bias: None,
+        })?;
+        be.run(Op::AttentionDots {
+            out: &aw.scores,
+            x: &aw.q,
+            enc: enc_y,
+            src_len: &ws.enc.lengths,
+            a: dims,
+            mask: true,
+        })?;
+        be.run(Op::SoftmaxRows { y: &aw.probs, x: &aw.scores, rows, cols: ws.src_steps })?;
+        be.run(Op::AttentionMix { out: &aw.ctx, w: &aw.probs, enc: enc_y, a: dims, accumulate: false })?;
         let side = |width, y_offset| CopyCols {
             rows,
             width,
@@ -295,22 +325,23 @@ impl<'a> S2sGraph<'a> {
             x_offset: 0,
             accumulate: false,
         };
-        be.copy_cols(&aw.z, &aw.ctx, side(a, 0))?;
-        be.copy_cols(&aw.z, top_dec, side(hd, a))?;
-        be.matmul(
-            &aw.pre,
-            &aw.z,
-            &self.param(be, net, "attention.w_c")?,
-            Matmul::new(rows, hd, a + hd).trans_b(),
-        )?;
-        be.tanh_forward(&aw.st, &aw.pre)?;
-        be.matmul_bias(
-            &aw.logits,
-            &aw.st,
-            &self.param(be, net, "decoder.head.weight")?,
-            &self.param(be, net, "decoder.head.bias")?,
-            Matmul::new(rows, s.tgt_vocab, hd).trans_b(),
-        )
+        be.run(Op::CopyCols { y: &aw.z, x: &aw.ctx, p: side(a, 0) })?;
+        be.run(Op::CopyCols { y: &aw.z, x: top_dec, p: side(hd, a) })?;
+        be.run(Op::Matmul {
+            c: &aw.pre,
+            a: &aw.z,
+            b: &self.param(be, net, "attention.w_c")?,
+            p: Matmul::new(rows, hd, a + hd).trans_b(),
+            bias: None,
+        })?;
+        be.run(Op::TanhForward { y: &aw.st, x: &aw.pre })?;
+        be.run(Op::Matmul {
+            c: &aw.logits,
+            a: &aw.st,
+            b: &self.param(be, net, "decoder.head.weight")?,
+            bias: Some(&self.param(be, net, "decoder.head.bias")?),
+            p: Matmul::new(rows, s.tgt_vocab, hd).trans_b(),
+        })
     }
 
     fn attention_backward<B: Backend>(
@@ -328,24 +359,38 @@ impl<'a> S2sGraph<'a> {
         let enc_y = &ws.enc.layers[s.enc_layers - 1].y;
         let enc_dy = &ws.enc.layers[s.enc_layers - 1].dy;
         let head_w = self.param(be, net, "decoder.head.weight")?;
-        be.matmul(
-            &self.grad(be, net, "decoder.head.weight")?,
-            &aw.dlogits,
-            &aw.st,
-            Matmul::new(v, hd, rows).trans_a().accumulate(),
-        )?;
-        be.bias_grad(&self.grad(be, net, "decoder.head.bias")?, &aw.dlogits, rows, v)?;
-        be.matmul(&aw.dst, &aw.dlogits, &head_w, Matmul::new(rows, hd, v))?;
-        be.clear(&aw.dpre)?;
-        be.tanh_backward(&aw.dpre, &aw.st, &aw.dst)?;
+        be.run(Op::Matmul {
+            c: &self.grad(be, net, "decoder.head.weight")?,
+            a: &aw.dlogits,
+            b: &aw.st,
+            p: Matmul::new(v, hd, rows).trans_a().accumulate(),
+            bias: None,
+        })?;
+        be.run(Op::BiasGrad {
+            db: &self.grad(be, net, "decoder.head.bias")?,
+            dy: &aw.dlogits,
+            rows,
+            cols: v,
+            db2: None,
+        })?;
+        be.run(Op::Matmul {
+            c: &aw.dst,
+            a: &aw.dlogits,
+            b: &head_w,
+            p: Matmul::new(rows, hd, v),
+            bias: None,
+        })?;
+        be.run(Op::Clear { x: &aw.dpre })?;
+        be.run(Op::TanhBackward { dx: &aw.dpre, y: &aw.st, dy: &aw.dst })?;
         let w_c = self.param(be, net, "attention.w_c")?;
-        be.matmul(
-            &self.grad(be, net, "attention.w_c")?,
-            &aw.dpre,
-            &aw.z,
-            Matmul::new(hd, a + hd, rows).trans_a().accumulate(),
-        )?;
-        be.matmul(&aw.dz, &aw.dpre, &w_c, Matmul::new(rows, a + hd, hd))?;
+        be.run(Op::Matmul {
+            c: &self.grad(be, net, "attention.w_c")?,
+            a: &aw.dpre,
+            b: &aw.z,
+            p: Matmul::new(hd, a + hd, rows).trans_a().accumulate(),
+            bias: None,
+        })?;
+        be.run(Op::Matmul { c: &aw.dz, a: &aw.dpre, b: &w_c, p: Matmul::new(rows, a + hd, hd), bias: None })?;
         let split = |width, x_offset| CopyCols {
             rows,
             width,
@@ -355,21 +400,41 @@ impl<'a> S2sGraph<'a> {
             x_offset,
             accumulate: false,
         };
-        be.copy_cols(&aw.dctx, &aw.dz, split(a, 0))?;
-        be.copy_cols(top_ddec, &aw.dz, split(hd, a))?;
-        be.attention_dots(&aw.dprobs, &aw.dctx, enc_y, &ws.enc.lengths, dims, false)?;
-        be.attention_mix_t(enc_dy, &aw.probs, &aw.dctx, dims, false)?;
-        be.softmax_backward(&aw.dscores, &aw.probs, &aw.dprobs, rows, ws.src_steps)?;
-        be.attention_mix(&aw.dq, &aw.dscores, enc_y, dims, false)?;
-        be.attention_mix_t(enc_dy, &aw.dscores, &aw.q, dims, true)?;
+        be.run(Op::CopyCols { y: &aw.dctx, x: &aw.dz, p: split(a, 0) })?;
+        be.run(Op::CopyCols { y: top_ddec, x: &aw.dz, p: split(hd, a) })?;
+        be.run(Op::AttentionDots {
+            out: &aw.dprobs,
+            x: &aw.dctx,
+            enc: enc_y,
+            src_len: &ws.enc.lengths,
+            a: dims,
+            mask: false,
+        })?;
+        be.run(Op::AttentionMixT { out: enc_dy, w: &aw.probs, x: &aw.dctx, a: dims, accumulate: false })?;
+        be.run(Op::SoftmaxBackward {
+            dx: &aw.dscores,
+            y: &aw.probs,
+            dy: &aw.dprobs,
+            rows,
+            cols: ws.src_steps,
+        })?;
+        be.run(Op::AttentionMix { out: &aw.dq, w: &aw.dscores, enc: enc_y, a: dims, accumulate: false })?;
+        be.run(Op::AttentionMixT { out: enc_dy, w: &aw.dscores, x: &aw.q, a: dims, accumulate: true })?;
         let w_a = self.param(be, net, "attention.w_a")?;
-        be.matmul(
-            &self.grad(be, net, "attention.w_a")?,
-            top_dec,
-            &aw.dq,
-            Matmul::new(hd, a, rows).trans_a().accumulate(),
-        )?;
-        be.matmul(top_ddec, &aw.dq, &w_a, Matmul::new(rows, hd, a).trans_b().accumulate())
+        be.run(Op::Matmul {
+            c: &self.grad(be, net, "attention.w_a")?,
+            a: top_dec,
+            b: &aw.dq,
+            p: Matmul::new(hd, a, rows).trans_a().accumulate(),
+            bias: None,
+        })?;
+        be.run(Op::Matmul {
+            c: top_ddec,
+            a: &aw.dq,
+            b: &w_a,
+            p: Matmul::new(rows, hd, a).trans_b().accumulate(),
+            bias: None,
+        })
     }
 
     fn embed<B: Backend>(
@@ -382,19 +447,19 @@ impl<'a> S2sGraph<'a> {
         n: usize,
     ) -> Result<()> {
         let e = self.spec.embed;
-        be.gather(
+        be.run(Op::Gather {
             out,
-            &self.param(be, net, name)?,
-            &t.ids,
-            Gather { n, width: e, idx_stride: e, col_stride: 1 },
-        )
+            table: &self.param(be, net, name)?,
+            idx: &t.ids,
+            p: Gather { n, width: e, idx_stride: e, col_stride: 1 },
+        })
     }
 
     /// Records the encoder (from zero states) and the bridge into the decoder's initial states.
     pub fn encode<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, train: bool) -> Result<()> {
-        be.clear(&ws.enc.h0)?;
+        be.run(Op::Clear { x: &ws.enc.h0 })?;
         if let Some(c0) = &ws.enc.c0 {
-            be.clear(c0)?;
+            be.run(Op::Clear { x: c0 })?;
         }
         let input =
             ws.enc.input.as_ref().ok_or_else(|| Error::invalid("encode", "no encoder input buffer"))?;
@@ -422,20 +487,20 @@ impl<'a> S2sGraph<'a> {
             None => self.dec().loss(be, net, &ws.dec),
             Some(aw) => {
                 let rows = ws.tgt_steps * ws.batch;
-                be.softmax_xent(
-                    &aw.loss_rows,
-                    &aw.dlogits,
-                    &aw.logits,
-                    &aw.classes,
-                    &aw.weights,
+                be.run(Op::SoftmaxXent {
+                    loss: &aw.loss_rows,
+                    dx: &aw.dlogits,
+                    logits: &aw.logits,
+                    targets: &aw.classes,
+                    weights: &aw.weights,
                     rows,
-                    self.spec.tgt_vocab,
-                )?;
-                be.reduce(
-                    &net.step_state,
-                    &aw.loss_rows,
-                    Reduce { index: step_state::LOSS, square: false, accumulate: false },
-                )
+                    cols: self.spec.tgt_vocab,
+                })?;
+                be.run(Op::Reduce {
+                    out: &net.step_state,
+                    x: &aw.loss_rows,
+                    p: Reduce { index: step_state::LOSS, square: false, accumulate: false },
+                })
             }
         }
     }
@@ -444,11 +509,11 @@ impl<'a> S2sGraph<'a> {
     /// the encoder, into both embeddings. Clears the gradients first.
     pub fn backward<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, train: bool) -> Result<()> {
         let s = self.spec;
-        be.clear(&net.grads)?;
+        be.run(Op::Clear { x: &net.grads })?;
         let enc_dy = &ws.enc.layers[s.enc_layers - 1].dy;
         match &ws.attn {
             Some(aw) => self.attention_backward(be, net, ws, aw)?,
-            None => be.clear(enc_dy)?,
+            None => be.run(Op::Clear { x: enc_dy })?,
         }
         let opts = |from_loss| BackwardOpts {
             train,
@@ -462,24 +527,24 @@ impl<'a> S2sGraph<'a> {
             ws.dec.d_input.as_ref().ok_or_else(|| Error::invalid("backward", "no decoder input gradient"))?;
         let e = s.embed;
         let p = |n| Gather { n, width: e, idx_stride: e, col_stride: 1 };
-        be.scatter_add(
-            &self.grad(be, net, "decoder.embedding.weight")?,
-            d_in,
-            &ws.tgt.starts,
-            &ws.tgt.list,
-            p(s.tgt_vocab),
-        )?;
+        be.run(Op::ScatterAdd {
+            dtable: &self.grad(be, net, "decoder.embedding.weight")?,
+            dout: d_in,
+            starts: &ws.tgt.starts,
+            rows: &ws.tgt.list,
+            p: p(s.tgt_vocab),
+        })?;
         self.bridge_backward(be, net, ws)?;
         self.enc().backward(be, net, &ws.enc, BackwardOpts { init_grad: false, ..opts(false) })?;
         let d_in =
             ws.enc.d_input.as_ref().ok_or_else(|| Error::invalid("backward", "no encoder input gradient"))?;
-        be.scatter_add(
-            &self.grad(be, net, "encoder.embedding.weight")?,
-            d_in,
-            &ws.src.starts,
-            &ws.src.list,
-            p(s.src_vocab),
-        )
+        be.run(Op::ScatterAdd {
+            dtable: &self.grad(be, net, "encoder.embedding.weight")?,
+            dout: d_in,
+            starts: &ws.src.starts,
+            rows: &ws.src.list,
+            p: p(s.src_vocab),
+        })
     }
 
     /// Beam search: keeps the decoder states of the rows in `parents` (row i takes row
@@ -488,8 +553,8 @@ impl<'a> S2sGraph<'a> {
         let hd = self.spec.dec_hidden;
         let p = Gather { n: self.dec_spec.state_rows() * ws.batch, width: hd, idx_stride: hd, col_stride: 1 };
         for state in [Some(&ws.dec.h0), ws.dec.c0.as_ref()].into_iter().flatten() {
-            be.gather(&ws.reorder, state, &ws.parents, p)?;
-            be.copy(&ws.reorder, state)?;
+            be.run(Op::Gather { out: &ws.reorder, table: state, idx: &ws.parents, p })?;
+            be.run(Op::Copy { src: &ws.reorder, dst: state })?;
         }
         Ok(())
     }

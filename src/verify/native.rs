@@ -6,12 +6,14 @@
 //! accumulates into start from the same random values. Tolerances are the GPU checks' (DESIGN.md).
 
 use super::{ALL_CELLS, ATTENTION_SHAPES, Check, MATMUL_SHAPES, SIZES, STEP_SHAPES, Tolerance, compare};
-use crate::backend::{Backend, StepBufs};
+use crate::backend::Backend;
 use crate::error::Result;
 use crate::native::NativeBackend;
 use crate::native::sgemm::Isa;
 use crate::ops::index_lists;
-use crate::ops::{Attention, Cell, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
+use crate::ops::{
+    Attention, Cell, CopyCols, Dropout, Gather, Matmul, Op, Reduce, Step, StepBufs, StepMode, step_state,
+};
 use crate::reference::ReferenceBackend;
 use crate::rng::Rng;
 use crate::update::Optimizer;
@@ -26,7 +28,6 @@ enum Kernel {
     /// f: db, dy.
     BiasGrad { rows: usize, cols: usize },
     /// f: y, x.
-    Axpy(f32),
     /// f: y, x.
     TanhForward,
     /// f: dx, y, dy.
@@ -97,30 +98,67 @@ fn upload<B: Backend<Elem = f32>>(be: &mut B, f: &[Vec<f32>], u: &[Vec<u32>]) ->
 fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>> {
     let (f, u) = upload(be, &case.f, &case.u)?;
     match case.kernel {
-        Kernel::Matmul(p) => be.matmul(&f[0], &f[1], &f[2], p)?,
-        Kernel::MatmulBias(p) => be.matmul_bias(&f[0], &f[1], &f[2], &f[3], p)?,
-        Kernel::BiasGrad { rows, cols } => be.bias_grad(&f[0], &f[1], rows, cols)?,
-        Kernel::Axpy(alpha) => be.axpy(&f[0], &f[1], alpha)?,
-        Kernel::TanhForward => be.tanh_forward(&f[0], &f[1])?,
-        Kernel::TanhBackward => be.tanh_backward(&f[0], &f[1], &f[2])?,
-        Kernel::ClipByValue(lo, hi) => be.clip_by_value(&f[0], lo, hi)?,
-        Kernel::Reduce(p) => be.reduce(&f[0], &f[1], p)?,
-        Kernel::SoftmaxRows { rows, cols } => be.softmax_rows(&f[0], &f[1], rows, cols)?,
-        Kernel::SoftmaxXent { rows, cols } => {
-            be.softmax_xent(&f[0], &f[1], &f[2], &u[0], &f[3], rows, cols)?
+        Kernel::Matmul(p) => be.run(Op::Matmul { c: &f[0], a: &f[1], b: &f[2], p, bias: None })?,
+        Kernel::MatmulBias(p) => be.run(Op::Matmul { c: &f[0], a: &f[1], b: &f[2], bias: Some(&f[3]), p })?,
+        Kernel::BiasGrad { rows, cols } => {
+            be.run(Op::BiasGrad { db: &f[0], dy: &f[1], rows, cols, db2: None })?
         }
-        Kernel::Mse { rows, cols } => be.mse(&f[0], &f[1], &f[2], &f[3], &f[4], rows, cols)?,
-        Kernel::SoftmaxBackward { rows, cols } => be.softmax_backward(&f[0], &f[1], &f[2], rows, cols)?,
-        Kernel::Gather(p) => be.gather(&f[0], &f[1], &u[0], p)?,
-        Kernel::ScatterAdd(p) => be.scatter_add(&f[0], &f[1], &u[0], &u[1], p)?,
-        Kernel::Dropout { p, backward: false } => be.dropout_forward(&f[0], &f[1], &u[0], p)?,
-        Kernel::Dropout { p, backward: true } => be.dropout_backward(&f[0], &f[1], &u[0], p)?,
-        Kernel::Update(rule) => be.update(&f[0], &f[1], &f[3..].iter().collect::<Vec<_>>(), &f[2], &rule)?,
-        Kernel::FinalizeStep(max_norm) => be.finalize_step(&f[0], &f[1], max_norm)?,
-        Kernel::CopyCols(p) => be.copy_cols(&f[0], &f[1], p)?,
-        Kernel::AttentionDots(a, mask) => be.attention_dots(&f[0], &f[1], &f[2], &u[0], a, mask)?,
-        Kernel::AttentionMix(a, acc) => be.attention_mix(&f[0], &f[1], &f[2], a, acc)?,
-        Kernel::AttentionMixT(a, acc) => be.attention_mix_t(&f[0], &f[1], &f[2], a, acc)?,
+        Kernel::TanhForward => be.run(Op::TanhForward { y: &f[0], x: &f[1] })?,
+        Kernel::TanhBackward => be.run(Op::TanhBackward { dx: &f[0], y: &f[1], dy: &f[2] })?,
+        Kernel::ClipByValue(lo, hi) => be.run(Op::ClipByValue { grad: &f[0], lo, hi })?,
+        Kernel::Reduce(p) => be.run(Op::Reduce { out: &f[0], x: &f[1], p })?,
+        Kernel::SoftmaxRows { rows, cols } => be.run(Op::SoftmaxRows { y: &f[0], x: &f[1], rows, cols })?,
+        Kernel::SoftmaxXent { rows, cols } => be.run(Op::SoftmaxXent {
+            loss: &f[0],
+            dx: &f[1],
+            logits: &f[2],
+            targets: &u[0],
+            weights: &f[3],
+            rows,
+            cols,
+        })?,
+        Kernel::Mse { rows, cols } => be.run(Op::Mse {
+            loss: &f[0],
+            dx: &f[1],
+            pred: &f[2],
+            target: &f[3],
+            weights: &f[4],
+            rows,
+            cols,
+        })?,
+        Kernel::SoftmaxBackward { rows, cols } => {
+            be.run(Op::SoftmaxBackward { dx: &f[0], y: &f[1], dy: &f[2], rows, cols })?
+        }
+        Kernel::Gather(p) => be.run(Op::Gather { out: &f[0], table: &f[1], idx: &u[0], p })?,
+        Kernel::ScatterAdd(p) => {
+            be.run(Op::ScatterAdd { dtable: &f[0], dout: &f[1], starts: &u[0], rows: &u[1], p })?
+        }
+        Kernel::Dropout { p, backward: false } => {
+            be.run(Op::Dropout { out: &f[0], x: &f[1], seeds: &u[0], p, backward: false })?
+        }
+        Kernel::Dropout { p, backward: true } => {
+            be.run(Op::Dropout { out: &f[0], x: &f[1], seeds: &u[0], p, backward: true })?
+        }
+        Kernel::Update(rule) => be.run(Op::Update {
+            param: &f[0],
+            grad: &f[1],
+            slots: &f[3..].iter().collect::<Vec<_>>(),
+            state: &f[2],
+            rule: &rule,
+        })?,
+        Kernel::FinalizeStep(max_norm) => {
+            be.run(Op::FinalizeStep { state: &f[0], grads: &f[1], max_norm })?
+        }
+        Kernel::CopyCols(p) => be.run(Op::CopyCols { y: &f[0], x: &f[1], p })?,
+        Kernel::AttentionDots(a, mask) => {
+            be.run(Op::AttentionDots { out: &f[0], x: &f[1], enc: &f[2], src_len: &u[0], a, mask })?
+        }
+        Kernel::AttentionMix(a, acc) => {
+            be.run(Op::AttentionMix { out: &f[0], w: &f[1], enc: &f[2], a, accumulate: acc })?
+        }
+        Kernel::AttentionMixT(a, acc) => {
+            be.run(Op::AttentionMixT { out: &f[0], w: &f[1], x: &f[2], a, accumulate: acc })?
+        }
     }
     case.outputs.iter().map(|&(i, _)| be.read(&f[i])).collect()
 }
@@ -205,7 +243,6 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             tol: el,
         };
         let (a, b, c) = (x(), x(), x());
-        cases.push(simple("axpy", Kernel::Axpy(0.37), vec![a.clone(), b.clone()]));
         cases.push(simple("tanh_forward", Kernel::TanhForward, vec![nan(n), a.clone()]));
         let y: Vec<f32> = b.iter().map(|v| v.tanh()).collect();
         cases.push(simple("tanh_backward", Kernel::TanhBackward, vec![a.clone(), y, c.clone()]));
@@ -540,7 +577,7 @@ fn run_steps<B: Backend<Elem = f32>>(
     for s in 0..t_len {
         let t = time(s);
         let (in_slot, out_slot) = slots(t);
-        be.step_forward(cell, &bufs, Step { t, in_slot, out_slot, ..base })?;
+        be.run(Op::Step { cell, bufs, s: Step { t, in_slot, out_slot, ..base }, backward: false })?;
     }
     let halved: Vec<f32> = d.w_hh.iter().map(|w| w * 0.5).collect();
     be.write(&f[5], &halved)?;
@@ -553,7 +590,12 @@ fn run_steps<B: Backend<Elem = f32>>(
             (t, next_t, if s == 0 { StepMode::First } else { StepMode::Later })
         };
         let (in_slot, out_slot) = slots(t);
-        be.step_backward(cell, &bufs, Step { t, in_slot, out_slot, next_t, mode, ..base })?;
+        be.run(Op::Step {
+            cell,
+            bufs,
+            s: Step { t, in_slot, out_slot, next_t, mode, ..base },
+            backward: true,
+        })?;
     }
     let mut read = |i: usize| be.read(&f[i]);
     Ok(StepData {

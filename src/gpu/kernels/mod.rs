@@ -1,7 +1,6 @@
 //! Launchers: one per WGSL entry point, named like it, arguments in the kernel's order (outputs,
 //! then inputs, then a descriptor). Each checks its shapes, then appends a dispatch to a
-//! `Program`. The CPU twin of each lives in `cpu::kernels` under the same name.
-
+//! `Program`. The plain-loop twin of each lives in `reference::kernels` under the same name.
 //!
 //! One file per kernel family (shaders/<family>.wgsl), re-exported here.
 

@@ -6,7 +6,7 @@ use super::{need, to_u32};
 use crate::error::{Error, Result, check_nonzero};
 use crate::gpu::program::Program;
 use crate::gpu::tensor::GpuTensor;
-use crate::ops::{Cell, Step, StepMode};
+use crate::ops::{Cell, Step, StepBufs, StepMode};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -398,5 +398,83 @@ mod tests {
                 }
             }
         }
+    }
+}
+
+/// A buffer a cell's step needs (`Op::check` has refused its absence already).
+fn needed<'a>(cell: Cell, what: &str, b: Option<&'a GpuTensor>) -> Result<&'a GpuTensor> {
+    b.ok_or_else(|| Error::invalid("step", format!("{} needs its {what} buffer", cell.name())))
+}
+
+/// The forward step of `cell` on the buffers of `b`.
+pub fn step_forward(
+    prog: &mut Program,
+    cell: Cell,
+    b: &StepBufs<'_, GpuTensor, GpuTensor>,
+    s: Step,
+) -> Result<()> {
+    match cell {
+        Cell::Lstm => lstm_step_forward(
+            prog,
+            b.states,
+            needed(cell, "cells", b.cells)?,
+            needed(cell, "gates", b.gates)?,
+            b.y,
+            b.xw,
+            b.w_hh,
+            b.bias,
+            b.lengths,
+            s,
+        ),
+        Cell::Gru => gru_step_forward(
+            prog,
+            b.states,
+            needed(cell, "gates", b.gates)?,
+            b.y,
+            b.xw,
+            b.w_hh,
+            b.bias,
+            b.lengths,
+            s,
+        ),
+        Cell::Rnn { relu } => rnn_step_forward(prog, b.states, b.y, b.xw, b.w_hh, b.bias, b.lengths, s, relu),
+    }
+}
+
+/// The backward step of `cell` on the buffers of `b`.
+pub fn step_backward(
+    prog: &mut Program,
+    cell: Cell,
+    b: &StepBufs<'_, GpuTensor, GpuTensor>,
+    s: Step,
+) -> Result<()> {
+    let dy = needed(cell, "dy", b.dy)?;
+    let dg = needed(cell, "dg", b.dg)?;
+    let carry = needed(cell, "carry", b.carry)?;
+    match cell {
+        Cell::Lstm => lstm_step_backward(
+            prog,
+            needed(cell, "cells", b.cells)?,
+            needed(cell, "gates", b.gates)?,
+            b.w_hh,
+            b.lengths,
+            dy,
+            dg,
+            carry,
+            s,
+        ),
+        Cell::Gru => gru_step_backward(
+            prog,
+            b.states,
+            needed(cell, "gates", b.gates)?,
+            b.w_hh,
+            b.lengths,
+            dy,
+            dg,
+            needed(cell, "dgh", b.dgh)?,
+            carry,
+            s,
+        ),
+        Cell::Rnn { relu } => rnn_step_backward(prog, b.states, b.w_hh, b.lengths, dy, dg, carry, s, relu),
     }
 }
