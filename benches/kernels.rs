@@ -9,13 +9,15 @@ use std::sync::Arc;
 use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_main};
 use rnn_gpu::Optimizer;
 use rnn_gpu::backend::Backend;
+use rnn_gpu::cell::Cell;
 use rnn_gpu::gpu::kernels as gk;
 use rnn_gpu::gpu::{GpuContext, GpuTensor, Program};
 use rnn_gpu::host::HostTensor;
 use rnn_gpu::native::NativeBackend;
 use rnn_gpu::native::kernels as nk;
-use rnn_gpu::ops::{Attention, Cell, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
+use rnn_gpu::ops::{Attention, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
 use rnn_gpu::ops::{Op, StepBufs};
+use rnn_gpu::reference::ReferenceBackend;
 use rnn_gpu::reference::kernels as cpu;
 use rnn_gpu::rng::Rng;
 
@@ -260,53 +262,90 @@ fn bench(c: &mut Criterion) {
         (up(&ctx, &st0), up(&ctx, &st0), up(&ctx, &vec![0.0; b * 4 * h]), up(&ctx, &vec![0.0; b * h]));
     let (gxw, gw, gbias, glen) =
         (up(&ctx, &xw), up(&ctx, &w_hh), up(&ctx, &bias), ctx.upload_u32("len", &[b], &lengths).unwrap());
-    let mut prog = Program::new(&ctx);
-    gk::lstm_step_forward(&mut prog, &gstates, &gcells, &ggates, &gyy, &gxw, &gw, &gbias, &glen, step)
-        .unwrap();
-    let (mut sc, mut cc, mut gc, mut yc) = (st0.clone(), st0.clone(), vec![0.0; b * 4 * h], vec![0.0; b * h]);
-    let mut nb = NativeBackend::new().unwrap();
-    let nlen = nb.alloc_u32("len", b).unwrap();
-    nb.write_u32(&nlen, &lengths).unwrap();
-    let (ns, nc, ng, ny) = (host(&mut nb, &st0), host(&mut nb, &st0), host(&mut nb, &gc), host(&mut nb, &yc));
-    let (nxw, nw, nbias) = (host(&mut nb, &xw), host(&mut nb, &w_hh), host(&mut nb, &bias));
-    let dgr = rng.uniform_vec(b * 4 * h, -0.1, 0.1);
-    let (ndg, ncarry, ndy) =
-        (host(&mut nb, &dgr), host(&mut nb, &vec![0.0; 2 * b * h]), host(&mut nb, &vec![0.1; b * h]));
-    let bufs = StepBufs {
-        states: &ns,
-        cells: Some(&nc),
-        gates: Some(&ng),
-        y: &ny,
-        xw: &nxw,
-        w_hh: &nw,
-        bias: &nbias,
-        lengths: &nlen,
-        dy: Some(&ndy),
-        dg: Some(&ndg),
+    let (gdgr0, gcarry, gdy) =
+        (up(&ctx, &vec![0.0; b * 4 * h]), up(&ctx, &vec![0.0; 2 * b * h]), up(&ctx, &vec![0.1; b * h]));
+    let gbufs = StepBufs {
+        states: &gstates,
+        cells: Some(&gcells),
+        gates: Some(&ggates),
+        y: &gyy,
+        xw: &gxw,
+        w_hh: &gw,
+        bias: &gbias,
+        lengths: &glen,
+        dy: Some(&gdy),
+        dg: Some(&gdgr0),
         dgh: None,
-        carry: Some(&ncarry),
+        carry: Some(&gcarry),
     };
+    let mut prog = Program::new(&ctx);
+    gk::step(&mut prog, Cell::Lstm, &gbufs, step, false).unwrap();
+    // The native device and the reference on the same host buffers.
+    let dgr = rng.uniform_vec(b * 4 * h, -0.1, 0.1);
+    let mut nb = NativeBackend::new().unwrap();
+    let mut rb = ReferenceBackend::<f32>::new();
+    macro_rules! host_bufs {
+        ($be:expr) => {{
+            let len = $be.alloc_u32("len", b).unwrap();
+            $be.write_u32(&len, &lengths).unwrap();
+            let v = [
+                &st0,
+                &st0,
+                &vec![0.0; b * 4 * h],
+                &vec![0.0; b * h],
+                &xw,
+                &w_hh,
+                &bias,
+                &dgr,
+                &vec![0.0; 2 * b * h],
+                &vec![0.1; b * h],
+            ]
+            .map(|d| {
+                let t = $be.alloc("t", d.len()).unwrap();
+                $be.write(&t, d).unwrap();
+                t
+            });
+            (v, len)
+        }};
+    }
+    let (nv, nlen) = host_bufs!(nb);
+    let (rv, rlen) = host_bufs!(rb);
+    fn bufs<'a, T>(v: &'a [T; 10], len: &'a HostTensor<u32>) -> StepBufs<'a, T, HostTensor<u32>> {
+        StepBufs {
+            states: &v[0],
+            cells: Some(&v[1]),
+            gates: Some(&v[2]),
+            y: &v[3],
+            xw: &v[4],
+            w_hh: &v[5],
+            bias: &v[6],
+            lengths: len,
+            dy: Some(&v[9]),
+            dg: Some(&v[7]),
+            dgh: None,
+            carry: Some(&v[8]),
+        }
+    }
+    let (nbufs, rbufs) = (bufs(&nv, &nlen), bufs(&rv, &rlen));
     pair(
         c,
         &ctx,
         "lstm_step_forward",
         b * h,
         prog,
-        || nb.run(Op::Step { cell: Cell::Lstm, bufs, s: step, backward: false }).unwrap(),
-        || cpu::lstm_step_forward(&mut sc, &mut cc, &mut gc, &mut yc, &xw, &w_hh, &bias, &lengths, step),
+        || nb.run(Op::Step { cell: Cell::Lstm, bufs: nbufs, s: step, backward: false }).unwrap(),
+        || rb.run(Op::Step { cell: Cell::Lstm, bufs: rbufs, s: step, backward: false }).unwrap(),
     );
-    let (gdgr, gcarry, gdy) = (up(&ctx, &dgr), up(&ctx, &vec![0.0; 2 * b * h]), up(&ctx, &vec![0.1; b * h]));
     let mut prog = Program::new(&ctx);
-    gk::lstm_step_backward(&mut prog, &gcells, &ggates, &gw, &glen, &gdy, &gdgr, &gcarry, step).unwrap();
-    let (mut dgc, mut carry, dy) = (dgr.clone(), vec![0.0; 2 * b * h], vec![0.1; b * h]);
+    gk::step(&mut prog, Cell::Lstm, &gbufs, step, true).unwrap();
     pair(
         c,
         &ctx,
         "lstm_step_backward",
         b * h,
         prog,
-        || nb.run(Op::Step { cell: Cell::Lstm, bufs, s: step, backward: true }).unwrap(),
-        || cpu::lstm_step_backward(&cc, &gc, &w_hh, &lengths, &dy, &mut dgc, &mut carry, step),
+        || nb.run(Op::Step { cell: Cell::Lstm, bufs: nbufs, s: step, backward: true }).unwrap(),
+        || rb.run(Op::Step { cell: Cell::Lstm, bufs: rbufs, s: step, backward: true }).unwrap(),
     );
 
     // attention.wgsl: scores of every decoder step against every encoder step.

@@ -7,8 +7,9 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, RwLock, RwLockReadGuard, RwLockWriteGuard};
 
 use crate::backend::{Backend, ProgramKey};
+use crate::cell::{Cell, CellMath, with_cell};
 use crate::error::{Error, Result};
-use crate::ops::{Cell, Op, Step, StepBufs};
+use crate::ops::{Op, Step, StepBufs};
 use crate::real::Real;
 
 /// A view of a host buffer.
@@ -271,10 +272,12 @@ impl<K: HostKernels> Backend for HostBackend<K> {
 // The fused step kernels of a CPU device, handed their buffers locked: one dispatch, written
 // once, for the reference's twins and the native kernels alike.
 
-pub(crate) struct LstmForward<'a, T> {
+/// A forward step's buffers, locked: `cells` where the cell has a cell state, `gates` where it
+/// keeps values for the backward step.
+pub(crate) struct StepForward<'a, T> {
     pub states: &'a mut [T],
-    pub cells: &'a mut [T],
-    pub gates: &'a mut [T],
+    pub cells: Option<&'a mut [T]>,
+    pub gates: Option<&'a mut [T]>,
     pub y: &'a mut [T],
     pub xw: &'a [T],
     pub w_hh: &'a [T],
@@ -282,171 +285,72 @@ pub(crate) struct LstmForward<'a, T> {
     pub lengths: &'a [u32],
 }
 
-pub(crate) struct GruForward<'a, T> {
-    pub states: &'a mut [T],
-    pub gates: &'a mut [T],
-    pub y: &'a mut [T],
-    pub xw: &'a [T],
-    pub w_hh: &'a [T],
-    pub bias: &'a [T],
-    pub lengths: &'a [u32],
-}
-
-pub(crate) struct RnnForward<'a, T> {
-    pub states: &'a mut [T],
-    pub y: &'a mut [T],
-    pub xw: &'a [T],
-    pub w_hh: &'a [T],
-    pub bias: &'a [T],
-    pub lengths: &'a [u32],
-}
-
-pub(crate) struct LstmBackward<'a, T> {
-    pub cells: &'a [T],
-    pub gates: &'a [T],
-    pub w_hh: &'a [T],
-    pub lengths: &'a [u32],
-    pub dy: &'a [T],
-    pub dg: &'a mut [T],
-    pub carry: &'a mut [T],
-}
-
-pub(crate) struct GruBackward<'a, T> {
+/// A backward step's buffers, locked: `dg` the gradients of the gates' input pre-activations,
+/// `dgh` those of the recurrent ones where the cell splits them.
+pub(crate) struct StepBackward<'a, T> {
     pub states: &'a [T],
-    pub gates: &'a [T],
+    pub cells: Option<&'a [T]>,
+    pub gates: Option<&'a [T]>,
     pub w_hh: &'a [T],
     pub lengths: &'a [u32],
     pub dy: &'a [T],
     pub dg: &'a mut [T],
-    pub dgh: &'a mut [T],
+    pub dgh: Option<&'a mut [T]>,
     pub carry: &'a mut [T],
 }
 
-pub(crate) struct RnnBackward<'a, T> {
-    pub states: &'a [T],
-    pub w_hh: &'a [T],
-    pub lengths: &'a [u32],
-    pub dy: &'a [T],
-    pub dg: &'a mut [T],
-    pub carry: &'a mut [T],
-}
-
+/// The fused steps of a CPU device, for any cell (`CellMath`).
 pub(crate) trait StepKernels<T> {
-    fn lstm_forward(&mut self, f: LstmForward<'_, T>, s: Step);
-    fn gru_forward(&mut self, f: GruForward<'_, T>, s: Step);
-    fn rnn_forward(&mut self, f: RnnForward<'_, T>, s: Step, relu: bool);
-    fn lstm_backward(&mut self, b: LstmBackward<'_, T>, s: Step);
-    fn gru_backward(&mut self, b: GruBackward<'_, T>, s: Step);
-    fn rnn_backward(&mut self, b: RnnBackward<'_, T>, s: Step, relu: bool);
+    fn forward<C: CellMath>(&mut self, cell: C, f: StepForward<'_, T>, s: Step);
+    fn backward<C: CellMath>(&mut self, cell: C, b: StepBackward<'_, T>, s: Step);
 }
 
-pub(crate) fn step_forward<T: Copy, K: StepKernels<T>>(
+/// Locks the step's buffers and runs it (`Op::check` has made sure the cell's are there).
+pub(crate) fn step<T: Copy, K: StepKernels<T>>(
     kern: &mut K,
     cell: Cell,
     b: &StepBufs<'_, HostTensor<T>, HostTensor<u32>>,
     s: Step,
+    backward: bool,
 ) -> Result<()> {
-    let missing = || Error::invalid("step_forward", format!("{} needs its gates buffer", cell.name()));
-    let (mut states, mut y) = (wr(b.states)?, wr(b.y)?);
-    let (xw, w_hh, bias, lengths) = (rd(b.xw)?, rd(b.w_hh)?, rd(b.bias)?, rd(b.lengths)?);
-    match cell {
-        Cell::Lstm => {
-            let mut cells = wr(b.cells.ok_or_else(missing)?)?;
-            let mut gates = wr(b.gates.ok_or_else(missing)?)?;
-            let f = LstmForward {
-                states: &mut states,
-                cells: &mut cells,
-                gates: &mut gates,
-                y: &mut y,
-                xw: &xw,
-                w_hh: &w_hh,
-                bias: &bias,
-                lengths: &lengths,
-            };
-            kern.lstm_forward(f, s)
-        }
-        Cell::Gru => {
-            let mut gates = wr(b.gates.ok_or_else(missing)?)?;
-            let f = GruForward {
-                states: &mut states,
-                gates: &mut gates,
-                y: &mut y,
-                xw: &xw,
-                w_hh: &w_hh,
-                bias: &bias,
-                lengths: &lengths,
-            };
-            kern.gru_forward(f, s)
-        }
-        Cell::Rnn { relu } => {
-            let f = RnnForward {
-                states: &mut states,
-                y: &mut y,
-                xw: &xw,
-                w_hh: &w_hh,
-                bias: &bias,
-                lengths: &lengths,
-            };
-            kern.rnn_forward(f, s, relu)
-        }
+    let missing = |what: &str| Error::invalid("step", format!("{} needs its {what} buffer", cell.name()));
+    let (w_hh, lengths) = (rd(b.w_hh)?, rd(b.lengths)?);
+    if !backward {
+        let (mut states, mut y) = (wr(b.states)?, wr(b.y)?);
+        let mut cells = b.cells.filter(|_| cell.has_cell_state()).map(wr).transpose()?;
+        let mut gates = b.gates.filter(|_| cell.saved() > 0).map(wr).transpose()?;
+        let (xw, bias) = (rd(b.xw)?, rd(b.bias)?);
+        let f = StepForward {
+            states: &mut states,
+            cells: cells.as_deref_mut(),
+            gates: gates.as_deref_mut(),
+            y: &mut y,
+            xw: &xw,
+            w_hh: &w_hh,
+            bias: &bias,
+            lengths: &lengths,
+        };
+        with_cell!(cell, c => kern.forward(c, f, s));
+        return Ok(());
     }
-    Ok(())
-}
-
-pub(crate) fn step_backward<T: Copy, K: StepKernels<T>>(
-    kern: &mut K,
-    cell: Cell,
-    b: &StepBufs<'_, HostTensor<T>, HostTensor<u32>>,
-    s: Step,
-) -> Result<()> {
-    let missing = |what: &str| Error::invalid("step_backward", format!("{} needs {what}", cell.name()));
+    let states = rd(b.states)?;
+    let cells = b.cells.filter(|_| cell.has_cell_state()).map(rd).transpose()?;
+    let gates = b.gates.filter(|_| cell.saved() > 0).map(rd).transpose()?;
     let dy = rd(b.dy.ok_or_else(|| missing("dy"))?)?;
     let mut dg = wr(b.dg.ok_or_else(|| missing("dg"))?)?;
+    let mut dgh = b.dgh.filter(|_| cell.splits_recurrent_gradient()).map(wr).transpose()?;
     let mut carry = wr(b.carry.ok_or_else(|| missing("carry"))?)?;
-    let (w_hh, lengths) = (rd(b.w_hh)?, rd(b.lengths)?);
-    match cell {
-        Cell::Lstm => {
-            let cells = rd(b.cells.ok_or_else(|| missing("cells"))?)?;
-            let gates = rd(b.gates.ok_or_else(|| missing("gates"))?)?;
-            let a = LstmBackward {
-                cells: &cells,
-                gates: &gates,
-                w_hh: &w_hh,
-                lengths: &lengths,
-                dy: &dy,
-                dg: &mut dg,
-                carry: &mut carry,
-            };
-            kern.lstm_backward(a, s)
-        }
-        Cell::Gru => {
-            let states = rd(b.states)?;
-            let gates = rd(b.gates.ok_or_else(|| missing("gates"))?)?;
-            let mut dgh = wr(b.dgh.ok_or_else(|| missing("dgh"))?)?;
-            let a = GruBackward {
-                states: &states,
-                gates: &gates,
-                w_hh: &w_hh,
-                lengths: &lengths,
-                dy: &dy,
-                dg: &mut dg,
-                dgh: &mut dgh,
-                carry: &mut carry,
-            };
-            kern.gru_backward(a, s)
-        }
-        Cell::Rnn { relu } => {
-            let states = rd(b.states)?;
-            let a = RnnBackward {
-                states: &states,
-                w_hh: &w_hh,
-                lengths: &lengths,
-                dy: &dy,
-                dg: &mut dg,
-                carry: &mut carry,
-            };
-            kern.rnn_backward(a, s, relu)
-        }
-    }
+    let a = StepBackward {
+        states: &states,
+        cells: cells.as_deref(),
+        gates: gates.as_deref(),
+        w_hh: &w_hh,
+        lengths: &lengths,
+        dy: &dy,
+        dg: &mut dg,
+        dgh: dgh.as_deref_mut(),
+        carry: &mut carry,
+    };
+    with_cell!(cell, c => kern.backward(c, a, s));
     Ok(())
 }

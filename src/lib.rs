@@ -2,6 +2,7 @@
 
 pub mod backend;
 pub mod bench;
+pub mod cell;
 pub mod data;
 pub mod device;
 pub mod error;

@@ -30,6 +30,7 @@ pub fn index_lists(idx: &[u32], vocab: usize) -> (Vec<u32>, Vec<u32>) {
     (starts, rows)
 }
 
+use crate::cell::Cell;
 use crate::error::{Error, Result, check_nonzero};
 
 /// `C = op(A)·op(B)` (or `C += ...` when `accumulate`), op(A) `[m, k]`, op(B) `[k, n]`, all
@@ -108,59 +109,6 @@ pub mod step_state {
     /// The sum that `finalize_step` leaves at GRAD_SUMSQ: the squared gradient norm.
     pub const GRAD_NORM_SQUARED: super::Reduce =
         super::Reduce { index: GRAD_SUMSQ, square: true, accumulate: false };
-}
-
-/// The recurrent cell of a layer.
-#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
-pub enum Cell {
-    /// Elman RNN with tanh, or relu when `relu`.
-    Rnn {
-        relu: bool,
-    },
-    Lstm,
-    Gru,
-}
-
-impl Cell {
-    /// Gates per hidden unit: rows of `weight_ih` are `gates() * H`.
-    pub fn gates(self) -> usize {
-        match self {
-            Cell::Rnn { .. } => 1,
-            Cell::Lstm => 4,
-            Cell::Gru => 3,
-        }
-    }
-
-    /// Values per hidden unit the forward step keeps for the backward step (`gates` buffer).
-    pub fn saved(self) -> usize {
-        match self {
-            Cell::Rnn { .. } => 0,
-            Cell::Lstm | Cell::Gru => 4,
-        }
-    }
-
-    pub fn has_cell_state(self) -> bool {
-        self == Cell::Lstm
-    }
-
-    pub fn name(self) -> &'static str {
-        match self {
-            Cell::Rnn { relu: false } => "rnn_tanh",
-            Cell::Rnn { relu: true } => "rnn_relu",
-            Cell::Lstm => "lstm",
-            Cell::Gru => "gru",
-        }
-    }
-
-    pub fn from_name(name: &str) -> Option<Cell> {
-        match name {
-            "rnn" | "rnn_tanh" | "tanh" => Some(Cell::Rnn { relu: false }),
-            "rnn_relu" | "relu" => Some(Cell::Rnn { relu: true }),
-            "lstm" => Some(Cell::Lstm),
-            "gru" => Some(Cell::Gru),
-            _ => None,
-        }
-    }
 }
 
 /// What a backward step kernel does.
@@ -640,7 +588,7 @@ fn check_step<F, I>(
     let last = s.t.max(s.next_t);
     per_step("dy", b.dy, s.out_stride, s.t)?;
     per_step("dg", b.dg, g * h, last)?;
-    if cell == Cell::Gru {
+    if cell.splits_recurrent_gradient() {
         per_step("dgh", b.dgh, g * h, last)?;
     }
     need("carry", b.carry, 2 * batch * h)

@@ -187,7 +187,7 @@ fn dropout_matches_cpu() {
 fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
     let Some(ctx) = gpu() else { return };
     let mut checks = Vec::new();
-    for cell in verify::ALL_CELLS {
+    for cell in rnn_gpu::Cell::ALL {
         for &(t, b, h) in &verify::STEP_SHAPES {
             for reverse in [false, true] {
                 let seed = (t * b * h) as u64;

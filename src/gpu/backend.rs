@@ -181,8 +181,7 @@ impl Backend for GpuBackend {
             Op::AttentionMixT { out, w, x, a, accumulate } => {
                 k::attention_mix_t(prog, out, w, x, a, accumulate)
             }
-            Op::Step { cell, bufs, s, backward: false } => k::step_forward(prog, cell, &bufs, s),
-            Op::Step { cell, bufs, s, backward: true } => k::step_backward(prog, cell, &bufs, s),
+            Op::Step { cell, bufs, s, backward } => k::step(prog, cell, &bufs, s, backward),
         }
     }
 }

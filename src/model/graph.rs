@@ -10,7 +10,7 @@
 //! The head and its loss run over all steps at once.
 
 use super::params::ParamLayout;
-use super::spec::{Cell, InputKind, Loss, ModelSpec, OutputMode};
+use super::spec::{InputKind, Loss, ModelSpec, OutputMode};
 use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::align_up;
@@ -230,7 +230,7 @@ impl Graph<'_> {
                     dg: be.alloc("gate gradients", (tb * g * h).div_ceil(4) * 4)?,
                     dgh: opt(
                         be,
-                        spec.cell == Cell::Gru,
+                        spec.cell.splits_recurrent_gradient(),
                         "recurrent gate gradients",
                         (tb * g * h).div_ceil(4) * 4,
                     )?,

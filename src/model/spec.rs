@@ -1,8 +1,8 @@
 //! What a model is: cell, sizes, stacking, directions, head. Everything else (parameter names and
 //! shapes, buffer sizes) is derived from this.
 
+pub use crate::cell::Cell;
 use crate::error::{Error, Result, check_nonzero};
-pub use crate::ops::Cell;
 
 /// What the first layer reads at each step.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

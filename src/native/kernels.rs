@@ -206,6 +206,23 @@ pub fn tanh_by<M: MulAdd>(x: f32) -> f32 {
     if x.abs() < 0.04 { small } else { big }
 }
 
+/// The native device's activations: the polynomials above, with `M`'s multiply-add.
+pub enum Fast<M> {
+    _Of(std::marker::PhantomData<M>, std::convert::Infallible),
+}
+
+impl<M: MulAdd> crate::cell::Act<f32> for Fast<M> {
+    #[inline(always)]
+    fn sigmoid(x: f32) -> f32 {
+        sigmoid_by::<M>(x)
+    }
+
+    #[inline(always)]
+    fn tanh(x: f32) -> f32 {
+        tanh_by::<M>(x)
+    }
+}
+
 #[inline(always)]
 pub fn exp(x: f32) -> f32 {
     exp_by::<Separate>(x)

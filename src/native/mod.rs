@@ -191,10 +191,7 @@ impl HostKernels for Native {
             Op::Step { cell, bufs, s, backward } => {
                 // The step packs W_hh once per version of the weights (`steps::Steps`).
                 self.steps.weights = Some(bufs.w_hh.version());
-                match backward {
-                    false => host::step_forward(&mut self.steps, cell, &bufs, s)?,
-                    true => host::step_backward(&mut self.steps, cell, &bufs, s)?,
-                }
+                host::step(&mut self.steps, cell, &bufs, s, backward)?;
             }
             op @ (Op::Clear { .. } | Op::Copy { .. }) => return crate::reference::backend::twin(op),
         }

@@ -16,11 +16,10 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::kernels::{Fused, MulAdd, Separate, sigmoid_by, tanh_by};
+use super::kernels::{Fast, Fused, MulAdd, Separate};
 use super::sgemm::{self, Aligned, Isa, Packed, Shared};
-use crate::host::{
-    GruBackward, GruForward, LstmBackward, LstmForward, RnnBackward, RnnForward, StepKernels, Version,
-};
+use crate::cell::{self, CellMath};
+use crate::host::{StepBackward, StepForward, StepKernels, Version};
 use crate::ops::{Step, StepMode};
 
 /// Hidden units per task. The G gate columns of a block (G·32) are a whole number of panels for
@@ -348,137 +347,187 @@ impl Input {
     }
 }
 
-struct LstmFwd {
+/// The forward step's arithmetic for the cell `C` on its units: the cell's own (`CellMath`),
+/// with the device's vectorized activations.
+struct Fwd<C> {
+    cell: C,
     at: Place,
     input: Input,
     h_prev: Shared<*const f32>,
-    c_prev: Shared<*const f32>,
+    c_prev: Option<Shared<*const f32>>,
     states: Shared<*mut f32>,
-    cells: Shared<*mut f32>,
-    gates: Shared<*mut f32>,
+    cells: Option<Shared<*mut f32>>,
+    gates: Option<Shared<*mut f32>>,
     y: Shared<*mut f32>,
 }
 
-impl Epilogue for LstmFwd {
+impl<C: CellMath> Epilogue for Fwd<C> {
     #[inline(always)]
     fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, g4, u0, n) = (self.at.h, 4 * self.at.h, units.start, units.len());
+        let (h, g, u0, n) = (self.at.h, C::GATES, units.start, units.len());
+        // The cell's arithmetic runs as whole vectors over UNITS lanes, reading its inputs in
+        // place in a whole block; the last block of a width that is not a multiple of UNITS is
+        // staged (padded with values not stored).
+        let mut staged = [[[0.0f32; UNITS]; 4]; 6];
+        let mut saved_s = [[0.0f32; UNITS]; 4];
+        let (mut hs, mut cs) = ([0.0f32; UNITS], [0.0f32; UNITS]);
         for b in rows.clone() {
             if b + AHEAD < rows.end {
-                self.input.prefetch(4, h, b + AHEAD, u0, n);
+                self.input.prefetch(g, h, b + AHEAD, u0, n);
             }
-            let tr = &tile[(b - rows.start) * 4 * UNITS..][..4 * UNITS];
-            // SAFETY: see the section's header.
+            let tr = &tile[(b - rows.start) * g * UNITS..][..g * UNITS];
+            // SAFETY: see the section's header; `lanes` points at UNITS values each, in place
+            // when the block is whole, else at the staged copies.
             unsafe {
-                let x = |k: usize| self.input.gate(4, h, b, k, u0, n);
-                let p = |k: usize| &tr[k * UNITS..][..n];
-                let g = |k: usize| put(self.gates, b * g4 + k * h + u0, n);
-                let (gi, gf, gg, go) = (g(0), g(1), g(2), g(3));
-                gate(gi, x(0), p(0), sigmoid_by::<M>);
-                gate(gf, x(1), p(1), sigmoid_by::<M>);
-                gate(gg, x(2), p(2), tanh_by::<M>);
-                gate(go, x(3), p(3), sigmoid_by::<M>);
-                let (hprev, cprev) = (get(self.h_prev, b * h + u0, n), get(self.c_prev, b * h + u0, n));
-                let (hs, cs) = (put(self.states, b * h + u0, n), put(self.cells, b * h + u0, n));
-                let out = put(self.y, self.at.out(b, u0), n);
-                if self.at.valid(b) {
-                    for j in 0..n {
-                        let c = gf[j] * cprev[j] + gi[j] * gg[j];
-                        let hv = go[j] * tanh_by::<M>(c);
-                        (cs[j], hs[j], out[j]) = (c, hv, hv);
+                let hprev = get(self.h_prev, b * h + u0, n);
+                let cprev = self.c_prev.map_or(&ZERO[..n], |c| get(c, b * h + u0, n));
+                let mut lanes = Lanes::default();
+                for k in 0..g {
+                    let [x, bi, bh] = self.input.gate(g, h, b, k, u0, n);
+                    (lanes.x[k], lanes.b_ih[k], lanes.p[k], lanes.b_hh[k]) =
+                        (x.as_ptr(), bi.as_ptr(), tr[k * UNITS..].as_ptr(), bh.as_ptr());
+                }
+                (lanes.h_prev, lanes.c_prev) = (hprev.as_ptr(), cprev.as_ptr());
+                for (k, v) in saved_s.iter_mut().enumerate() {
+                    lanes.saved[k] = v.as_mut_ptr();
+                }
+                let whole = n == UNITS;
+                if let (Some(gates), true) = (self.gates, whole) {
+                    for k in 0..C::SAVED {
+                        lanes.saved[k] = gates.get().add(b * C::SAVED * h + k * h + u0);
                     }
+                }
+                if !whole {
+                    lanes.stage(&mut staged, g, n);
+                }
+                forward_units::<C, M>(&self.cell, &lanes, &mut hs, &mut cs);
+                if let (Some(gates), false) = (self.gates, whole) {
+                    for (k, v) in saved_s.iter().enumerate().take(C::SAVED) {
+                        put(gates, b * C::SAVED * h + k * h + u0, n).copy_from_slice(&v[..n]);
+                    }
+                }
+                let valid = self.at.valid(b);
+                let (hout, out) = (put(self.states, b * h + u0, n), put(self.y, self.at.out(b, u0), n));
+                if valid {
+                    store(hout, &hs);
+                    store(out, &hs);
                 } else {
-                    cs.copy_from_slice(cprev);
-                    hs.copy_from_slice(hprev);
+                    hout.copy_from_slice(hprev);
                     out.fill(0.0);
                 }
-            }
-        }
-    }
-}
-
-struct GruFwd {
-    at: Place,
-    input: Input,
-    h_prev: Shared<*const f32>,
-    states: Shared<*mut f32>,
-    gates: Shared<*mut f32>,
-    y: Shared<*mut f32>,
-}
-
-impl Epilogue for GruFwd {
-    #[inline(always)]
-    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, g4, u0, n) = (self.at.h, 4 * self.at.h, units.start, units.len());
-        for b in rows.clone() {
-            if b + AHEAD < rows.end {
-                self.input.prefetch(3, h, b + AHEAD, u0, n);
-            }
-            let tr = &tile[(b - rows.start) * 3 * UNITS..][..3 * UNITS];
-            // SAFETY: see the section's header.
-            unsafe {
-                let x = |k: usize| self.input.gate(3, h, b, k, u0, n);
-                let p = |k: usize| &tr[k * UNITS..][..n];
-                let g = |k: usize| put(self.gates, b * g4 + k * h + u0, n);
-                let (gr, gz, gn, ghn) = (g(0), g(1), g(2), g(3));
-                // r and z as the reference sums them: (x + b_i) + (W_hh h + b_h).
-                for (k, out) in [(0, &mut *gr), (1, &mut *gz)] {
-                    let ([xk, bik, bhk], pk) = (x(k), p(k));
-                    for j in 0..n {
-                        out[j] = sigmoid_by::<M>(xk[j] + bik[j] + (pk[j] + bhk[j]));
-                    }
-                }
-                let ([xn, bin, bn], pn) = (x(2), p(2));
-                let hprev = get(self.h_prev, b * h + u0, n);
-                let hs = put(self.states, b * h + u0, n);
-                let out = put(self.y, self.at.out(b, u0), n);
-                let valid = self.at.valid(b);
-                for j in 0..n {
-                    let hn = pn[j] + bn[j];
-                    let nv = tanh_by::<M>(xn[j] + bin[j] + gr[j] * hn);
-                    (gn[j], ghn[j]) = (nv, hn);
-                    let hv = (1.0 - gz[j]) * nv + gz[j] * hprev[j];
-                    hs[j] = if valid { hv } else { hprev[j] };
-                    out[j] = if valid { hv } else { 0.0 };
+                if let Some(c) = self.cells {
+                    let c = put(c, b * h + u0, n);
+                    if valid { store(c, &cs) } else { c.copy_from_slice(cprev) }
                 }
             }
         }
     }
 }
 
-struct RnnFwd {
-    at: Place,
-    relu: bool,
-    input: Input,
-    h_prev: Shared<*const f32>,
-    states: Shared<*mut f32>,
-    y: Shared<*mut f32>,
+/// Zeros to read where a cell has no such input.
+static ZERO: [f32; UNITS] = [0.0; UNITS];
+
+/// Where the forward arithmetic of a block of units reads (UNITS values at each pointer) and
+/// writes its saved values.
+struct Lanes {
+    x: [*const f32; 4],
+    b_ih: [*const f32; 4],
+    p: [*const f32; 4],
+    b_hh: [*const f32; 4],
+    h_prev: *const f32,
+    c_prev: *const f32,
+    saved: [*mut f32; 4],
 }
 
-impl Epilogue for RnnFwd {
-    #[inline(always)]
-    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, u0, n) = (self.at.h, units.start, units.len());
-        for b in rows.clone() {
-            if b + AHEAD < rows.end {
-                self.input.prefetch(1, h, b + AHEAD, u0, n);
-            }
-            let p = &tile[(b - rows.start) * UNITS..][..n];
-            // SAFETY: see the section's header.
-            unsafe {
-                let [x, bi, bh] = self.input.gate(1, h, b, 0, u0, n);
-                let hprev = get(self.h_prev, b * h + u0, n);
-                let hs = put(self.states, b * h + u0, n);
-                let out = put(self.y, self.at.out(b, u0), n);
-                let valid = self.at.valid(b);
-                for j in 0..n {
-                    let a = x[j] + bi[j] + p[j] + bh[j];
-                    let hv = if self.relu { a.max(0.0) } else { tanh_by::<M>(a) };
-                    hs[j] = if valid { hv } else { hprev[j] };
-                    out[j] = if valid { hv } else { 0.0 };
-                }
-            }
+impl Default for Lanes {
+    fn default() -> Self {
+        let z = ZERO.as_ptr();
+        Lanes {
+            x: [z; 4],
+            b_ih: [z; 4],
+            p: [z; 4],
+            b_hh: [z; 4],
+            h_prev: z,
+            c_prev: z,
+            saved: [std::ptr::null_mut(); 4],
         }
+    }
+}
+
+impl Lanes {
+    /// Copies the `n` values of each input into `staged` and points there (UNITS values each).
+    ///
+    /// # Safety
+    /// Each input pointer must give `n` readable values.
+    unsafe fn stage(&mut self, staged: &mut [[[f32; UNITS]; 4]; 6], g: usize, n: usize) {
+        let copy = |dst: &mut [f32; UNITS], src: *const f32| {
+            // SAFETY: the caller's contract.
+            dst[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(src, n) });
+            dst.as_ptr()
+        };
+        for k in 0..g {
+            self.x[k] = copy(&mut staged[0][k], self.x[k]);
+            self.b_ih[k] = copy(&mut staged[1][k], self.b_ih[k]);
+            self.p[k] = copy(&mut staged[2][k], self.p[k]);
+            self.b_hh[k] = copy(&mut staged[3][k], self.b_hh[k]);
+        }
+        self.h_prev = copy(&mut staged[4][0], self.h_prev);
+        self.c_prev = copy(&mut staged[5][0], self.c_prev);
+    }
+}
+
+/// The cell's forward arithmetic on the UNITS units of `lanes`.
+///
+/// # Safety
+/// Every pointer of `lanes` gives UNITS values (the saved ones `C::SAVED` of them), the saved
+/// ones written by no one else.
+#[inline(always)]
+unsafe fn forward_units<C: CellMath, M: MulAdd>(
+    cell: &C,
+    lanes: &Lanes,
+    hs: &mut [f32; UNITS],
+    cs: &mut [f32; UNITS],
+) {
+    for j in 0..UNITS {
+        // SAFETY: the caller's contract.
+        unsafe {
+            let mut f = cell::Forward {
+                h_prev: *lanes.h_prev.add(j),
+                c_prev: *lanes.c_prev.add(j),
+                ..Default::default()
+            };
+            for k in 0..C::GATES {
+                (f.x[k], f.b_ih[k], f.p[k], f.b_hh[k]) =
+                    (*lanes.x[k].add(j), *lanes.b_ih[k].add(j), *lanes.p[k].add(j), *lanes.b_hh[k].add(j));
+            }
+            let o = cell.forward::<f32, Fast<M>>(&f);
+            for k in 0..C::SAVED {
+                *lanes.saved[k].add(j) = o.saved[k];
+            }
+            (hs[j], cs[j]) = (o.h, o.c);
+        }
+    }
+}
+
+/// Copies `src` (at most UNITS values) into the front of `dst`: whole, as vectors, when it fills
+/// it.
+#[inline(always)]
+fn load(dst: &mut [f32; UNITS], src: &[f32]) {
+    match <&[f32; UNITS]>::try_from(src) {
+        Ok(whole) => *dst = *whole,
+        Err(_) => dst[..src.len()].copy_from_slice(src),
+    }
+}
+
+/// Copies the front of `src` into `dst` (at most UNITS values), as `load`.
+#[inline(always)]
+fn store(dst: &mut [f32], src: &[f32; UNITS]) {
+    let n = dst.len();
+    if n == UNITS {
+        let whole: &mut [f32; UNITS] = dst.try_into().expect("UNITS values");
+        *whole = *src;
+    } else {
+        dst.copy_from_slice(&src[..n]);
     }
 }
 
@@ -500,147 +549,105 @@ impl Epilogue for AddToCarry {
     }
 }
 
-struct LstmBwd {
+/// The backward step's arithmetic for the cell `C` on its units, as `Fwd`.
+struct Bwd<C> {
+    cell: C,
     at: Place,
-    c_out: Shared<*const f32>,
-    c_in: Shared<*const f32>,
-    gates: Shared<*const f32>,
+    /// The states around the step (the new one, the previous one), where the cell reads them.
+    h: Shared<*const f32>,
+    h_prev: Shared<*const f32>,
+    c: Option<(Shared<*const f32>, Shared<*const f32>)>,
+    gates: Option<Shared<*const f32>>,
     dy: Shared<*const f32>,
     dg: Shared<*mut f32>,
+    dgh: Option<Shared<*mut f32>>,
     carry_h: Shared<*mut f32>,
     carry_c: Shared<*mut f32>,
 }
 
-impl Epilogue for LstmBwd {
+impl<C: CellMath> Epilogue for Bwd<C> {
     #[inline(always)]
     fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, g4, u0, n) = (self.at.h, 4 * self.at.h, units.start, units.len());
+        let (h, g, u0, n) = (self.at.h, C::GATES, units.start, units.len());
+        // Staged as in `Fwd`.
+        let mut saved = [[0.0f32; UNITS]; 4];
+        let (mut hv, mut hp, mut c, mut cp) = ([0.0f32; UNITS], [0.0; UNITS], [0.0; UNITS], [0.0; UNITS]);
+        let (mut rec_a, mut ch_a, mut dy_a, mut dc) =
+            ([0.0f32; UNITS], [0.0; UNITS], [0.0; UNITS], [0.0; UNITS]);
+        let (mut gx, mut gr) = ([[0.0f32; UNITS]; 4], [[0.0f32; UNITS]; 4]);
+        let (mut carry_h, mut carry_c) = ([0.0f32; UNITS], [0.0f32; UNITS]);
         for b in rows.clone() {
             let rec = &tile[(b - rows.start) * UNITS..][..n];
             // SAFETY: see the section's header.
-            unsafe {
-                let (ch, cc) = (put(self.carry_h, b * h + u0, n), put(self.carry_c, b * h + u0, n));
-                let d = |k: usize| put(self.dg, b * g4 + k * h + u0, n);
-                let (di, df, dgg, d_o) = (d(0), d(1), d(2), d(3));
-                if !self.at.valid(b) {
-                    add(ch, rec);
-                    for x in [di, df, dgg, d_o] {
-                        x.fill(0.0);
+            let (ch, cc) = unsafe { (put(self.carry_h, b * h + u0, n), put(self.carry_c, b * h + u0, n)) };
+            // SAFETY: as above.
+            let dx = |k: usize| unsafe { put(self.dg, b * g * h + k * h + u0, n) };
+            // SAFETY: as above.
+            let dr = |k: usize| self.dgh.map(|d| unsafe { put(d, b * g * h + k * h + u0, n) });
+            // SAFETY: as above.
+            if !unsafe { self.at.valid(b) } {
+                add(ch, rec);
+                for k in 0..g {
+                    dx(k).fill(0.0);
+                    if let Some(d) = dr(k) {
+                        d.fill(0.0);
                     }
-                    continue;
                 }
-                let g = |k: usize| get(self.gates, b * g4 + k * h + u0, n);
-                let (i, f, gg, o) = (g(0), g(1), g(2), g(3));
-                let (c, c_prev) = (get(self.c_out, b * h + u0, n), get(self.c_in, b * h + u0, n));
-                let dy = get(self.dy, self.at.out(b, u0), n);
-                for j in 0..n {
-                    let dh = rec[j] + ch[j] + dy[j];
-                    let tc = tanh_by::<M>(c[j]);
-                    let dc = dh * o[j] * (1.0 - tc * tc) + cc[j];
-                    di[j] = dc * gg[j] * i[j] * (1.0 - i[j]);
-                    df[j] = dc * c_prev[j] * f[j] * (1.0 - f[j]);
-                    dgg[j] = dc * i[j] * (1.0 - gg[j] * gg[j]);
-                    d_o[j] = dh * tc * o[j] * (1.0 - o[j]);
-                    ch[j] = 0.0;
-                    cc[j] = dc * f[j];
-                }
+                continue;
             }
-        }
-    }
-}
-
-struct GruBwd {
-    at: Place,
-    prev: Shared<*const f32>,
-    gates: Shared<*const f32>,
-    dy: Shared<*const f32>,
-    dgx: Shared<*mut f32>,
-    dgh: Shared<*mut f32>,
-    carry: Shared<*mut f32>,
-}
-
-impl Epilogue for GruBwd {
-    #[inline(always)]
-    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, g3, g4, u0, n) = (self.at.h, 3 * self.at.h, 4 * self.at.h, units.start, units.len());
-        for b in rows.clone() {
-            let rec = &tile[(b - rows.start) * UNITS..][..n];
             // SAFETY: see the section's header.
             unsafe {
-                let ch = put(self.carry, b * h + u0, n);
-                let dx = |k: usize| put(self.dgx, b * g3 + k * h + u0, n);
-                let dhh = |k: usize| put(self.dgh, b * g3 + k * h + u0, n);
-                let (dxr, dxz, dxn, dhr, dhz, dhn) = (dx(0), dx(1), dx(2), dhh(0), dhh(1), dhh(2));
-                if !self.at.valid(b) {
-                    add(ch, rec);
-                    for x in [dxr, dxz, dxn, dhr, dhz, dhn] {
-                        x.fill(0.0);
+                if let Some(gates) = self.gates {
+                    for (k, v) in saved.iter_mut().enumerate().take(C::SAVED) {
+                        load(v, get(gates, b * C::SAVED * h + k * h + u0, n));
                     }
-                    continue;
                 }
-                let g = |k: usize| get(self.gates, b * g4 + k * h + u0, n);
-                let (r, z, nv, hn) = (g(0), g(1), g(2), g(3));
-                let hp = get(self.prev, b * h + u0, n);
-                let dy = get(self.dy, self.at.out(b, u0), n);
-                for j in 0..n {
-                    let dh = rec[j] + ch[j] + dy[j];
-                    let dn = dh * (1.0 - z[j]) * (1.0 - nv[j] * nv[j]);
-                    let dz = dh * (hp[j] - nv[j]) * z[j] * (1.0 - z[j]);
-                    let dr = dn * hn[j] * r[j] * (1.0 - r[j]);
-                    (dxr[j], dxz[j], dxn[j]) = (dr, dz, dn);
-                    (dhr[j], dhz[j], dhn[j]) = (dr, dz, dn * r[j]);
-                    ch[j] = dh * z[j];
+                if C::READS_H {
+                    load(&mut hv, get(self.h, b * h + u0, n));
+                }
+                if C::READS_H_PREV {
+                    load(&mut hp, get(self.h_prev, b * h + u0, n));
+                }
+                if let Some((cn, cpn)) = self.c {
+                    load(&mut c, get(cn, b * h + u0, n));
+                    load(&mut cp, get(cpn, b * h + u0, n));
+                }
+                load(&mut dy_a, get(self.dy, self.at.out(b, u0), n));
+            }
+            load(&mut rec_a, rec);
+            load(&mut ch_a, ch);
+            load(&mut dc, cc);
+            for j in 0..UNITS {
+                let dh = rec_a[j] + ch_a[j] + dy_a[j];
+                let mut u = cell::Backward {
+                    h: hv[j],
+                    h_prev: hp[j],
+                    c: c[j],
+                    c_prev: cp[j],
+                    dh,
+                    dc: dc[j],
+                    ..Default::default()
+                };
+                for k in 0..C::SAVED {
+                    u.saved[k] = saved[k][j];
+                }
+                let r = self.cell.backward::<f32, Fast<M>>(&u);
+                for k in 0..g {
+                    (gx[k][j], gr[k][j]) = (r.dx[k], r.dr[k]);
+                }
+                (carry_h[j], carry_c[j]) = (r.carry_h, r.carry_c);
+            }
+            for k in 0..g {
+                store(dx(k), &gx[k]);
+                if let Some(d) = dr(k) {
+                    store(d, &gr[k]);
                 }
             }
-        }
-    }
-}
-
-struct RnnBwd {
-    at: Place,
-    relu: bool,
-    out: Shared<*const f32>,
-    dy: Shared<*const f32>,
-    dg: Shared<*mut f32>,
-    carry: Shared<*mut f32>,
-}
-
-impl Epilogue for RnnBwd {
-    #[inline(always)]
-    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, u0, n) = (self.at.h, units.start, units.len());
-        for b in rows.clone() {
-            let rec = &tile[(b - rows.start) * UNITS..][..n];
-            // SAFETY: see the section's header.
-            unsafe {
-                let (ch, d) = (put(self.carry, b * h + u0, n), put(self.dg, b * h + u0, n));
-                if !self.at.valid(b) {
-                    add(ch, rec);
-                    d.fill(0.0);
-                    continue;
-                }
-                let (hv, dy) = (get(self.out, b * h + u0, n), get(self.dy, self.at.out(b, u0), n));
-                for j in 0..n {
-                    let dh = rec[j] + ch[j] + dy[j];
-                    d[j] = if self.relu {
-                        if hv[j] > 0.0 { dh } else { 0.0 }
-                    } else {
-                        dh * (1.0 - hv[j] * hv[j])
-                    };
-                    ch[j] = 0.0;
-                }
+            store(ch, &carry_h);
+            if C::CELL_STATE {
+                store(cc, &carry_c);
             }
         }
-    }
-}
-
-/// `out[j] = f(x[j] + b1[j] + p[j] + b2[j])`, the pre-activation summed in the reference's order.
-#[inline(always)]
-fn gate(out: &mut [f32], [x, b1, b2]: [&[f32]; 3], p: &[f32], f: impl Fn(f32) -> f32) {
-    let n = out.len();
-    let (x, b1, p, b2) = (&x[..n], &b1[..n], &p[..n], &b2[..n]);
-    for j in 0..n {
-        out[j] = f(x[j] + b1[j] + p[j] + b2[j]);
     }
 }
 
@@ -694,160 +701,87 @@ fn check_backward(s: &Step, g: usize, w_hh: usize, dg: usize, dy: usize, carry: 
 }
 
 impl StepKernels<f32> for Steps {
-    fn lstm_forward(&mut self, f: LstmForward<'_, f32>, s: Step) {
-        let (h, isa) = (s.hidden, self.isa);
+    fn forward<C: CellMath>(&mut self, cell: C, f: StepForward<'_, f32>, s: Step) {
+        let (h, g, isa) = (s.hidden, C::GATES, self.isa);
+        let (xw_len, y_len, states_len) = (f.xw.len(), f.y.len(), f.states.len());
         check_forward(
             &s,
-            4,
-            4,
+            g,
+            C::SAVED,
             f.w_hh.len(),
-            f.xw.len(),
-            f.y.len(),
-            f.states.len(),
-            f.gates.len(),
+            xw_len,
+            y_len,
+            states_len,
+            f.gates.as_ref().map_or(0, |x| x.len()),
             f.lengths.len(),
         );
-        check("cells", f.cells.len(), slot(&s, s.in_slot.max(s.out_slot) + 1));
-        check("bias", f.bias.len(), s.bias_hh + 4 * h);
-        let (states, cells) = (Shared(f.states.as_mut_ptr()), Shared(f.cells.as_mut_ptr()));
-        let h_prev = previous(&mut self.prev_h, states, f.states.len(), &s);
-        let c_prev = previous(&mut self.prev_c, cells, f.cells.len(), &s);
-        let dst = slot(&s, s.out_slot);
-        let e = LstmFwd {
+        check("bias", f.bias.len(), s.bias_hh + g * h);
+        let states = Shared(f.states.as_mut_ptr());
+        let h_prev = previous(&mut self.prev_h, states, states_len, &s);
+        let (cells, c_prev) = match f.cells {
+            Some(cells) => {
+                check("cells", cells.len(), slot(&s, s.in_slot.max(s.out_slot) + 1));
+                let (len, base) = (cells.len(), Shared(cells.as_mut_ptr()));
+                let c_prev = previous(&mut self.prev_c, base, len, &s);
+                (Some(Shared(base.get().wrapping_add(slot(&s, s.out_slot)))), Some(c_prev))
+            }
+            None => (None, None),
+        };
+        let e = Fwd {
+            cell,
             at: Place::of(&s, f.lengths),
-            input: Input::of(&s, f.xw, f.bias, 4),
+            input: Input::of(&s, f.xw, f.bias, g),
             h_prev,
             c_prev,
-            states: Shared(states.get().wrapping_add(dst)),
-            cells: Shared(cells.get().wrapping_add(dst)),
-            gates: Shared(f.gates[at(&s, s.t, 4 * h)..].as_mut_ptr()),
-            y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
-        };
-        let packed = self.packed(isa, f.w_hh, 4, h, true);
-        run(isa, s.batch, h, 4 * UNITS, Operand { a: Some((h_prev, h)), k: h, packed }, &e);
-    }
-
-    fn gru_forward(&mut self, f: GruForward<'_, f32>, s: Step) {
-        let (h, isa) = (s.hidden, self.isa);
-        check_forward(
-            &s,
-            3,
-            4,
-            f.w_hh.len(),
-            f.xw.len(),
-            f.y.len(),
-            f.states.len(),
-            f.gates.len(),
-            f.lengths.len(),
-        );
-        check("bias", f.bias.len(), s.bias_hh + 3 * h);
-        let states = Shared(f.states.as_mut_ptr());
-        let h_prev = previous(&mut self.prev_h, states, f.states.len(), &s);
-        let e = GruFwd {
-            at: Place::of(&s, f.lengths),
-            input: Input::of(&s, f.xw, f.bias, 3),
-            h_prev,
             states: Shared(states.get().wrapping_add(slot(&s, s.out_slot))),
-            gates: Shared(f.gates[at(&s, s.t, 4 * h)..].as_mut_ptr()),
+            cells,
+            gates: f.gates.map(|gates| Shared(gates[at(&s, s.t, C::SAVED * h)..].as_mut_ptr())),
             y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
         };
-        let packed = self.packed(isa, f.w_hh, 3, h, true);
-        run(isa, s.batch, h, 3 * UNITS, Operand { a: Some((h_prev, h)), k: h, packed }, &e);
+        let packed = self.packed(isa, f.w_hh, g, h, true);
+        run(isa, s.batch, h, g * UNITS, Operand { a: Some((h_prev, h)), k: h, packed }, &e);
     }
 
-    fn rnn_forward(&mut self, f: RnnForward<'_, f32>, s: Step, relu: bool) {
-        let (h, isa) = (s.hidden, self.isa);
-        check_forward(&s, 1, 0, f.w_hh.len(), f.xw.len(), f.y.len(), f.states.len(), 0, f.lengths.len());
-        check("bias", f.bias.len(), s.bias_hh + h);
-        let states = Shared(f.states.as_mut_ptr());
-        let h_prev = previous(&mut self.prev_h, states, f.states.len(), &s);
-        let e = RnnFwd {
-            at: Place::of(&s, f.lengths),
-            relu,
-            input: Input::of(&s, f.xw, f.bias, 1),
-            h_prev,
-            states: Shared(states.get().wrapping_add(slot(&s, s.out_slot))),
-            y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
-        };
-        let packed = self.packed(isa, f.w_hh, 1, h, true);
-        run(isa, s.batch, h, UNITS, Operand { a: Some((h_prev, h)), k: h, packed }, &e);
-    }
-
-    fn lstm_backward(&mut self, a: LstmBackward<'_, f32>, s: Step) {
-        let (h, isa) = (s.hidden, self.isa);
-        let g4 = 4 * h;
-        check_backward(&s, 4, a.w_hh.len(), a.dg.len(), a.dy.len(), a.carry.len() / 2, a.lengths.len());
+    fn backward<C: CellMath>(&mut self, cell: C, a: StepBackward<'_, f32>, s: Step) {
+        let (h, g, isa) = (s.hidden, C::GATES, self.isa);
+        let gh = g * h;
+        let dgr_len = a.dgh.as_ref().map_or(a.dg.len(), |d| d.len());
+        check_backward(&s, g, a.w_hh.len(), dgr_len, a.dy.len(), a.carry.len() / 2, a.lengths.len());
+        check("dg", a.dg.len(), at(&s, s.t + 1, gh));
         let dg = Shared(a.dg.as_mut_ptr());
-        let next = (s.mode != StepMode::First).then(|| (at_ro(dg, at(&s, s.next_t, g4)), g4));
+        let dgh = a.dgh.map(|d| Shared(d.as_mut_ptr()));
+        // The gradients step next_t sends back through W_hh: the recurrent ones.
+        let dgr = dgh.unwrap_or(dg);
+        let next = (s.mode != StepMode::First).then(|| (at_ro(dgr, at(&s, s.next_t, gh)), gh));
         let carry_h = Shared(a.carry.as_mut_ptr());
         let carry_c = Shared(carry_h.get().wrapping_add(s.batch * h));
-        let packed = self.packed(isa, a.w_hh, 4, h, false);
-        let op = Operand { a: next, k: g4, packed };
+        let packed = self.packed(isa, a.w_hh, g, h, false);
+        let op = Operand { a: next, k: gh, packed };
         if s.mode == StepMode::Initial {
             return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry: carry_h });
         }
-        check("cells", a.cells.len(), slot(&s, s.in_slot.max(s.out_slot) + 1));
-        check("gates", a.gates.len(), at(&s, s.t + 1, g4));
-        let e = LstmBwd {
+        let states_end = slot(&s, s.in_slot.max(s.out_slot) + 1);
+        if C::READS_H || C::READS_H_PREV {
+            check("states", a.states.len(), states_end);
+        }
+        if let Some(cells) = a.cells {
+            check("cells", cells.len(), states_end);
+        }
+        if let Some(gates) = a.gates {
+            check("gates", gates.len(), at(&s, s.t + 1, C::SAVED * h));
+        }
+        let e = Bwd {
+            cell,
             at: Place::of(&s, a.lengths),
-            c_out: ro(&a.cells[slot(&s, s.out_slot)..]),
-            c_in: ro(&a.cells[slot(&s, s.in_slot)..]),
-            gates: ro(&a.gates[at(&s, s.t, g4)..]),
+            h: ro(&a.states[slot(&s, s.out_slot).min(a.states.len())..]),
+            h_prev: ro(&a.states[slot(&s, s.in_slot).min(a.states.len())..]),
+            c: a.cells.map(|c| (ro(&c[slot(&s, s.out_slot)..]), ro(&c[slot(&s, s.in_slot)..]))),
+            gates: a.gates.map(|x| ro(&x[at(&s, s.t, C::SAVED * h)..])),
             dy: ro(&a.dy[at(&s, s.t, s.out_stride)..]),
-            dg: Shared(dg.get().wrapping_add(at(&s, s.t, g4))),
+            dg: Shared(dg.get().wrapping_add(at(&s, s.t, gh))),
+            dgh: dgh.map(|d| Shared(d.get().wrapping_add(at(&s, s.t, gh)))),
             carry_h,
             carry_c,
-        };
-        run(isa, s.batch, h, UNITS, op, &e);
-    }
-
-    fn gru_backward(&mut self, a: GruBackward<'_, f32>, s: Step) {
-        let (h, isa) = (s.hidden, self.isa);
-        let (g3, g4) = (3 * h, 4 * h);
-        check_backward(&s, 3, a.w_hh.len(), a.dgh.len(), a.dy.len(), a.carry.len(), a.lengths.len());
-        check("dg", a.dg.len(), at(&s, s.t + 1, g3));
-        let dgh = Shared(a.dgh.as_mut_ptr());
-        let next = (s.mode != StepMode::First).then(|| (at_ro(dgh, at(&s, s.next_t, g3)), g3));
-        let carry = Shared(a.carry.as_mut_ptr());
-        let packed = self.packed(isa, a.w_hh, 3, h, false);
-        let op = Operand { a: next, k: g3, packed };
-        if s.mode == StepMode::Initial {
-            return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry });
-        }
-        check("states", a.states.len(), slot(&s, s.in_slot) + s.batch * h);
-        check("gates", a.gates.len(), at(&s, s.t + 1, g4));
-        let e = GruBwd {
-            at: Place::of(&s, a.lengths),
-            prev: ro(&a.states[slot(&s, s.in_slot)..]),
-            gates: ro(&a.gates[at(&s, s.t, g4)..]),
-            dy: ro(&a.dy[at(&s, s.t, s.out_stride)..]),
-            dgx: Shared(a.dg[at(&s, s.t, g3)..].as_mut_ptr()),
-            dgh: Shared(dgh.get().wrapping_add(at(&s, s.t, g3))),
-            carry,
-        };
-        run(isa, s.batch, h, UNITS, op, &e);
-    }
-
-    fn rnn_backward(&mut self, a: RnnBackward<'_, f32>, s: Step, relu: bool) {
-        let h = s.hidden;
-        let isa = self.isa;
-        check_backward(&s, 1, a.w_hh.len(), a.dg.len(), a.dy.len(), a.carry.len(), a.lengths.len());
-        let dg = Shared(a.dg.as_mut_ptr());
-        let next = (s.mode != StepMode::First).then(|| (at_ro(dg, at(&s, s.next_t, h)), h));
-        let carry = Shared(a.carry.as_mut_ptr());
-        let packed = self.packed(isa, a.w_hh, 1, h, false);
-        let op = Operand { a: next, k: h, packed };
-        if s.mode == StepMode::Initial {
-            return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry });
-        }
-        check("states", a.states.len(), slot(&s, s.out_slot) + s.batch * h);
-        let e = RnnBwd {
-            at: Place::of(&s, a.lengths),
-            relu,
-            out: ro(&a.states[slot(&s, s.out_slot)..]),
-            dy: ro(&a.dy[at(&s, s.t, s.out_stride)..]),
-            dg: Shared(dg.get().wrapping_add(at(&s, s.t, h))),
-            carry,
         };
         run(isa, s.batch, h, UNITS, op, &e);
     }

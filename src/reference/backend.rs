@@ -5,11 +5,9 @@
 use std::marker::PhantomData;
 
 use super::kernels as k;
+use crate::cell::CellMath;
 use crate::error::Result;
-use crate::host::{
-    self, GruBackward, GruForward, HostBackend, HostKernels, HostOp, LstmBackward, LstmForward, RnnBackward,
-    RnnForward, StepKernels, rd, wr,
-};
+use crate::host::{self, HostBackend, HostKernels, HostOp, StepBackward, StepForward, StepKernels, rd, wr};
 use crate::ops::{Op, Step};
 use crate::real::Real;
 
@@ -110,33 +108,19 @@ pub(crate) fn twin<T: Real>(op: HostOp<'_, T>) -> Result<()> {
         Op::AttentionMixT { out, w, x, a, accumulate } => {
             k::attention_mix_t(&mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate)
         }
-        Op::Step { cell, bufs, s, backward: false } => {
-            host::step_forward(&mut Twins(PhantomData), cell, &bufs, s)?
-        }
-        Op::Step { cell, bufs, s, backward: true } => {
-            host::step_backward(&mut Twins(PhantomData), cell, &bufs, s)?
+        Op::Step { cell, bufs, s, backward } => {
+            host::step(&mut Twins(PhantomData), cell, &bufs, s, backward)?
         }
     }
     Ok(())
 }
 
 impl<T: Real> StepKernels<T> for Twins<T> {
-    fn lstm_forward(&mut self, f: LstmForward<'_, T>, s: Step) {
-        k::lstm_step_forward(f.states, f.cells, f.gates, f.y, f.xw, f.w_hh, f.bias, f.lengths, s)
+    fn forward<C: CellMath>(&mut self, cell: C, f: StepForward<'_, T>, s: Step) {
+        k::step_forward(cell, f, s)
     }
-    fn gru_forward(&mut self, f: GruForward<'_, T>, s: Step) {
-        k::gru_step_forward(f.states, f.gates, f.y, f.xw, f.w_hh, f.bias, f.lengths, s)
-    }
-    fn rnn_forward(&mut self, f: RnnForward<'_, T>, s: Step, relu: bool) {
-        k::rnn_step_forward(f.states, f.y, f.xw, f.w_hh, f.bias, f.lengths, s, relu)
-    }
-    fn lstm_backward(&mut self, b: LstmBackward<'_, T>, s: Step) {
-        k::lstm_step_backward(b.cells, b.gates, b.w_hh, b.lengths, b.dy, b.dg, b.carry, s)
-    }
-    fn gru_backward(&mut self, b: GruBackward<'_, T>, s: Step) {
-        k::gru_step_backward(b.states, b.gates, b.w_hh, b.lengths, b.dy, b.dg, b.dgh, b.carry, s)
-    }
-    fn rnn_backward(&mut self, b: RnnBackward<'_, T>, s: Step, relu: bool) {
-        k::rnn_step_backward(b.states, b.w_hh, b.lengths, b.dy, b.dg, b.carry, s, relu)
+
+    fn backward<C: CellMath>(&mut self, cell: C, b: StepBackward<'_, T>, s: Step) {
+        k::step_backward(cell, b, s)
     }
 }

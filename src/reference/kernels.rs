@@ -1,6 +1,8 @@
 //! CPU twins of the GPU kernels: same names, same argument order, plain loops. They are the
 //! oracle of the kernel tests and of `rnn-gpu verify`, and building blocks of the CPU device.
 
+use crate::cell::{self, CellMath, Exact};
+use crate::host::{StepBackward, StepForward};
 use crate::ops::{Attention, CopyCols, Dropout, Gather, Matmul, Reduce, Step, StepMode, step_state};
 use crate::real::Real;
 use crate::rng::hash_uniform;
@@ -267,264 +269,98 @@ fn recurrent_grad<T: Real>(s: &Step, dgr: &[T], w_hh: &[T], g_rows: usize, b: us
     (0..g_rows).map(|g| dgr[base + g] * w_hh[g * s.hidden + j]).sum()
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn lstm_step_forward<T: Real>(
-    states: &mut [T],
-    cells: &mut [T],
-    gates: &mut [T],
-    y: &mut [T],
-    xw: &[T],
-    w_hh: &[T],
-    bias: &[T],
-    lengths: &[u32],
-    s: Step,
-) {
-    let h = s.hidden;
-    let g4 = 4 * h;
+/// The fused forward step of `cell` at time `s.t`, the recurrent products by plain loops, the
+/// unit's arithmetic the cell's own (`CellMath`, exact activations).
+pub(crate) fn step_forward<T: Real, C: CellMath>(cell: C, mut f: StepForward<'_, T>, s: Step) {
+    let (h, g) = (s.hidden, C::GATES);
     for b in 0..s.batch {
-        let src = slot_row(&s, s.in_slot, b);
-        let dst = slot_row(&s, s.out_slot, b);
-        let h_prev: Vec<T> = states[src..src + h].to_vec();
-        let row = (s.t * s.batch + b) * g4;
-        let valid = s.t < lengths[b] as usize;
+        let (src, dst) = (slot_row(&s, s.in_slot, b), slot_row(&s, s.out_slot, b));
+        let h_prev: Vec<T> = f.states[src..src + h].to_vec();
+        let row = (s.t * s.batch + b) * g * h;
+        let saved_row = (s.t * s.batch + b) * C::SAVED * h;
+        let valid = s.t < f.lengths[b] as usize;
         for j in 0..h {
-            let pre = |k: usize| {
-                xw[row + k * h + j]
-                    + bias[k * h + j]
-                    + dot_row(w_hh, k * h + j, &h_prev)
-                    + bias[s.bias_hh + k * h + j]
-            };
-            let i = pre(0).sigmoid();
-            let f = pre(1).sigmoid();
-            let g = pre(2).tanh();
-            let o = pre(3).sigmoid();
-            let (c, hv, out) = if valid {
-                let c = f * cells[src + j] + i * g;
-                let hv = o * c.tanh();
-                (c, hv, hv)
-            } else {
-                (cells[src + j], h_prev[j], T::ZERO)
-            };
-            cells[dst + j] = c;
-            states[dst + j] = hv;
-            gates[row + j] = i;
-            gates[row + h + j] = f;
-            gates[row + 2 * h + j] = g;
-            gates[row + 3 * h + j] = o;
-            y[out_index(&s, b, j)] = out;
+            let c_prev = f.cells.as_ref().map_or(T::ZERO, |c| c[src + j]);
+            let mut u = cell::Forward { h_prev: h_prev[j], c_prev, ..Default::default() };
+            for k in 0..g {
+                u.x[k] = f.xw[row + k * h + j];
+                u.b_ih[k] = f.bias[k * h + j];
+                u.p[k] = dot_row(f.w_hh, k * h + j, &h_prev);
+                u.b_hh[k] = f.bias[s.bias_hh + k * h + j];
+            }
+            let o = cell.forward::<T, Exact>(&u);
+            if let Some(gates) = f.gates.as_deref_mut() {
+                for k in 0..C::SAVED {
+                    gates[saved_row + k * h + j] = o.saved[k];
+                }
+            }
+            let (hv, c, out) = if valid { (o.h, o.c, o.h) } else { (h_prev[j], c_prev, T::ZERO) };
+            f.states[dst + j] = hv;
+            if let Some(cells) = f.cells.as_deref_mut() {
+                cells[dst + j] = c;
+            }
+            f.y[out_index(&s, b, j)] = out;
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn lstm_step_backward<T: Real>(
-    cells: &[T],
-    gates: &[T],
-    w_hh: &[T],
-    lengths: &[u32],
-    dy: &[T],
-    dg: &mut [T],
-    carry: &mut [T],
-    s: Step,
-) {
-    let h = s.hidden;
-    let g4 = 4 * h;
+/// The fused backward step of `cell` at time `s.t` (in `StepMode::Initial`, only the gradient
+/// reaching the initial state through W_hh), as `step_forward`.
+pub(crate) fn step_backward<T: Real, C: CellMath>(cell: C, mut a: StepBackward<'_, T>, s: Step) {
+    let (h, g) = (s.hidden, C::GATES);
     let bh = s.batch * h;
+    let dgr: &[T] = match &a.dgh {
+        Some(dgh) => dgh,
+        None => a.dg,
+    };
     let rec: Vec<T> = (0..s.batch)
         .flat_map(|b| (0..h).map(move |j| (b, j)))
-        .map(|(b, j)| recurrent_grad(&s, dg, w_hh, g4, b, j))
+        .map(|(b, j)| recurrent_grad(&s, dgr, a.w_hh, g * h, b, j))
         .collect();
     for b in 0..s.batch {
+        let row = (s.t * s.batch + b) * g * h;
+        let saved_row = (s.t * s.batch + b) * C::SAVED * h;
+        let (src, dst) = (slot_row(&s, s.in_slot, b), slot_row(&s, s.out_slot, b));
         for j in 0..h {
             let ci = b * h + j;
-            if s.mode == StepMode::Initial {
-                carry[ci] += rec[ci];
-                continue;
-            }
-            let row = (s.t * s.batch + b) * g4;
-            if s.t >= lengths[b] as usize {
-                carry[ci] += rec[ci];
-                for k in 0..4 {
-                    dg[row + k * h + j] = T::ZERO;
+            if s.mode == StepMode::Initial || s.t >= a.lengths[b] as usize {
+                a.carry[ci] += rec[ci];
+                if s.mode != StepMode::Initial {
+                    for k in 0..g {
+                        a.dg[row + k * h + j] = T::ZERO;
+                        if let Some(dgh) = a.dgh.as_deref_mut() {
+                            dgh[row + k * h + j] = T::ZERO;
+                        }
+                    }
                 }
                 continue;
             }
-            let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
-            let (i, f, g, o) =
-                (gates[row + j], gates[row + h + j], gates[row + 2 * h + j], gates[row + 3 * h + j]);
-            let c = cells[slot_row(&s, s.out_slot, b) + j];
-            let c_prev = cells[slot_row(&s, s.in_slot, b) + j];
-            let tc = c.tanh();
-            let dc = dh * o * (T::ONE - tc * tc) + carry[bh + ci];
-            dg[row + j] = dc * g * i * (T::ONE - i);
-            dg[row + h + j] = dc * c_prev * f * (T::ONE - f);
-            dg[row + 2 * h + j] = dc * i * (T::ONE - g * g);
-            dg[row + 3 * h + j] = dh * tc * o * (T::ONE - o);
-            carry[ci] = T::ZERO;
-            carry[bh + ci] = dc * f;
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn gru_step_forward<T: Real>(
-    states: &mut [T],
-    gates: &mut [T],
-    y: &mut [T],
-    xw: &[T],
-    w_hh: &[T],
-    bias: &[T],
-    lengths: &[u32],
-    s: Step,
-) {
-    let h = s.hidden;
-    for b in 0..s.batch {
-        let src = slot_row(&s, s.in_slot, b);
-        let dst = slot_row(&s, s.out_slot, b);
-        let h_prev: Vec<T> = states[src..src + h].to_vec();
-        let xrow = (s.t * s.batch + b) * 3 * h;
-        let grow = (s.t * s.batch + b) * 4 * h;
-        let valid = s.t < lengths[b] as usize;
-        for j in 0..h {
-            let hh = |k: usize| dot_row(w_hh, k * h + j, &h_prev) + bias[s.bias_hh + k * h + j];
-            let r = (xw[xrow + j] + bias[j] + hh(0)).sigmoid();
-            let z = (xw[xrow + h + j] + bias[h + j] + hh(1)).sigmoid();
-            let hn = hh(2);
-            let n = (xw[xrow + 2 * h + j] + bias[2 * h + j] + r * hn).tanh();
-            let (hv, out) = if valid {
-                let hv = (T::ONE - z) * n + z * h_prev[j];
-                (hv, hv)
-            } else {
-                (h_prev[j], T::ZERO)
+            let mut u = cell::Backward {
+                h: if C::READS_H { a.states[dst + j] } else { T::ZERO },
+                h_prev: if C::READS_H_PREV { a.states[src + j] } else { T::ZERO },
+                dh: rec[ci] + a.carry[ci] + a.dy[out_index(&s, b, j)],
+                dc: a.carry[bh + ci],
+                ..Default::default()
             };
-            states[dst + j] = hv;
-            gates[grow + j] = r;
-            gates[grow + h + j] = z;
-            gates[grow + 2 * h + j] = n;
-            gates[grow + 3 * h + j] = hn;
-            y[out_index(&s, b, j)] = out;
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn gru_step_backward<T: Real>(
-    states: &[T],
-    gates: &[T],
-    w_hh: &[T],
-    lengths: &[u32],
-    dy: &[T],
-    dgx: &mut [T],
-    dgh: &mut [T],
-    carry: &mut [T],
-    s: Step,
-) {
-    let h = s.hidden;
-    let g3 = 3 * h;
-    let rec: Vec<T> = (0..s.batch)
-        .flat_map(|b| (0..h).map(move |j| (b, j)))
-        .map(|(b, j)| recurrent_grad(&s, dgh, w_hh, g3, b, j))
-        .collect();
-    for b in 0..s.batch {
-        for j in 0..h {
-            let ci = b * h + j;
-            if s.mode == StepMode::Initial {
-                carry[ci] += rec[ci];
-                continue;
+            if let Some(cells) = a.cells {
+                (u.c, u.c_prev) = (cells[dst + j], cells[src + j]);
             }
-            let row = (s.t * s.batch + b) * g3;
-            if s.t >= lengths[b] as usize {
-                carry[ci] += rec[ci];
-                for k in 0..3 {
-                    dgx[row + k * h + j] = T::ZERO;
-                    dgh[row + k * h + j] = T::ZERO;
+            if let Some(gates) = a.gates {
+                for k in 0..C::SAVED {
+                    u.saved[k] = gates[saved_row + k * h + j];
                 }
-                continue;
             }
-            let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
-            let grow = (s.t * s.batch + b) * 4 * h;
-            let (r, z, n, hn) =
-                (gates[grow + j], gates[grow + h + j], gates[grow + 2 * h + j], gates[grow + 3 * h + j]);
-            let h_prev = states[slot_row(&s, s.in_slot, b) + j];
-            let dn = dh * (T::ONE - z) * (T::ONE - n * n);
-            let dz = dh * (h_prev - n) * z * (T::ONE - z);
-            let dr = dn * hn * r * (T::ONE - r);
-            dgx[row + j] = dr;
-            dgx[row + h + j] = dz;
-            dgx[row + 2 * h + j] = dn;
-            dgh[row + j] = dr;
-            dgh[row + h + j] = dz;
-            dgh[row + 2 * h + j] = dn * r;
-            carry[ci] = dh * z;
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn rnn_step_forward<T: Real>(
-    states: &mut [T],
-    y: &mut [T],
-    xw: &[T],
-    w_hh: &[T],
-    bias: &[T],
-    lengths: &[u32],
-    s: Step,
-    relu: bool,
-) {
-    let h = s.hidden;
-    for b in 0..s.batch {
-        let src = slot_row(&s, s.in_slot, b);
-        let dst = slot_row(&s, s.out_slot, b);
-        let h_prev: Vec<T> = states[src..src + h].to_vec();
-        let valid = s.t < lengths[b] as usize;
-        for j in 0..h {
-            let pre =
-                xw[(s.t * s.batch + b) * h + j] + bias[j] + dot_row(w_hh, j, &h_prev) + bias[s.bias_hh + j];
-            let (hv, out) = if valid {
-                let hv = if relu { pre.max(T::ZERO) } else { pre.tanh() };
-                (hv, hv)
-            } else {
-                (h_prev[j], T::ZERO)
-            };
-            states[dst + j] = hv;
-            y[out_index(&s, b, j)] = out;
-        }
-    }
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn rnn_step_backward<T: Real>(
-    states: &[T],
-    w_hh: &[T],
-    lengths: &[u32],
-    dy: &[T],
-    dg: &mut [T],
-    carry: &mut [T],
-    s: Step,
-    relu: bool,
-) {
-    let h = s.hidden;
-    let rec: Vec<T> = (0..s.batch)
-        .flat_map(|b| (0..h).map(move |j| (b, j)))
-        .map(|(b, j)| recurrent_grad(&s, dg, w_hh, h, b, j))
-        .collect();
-    for b in 0..s.batch {
-        for j in 0..h {
-            let ci = b * h + j;
-            if s.mode == StepMode::Initial {
-                carry[ci] += rec[ci];
-                continue;
+            let r = cell.backward::<T, Exact>(&u);
+            for k in 0..g {
+                a.dg[row + k * h + j] = r.dx[k];
+                if let Some(dgh) = a.dgh.as_deref_mut() {
+                    dgh[row + k * h + j] = r.dr[k];
+                }
             }
-            let row = (s.t * s.batch + b) * h + j;
-            if s.t >= lengths[b] as usize {
-                carry[ci] += rec[ci];
-                dg[row] = T::ZERO;
-                continue;
+            a.carry[ci] = r.carry_h;
+            if C::CELL_STATE {
+                a.carry[bh + ci] = r.carry_c;
             }
-            let dh = rec[ci] + carry[ci] + dy[out_index(&s, b, j)];
-            let hv = states[slot_row(&s, s.out_slot, b) + j];
-            dg[row] = if relu { if hv > T::ZERO { dh } else { T::ZERO } } else { dh * (T::ONE - hv * hv) };
-            carry[ci] = T::ZERO;
         }
     }
 }

@@ -7,6 +7,7 @@
 //! elementwise kernels; sums and dot products widen atol with their length, as each case says.
 
 mod native;
+mod steps;
 
 pub use native::kernel_checks as native_checks;
 
@@ -487,14 +488,6 @@ pub fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64) -> R
     ])
 }
 
-/// Every cell kind.
-pub const ALL_CELLS: [crate::ops::Cell; 4] = [
-    crate::ops::Cell::Rnn { relu: false },
-    crate::ops::Cell::Rnn { relu: true },
-    crate::ops::Cell::Lstm,
-    crate::ops::Cell::Gru,
-];
-
 /// Awkward sizes: one element, less than a workgroup, not a multiple of a tile, several hundred.
 pub const SIZES: [usize; 5] = [1, 7, 100, 257, 1000];
 
@@ -582,7 +575,7 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
     for &n in &SIZES {
         out.extend(check_dropout(ctx, n, 0.3, next())?);
     }
-    for cell in ALL_CELLS {
+    for cell in crate::cell::Cell::ALL {
         for &(t, b, h) in &STEP_SHAPES {
             for reverse in [false, true] {
                 out.extend(check_steps(ctx, cell, t, b, h, reverse, next())?);
@@ -600,209 +593,18 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
     Ok(out)
 }
 
-/// The fused step kernels of `cell` over a whole sequence of `steps`, forward then backward then
-/// the initial-state gradient, in one direction, with per-row lengths from 1 to `steps` (padded
-/// steps included). Every buffer a kernel writes starts poisoned except where the layout says it
-/// is read first (the initial state, the carried gradients).
+/// The fused steps of `cell` over a sequence of `(T, B, H)` on the GPU against the reference
+/// (`steps::check_steps`).
 pub fn check_steps(
     ctx: &Arc<GpuContext>,
-    cell: crate::ops::Cell,
+    cell: crate::cell::Cell,
     steps: usize,
     batch: usize,
     hidden: usize,
     reverse: bool,
     seed: u64,
 ) -> Result<Vec<Check>> {
-    use crate::ops::{Cell, Step, StepMode};
-    let mut rng = Rng::seed_from_u64(seed);
-    let (t_len, b, h) = (steps, batch, hidden);
-    let g = cell.gates();
-    let gh = g * h;
-    // The reverse direction reads slots t + 1; an offset base exercises state_base.
-    let state_base = if reverse { 4 } else { 0 };
-    let state_len = state_base + (t_len + 1) * b * h;
-    let out_stride = 2 * h;
-    let out_col = if reverse { h } else { 0 };
-    // b_hh on a vec4 boundary where H allows the vec4 kernels (as the model lays it out), at an
-    // odd offset otherwise.
-    let bias_hh = if h % 4 == 0 { gh } else { gh + 3 };
-    let scale = 1.0 / (h as f32).sqrt();
-    let mut lengths: Vec<u32> = (0..b).map(|_| 1 + rng.below(t_len) as u32).collect();
-    lengths[0] = t_len as u32;
-
-    let nan = f32::NAN;
-    let mut states = vec![nan; state_len];
-    let mut cells = vec![nan; state_len];
-    let first_slot = if reverse { t_len } else { 0 };
-    for i in 0..b * h {
-        states[state_base + first_slot * b * h + i] = rng.uniform_in(-1.0, 1.0) as f32;
-        cells[state_base + first_slot * b * h + i] = rng.uniform_in(-1.0, 1.0) as f32;
-    }
-    let mut gates = vec![nan; (t_len * b * cell.saved() * h).max(1)];
-    let mut y = vec![nan; t_len * b * out_stride];
-    let xw = rng.uniform_vec(t_len * b * gh, -1.0, 1.0);
-    let w_hh = rng.uniform_vec(gh * h, -scale, scale);
-    let bias = rng.uniform_vec(bias_hh + gh, -scale, scale);
-    let dy = rng.uniform_vec(t_len * b * out_stride, -1.0, 1.0);
-    let mut dg = vec![nan; t_len * b * gh];
-    let mut dgh = vec![nan; t_len * b * gh];
-    let mut carry = rng.uniform_vec(2 * b * h, -1.0, 1.0);
-
-    let up = |what: &str, v: &[f32]| ctx.upload(what, &[v.len()], v);
-    let (g_states, g_cells, g_gates, g_y) =
-        (up("states", &states)?, up("cells", &cells)?, up("gates", &gates)?, up("y", &y)?);
-    let (g_xw, g_w, g_bias, g_dy) = (up("xw", &xw)?, up("w_hh", &w_hh)?, up("bias", &bias)?, up("dy", &dy)?);
-    let (g_dg, g_dgh, g_carry) = (up("dg", &dg)?, up("dgh", &dgh)?, up("carry", &carry)?);
-    let g_len = ctx.upload_u32("lengths", &[b], &lengths)?;
-
-    let base = Step {
-        t: 0,
-        batch: b,
-        hidden: h,
-        in_slot: 0,
-        out_slot: 0,
-        state_base,
-        out_stride,
-        out_col,
-        bias_hh,
-        next_t: 0,
-        mode: StepMode::First,
-    };
-    let time = |s: usize| if reverse { t_len - 1 - s } else { s };
-    let slots = |t: usize| if reverse { (t + 1, t) } else { (t, t + 1) };
-    let mut prog = Program::new(ctx);
-    for s in 0..t_len {
-        let t = time(s);
-        let (in_slot, out_slot) = slots(t);
-        let st = Step { t, in_slot, out_slot, ..base };
-        match cell {
-            Cell::Lstm => {
-                gk::lstm_step_forward(
-                    &mut prog, &g_states, &g_cells, &g_gates, &g_y, &g_xw, &g_w, &g_bias, &g_len, st,
-                )?;
-                twin::lstm_step_forward(
-                    &mut states,
-                    &mut cells,
-                    &mut gates,
-                    &mut y,
-                    &xw,
-                    &w_hh,
-                    &bias,
-                    &lengths,
-                    st,
-                );
-            }
-            Cell::Gru => {
-                gk::gru_step_forward(&mut prog, &g_states, &g_gates, &g_y, &g_xw, &g_w, &g_bias, &g_len, st)?;
-                twin::gru_step_forward(&mut states, &mut gates, &mut y, &xw, &w_hh, &bias, &lengths, st);
-            }
-            Cell::Rnn { relu } => {
-                gk::rnn_step_forward(&mut prog, &g_states, &g_y, &g_xw, &g_w, &g_bias, &g_len, st, relu)?;
-                twin::rnn_step_forward(&mut states, &mut y, &xw, &w_hh, &bias, &lengths, st, relu);
-            }
-        }
-    }
-    // W_hh changes between the passes, as an optimizer changes it between steps: the backward
-    // kernels must read the new weights.
-    run(prog)?;
-    let w_hh: Vec<f32> = w_hh.iter().map(|w| w * 0.5).collect();
-    ctx.write(&g_w, &w_hh)?;
-    let mut prog = Program::new(ctx);
-    // Backward in the opposite order, then the initial-state gradient.
-    for s in 0..=t_len {
-        let (t, next_t, mode) = if s == t_len {
-            (0, time(0), StepMode::Initial)
-        } else {
-            let t = time(t_len - 1 - s);
-            let next_t = if s == 0 { t } else { time(t_len - s) };
-            (t, next_t, if s == 0 { StepMode::First } else { StepMode::Later })
-        };
-        let (in_slot, out_slot) = slots(t);
-        let st = Step { t, in_slot, out_slot, next_t, mode, ..base };
-        match cell {
-            Cell::Lstm => {
-                gk::lstm_step_backward(
-                    &mut prog, &g_cells, &g_gates, &g_w, &g_len, &g_dy, &g_dg, &g_carry, st,
-                )?;
-                twin::lstm_step_backward(&cells, &gates, &w_hh, &lengths, &dy, &mut dg, &mut carry, st);
-            }
-            Cell::Gru => {
-                gk::gru_step_backward(
-                    &mut prog, &g_states, &g_gates, &g_w, &g_len, &g_dy, &g_dg, &g_dgh, &g_carry, st,
-                )?;
-                twin::gru_step_backward(
-                    &states, &gates, &w_hh, &lengths, &dy, &mut dg, &mut dgh, &mut carry, st,
-                );
-            }
-            Cell::Rnn { relu } => {
-                gk::rnn_step_backward(&mut prog, &g_states, &g_w, &g_len, &g_dy, &g_dg, &g_carry, st, relu)?;
-                twin::rnn_step_backward(&states, &w_hh, &lengths, &dy, &mut dg, &mut carry, st, relu);
-            }
-        }
-    }
-    run(prog)?;
-
-    let name = cell.name();
-    let shape = format!("T{t_len} B{b} H{h}{}", if reverse { " reverse" } else { "" },);
-    let tol = Tolerance::accumulation(gh);
-    // Compare only the slots the sequence wrote (the others stay poisoned on both sides).
-    let written = |v: Vec<f32>| -> Vec<f32> { v[state_base..state_base + (t_len + 1) * b * h].to_vec() };
-    // This direction's columns of y (the others belong to the other direction).
-    let own_columns = |v: Vec<f32>| -> Vec<f32> {
-        v.chunks(out_stride).flat_map(|row| row[out_col..out_col + h].to_vec()).collect()
-    };
-    let mut out = vec![
-        compare(
-            &format!("{name}_step_forward.states"),
-            shape.clone(),
-            &written(ctx.download(&g_states)?),
-            &written(states.clone()),
-            tol,
-        ),
-        compare(
-            &format!("{name}_step_forward.y"),
-            shape.clone(),
-            &own_columns(ctx.download(&g_y)?),
-            &own_columns(y),
-            tol,
-        ),
-        compare(
-            &format!("{name}_step_backward.dg"),
-            shape.clone(),
-            &ctx.download(&g_dg)?[..t_len * b * gh],
-            &dg[..t_len * b * gh],
-            tol,
-        ),
-        compare(&format!("{name}_step_backward.carry"), shape.clone(), &ctx.download(&g_carry)?, &carry, tol),
-    ];
-    if cell.saved() > 0 {
-        out.push(compare(
-            &format!("{name}_step_forward.gates"),
-            shape.clone(),
-            &ctx.download(&g_gates)?,
-            &gates,
-            tol,
-        ));
-    }
-    if cell == Cell::Lstm {
-        out.push(compare(
-            &format!("{name}_step_forward.cells"),
-            shape.clone(),
-            &written(ctx.download(&g_cells)?),
-            &written(cells),
-            tol,
-        ));
-    }
-    if cell == Cell::Gru {
-        out.push(compare(
-            &format!("{name}_step_backward.dgh"),
-            shape,
-            &ctx.download(&g_dgh)?[..t_len * b * gh],
-            &dgh[..t_len * b * gh],
-            tol,
-        ));
-    }
-    Ok(out)
+    steps::check_steps(crate::gpu::GpuBackend::new(ctx)?, "", cell, (steps, batch, hidden), reverse, seed)
 }
 
 /// Products run with every tile shape, direct and transposed: edges in both dimensions, K not a

@@ -5,15 +5,14 @@
 //! overwrites start as NaN, so an element it fails to write fails the comparison; outputs it
 //! accumulates into start from the same random values. Tolerances are the GPU checks' (DESIGN.md).
 
-use super::{ALL_CELLS, ATTENTION_SHAPES, Check, MATMUL_SHAPES, SIZES, STEP_SHAPES, Tolerance, compare};
+use super::steps::{self, nan, upload};
+use super::{ATTENTION_SHAPES, Check, MATMUL_SHAPES, SIZES, STEP_SHAPES, Tolerance, compare};
 use crate::backend::Backend;
 use crate::error::Result;
 use crate::native::NativeBackend;
 use crate::native::sgemm::Isa;
 use crate::ops::index_lists;
-use crate::ops::{
-    Attention, Cell, CopyCols, Dropout, Gather, Matmul, Op, Reduce, Step, StepBufs, StepMode, step_state,
-};
+use crate::ops::{Attention, CopyCols, Dropout, Gather, Matmul, Op, Reduce, step_state};
 use crate::reference::ReferenceBackend;
 use crate::rng::Rng;
 use crate::update::Optimizer;
@@ -76,25 +75,6 @@ struct Case {
 }
 
 /// A case's float and integer buffers on one device.
-type Uploaded<B> = (Vec<<B as Backend>::Buf>, Vec<<B as Backend>::IBuf>);
-
-fn upload<B: Backend<Elem = f32>>(be: &mut B, f: &[Vec<f32>], u: &[Vec<u32>]) -> Result<Uploaded<B>> {
-    let mut fb = Vec::new();
-    for v in f {
-        let t = be.alloc("case", v.len())?;
-        be.write(&t, v)?;
-        fb.push(t);
-    }
-    let mut ub = Vec::new();
-    for v in u {
-        let t = be.alloc_u32("case", v.len())?;
-        be.write_u32(&t, v)?;
-        ub.push(t);
-    }
-    Ok((fb, ub))
-}
-
-/// Runs `case` on `be` and reads back its outputs.
 fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>> {
     let (f, u) = upload(be, &case.f, &case.u)?;
     match case.kernel {
@@ -188,10 +168,6 @@ fn check(case: &Case, isa: Isa, named: bool) -> Result<Vec<Check>> {
             compare(&kernel, shape, n, r, case.tol)
         })
         .collect())
-}
-
-fn nan(n: usize) -> Vec<f32> {
-    vec![f32::NAN; n]
 }
 
 /// A step state in which the update applies: finite loss, step 3, learning rate 0.01.
@@ -502,206 +478,22 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             out.extend(check(&case, isa, per_isa)?);
         }
     }
-    for cell in ALL_CELLS {
+    for cell in crate::cell::Cell::ALL {
         for &(t, b, h) in STEP_SHAPES.iter().chain(&[(3, 32, 256), (2, 5, 300)]) {
             for reverse in [false, true] {
                 let seed = rng.next_u64();
                 for &isa in &isas {
-                    out.extend(step_checks(isa, cell, t, b, h, reverse, seed)?);
+                    out.extend(steps::check_steps(
+                        NativeBackend::with_isa(isa)?,
+                        isa.name(),
+                        cell,
+                        (t, b, h),
+                        reverse,
+                        seed,
+                    )?);
                 }
             }
         }
-    }
-    Ok(out)
-}
-
-/// The buffers of one step sequence, on one device, and what the sequence leaves in them.
-struct StepData {
-    states: Vec<f32>,
-    cells: Vec<f32>,
-    gates: Vec<f32>,
-    y: Vec<f32>,
-    xw: Vec<f32>,
-    w_hh: Vec<f32>,
-    bias: Vec<f32>,
-    dy: Vec<f32>,
-    dg: Vec<f32>,
-    dgh: Vec<f32>,
-    carry: Vec<f32>,
-    lengths: Vec<u32>,
-}
-
-/// The fused steps of `cell` over a whole sequence, forward, then backward with W_hh halved in
-/// between (as an update changes it), then the initial-state gradient: the GPU check's sequence.
-fn run_steps<B: Backend<Elem = f32>>(
-    be: &mut B,
-    cell: Cell,
-    d: &StepData,
-    base: Step,
-    reverse: bool,
-) -> Result<StepData> {
-    let (f, u) = upload(
-        be,
-        &[
-            d.states.clone(),
-            d.cells.clone(),
-            d.gates.clone(),
-            d.y.clone(),
-            d.xw.clone(),
-            d.w_hh.clone(),
-            d.bias.clone(),
-            d.dy.clone(),
-            d.dg.clone(),
-            d.dgh.clone(),
-            d.carry.clone(),
-        ],
-        std::slice::from_ref(&d.lengths),
-    )?;
-    let t_len = d.xw.len() / (base.batch * cell.gates() * base.hidden);
-    let time = |s: usize| if reverse { t_len - 1 - s } else { s };
-    let slots = |t: usize| if reverse { (t + 1, t) } else { (t, t + 1) };
-    let bufs = StepBufs {
-        states: &f[0],
-        cells: Some(&f[1]),
-        gates: Some(&f[2]),
-        y: &f[3],
-        xw: &f[4],
-        w_hh: &f[5],
-        bias: &f[6],
-        lengths: &u[0],
-        dy: Some(&f[7]),
-        dg: Some(&f[8]),
-        dgh: Some(&f[9]),
-        carry: Some(&f[10]),
-    };
-    for s in 0..t_len {
-        let t = time(s);
-        let (in_slot, out_slot) = slots(t);
-        be.run(Op::Step { cell, bufs, s: Step { t, in_slot, out_slot, ..base }, backward: false })?;
-    }
-    let halved: Vec<f32> = d.w_hh.iter().map(|w| w * 0.5).collect();
-    be.write(&f[5], &halved)?;
-    for s in 0..=t_len {
-        let (t, next_t, mode) = if s == t_len {
-            (0, time(0), StepMode::Initial)
-        } else {
-            let t = time(t_len - 1 - s);
-            let next_t = if s == 0 { t } else { time(t_len - s) };
-            (t, next_t, if s == 0 { StepMode::First } else { StepMode::Later })
-        };
-        let (in_slot, out_slot) = slots(t);
-        be.run(Op::Step {
-            cell,
-            bufs,
-            s: Step { t, in_slot, out_slot, next_t, mode, ..base },
-            backward: true,
-        })?;
-    }
-    let mut read = |i: usize| be.read(&f[i]);
-    Ok(StepData {
-        states: read(0)?,
-        cells: read(1)?,
-        gates: read(2)?,
-        y: read(3)?,
-        xw: read(4)?,
-        w_hh: read(5)?,
-        bias: read(6)?,
-        dy: read(7)?,
-        dg: read(8)?,
-        dgh: read(9)?,
-        carry: read(10)?,
-        lengths: d.lengths.clone(),
-    })
-}
-
-fn step_checks(
-    isa: Isa,
-    cell: Cell,
-    t_len: usize,
-    b: usize,
-    h: usize,
-    reverse: bool,
-    seed: u64,
-) -> Result<Vec<Check>> {
-    let mut rng = Rng::seed_from_u64(seed);
-    let gh = cell.gates() * h;
-    let state_base = if reverse { 4 } else { 0 };
-    let state_len = state_base + (t_len + 1) * b * h;
-    let out_stride = 2 * h;
-    let out_col = if reverse { h } else { 0 };
-    let bias_hh = gh + 3;
-    let scale = 1.0 / (h as f32).sqrt();
-    let mut lengths: Vec<u32> = (0..b).map(|_| 1 + rng.below(t_len) as u32).collect();
-    lengths[0] = t_len as u32;
-    let mut states = nan(state_len);
-    let mut cells = nan(state_len);
-    let first = state_base + (if reverse { t_len } else { 0 }) * b * h;
-    for i in 0..b * h {
-        states[first + i] = rng.uniform_in(-1.0, 1.0) as f32;
-        cells[first + i] = rng.uniform_in(-1.0, 1.0) as f32;
-    }
-    let data = StepData {
-        states,
-        cells,
-        gates: nan((t_len * b * cell.saved() * h).max(1)),
-        y: nan(t_len * b * out_stride),
-        xw: rng.uniform_vec(t_len * b * gh, -1.0, 1.0),
-        w_hh: rng.uniform_vec(gh * h, -scale, scale),
-        bias: rng.uniform_vec(bias_hh + gh, -scale, scale),
-        dy: rng.uniform_vec(t_len * b * out_stride, -1.0, 1.0),
-        dg: nan(t_len * b * gh),
-        dgh: nan(t_len * b * gh),
-        carry: rng.uniform_vec(2 * b * h, -1.0, 1.0),
-        lengths,
-    };
-    let base = Step {
-        t: 0,
-        batch: b,
-        hidden: h,
-        in_slot: 0,
-        out_slot: 0,
-        state_base,
-        out_stride,
-        out_col,
-        bias_hh,
-        next_t: 0,
-        mode: StepMode::First,
-    };
-    let n = run_steps(&mut NativeBackend::with_isa(isa)?, cell, &data, base, reverse)?;
-    let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &data, base, reverse)?;
-    let shape = format!("T{t_len} B{b} H{h}{} {}", if reverse { " reverse" } else { "" }, isa.name());
-    let tol = Tolerance::accumulation(gh);
-    let name = cell.name();
-    let written = |v: &[f32]| v[state_base..state_base + (t_len + 1) * b * h].to_vec();
-    let own = |v: &[f32]| -> Vec<f32> {
-        v.chunks(out_stride).flat_map(|row| row[out_col..out_col + h].to_vec()).collect()
-    };
-    let mut out = vec![
-        compare(
-            &format!("{name}_step_forward.states"),
-            shape.clone(),
-            &written(&n.states),
-            &written(&r.states),
-            tol,
-        ),
-        compare(&format!("{name}_step_forward.y"), shape.clone(), &own(&n.y), &own(&r.y), tol),
-        compare(&format!("{name}_step_backward.dg"), shape.clone(), &n.dg, &r.dg, tol),
-        compare(&format!("{name}_step_backward.carry"), shape.clone(), &n.carry, &r.carry, tol),
-    ];
-    if cell.saved() > 0 {
-        out.push(compare(&format!("{name}_step_forward.gates"), shape.clone(), &n.gates, &r.gates, tol));
-    }
-    if cell == Cell::Lstm {
-        out.push(compare(
-            &format!("{name}_step_forward.cells"),
-            shape.clone(),
-            &written(&n.cells),
-            &written(&r.cells),
-            tol,
-        ));
-    }
-    if cell == Cell::Gru {
-        out.push(compare(&format!("{name}_step_backward.dgh"), shape, &n.dgh, &r.dgh, tol));
     }
     Ok(out)
 }

@@ -2,11 +2,12 @@
 
 use bytemuck::{Pod, Zeroable};
 
-use super::{need, to_u32};
+use super::to_u32;
+use crate::cell::Cell;
 use crate::error::{Error, Result, check_nonzero};
 use crate::gpu::program::Program;
 use crate::gpu::tensor::GpuTensor;
-use crate::ops::{Cell, Step, StepBufs, StepMode};
+use crate::ops::{Step, StepBufs, StepMode};
 
 #[repr(C)]
 #[derive(Clone, Copy, Pod, Zeroable)]
@@ -97,9 +98,8 @@ impl StepTiling {
     }
 }
 
-/// Checks every buffer a step kernel touches against the extent `s` implies, and builds its
-/// parameters, its grid and its dispatch.
-struct StepCheck {
+/// The parameters, grid and multiply-adds of one step dispatch.
+struct Launch {
     op: &'static str,
     s: Step,
     tiling: StepTiling,
@@ -107,45 +107,22 @@ struct StepCheck {
     macs: u64,
 }
 
-impl StepCheck {
+impl Launch {
     /// `gates`: the cell's gate count; `backward`: the backward kernel (a sum over G*H for each
     /// unit) rather than the forward one (G sums over H).
-    fn new(op: &'static str, s: Step, gates: usize, backward: bool) -> StepCheck {
+    fn new(op: &'static str, s: Step, gates: usize, backward: bool) -> Result<Launch> {
+        check_nonzero(op, "batch", s.batch)?;
+        check_nonzero(op, "hidden", s.hidden)?;
+        if s.batch > MAX_STEP_BATCH {
+            return Err(Error::range(op, "batch", s.batch, format!("at most {MAX_STEP_BATCH}")));
+        }
         // A thread's 4 columns: the gates of one unit forward (shaders/*.wgsl::FORWARD_UNITS),
         // 4 units where there is one gate, and backward.
         let units = if backward || gates == 1 { 4 } else { 1 };
         let tiling = StepTiling::new(s.hidden, s.batch, units);
         let macs =
             if backward && s.mode == StepMode::First { 0 } else { gates * s.hidden * s.hidden * s.batch };
-        StepCheck { op, s, tiling, macs: macs as u64 }
-    }
-
-    fn at_least(&self, what: &str, t: &GpuTensor, n: usize) -> Result<()> {
-        if t.len() < n {
-            return Err(Error::shape(self.op, what, t.shape(), &[n]));
-        }
-        Ok(())
-    }
-
-    fn states(&self, t: &GpuTensor) -> Result<()> {
-        let s = &self.s;
-        let slots = s.in_slot.max(s.out_slot) + 1;
-        self.at_least("states", t, s.state_base + slots * s.batch * s.hidden)
-    }
-
-    fn per_step(&self, what: &str, t: &GpuTensor, width: usize, last_t: usize) -> Result<()> {
-        self.at_least(what, t, (last_t + 1) * self.s.batch * width)
-    }
-
-    fn common(&self, cell: Cell, w_hh: &GpuTensor, lengths: &GpuTensor) -> Result<()> {
-        let s = &self.s;
-        check_nonzero(self.op, "batch", s.batch)?;
-        check_nonzero(self.op, "hidden", s.hidden)?;
-        if s.batch > MAX_STEP_BATCH {
-            return Err(Error::range(self.op, "batch", s.batch, format!("at most {MAX_STEP_BATCH}")));
-        }
-        self.at_least("w_hh", w_hh, cell.gates() * s.hidden * s.hidden)?;
-        need(self.op, "lengths", lengths, s.batch)
+        Ok(Launch { op, s, tiling, macs: macs as u64 })
     }
 
     fn params(&self) -> Result<StepParams> {
@@ -173,194 +150,67 @@ impl StepCheck {
             _pad: [0; 2],
         })
     }
+}
 
-    fn last_t(&self) -> usize {
-        self.s.t.max(self.s.next_t)
+/// The fused step of `cell` at time `s.t`, forward or backward (or, in `StepMode::Initial`, the
+/// initial state's gradient): `<family>_step_forward` or `_backward` of shaders/<family>.wgsl,
+/// each buffer at its binding of shaders/step_common.wgsl where the cell uses it. The shapes are
+/// `Op::check`'s.
+pub fn step(
+    prog: &mut Program,
+    cell: Cell,
+    b: &StepBufs<'_, GpuTensor, GpuTensor>,
+    s: Step,
+    backward: bool,
+) -> Result<()> {
+    let op = if backward { "step_backward" } else { "step_forward" };
+    crate::ops::Op::Step { cell, bufs: *b, s, backward }.check(GpuTensor::len, GpuTensor::len)?;
+    let launch = Launch::new(op, s, cell.gates(), backward)?;
+    fn needed<'a>(
+        op: &'static str,
+        cell: Cell,
+        what: &str,
+        buf: Option<&'a GpuTensor>,
+    ) -> Result<&'a GpuTensor> {
+        buf.ok_or_else(|| Error::invalid(op, format!("{} needs its {what} buffer", cell.name())))
     }
-
-    /// Dispatches `entry` of the step family `cell` with `buffers` (storage binding, tensor),
-    /// W_hh at binding 6 and the lengths as a uniform at binding 8.
-    fn dispatch(
-        &self,
-        prog: &mut Program,
-        cell: &'static str,
-        constants: &[(&'static str, u64)],
-        buffers: &[(u32, &GpuTensor)],
-        w_hh: &GpuTensor,
-        lengths: &GpuTensor,
-    ) -> Result<()> {
-        let mut storage = buffers.to_vec();
-        storage.push((6, w_hh));
-        let uniforms = [(8, lengths, crate::gpu::tensor::U32_BUFFER_BYTES)];
-        let groups = self.tiling.groups(self.s.hidden, self.s.batch);
-        prog.dispatch_with_uniforms(cell, self.op, constants, &storage, &uniforms, &self.params()?, groups)?;
-        prog.count_macs(self.macs);
-        Ok(())
+    let mut storage: Vec<(u32, &GpuTensor)> = vec![(6, b.w_hh)];
+    if cell.has_cell_state() {
+        storage.push((2, needed(op, cell, "cells", b.cells)?));
     }
-}
-
-/// The LSTM step at time `s.t` (shaders/lstm.wgsl).
-#[allow(clippy::too_many_arguments)]
-pub fn lstm_step_forward(
-    prog: &mut Program,
-    states: &GpuTensor,  // see shaders/step_common.wgsl
-    cells: &GpuTensor,   // like states
-    gates: &GpuTensor,   // (T, B, 4H)
-    y: &GpuTensor,       // (T, B, D*H)
-    xw: &GpuTensor,      // (T, B, 4H)
-    w_hh: &GpuTensor,    // (4H, H)
-    bias: &GpuTensor,    // b_ih (4H), b_hh at s.bias_hh
-    lengths: &GpuTensor, // (B) u32
-    s: Step,
-) -> Result<()> {
-    let c = StepCheck::new("lstm_step_forward", s, 4, false);
-    let (h, b) = (s.hidden, s.batch);
-    c.common(Cell::Lstm, w_hh, lengths)?;
-    c.states(states)?;
-    c.at_least("cells", cells, s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h)?;
-    c.per_step("gates", gates, 4 * h, s.t)?;
-    c.per_step("y", y, s.out_stride, s.t)?;
-    c.per_step("xw", xw, 4 * h, s.t)?;
-    c.at_least("bias", bias, s.bias_hh + 4 * h)?;
-    c.dispatch(
-        prog,
-        "lstm",
-        &[],
-        &[(1, states), (2, cells), (3, gates), (4, y), (5, xw), (7, bias)],
-        w_hh,
-        lengths,
-    )
-}
-
-/// The LSTM backward step at time `s.t` (or, in `StepMode::Initial`, the initial-state gradient).
-#[allow(clippy::too_many_arguments)]
-pub fn lstm_step_backward(
-    prog: &mut Program,
-    cells: &GpuTensor,
-    gates: &GpuTensor,
-    w_hh: &GpuTensor,
-    lengths: &GpuTensor,
-    dy: &GpuTensor,    // (T, B, D*H)
-    dg: &GpuTensor,    // (T, B, 4H)
-    carry: &GpuTensor, // (2, B, H)
-    s: Step,
-) -> Result<()> {
-    let c = StepCheck::new("lstm_step_backward", s, 4, true);
-    let (h, b) = (s.hidden, s.batch);
-    c.common(Cell::Lstm, w_hh, lengths)?;
-    c.at_least("cells", cells, s.state_base + (s.in_slot.max(s.out_slot) + 1) * b * h)?;
-    c.per_step("gates", gates, 4 * h, s.t)?;
-    c.per_step("dy", dy, s.out_stride, s.t)?;
-    c.per_step("dg", dg, 4 * h, c.last_t())?;
-    need(c.op, "carry", carry, 2 * b * h)?;
-    c.dispatch(prog, "lstm", &[], &[(2, cells), (3, gates), (9, dy), (10, dg), (12, carry)], w_hh, lengths)
-}
-
-/// The GRU step at time `s.t` (shaders/gru.wgsl).
-#[allow(clippy::too_many_arguments)]
-pub fn gru_step_forward(
-    prog: &mut Program,
-    states: &GpuTensor,
-    gates: &GpuTensor, // (T, B, 4H): r, z, n, hn
-    y: &GpuTensor,
-    xw: &GpuTensor,   // (T, B, 3H)
-    w_hh: &GpuTensor, // (3H, H)
-    bias: &GpuTensor,
-    lengths: &GpuTensor,
-    s: Step,
-) -> Result<()> {
-    let c = StepCheck::new("gru_step_forward", s, 3, false);
-    let h = s.hidden;
-    c.common(Cell::Gru, w_hh, lengths)?;
-    c.states(states)?;
-    c.per_step("gates", gates, 4 * h, s.t)?;
-    c.per_step("y", y, s.out_stride, s.t)?;
-    c.per_step("xw", xw, 3 * h, s.t)?;
-    c.at_least("bias", bias, s.bias_hh + 3 * h)?;
-    c.dispatch(prog, "gru", &[], &[(1, states), (3, gates), (4, y), (5, xw), (7, bias)], w_hh, lengths)
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn gru_step_backward(
-    prog: &mut Program,
-    states: &GpuTensor,
-    gates: &GpuTensor,
-    w_hh: &GpuTensor,
-    lengths: &GpuTensor,
-    dy: &GpuTensor,
-    dgx: &GpuTensor,   // (T, B, 3H)
-    dgh: &GpuTensor,   // (T, B, 3H)
-    carry: &GpuTensor, // (2, B, H)
-    s: Step,
-) -> Result<()> {
-    let c = StepCheck::new("gru_step_backward", s, 3, true);
-    let (h, b) = (s.hidden, s.batch);
-    c.common(Cell::Gru, w_hh, lengths)?;
-    c.states(states)?;
-    c.per_step("gates", gates, 4 * h, s.t)?;
-    c.per_step("dy", dy, s.out_stride, s.t)?;
-    c.per_step("dgx", dgx, 3 * h, s.t)?;
-    c.per_step("dgh", dgh, 3 * h, c.last_t())?;
-    need(c.op, "carry", carry, 2 * b * h)?;
-    let buffers = [(1, states), (3, gates), (9, dy), (10, dgh), (11, dgx), (12, carry)];
-    c.dispatch(prog, "gru", &[], &buffers, w_hh, lengths)
-}
-
-/// The Elman RNN step at time `s.t` (shaders/rnn.wgsl), tanh or relu.
-#[allow(clippy::too_many_arguments)]
-pub fn rnn_step_forward(
-    prog: &mut Program,
-    states: &GpuTensor,
-    y: &GpuTensor,
-    xw: &GpuTensor,   // (T, B, H)
-    w_hh: &GpuTensor, // (H, H)
-    bias: &GpuTensor,
-    lengths: &GpuTensor,
-    s: Step,
-    relu: bool,
-) -> Result<()> {
-    let c = StepCheck::new("rnn_step_forward", s, 1, false);
-    c.common(Cell::Rnn { relu }, w_hh, lengths)?;
-    c.states(states)?;
-    c.per_step("y", y, s.out_stride, s.t)?;
-    c.per_step("xw", xw, s.hidden, s.t)?;
-    c.at_least("bias", bias, s.bias_hh + s.hidden)?;
-    c.dispatch(
-        prog,
-        "rnn",
-        &[("RELU", relu as u64)],
-        &[(1, states), (4, y), (5, xw), (7, bias)],
-        w_hh,
-        lengths,
-    )
-}
-
-#[allow(clippy::too_many_arguments)]
-pub fn rnn_step_backward(
-    prog: &mut Program,
-    states: &GpuTensor,
-    w_hh: &GpuTensor,
-    lengths: &GpuTensor,
-    dy: &GpuTensor,
-    dg: &GpuTensor,    // (T, B, H)
-    carry: &GpuTensor, // (2, B, H)
-    s: Step,
-    relu: bool,
-) -> Result<()> {
-    let c = StepCheck::new("rnn_step_backward", s, 1, true);
-    c.common(Cell::Rnn { relu }, w_hh, lengths)?;
-    c.states(states)?;
-    c.per_step("dy", dy, s.out_stride, s.t)?;
-    c.per_step("dg", dg, s.hidden, c.last_t())?;
-    need(c.op, "carry", carry, 2 * s.batch * s.hidden)?;
-    c.dispatch(
-        prog,
-        "rnn",
-        &[("RELU", relu as u64)],
-        &[(1, states), (9, dy), (10, dg), (12, carry)],
-        w_hh,
-        lengths,
-    )
+    if cell.saved() > 0 {
+        storage.push((3, needed(op, cell, "gates", b.gates)?));
+    }
+    if !backward {
+        storage.extend([(1, b.states), (4, b.y), (5, b.xw), (7, b.bias)]);
+    } else {
+        if !cell.has_cell_state() {
+            storage.push((1, b.states));
+        }
+        // Binding 10 holds the gradients the next step sends back through W_hh (the recurrent
+        // ones), 11 the input ones where the cell splits them.
+        let dg = needed(op, cell, "dg", b.dg)?;
+        match cell.splits_recurrent_gradient() {
+            true => storage.extend([(10, needed(op, cell, "dgh", b.dgh)?), (11, dg)]),
+            false => storage.push((10, dg)),
+        }
+        storage.extend([(9, needed(op, cell, "dy", b.dy)?), (12, needed(op, cell, "carry", b.carry)?)]);
+    }
+    let entry = cell.entry(backward);
+    let uniforms = [(8, b.lengths, crate::gpu::tensor::U32_BUFFER_BYTES)];
+    let groups = launch.tiling.groups(s.hidden, s.batch);
+    let constants = cell.constants();
+    prog.dispatch_with_uniforms(
+        cell.family(),
+        entry,
+        &constants,
+        &storage,
+        &uniforms,
+        &launch.params()?,
+        groups,
+    )?;
+    prog.count_macs(launch.macs);
+    Ok(())
 }
 
 #[cfg(test)]
@@ -398,83 +248,5 @@ mod tests {
                 }
             }
         }
-    }
-}
-
-/// A buffer a cell's step needs (`Op::check` has refused its absence already).
-fn needed<'a>(cell: Cell, what: &str, b: Option<&'a GpuTensor>) -> Result<&'a GpuTensor> {
-    b.ok_or_else(|| Error::invalid("step", format!("{} needs its {what} buffer", cell.name())))
-}
-
-/// The forward step of `cell` on the buffers of `b`.
-pub fn step_forward(
-    prog: &mut Program,
-    cell: Cell,
-    b: &StepBufs<'_, GpuTensor, GpuTensor>,
-    s: Step,
-) -> Result<()> {
-    match cell {
-        Cell::Lstm => lstm_step_forward(
-            prog,
-            b.states,
-            needed(cell, "cells", b.cells)?,
-            needed(cell, "gates", b.gates)?,
-            b.y,
-            b.xw,
-            b.w_hh,
-            b.bias,
-            b.lengths,
-            s,
-        ),
-        Cell::Gru => gru_step_forward(
-            prog,
-            b.states,
-            needed(cell, "gates", b.gates)?,
-            b.y,
-            b.xw,
-            b.w_hh,
-            b.bias,
-            b.lengths,
-            s,
-        ),
-        Cell::Rnn { relu } => rnn_step_forward(prog, b.states, b.y, b.xw, b.w_hh, b.bias, b.lengths, s, relu),
-    }
-}
-
-/// The backward step of `cell` on the buffers of `b`.
-pub fn step_backward(
-    prog: &mut Program,
-    cell: Cell,
-    b: &StepBufs<'_, GpuTensor, GpuTensor>,
-    s: Step,
-) -> Result<()> {
-    let dy = needed(cell, "dy", b.dy)?;
-    let dg = needed(cell, "dg", b.dg)?;
-    let carry = needed(cell, "carry", b.carry)?;
-    match cell {
-        Cell::Lstm => lstm_step_backward(
-            prog,
-            needed(cell, "cells", b.cells)?,
-            needed(cell, "gates", b.gates)?,
-            b.w_hh,
-            b.lengths,
-            dy,
-            dg,
-            carry,
-            s,
-        ),
-        Cell::Gru => gru_step_backward(
-            prog,
-            b.states,
-            needed(cell, "gates", b.gates)?,
-            b.w_hh,
-            b.lengths,
-            dy,
-            dg,
-            needed(cell, "dgh", b.dgh)?,
-            carry,
-            s,
-        ),
-        Cell::Rnn { relu } => rnn_step_backward(prog, b.states, b.w_hh, b.lengths, dy, dg, carry, s, relu),
     }
 }
