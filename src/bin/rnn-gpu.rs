@@ -163,7 +163,7 @@ struct ForwardArgs {
     /// Where to write `output`, `h_n`, `c_n`, `logits` and the `grad.*` tensors.
     #[arg(long)]
     out: PathBuf,
-    /// The cell of a bare PyTorch state_dict: rnn, rnn_relu, lstm or gru.
+    /// The cell of a bare PyTorch state_dict (one of the names `train --cell` takes).
     #[arg(long)]
     cell: Option<String>,
     /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
@@ -179,7 +179,7 @@ struct TrainArgs {
     /// Folder for checkpoint.safetensors, best.safetensors, loss.csv, loss.png.
     #[arg(long, default_value = "runs/char")]
     out: PathBuf,
-    /// rnn, rnn_relu, lstm or gru.
+    /// The recurrent cell (an unknown name is answered with the list).
     #[arg(long, default_value = "lstm")]
     cell: String,
     #[arg(long, default_value_t = 128)]
@@ -421,7 +421,10 @@ fn verify(device: &str) -> rnn_gpu::Result<ExitCode> {
 fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
     Cell::from_name(name).ok_or_else(|| rnn_gpu::Error::Invalid {
         op: "--cell",
-        message: format!("unknown cell {name:?}; use rnn, rnn_relu, lstm or gru"),
+        message: format!(
+            "unknown cell {name:?}; use one of {}",
+            Cell::ALL.map(Cell::name).join(", ")
+        ),
     })
 }
 
