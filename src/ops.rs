@@ -495,6 +495,8 @@ impl<F, I> Op<'_, F, I> {
                 at_least("step state", len(state), step_state::LEN)
             }
             Op::ClipByValue { lo, hi, .. } => {
+                // Written so that a NaN bound is refused too.
+                #[allow(clippy::neg_cmp_op_on_partial_ord)]
                 if !(lo <= hi) {
                     return Err(Error::invalid(op, format!("lo = {lo} must not exceed hi = {hi}")));
                 }

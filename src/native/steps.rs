@@ -459,6 +459,7 @@ impl Lanes {
     ///
     /// # Safety
     /// Each input pointer must give `n` readable values.
+    #[allow(clippy::needless_range_loop)]
     unsafe fn stage(&mut self, staged: &mut [[[f32; UNITS]; 4]; 6], g: usize, n: usize) {
         let copy = |dst: &mut [f32; UNITS], src: *const f32| {
             // SAFETY: the caller's contract.
@@ -567,6 +568,7 @@ struct Bwd<C> {
 
 impl<C: CellMath> Epilogue for Bwd<C> {
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
     fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
         let (h, g, u0, n) = (self.at.h, C::GATES, units.start, units.len());
         // Staged as in `Fwd`.
@@ -668,6 +670,7 @@ fn check(what: &str, len: usize, need: usize) {
 }
 
 /// Checks the buffers every forward step reads and writes.
+#[allow(clippy::too_many_arguments)]
 fn check_forward(
     s: &Step,
     g: usize,

@@ -453,7 +453,7 @@ pub fn check_gather(
     Ok(vec![
         compare("gather", shape.clone(), &ctx.download(&gout)?, &out, Tolerance::ELEMENTWISE),
         compare(
-            if width % 4 == 0 { "scatter_add4" } else { "scatter_add" },
+            if width.is_multiple_of(4) { "scatter_add4" } else { "scatter_add" },
             shape,
             &ctx.download(&gdtable)?,
             &dtable,

@@ -300,7 +300,9 @@ mod tests {
         for (k, split) in [(6400, 4), (67, 3), (9, 2), (8, 3), (1, 64)] {
             let plan = MatmulPlan::forced(&Matmul::new(5, 7, k), MatmulTile::MEDIUM, false, split);
             let chunk = plan.k_chunk();
-            assert!(chunk % MATMUL_BK == 0 && (plan.parts - 1) * chunk < k && plan.parts * chunk >= k);
+            assert!(
+                chunk.is_multiple_of(MATMUL_BK) && (plan.parts - 1) * chunk < k && plan.parts * chunk >= k
+            );
         }
         let big = MatmulPlan::new(&Matmul::new(4096, 4096, 4096));
         assert_eq!(big.tile, MatmulTile::LARGE);

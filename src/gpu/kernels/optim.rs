@@ -26,6 +26,8 @@ pub(super) fn need_state(op: &'static str, state: &GpuTensor) -> Result<()> {
 
 /// `grad = clamp(grad, lo, hi)`
 pub fn clip_by_value(prog: &mut Program, grad: &GpuTensor, lo: f32, hi: f32) -> Result<()> {
+    // Written so that a NaN bound is refused too.
+    #[allow(clippy::neg_cmp_op_on_partial_ord)]
     if !(lo <= hi) {
         return Err(Error::invalid("clip_by_value", format!("lo = {lo} must not exceed hi = {hi}")));
     }

@@ -244,7 +244,7 @@ mod tests {
                         "{t:?}"
                     );
                     assert!(t.col_groups * t.row_groups * t.k_split <= STEP_WG, "{t:?}");
-                    assert!(t.k_split <= STEP_KC && STEP_KC % t.k_split == 0, "{t:?}");
+                    assert!(t.k_split <= STEP_KC && STEP_KC.is_multiple_of(t.k_split), "{t:?}");
                 }
             }
         }

@@ -1,0 +1,266 @@
+//! `train` and `sample`: character models on text.
+
+use super::*;
+
+#[derive(Args)]
+pub(crate) struct TrainArgs {
+    /// The text to learn.
+    #[arg(long, default_value = "data/tinyshakespeare.txt")]
+    text: PathBuf,
+    /// Folder for checkpoint.safetensors, best.safetensors, loss.csv, loss.png.
+    #[arg(long, default_value = "runs/char")]
+    out: PathBuf,
+    /// The recurrent cell (an unknown name is answered with the list).
+    #[arg(long, default_value = "lstm")]
+    cell: String,
+    #[arg(long, default_value_t = 128)]
+    hidden: usize,
+    #[arg(long, default_value_t = 2)]
+    layers: usize,
+    /// Dropout between layers in training.
+    #[arg(long, default_value_t = 0.0)]
+    dropout: f32,
+    /// Characters per chunk of truncated BPTT.
+    #[arg(long, default_value_t = 64)]
+    seq_len: usize,
+    #[arg(long, default_value_t = 32)]
+    batch: usize,
+    /// The update rule (src/update).
+    #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(rnn_gpu::update::cli_names()))]
+    optimizer: String,
+    #[arg(long, default_value_t = 3e-3)]
+    lr: f32,
+    /// Multiply the learning rate by this after every evaluation.
+    #[arg(long, default_value_t = 1.0)]
+    lr_decay: f32,
+    /// Clip the global gradient norm to this (0: off).
+    #[arg(long, default_value_t = 5.0)]
+    clip: f32,
+    /// Clamp each gradient element to +-this (0: off).
+    #[arg(long, default_value_t = 0.0)]
+    clip_value: f32,
+    #[arg(long, default_value_t = 600)]
+    steps: usize,
+    /// Measure the validation loss and checkpoint every this many steps.
+    #[arg(long, default_value_t = 100)]
+    eval_every: usize,
+    /// Validation chunks per evaluation (0: all).
+    #[arg(long, default_value_t = 16)]
+    eval_batches: usize,
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
+    #[arg(long, default_value = "auto")]
+    device: String,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// Continue from OUT/checkpoint.safetensors.
+    #[arg(long)]
+    resume: bool,
+}
+
+#[derive(Args)]
+pub(crate) struct SampleArgs {
+    /// A model file or checkpoint written by `rnn-gpu train`.
+    #[arg(long, default_value = "runs/char/best.safetensors")]
+    model: PathBuf,
+    /// Text to start from.
+    #[arg(long, default_value = "\n")]
+    prime: String,
+    /// Characters to generate.
+    #[arg(long, default_value_t = 500)]
+    len: usize,
+    /// 0 picks the most likely character each time.
+    #[arg(long, default_value_t = 0.8)]
+    temperature: f32,
+    /// Draw among the k most likely characters only (0: all).
+    #[arg(long, default_value_t = 0)]
+    top_k: usize,
+    #[arg(long, default_value_t = 1)]
+    seed: u64,
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+pub(crate) fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
+    Cell::from_name(name).ok_or_else(|| rnn_gpu::Error::Invalid {
+        op: "--cell",
+        message: format!("unknown cell {name:?}; use one of {}", Cell::ALL.map(Cell::name).join(", ")),
+    })
+}
+
+/// With `--resume`, the checkpoint decides the model and the optimizer: a flag given explicitly
+/// that says otherwise is refused, named with both values, rather than silently ignored.
+pub(crate) fn resume_conflicts(
+    a: &TrainArgs,
+    given: &dyn Fn(&str) -> bool,
+) -> rnn_gpu::Result<(Cell, usize, usize, f32, Optimizer, Clip)> {
+    let (spec, opt, clip) = rnn_gpu::train::text::checkpoint_settings(&a.out)?;
+    let mut conflicts = Vec::new();
+    let mut differs = |flag: &str, mine: String, theirs: String| {
+        if given(flag) && mine != theirs {
+            conflicts.push(format!("--{} {mine} (the checkpoint's: {theirs})", flag.replace('_', "-")));
+        }
+    };
+    differs("cell", parse_cell(&a.cell)?.name().into(), spec.cell.name().into());
+    differs("hidden", a.hidden.to_string(), spec.hidden.to_string());
+    differs("layers", a.layers.to_string(), spec.layers.to_string());
+    differs("dropout", a.dropout.to_string(), spec.dropout.to_string());
+    let named = Optimizer::from_name(&a.optimizer, opt.lr()).map(|o| o == opt);
+    differs(
+        "optimizer",
+        a.optimizer.clone(),
+        if named == Some(true) { a.optimizer.clone() } else { opt.name().into() },
+    );
+    differs("lr", a.lr.to_string(), opt.lr().to_string());
+    differs("clip", a.clip.to_string(), clip.max_norm.to_string());
+    differs("clip_value", a.clip_value.to_string(), clip.value.to_string());
+    if given("seed") {
+        conflicts.push("--seed (the checkpoint carries its own random state)".into());
+    }
+    if !conflicts.is_empty() {
+        return Err(rnn_gpu::Error::Invalid {
+            op: "--resume",
+            message: format!(
+                "the checkpoint in {} is not what these flags ask for: {}. Drop them to continue the \
+                 checkpoint as it was, or train a new model into another --out",
+                a.out.display(),
+                conflicts.join(", ")
+            ),
+        });
+    }
+    Ok((spec.cell, spec.hidden, spec.layers, spec.dropout, opt, clip))
+}
+
+pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Result<ExitCode> {
+    let (cell, hidden, layers, dropout, optimizer, clip) = if a.resume {
+        resume_conflicts(&a, given)?
+    } else {
+        let optimizer = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
+            op: "--optimizer",
+            message: format!(
+                "unknown optimizer {:?}; use one of {}",
+                a.optimizer,
+                rnn_gpu::update::cli_names().join(", ")
+            ),
+        })?;
+        let clip = Clip { max_norm: a.clip, value: a.clip_value };
+        (parse_cell(&a.cell)?, a.hidden, a.layers, a.dropout, optimizer, clip)
+    };
+    let device = Device::from_name(&a.device)?;
+    let cfg = TextTrainConfig {
+        text: a.text,
+        out: a.out,
+        cell,
+        hidden,
+        layers,
+        dropout,
+        seq_len: a.seq_len,
+        batch: a.batch,
+        optimizer,
+        clip,
+        lr_decay: a.lr_decay,
+        steps: a.steps,
+        eval_every: a.eval_every,
+        eval_batches: a.eval_batches,
+        seed: a.seed,
+        valid_fraction: 0.1,
+        resume: a.resume,
+    };
+    outln!("device: {}", device.describe());
+    outln!(
+        "training a {}-layer {} of {} units on {} ({} steps of {}x{} characters, {} lr {}), writing to {}",
+        cfg.layers,
+        cfg.cell.name(),
+        cfg.hidden,
+        cfg.text.display(),
+        cfg.steps,
+        cfg.batch,
+        cfg.seq_len,
+        cfg.optimizer.name(),
+        cfg.optimizer.lr(),
+        cfg.out.display()
+    );
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    // Ctrl-C: finish the current step, save a checkpoint, exit.
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
+    let pipe_closed = stop.clone();
+    let bar = indicatif::ProgressBar::new(cfg.steps as u64);
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}").expect("progress template"),
+    );
+    let mut report = |p: &Progress| {
+        bar.set_position(p.step as u64);
+        bar.set_message(format!(
+            "loss {:.3}  valid {}  {:.0} tok/s  {:.0}s",
+            p.train_loss,
+            if p.best_val.is_finite() { format!("{:.3}", p.best_val) } else { "-".into() },
+            p.tokens_per_sec,
+            p.elapsed
+        ));
+        if let (Some(v), Some(sample)) = (p.val_loss, &p.sample) {
+            let line = format!(
+                "step {:>6}  train {:.4}  valid {:.4}  {:.0} tok/s  {:.0}s\n  | {}",
+                p.step,
+                p.train_loss,
+                v,
+                p.tokens_per_sec,
+                p.elapsed,
+                sample.replace('\n', "\n  | ")
+            );
+            // A hidden bar (output not a terminal) swallows println: print plainly then. A closed
+            // stdout stops the run as Ctrl-C does, with its checkpoint saved.
+            if bar.is_hidden() {
+                if !try_say(format_args!("{line}")) {
+                    pipe_closed.store(true, Ordering::Relaxed);
+                }
+            } else {
+                bar.println(line)
+            }
+        }
+    };
+    let summary = train_text(&cfg, &device, &stop, &mut report)?;
+    bar.finish_and_clear();
+    if summary.interrupted {
+        outln!("interrupted at step {}; checkpoint saved, continue with --resume", summary.step);
+    }
+    outln!(
+        "done: {} steps in {:.0}s, best validation loss {:.4} nats/char, model in {}",
+        summary.step,
+        summary.elapsed,
+        summary.best_val,
+        summary.best_model.display()
+    );
+    outln!("loss curve: {}/loss.png and loss.csv", cfg.out.display());
+    outln!("sample (temperature 0.8):");
+    // Start a new line when the text has line breaks, else from its first character.
+    let text = std::fs::read_to_string(&cfg.text)
+        .map_err(|e| rnn_gpu::Error::Io { path: cfg.text.clone(), source: e })?;
+    let prime = if text.contains('\n') { "\n".to_string() } else { text.chars().take(1).collect() };
+    sample(SampleArgs {
+        model: summary.best_model,
+        prime,
+        len: 400,
+        temperature: 0.8,
+        top_k: 0,
+        seed: 1,
+        device: a.device,
+    })
+}
+
+pub(crate) fn sample(a: SampleArgs) -> rnn_gpu::Result<ExitCode> {
+    let device = Device::from_name(&a.device)?;
+    let (mut model, meta) = rnn_gpu::io::load_model(&a.model, &device, None)?;
+    let chars = meta.get("vocab").ok_or_else(|| rnn_gpu::Error::File {
+        path: a.model.clone(),
+        message: "no vocabulary: not a character model".into(),
+    })?;
+    let vocab = rnn_gpu::data::checked_vocab(&a.model, "character", chars, model.spec().input.size())?;
+    let corpus = TextCorpus { vocab: vocab.clone(), ids: Vec::new() };
+    let prime = if a.prime.is_empty() { "\n".to_string() } else { a.prime.clone() };
+    let ids = corpus.encode(&prime)?;
+    let out =
+        model.generate(&ids, a.len, Sampling { temperature: a.temperature, top_k: a.top_k, seed: a.seed })?;
+    outln!("{}{}", prime, TextCorpus::decode(&vocab, &out));
+    Ok(ExitCode::SUCCESS)
+}
