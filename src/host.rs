@@ -161,11 +161,13 @@ pub(crate) fn wr<T>(t: &HostTensor<T>) -> Result<Write<'_, T>> {
 pub(crate) struct HostMemory {
     allocated: u64,
     available: Option<u64>,
+    /// Buffers allocated so far: each starts at its own offset (see `alloc`).
+    count: usize,
 }
 
 impl HostMemory {
     pub fn new() -> Self {
-        HostMemory { allocated: 0, available: crate::error::available_memory() }
+        HostMemory { allocated: 0, available: crate::error::available_memory(), count: 0 }
     }
 
     /// A buffer of `len` copies of `zero`.
@@ -178,8 +180,14 @@ impl HostMemory {
             return Err(Error::OutOfMemory { what: what.to_string(), needed: total, available });
         }
         self.allocated = total;
-        let buf = Buffer { data: RwLock::new(vec![zero; len]), written: AtomicU64::new(next_write()) };
-        Ok(HostTensor { buf: Arc::new(buf), offset: 0, len })
+        // Large buffers start on pages, so element i of two buffers would share an address's
+        // low 12 bits, and a load from one that follows a store to the other waits on it (4K
+        // aliasing: a step reads its input projection and writes its gates at the same offsets).
+        // Each buffer starts a different number of cache lines into its allocation.
+        let offset = (self.count * 23 % 64) * 64 / std::mem::size_of::<T>().max(1);
+        self.count += 1;
+        let buf = Buffer { data: RwLock::new(vec![zero; offset + len]), written: AtomicU64::new(next_write()) };
+        Ok(HostTensor { buf: Arc::new(buf), offset, len })
     }
 }
 

@@ -313,29 +313,24 @@ impl Input {
         Input { xw: ro(&xw[at(s, s.t, g * s.hidden)..]), b_ih: ro(bias), b_hh: ro(&bias[s.bias_hh..]) }
     }
 
-    /// Gate k's projection, b_ih and b_hh for row b, units u0.. (n of them), of a `gates`-gate
-    /// cell.
+    /// Gate k's projection for row b, units u0.. (n of them), of a `gates`-gate cell.
     ///
     /// # Safety
     /// In bounds (checked by the step).
     #[inline(always)]
-    unsafe fn gate<'a>(
-        &self,
-        gates: usize,
-        h: usize,
-        b: usize,
-        k: usize,
-        u0: usize,
-        n: usize,
-    ) -> [&'a [f32]; 3] {
+    unsafe fn x<'a>(&self, gates: usize, h: usize, b: usize, k: usize, u0: usize, n: usize) -> &'a [f32] {
         // SAFETY: the caller's contract.
-        unsafe {
-            [
-                get(self.xw, b * gates * h + k * h + u0, n),
-                get(self.b_ih, k * h + u0, n),
-                get(self.b_hh, k * h + u0, n),
-            ]
-        }
+        unsafe { get(self.xw, b * gates * h + k * h + u0, n) }
+    }
+
+    /// Gate k's b_ih and b_hh for units u0.. (n of them).
+    ///
+    /// # Safety
+    /// In bounds (checked by the step).
+    #[inline(always)]
+    unsafe fn biases<'a>(&self, h: usize, k: usize, u0: usize, n: usize) -> [&'a [f32]; 2] {
+        // SAFETY: the caller's contract.
+        unsafe { [get(self.b_ih, k * h + u0, n), get(self.b_hh, k * h + u0, n)] }
     }
 
     /// Asks for row b's projection of units u0.. before it is needed.
@@ -363,47 +358,55 @@ struct Fwd<C> {
 
 impl<C: CellMath> Epilogue for Fwd<C> {
     #[inline(always)]
+    #[allow(clippy::needless_range_loop)]
     fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
         let (h, g, u0, n) = (self.at.h, C::GATES, units.start, units.len());
-        // The cell's arithmetic runs as whole vectors over UNITS lanes, reading its inputs in
-        // place in a whole block; the last block of a width that is not a multiple of UNITS is
-        // staged (padded with values not stored).
-        let mut staged = [[[0.0f32; UNITS]; 4]; 6];
-        let mut saved_s = [[0.0f32; UNITS]; 4];
-        let (mut hs, mut cs) = ([0.0f32; UNITS], [0.0f32; UNITS]);
+        // The cell's arithmetic runs over UNITS lanes of local copies (the padding of a last,
+        // partial block computed and never stored): local, so that it vectorizes without
+        // checks of aliasing. The biases are the same for every row.
+        let (mut b_ih, mut b_hh) = ([[0.0f32; UNITS]; 4], [[0.0f32; UNITS]; 4]);
+        for k in 0..g {
+            // SAFETY: see the section's header.
+            let [bi, bh] = unsafe { self.input.biases(h, k, u0, n) };
+            load(&mut b_ih[k], bi);
+            load(&mut b_hh[k], bh);
+        }
+        let (mut x, mut p, mut saved) = ([[0.0f32; UNITS]; 4], [[0.0f32; UNITS]; 4], [[0.0f32; UNITS]; 4]);
+        let (mut hp, mut cp, mut hs, mut cs) = ([0.0f32; UNITS], [0.0; UNITS], [0.0; UNITS], [0.0; UNITS]);
         for b in rows.clone() {
             if b + AHEAD < rows.end {
                 self.input.prefetch(g, h, b + AHEAD, u0, n);
             }
             let tr = &tile[(b - rows.start) * g * UNITS..][..g * UNITS];
-            // SAFETY: see the section's header; `lanes` points at UNITS values each, in place
-            // when the block is whole, else at the staged copies.
+            // SAFETY: see the section's header.
+            let (hprev, cprev) = unsafe {
+                (get(self.h_prev, b * h + u0, n), self.c_prev.map(|c| get(c, b * h + u0, n)))
+            };
+            for k in 0..g {
+                // SAFETY: as above.
+                load(&mut x[k], unsafe { self.input.x(g, h, b, k, u0, n) });
+                load(&mut p[k], &tr[k * UNITS..][..n]);
+            }
+            load(&mut hp, hprev);
+            if let Some(c) = cprev {
+                load(&mut cp, c);
+            }
+            for j in 0..UNITS {
+                let mut f = cell::Forward { h_prev: hp[j], c_prev: cp[j], ..Default::default() };
+                for k in 0..C::GATES {
+                    (f.x[k], f.b_ih[k], f.p[k], f.b_hh[k]) = (x[k][j], b_ih[k][j], p[k][j], b_hh[k][j]);
+                }
+                let o = self.cell.forward::<f32, Fast<M>>(&f);
+                for k in 0..C::SAVED {
+                    saved[k][j] = o.saved[k];
+                }
+                (hs[j], cs[j]) = (o.h, o.c);
+            }
+            // SAFETY: see the section's header.
             unsafe {
-                let hprev = get(self.h_prev, b * h + u0, n);
-                let cprev = self.c_prev.map_or(&ZERO[..n], |c| get(c, b * h + u0, n));
-                let mut lanes = Lanes::default();
-                for k in 0..g {
-                    let [x, bi, bh] = self.input.gate(g, h, b, k, u0, n);
-                    (lanes.x[k], lanes.b_ih[k], lanes.p[k], lanes.b_hh[k]) =
-                        (x.as_ptr(), bi.as_ptr(), tr[k * UNITS..].as_ptr(), bh.as_ptr());
-                }
-                (lanes.h_prev, lanes.c_prev) = (hprev.as_ptr(), cprev.as_ptr());
-                for (k, v) in saved_s.iter_mut().enumerate() {
-                    lanes.saved[k] = v.as_mut_ptr();
-                }
-                let whole = n == UNITS;
-                if let (Some(gates), true) = (self.gates, whole) {
+                if let Some(gates) = self.gates {
                     for k in 0..C::SAVED {
-                        lanes.saved[k] = gates.get().add(b * C::SAVED * h + k * h + u0);
-                    }
-                }
-                if !whole {
-                    lanes.stage(&mut staged, g, n);
-                }
-                forward_units::<C, M>(&self.cell, &lanes, &mut hs, &mut cs);
-                if let (Some(gates), false) = (self.gates, whole) {
-                    for (k, v) in saved_s.iter().enumerate().take(C::SAVED) {
-                        put(gates, b * C::SAVED * h + k * h + u0, n).copy_from_slice(&v[..n]);
+                        store(put(gates, b * C::SAVED * h + k * h + u0, n), &saved[k]);
                     }
                 }
                 let valid = self.at.valid(b);
@@ -415,97 +418,11 @@ impl<C: CellMath> Epilogue for Fwd<C> {
                     hout.copy_from_slice(hprev);
                     out.fill(0.0);
                 }
-                if let Some(c) = self.cells {
+                if let (Some(c), Some(cprev)) = (self.cells, cprev) {
                     let c = put(c, b * h + u0, n);
                     if valid { store(c, &cs) } else { c.copy_from_slice(cprev) }
                 }
             }
-        }
-    }
-}
-
-/// Zeros to read where a cell has no such input.
-static ZERO: [f32; UNITS] = [0.0; UNITS];
-
-/// Where the forward arithmetic of a block of units reads (UNITS values at each pointer) and
-/// writes its saved values.
-struct Lanes {
-    x: [*const f32; 4],
-    b_ih: [*const f32; 4],
-    p: [*const f32; 4],
-    b_hh: [*const f32; 4],
-    h_prev: *const f32,
-    c_prev: *const f32,
-    saved: [*mut f32; 4],
-}
-
-impl Default for Lanes {
-    fn default() -> Self {
-        let z = ZERO.as_ptr();
-        Lanes {
-            x: [z; 4],
-            b_ih: [z; 4],
-            p: [z; 4],
-            b_hh: [z; 4],
-            h_prev: z,
-            c_prev: z,
-            saved: [std::ptr::null_mut(); 4],
-        }
-    }
-}
-
-impl Lanes {
-    /// Copies the `n` values of each input into `staged` and points there (UNITS values each).
-    ///
-    /// # Safety
-    /// Each input pointer must give `n` readable values.
-    #[allow(clippy::needless_range_loop)]
-    unsafe fn stage(&mut self, staged: &mut [[[f32; UNITS]; 4]; 6], g: usize, n: usize) {
-        let copy = |dst: &mut [f32; UNITS], src: *const f32| {
-            // SAFETY: the caller's contract.
-            dst[..n].copy_from_slice(unsafe { std::slice::from_raw_parts(src, n) });
-            dst.as_ptr()
-        };
-        for k in 0..g {
-            self.x[k] = copy(&mut staged[0][k], self.x[k]);
-            self.b_ih[k] = copy(&mut staged[1][k], self.b_ih[k]);
-            self.p[k] = copy(&mut staged[2][k], self.p[k]);
-            self.b_hh[k] = copy(&mut staged[3][k], self.b_hh[k]);
-        }
-        self.h_prev = copy(&mut staged[4][0], self.h_prev);
-        self.c_prev = copy(&mut staged[5][0], self.c_prev);
-    }
-}
-
-/// The cell's forward arithmetic on the UNITS units of `lanes`.
-///
-/// # Safety
-/// Every pointer of `lanes` gives UNITS values (the saved ones `C::SAVED` of them), the saved
-/// ones written by no one else.
-#[inline(always)]
-unsafe fn forward_units<C: CellMath, M: MulAdd>(
-    cell: &C,
-    lanes: &Lanes,
-    hs: &mut [f32; UNITS],
-    cs: &mut [f32; UNITS],
-) {
-    for j in 0..UNITS {
-        // SAFETY: the caller's contract.
-        unsafe {
-            let mut f = cell::Forward {
-                h_prev: *lanes.h_prev.add(j),
-                c_prev: *lanes.c_prev.add(j),
-                ..Default::default()
-            };
-            for k in 0..C::GATES {
-                (f.x[k], f.b_ih[k], f.p[k], f.b_hh[k]) =
-                    (*lanes.x[k].add(j), *lanes.b_ih[k].add(j), *lanes.p[k].add(j), *lanes.b_hh[k].add(j));
-            }
-            let o = cell.forward::<f32, Fast<M>>(&f);
-            for k in 0..C::SAVED {
-                *lanes.saved[k].add(j) = o.saved[k];
-            }
-            (hs[j], cs[j]) = (o.h, o.c);
         }
     }
 }
