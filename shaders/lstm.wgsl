@@ -51,10 +51,12 @@ fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
     let dst = slot_row(p.out_slot, b) + j;
     cells[dst] = c;
     states[dst] = h;
-    gates[row] = i;
-    gates[row + H] = f;
-    gates[row + 2u * H] = g;
-    gates[row + 3u * H] = o;
+    if KEEP_GATES {
+        gates[row] = i;
+        gates[row + H] = f;
+        gates[row + 2u * H] = g;
+        gates[row + 3u * H] = o;
+    }
     y[out_index(b, j)] = out;
 }
 

@@ -74,6 +74,9 @@ var<private> p: StepParams; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> states: array<f32>; // see the layout above
 @group(0) @binding(2) var<storage, read_write> cells: array<f32>;  // the LSTM's, like states
 @group(0) @binding(3) var<storage, read_write> gates: array<f32>;  // (T, B, 4H): LSTM i, f, g, o; GRU r, z, n, hn
+// Whether the forward step writes the gates (for a backward step); off in inference, which binds
+// a placeholder.
+override KEEP_GATES: bool = true;
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;      // (T, B, D*H)
 @group(0) @binding(5) var<storage, read> xw: array<f32>;           // (T, B, G*H)
 @group(0) @binding(6) var<storage, read> w_hh: array<f32>;         // (G*H, H)

@@ -575,7 +575,9 @@ fn check_step<F, I>(
     if cell.has_cell_state() {
         need("cells", b.cells, states)?;
     }
-    if cell.saved() > 0 {
+    // The forward step keeps its gates for the backward step only where it is given somewhere
+    // to (training); the backward step reads them.
+    if cell.saved() > 0 && (backward || b.gates.is_some()) {
         per_step("gates", b.gates, cell.saved() * h, s.t)?;
     }
     if !backward {

@@ -177,7 +177,7 @@ impl<B: Backend> Exec<B> {
     ) -> Result<()> {
         let model_init = self.begin(spec, layout, batch, start, false)?;
         let graph = Self::graph(spec, layout);
-        let opts = ForwardOpts { train: false, model_init };
+        let opts = ForwardOpts { train: false, keep: false, model_init };
         let variant = Variant { model_init, ..Variant::default() };
         self.run(FORWARD, shape(batch), variant, |be, net, ws| graph.forward(be, net, ws, opts))
     }
@@ -229,7 +229,7 @@ impl<B: Backend> Exec<B> {
             be.write(buf, &to_elem(&v))?;
         }
         let graph = Self::graph(spec, layout);
-        let fo = ForwardOpts { train: false, model_init };
+        let fo = ForwardOpts { train: false, keep: true, model_init };
         let bo =
             BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, model_init };
         self.run(GRAD, shape(batch), Variant { model_init, ..Variant::default() }, |be, net, ws| {
@@ -263,7 +263,7 @@ impl<B: Backend> Exec<B> {
         let (be, ws) = self.with_ws(shape(batch))?;
         be.write_u32(&ws.seeds, &[seed])?;
         let graph = Self::graph(spec, layout);
-        let fo = ForwardOpts { train: true, model_init };
+        let fo = ForwardOpts { train: true, keep: true, model_init };
         let bo =
             BackwardOpts { train: true, from_loss: true, input_grad: false, init_grad: false, model_init };
         let variant = Variant { model_init, train: true, ..Variant::default() }.with_update(opt, clip);
@@ -290,7 +290,7 @@ impl<B: Backend> Exec<B> {
         let model_init = self.begin(spec, layout, batch, start, true)?;
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
-        let fo = ForwardOpts { train, model_init };
+        let fo = ForwardOpts { train, keep: false, model_init };
         self.run(
             EVALUATE,
             shape(batch),
@@ -315,7 +315,7 @@ impl<B: Backend> Exec<B> {
         let model_init = self.begin(spec, layout, batch, start, true)?;
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
-        let fo = ForwardOpts { train, model_init };
+        let fo = ForwardOpts { train, keep: true, model_init };
         let bo = BackwardOpts { train, from_loss: true, input_grad: true, init_grad: true, model_init };
         self.run(
             LOSS_GRAD,

@@ -171,6 +171,8 @@ struct InitWs<B: Backend> {
 pub struct ForwardOpts {
     /// Training: dropout on.
     pub train: bool,
+    /// A backward pass follows: keep what it reads (the gates). Inference keeps nothing.
+    pub keep: bool,
     /// Start from the model's own initial state, learned or conditioned (else from whatever `h0`
     /// holds).
     pub model_init: bool,
@@ -488,7 +490,7 @@ impl Graph<'_> {
                 let bufs = StepBufs::<B::Buf, B::IBuf> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
-                    gates: dw.gates.as_ref(),
+                    gates: if o.keep { dw.gates.as_ref() } else { None },
                     y: &lw.y,
                     xw: &dw.xw,
                     w_hh: &w.w_hh,

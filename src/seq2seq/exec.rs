@@ -4,6 +4,7 @@
 
 use super::Seq2SeqSpec;
 use super::graph::{self, S2sGraph, S2sWs};
+use crate::model::graph::ForwardOpts;
 use crate::backend::{Backend, Variant};
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Shape, record_update, to_elem};
@@ -109,6 +110,9 @@ const ENCODE: &str = "seq2seq encode";
 const STEP: &str = "seq2seq step";
 const REORDER: &str = "seq2seq reorder";
 
+/// Encoding and decoding for inference: no dropout, nothing kept for a backward pass.
+const INFER: ForwardOpts = ForwardOpts { train: false, keep: false, model_init: false };
+
 fn shape(src: usize, tgt: usize, batch: usize) -> Shape {
     Shape { steps: src, tgt_steps: tgt, batch }
 }
@@ -165,8 +169,9 @@ impl<B: Backend> S2sExec<B> {
         let variant = Variant { train: true, ..Variant::default() }.with_update(opt, clip);
         let opt = *opt;
         self.run(TRAIN, p.shape(), variant, |be, net, ws| {
-            graph.encode(be, net, ws, true)?;
-            graph.decode(be, net, ws, true)?;
+            let fo = ForwardOpts { train: true, keep: true, model_init: false };
+            graph.encode(be, net, ws, fo)?;
+            graph.decode(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
             graph.backward(be, net, ws, true)?;
             record_update(be, net, &opt, clip)
@@ -187,8 +192,9 @@ impl<B: Backend> S2sExec<B> {
         self.upload(spec, &p)?;
         let kind = if gradients { LOSS_GRAD } else { EVALUATE };
         self.run(kind, p.shape(), Variant::default(), |be, net, ws| {
-            graph.encode(be, net, ws, false)?;
-            graph.decode(be, net, ws, false)?;
+            let fo = ForwardOpts { train: false, keep: gradients, model_init: false };
+            graph.encode(be, net, ws, fo)?;
+            graph.decode(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
             if gradients {
                 graph.backward(be, net, ws, false)?;
@@ -213,7 +219,7 @@ impl<B: Backend> S2sExec<B> {
         be.write_u32(&ws.enc.lengths, &len)?;
         be.write_u32(&ws.dec.lengths, &vec![1; b])?;
         self.run(ENCODE, shape(steps, 1, b), Variant::default(), |be, net, ws| {
-            graph.encode(be, net, ws, false)
+            graph.encode(be, net, ws, INFER)
         })?;
         Ok(steps)
     }
@@ -230,7 +236,7 @@ impl<B: Backend> S2sExec<B> {
         let graph = S2sGraph::new(spec, layout);
         let (be, ws) = self.with_ws(s)?;
         Self::write_tokens(be, &ws.tgt, tokens, spec.tgt_vocab)?;
-        self.run(STEP, s, Variant::default(), |be, net, ws| graph.decode(be, net, ws, false))?;
+        self.run(STEP, s, Variant::default(), |be, net, ws| graph.decode(be, net, ws, INFER))?;
         let ws = self.ws(s)?;
         let logits = match (&ws.attn, &ws.dec.head) {
             (Some(a), _) => a.logits.clone(),

@@ -456,7 +456,7 @@ impl<'a> S2sGraph<'a> {
     }
 
     /// Records the encoder (from zero states) and the bridge into the decoder's initial states.
-    pub fn encode<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, train: bool) -> Result<()> {
+    pub fn encode<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, fo: ForwardOpts) -> Result<()> {
         be.run(Op::Clear { x: &ws.enc.h0 })?;
         if let Some(c0) = &ws.enc.c0 {
             be.run(Op::Clear { x: c0 })?;
@@ -464,17 +464,17 @@ impl<'a> S2sGraph<'a> {
         let input =
             ws.enc.input.as_ref().ok_or_else(|| Error::invalid("encode", "no encoder input buffer"))?;
         self.embed(be, net, input, &ws.src, "encoder.embedding.weight", ws.src_steps * ws.batch)?;
-        self.enc().forward(be, net, &ws.enc, ForwardOpts { train, model_init: false })?;
+        self.enc().forward(be, net, &ws.enc, fo)?;
         self.bridge_forward(be, net, ws)
     }
 
     /// Records the decoder over its target steps from its current initial states, then the
     /// attention and the head: the logits.
-    pub fn decode<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, train: bool) -> Result<()> {
+    pub fn decode<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>, fo: ForwardOpts) -> Result<()> {
         let input =
             ws.dec.input.as_ref().ok_or_else(|| Error::invalid("decode", "no decoder input buffer"))?;
         self.embed(be, net, input, &ws.tgt, "decoder.embedding.weight", ws.tgt_steps * ws.batch)?;
-        self.dec().forward(be, net, &ws.dec, ForwardOpts { train, model_init: false })?;
+        self.dec().forward(be, net, &ws.dec, fo)?;
         if let Some(aw) = &ws.attn {
             self.attention_forward(be, net, ws, aw)?;
         }

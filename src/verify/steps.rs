@@ -36,6 +36,7 @@ pub(super) fn nan(n: usize) -> Vec<f32> {
 }
 
 /// The buffers of one step sequence, on one device, and what the sequence leaves in them.
+#[derive(Clone)]
 struct StepData {
     states: Vec<f32>,
     cells: Vec<f32>,
@@ -53,12 +54,14 @@ struct StepData {
 
 /// The fused steps of `cell` over a whole sequence, forward, then backward with W_hh halved in
 /// between (as an update changes it), then the initial-state gradient: the GPU check's sequence.
+/// Without `keep`, the forward steps alone, as inference runs them: given no gates to keep.
 fn run_steps<B: Backend<Elem = f32>>(
     be: &mut B,
     cell: Cell,
     d: &StepData,
     base: Step,
     reverse: bool,
+    keep: bool,
 ) -> Result<StepData> {
     let (f, u) = upload(
         be,
@@ -101,14 +104,20 @@ fn run_steps<B: Backend<Elem = f32>>(
         batch: base.batch,
         variant: Default::default(),
     };
-    be.execute(key("verify steps forward"), &mut |be| {
+    let forward = StepBufs { gates: keep.then_some(&f[2]), ..bufs };
+    be.execute(key(if keep { "verify steps forward" } else { "verify steps inference" }), &mut |be| {
         for s in 0..t_len {
             let t = time(s);
             let (in_slot, out_slot) = slots(t);
-            be.run(Op::Step { cell, bufs, s: Step { t, in_slot, out_slot, ..base }, backward: false })?;
+            let s = Step { t, in_slot, out_slot, ..base };
+            be.run(Op::Step { cell, bufs: forward, s, backward: false })?;
         }
         Ok(())
     })?;
+    if !keep {
+        let mut read = |i: usize| be.read(&f[i]);
+        return Ok(StepData { states: read(0)?, cells: read(1)?, gates: read(2)?, y: read(3)?, ..d.clone() });
+    }
     // W_hh changes between the passes, as an update changes it between steps: the backward
     // steps must read the new weights.
     let halved: Vec<f32> = d.w_hh.iter().map(|w| w * 0.5).collect();
@@ -200,8 +209,9 @@ pub fn check_steps<B: Backend<Elem = f32>>(
         next_t: 0,
         mode: StepMode::First,
     };
-    let n = run_steps(&mut be, cell, &data, base, reverse)?;
-    let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &data, base, reverse)?;
+    let n = run_steps(&mut be, cell, &data, base, reverse, true)?;
+    let inference = run_steps(&mut be, cell, &data, base, reverse, false)?;
+    let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &data, base, reverse, true)?;
     let shape = format!(
         "T{t_len} B{b} H{h}{}{}{label}",
         if reverse { " reverse" } else { "" },
@@ -222,11 +232,27 @@ pub fn check_steps<B: Backend<Elem = f32>>(
             tol,
         ),
         compare(&format!("{name}_step_forward.y"), shape.clone(), &own(&n.y), &own(&r.y), tol),
+        compare(&format!("{name}_step_forward.y (inference)"), shape.clone(), &own(&inference.y), &own(&r.y), tol),
+        compare(
+            &format!("{name}_step_forward.states (inference)"),
+            shape.clone(),
+            &written(&inference.states),
+            &written(&r.states),
+            tol,
+        ),
         compare(&format!("{name}_step_backward.dg"), shape.clone(), &n.dg, &r.dg, tol),
         compare(&format!("{name}_step_backward.carry"), shape.clone(), &n.carry, &r.carry, tol),
     ];
     if cell.saved() > 0 {
         out.push(compare(&format!("{name}_step_forward.gates"), shape.clone(), &n.gates, &r.gates, tol));
+        // Inference keeps nothing: the gates are as they were given, NaN.
+        out.push(compare(
+            &format!("{name}_step_forward.gates untouched (inference)"),
+            shape.clone(),
+            &inference.gates.iter().map(|g| g.is_nan() as u8 as f32).collect::<Vec<_>>(),
+            &vec![1.0; inference.gates.len()],
+            Tolerance::ELEMENTWISE,
+        ));
     }
     if cell == Cell::Lstm {
         out.push(compare(

@@ -178,8 +178,19 @@ pub fn step(
     if cell.has_cell_state() {
         storage.push((2, needed(op, cell, "cells", b.cells)?));
     }
+    let mut constants = cell.constants();
+    let placeholder;
     if cell.saved() > 0 {
-        storage.push((3, needed(op, cell, "gates", b.gates)?));
+        let gates = match (backward, b.gates) {
+            // Inference: nothing kept, the binding filled by a buffer the step never touches.
+            (false, None) => {
+                constants.push(("KEEP_GATES", 0));
+                placeholder = prog.scratch(4)?;
+                &placeholder
+            }
+            (_, gates) => needed(op, cell, "gates", gates)?,
+        };
+        storage.push((3, gates));
     }
     if !backward {
         storage.extend([(1, b.states), (4, b.y), (5, b.xw), (7, b.bias)]);
@@ -199,7 +210,6 @@ pub fn step(
     let entry = cell.entry(backward);
     let uniforms = [(8, b.lengths, crate::gpu::tensor::U32_BUFFER_BYTES)];
     let groups = launch.tiling.groups(s.hidden, s.batch);
-    let constants = cell.constants();
     prog.dispatch_with_uniforms(
         cell.family(),
         entry,
