@@ -38,6 +38,14 @@ fn invalid_specs_are_refused() {
         let e = Model::new(spec.clone(), &Device::Cpu, 0).err().expect("refused");
         assert!(!message(e).is_empty());
     }
+    for (spec, expected) in [
+        (ModelSpec { output_dropout: -0.1, ..ModelSpec::char_model(Cell::Gru, 5, 4, 1) }, "output dropout"),
+        (ModelSpec { output_dropout: f32::NAN, ..ModelSpec::char_model(Cell::Gru, 5, 4, 1) }, "output dropout"),
+        (ModelSpec { output_dropout: 0.5, ..ModelSpec::new(Cell::Gru, InputKind::Dense(3), 4) }, "no head"),
+    ] {
+        let e = Model::new(spec, &Device::Cpu, 0).err().expect("refused");
+        assert!(message(e).contains(expected), "expected {expected}");
+    }
 }
 
 /// Sizes past every bound are refused by name before any product of them is taken, so none can

@@ -244,6 +244,30 @@ fn dropout_between_layers() {
 }
 
 #[test]
+fn dropout_on_the_head_input() {
+    for (cell, mode) in [(Cell::Lstm, OutputMode::ManyToMany), (Cell::Gru, OutputMode::ManyToOne)] {
+        let mut rng = Rng::seed_from_u64(15);
+        let base = stacked(cell, true);
+        let head = base.head.map(|h| Head { mode, ..h });
+        let spec = ModelSpec { dropout: 0.3, output_dropout: 0.5, head, ..base };
+        let batch = batch_for(&spec, &mut rng);
+        // The mask is applied: the head's input dropout alone changes the loss.
+        let layout = ParamLayout::new(&spec);
+        let init: Vec<f64> = layout.init(7).iter().map(|&v| v as f64).collect();
+        let case = |spec: ModelSpec| Case { spec, batch: batch.clone(), h0: None, dropout_seed: Some(77) };
+        let only_between = case(ModelSpec { output_dropout: 0.0, ..spec.clone() });
+        let both = case(spec);
+        let loss_of = |c: &Case| {
+            let mut exec = Exec::new(ReferenceBackend::<f64>::new(), &layout, &init).unwrap();
+            loss(&mut exec, c, &layout, Start::Fresh)
+        };
+        let (a, b) = (loss_of(&only_between), loss_of(&both));
+        assert!((a - b).abs() > 1e-6, "{}: output dropout left the loss at {a}", cell.name());
+        check(both);
+    }
+}
+
+#[test]
 fn conditioned_initial_state() {
     for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
         let mut rng = Rng::seed_from_u64(14);

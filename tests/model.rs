@@ -126,6 +126,7 @@ fn stacked(cell: Cell, hidden: usize, bidirectional: bool) -> ModelSpec {
         layers: 2,
         bidirectional,
         dropout: 0.25,
+        output_dropout: 0.2,
         head: Some(Head { outputs: 7, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
         ..ModelSpec::new(cell, InputKind::Dense(6), hidden)
     }

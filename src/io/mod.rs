@@ -2,8 +2,8 @@
 //!
 //! A model file holds `rnn.*` (PyTorch's `nn.RNN/LSTM/GRU` names) and `head.*` tensors, in f32,
 //! and metadata that describes the model (`format`, `cell`, `input`, `hidden`, `layers`,
-//! `bidirectional`, `dropout`, `learn_initial_state`, `head`, and `vocab` for a character
-//! model). A bare PyTorch state_dict saved with safetensors (names without prefix, no metadata)
+//! `bidirectional`, `dropout`, `output_dropout`, `learn_initial_state`, `head`, and `vocab` for
+//! a character model). A bare PyTorch state_dict saved with safetensors (names without prefix, no metadata)
 //! loads too: the cell is named by the caller, the sizes come from the shapes.
 //!
 //! Files are written atomically (a temporary file in the same folder, synced, then renamed): a
@@ -212,6 +212,7 @@ pub fn spec_metadata(spec: &ModelSpec) -> Metadata {
     m.insert("layers".into(), spec.layers.to_string());
     m.insert("bidirectional".into(), spec.bidirectional.to_string());
     m.insert("dropout".into(), spec.dropout.to_string());
+    m.insert("output_dropout".into(), spec.output_dropout.to_string());
     m.insert("learn_initial_state".into(), spec.learn_initial_state.to_string());
     m.insert("condition".into(), spec.condition.map_or("none".into(), |c| c.to_string()));
     m.insert(
@@ -298,6 +299,11 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
         layers: size(path, "layers", parse(path, m, "layers")?)?,
         bidirectional: parse(path, m, "bidirectional")?,
         dropout: parse(path, m, "dropout")?,
+        // Files written before output dropout existed have none.
+        output_dropout: match m.contains_key("output_dropout") {
+            true => parse(path, m, "output_dropout")?,
+            false => 0.0,
+        },
         learn_initial_state: parse(path, m, "learn_initial_state")?,
         // Files written before conditioned states existed have no `condition`: none.
         condition: match m.get("condition").map(|s| s.as_str()).unwrap_or("none") {

@@ -113,6 +113,8 @@ pub struct HeadWs<B: Backend> {
     pub rows: usize,
     /// Many-to-one: each sequence's last valid output `[B, D*H]`, and its gradient.
     z: Option<(B::Buf, B::Buf)>,
+    /// With output dropout: the head's input after dropout `[rows, D*H]`, and its gradient.
+    dropped: Option<(B::Buf, B::Buf)>,
     pub logits: B::Buf,
     dlogits: B::Buf,
     loss_rows: B::Buf,
@@ -204,6 +206,11 @@ impl Graph<'_> {
         batch * self.spec.hidden
     }
 
+    /// The head's input dropout: its own salt, past every layer's.
+    fn output_dropout(&self) -> Dropout {
+        Dropout { prob: self.spec.output_dropout, salt: self.spec.layers as u32 }
+    }
+
     pub fn workspace<B: Backend>(&self, be: &mut B, steps: usize, batch: usize) -> Result<Workspace<B>> {
         let spec = self.spec;
         let (t, b, h) = (steps, batch, spec.hidden);
@@ -260,6 +267,13 @@ impl Graph<'_> {
                         Some((be.alloc("last outputs", b * dh)?, be.alloc("last outputs gradient", b * dh)?))
                     } else {
                         None
+                    },
+                    dropped: match spec.output_dropout > 0.0 {
+                        true => Some((
+                            be.alloc("head input after dropout", rows * dh)?,
+                            be.alloc("head input after dropout, gradient", rows * dh)?,
+                        )),
+                        false => None,
                     },
                     logits: be.alloc("logits", rows * o)?,
                     dlogits: be.alloc("logits gradient", rows * o)?,
@@ -535,6 +549,19 @@ impl Graph<'_> {
                     z.clone()
                 }
             };
+            let z = match &hw.dropped {
+                Some((zd, _)) if o.train => {
+                    be.run(Op::Dropout {
+                        out: zd,
+                        x: &z,
+                        seeds: &ws.seeds,
+                        p: self.output_dropout(),
+                        backward: false,
+                    })?;
+                    zd.clone()
+                }
+                _ => z,
+            };
             let o = head.outputs;
             be.run(Op::Matmul {
                 c: &hw.logits,
@@ -616,10 +643,17 @@ impl Graph<'_> {
                 None => (top_y.clone(), top_dy.clone()),
                 Some((z, dz)) => (z.clone(), dz.clone()),
             };
+            // With output dropout the head read the dropped input, and its gradient passes back
+            // through the same mask.
+            let dropped = hw.dropped.as_ref().filter(|_| o.train);
+            let (z_in, dz_in) = match dropped {
+                Some((zd, dzd)) => (zd.clone(), dzd.clone()),
+                None => (z.clone(), dz.clone()),
+            };
             be.run(Op::Matmul {
                 c: &self.grad(be, net, "head.weight")?,
                 a: &hw.dlogits,
-                b: &z,
+                b: &z_in,
                 p: Matmul::new(out, dh, hw.rows).trans_a().accumulate(),
                 bias: None,
             })?;
@@ -631,12 +665,22 @@ impl Graph<'_> {
                 db2: None,
             })?;
             be.run(Op::Matmul {
-                c: &dz,
+                c: &dz_in,
                 a: &hw.dlogits,
                 b: &self.param(be, net, "head.weight")?,
                 p: Matmul::new(hw.rows, dh, out),
                 bias: None,
             })?;
+            if dropped.is_some() {
+                be.run(Op::Clear { x: &dz })?;
+                be.run(Op::Dropout {
+                    out: &dz,
+                    x: &dz_in,
+                    seeds: &ws.seeds,
+                    p: self.output_dropout(),
+                    backward: true,
+                })?;
+            }
             if let Some((_, starts, list)) = &hw.last {
                 be.run(Op::Clear { x: top_dy })?;
                 be.run(Op::ScatterAdd {

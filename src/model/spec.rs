@@ -57,6 +57,9 @@ pub struct ModelSpec {
     pub bidirectional: bool,
     /// Dropout on the outputs of every layer but the last, in training (PyTorch's `dropout`).
     pub dropout: f32,
+    /// Dropout on the head's input (the top layer's outputs), in training: what a PyTorch model
+    /// does with an `nn.Dropout` between its `nn.LSTM` and its `nn.Linear`.
+    pub output_dropout: f32,
     /// Learn the initial states `rnn.h0` (and `rnn.c0`) `[L*D, H]` instead of starting from zeros.
     pub learn_initial_state: bool,
     /// Condition the initial state on a per-sequence vector of this size (a class, features):
@@ -91,6 +94,7 @@ impl ModelSpec {
             layers: 1,
             bidirectional: false,
             dropout: 0.0,
+            output_dropout: 0.0,
             learn_initial_state: false,
             condition: None,
             head: None,
@@ -153,8 +157,13 @@ impl ModelSpec {
         check_nonzero(OP, "hidden", self.hidden)?;
         check_nonzero(OP, "layers", self.layers)?;
         check_nonzero(OP, "input size", self.input.size())?;
-        if !(0.0..1.0).contains(&self.dropout) {
-            return Err(Error::range(OP, "dropout", self.dropout, "in [0, 1)"));
+        for (what, p) in [("dropout", self.dropout), ("output dropout", self.output_dropout)] {
+            if !(0.0..1.0).contains(&p) {
+                return Err(Error::range(OP, what, p, "in [0, 1)"));
+            }
+        }
+        if self.output_dropout > 0.0 && self.head.is_none() {
+            return Err(Error::invalid(OP, "output dropout applies to a head's input; the model has no head"));
         }
         if let Some(h) = self.head {
             check_nonzero(OP, "head outputs", h.outputs)?;

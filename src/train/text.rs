@@ -20,15 +20,44 @@ use crate::model::spec::{Cell, ModelSpec};
 use crate::model::{Device, Model, Start};
 use crate::update::{Clip, Optimizer};
 
+/// The character model `train_text` trains; its vocabulary is the text's.
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct CharModel {
+    pub cell: Cell,
+    pub hidden: usize,
+    pub layers: usize,
+    /// Between the layers.
+    pub dropout: f32,
+    /// On the top layer's outputs, before the head.
+    pub output_dropout: f32,
+}
+
+impl CharModel {
+    pub fn spec(&self, vocab: usize) -> ModelSpec {
+        ModelSpec {
+            dropout: self.dropout,
+            output_dropout: self.output_dropout,
+            ..ModelSpec::char_model(self.cell, vocab, self.hidden, self.layers)
+        }
+    }
+
+    pub fn of(spec: &ModelSpec) -> CharModel {
+        CharModel {
+            cell: spec.cell,
+            hidden: spec.hidden,
+            layers: spec.layers,
+            dropout: spec.dropout,
+            output_dropout: spec.output_dropout,
+        }
+    }
+}
+
 #[derive(Clone, Debug)]
 pub struct TextTrainConfig {
     pub text: PathBuf,
     /// Folder for checkpoint.safetensors, best.safetensors, loss.csv and loss.png.
     pub out: PathBuf,
-    pub cell: Cell,
-    pub hidden: usize,
-    pub layers: usize,
-    pub dropout: f32,
+    pub model: CharModel,
     pub seq_len: usize,
     pub batch: usize,
     pub optimizer: Optimizer,
@@ -149,8 +178,7 @@ fn check(cfg: &TextTrainConfig) -> Result<()> {
         check_nonzero(OP, what, v)?;
     }
     // The model's sizes first, before the text is read: one character stands for the vocabulary.
-    ModelSpec { dropout: cfg.dropout, ..ModelSpec::char_model(cfg.cell, 1, cfg.hidden, cfg.layers) }
-        .validate()?;
+    cfg.model.spec(1).validate()?;
     if !(cfg.valid_fraction > 0.0 && cfg.valid_fraction < 1.0) {
         return Err(Error::range(OP, "valid_fraction", cfg.valid_fraction, "in (0, 1)"));
     }
@@ -227,11 +255,7 @@ pub fn train_text(
             .filter(|c| c.h.len() == ck.model.spec().state_rows() * cfg.batch * ck.model.spec().hidden);
         (ck.model, usize::try_from(step).unwrap_or(usize::MAX), best, read_curve(&cfg.out), elapsed, carried)
     } else {
-        let spec = ModelSpec {
-            dropout: cfg.dropout,
-            ..ModelSpec::char_model(cfg.cell, corpus.vocab.len(), cfg.hidden, cfg.layers)
-        };
-        let mut model = Model::new(spec, device, cfg.seed)?;
+        let mut model = Model::new(cfg.model.spec(corpus.vocab.len()), device, cfg.seed)?;
         model.set_optimizer(cfg.optimizer, cfg.clip)?;
         (model, 0, f32::INFINITY, Vec::new(), 0.0, None)
     };

@@ -20,6 +20,9 @@ pub(crate) struct TrainArgs {
     /// Dropout between layers in training.
     #[arg(long, default_value_t = 0.0)]
     dropout: f32,
+    /// Dropout on the top layer's outputs, before the head, in training.
+    #[arg(long, default_value_t = 0.0)]
+    output_dropout: f32,
     /// Characters per chunk of truncated BPTT.
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
@@ -93,7 +96,7 @@ pub(crate) fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
 pub(crate) fn resume_conflicts(
     a: &TrainArgs,
     given: &dyn Fn(&str) -> bool,
-) -> rnn_gpu::Result<(Cell, usize, usize, f32, Optimizer, Clip)> {
+) -> rnn_gpu::Result<(CharModel, Optimizer, Clip)> {
     let (spec, opt, clip) = rnn_gpu::train::text::checkpoint_settings(&a.out)?;
     let mut conflicts = Vec::new();
     let mut differs = |flag: &str, mine: String, theirs: String| {
@@ -105,6 +108,7 @@ pub(crate) fn resume_conflicts(
     differs("hidden", a.hidden.to_string(), spec.hidden.to_string());
     differs("layers", a.layers.to_string(), spec.layers.to_string());
     differs("dropout", a.dropout.to_string(), spec.dropout.to_string());
+    differs("output_dropout", a.output_dropout.to_string(), spec.output_dropout.to_string());
     let named = Optimizer::from_name(&a.optimizer, opt.lr()).map(|o| o == opt);
     differs(
         "optimizer",
@@ -128,11 +132,11 @@ pub(crate) fn resume_conflicts(
             ),
         });
     }
-    Ok((spec.cell, spec.hidden, spec.layers, spec.dropout, opt, clip))
+    Ok((CharModel::of(&spec), opt, clip))
 }
 
 pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Result<ExitCode> {
-    let (cell, hidden, layers, dropout, optimizer, clip) = if a.resume {
+    let (model, optimizer, clip) = if a.resume {
         resume_conflicts(&a, given)?
     } else {
         let optimizer = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
@@ -144,16 +148,20 @@ pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Resu
             ),
         })?;
         let clip = Clip { max_norm: a.clip, value: a.clip_value };
-        (parse_cell(&a.cell)?, a.hidden, a.layers, a.dropout, optimizer, clip)
+        let model = CharModel {
+            cell: parse_cell(&a.cell)?,
+            hidden: a.hidden,
+            layers: a.layers,
+            dropout: a.dropout,
+            output_dropout: a.output_dropout,
+        };
+        (model, optimizer, clip)
     };
     let device = Device::from_name(&a.device)?;
     let cfg = TextTrainConfig {
         text: a.text,
         out: a.out,
-        cell,
-        hidden,
-        layers,
-        dropout,
+        model,
         seq_len: a.seq_len,
         batch: a.batch,
         optimizer,
@@ -169,9 +177,9 @@ pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Resu
     outln!("device: {}", device.describe());
     outln!(
         "training a {}-layer {} of {} units on {} ({} steps of {}x{} characters, {} lr {}), writing to {}",
-        cfg.layers,
-        cfg.cell.name(),
-        cfg.hidden,
+        cfg.model.layers,
+        cfg.model.cell.name(),
+        cfg.model.hidden,
         cfg.text.display(),
         cfg.steps,
         cfg.batch,
