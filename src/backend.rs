@@ -1,5 +1,5 @@
 //! The devices behind one interface. The model's forward pass, losses, backpropagation through
-//! time and updates (src/model/graph.rs, src/seq2seq/graph.rs) are written once against
+//! time and updates (src/model/graph, src/seq2seq/graph.rs) are written once against
 //! `Backend`, as `ops::Op`s: the CPU devices run each op as it comes (the native kernels, or the
 //! reference's twins); the GPU records the ops of a program once, then replays it with one
 //! submit per call.

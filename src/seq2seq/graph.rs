@@ -1,5 +1,5 @@
 //! The encoder-decoder as a sequence of ops, written once for both devices like the single-stack
-//! model (src/model/graph.rs), whose stacks it reuses:
+//! model (src/model/graph), whose stacks it reuses:
 //!   source ids -> encoder.embedding -> encoder stack -> final states -> bridge -> decoder's
 //!   initial states; target ids (shifted right, BOS first) -> decoder.embedding -> decoder stack
 //!   -> (attention over the encoder's outputs) -> decoder.head -> softmax cross-entropy.

@@ -232,7 +232,13 @@ pub fn check_steps<B: Backend<Elem = f32>>(
             tol,
         ),
         compare(&format!("{name}_step_forward.y"), shape.clone(), &own(&n.y), &own(&r.y), tol),
-        compare(&format!("{name}_step_forward.y (inference)"), shape.clone(), &own(&inference.y), &own(&r.y), tol),
+        compare(
+            &format!("{name}_step_forward.y (inference)"),
+            shape.clone(),
+            &own(&inference.y),
+            &own(&r.y),
+            tol,
+        ),
         compare(
             &format!("{name}_step_forward.states (inference)"),
             shape.clone(),

@@ -1,0 +1,168 @@
+//! A model's description in a file's metadata, and inferred from a bare state_dict's shapes.
+
+use std::collections::BTreeMap;
+use std::path::Path;
+
+use super::*;
+use crate::error::Result;
+use crate::model::spec::{Cell, Head, InputKind, Loss, MAX_SIZE, ModelSpec, OutputMode};
+
+pub fn spec_metadata(spec: &ModelSpec) -> Metadata {
+    let mut m = Metadata::new();
+    m.insert("format".into(), FORMAT.into());
+    m.insert("cell".into(), spec.cell.name().into());
+    m.insert(
+        "input".into(),
+        match spec.input {
+            InputKind::Dense(n) => format!("dense:{n}"),
+            InputKind::Tokens(v) => format!("tokens:{v}"),
+        },
+    );
+    m.insert("hidden".into(), spec.hidden.to_string());
+    m.insert("layers".into(), spec.layers.to_string());
+    m.insert("bidirectional".into(), spec.bidirectional.to_string());
+    m.insert("dropout".into(), spec.dropout.to_string());
+    m.insert("output_dropout".into(), spec.output_dropout.to_string());
+    m.insert("learn_initial_state".into(), spec.learn_initial_state.to_string());
+    m.insert("condition".into(), spec.condition.map_or("none".into(), |c| c.to_string()));
+    m.insert(
+        "head".into(),
+        match spec.head {
+            None => "none".into(),
+            Some(h) => format!(
+                "{}:{}:{}",
+                h.outputs,
+                match h.mode {
+                    OutputMode::ManyToMany => "many_to_many",
+                    OutputMode::ManyToOne => "many_to_one",
+                },
+                match h.loss {
+                    Loss::CrossEntropy => "cross_entropy",
+                    Loss::Mse => "mse",
+                }
+            ),
+        },
+    );
+    m
+}
+
+pub(crate) fn field<'a>(path: &Path, m: &'a Metadata, key: &str) -> Result<&'a str> {
+    m.get(key).map(|s| s.as_str()).ok_or_else(|| bad(path, format!("metadata lacks `{key}`")))
+}
+
+pub(crate) fn parse<T: std::str::FromStr>(path: &Path, m: &Metadata, key: &str) -> Result<T> {
+    let v = field(path, m, key)?;
+    v.parse().map_err(|_| bad(path, format!("metadata `{key}` = {v:?} is not valid")))
+}
+
+/// A size from a file, refused before anything is allocated for it when absurd.
+pub(crate) fn size(path: &Path, what: &str, v: usize) -> Result<usize> {
+    if v == 0 || v > MAX_SIZE {
+        return Err(bad(path, format!("{what} = {v} is absurd; expected 1..={MAX_SIZE}")));
+    }
+    Ok(v)
+}
+
+pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
+    let cell_name = field(path, m, "cell")?;
+    let cell = Cell::from_name(cell_name).ok_or_else(|| bad(path, format!("unknown cell {cell_name:?}")))?;
+    let input = field(path, m, "input")?;
+    let input = match input.split_once(':') {
+        Some(("dense", n)) => {
+            InputKind::Dense(size(path, "input size", n.parse().map_err(|_| bad(path, "bad input size"))?)?)
+        }
+        Some(("tokens", n)) => {
+            InputKind::Tokens(size(path, "vocabulary", n.parse().map_err(|_| bad(path, "bad vocabulary"))?)?)
+        }
+        _ => return Err(bad(path, format!("metadata `input` = {input:?}; expected dense:N or tokens:N"))),
+    };
+    let head = match field(path, m, "head")? {
+        "none" => None,
+        h => {
+            let parts: Vec<&str> = h.split(':').collect();
+            let [outputs, mode, loss] = parts[..] else {
+                return Err(bad(path, format!("metadata `head` = {h:?}; expected outputs:mode:loss")));
+            };
+            Some(Head {
+                outputs: size(
+                    path,
+                    "head outputs",
+                    outputs.parse().map_err(|_| bad(path, "bad head outputs"))?,
+                )?,
+                mode: match mode {
+                    "many_to_many" => OutputMode::ManyToMany,
+                    "many_to_one" => OutputMode::ManyToOne,
+                    _ => return Err(bad(path, format!("unknown head mode {mode:?}"))),
+                },
+                loss: match loss {
+                    "cross_entropy" => Loss::CrossEntropy,
+                    "mse" => Loss::Mse,
+                    _ => return Err(bad(path, format!("unknown loss {loss:?}"))),
+                },
+            })
+        }
+    };
+    let spec = ModelSpec {
+        cell,
+        input,
+        hidden: size(path, "hidden", parse(path, m, "hidden")?)?,
+        layers: size(path, "layers", parse(path, m, "layers")?)?,
+        bidirectional: parse(path, m, "bidirectional")?,
+        dropout: parse(path, m, "dropout")?,
+        // Files written before output dropout existed have none.
+        output_dropout: match m.contains_key("output_dropout") {
+            true => parse(path, m, "output_dropout")?,
+            false => 0.0,
+        },
+        learn_initial_state: parse(path, m, "learn_initial_state")?,
+        // Files written before conditioned states existed have no `condition`: none.
+        condition: match m.get("condition").map(|s| s.as_str()).unwrap_or("none") {
+            "none" => None,
+            c => Some(size(
+                path,
+                "condition size",
+                c.parse().map_err(|_| bad(path, format!("bad condition size {c:?}")))?,
+            )?),
+        },
+        head,
+    };
+    spec.validate().map_err(|e| bad(path, e.to_string()))?;
+    Ok(spec)
+}
+
+/// Infers the model of a bare PyTorch state_dict (`weight_ih_l0`, ...) for `cell`.
+pub fn spec_from_state_dict(
+    path: &Path,
+    shapes: &BTreeMap<String, Vec<usize>>,
+    cell: Cell,
+) -> Result<ModelSpec> {
+    let shape = |name: &str| shapes.get(name).ok_or_else(|| bad(path, format!("missing tensor {name}")));
+    let w_ih = shape("weight_ih_l0")?;
+    let w_hh = shape("weight_hh_l0")?;
+    if w_ih.len() != 2 || w_hh.len() != 2 {
+        return Err(bad(path, "weight_ih_l0 and weight_hh_l0 must be matrices"));
+    }
+    let hidden = w_hh[1];
+    if w_hh[0] != cell.gates() * hidden {
+        return Err(bad(
+            path,
+            format!(
+                "weight_hh_l0 has shape {w_hh:?}; a {} of hidden size {hidden} needs [{}, {hidden}]. Is the cell right?",
+                cell.name(),
+                cell.gates() * hidden
+            ),
+        ));
+    }
+    let layers = (0..).take_while(|k| shapes.contains_key(&format!("weight_ih_l{k}"))).count();
+    let spec = ModelSpec {
+        layers: size(path, "layers", layers)?,
+        bidirectional: shapes.contains_key("weight_ih_l0_reverse"),
+        ..ModelSpec::new(
+            cell,
+            InputKind::Dense(size(path, "input size", w_ih[1])?),
+            size(path, "hidden", hidden)?,
+        )
+    };
+    spec.validate().map_err(|e| bad(path, e.to_string()))?;
+    Ok(spec)
+}

@@ -1,0 +1,296 @@
+//! The recurrent network as a sequence of ops, written once for both devices (see
+//! src/backend.rs): the forward pass over all steps, the loss, backpropagation through time and
+//! the update. On the GPU these calls are recorded once per batch shape and replayed.
+//!
+//! Per layer and direction, the execution model of DESIGN.md:
+//!   forward:  xw = X · W_ihᵀ for all T steps (one GEMM, or a column lookup for token input),
+//!             then one fused step kernel per time step;
+//!   backward: one fused step kernel per time step, then dW_ih, dW_hh and dX as one GEMM each
+//!             over all steps, and the bias gradients as column sums.
+//! The head and its loss run over all steps at once.
+//!
+//! The buffers and their views live here; the passes in their own files: workspace.rs (the
+//! buffers of a batch shape), forward.rs (the forward pass and the loss), backward.rs.
+
+mod backward;
+mod forward;
+mod workspace;
+
+use super::params::ParamLayout;
+use super::spec::{InputKind, Loss, ModelSpec, OutputMode};
+use crate::backend::Backend;
+use crate::error::{Error, Result};
+use crate::ops::align_up;
+use crate::ops::index_lists;
+use crate::ops::{Dropout, Gather, Matmul, Op, Reduce, Step, StepBufs, StepMode, step_state};
+use crate::real::Real;
+use crate::rng::Rng;
+use crate::train::TrainingState;
+use crate::update::{Clip, Optimizer};
+
+/// What a model keeps on its device for its whole life: parameters, their gradients, the
+/// optimizer state and the step state.
+pub struct Net<B: Backend> {
+    pub params: B::Buf,
+    pub grads: B::Buf,
+    pub opt: Vec<B::Buf>,
+    pub step_state: B::Buf,
+}
+
+impl<B: Backend> Net<B> {
+    pub fn new(be: &mut B, layout: &ParamLayout, init: &[B::Elem]) -> Result<Self> {
+        let params = be.alloc("parameters", layout.total())?;
+        be.write(&params, init)?;
+        Ok(Net {
+            params,
+            grads: be.alloc("gradients", layout.total())?,
+            opt: Vec::new(),
+            step_state: be.alloc("step state", step_state::LEN)?,
+        })
+    }
+
+    /// The training state of a model trained with `optimizer`, `clip` and `rng`: its optimizer
+    /// buffers and step state read back in f32, for a checkpoint.
+    pub fn training_state(
+        &self,
+        be: &mut B,
+        optimizer: Optimizer,
+        clip: Clip,
+        rng: &Rng,
+    ) -> Result<TrainingState> {
+        let mut read =
+            |b: &B::Buf| -> Result<Vec<f32>> { Ok(be.read(b)?.into_iter().map(|v| v.to_f32()).collect()) };
+        let slots = self.opt.iter().map(&mut read).collect::<Result<_>>()?;
+        Ok(TrainingState { optimizer, clip, slots, step_state: read(&self.step_state)?, rng: rng.state() })
+    }
+
+    /// Restores the buffers of a training state (after `reset_optimizer` for its optimizer).
+    pub fn write_training(&self, be: &mut B, slots: &[Vec<f32>], step: &[f32]) -> Result<()> {
+        const OP: &str = "training state";
+        if slots.len() != self.opt.len() {
+            return Err(Error::shape(OP, "optimizer state buffers", &[slots.len()], &[self.opt.len()]));
+        }
+        for (buf, data) in self.opt.iter().zip(slots) {
+            if data.len() != B::len(buf) {
+                return Err(Error::shape(OP, "optimizer state", &[data.len()], &[B::len(buf)]));
+            }
+            crate::error::check_finite(OP, "optimizer state", data)?;
+            be.write(buf, &data.iter().map(|&v| B::Elem::from_f32(v)).collect::<Vec<_>>())?;
+        }
+        if step.len() != step_state::LEN {
+            return Err(Error::shape(OP, "step state", &[step.len()], &[step_state::LEN]));
+        }
+        crate::error::check_finite(OP, "step state", step)?;
+        be.write(&self.step_state, &step.iter().map(|&v| B::Elem::from_f32(v)).collect::<Vec<_>>())
+    }
+
+    /// Allocates (zeroed) optimizer state for `opt`, replacing any.
+    pub fn reset_optimizer(&mut self, be: &mut B, layout: &ParamLayout, opt: &Optimizer) -> Result<()> {
+        self.opt = (0..opt.state_slots())
+            .map(|_| be.alloc("optimizer state", layout.total()))
+            .collect::<Result<_>>()?;
+        Ok(())
+    }
+}
+
+/// One direction of one layer.
+pub struct DirWs<B: Backend> {
+    xw: B::Buf,
+    states: B::Buf,
+    cells: Option<B::Buf>,
+    gates: Option<B::Buf>,
+    dg: B::Buf,
+    dgh: Option<B::Buf>,
+    carry: B::Buf,
+    /// Offset of slot 0: the reverse direction's h_prev rows (slots 1..=T) start aligned.
+    state_base: usize,
+}
+
+pub struct LayerWs<B: Backend> {
+    /// The layer's input after dropout (layers past the first, in training with dropout).
+    x_drop: Option<B::Buf>,
+    /// The gradient of the layer's input before dropout is undone.
+    dx_drop: Option<B::Buf>,
+    pub y: B::Buf,
+    pub dy: B::Buf,
+    dirs: Vec<DirWs<B>>,
+}
+
+pub struct HeadWs<B: Backend> {
+    pub rows: usize,
+    /// Many-to-one: each sequence's last valid output `[B, D*H]`, and its gradient.
+    z: Option<(B::Buf, B::Buf)>,
+    /// With output dropout: the head's input after dropout `[rows, D*H]`, and its gradient.
+    dropped: Option<(B::Buf, B::Buf)>,
+    pub logits: B::Buf,
+    dlogits: B::Buf,
+    loss_rows: B::Buf,
+    pub classes: B::IBuf,
+    pub values: B::Buf,
+    pub weights: B::Buf,
+    /// Many-to-one: the rows read (`[B]`), and their scatter lists over `T*B` rows.
+    pub last: Option<(B::IBuf, B::IBuf, B::IBuf)>,
+}
+
+/// The buffers of one batch shape `[T, B]`. Inputs are written by the host before each run.
+pub struct Workspace<B: Backend> {
+    pub steps: usize,
+    pub batch: usize,
+    pub input: Option<B::Buf>,
+    pub tokens: Option<(B::IBuf, B::IBuf, B::IBuf)>,
+    pub lengths: B::IBuf,
+    pub seeds: B::IBuf,
+    /// Initial states `[L*D, B, H]`: written by the host, gathered from learned parameters, or
+    /// left holding the previous run's final states (truncated BPTT, streaming).
+    pub h0: B::Buf,
+    pub c0: Option<B::Buf>,
+    /// Final states, and the gradients reaching them from outside the model (zero unless given).
+    pub hn: B::Buf,
+    pub cn: Option<B::Buf>,
+    pub dhn: B::Buf,
+    pub dcn: Option<B::Buf>,
+    /// Gradients of the initial states and of a dense input.
+    pub dh0: B::Buf,
+    pub dc0: Option<B::Buf>,
+    pub d_input: Option<B::Buf>,
+    pub layers: Vec<LayerWs<B>>,
+    pub head: Option<HeadWs<B>>,
+    /// A model-made initial state (learned or conditioned): the buffers of `InitWs`.
+    init: Option<InitWs<B>>,
+    /// The per-sequence conditioning vectors `[B, C]`, written by the host.
+    pub condition: Option<B::Buf>,
+}
+
+/// Buffers of a learned or conditioned initial state.
+struct InitWs<B: Backend> {
+    /// Learned: row `r / B` of `rnn.h0` for each row r of `[L*D, B, H]`, and the scatter lists of
+    /// its gradient. Conditioned: row `b * L*D + l` of the `[B, L*D, H]` projection for row
+    /// `l * B + b`, and likewise.
+    rows: B::IBuf,
+    starts: B::IBuf,
+    list: B::IBuf,
+    /// Conditioned: `tanh(v · init.weightᵀ + init.bias)` `[B, L*D*H]`, its gradient through the
+    /// reorder, and through the tanh; then the same three for `init_c` (LSTM).
+    h: Option<(B::Buf, B::Buf, B::Buf)>,
+    c: Option<(B::Buf, B::Buf, B::Buf)>,
+}
+
+/// Options of a forward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct ForwardOpts {
+    /// Training: dropout on.
+    pub train: bool,
+    /// A backward pass follows: keep what it reads (the gates). Inference keeps nothing.
+    pub keep: bool,
+    /// Start from the model's own initial state, learned or conditioned (else from whatever `h0`
+    /// holds).
+    pub model_init: bool,
+}
+
+/// Options of a backward pass.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct BackwardOpts {
+    pub train: bool,
+    /// Start from the loss (else from `dy` of the top layer, written by the host).
+    pub from_loss: bool,
+    /// Compute the gradient of a dense input.
+    pub input_grad: bool,
+    /// Compute the gradients of the initial states (always when they are learned).
+    pub init_grad: bool,
+    pub model_init: bool,
+}
+
+/// One stack (and its head) of a model, its tensors named under `prefix` (empty for a plain
+/// model; `encoder.` and `decoder.` in a sequence-to-sequence model).
+pub struct Graph<'a> {
+    pub spec: &'a ModelSpec,
+    pub layout: &'a ParamLayout,
+    pub prefix: &'a str,
+}
+
+impl Graph<'_> {
+    fn bh(&self, batch: usize) -> usize {
+        batch * self.spec.hidden
+    }
+
+    /// The head's input dropout: its own salt, past every layer's.
+    fn output_dropout(&self) -> Dropout {
+        Dropout { prob: self.spec.output_dropout, salt: self.spec.layers as u32 }
+    }
+
+    fn param<B: Backend>(&self, be: &B, net: &Net<B>, name: &str) -> Result<B::Buf> {
+        let e = self.layout.get(&format!("{}{name}", self.prefix))?;
+        be.view(&net.params, e.offset, e.len())
+    }
+
+    fn grad<B: Backend>(&self, be: &B, net: &Net<B>, name: &str) -> Result<B::Buf> {
+        let e = self.layout.get(&format!("{}{name}", self.prefix))?;
+        be.view(&net.grads, e.offset, e.len())
+    }
+
+    /// The slots step `t` reads and writes, and the slot holding the first and the final state.
+    fn slots(&self, dir: usize, t: usize) -> (usize, usize) {
+        if dir == 0 { (t, t + 1) } else { (t + 1, t) }
+    }
+
+    fn first_slot(&self, dir: usize, steps: usize) -> usize {
+        if dir == 0 { 0 } else { steps }
+    }
+
+    fn final_slot(&self, dir: usize, steps: usize) -> usize {
+        if dir == 0 { steps } else { 0 }
+    }
+
+    /// Time index of the `s`-th step processed forward in direction `dir`.
+    fn time(&self, dir: usize, s: usize, steps: usize) -> usize {
+        if dir == 0 { s } else { steps - 1 - s }
+    }
+
+    fn base_step(&self, ws_batch: usize, dir: usize, dws_base: usize, bias_hh: usize) -> Step {
+        Step {
+            t: 0,
+            batch: ws_batch,
+            hidden: self.spec.hidden,
+            in_slot: 0,
+            out_slot: 0,
+            state_base: dws_base,
+            out_stride: self.spec.output_size(),
+            out_col: dir * self.spec.hidden,
+            bias_hh,
+            next_t: 0,
+            mode: StepMode::First,
+        }
+    }
+
+    /// Views of one layer direction's weights: W_ih, W_hh (padded to whole vec4s), the bias pair
+    /// (b_ih, then b_hh at the returned offset), and their gradients.
+    fn weights<B: Backend>(&self, be: &B, net: &Net<B>, k: usize, d: usize) -> Result<LayerViews<B>> {
+        let p = self.layout.layer(self.prefix, k, d)?;
+        let g = self.spec.cell.gates();
+        let h = self.spec.hidden;
+        let i = self.spec.layer_input(k);
+        let bias_hh = p.b_hh - p.b_ih;
+        let hh_len = (g * h * h).div_ceil(4) * 4;
+        Ok(LayerViews {
+            w_ih: be.view(&net.params, p.w_ih, g * h * i)?,
+            w_hh: be.view(&net.params, p.w_hh, hh_len)?,
+            bias: be.view(&net.params, p.b_ih, bias_hh + g * h)?,
+            bias_hh,
+            dw_ih: be.view(&net.grads, p.w_ih, g * h * i)?,
+            dw_hh: be.view(&net.grads, p.w_hh, g * h * h)?,
+            db_ih: be.view(&net.grads, p.b_ih, g * h)?,
+            db_hh: be.view(&net.grads, p.b_hh, g * h)?,
+        })
+    }
+}
+
+struct LayerViews<B: Backend> {
+    w_ih: B::Buf,
+    w_hh: B::Buf,
+    bias: B::Buf,
+    bias_hh: usize,
+    dw_ih: B::Buf,
+    dw_hh: B::Buf,
+    db_ih: B::Buf,
+    db_hh: B::Buf,
+}
