@@ -92,6 +92,39 @@ fn pytorch_state_dicts_load_and_match_pytorch() {
     }
 }
 
+/// A bidirectional many-to-one model as PyTorch users build it: a 2-layer bidirectional GRU whose
+/// top layer's final states of both directions (`h_n[-2]`, `h_n[-1]`) feed a Linear head, mean
+/// squared error (tests/fixtures/make_fixtures.py). The reverse direction's final state is its
+/// output at step 0: the head's output, the loss and every gradient match PyTorch's, with
+/// variable lengths, on each device.
+#[test]
+fn bidirectional_many_to_one_reads_both_final_states_as_torch() {
+    let f = io::read_tensors(&fixture("many_to_one_gru_bidir.safetensors")).unwrap();
+    let spec = ModelSpec {
+        layers: 2,
+        bidirectional: true,
+        head: Some(Head { outputs: 2, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+        ..ModelSpec::new(Cell::Gru, InputKind::Dense(3), 4)
+    };
+    let layout = rnn_gpu::model::params::ParamLayout::new(&spec);
+    let mut params = vec![0.0; layout.total()];
+    for e in layout.entries() {
+        params[e.range()].copy_from_slice(&floats(&f, &e.name));
+    }
+    let lengths: Vec<usize> = floats(&f, "lengths").iter().map(|&v| v as usize).collect();
+    let batch = Batch::dense(5, 3, floats(&f, "input")).with_lengths(lengths).with_values(floats(&f, "target"));
+    for device in devices() {
+        let what = format!("many-to-one on {}", device.describe());
+        let mut m = Model::with_flat_params(spec.clone(), &device, &params, 1).unwrap();
+        close(&format!("{what} pred"), &m.logits(&batch, Start::Fresh).unwrap(), &floats(&f, "pred"));
+        let (loss, g) = m.loss_gradients(&batch, Start::Fresh).unwrap();
+        close(&format!("{what} loss"), &[loss], &floats(&f, "loss"));
+        for (name, grad) in &g.params {
+            close(&format!("{what} grad.{name}"), grad, &floats(&f, &format!("grad.{name}")));
+        }
+    }
+}
+
 fn specs() -> Vec<ModelSpec> {
     let mut v = Vec::new();
     for cell in [Cell::Rnn { relu: false }, Cell::Rnn { relu: true }, Cell::Lstm, Cell::Gru] {

@@ -228,9 +228,20 @@ impl Batch {
         }
     }
 
-    /// The row `t * B + b` of each sequence's last valid step.
-    pub fn last_rows(&self) -> Vec<u32> {
+    /// Where a many-to-one head reads each sequence's final output, per direction: the forward
+    /// direction's at its last valid step `t = len - 1`, the reverse direction's at `t = 0` (where
+    /// that direction ends, having read the whole sequence), as a PyTorch model built on the final
+    /// states reads them. The outputs `[T, B, D*H]` are taken as `T*B*D` rows of H: sequence b,
+    /// direction d is row `(t * B + b) * D + d`, listed in that order (b, then d).
+    pub fn last_rows(&self, directions: usize) -> Vec<u32> {
         let lengths = self.lengths_u32();
-        (0..self.batch).map(|b| ((lengths[b] as usize - 1) * self.batch + b) as u32).collect()
+        let mut rows = Vec::with_capacity(self.batch * directions);
+        for b in 0..self.batch {
+            for d in 0..directions {
+                let t = if d == 0 { lengths[b] as usize - 1 } else { 0 };
+                rows.push(((t * self.batch + b) * directions + d) as u32);
+            }
+        }
+        rows
     }
 }

@@ -80,9 +80,10 @@ impl<B: Backend> Exec<B> {
                 Loss::Mse => be.write(&hw.values, &to_elem(&batch.value_targets(head.mode, head.outputs)))?,
             }
             if let Some((last, starts, list)) = &hw.last {
-                let rows = batch.last_rows();
+                let d = spec.directions();
+                let rows = batch.last_rows(d);
                 be.write_u32(last, &rows)?;
-                let (s, l) = index_lists(&rows, batch.steps * batch.batch);
+                let (s, l) = index_lists(&rows, batch.steps * batch.batch * d);
                 be.write_u32(starts, &s)?;
                 be.write_u32(list, &l)?;
             }

@@ -28,7 +28,8 @@ impl InputKind {
 pub enum OutputMode {
     /// At every step: targets `[T, B]` (classes) or `[T, B, O]` (values).
     ManyToMany,
-    /// At each sequence's last valid step: targets `[B]` or `[B, O]`.
+    /// On each sequence's final outputs: the forward direction's at its last valid step, the
+    /// reverse direction's at step 0 (where it ends). Targets `[B]` or `[B, O]`.
     ManyToOne,
 }
 

@@ -78,7 +78,7 @@ impl Graph<'_> {
                     dout: &dz,
                     starts,
                     rows: list,
-                    p: Gather { n: tb, width: dh, idx_stride: dh, col_stride: 1 },
+                    p: Gather { n: tb * spec.directions(), ..self.last_rows(b) },
                 })?;
             }
         }

@@ -110,7 +110,7 @@ impl Graph<'_> {
                         out: z,
                         table: top,
                         idx: last,
-                        p: Gather { n: b, width: dh, idx_stride: dh, col_stride: 1 },
+                        p: self.last_rows(b),
                     })?;
                     z.clone()
                 }

@@ -213,6 +213,13 @@ impl Graph<'_> {
         batch * self.spec.hidden
     }
 
+    /// The many-to-one head's lookup of each sequence's final outputs (`Batch::last_rows`): rows
+    /// of H, one per sequence and direction.
+    fn last_rows(&self, batch: usize) -> Gather {
+        let h = self.spec.hidden;
+        Gather { n: batch * self.spec.directions(), width: h, idx_stride: h, col_stride: 1 }
+    }
+
     /// The head's input dropout: its own salt, past every layer's.
     fn output_dropout(&self) -> Dropout {
         Dropout { prob: self.spec.output_dropout, salt: self.spec.layers as u32 }

@@ -75,9 +75,9 @@ impl Graph<'_> {
                     weights: be.alloc("loss weights", rows)?,
                     last: if head.mode == OutputMode::ManyToOne {
                         Some((
-                            be.alloc_u32("last rows", b)?,
-                            be.alloc_u32("last starts", tb + 1)?,
-                            be.alloc_u32("last list", b)?,
+                            be.alloc_u32("last rows", b * spec.directions())?,
+                            be.alloc_u32("last starts", tb * spec.directions() + 1)?,
+                            be.alloc_u32("last list", b * spec.directions())?,
                         ))
                     } else {
                         None
