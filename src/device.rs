@@ -35,8 +35,8 @@ impl Device {
     }
 
     /// A hardware GPU when there is one, else the native CPU device; a software rasterizer only
-    /// when `RNN_GPU_ADAPTER` names it. Says on stderr, in one line, what it chose and why (once
-    /// per process).
+    /// when `RNN_GPU_ADAPTER` names it. Says in one line what it chose and why, once per process,
+    /// through the `log` crate at level info (the command line prints it on stderr).
     pub fn auto() -> Device {
         static SAID: std::sync::Once = std::sync::Once::new();
         let named = std::env::var(crate::gpu::context::ADAPTER_ENV).ok().filter(|s| !s.is_empty());
@@ -62,7 +62,7 @@ impl Device {
                 (Device::Cpu, line)
             }
         };
-        SAID.call_once(|| eprintln!("rnn-gpu: {why}"));
+        SAID.call_once(|| log::info!("{why}"));
         device
     }
 

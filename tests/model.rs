@@ -244,3 +244,47 @@ fn a_training_step_is_one_submit_without_waits_or_allocation() {
         assert!(p.kernel_seconds() > 0.0 && p.kernel_seconds() <= p.span * 1.001, "{p:?}");
     }
 }
+
+/// An application's own wgpu device (a game engine's, a UI's): rnn-gpu runs on it beside the
+/// application's buffers (`GpuContext::from_device`), and trains to the losses it reaches on a
+/// context of its own on the same adapter, while the application's buffer keeps its contents.
+#[test]
+fn a_model_runs_on_the_applications_own_device() {
+    let Some(own) = gpu() else { return };
+    let instance = wgpu::Instance::new(wgpu::InstanceDescriptor::new_without_display_handle());
+    let adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+    let adapter = adapters
+        .into_iter()
+        .find(|a| a.get_info().name == own.adapter_info().name)
+        .expect("the test context's adapter");
+    let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
+        label: Some("the application's device"),
+        required_limits: adapter.limits(),
+        ..Default::default()
+    }))
+    .unwrap();
+    let app_data: Vec<u8> = (0..64u8).collect();
+    let app_buffer = device.create_buffer(&wgpu::BufferDescriptor {
+        label: Some("the application's buffer"),
+        size: 64,
+        usage: wgpu::BufferUsages::COPY_DST | wgpu::BufferUsages::MAP_READ,
+        mapped_at_creation: false,
+    });
+    queue.write_buffer(&app_buffer, 0, &app_data);
+    let shared = rnn_gpu::gpu::GpuContext::from_device(adapter.get_info(), device.clone(), queue).unwrap();
+
+    let spec = stacked(Cell::Lstm, 8, true);
+    let mut rng = Rng::seed_from_u64(31);
+    let batch = batch_for(&spec, 5, 3, &mut rng);
+    let losses = |device: Device| -> Vec<f32> {
+        let mut m = Model::new(spec.clone(), &device, 3).unwrap();
+        m.set_optimizer(Optimizer::adam(0.01), Clip { max_norm: 1.0, value: 0.0 }).unwrap();
+        (0..3).map(|_| m.train_step_stats(&batch, Start::Fresh).unwrap().loss).collect()
+    };
+    let (mine, theirs) = (losses(Device::Gpu(own)), losses(Device::Gpu(shared)));
+    assert_tensor("losses on the application's device", &theirs, &mine);
+
+    app_buffer.slice(..).map_async(wgpu::MapMode::Read, |r| r.unwrap());
+    device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
+    assert_eq!(&app_buffer.slice(..).get_mapped_range().unwrap()[..], &app_data[..], "the application's buffer");
+}

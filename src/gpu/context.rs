@@ -148,6 +148,18 @@ fn matches_selector(info: &wgpu::AdapterInfo, selector: &str) -> bool {
     info.name.to_lowercase().contains(&s) || backend == s || info.driver.to_lowercase().contains(&s)
 }
 
+/// Whether shader modules are built checked (`RNN_GPU_SHADERS=checked`) or trusted (the default).
+fn shaders_checked() -> Result<bool> {
+    match std::env::var(SHADERS_ENV).ok().as_deref() {
+        None | Some("") | Some("trusted") => Ok(false),
+        Some("checked") => Ok(true),
+        Some(other) => Err(Error::invalid(
+            "GpuContext",
+            format!("{SHADERS_ENV}={other}: expected `checked` or `trusted`"),
+        )),
+    }
+}
+
 /// Lists the adapters wgpu can see, best first (discrete, integrated, virtual, other, software).
 pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
     let instance = new_instance();
@@ -251,16 +263,7 @@ impl GpuContext {
                 ));
             }
         };
-        let checked = match std::env::var(SHADERS_ENV).ok().as_deref() {
-            None | Some("") | Some("trusted") => false,
-            Some("checked") => true,
-            Some(other) => {
-                return Err(Error::invalid(
-                    "GpuContext",
-                    format!("{SHADERS_ENV}={other}: expected `checked` or `trusted`"),
-                ));
-            }
-        };
+        let checked = shaders_checked()?;
         let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
             label: Some("rnn-gpu"),
             required_features: features,
@@ -270,7 +273,31 @@ impl GpuContext {
             trace: wgpu::Trace::Off,
         }))
         .map_err(|e| Error::NoAdapter(format!("{} refused a device: {e}", info.name)))?;
+        Ok(Arc::new(Self::on_device(info, device, queue, limits, features.contains(wanted), checked)))
+    }
 
+    /// A context on a device the application already has (a game engine's, a UI's): rnn-gpu's
+    /// buffers and pipelines live beside the application's, under the device's own limits.
+    /// `info` is its adapter's (`wgpu::Adapter::get_info`). Timestamps are used where the device
+    /// was created with them. rnn-gpu installs its handlers for the device's uncaptured errors and
+    /// its loss (it reports them as errors of its next call), replacing any the application set.
+    pub fn from_device(info: wgpu::AdapterInfo, device: wgpu::Device, queue: wgpu::Queue) -> Result<Arc<Self>> {
+        let wanted = wgpu::Features::TIMESTAMP_QUERY
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
+            | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;
+        let timestamps = device.features().contains(wanted);
+        let limits = device.limits();
+        Ok(Arc::new(Self::on_device(info, device, queue, limits, timestamps, shaders_checked()?)))
+    }
+
+    fn on_device(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+        limits: wgpu::Limits,
+        timestamps: bool,
+        checked: bool,
+    ) -> GpuContext {
         let errors = Arc::new(Mutex::new(Vec::new()));
         let sink = errors.clone();
         device.on_uncaptured_error(Arc::new(move |e: wgpu::Error| {
@@ -286,18 +313,18 @@ impl GpuContext {
             }
         });
 
-        Ok(Arc::new(GpuContext {
+        GpuContext {
             device,
             queue,
             info,
             limits,
-            timestamps: features.contains(wanted),
+            timestamps,
             checked,
             modules: Mutex::new(HashMap::new()),
             pipelines: Mutex::new(HashMap::new()),
             errors,
             lost,
-        }))
+        }
     }
 
     pub fn adapter_info(&self) -> &wgpu::AdapterInfo {

@@ -1,6 +1,7 @@
 //! Training: the character-model training loop, the loss curve, and the state a checkpoint keeps
 //! (the update rules are `crate::update`).
 
+#[cfg(feature = "plot")]
 pub mod plot;
 pub mod text;
 

@@ -128,9 +128,13 @@ fn write_curve(out: &Path, rows: &[Row]) -> Result<()> {
         ));
     }
     io::write_atomic(&out.join("loss.csv"), csv.as_bytes())?;
-    let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.train as f64)).collect();
-    let valid: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.val as f64)).collect();
-    super::plot::loss_curve(&out.join("loss.png"), &train, &valid)
+    #[cfg(feature = "plot")]
+    {
+        let train: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.train as f64)).collect();
+        let valid: Vec<(f64, f64)> = rows.iter().map(|r| (r.step as f64, r.val as f64)).collect();
+        super::plot::loss_curve(&out.join("loss.png"), &train, &valid)?;
+    }
+    Ok(())
 }
 
 fn read_curve(out: &Path) -> Vec<Row> {

@@ -81,7 +81,28 @@ fn try_say(line: std::fmt::Arguments<'_>) -> bool {
     }
 }
 
+/// The library's messages (`log`, info and up) on stderr, as `rnn-gpu: <message>`.
+struct Stderr;
+
+impl log::Log for Stderr {
+    fn enabled(&self, m: &log::Metadata<'_>) -> bool {
+        m.level() <= log::Level::Info && m.target().starts_with("rnn_gpu")
+    }
+
+    fn log(&self, r: &log::Record<'_>) {
+        if self.enabled(r.metadata()) {
+            eprintln!("rnn-gpu: {}", r.args());
+        }
+    }
+
+    fn flush(&self) {}
+}
+
 fn main() -> ExitCode {
+    static LOGGER: Stderr = Stderr;
+    if log::set_logger(&LOGGER).is_ok() {
+        log::set_max_level(log::LevelFilter::Info);
+    }
     // Mesa's device-select Vulkan layer tries to reach a Wayland display and prints a spurious
     // "XDG_RUNTIME_DIR is invalid" error on headless machines; wgpu orders adapters itself.
     if std::env::var_os("NODEVICE_SELECT").is_none() && std::env::var_os("XDG_RUNTIME_DIR").is_none() {
