@@ -100,8 +100,10 @@ fn train_resumes_and_samples() {
             "16",
             "--batch",
             "4",
-            "--lr-decay",
-            "0.5",
+            "--warmup",
+            "3",
+            "--decay",
+            "step:10:0.5",
         ])
         .args(["--eval-every", "10", "--eval-batches", "2", "--steps", steps, "--text"])
         .arg(&text)
@@ -325,12 +327,17 @@ fn resume_refuses_flags_that_contradict_the_checkpoint() {
     let out = tmp("resume-flags");
     run(&mut small_run(&text, &out, "5"));
     let res = run_flags(&text, &out, "10")
-        .args(["--resume", "--hidden", "64", "--cell", "gru", "--lr", "0.1"])
+        .args(["--resume", "--hidden", "64", "--cell", "gru", "--lr", "0.1", "--decay", "cosine:10:0"])
         .output()
         .unwrap();
     let err = String::from_utf8_lossy(&res.stderr);
     assert!(!res.status.success(), "{err}");
-    for part in ["--hidden 64 (the checkpoint's: 48)", "--cell gru (the checkpoint's: lstm)", "--lr 0.1"] {
+    for part in [
+        "--hidden 64 (the checkpoint's: 48)",
+        "--cell gru (the checkpoint's: lstm)",
+        "--lr 0.1",
+        "--decay cosine:10:0 (the checkpoint's: constant)",
+    ] {
         assert!(err.contains(part), "{part:?} not in {err}");
     }
     // The same values as the checkpoint's are no conflict.
@@ -383,6 +390,13 @@ fn absurd_counts_are_refused_and_a_closed_pipe_ends_quietly() {
         (vec!["train", "--hidden", "4294967296"], "hidden"),
         (vec!["train", "--layers", "1000000000"], "layers"),
         (vec!["train", "--steps", "0"], "steps"),
+        (vec!["train", "--decay", "linear"], "not a decay"),
+        (vec!["train", "--decay", "step:0:0.5"], "every"),
+        (vec!["train", "--decay", "cosine:100:1.5"], "floor"),
+        (vec!["train", "--optimizer", "adam", "--momentum", "0.9"], "adam has no momentum"),
+        (vec!["train", "--optimizer", "sgd", "--nesterov"], "nesterov needs a momentum"),
+        (vec!["train", "--optimizer", "sgd", "--momentum", "1.5"], "momentum"),
+        (vec!["train", "--weight-decay=-1"], "weight"),
     ] {
         let mut c = bin();
         c.args(&args).args(["--device", "cpu"]);

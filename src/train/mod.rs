@@ -3,7 +3,10 @@
 
 #[cfg(feature = "plot")]
 pub mod plot;
+pub mod schedule;
 pub mod text;
+
+pub use schedule::{Decay, Schedule};
 
 use crate::update::{Clip, Optimizer};
 

@@ -20,6 +20,8 @@ use crate::model::spec::{Cell, ModelSpec};
 use crate::model::{Device, Model, Start};
 use crate::update::{Clip, Optimizer};
 
+use super::Schedule;
+
 /// The character model `train_text` trains; its vocabulary is the text's.
 #[derive(Clone, Copy, Debug, PartialEq)]
 pub struct CharModel {
@@ -60,10 +62,10 @@ pub struct TextTrainConfig {
     pub model: CharModel,
     pub seq_len: usize,
     pub batch: usize,
+    /// The rule, at the schedule's base learning rate.
     pub optimizer: Optimizer,
     pub clip: Clip,
-    /// The learning rate is multiplied by this after every evaluation (1: constant).
-    pub lr_decay: f32,
+    pub schedule: Schedule,
     pub steps: usize,
     pub eval_every: usize,
     /// Validation chunks per evaluation (0: the whole validation text).
@@ -154,14 +156,33 @@ fn read_curve(out: &Path) -> Vec<Row> {
         .collect()
 }
 
-/// What the checkpoint in `out` decides when a run resumes from it: the model and the optimizer,
-/// read from its header alone.
-pub fn checkpoint_settings(out: &Path) -> Result<(ModelSpec, Optimizer, Clip)> {
+/// What a checkpoint decides when a run resumes from it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct Settings {
+    pub spec: ModelSpec,
+    /// The rule at the schedule's base learning rate.
+    pub optimizer: Optimizer,
+    pub clip: Clip,
+    pub schedule: Schedule,
+}
+
+/// The settings of the checkpoint in `out`, read from its header alone. A checkpoint written
+/// before schedules were saved has a constant one at the rate it holds.
+pub fn checkpoint_settings(out: &Path) -> Result<Settings> {
     let path = checkpoint_path(out);
     let meta = io::read_metadata(&path)?;
     let spec = io::spec_from_metadata(&path, &meta)?;
-    let (optimizer, clip) = io::optimizer_from_metadata(&path, &meta)?;
-    Ok((spec, optimizer, clip))
+    let (mut optimizer, clip) = io::optimizer_from_metadata(&path, &meta)?;
+    let mut schedule = Schedule::CONSTANT;
+    if meta.contains_key("train.base_lr") {
+        optimizer.set_lr(io::parse(&path, &meta, "train.base_lr")?);
+        optimizer.validate().map_err(|e| Error::file(&path, e.to_string()))?;
+        schedule.warmup = io::parse(&path, &meta, "train.warmup")?;
+        schedule.decay = io::field(&path, &meta, "train.decay")?
+            .parse()
+            .map_err(|e: Error| Error::file(&path, e.to_string()))?;
+    }
+    Ok(Settings { spec, optimizer, clip, schedule })
 }
 
 /// The mean loss over validation chunks, the state carried along the streams.
@@ -186,9 +207,7 @@ fn check(cfg: &TextTrainConfig) -> Result<()> {
     if !(cfg.valid_fraction > 0.0 && cfg.valid_fraction < 1.0) {
         return Err(Error::range(OP, "valid_fraction", cfg.valid_fraction, "in (0, 1)"));
     }
-    if !(cfg.lr_decay > 0.0 && cfg.lr_decay <= 1.0) {
-        return Err(Error::range(OP, "lr_decay", cfg.lr_decay, "in (0, 1]"));
-    }
+    cfg.schedule.validate()?;
     Ok(())
 }
 
@@ -264,6 +283,7 @@ pub fn train_text(
         (model, 0, f32::INFINITY, Vec::new(), 0.0, None)
     };
 
+    let base_lr = cfg.optimizer.lr();
     let progress_meta = |step: usize, best: f32, elapsed: f64| -> Metadata {
         let mut m = Metadata::new();
         m.insert("vocab".into(), vocab.clone());
@@ -271,6 +291,9 @@ pub fn train_text(
         m.insert("train.best_val".into(), best.to_string());
         m.insert("train.elapsed".into(), format!("{elapsed:.3}"));
         m.insert("train.text".into(), cfg.text.display().to_string());
+        m.insert("train.base_lr".into(), base_lr.to_string());
+        m.insert("train.warmup".into(), cfg.schedule.warmup.to_string());
+        m.insert("train.decay".into(), cfg.schedule.decay.to_string());
         m
     };
     let start = Instant::now();
@@ -291,6 +314,10 @@ pub fn train_text(
             None => Start::Continue,
         };
         fresh = false;
+        let lr = base_lr * cfg.schedule.factor(step);
+        if lr != model.optimizer().lr() {
+            model.set_lr(lr)?;
+        }
         model.train_step(&chunks[pos], begin)?;
         step += 1;
         window.1 += 1;
@@ -322,10 +349,6 @@ pub fn train_text(
                     )?;
                 }
                 rows.push(Row { step, train: train_loss, val, tokens_per_sec, elapsed });
-                // Decay before the checkpoint, so that a resumed run continues the same schedule.
-                if cfg.lr_decay < 1.0 {
-                    model.set_lr(model.optimizer().lr() * cfg.lr_decay)?;
-                }
                 write_curve(&cfg.out, &rows)?;
                 // Right after an evaluation the streams restart: no state to carry.
                 io::save_checkpoint(

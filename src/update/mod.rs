@@ -205,11 +205,17 @@ impl Optimizer {
         Optimizer::AdamW(AdamW(Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 1e-2 }))
     }
 
-    /// The same rule with another of its fields (a name of `fields`) set to `value`.
+    /// The same rule with another of its hyperparameters (a name of `fields`: `momentum`,
+    /// `nesterov`, `weight_decay`...) set from `value`; an error naming the rule's hyperparameters
+    /// when it has no such one, or naming the value when it is not valid.
     pub fn with_field(&self, name: &str, value: &str) -> Result<Optimizer> {
         let fields = self.fields();
         if !fields.iter().any(|(k, _)| *k == name) {
-            return Err(Error::invalid("optimizer", format!("{} has no field {name:?}", self.name())));
+            let known: Vec<&str> = fields.iter().map(|f| f.0).collect();
+            return Err(Error::invalid(
+                "optimizer",
+                format!("{} has no {name}; its hyperparameters: {}", self.name(), known.join(", ")),
+            ));
         }
         let get = |k: &str| {
             Ok(if k == name {
@@ -218,7 +224,9 @@ impl Optimizer {
                 fields.iter().find(|(f, _)| *f == k).map_or_else(String::new, |(_, v)| v.clone())
             })
         };
-        Optimizer::from_fields(self.name(), self.lr(), &get)
+        let rule = Optimizer::from_fields(self.name(), self.lr(), &get)?;
+        rule.validate()?;
+        Ok(rule)
     }
 }
 

@@ -62,6 +62,9 @@ impl Rule for Sgd {
 
     fn validate(&self) -> Result<()> {
         check::fraction("momentum", self.momentum)?;
+        if self.nesterov && self.momentum == 0.0 {
+            return Err(crate::error::Error::invalid("optimizer", "nesterov needs a momentum above 0"));
+        }
         check::decay(self.weight_decay)
     }
 

@@ -8,7 +8,8 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use rnn_gpu::data::TextCorpus;
 use rnn_gpu::gpu::{GpuContext, list_adapters};
-use rnn_gpu::train::text::{CharModel, Progress, TextTrainConfig, train_text};
+use rnn_gpu::train::Schedule;
+use rnn_gpu::train::text::{CharModel, Progress, Settings, TextTrainConfig, train_text};
 use rnn_gpu::{Cell, Clip, Device, Optimizer, Sampling, verify};
 
 #[derive(Parser)]

@@ -31,11 +31,25 @@ pub(crate) struct TrainArgs {
     /// The update rule (src/update).
     #[arg(long, default_value = "adam", value_parser = clap::builder::PossibleValuesParser::new(rnn_gpu::update::cli_names()))]
     optimizer: String,
+    /// The base learning rate (of the schedule).
     #[arg(long, default_value_t = 3e-3)]
     lr: f32,
-    /// Multiply the learning rate by this after every evaluation.
-    #[arg(long, default_value_t = 1.0)]
-    lr_decay: f32,
+    /// SGD's momentum (the `momentum` and `nesterov` optimizers: 0.9).
+    #[arg(long)]
+    momentum: Option<f32>,
+    /// SGD with Nesterov momentum.
+    #[arg(long)]
+    nesterov: bool,
+    /// L2 weight decay (AdamW: decoupled, as torch.optim.AdamW).
+    #[arg(long)]
+    weight_decay: Option<f32>,
+    /// Updates over which the learning rate rises linearly to --lr.
+    #[arg(long, default_value_t = 0)]
+    warmup: usize,
+    /// Then: constant, step:EVERY:GAMMA (times GAMMA every EVERY updates), or cosine:STEPS:FLOOR
+    /// (half a cosine down to FLOOR times --lr over STEPS updates).
+    #[arg(long, default_value = "constant")]
+    decay: String,
     /// Clip the global gradient norm to this (0: off).
     #[arg(long, default_value_t = 5.0)]
     clip: f32,
@@ -96,8 +110,10 @@ pub(crate) fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
 pub(crate) fn resume_conflicts(
     a: &TrainArgs,
     given: &dyn Fn(&str) -> bool,
-) -> rnn_gpu::Result<(CharModel, Optimizer, Clip)> {
-    let (spec, opt, clip) = rnn_gpu::train::text::checkpoint_settings(&a.out)?;
+) -> rnn_gpu::Result<Settings> {
+    let settings = rnn_gpu::train::text::checkpoint_settings(&a.out)?;
+    let (spec, opt, clip, schedule) = (&settings.spec, settings.optimizer, settings.clip, settings.schedule);
+    let mine = optimizer(a)?;
     let mut conflicts = Vec::new();
     let mut differs = |flag: &str, mine: String, theirs: String| {
         if given(flag) && mine != theirs {
@@ -109,13 +125,14 @@ pub(crate) fn resume_conflicts(
     differs("layers", a.layers.to_string(), spec.layers.to_string());
     differs("dropout", a.dropout.to_string(), spec.dropout.to_string());
     differs("output_dropout", a.output_dropout.to_string(), spec.output_dropout.to_string());
-    let named = Optimizer::from_name(&a.optimizer, opt.lr()).map(|o| o == opt);
-    differs(
-        "optimizer",
-        a.optimizer.clone(),
-        if named == Some(true) { a.optimizer.clone() } else { opt.name().into() },
-    );
+    differs("optimizer", mine.name().into(), opt.name().into());
+    for (flag, field) in [("momentum", "momentum"), ("nesterov", "nesterov"), ("weight_decay", "weight_decay")] {
+        let value = |o: &Optimizer| o.fields().into_iter().find(|f| f.0 == field).map(|f| f.1);
+        differs(flag, value(&mine).unwrap_or_default(), value(&opt).unwrap_or_default());
+    }
     differs("lr", a.lr.to_string(), opt.lr().to_string());
+    differs("warmup", a.warmup.to_string(), schedule.warmup.to_string());
+    differs("decay", a.decay.clone(), schedule.decay.to_string());
     differs("clip", a.clip.to_string(), clip.max_norm.to_string());
     differs("clip_value", a.clip_value.to_string(), clip.value.to_string());
     if given("seed") {
@@ -132,22 +149,35 @@ pub(crate) fn resume_conflicts(
             ),
         });
     }
-    Ok((CharModel::of(&spec), opt, clip))
+    Ok(settings)
+}
+
+/// The update rule the flags ask for: `--optimizer` at `--lr`, with the hyperparameters given.
+fn optimizer(a: &TrainArgs) -> rnn_gpu::Result<Optimizer> {
+    let mut opt = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
+        op: "--optimizer",
+        message: format!("unknown optimizer {:?}; use one of {}", a.optimizer, rnn_gpu::update::cli_names().join(", ")),
+    })?;
+    if let Some(m) = a.momentum {
+        opt = opt.with_field("momentum", &m.to_string())?;
+    }
+    if a.nesterov {
+        opt = opt.with_field("nesterov", "true")?;
+    }
+    if let Some(w) = a.weight_decay {
+        opt = opt.with_field("weight_decay", &w.to_string())?;
+    }
+    Ok(opt)
 }
 
 pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Result<ExitCode> {
-    let (model, optimizer, clip) = if a.resume {
-        resume_conflicts(&a, given)?
+    let (model, optimizer, clip, schedule) = if a.resume {
+        let s = resume_conflicts(&a, given)?;
+        (CharModel::of(&s.spec), s.optimizer, s.clip, s.schedule)
     } else {
-        let optimizer = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
-            op: "--optimizer",
-            message: format!(
-                "unknown optimizer {:?}; use one of {}",
-                a.optimizer,
-                rnn_gpu::update::cli_names().join(", ")
-            ),
-        })?;
+        let optimizer = optimizer(&a)?;
         let clip = Clip { max_norm: a.clip, value: a.clip_value };
+        let schedule = Schedule { warmup: a.warmup, decay: a.decay.parse()? };
         let model = CharModel {
             cell: parse_cell(&a.cell)?,
             hidden: a.hidden,
@@ -155,7 +185,7 @@ pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Resu
             dropout: a.dropout,
             output_dropout: a.output_dropout,
         };
-        (model, optimizer, clip)
+        (model, optimizer, clip, schedule)
     };
     let device = Device::from_name(&a.device)?;
     let cfg = TextTrainConfig {
@@ -166,7 +196,7 @@ pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Resu
         batch: a.batch,
         optimizer,
         clip,
-        lr_decay: a.lr_decay,
+        schedule,
         steps: a.steps,
         eval_every: a.eval_every,
         eval_batches: a.eval_batches,
