@@ -138,6 +138,32 @@ fn train_resumes_and_samples() {
         .arg(out.join("best.safetensors")));
     assert!(s.starts_with("the "), "{s}");
     assert!(s.trim_end().chars().count() >= 50);
+
+    // `eval`: the loss over the text in streams, as training's validation measures it.
+    let model = out.join("best.safetensors");
+    let e = run(bin()
+        .args(["eval", "--device", "cpu", "--seq-len", "16", "--batch", "4", "--text"])
+        .arg(&text)
+        .arg("--model")
+        .arg(&model));
+    let nats: f32 = e.split(": ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    // Below the uniform guess over the text's 28 characters: the model learned something.
+    assert!(nats.is_finite() && nats > 0.0 && nats < 28f32.ln(), "{e}");
+    assert!(e.contains("perplexity") && e.contains("bits/char"), "{e}");
+    for (content, says) in [("the quick brown fox Z", "Z"), ("the", "fewer than one chunk")] {
+        let bad = tmp("eval-bad.txt");
+        std::fs::write(&bad, content).unwrap();
+        let res = bin()
+            .args(["eval", "--device", "cpu", "--seq-len", "16", "--batch", "4", "--text"])
+            .arg(&bad)
+            .arg("--model")
+            .arg(&model)
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{says:?} not in {err}");
+    }
 }
 
 #[test]

@@ -35,6 +35,8 @@ enum Command {
     Train(TrainArgs),
     /// Generate text from a trained character model.
     Sample(SampleArgs),
+    /// A trained character model's loss and perplexity on a text file.
+    Eval(EvalArgs),
     /// Run a model on tensors from a safetensors file, and backpropagate given output gradients.
     Forward(ForwardArgs),
     /// Time the standard cases on every device, each checked against the reference first.
@@ -125,6 +127,7 @@ fn main() -> ExitCode {
         Command::Verify(a) => verify(&a.device),
         Command::Train(a) => train(a, &given),
         Command::Sample(a) => sample(a),
+        Command::Eval(a) => eval(a),
         Command::Forward(a) => forward(a),
         Command::Bench(a) => bench(a),
         Command::Seq2seq(Seq2seqCommand::Train(a)) => seq2seq_train(a),

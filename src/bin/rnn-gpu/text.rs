@@ -98,6 +98,74 @@ pub(crate) struct SampleArgs {
     device: String,
 }
 
+#[derive(Args)]
+pub(crate) struct EvalArgs {
+    /// A model file or checkpoint written by `rnn-gpu train`.
+    #[arg(long, default_value = "runs/char/best.safetensors")]
+    model: PathBuf,
+    /// The text to measure the model on (its characters must be in the model's vocabulary).
+    #[arg(long)]
+    text: PathBuf,
+    /// Characters per chunk; the state is carried from chunk to chunk along each stream.
+    #[arg(long, default_value_t = 100)]
+    seq_len: usize,
+    /// Parallel streams over the text.
+    #[arg(long, default_value_t = 16)]
+    batch: usize,
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
+    #[arg(long, default_value = "auto")]
+    device: String,
+}
+
+/// A character model and its vocabulary, from a file `train` wrote.
+fn char_model(path: &std::path::Path, device: &Device) -> rnn_gpu::Result<(rnn_gpu::Model, TextCorpus)> {
+    let (model, meta) = rnn_gpu::io::load_model(path, device, None)?;
+    let chars = meta.get("vocab").ok_or_else(|| rnn_gpu::Error::File {
+        path: path.to_path_buf(),
+        message: "no vocabulary: not a character model".into(),
+    })?;
+    let vocab = rnn_gpu::data::checked_vocab(path, "character", chars, model.spec().input.size())?;
+    Ok((model, TextCorpus { vocab, ids: Vec::new() }))
+}
+
+pub(crate) fn eval(a: EvalArgs) -> rnn_gpu::Result<ExitCode> {
+    for (what, v) in [("--seq-len", a.seq_len), ("--batch", a.batch)] {
+        if v == 0 {
+            return Err(rnn_gpu::Error::Invalid { op: "eval", message: format!("{what} must be at least 1") });
+        }
+    }
+    let device = Device::from_name(&a.device)?;
+    let (mut model, corpus) = char_model(&a.model, &device)?;
+    let text = std::fs::read_to_string(&a.text).map_err(|e| rnn_gpu::Error::Io { path: a.text.clone(), source: e })?;
+    let corpus = TextCorpus { ids: corpus.encode(&text)?, ..corpus };
+    let chunks = corpus.stream_batches(a.seq_len, a.batch);
+    if chunks.is_empty() {
+        return Err(rnn_gpu::Error::Invalid {
+            op: "eval",
+            message: format!(
+                "{} holds {} characters, fewer than one chunk of --batch {} x --seq-len {}",
+                a.text.display(),
+                corpus.ids.len(),
+                a.batch,
+                a.seq_len
+            ),
+        });
+    }
+    let loss = rnn_gpu::train::text::validation_loss(&mut model, &chunks)?;
+    let predicted = chunks.len() * a.seq_len * a.batch;
+    outln!(
+        "{}: {:.4} nats/char ({:.4} bits/char, perplexity {:.3}) over {predicted} of {} characters, {} streams of {}-character chunks",
+        a.text.display(),
+        loss,
+        loss / std::f32::consts::LN_2,
+        loss.exp(),
+        corpus.ids.len(),
+        a.batch,
+        a.seq_len
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
 pub(crate) fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
     Cell::from_name(name).ok_or_else(|| rnn_gpu::Error::Invalid {
         op: "--cell",
@@ -288,17 +356,11 @@ pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Resu
 
 pub(crate) fn sample(a: SampleArgs) -> rnn_gpu::Result<ExitCode> {
     let device = Device::from_name(&a.device)?;
-    let (mut model, meta) = rnn_gpu::io::load_model(&a.model, &device, None)?;
-    let chars = meta.get("vocab").ok_or_else(|| rnn_gpu::Error::File {
-        path: a.model.clone(),
-        message: "no vocabulary: not a character model".into(),
-    })?;
-    let vocab = rnn_gpu::data::checked_vocab(&a.model, "character", chars, model.spec().input.size())?;
-    let corpus = TextCorpus { vocab: vocab.clone(), ids: Vec::new() };
+    let (mut model, corpus) = char_model(&a.model, &device)?;
     let prime = if a.prime.is_empty() { "\n".to_string() } else { a.prime.clone() };
     let ids = corpus.encode(&prime)?;
     let out =
         model.generate(&ids, a.len, Sampling { temperature: a.temperature, top_k: a.top_k, seed: a.seed })?;
-    outln!("{}{}", prime, TextCorpus::decode(&vocab, &out));
+    outln!("{}{}", prime, TextCorpus::decode(&corpus.vocab, &out));
     Ok(ExitCode::SUCCESS)
 }
