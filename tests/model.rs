@@ -288,3 +288,31 @@ fn a_model_runs_on_the_applications_own_device() {
     device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
     assert_eq!(&app_buffer.slice(..).get_mapped_range().unwrap()[..], &app_data[..], "the application's buffer");
 }
+
+/// PyTorch's `batch_first` layout: a batch given `[B, T, I]` (or ids `[B, T]`) runs as the same
+/// batch given time-major, outputs convert back, and a wrong length is refused.
+#[test]
+fn batch_first_batches_and_outputs_convert_both_ways() {
+    use rnn_gpu::model::batch::time_major_to_batch_first;
+    let (b, t, i, h) = (3, 5, 2, 4);
+    let spec = ModelSpec::new(Cell::Gru, InputKind::Dense(i), h);
+    let mut rng = Rng::seed_from_u64(41);
+    let first = rng.uniform_vec(b * t * i, -1.0, 1.0);
+    let mut major = Vec::new();
+    for s in 0..t {
+        for r in 0..b {
+            major.extend_from_slice(&first[(r * t + s) * i..][..i]);
+        }
+    }
+    let mut m = Model::new(spec, &Device::Cpu, 5).unwrap();
+    let a = m.forward(&Batch::dense(t, b, major), Start::Fresh).unwrap().output;
+    let z = m.forward(&Batch::dense_batch_first(b, t, i, &first).unwrap(), Start::Fresh).unwrap().output;
+    assert_eq!(a, z);
+    let back = time_major_to_batch_first(&a, t, b, h).unwrap();
+    assert_eq!(back[(t + 2) * h..][..h], a[(2 * b + 1) * h..][..h], "sequence 1, step 2");
+    let ids: Vec<u32> = (0..(b * t) as u32).collect();
+    let tokens = Batch::tokens_batch_first(b, t, &ids).unwrap();
+    assert_eq!(tokens.input, rnn_gpu::Input::Tokens((0..t).flat_map(|s| (0..b).map(move |r| (r * t + s) as u32)).collect()));
+    let e = Batch::dense_batch_first(b, t, i, &first[1..]).unwrap_err().to_string();
+    assert!(e.contains(&(b * t * i - 1).to_string()), "{e}");
+}

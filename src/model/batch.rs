@@ -4,7 +4,34 @@
 use super::spec::{InputKind, Loss, ModelSpec, OutputMode};
 use crate::error::{Error, Result, check_finite};
 
-/// Inputs of a batch, time-major.
+/// `[B, T, W]` (PyTorch's `batch_first=True`) as `[T, B, W]`, the layout batches and outputs
+/// have here; an error when `x` is not `batch * steps * width` long.
+pub fn batch_first_to_time_major<T: Copy>(x: &[T], batch: usize, steps: usize, width: usize) -> Result<Vec<T>> {
+    transpose(x, batch, steps, width)
+}
+
+/// `[T, B, W]` (an output, `Forward::output` or `logits`) as `[B, T, W]`.
+pub fn time_major_to_batch_first<T: Copy>(x: &[T], steps: usize, batch: usize, width: usize) -> Result<Vec<T>> {
+    transpose(x, steps, batch, width)
+}
+
+/// `[R, C, W]` as `[C, R, W]`.
+fn transpose<T: Copy>(x: &[T], rows: usize, cols: usize, width: usize) -> Result<Vec<T>> {
+    let n = rows.checked_mul(cols).and_then(|rc| rc.checked_mul(width));
+    if n != Some(x.len()) {
+        return Err(Error::shape("transpose", "values", &[x.len()], &[rows, cols, width]));
+    }
+    let mut out = Vec::with_capacity(x.len());
+    for c in 0..cols {
+        for r in 0..rows {
+            out.extend_from_slice(&x[(r * cols + c) * width..][..width]);
+        }
+    }
+    Ok(out)
+}
+
+/// Inputs of a batch, time-major (see `batch_first_to_time_major` for PyTorch's
+/// `batch_first` layout).
 #[derive(Clone, Debug, PartialEq)]
 pub enum Input {
     /// `[T, B, I]`
@@ -40,6 +67,16 @@ impl Batch {
 
     pub fn dense(steps: usize, batch: usize, data: Vec<f32>) -> Batch {
         Batch { steps, batch, input: Input::Dense(data), lengths: None, targets: None, condition: None }
+    }
+
+    /// Features `[B, T, I]`, as PyTorch's `batch_first=True` has them.
+    pub fn dense_batch_first(batch: usize, steps: usize, width: usize, data: &[f32]) -> Result<Batch> {
+        Ok(Batch::dense(steps, batch, batch_first_to_time_major(data, batch, steps, width)?))
+    }
+
+    /// Token ids `[B, T]`, as PyTorch's `batch_first=True` has them.
+    pub fn tokens_batch_first(batch: usize, steps: usize, ids: &[u32]) -> Result<Batch> {
+        Ok(Batch::tokens(steps, batch, batch_first_to_time_major(ids, batch, steps, 1)?))
     }
 
     pub fn with_lengths(mut self, lengths: Vec<usize>) -> Batch {
