@@ -117,6 +117,29 @@ impl<B: Backend, W: Sync> Executor<B, W> {
         self.be.execute(key, &mut |be| record(be, net, ws))
     }
 
+    /// Runs `record` on the network alone (no batch, no workspace) as the program `kind`.
+    pub(crate) fn run_net(
+        &mut self,
+        kind: &'static str,
+        variant: Variant,
+        mut record: impl FnMut(&mut B, &Net<B>) -> Result<()> + Send,
+    ) -> Result<()> {
+        let key = ProgramKey { kind, steps: 0, tgt_steps: 0, batch: 0, variant };
+        let net = &self.net;
+        self.be.execute(key, &mut |be| record(be, net))
+    }
+
+    /// The update that ends an accumulation: clipping, the non-finite guard and the rule on the
+    /// gradients accumulated, which it then clears for the next accumulation.
+    pub fn apply_update(&mut self, layout: &ParamLayout, rule: &Optimizer, clip: Clip) -> Result<()> {
+        self.prepare_update(layout, rule)?;
+        let rule = *rule;
+        self.run_net("apply update", Variant::default().with_update(&rule, clip), |be, net| {
+            record_update(be, net, &rule, clip)?;
+            be.run(Op::Clear { x: &net.grads })
+        })
+    }
+
     /// Before a training step: the state buffers `rule` keeps, and its learning rate in the step
     /// state (read there by the update, so that a new rate needs no new program).
     pub(crate) fn prepare_update(&mut self, layout: &ParamLayout, rule: &Optimizer) -> Result<()> {

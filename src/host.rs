@@ -186,7 +186,8 @@ impl HostMemory {
         // Each buffer starts a different number of cache lines into its allocation.
         let offset = (self.count * 23 % 64) * 64 / std::mem::size_of::<T>().max(1);
         self.count += 1;
-        let buf = Buffer { data: RwLock::new(vec![zero; offset + len]), written: AtomicU64::new(next_write()) };
+        let buf =
+            Buffer { data: RwLock::new(vec![zero; offset + len]), written: AtomicU64::new(next_write()) };
         Ok(HostTensor { buf: Arc::new(buf), offset, len })
     }
 }

@@ -146,7 +146,8 @@ fn train_resumes_and_samples() {
         .arg(&text)
         .arg("--model")
         .arg(&model));
-    let nats: f32 = e.split(": ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
+    let nats: f32 =
+        e.split(": ").nth(1).and_then(|r| r.split(' ').next()).and_then(|n| n.parse().ok()).unwrap();
     // Below the uniform guess over the text's 28 characters: the model learned something.
     assert!(nats.is_finite() && nats > 0.0 && nats < 28f32.ln(), "{e}");
     assert!(e.contains("perplexity") && e.contains("bits/char"), "{e}");

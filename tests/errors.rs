@@ -40,7 +40,10 @@ fn invalid_specs_are_refused() {
     }
     for (spec, expected) in [
         (ModelSpec { output_dropout: -0.1, ..ModelSpec::char_model(Cell::Gru, 5, 4, 1) }, "output dropout"),
-        (ModelSpec { output_dropout: f32::NAN, ..ModelSpec::char_model(Cell::Gru, 5, 4, 1) }, "output dropout"),
+        (
+            ModelSpec { output_dropout: f32::NAN, ..ModelSpec::char_model(Cell::Gru, 5, 4, 1) },
+            "output dropout",
+        ),
         (ModelSpec { output_dropout: 0.5, ..ModelSpec::new(Cell::Gru, InputKind::Dense(3), 4) }, "no head"),
     ] {
         let e = Model::new(spec, &Device::Cpu, 0).err().expect("refused");

@@ -112,7 +112,8 @@ fn bidirectional_many_to_one_reads_both_final_states_as_torch() {
         params[e.range()].copy_from_slice(&floats(&f, &e.name));
     }
     let lengths: Vec<usize> = floats(&f, "lengths").iter().map(|&v| v as usize).collect();
-    let batch = Batch::dense(5, 3, floats(&f, "input")).with_lengths(lengths).with_values(floats(&f, "target"));
+    let batch =
+        Batch::dense(5, 3, floats(&f, "input")).with_lengths(lengths).with_values(floats(&f, "target"));
     for device in devices() {
         let what = format!("many-to-one on {}", device.describe());
         let mut m = Model::with_flat_params(spec.clone(), &device, &params, 1).unwrap();

@@ -286,7 +286,11 @@ fn a_model_runs_on_the_applications_own_device() {
 
     app_buffer.slice(..).map_async(wgpu::MapMode::Read, |r| r.unwrap());
     device.poll(wgpu::PollType::wait_indefinitely()).unwrap();
-    assert_eq!(&app_buffer.slice(..).get_mapped_range().unwrap()[..], &app_data[..], "the application's buffer");
+    assert_eq!(
+        &app_buffer.slice(..).get_mapped_range().unwrap()[..],
+        &app_data[..],
+        "the application's buffer"
+    );
 }
 
 /// PyTorch's `batch_first` layout: a batch given `[B, T, I]` (or ids `[B, T]`) runs as the same
@@ -312,7 +316,83 @@ fn batch_first_batches_and_outputs_convert_both_ways() {
     assert_eq!(back[(t + 2) * h..][..h], a[(2 * b + 1) * h..][..h], "sequence 1, step 2");
     let ids: Vec<u32> = (0..(b * t) as u32).collect();
     let tokens = Batch::tokens_batch_first(b, t, &ids).unwrap();
-    assert_eq!(tokens.input, rnn_gpu::Input::Tokens((0..t).flat_map(|s| (0..b).map(move |r| (r * t + s) as u32)).collect()));
+    assert_eq!(
+        tokens.input,
+        rnn_gpu::Input::Tokens((0..t).flat_map(|s| (0..b).map(move |r| (r * t + s) as u32)).collect())
+    );
     let e = Batch::dense_batch_first(b, t, i, &first[1..]).unwrap_err().to_string();
     assert!(e.contains(&(b * t * i - 1).to_string()), "{e}");
+}
+
+/// Gradient accumulation and the caller's own loss: two batches accumulated then one update
+/// equal one SGD update by the sum of their gradients; an update from a given output gradient
+/// equals one by `gradients` of it; a non-finite loss is refused by the guard with the weights
+/// untouched; and calls that would lose the accumulated gradients are refused.
+#[test]
+fn accumulated_and_custom_gradients_update_as_one_step() {
+    let spec = ModelSpec {
+        layers: 2,
+        head: Some(Head { outputs: 5, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
+        ..ModelSpec::new(Cell::Lstm, InputKind::Dense(3), 6)
+    };
+    let mut rng = Rng::seed_from_u64(51);
+    let (b1, b2) = (batch_for(&spec, 4, 3, &mut rng), batch_for(&spec, 6, 2, &mut rng));
+    let lr = 0.1;
+    let sgd = (Optimizer::sgd(lr, 0.0), Clip { max_norm: 0.0, value: 0.0 });
+    for device in std::iter::once(Device::Reference).chain(devices()) {
+        let what = device.describe();
+        let fresh = || {
+            let mut m = Model::new(spec.clone(), &device, 9).unwrap();
+            m.set_optimizer(sgd.0, sgd.1).unwrap();
+            m
+        };
+        let p0 = fresh().flat_params().unwrap();
+        let stepped = |grads: &[Vec<f32>]| -> Vec<f32> {
+            p0.iter().enumerate().map(|(i, p)| p - lr * grads.iter().map(|g| g[i]).sum::<f32>()).collect()
+        };
+        let flat = |g: rnn_gpu::Gradients, m: &Model| {
+            let mut v = vec![0.0; m.layout().total()];
+            for (e, (_, grad)) in m.layout().entries().iter().zip(g.params) {
+                v[e.range()].copy_from_slice(&grad);
+            }
+            v
+        };
+
+        let mut m = fresh();
+        m.accumulate(&b1, Start::Fresh).unwrap();
+        m.accumulate(&b2, Start::Fresh).unwrap();
+        m.apply_update().unwrap();
+        let mut r = fresh();
+        let g1 = r.loss_gradients(&b1, Start::Fresh).unwrap().1;
+        let g1 = flat(g1, &r);
+        let g2 = r.loss_gradients(&b2, Start::Fresh).unwrap().1;
+        let g2 = flat(g2, &r);
+        assert_tensor(&format!("{what}: accumulated"), &m.flat_params().unwrap(), &stepped(&[g1, g2]));
+        assert_eq!(m.stats().unwrap().step, 1, "{what}: one update");
+
+        let d_out = rng.uniform_vec(4 * 3 * 6, -1.0, 1.0);
+        let mut m = fresh();
+        m.accumulate_output_gradient(&b1, Start::Fresh, 0.5, &d_out).unwrap();
+        m.apply_update().unwrap();
+        assert_eq!(m.stats().unwrap().loss, 0.5, "{what}: the caller's loss");
+        let mut r = fresh();
+        let g = r.gradients(&b1, Start::Fresh, &d_out, None, None).unwrap();
+        let g = flat(g, &r);
+        assert_tensor(&format!("{what}: custom loss"), &m.flat_params().unwrap(), &stepped(&[g]));
+
+        let mut m = fresh();
+        m.accumulate_output_gradient(&b1, Start::Fresh, f32::NAN, &d_out).unwrap();
+        m.apply_update().unwrap();
+        assert!(matches!(m.stats(), Err(rnn_gpu::Error::NonFiniteStep { .. })), "{what}: NaN loss refused");
+        assert_eq!(m.flat_params().unwrap(), p0, "{what}: weights untouched");
+
+        let mut m = fresh();
+        assert!(m.apply_update().is_err(), "{what}: nothing accumulated");
+        m.accumulate(&b1, Start::Fresh).unwrap();
+        for e in [m.train_step(&b1, Start::Fresh).err(), m.loss_gradients(&b1, Start::Fresh).err()] {
+            let e = e.expect("refused while accumulating").to_string();
+            assert!(e.contains("apply_update"), "{what}: {e}");
+        }
+        assert!(m.accumulate_output_gradient(&b1, Start::Fresh, 0.1, &d_out[1..]).is_err(), "{what}: shape");
+    }
 }

@@ -281,7 +281,11 @@ impl GpuContext {
     /// `info` is its adapter's (`wgpu::Adapter::get_info`). Timestamps are used where the device
     /// was created with them. rnn-gpu installs its handlers for the device's uncaptured errors and
     /// its loss (it reports them as errors of its next call), replacing any the application set.
-    pub fn from_device(info: wgpu::AdapterInfo, device: wgpu::Device, queue: wgpu::Queue) -> Result<Arc<Self>> {
+    pub fn from_device(
+        info: wgpu::AdapterInfo,
+        device: wgpu::Device,
+        queue: wgpu::Queue,
+    ) -> Result<Arc<Self>> {
         let wanted = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_PASSES;

@@ -6,12 +6,22 @@ use crate::error::{Error, Result, check_finite};
 
 /// `[B, T, W]` (PyTorch's `batch_first=True`) as `[T, B, W]`, the layout batches and outputs
 /// have here; an error when `x` is not `batch * steps * width` long.
-pub fn batch_first_to_time_major<T: Copy>(x: &[T], batch: usize, steps: usize, width: usize) -> Result<Vec<T>> {
+pub fn batch_first_to_time_major<T: Copy>(
+    x: &[T],
+    batch: usize,
+    steps: usize,
+    width: usize,
+) -> Result<Vec<T>> {
     transpose(x, batch, steps, width)
 }
 
 /// `[T, B, W]` (an output, `Forward::output` or `logits`) as `[B, T, W]`.
-pub fn time_major_to_batch_first<T: Copy>(x: &[T], steps: usize, batch: usize, width: usize) -> Result<Vec<T>> {
+pub fn time_major_to_batch_first<T: Copy>(
+    x: &[T],
+    steps: usize,
+    batch: usize,
+    width: usize,
+) -> Result<Vec<T>> {
     transpose(x, steps, batch, width)
 }
 

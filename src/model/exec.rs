@@ -9,8 +9,8 @@ use crate::backend::{Backend, Variant};
 use crate::error::{Error, Result};
 pub use crate::exec::StepStats;
 use crate::exec::{Executor, Shape, record_update, to_elem};
-use crate::ops::Op;
 use crate::ops::index_lists;
+use crate::ops::{Op, step_state};
 use crate::real::Real;
 use crate::update::{Clip, Optimizer};
 
@@ -35,6 +35,18 @@ const GRAD: &str = "gradient";
 const TRAIN: &str = "train";
 const EVALUATE: &str = "evaluate";
 const LOSS_GRAD: &str = "loss gradient";
+const ADD_LOSS_GRAD: [&str; 2] = ["add loss gradient", "first loss gradient"];
+const ADD_OUTPUT_GRAD: [&str; 2] = ["add output gradient", "first output gradient"];
+
+/// What a training program does with the gradients of its batch.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum GradMode {
+    /// Computes them afresh and updates: one whole training step.
+    Step,
+    /// Adds them to those accumulated since the last update (clearing those first when
+    /// `first`); no update.
+    Add { first: bool },
+}
 
 fn shape(batch: &Batch) -> Shape {
     Shape { steps: batch.steps, tgt_steps: 0, batch: batch.batch }
@@ -197,6 +209,37 @@ impl<B: Backend> Exec<B> {
         d_hn: Option<&[f32]>,
         d_cn: Option<&[f32]>,
     ) -> Result<()> {
+        let model_init = self.begin(spec, layout, batch, start, false)?;
+        self.upload_output_gradients(spec, batch, d_output, d_hn, d_cn)?;
+        let graph = Self::graph(spec, layout);
+        let fo = ForwardOpts { train: false, keep: true, model_init };
+        let bo =
+            BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, model_init };
+        self.run(GRAD, shape(batch), Variant { model_init, ..Variant::default() }, |be, net, ws| {
+            graph.forward(be, net, ws, fo)?;
+            be.run(Op::Clear { x: &net.grads })?;
+            graph.backward(be, net, ws, bo)
+        })?;
+        // Leave the final-state gradients zero for later runs.
+        let (be, ws) = self.with_ws(shape(batch))?;
+        let n = B::len(&ws.dhn);
+        be.write(&ws.dhn, &vec![B::Elem::ZERO; n])?;
+        if let Some(dcn) = &ws.dcn {
+            be.write(dcn, &vec![B::Elem::ZERO; n])?;
+        }
+        Ok(())
+    }
+
+    /// Writes the gradients of the top layer's outputs and of the final states (zero when `None`)
+    /// where the backward pass starts from, each checked for its shape and finiteness.
+    fn upload_output_gradients(
+        &mut self,
+        spec: &ModelSpec,
+        batch: &Batch,
+        d_output: &[f32],
+        d_hn: Option<&[f32]>,
+        d_cn: Option<&[f32]>,
+    ) -> Result<()> {
         let want = batch.steps * batch.batch * spec.output_size();
         if d_output.len() != want {
             return Err(Error::shape(
@@ -207,7 +250,6 @@ impl<B: Backend> Exec<B> {
             ));
         }
         crate::error::check_finite("gradients", "output gradient", d_output)?;
-        let model_init = self.begin(spec, layout, batch, start, false)?;
         let (be, ws) = self.with_ws(shape(batch))?;
         let top = &ws.layers[spec.layers - 1].dy;
         be.write(top, &to_elem(d_output))?;
@@ -229,25 +271,11 @@ impl<B: Backend> Exec<B> {
             crate::error::check_finite("gradients", what, &v)?;
             be.write(buf, &to_elem(&v))?;
         }
-        let graph = Self::graph(spec, layout);
-        let fo = ForwardOpts { train: false, keep: true, model_init };
-        let bo =
-            BackwardOpts { train: false, from_loss: false, input_grad: true, init_grad: true, model_init };
-        self.run(GRAD, shape(batch), Variant { model_init, ..Variant::default() }, |be, net, ws| {
-            graph.forward(be, net, ws, fo)?;
-            be.run(Op::Clear { x: &net.grads })?;
-            graph.backward(be, net, ws, bo)
-        })?;
-        // Leave the final-state gradients zero for later runs.
-        let (be, ws) = self.with_ws(shape(batch))?;
-        be.write(&ws.dhn, &vec![B::Elem::ZERO; n])?;
-        if let Some(dcn) = &ws.dcn {
-            be.write(dcn, &vec![B::Elem::ZERO; n])?;
-        }
         Ok(())
     }
 
-    /// One training step: forward, loss, backward, clipping and update, as one program.
+    /// One training step, forward, loss, backward, clipping and update, as one program; or, with
+    /// `GradMode::Add`, forward, loss and backward adding to the gradients accumulated.
     #[allow(clippy::too_many_arguments)]
     pub fn train_step(
         &mut self,
@@ -258,8 +286,11 @@ impl<B: Backend> Exec<B> {
         opt: &Optimizer,
         clip: Clip,
         seed: u32,
+        grads: GradMode,
     ) -> Result<()> {
-        self.prepare_update(layout, opt)?;
+        if grads == GradMode::Step {
+            self.prepare_update(layout, opt)?;
+        }
         let model_init = self.begin(spec, layout, batch, start, true)?;
         let (be, ws) = self.with_ws(shape(batch))?;
         be.write_u32(&ws.seeds, &[seed])?;
@@ -267,14 +298,59 @@ impl<B: Backend> Exec<B> {
         let fo = ForwardOpts { train: true, keep: true, model_init };
         let bo =
             BackwardOpts { train: true, from_loss: true, input_grad: false, init_grad: false, model_init };
-        let variant = Variant { model_init, train: true, ..Variant::default() }.with_update(opt, clip);
+        let variant = Variant { model_init, train: true, ..Variant::default() };
         let opt = *opt;
-        self.run(TRAIN, shape(batch), variant, |be, net, ws| {
+        let (kind, variant, clear) = match grads {
+            GradMode::Step => (TRAIN, variant.with_update(&opt, clip), true),
+            GradMode::Add { first } => (ADD_LOSS_GRAD[first as usize], variant, first),
+        };
+        self.run(kind, shape(batch), variant, |be, net, ws| {
             graph.forward(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
-            be.run(Op::Clear { x: &net.grads })?;
+            if clear {
+                be.run(Op::Clear { x: &net.grads })?;
+            }
             graph.backward(be, net, ws, bo)?;
-            record_update(be, net, &opt, clip)
+            match grads {
+                GradMode::Step => record_update(be, net, &opt, clip),
+                GradMode::Add { .. } => Ok(()),
+            }
+        })
+    }
+
+    /// Forward in training mode (dropout from `seed`), then backward from the caller's own loss:
+    /// `d_output`, its gradient with respect to the top layer's outputs `[T, B, D*H]`, added to
+    /// the gradients accumulated (cleared first when `first`). `loss`, the caller's value, goes
+    /// into the step state, where `stats` reports it and the update's guard checks it.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_output_gradient(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: &Batch,
+        start: Start<'_>,
+        seed: u32,
+        loss: f32,
+        d_output: &[f32],
+        first: bool,
+    ) -> Result<()> {
+        let model_init = self.begin(spec, layout, batch, start, false)?;
+        self.upload_output_gradients(spec, batch, d_output, None, None)?;
+        let (be, ws) = self.with_ws(shape(batch))?;
+        be.write_u32(&ws.seeds, &[seed])?;
+        let state = self.net.step_state.clone();
+        self.be.write(&self.be.view(&state, step_state::LOSS, 1)?, &[B::Elem::from_f32(loss)])?;
+        let graph = Self::graph(spec, layout);
+        let fo = ForwardOpts { train: true, keep: true, model_init };
+        let bo =
+            BackwardOpts { train: true, from_loss: false, input_grad: false, init_grad: false, model_init };
+        let variant = Variant { model_init, train: true, ..Variant::default() };
+        self.run(ADD_OUTPUT_GRAD[first as usize], shape(batch), variant, |be, net, ws| {
+            graph.forward(be, net, ws, fo)?;
+            if first {
+                be.run(Op::Clear { x: &net.grads })?;
+            }
+            graph.backward(be, net, ws, bo)
         })
     }
 

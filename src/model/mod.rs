@@ -16,7 +16,7 @@ use crate::exec::Training;
 use crate::rng::Rng;
 use crate::update::{Clip, Optimizer};
 use batch::Batch;
-use exec::Exec;
+use exec::{Exec, GradMode};
 pub use exec::{Start, StepStats};
 use graph::Workspace;
 use params::ParamLayout;
@@ -75,6 +75,8 @@ pub struct Model {
     device: Device,
     pub(crate) engine: Engine<ModelPlan>,
     training: Training,
+    /// Gradients are being accumulated (`accumulate`) toward an `apply_update`.
+    accumulating: bool,
 }
 
 impl Model {
@@ -98,6 +100,7 @@ impl Model {
             layout,
             device: device.clone(),
             training: Training::new(Optimizer::adam(2e-3), Rng::seed_from_u64(seed ^ 0x5eed_0fd2_0f)),
+            accumulating: false,
         })
     }
 
@@ -165,10 +168,72 @@ impl Model {
     /// `stats` for the loss. A step whose loss or gradient norm is not finite is refused on the
     /// device, leaving the weights untouched, and reported by the next `stats`.
     pub fn train_step(&mut self, batch: &Batch, start: Start<'_>) -> Result<()> {
+        self.not_accumulating("train_step")?;
+        self.step_with(batch, start, GradMode::Step)
+    }
+
+    fn step_with(&mut self, batch: &Batch, start: Start<'_>, grads: GradMode) -> Result<()> {
         let seed = self.training.rng.next_u32();
         let (spec, layout, opt, clip) =
             (&self.spec, &self.layout, self.training.optimizer, self.training.clip);
-        with_engine!(&mut self.engine, e => e.train_step(spec, layout, batch, start, &opt, clip, seed))
+        with_engine!(&mut self.engine, e => e.train_step(spec, layout, batch, start, &opt, clip, seed, grads))
+    }
+
+    /// Forward, loss and backward on `batch` (targets required, dropout on), adding its gradients
+    /// to those accumulated since the last update, as `loss.backward()` adds into PyTorch's
+    /// `.grad`: after k calls they are the gradient of the sum of the k losses (divide the
+    /// learning rate by k for their mean). Nothing is updated until `apply_update`. The step
+    /// state's loss is the last batch's.
+    pub fn accumulate(&mut self, batch: &Batch, start: Start<'_>) -> Result<()> {
+        let first = !self.accumulating;
+        self.step_with(batch, start, GradMode::Add { first })?;
+        self.accumulating = true;
+        Ok(())
+    }
+
+    /// Backpropagation from the caller's own loss, accumulated as `accumulate` does: `batch` runs
+    /// forward in training mode (dropout on, no targets needed), then backward from `d_output`,
+    /// the loss's gradient with respect to the top layer's outputs `[T, B, D*H]` (the head, if
+    /// any, is not used). `loss` is its value: `stats` reports it, and `apply_update` refuses the
+    /// update when it or the gradients are not finite.
+    pub fn accumulate_output_gradient(
+        &mut self,
+        batch: &Batch,
+        start: Start<'_>,
+        loss: f32,
+        d_output: &[f32],
+    ) -> Result<()> {
+        let first = !self.accumulating;
+        let seed = self.training.rng.next_u32();
+        let (spec, layout) = (&self.spec, &self.layout);
+        with_engine!(&mut self.engine, e => e.add_output_gradient(spec, layout, batch, start, seed, loss, d_output, first))?;
+        self.accumulating = true;
+        Ok(())
+    }
+
+    /// Clipping, the non-finite guard and the optimizer's update on the gradients accumulated
+    /// since the last update, which it then clears: the end of an accumulation, as one program.
+    /// A refused update is reported by the next `stats`, as a refused `train_step` is.
+    pub fn apply_update(&mut self) -> Result<()> {
+        if !self.accumulating {
+            return Err(Error::invalid("apply_update", "no gradients accumulated since the last update"));
+        }
+        let (layout, opt, clip) = (&self.layout, self.training.optimizer, self.training.clip);
+        with_engine!(&mut self.engine, e => e.apply_update(layout, &opt, clip))?;
+        self.accumulating = false;
+        Ok(())
+    }
+
+    /// Calls that overwrite the gradients are refused while some are being accumulated, rather
+    /// than silently dropping them.
+    fn not_accumulating(&self, op: &'static str) -> Result<()> {
+        match self.accumulating {
+            true => Err(Error::invalid(
+                op,
+                "gradients are being accumulated; end the accumulation with apply_update first",
+            )),
+            false => Ok(()),
+        }
     }
 
     /// The step state after the last training step (waits for the device). An error when a step
@@ -196,6 +261,7 @@ impl Model {
     /// The loss on `batch` and its gradients with respect to every parameter, a dense input and
     /// the initial states (no dropout, no update).
     pub fn loss_gradients(&mut self, batch: &Batch, start: Start<'_>) -> Result<(f32, Gradients)> {
+        self.not_accumulating("loss_gradients")?;
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
             e.loss_gradients(spec, layout, batch, start, None)?;
@@ -268,6 +334,7 @@ impl Model {
         d_hn: Option<&[f32]>,
         d_cn: Option<&[f32]>,
     ) -> Result<Gradients> {
+        self.not_accumulating("gradients")?;
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
             e.gradients(spec, layout, batch, start, d_output, d_hn, d_cn)?;

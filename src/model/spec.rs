@@ -164,7 +164,10 @@ impl ModelSpec {
             }
         }
         if self.output_dropout > 0.0 && self.head.is_none() {
-            return Err(Error::invalid(OP, "output dropout applies to a head's input; the model has no head"));
+            return Err(Error::invalid(
+                OP,
+                "output dropout applies to a head's input; the model has no head",
+            ));
         }
         if let Some(h) = self.head {
             check_nonzero(OP, "head outputs", h.outputs)?;

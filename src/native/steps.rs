@@ -379,9 +379,8 @@ impl<C: CellMath> Epilogue for Fwd<C> {
             }
             let tr = &tile[(b - rows.start) * g * UNITS..][..g * UNITS];
             // SAFETY: see the section's header.
-            let (hprev, cprev) = unsafe {
-                (get(self.h_prev, b * h + u0, n), self.c_prev.map(|c| get(c, b * h + u0, n)))
-            };
+            let (hprev, cprev) =
+                unsafe { (get(self.h_prev, b * h + u0, n), self.c_prev.map(|c| get(c, b * h + u0, n))) };
             for k in 0..g {
                 // SAFETY: as above.
                 load(&mut x[k], unsafe { self.input.x(g, h, b, k, u0, n) });

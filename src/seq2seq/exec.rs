@@ -4,10 +4,10 @@
 
 use super::Seq2SeqSpec;
 use super::graph::{self, S2sGraph, S2sWs};
-use crate::model::graph::ForwardOpts;
 use crate::backend::{Backend, Variant};
 use crate::error::{Error, Result};
 use crate::exec::{Executor, Shape, record_update, to_elem};
+use crate::model::graph::ForwardOpts;
 use crate::model::params::ParamLayout;
 use crate::ops::index_lists;
 use crate::update::{Clip, Optimizer};

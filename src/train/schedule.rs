@@ -20,9 +20,15 @@ pub struct Schedule {
 pub enum Decay {
     Constant,
     /// Multiplied by `gamma` after every `every` updates.
-    Step { every: usize, gamma: f32 },
+    Step {
+        every: usize,
+        gamma: f32,
+    },
     /// Half a cosine from 1 down to `floor` over `steps` updates, then `floor`.
-    Cosine { steps: usize, floor: f32 },
+    Cosine {
+        steps: usize,
+        floor: f32,
+    },
 }
 
 impl Schedule {

@@ -131,12 +131,16 @@ fn char_model(path: &std::path::Path, device: &Device) -> rnn_gpu::Result<(rnn_g
 pub(crate) fn eval(a: EvalArgs) -> rnn_gpu::Result<ExitCode> {
     for (what, v) in [("--seq-len", a.seq_len), ("--batch", a.batch)] {
         if v == 0 {
-            return Err(rnn_gpu::Error::Invalid { op: "eval", message: format!("{what} must be at least 1") });
+            return Err(rnn_gpu::Error::Invalid {
+                op: "eval",
+                message: format!("{what} must be at least 1"),
+            });
         }
     }
     let device = Device::from_name(&a.device)?;
     let (mut model, corpus) = char_model(&a.model, &device)?;
-    let text = std::fs::read_to_string(&a.text).map_err(|e| rnn_gpu::Error::Io { path: a.text.clone(), source: e })?;
+    let text = std::fs::read_to_string(&a.text)
+        .map_err(|e| rnn_gpu::Error::Io { path: a.text.clone(), source: e })?;
     let corpus = TextCorpus { ids: corpus.encode(&text)?, ..corpus };
     let chunks = corpus.stream_batches(a.seq_len, a.batch);
     if chunks.is_empty() {
@@ -175,10 +179,7 @@ pub(crate) fn parse_cell(name: &str) -> rnn_gpu::Result<Cell> {
 
 /// With `--resume`, the checkpoint decides the model and the optimizer: a flag given explicitly
 /// that says otherwise is refused, named with both values, rather than silently ignored.
-pub(crate) fn resume_conflicts(
-    a: &TrainArgs,
-    given: &dyn Fn(&str) -> bool,
-) -> rnn_gpu::Result<Settings> {
+pub(crate) fn resume_conflicts(a: &TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Result<Settings> {
     let settings = rnn_gpu::train::text::checkpoint_settings(&a.out)?;
     let (spec, opt, clip, schedule) = (&settings.spec, settings.optimizer, settings.clip, settings.schedule);
     let mine = optimizer(a)?;
@@ -194,7 +195,9 @@ pub(crate) fn resume_conflicts(
     differs("dropout", a.dropout.to_string(), spec.dropout.to_string());
     differs("output_dropout", a.output_dropout.to_string(), spec.output_dropout.to_string());
     differs("optimizer", mine.name().into(), opt.name().into());
-    for (flag, field) in [("momentum", "momentum"), ("nesterov", "nesterov"), ("weight_decay", "weight_decay")] {
+    for (flag, field) in
+        [("momentum", "momentum"), ("nesterov", "nesterov"), ("weight_decay", "weight_decay")]
+    {
         let value = |o: &Optimizer| o.fields().into_iter().find(|f| f.0 == field).map(|f| f.1);
         differs(flag, value(&mine).unwrap_or_default(), value(&opt).unwrap_or_default());
     }
@@ -224,7 +227,11 @@ pub(crate) fn resume_conflicts(
 fn optimizer(a: &TrainArgs) -> rnn_gpu::Result<Optimizer> {
     let mut opt = Optimizer::from_name(&a.optimizer, a.lr).ok_or_else(|| rnn_gpu::Error::Invalid {
         op: "--optimizer",
-        message: format!("unknown optimizer {:?}; use one of {}", a.optimizer, rnn_gpu::update::cli_names().join(", ")),
+        message: format!(
+            "unknown optimizer {:?}; use one of {}",
+            a.optimizer,
+            rnn_gpu::update::cli_names().join(", ")
+        ),
     })?;
     if let Some(m) = a.momentum {
         opt = opt.with_field("momentum", &m.to_string())?;

@@ -106,12 +106,7 @@ impl Graph<'_> {
                 Some((z, _)) => {
                     let (last, _, _) =
                         hw.last.as_ref().ok_or_else(|| Error::invalid("forward", "no last-row list"))?;
-                    be.run(Op::Gather {
-                        out: z,
-                        table: top,
-                        idx: last,
-                        p: self.last_rows(b),
-                    })?;
+                    be.run(Op::Gather { out: z, table: top, idx: last, p: self.last_rows(b) })?;
                     z.clone()
                 }
             };
