@@ -28,7 +28,9 @@ fn batch_for(spec: &ModelSpec, rng: &mut Rng) -> Batch {
     let (t, b) = (STEPS, BATCH);
     let mut batch = match spec.input {
         InputKind::Dense(i) => Batch::dense(t, b, grid(rng, t * b * i)),
-        InputKind::Tokens(v) => Batch::tokens(t, b, (0..t * b).map(|_| rng.below(v) as u32).collect()),
+        InputKind::Tokens(v) | InputKind::Embedding { vocab: v, .. } => {
+            Batch::tokens(t, b, (0..t * b).map(|_| rng.below(v) as u32).collect())
+        }
     };
     batch = batch.with_lengths(vec![STEPS, 2, 1]);
     if let Some(c) = spec.condition {
@@ -264,6 +266,20 @@ fn dropout_on_the_head_input() {
         let (a, b) = (loss_of(&only_between), loss_of(&both));
         assert!((a - b).abs() > 1e-6, "{}: output dropout left the loss at {a}", cell.name());
         check(both);
+    }
+}
+
+#[test]
+fn embedding_input() {
+    for cell in [Cell::Lstm, Cell::Rnn { relu: false }] {
+        let mut rng = Rng::seed_from_u64(16);
+        let spec = ModelSpec {
+            input: InputKind::Embedding { vocab: 4, dim: 3 },
+            head: Some(Head { outputs: 4, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
+            ..stacked(cell, true)
+        };
+        let batch = batch_for(&spec, &mut rng);
+        check(Case { spec, batch, h0: None, dropout_seed: None });
     }
 }
 

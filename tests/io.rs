@@ -126,6 +126,42 @@ fn bidirectional_many_to_one_reads_both_final_states_as_torch() {
     }
 }
 
+/// A PyTorch module for token input, `nn.Embedding` -> `nn.LSTM` -> `nn.Linear` named
+/// `embedding`, `rnn` and `head`: its state_dict loads under its own names as a model with an
+/// embedding, and the logits, the cross-entropy over the valid positions of padded sequences and
+/// every gradient (the embedding's included) match PyTorch's on each device
+/// (tests/fixtures/make_fixtures.py).
+#[test]
+fn pytorch_embedding_lstm_linear_loads_and_matches() {
+    let exp = io::read_tensors(&fixture("embedding_lstm.expected.safetensors")).unwrap();
+    let (t, b) = match exp.tensors["tokens"].0[..] {
+        [t, b] => (t, b),
+        _ => panic!("tokens shape"),
+    };
+    let ints = |name: &str| -> Vec<u32> { floats(&exp, name).iter().map(|&v| v as u32).collect() };
+    let lengths: Vec<usize> = ints("lengths").iter().map(|&v| v as usize).collect();
+    let batch = Batch::tokens(t, b, ints("tokens")).with_lengths(lengths).with_classes(ints("targets"));
+    for device in devices() {
+        let what = format!("embedding model on {}", device.describe());
+        let (mut m, _) =
+            io::load_model(&fixture("embedding_lstm.model.safetensors"), &device, Some(Cell::Lstm)).unwrap();
+        assert_eq!(m.spec().input, InputKind::Embedding { vocab: 7, dim: 5 }, "{what}");
+        close(&format!("{what} logits"), &m.logits(&batch, Start::Fresh).unwrap(), &floats(&exp, "logits"));
+        let (loss, g) = m.loss_gradients(&batch, Start::Fresh).unwrap();
+        close(&format!("{what} loss"), &[loss], &floats(&exp, "loss"));
+        assert_eq!(g.params.len(), 1 + 2 * 4 + 2, "{what}: embedding, two layers, head");
+        for (name, grad) in &g.params {
+            close(&format!("{what} grad.{name}"), grad, &floats(&exp, &format!("grad.{name}")));
+        }
+        // Saved and loaded as an rnn-gpu model file, it is the same model.
+        let path = tmp(&format!("embedding-{}.safetensors", device.describe().len()));
+        io::save_model(&path, &mut m, &Metadata::new()).unwrap();
+        let (mut again, _) = io::load_model(&path, &device, None).unwrap();
+        assert_eq!(again.spec(), m.spec());
+        assert_eq!(again.flat_params().unwrap(), m.flat_params().unwrap());
+    }
+}
+
 fn specs() -> Vec<ModelSpec> {
     let mut v = Vec::new();
     for cell in [Cell::Rnn { relu: false }, Cell::Rnn { relu: true }, Cell::Lstm, Cell::Gru] {
@@ -139,6 +175,10 @@ fn specs() -> Vec<ModelSpec> {
             ..ModelSpec::new(cell, InputKind::Dense(3), 4)
         });
         v.push(ModelSpec { layers: 3, ..ModelSpec::new(cell, InputKind::Dense(2), 3) });
+        v.push(ModelSpec {
+            input: InputKind::Embedding { vocab: 7, dim: 3 },
+            ..ModelSpec::char_model(cell, 7, 5, 1)
+        });
     }
     v
 }

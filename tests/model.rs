@@ -14,7 +14,7 @@ use rnn_gpu::{
 fn batch_for(spec: &ModelSpec, steps: usize, batch: usize, rng: &mut Rng) -> Batch {
     let mut b = match spec.input {
         InputKind::Dense(i) => Batch::dense(steps, batch, rng.uniform_vec(steps * batch * i, -1.0, 1.0)),
-        InputKind::Tokens(v) => {
+        InputKind::Tokens(v) | InputKind::Embedding { vocab: v, .. } => {
             Batch::tokens(steps, batch, (0..steps * batch).map(|_| rng.below(v) as u32).collect())
         }
     };
@@ -176,6 +176,19 @@ fn tokens_many_to_one_and_learned_state_match_the_reference() {
             ..ModelSpec::new(cell, InputKind::Tokens(11), 12)
         };
         compare(spec, 7, 10, Optimizer::adam(0.01), Clip { max_norm: 1.0, value: 0.0 });
+    }
+}
+
+#[test]
+fn embedding_input_matches_the_reference() {
+    for cell in [Cell::Lstm, Cell::Gru] {
+        let spec = ModelSpec {
+            layers: 2,
+            bidirectional: true,
+            head: Some(Head { outputs: 11, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
+            ..ModelSpec::new(cell, InputKind::Embedding { vocab: 11, dim: 6 }, 8)
+        };
+        compare(spec, 7, 5, Optimizer::adam(0.01), Clip { max_norm: 1.0, value: 0.0 });
     }
 }
 

@@ -82,8 +82,8 @@ pub fn read_model(
     let (spec, prefix) = if file.metadata.get("format").map(|s| s.as_str()) == Some(FORMAT) {
         (spec_from_metadata(path, &file.metadata)?, "rnn.")
     } else if let Some(cell) = cell {
-        (spec_from_state_dict(path, &shapes, cell)?, "")
-    } else if shapes.contains_key("weight_ih_l0") {
+        spec_from_state_dict(path, &shapes, cell)?
+    } else if shapes.contains_key("weight_ih_l0") || shapes.contains_key("rnn.weight_ih_l0") {
         return Err(bad(
             path,
             "this looks like a bare PyTorch state_dict: name its cell (--cell rnn|rnn_relu|lstm|gru)",

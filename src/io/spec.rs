@@ -16,6 +16,7 @@ pub fn spec_metadata(spec: &ModelSpec) -> Metadata {
         match spec.input {
             InputKind::Dense(n) => format!("dense:{n}"),
             InputKind::Tokens(v) => format!("tokens:{v}"),
+            InputKind::Embedding { vocab, dim } => format!("embedding:{vocab}:{dim}"),
         },
     );
     m.insert("hidden".into(), spec.hidden.to_string());
@@ -74,7 +75,20 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
         Some(("tokens", n)) => {
             InputKind::Tokens(size(path, "vocabulary", n.parse().map_err(|_| bad(path, "bad vocabulary"))?)?)
         }
-        _ => return Err(bad(path, format!("metadata `input` = {input:?}; expected dense:N or tokens:N"))),
+        Some(("embedding", vd)) => {
+            let (v, d) =
+                vd.split_once(':').ok_or_else(|| bad(path, "bad embedding: expected embedding:V:E"))?;
+            InputKind::Embedding {
+                vocab: size(path, "vocabulary", v.parse().map_err(|_| bad(path, "bad vocabulary"))?)?,
+                dim: size(path, "embedding width", d.parse().map_err(|_| bad(path, "bad embedding width"))?)?,
+            }
+        }
+        _ => {
+            return Err(bad(
+                path,
+                format!("metadata `input` = {input:?}; expected dense:N, tokens:N or embedding:V:E"),
+            ));
+        }
     };
     let head = match field(path, m, "head")? {
         "none" => None,
@@ -130,13 +144,21 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
     Ok(spec)
 }
 
-/// Infers the model of a bare PyTorch state_dict (`weight_ih_l0`, ...) for `cell`.
+/// Infers the model of a PyTorch state_dict saved with safetensors, for `cell`, and the prefix of
+/// its recurrent tensors' names: a bare `nn.RNN/LSTM/GRU`'s (`weight_ih_l0`, ...), or a module's
+/// whose recurrent part is named `rnn` (`rnn.weight_ih_l0`, ...), with an `nn.Embedding` named
+/// `embedding` (token input through it) and an `nn.Linear` named `head` (a head at every step;
+/// its loss is taken to be cross-entropy).
 pub fn spec_from_state_dict(
     path: &Path,
     shapes: &BTreeMap<String, Vec<usize>>,
     cell: Cell,
-) -> Result<ModelSpec> {
-    let shape = |name: &str| shapes.get(name).ok_or_else(|| bad(path, format!("missing tensor {name}")));
+) -> Result<(ModelSpec, &'static str)> {
+    let prefix = if shapes.contains_key("rnn.weight_ih_l0") { "rnn." } else { "" };
+    let shape = |name: &str| {
+        let name = format!("{prefix}{name}");
+        shapes.get(&name).ok_or_else(|| bad(path, format!("missing tensor {name}")))
+    };
     let w_ih = shape("weight_ih_l0")?;
     let w_hh = shape("weight_hh_l0")?;
     if w_ih.len() != 2 || w_hh.len() != 2 {
@@ -153,16 +175,33 @@ pub fn spec_from_state_dict(
             ),
         ));
     }
-    let layers = (0..).take_while(|k| shapes.contains_key(&format!("weight_ih_l{k}"))).count();
+    let layers = (0..).take_while(|k| shapes.contains_key(&format!("{prefix}weight_ih_l{k}"))).count();
+    let module = |name: &str| if prefix.is_empty() { None } else { shapes.get(name) };
+    let input = match module("embedding.weight").map(|s| &s[..]) {
+        None => InputKind::Dense(size(path, "input size", w_ih[1])?),
+        Some(&[vocab, dim]) => InputKind::Embedding {
+            vocab: size(path, "vocabulary", vocab)?,
+            dim: size(path, "embedding width", dim)?,
+        },
+        Some(s) => {
+            return Err(bad(path, format!("embedding.weight has shape {s:?}; expected [vocab, width]")));
+        }
+    };
+    let head = match module("head.weight").map(|s| &s[..]) {
+        None => None,
+        Some(&[outputs, _]) => Some(Head {
+            outputs: size(path, "head outputs", outputs)?,
+            mode: OutputMode::ManyToMany,
+            loss: Loss::CrossEntropy,
+        }),
+        Some(s) => return Err(bad(path, format!("head.weight has shape {s:?}; expected [outputs, inputs]"))),
+    };
     let spec = ModelSpec {
         layers: size(path, "layers", layers)?,
-        bidirectional: shapes.contains_key("weight_ih_l0_reverse"),
-        ..ModelSpec::new(
-            cell,
-            InputKind::Dense(size(path, "input size", w_ih[1])?),
-            size(path, "hidden", hidden)?,
-        )
+        bidirectional: shapes.contains_key(&format!("{prefix}weight_ih_l0_reverse")),
+        head,
+        ..ModelSpec::new(cell, input, size(path, "hidden", hidden)?)
     };
     spec.validate().map_err(|e| bad(path, e.to_string()))?;
-    Ok(spec)
+    Ok((spec, prefix))
 }

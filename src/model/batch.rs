@@ -136,7 +136,7 @@ impl Batch {
                 }
                 check_finite(OP, "input", x)?;
             }
-            (Input::Tokens(ids), InputKind::Tokens(v)) => {
+            (Input::Tokens(ids), InputKind::Tokens(v) | InputKind::Embedding { vocab: v, .. }) => {
                 if ids.len() != t * b {
                     return Err(Error::shape(OP, "token input", &[ids.len()], &[t, b]));
                 }
@@ -149,7 +149,7 @@ impl Batch {
                     ));
                 }
             }
-            (Input::Dense(_), InputKind::Tokens(_)) => {
+            (Input::Dense(_), InputKind::Tokens(_) | InputKind::Embedding { .. }) => {
                 return Err(Error::invalid(
                     OP,
                     "the model reads token ids, but the batch holds dense features",

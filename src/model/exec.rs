@@ -78,7 +78,7 @@ impl<B: Backend> Exec<B> {
             (Input::Dense(x), Some(buf), _) => be.write(buf, &to_elem(x))?,
             (Input::Tokens(ids), _, Some((tokens, starts, list))) => {
                 be.write_u32(tokens, ids)?;
-                let (s, l) = index_lists(ids, spec.input.size());
+                let (s, l) = index_lists(ids, spec.input.vocab().unwrap_or(0));
                 be.write_u32(starts, &s)?;
                 be.write_u32(list, &l)?;
             }

@@ -2,7 +2,7 @@
 //! between steps.
 
 use super::batch::Batch;
-use super::spec::{InputKind, OutputMode};
+use super::spec::OutputMode;
 use super::{Model, Start};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
@@ -58,7 +58,9 @@ impl Model {
     /// from `sampling.seed`.
     pub fn generate(&mut self, prime: &[u32], len: usize, sampling: Sampling) -> Result<Vec<u32>> {
         let vocab = match (self.spec().input, self.spec().head) {
-            (InputKind::Tokens(v), Some(h)) if h.mode == OutputMode::ManyToMany && h.outputs == v => v,
+            (input, Some(h)) if h.mode == OutputMode::ManyToMany && input.vocab() == Some(h.outputs) => {
+                h.outputs
+            }
             _ => {
                 return Err(Error::invalid(
                     "generate",

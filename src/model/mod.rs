@@ -20,7 +20,7 @@ use exec::{Exec, GradMode};
 pub use exec::{Start, StepStats};
 use graph::Workspace;
 use params::ParamLayout;
-use spec::ModelSpec;
+use spec::{InputKind, ModelSpec};
 
 /// A plain model keeps a `Workspace` per batch shape.
 pub(crate) struct ModelPlan;
@@ -266,18 +266,27 @@ impl Model {
         with_engine!(&mut self.engine, e => {
             e.loss_gradients(spec, layout, batch, start, None)?;
             let loss = e.stats()?.loss;
-            Ok((loss, Self::read_gradients(e, layout, batch)?))
+            Ok((loss, Self::read_gradients(e, spec, layout, batch)?))
         })
     }
 
-    fn read_gradients<B: Backend>(e: &mut Exec<B>, layout: &ParamLayout, batch: &Batch) -> Result<Gradients> {
+    fn read_gradients<B: Backend>(
+        e: &mut Exec<B>,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: &Batch,
+    ) -> Result<Gradients> {
         let ws = e.workspace_of(batch)?;
         let (grads, d_input, dh0, dc0) =
             (e.net.grads.clone(), ws.d_input.clone(), ws.dh0.clone(), ws.dc0.clone());
         let flat = e.read(&grads)?;
         Ok(Gradients {
             params: layout.entries().iter().map(|p| (p.name.clone(), flat[p.range()].to_vec())).collect(),
-            input: d_input.map(|d| e.read(&d)).transpose()?,
+            // A dense input's; an embedded one's gradient is the embedding's.
+            input: d_input
+                .filter(|_| matches!(spec.input, InputKind::Dense(_)))
+                .map(|d| e.read(&d))
+                .transpose()?,
             h0: e.read(&dh0)?,
             c0: dc0.map(|d| e.read(&d)).transpose()?,
         })
@@ -338,7 +347,7 @@ impl Model {
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
             e.gradients(spec, layout, batch, start, d_output, d_hn, d_cn)?;
-            Self::read_gradients(e, layout, batch)
+            Self::read_gradients(e, spec, layout, batch)
         })
     }
 

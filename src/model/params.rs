@@ -4,7 +4,7 @@
 //! be bound to it directly; the padding between tensors is zero and stays zero (its gradient is
 //! zero). One flat buffer means one dispatch for the gradient norm, the clipping and the update.
 
-use super::spec::ModelSpec;
+use super::spec::{InputKind, ModelSpec};
 use crate::error::{Error, Result};
 use crate::ops::align_up;
 use crate::rng::Rng;
@@ -74,9 +74,13 @@ impl ParamLayout {
         ParamLayout { entries: Vec::new(), total: 0 }
     }
 
-    /// Appends the tensors of the stack `spec` under `prefix`: `{prefix}rnn.weight_ih_l0`, ...,
+    /// Appends the tensors of the stack `spec` under `prefix`: its `{prefix}embedding.weight`,
+    /// `{prefix}rnn.weight_ih_l0`, ...,
     /// its learned or conditioned initial state, and `{prefix}head.*`.
     pub fn push_stack(&mut self, spec: &ModelSpec, prefix: &str) {
+        if let InputKind::Embedding { vocab, dim } = spec.input {
+            self.push(format!("{prefix}embedding.weight"), vec![vocab, dim], Init::Normal(1.0));
+        }
         let g = spec.cell.gates();
         let h = spec.hidden;
         let k_rnn = Init::Uniform(1.0 / (h as f32).sqrt());

@@ -12,13 +12,24 @@ pub enum InputKind {
     /// Token ids below `vocab` per step: input `[T, B]`. The first layer reads the id as a one-hot
     /// vector, which is a column lookup of `weight_ih_l0` `[G*H, vocab]`; no one-hot is built.
     Tokens(usize),
+    /// Token ids below `vocab` per step, `[T, B]`, through a learned table `embedding.weight`
+    /// `[vocab, dim]` (PyTorch's `nn.Embedding`) whose rows the first layer reads.
+    Embedding { vocab: usize, dim: usize },
 }
 
 impl InputKind {
-    /// Columns of `weight_ih_l0`.
+    /// Columns of `weight_ih_l0`: the features, the vocabulary, or the embedding's width.
     pub fn size(self) -> usize {
         match self {
-            InputKind::Dense(n) | InputKind::Tokens(n) => n,
+            InputKind::Dense(n) | InputKind::Tokens(n) | InputKind::Embedding { dim: n, .. } => n,
+        }
+    }
+
+    /// The vocabulary of token input.
+    pub fn vocab(self) -> Option<usize> {
+        match self {
+            InputKind::Dense(_) => None,
+            InputKind::Tokens(v) | InputKind::Embedding { vocab: v, .. } => Some(v),
         }
     }
 }
@@ -134,7 +145,10 @@ impl ModelSpec {
     /// and the head), counted in u64 so that an absurd spec cannot overflow the count.
     pub fn param_count(&self) -> u64 {
         let (g, h, d) = (self.cell.gates() as u64, self.hidden as u64, self.directions() as u64);
-        let mut n = 0u64;
+        let mut n = match self.input {
+            InputKind::Embedding { vocab, dim } => vocab as u64 * dim as u64,
+            _ => 0,
+        };
         for k in 0..self.layers.min(MAX_LAYERS + 1) {
             let input = self.layer_input(k) as u64;
             n = n.saturating_add(d.saturating_mul(g * h * (input + h) + 2 * g * h));
@@ -158,6 +172,9 @@ impl ModelSpec {
         check_nonzero(OP, "hidden", self.hidden)?;
         check_nonzero(OP, "layers", self.layers)?;
         check_nonzero(OP, "input size", self.input.size())?;
+        if let Some(v) = self.input.vocab() {
+            check_nonzero(OP, "vocabulary", v)?;
+        }
         for (what, p) in [("dropout", self.dropout), ("output dropout", self.output_dropout)] {
             if !(0.0..1.0).contains(&p) {
                 return Err(Error::range(OP, what, p, "in [0, 1)"));
@@ -185,6 +202,7 @@ impl ModelSpec {
         // whole model to what u32 indexing on the GPU (and any real machine) can hold.
         check_at_most(OP, "hidden", self.hidden, MAX_SIZE)?;
         check_at_most(OP, "input size", self.input.size(), MAX_SIZE)?;
+        check_at_most(OP, "vocabulary", self.input.vocab().unwrap_or(0), MAX_SIZE)?;
         check_at_most(OP, "layers", self.layers, MAX_LAYERS)?;
         if let Some(h) = self.head {
             check_at_most(OP, "head outputs", h.outputs, MAX_SIZE)?;
@@ -192,8 +210,14 @@ impl ModelSpec {
         if let Some(c) = self.condition {
             check_at_most(OP, "condition size", c, MAX_SIZE)?;
         }
-        let biggest =
-            self.cell.gates() as u64 * self.hidden as u64 * self.input.size().max(self.output_size()) as u64;
+        let table = match self.input {
+            InputKind::Embedding { vocab, dim } => vocab as u64 * dim as u64,
+            _ => 0,
+        };
+        let biggest = (self.cell.gates() as u64
+            * self.hidden as u64
+            * self.input.size().max(self.output_size()) as u64)
+            .max(table);
         if biggest > MAX_TENSOR {
             return Err(Error::range(
                 OP,

@@ -60,7 +60,7 @@ pub(crate) fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
             };
             Batch::dense(t, b, x)
         }
-        InputKind::Tokens(_) => {
+        InputKind::Tokens(_) | InputKind::Embedding { .. } => {
             let (shape, ids) = ints("tokens")?.ok_or_else(|| bad("missing tensor `tokens` [T, B]".into()))?;
             let [t, b] = shape[..] else {
                 return Err(bad(format!("tensor tokens has shape {shape:?}; expected [T, B]")));
@@ -83,7 +83,7 @@ pub(crate) fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
     let state_shape = vec![spec.state_rows(), b, spec.hidden];
     let input_name = match spec.input {
         InputKind::Dense(_) => "input",
-        InputKind::Tokens(_) => "tokens",
+        InputKind::Tokens(_) | InputKind::Embedding { .. } => "tokens",
     };
     only_known(&a.input, &file, &[input_name, "lengths", "h0", "c0"])?;
     let state = |name: &str| -> rnn_gpu::Result<Option<Vec<f32>>> {

@@ -124,7 +124,8 @@ fn char_model(path: &std::path::Path, device: &Device) -> rnn_gpu::Result<(rnn_g
         path: path.to_path_buf(),
         message: "no vocabulary: not a character model".into(),
     })?;
-    let vocab = rnn_gpu::data::checked_vocab(path, "character", chars, model.spec().input.size())?;
+    let vocab =
+        rnn_gpu::data::checked_vocab(path, "character", chars, model.spec().input.vocab().unwrap_or(0))?;
     Ok((model, TextCorpus { vocab, ids: Vec::new() }))
 }
 

@@ -84,6 +84,8 @@ impl Graph<'_> {
         }
 
         let init_grad = o.init_grad || o.model_init;
+        // An embedding learns from the gradient of the first layer's input.
+        let embedded = matches!(spec.input, InputKind::Embedding { .. });
         for k in (0..spec.layers).rev() {
             let lw = &ws.layers[k];
             let i = spec.layer_input(k);
@@ -92,7 +94,7 @@ impl Graph<'_> {
             let dropped = k > 0 && o.train && spec.dropout > 0.0;
             let dx: Option<B::Buf> = if k > 0 {
                 if dropped { lw.dx_drop.clone() } else { Some(ws.layers[k - 1].dy.clone()) }
-            } else if o.input_grad {
+            } else if o.input_grad || embedded {
                 ws.d_input.clone()
             } else {
                 None
@@ -227,6 +229,13 @@ impl Graph<'_> {
             }
         }
 
+        if let (InputKind::Embedding { vocab, dim }, Some(dx), Some((_, starts, list))) =
+            (spec.input, &ws.d_input, &ws.tokens)
+        {
+            let p = Gather { n: vocab, width: dim, idx_stride: dim, col_stride: 1 };
+            let dtable = self.grad(be, net, "embedding.weight")?;
+            be.run(Op::ScatterAdd { dtable: &dtable, dout: dx, starts, rows: list, p })?;
+        }
         if o.model_init {
             self.init_backward(be, net, ws)?;
         }

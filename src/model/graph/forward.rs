@@ -21,6 +21,12 @@ impl Graph<'_> {
         if o.model_init {
             self.init_forward(be, net, ws)?;
         }
+        if let (InputKind::Embedding { dim, .. }, Some(x), Some((ids, _, _))) =
+            (spec.input, &ws.input, &ws.tokens)
+        {
+            let p = Gather { n: tb, width: dim, idx_stride: dim, col_stride: 1 };
+            be.run(Op::Gather { out: x, table: &self.param(be, net, "embedding.weight")?, idx: ids, p })?;
+        }
 
         for k in 0..spec.layers {
             let lw = &ws.layers[k];

@@ -149,7 +149,7 @@ pub struct Workspace<B: Backend> {
     pub cn: Option<B::Buf>,
     pub dhn: B::Buf,
     pub dcn: Option<B::Buf>,
-    /// Gradients of the initial states and of a dense input.
+    /// Gradients of the initial states and of a dense (or embedded) input.
     pub dh0: B::Buf,
     pub dc0: Option<B::Buf>,
     pub d_input: Option<B::Buf>,

@@ -86,16 +86,19 @@ impl Graph<'_> {
             }
         };
 
+        let tokens = |be: &mut B, v: usize| -> Result<Option<(B::IBuf, B::IBuf, B::IBuf)>> {
+            Ok(Some((
+                be.alloc_u32("tokens", tb)?,
+                be.alloc_u32("token starts", v + 1)?,
+                be.alloc_u32("token list", tb)?,
+            )))
+        };
         let (input, tokens) = match spec.input {
             InputKind::Dense(i) => (Some(be.alloc("input", tb * i)?), None),
-            InputKind::Tokens(v) => (
-                None,
-                Some((
-                    be.alloc_u32("tokens", tb)?,
-                    be.alloc_u32("token starts", v + 1)?,
-                    be.alloc_u32("token list", tb)?,
-                )),
-            ),
+            InputKind::Tokens(v) => (None, tokens(be, v)?),
+            InputKind::Embedding { vocab, dim } => {
+                (Some(be.alloc("embedded input", tb * dim)?), tokens(be, vocab)?)
+            }
         };
         let rows = spec.state_rows();
         let init = if spec.learn_initial_state || spec.condition.is_some() {
@@ -151,7 +154,9 @@ impl Graph<'_> {
             dh0: be.alloc("initial hidden state gradient", states_len)?,
             dc0: opt(be, lstm, "initial cell state gradient", states_len)?,
             d_input: match spec.input {
-                InputKind::Dense(i) => Some(be.alloc("input gradient", tb * i)?),
+                InputKind::Dense(i) | InputKind::Embedding { dim: i, .. } => {
+                    Some(be.alloc("input gradient", tb * i)?)
+                }
                 InputKind::Tokens(_) => None,
             },
             layers,
