@@ -409,3 +409,73 @@ fn accumulated_and_custom_gradients_update_as_one_step() {
         assert!(m.accumulate_output_gradient(&b1, Start::Fresh, 0.1, &d_out[1..]).is_err(), "{what}: shape");
     }
 }
+
+/// Serving sessions: streams stepped one input at a time give the outputs a forward pass over
+/// the whole sequences gives; a stream reset mid-way continues as a fresh run from there while
+/// the others carry on (zeros, or the learned initial state); bad requests are refused by name.
+#[test]
+fn session_streams_step_reset_and_match_whole_sequences() {
+    let (t, b, h) = (6, 3, 5);
+    for learn in [false, true] {
+        let spec = ModelSpec {
+            layers: 2,
+            learn_initial_state: learn,
+            head: Some(Head { outputs: 4, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
+            ..ModelSpec::new(Cell::Lstm, InputKind::Tokens(4), h)
+        };
+        let mut rng = Rng::seed_from_u64(61);
+        let ids: Vec<u32> = (0..t * b).map(|_| rng.below(4) as u32).collect();
+        for device in devices() {
+            let what = format!("{} (learned state: {learn})", device.describe());
+            let mut m = Model::new(spec.clone(), &device, 4).unwrap();
+            if learn {
+                // A learned initial state that is not zero, so that a reset to zeros would show.
+                let mut p = m.flat_params().unwrap();
+                for e in m.layout().entries().iter().filter(|e| e.name == "rnn.h0" || e.name == "rnn.c0") {
+                    p[e.range()].iter_mut().enumerate().for_each(|(i, v)| *v = 0.1 * (i % 7) as f32 - 0.3);
+                }
+                m.set_flat_params(&p).unwrap();
+            }
+            let whole = m.forward(&Batch::tokens(t, b, ids.clone()), Start::Fresh).unwrap().output;
+            // Stream 1 restarts at step 3: from there it is a fresh run over its last 3 inputs.
+            let tail: Vec<u32> = (3..t).map(|s| ids[s * b + 1]).collect();
+            let fresh_tail = m.forward(&Batch::tokens(t - 3, 1, tail), Start::Fresh).unwrap().output;
+            let mut session = m.session(b, None).unwrap();
+            for s in 0..t {
+                let reset: &[usize] = if s == 3 { &[1] } else { &[] };
+                let out = session.step(rnn_gpu::Input::Tokens(ids[s * b..][..b].to_vec()), reset).unwrap();
+                for stream in 0..b {
+                    let got = &out.output[stream * h..][..h];
+                    let want = if stream == 1 && s >= 3 {
+                        &fresh_tail[(s - 3) * h..][..h]
+                    } else {
+                        &whole[(s * b + stream) * h..][..h]
+                    };
+                    assert_tensor(&format!("{what}: stream {stream} step {s}"), got, want);
+                }
+            }
+            let e = session.step(rnn_gpu::Input::Tokens(vec![0; b]), &[b]).unwrap_err().to_string();
+            assert!(e.contains("stream to reset"), "{what}: {e}");
+        }
+    }
+    let bidir = ModelSpec { bidirectional: true, ..ModelSpec::char_model(Cell::Gru, 4, 3, 1) };
+    let mut m = Model::new(bidir, &Device::Cpu, 1).unwrap();
+    assert!(m.session(2, None).err().unwrap().to_string().contains("bidirectional"));
+}
+
+/// A conditioned model generates from the state its condition vector makes: two conditions give
+/// two continuations, and `generate` without one is refused by name.
+#[test]
+fn conditioned_models_generate_from_their_condition() {
+    let spec = ModelSpec { condition: Some(2), ..ModelSpec::char_model(Cell::Lstm, 6, 8, 1) };
+    let mut m = Model::new(spec, &Device::Cpu, 2).unwrap();
+    let greedy = rnn_gpu::Sampling { temperature: 0.0, top_k: 0, seed: 1 };
+    let a = m.generate_conditioned(&[3.0, -3.0], &[1, 2], 12, greedy).unwrap();
+    let b = m.generate_conditioned(&[-3.0, 3.0], &[1, 2], 12, greedy).unwrap();
+    assert_eq!(a, m.generate_conditioned(&[3.0, -3.0], &[1, 2], 12, greedy).unwrap());
+    assert_ne!(a, b, "the condition changes what is generated");
+    let e = m.generate(&[1, 2], 3, greedy).unwrap_err().to_string();
+    assert!(e.contains("conditioned"), "{e}");
+    let e = m.generate_conditioned(&[1.0], &[1, 2], 3, greedy).unwrap_err().to_string();
+    assert!(e.contains("condition"), "{e}");
+}

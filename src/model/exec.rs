@@ -420,6 +420,36 @@ impl<B: Backend> Exec<B> {
 
     /// The initial-state buffers `Start::Continue` reads for batch size `batch`, if a run of that
     /// batch size has made them.
+    /// Sets the carried state of `streams` (of the runs of batch size `batch`) to the model's
+    /// initial state: zeros, or its learned `rnn.h0` (and `rnn.c0`) rows.
+    pub fn reset_streams(
+        &mut self,
+        spec: &ModelSpec,
+        layout: &ParamLayout,
+        batch: usize,
+        streams: &[usize],
+    ) -> Result<()> {
+        let Some((h, c)) = self.carried_buffers(batch) else { return Ok(()) };
+        let (rows, hidden) = (spec.state_rows(), spec.hidden);
+        for (buf, name) in [(Some(h), "rnn.h0"), (c, "rnn.c0")] {
+            let Some(buf) = buf else { continue };
+            let initial = match layout.entries().iter().find(|e| e.name == name) {
+                Some(e) if spec.learn_initial_state => {
+                    let params = self.net.params.clone();
+                    self.read(&self.be.view(&params, e.offset, rows * hidden)?)?
+                }
+                _ => vec![0.0; rows * hidden],
+            };
+            for r in 0..rows {
+                for &b in streams {
+                    let row = self.be.view(&buf, (r * batch + b) * hidden, hidden)?;
+                    self.write(&row, &initial[r * hidden..][..hidden])?;
+                }
+            }
+        }
+        Ok(())
+    }
+
     pub fn carried_buffers(&self, batch: usize) -> Option<(B::Buf, Option<B::Buf>)> {
         self.workspaces().find(|(s, _)| s.batch == batch).map(|(_, w)| (w.h0.clone(), w.c0.clone()))
     }

@@ -55,8 +55,37 @@ pub const MAX_GENERATE: usize = 1 << 24;
 impl Model {
     /// Feeds `prime` (token ids), then draws `len` tokens one at a time, each fed back as the next
     /// input. Needs token input and a many-to-many head over the same vocabulary. Reproducible
-    /// from `sampling.seed`.
+    /// from `sampling.seed`. A model whose initial state is conditioned generates with
+    /// `generate_conditioned`.
     pub fn generate(&mut self, prime: &[u32], len: usize, sampling: Sampling) -> Result<Vec<u32>> {
+        self.generate_from(None, prime, len, sampling)
+    }
+
+    /// `generate` from the initial state a conditioned model makes of `condition` (its vector of
+    /// the condition size).
+    pub fn generate_conditioned(
+        &mut self,
+        condition: &[f32],
+        prime: &[u32],
+        len: usize,
+        sampling: Sampling,
+    ) -> Result<Vec<u32>> {
+        if self.spec().condition.is_none() {
+            return Err(Error::invalid(
+                "generate_conditioned",
+                "the model's initial state is not conditioned",
+            ));
+        }
+        self.generate_from(Some(condition), prime, len, sampling)
+    }
+
+    fn generate_from(
+        &mut self,
+        condition: Option<&[f32]>,
+        prime: &[u32],
+        len: usize,
+        sampling: Sampling,
+    ) -> Result<Vec<u32>> {
         let vocab = match (self.spec().input, self.spec().head) {
             (input, Some(h)) if h.mode == OutputMode::ManyToMany && input.vocab() == Some(h.outputs) => {
                 h.outputs
@@ -83,7 +112,11 @@ impl Model {
             ));
         }
         let mut rng = Rng::seed_from_u64(sampling.seed);
-        let logits = self.logits(&Batch::tokens(prime.len(), 1, prime.to_vec()), Start::Fresh)?;
+        let mut first = Batch::tokens(prime.len(), 1, prime.to_vec());
+        if let Some(c) = condition {
+            first = first.with_condition(c.to_vec());
+        }
+        let logits = self.logits(&first, Start::Fresh)?;
         let mut next = sample(&logits[(prime.len() - 1) * vocab..], &sampling, &mut rng) as u32;
         let mut out = Vec::with_capacity(len);
         for i in 0..len {

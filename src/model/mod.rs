@@ -6,6 +6,7 @@ pub mod exec;
 pub mod generate;
 pub mod graph;
 pub mod params;
+pub mod session;
 pub mod spec;
 
 use crate::backend::Backend;
