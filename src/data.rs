@@ -209,3 +209,175 @@ pub fn read_pairs(path: &Path) -> Result<Vec<(String, String)>> {
     }
     Ok(pairs)
 }
+
+/// How labeled text is cut into tokens.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Tokens {
+    /// Lowercased runs of letters, digits and apostrophes; everything else separates them.
+    Words,
+    Chars,
+}
+
+impl Tokens {
+    pub fn name(self) -> &'static str {
+        match self {
+            Tokens::Words => "word",
+            Tokens::Chars => "char",
+        }
+    }
+
+    pub fn from_name(name: &str) -> Result<Tokens> {
+        match name {
+            "word" => Ok(Tokens::Words),
+            "char" => Ok(Tokens::Chars),
+            _ => Err(Error::invalid("tokens", format!("unknown tokens {name:?}; use word or char"))),
+        }
+    }
+
+    pub fn split(self, text: &str) -> Vec<String> {
+        match self {
+            Tokens::Words => text
+                .to_lowercase()
+                .split(|c: char| !(c.is_alphanumeric() || c == '\''))
+                .filter(|w| !w.is_empty())
+                .map(str::to_string)
+                .collect(),
+            Tokens::Chars => text.chars().map(|c| c.to_string()).collect(),
+        }
+    }
+}
+
+/// Texts with labels (`text<TAB>label` lines), for classification.
+#[derive(Clone, Debug, PartialEq)]
+pub struct LabeledText {
+    pub texts: Vec<String>,
+    /// Index into `labels`, per text.
+    pub classes: Vec<u32>,
+    /// The distinct labels, sorted.
+    pub labels: Vec<String>,
+}
+
+impl LabeledText {
+    /// Parses `text<TAB>label` lines (blank lines skipped); an error names the first malformed
+    /// line. `labels`, when given, is the label set to use (a trained model's): a label outside it
+    /// is refused by name.
+    pub fn parse(source: &str, content: &str, labels: Option<&[String]>) -> Result<LabeledText> {
+        let mut pairs = Vec::new();
+        for (n, line) in content.lines().enumerate() {
+            if line.trim().is_empty() {
+                continue;
+            }
+            let bad = |why: &str| Error::invalid("labeled text", format!("{source} line {}: {why}", n + 1));
+            let (text, label) =
+                line.rsplit_once('\t').ok_or_else(|| bad("no TAB between the text and its label"))?;
+            let (text, label) = (text.trim(), label.trim());
+            if text.is_empty() {
+                return Err(bad("the text is empty"));
+            }
+            if label.is_empty() {
+                return Err(bad("the label is empty"));
+            }
+            pairs.push((text.to_string(), label.to_string()));
+        }
+        let given = labels.is_some();
+        let labels: Vec<String> = match labels {
+            Some(l) => l.to_vec(),
+            None => pairs.iter().map(|(_, l)| l.clone()).collect::<BTreeSet<_>>().into_iter().collect(),
+        };
+        if !given && labels.len() == 1 {
+            return Err(Error::invalid(
+                "labeled text",
+                format!("{source} has one label only ({:?}); a classifier needs two or more", labels[0]),
+            ));
+        }
+        let mut classes = Vec::with_capacity(pairs.len());
+        for (text, label) in &pairs {
+            let c = labels.iter().position(|l| l == label).ok_or_else(|| {
+                Error::invalid(
+                    "labeled text",
+                    format!(
+                        "{source}: label {label:?} (of {text:?}) is not one of the model's: {}",
+                        labels.join(", ")
+                    ),
+                )
+            })?;
+            classes.push(c as u32);
+        }
+        if pairs.is_empty() {
+            return Err(Error::invalid("labeled text", format!("{source} holds no text<TAB>label line")));
+        }
+        Ok(LabeledText { texts: pairs.into_iter().map(|(t, _)| t).collect(), classes, labels })
+    }
+}
+
+/// A token vocabulary: id 0 stands for every token outside it.
+#[derive(Clone, Debug, PartialEq)]
+pub struct TokenVocab {
+    pub tokens: Tokens,
+    /// Tokens by id, from 1 (id 0 is the unknown token).
+    pub words: Vec<String>,
+    ids: std::collections::HashMap<String, u32>,
+}
+
+impl TokenVocab {
+    /// The at most `size - 1` most frequent tokens of `texts` seen at least `min_count` times (ties
+    /// broken alphabetically), after the unknown token.
+    pub fn build(tokens: Tokens, texts: &[String], size: usize, min_count: usize) -> TokenVocab {
+        let mut counts = std::collections::BTreeMap::<String, usize>::new();
+        for t in texts {
+            for w in tokens.split(t) {
+                *counts.entry(w).or_default() += 1;
+            }
+        }
+        let mut by_count: Vec<(String, usize)> =
+            counts.into_iter().filter(|(_, c)| *c >= min_count).collect();
+        by_count.sort_by(|a, b| b.1.cmp(&a.1).then_with(|| a.0.cmp(&b.0)));
+        by_count.truncate(size.saturating_sub(1));
+        TokenVocab::from_words(tokens, by_count.into_iter().map(|(w, _)| w).collect())
+    }
+
+    /// The vocabulary of `words` (ids from 1), as a model file stores it.
+    pub fn from_words(tokens: Tokens, words: Vec<String>) -> TokenVocab {
+        let ids = words.iter().enumerate().map(|(i, w)| (w.clone(), i as u32 + 1)).collect();
+        TokenVocab { tokens, words, ids }
+    }
+
+    /// Ids, the unknown token included.
+    pub fn len(&self) -> usize {
+        self.words.len() + 1
+    }
+
+    pub fn is_empty(&self) -> bool {
+        false
+    }
+
+    /// `text`'s ids, at most `max_len` of them (the first), and at least one (the unknown token
+    /// for a text with no token).
+    pub fn encode(&self, text: &str, max_len: usize) -> Vec<u32> {
+        let mut ids: Vec<u32> = self
+            .tokens
+            .split(text)
+            .iter()
+            .take(max_len)
+            .map(|w| self.ids.get(w).copied().unwrap_or(0))
+            .collect();
+        if ids.is_empty() {
+            ids.push(0);
+        }
+        ids
+    }
+}
+
+/// A batch of token sequences of different lengths, time-major and padded with the unknown
+/// token, with their lengths.
+pub fn padded_batch(seqs: &[Vec<u32>]) -> Batch {
+    let steps = seqs.iter().map(Vec::len).max().unwrap_or(1).max(1);
+    let b = seqs.len();
+    let mut ids = vec![0u32; steps * b];
+    for (j, s) in seqs.iter().enumerate() {
+        for (t, &id) in s.iter().enumerate() {
+            ids[t * b + j] = id;
+        }
+    }
+    Batch::tokens(steps, b, ids).with_lengths(seqs.iter().map(|s| s.len().max(1)).collect())
+}

@@ -577,3 +577,78 @@ fn forward_refuses_misshapen_misnamed_and_mistyped_tensors() {
         assert!(err.contains(expected), "{name}: {err}");
     }
 }
+
+/// `classify train` learns a labeled text file (here words that decide the label among noise),
+/// reports held-out accuracy past the majority label's share, and `classify predict` answers line
+/// for line; malformed files and labels are refused by name.
+#[test]
+fn classify_trains_and_predicts_line_for_line() {
+    let data = tmp("labels.tsv");
+    let mut rng = rnn_gpu::rng::Rng::seed_from_u64(3);
+    let noise = ["the", "a", "film", "phone", "food", "was", "it", "so", "very", "place"];
+    let mut lines = String::new();
+    for i in 0..400 {
+        let good = i % 2 == 0;
+        let mut words: Vec<&str> = (0..6).map(|_| noise[rng.below(noise.len())]).collect();
+        words.insert(rng.below(6), if good { "great" } else { "awful" });
+        lines.push_str(&format!("{}\t{}\n", words.join(" "), if good { "pos" } else { "neg" }));
+    }
+    std::fs::write(&data, lines).unwrap();
+    let out = tmp("classify");
+    let log = run(bin()
+        .args([
+            "classify",
+            "train",
+            "--device",
+            "cpu",
+            "--steps",
+            "150",
+            "--eval-every",
+            "50",
+            "--hidden",
+            "16",
+        ])
+        .args(["--embed", "8", "--data"])
+        .arg(&data)
+        .arg("--out")
+        .arg(&out));
+    let best: f32 = log
+        .split("best held-out accuracy ")
+        .nth(1)
+        .and_then(|r| r.split('%').next())
+        .and_then(|v| v.parse().ok())
+        .unwrap_or_else(|| panic!("{log}"));
+    assert!(best >= 95.0, "{log}");
+    for f in ["best.safetensors", "loss.csv", "loss.png"] {
+        assert!(out.join(f).exists(), "{f} missing");
+    }
+    let mut child = bin()
+        .args(["classify", "predict", "--device", "cpu", "--model"])
+        .arg(out.join("best.safetensors"))
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"so great a film\n\nthe food was awful\nunseen words only\n")
+        .unwrap();
+    let res = child.wait_with_output().unwrap();
+    let text = String::from_utf8_lossy(&res.stdout);
+    let labels: Vec<&str> = text.lines().map(|l| l.split('\t').next().unwrap()).collect();
+    assert_eq!(labels.len(), 4, "{text}");
+    assert_eq!(&labels[..3], ["pos", "", "neg"], "{text}");
+    for (content, says) in
+        [("no tab here\n", "no TAB"), ("a\tx\nb\tx\n", "one label"), ("\tpos\n", "text is empty")]
+    {
+        let bad = tmp("bad-labels.tsv");
+        std::fs::write(&bad, content).unwrap();
+        let res = bin().args(["classify", "train", "--device", "cpu", "--data"]).arg(&bad).output().unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{says:?} not in {err}");
+    }
+}

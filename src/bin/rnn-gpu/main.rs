@@ -44,6 +44,9 @@ enum Command {
     /// Sequence to sequence: train an encoder-decoder on text pairs, or translate with one.
     #[command(subcommand)]
     Seq2seq(Seq2seqCommand),
+    /// Text classification: train a many-to-one classifier on labeled lines, or label lines.
+    #[command(subcommand)]
+    Classify(ClassifyCommand),
 }
 
 /// `println!` for the command's output: a closed stdout (`| head`) ends the program quietly, as
@@ -54,11 +57,13 @@ macro_rules! outln {
     };
 }
 
+mod classify;
 mod devices;
 mod forward;
 mod pairs;
 mod text;
 
+use classify::*;
 use devices::*;
 use forward::*;
 use pairs::*;
@@ -132,6 +137,8 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench(a),
         Command::Seq2seq(Seq2seqCommand::Train(a)) => seq2seq_train(a),
         Command::Seq2seq(Seq2seqCommand::Translate(a)) => translate(a),
+        Command::Classify(ClassifyCommand::Train(a)) => classify_train(a),
+        Command::Classify(ClassifyCommand::Predict(a)) => classify_predict(a),
     };
     match result {
         Ok(code) => code,
