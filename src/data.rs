@@ -381,3 +381,38 @@ pub fn padded_batch(seqs: &[Vec<u32>]) -> Batch {
     }
     Batch::tokens(steps, b, ids).with_lengths(seqs.iter().map(|s| s.len().max(1)).collect())
 }
+
+/// One numeric column of a CSV file with a header row: `column` by name, or by position from 0.
+/// An error names the line of a ragged row or of a value that is not a finite number.
+pub fn csv_column(source: &str, content: &str, column: &str) -> Result<Vec<f64>> {
+    let bad = |msg: String| Error::invalid("csv", format!("{source}: {msg}"));
+    let mut lines = content.lines().enumerate().filter(|(_, l)| !l.trim().is_empty());
+    let (_, header) = lines.next().ok_or_else(|| bad("empty file".into()))?;
+    let names: Vec<&str> = header.split(',').map(|s| s.trim().trim_matches('"')).collect();
+    let col = match names.iter().position(|n| *n == column) {
+        Some(c) => c,
+        None => column
+            .parse::<usize>()
+            .ok()
+            .filter(|&c| c < names.len())
+            .ok_or_else(|| bad(format!("no column {column:?}; the header has {}", names.join(", "))))?,
+    };
+    let mut values = Vec::new();
+    for (n, line) in lines {
+        let cells: Vec<&str> = line.split(',').collect();
+        if cells.len() != names.len() {
+            return Err(bad(format!(
+                "line {} has {} fields; the header has {}",
+                n + 1,
+                cells.len(),
+                names.len()
+            )));
+        }
+        let cell = cells[col].trim().trim_matches('"');
+        let v: f64 = cell.parse().ok().filter(|v: &f64| v.is_finite()).ok_or_else(|| {
+            bad(format!("line {}: {cell:?} in column {} is not a number", n + 1, names[col]))
+        })?;
+        values.push(v);
+    }
+    Ok(values)
+}

@@ -652,3 +652,44 @@ fn classify_trains_and_predicts_line_for_line() {
         assert!(err.contains(says), "{says:?} not in {err}");
     }
 }
+
+/// `forecast` beats the seasonal-naive forecast on the bundled airline series (held-out RMSE),
+/// writes its curve, and refuses a ragged CSV, an unknown column, a value that is not a number
+/// and `--log` of a series that is not positive, each by name.
+#[test]
+fn forecast_beats_seasonal_naive_and_refuses_bad_csv() {
+    let data = Path::new(env!("CARGO_MANIFEST_DIR")).join("data/airline-passengers.csv");
+    let out = tmp("forecast");
+    let log =
+        run(bin().args(["forecast", "--device", "cpu", "--log", "--data"]).arg(&data).arg("--out").arg(&out));
+    let numbers: Vec<f64> = log
+        .split("values: lstm ")
+        .nth(1)
+        .map(|r| r.split(|c: char| c == ',' || c == ' ').filter_map(|v| v.parse().ok()).take(2).collect())
+        .unwrap_or_default();
+    assert_eq!(numbers.len(), 2, "{log}");
+    assert!(numbers[0] < 0.6 * numbers[1], "the LSTM's RMSE against the naive one: {log}");
+    assert!(out.join("loss.csv").exists() && out.join("loss.png").exists());
+    for (content, args, says) in [
+        ("a,b\n1,2\n3\n", vec!["--column", "a"], "line 3 has 1 fields"),
+        ("a,b\n1,2\n3,4\n", vec!["--column", "c"], "no column \"c\""),
+        ("a,b\n1,x\n3,4\n", vec!["--column", "b"], "\"x\" in column b is not a number"),
+        ("a,b\n1,0\n3,4\n", vec!["--column", "b", "--log"], "--log needs positive values"),
+        ("a,b\n1,2\n3,4\n", vec!["--column", "b"], "too few"),
+    ] {
+        let bad = tmp("bad.csv");
+        std::fs::write(&bad, content).unwrap();
+        let res = bin()
+            .args(["forecast", "--device", "cpu"])
+            .args(&args)
+            .arg("--data")
+            .arg(&bad)
+            .arg("--out")
+            .arg(tmp("forecast-bad"))
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&res.stderr);
+        assert_eq!(res.status.code(), Some(1), "{err}");
+        assert!(err.contains(says), "{says:?} not in {err}");
+    }
+}

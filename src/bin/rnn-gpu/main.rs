@@ -44,6 +44,9 @@ enum Command {
     /// Sequence to sequence: train an encoder-decoder on text pairs, or translate with one.
     #[command(subcommand)]
     Seq2seq(Seq2seqCommand),
+    /// Forecast a column of a CSV file one step ahead; test on its last values against the
+    /// seasonal-naive forecast.
+    Forecast(ForecastArgs),
     /// Text classification: train a many-to-one classifier on labeled lines, or label lines.
     #[command(subcommand)]
     Classify(ClassifyCommand),
@@ -61,12 +64,14 @@ mod classify;
 mod devices;
 mod forward;
 mod pairs;
+mod series;
 mod text;
 
 use classify::*;
 use devices::*;
 use forward::*;
 use pairs::*;
+use series::*;
 use text::*;
 
 fn say(line: std::fmt::Arguments<'_>) {
@@ -137,6 +142,7 @@ fn main() -> ExitCode {
         Command::Bench(a) => bench(a),
         Command::Seq2seq(Seq2seqCommand::Train(a)) => seq2seq_train(a),
         Command::Seq2seq(Seq2seqCommand::Translate(a)) => translate(a),
+        Command::Forecast(a) => forecast(a),
         Command::Classify(ClassifyCommand::Train(a)) => classify_train(a),
         Command::Classify(ClassifyCommand::Predict(a)) => classify_predict(a),
     };
