@@ -641,6 +641,23 @@ fn classify_trains_and_predicts_line_for_line() {
     let labels: Vec<&str> = text.lines().map(|l| l.split('\t').next().unwrap()).collect();
     assert_eq!(labels.len(), 4, "{text}");
     assert_eq!(&labels[..3], ["pos", "", "neg"], "{text}");
+    let test = |data: &Path| {
+        bin()
+            .args(["classify", "test", "--device", "cpu", "--model"])
+            .arg(out.join("best.safetensors"))
+            .arg("--data")
+            .arg(data)
+            .output()
+            .unwrap()
+    };
+    let res = test(&data);
+    let said = String::from_utf8_lossy(&res.stdout);
+    assert!(said.contains("400 texts") && said.contains("accuracy"), "{said}");
+    let unknown = tmp("unknown-label.tsv");
+    std::fs::write(&unknown, "great film\tneutral\n").unwrap();
+    let res = test(&unknown);
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(!res.status.success() && err.contains("\"neutral\""), "{err}");
     for (content, says) in
         [("no tab here\n", "no TAB"), ("a\tx\nb\tx\n", "one label"), ("\tpos\n", "text is empty")]
     {

@@ -14,6 +14,20 @@ pub(crate) enum ClassifyCommand {
     Train(ClassifyTrainArgs),
     /// Label lines from standard input, one output line (`label<TAB>probability`) per input line.
     Predict(ClassifyPredictArgs),
+    /// A trained classifier's loss and accuracy on a file of `text<TAB>label` lines.
+    Test(ClassifyTestArgs),
+}
+
+#[derive(Args)]
+pub(crate) struct ClassifyTestArgs {
+    #[arg(long, default_value = "runs/classify/best.safetensors")]
+    model: PathBuf,
+    /// `text<TAB>label` lines, with the model's labels.
+    #[arg(long)]
+    data: PathBuf,
+    /// cpu (native), gpu, reference, or auto (a hardware GPU when there is one, else cpu).
+    #[arg(long, default_value = "auto")]
+    device: String,
 }
 
 #[derive(Args)]
@@ -221,12 +235,37 @@ pub(crate) fn classify_train(a: ClassifyTrainArgs) -> rnn_gpu::Result<ExitCode> 
     Ok(ExitCode::SUCCESS)
 }
 
-pub(crate) fn classify_predict(a: ClassifyPredictArgs) -> rnn_gpu::Result<ExitCode> {
+/// A classifier `classify train` wrote: the model, its vocabulary, labels and text length.
+struct Classifier {
+    model: Model,
+    vocab: TokenVocab,
+    labels: Vec<String>,
+    max_len: usize,
+}
+
+pub(crate) fn classify_test(a: ClassifyTestArgs) -> rnn_gpu::Result<ExitCode> {
     let device = Device::from_name(&a.device)?;
-    let (mut model, meta) = rnn_gpu::io::load_model(&a.model, &device, None)?;
+    let mut c = load_classifier(&a.model, &device)?;
+    let content =
+        std::fs::read_to_string(&a.data).map_err(|e| rnn_gpu::Error::Io { path: a.data.clone(), source: e })?;
+    let data = LabeledText::parse(&a.data.display().to_string(), &content, Some(&c.labels))?;
+    let texts: Vec<(Vec<u32>, u32)> =
+        data.texts.iter().zip(&data.classes).map(|(t, &k)| (c.vocab.encode(t, c.max_len), k)).collect();
+    let (loss, accuracy) = held_out(&mut c.model, &texts, 64)?;
+    outln!(
+        "{}: {} texts, loss {loss:.4}, accuracy {:.1}%",
+        a.data.display(),
+        texts.len(),
+        100.0 * accuracy
+    );
+    Ok(ExitCode::SUCCESS)
+}
+
+fn load_classifier(path: &std::path::Path, device: &Device) -> rnn_gpu::Result<Classifier> {
+    let (model, meta) = rnn_gpu::io::load_model(path, device, None)?;
     let field = |k: &str| {
         meta.get(k).cloned().ok_or_else(|| rnn_gpu::Error::File {
-            path: a.model.clone(),
+            path: path.to_path_buf(),
             message: format!("no `{k}`: not a model `classify train` wrote"),
         })
     };
@@ -235,7 +274,7 @@ pub(crate) fn classify_predict(a: ClassifyPredictArgs) -> rnn_gpu::Result<ExitCo
         field("classify.words")?.split('\n').filter(|w| !w.is_empty()).map(str::to_string).collect();
     let labels: Vec<String> = field("classify.labels")?.split('\n').map(str::to_string).collect();
     let max_len: usize = field("classify.max_len")?.parse().map_err(|_| rnn_gpu::Error::File {
-        path: a.model.clone(),
+        path: path.to_path_buf(),
         message: "`classify.max_len` is not a count".into(),
     })?;
     let vocab = TokenVocab::from_words(tokens, words);
@@ -244,10 +283,16 @@ pub(crate) fn classify_predict(a: ClassifyPredictArgs) -> rnn_gpu::Result<ExitCo
         || spec.head.map(|h| h.outputs) != Some(labels.len())
     {
         return Err(rnn_gpu::Error::File {
-            path: a.model.clone(),
+            path: path.to_path_buf(),
             message: "its vocabulary or labels do not fit its model".into(),
         });
     }
+    Ok(Classifier { model, vocab, labels, max_len })
+}
+
+pub(crate) fn classify_predict(a: ClassifyPredictArgs) -> rnn_gpu::Result<ExitCode> {
+    let device = Device::from_name(&a.device)?;
+    let Classifier { mut model, vocab, labels, max_len } = load_classifier(&a.model, &device)?;
     let lines: Vec<String> = std::io::stdin()
         .lines()
         .collect::<Result<_, _>>()

@@ -145,6 +145,7 @@ fn main() -> ExitCode {
         Command::Forecast(a) => forecast(a),
         Command::Classify(ClassifyCommand::Train(a)) => classify_train(a),
         Command::Classify(ClassifyCommand::Predict(a)) => classify_predict(a),
+        Command::Classify(ClassifyCommand::Test(a)) => classify_test(a),
     };
     match result {
         Ok(code) => code,
