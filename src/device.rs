@@ -38,11 +38,17 @@ impl Device {
     /// when `RNN_GPU_ADAPTER` names it. Says in one line what it chose and why, once per process,
     /// through the `log` crate at level info (the command line prints it on stderr).
     pub fn auto() -> Device {
+        Device::auto_at(0)
+    }
+
+    /// `auto` for the process of local rank `local_rank` among several on one machine: with
+    /// several GPUs, each rank gets its own (`GpuContext::hardware_at`).
+    pub fn auto_at(local_rank: usize) -> Device {
         static SAID: std::sync::Once = std::sync::Once::new();
         let named = std::env::var(crate::gpu::context::ADAPTER_ENV).ok().filter(|s| !s.is_empty());
         let gpu = match &named {
             Some(_) => GpuContext::new(),
-            None => GpuContext::hardware(),
+            None => GpuContext::hardware_at(local_rank),
         };
         let (device, why) = match gpu {
             Ok(ctx) => {
@@ -68,11 +74,21 @@ impl Device {
 
     /// `cpu` (native), `reference`, `gpu` or `auto`.
     pub fn from_name(name: &str) -> Result<Device> {
+        Device::from_name_at(name, 0)
+    }
+
+    /// `from_name` for the process of local rank `local_rank` among several on one machine:
+    /// `gpu` and `auto` give each rank its own GPU where there are several.
+    pub fn from_name_at(name: &str, local_rank: usize) -> Result<Device> {
+        let named = std::env::var(crate::gpu::context::ADAPTER_ENV).is_ok_and(|s| !s.is_empty());
         match name {
             "cpu" => Ok(Device::Cpu),
             "reference" => Ok(Device::Reference),
+            "gpu" if local_rank > 0 && !named => {
+                GpuContext::hardware_at(local_rank).or_else(|_| GpuContext::new()).map(Device::Gpu)
+            }
             "gpu" => Device::gpu(),
-            "auto" => Ok(Device::auto()),
+            "auto" => Ok(Device::auto_at(local_rank)),
             other => Err(Error::invalid(
                 "device",
                 format!("unknown device {other:?}; use cpu, gpu, reference or auto"),

@@ -7,6 +7,7 @@
 use std::collections::HashMap;
 
 use crate::backend::{Backend, ProgramKey, Variant};
+use crate::distributed::{self, Collective};
 use crate::error::{Error, Result};
 use crate::model::graph::Net;
 use crate::model::params::ParamLayout;
@@ -138,6 +139,20 @@ impl<B: Backend, W: Sync> Executor<B, W> {
             record_update(be, net, &rule, clip)?;
             be.run(Op::Clear { x: &net.grads })
         })
+    }
+
+    /// Data parallelism: the accumulated gradients and the step's loss become their mean over
+    /// the ranks of `comm`, each rank's weighted by `weight`, its share of the loss's terms. One
+    /// readback and one upload of the gradients on a GPU.
+    pub fn reduce_gradients(&mut self, comm: &dyn Collective, weight: f32) -> Result<()> {
+        let grads = self.net.grads.clone();
+        let loss = self.be.view(&self.net.step_state, step_state::LOSS, 1)?;
+        let mut data = self.read(&grads)?;
+        data.push(self.read(&loss)?[0]);
+        distributed::weighted_mean(comm, &mut data, weight)?;
+        let mean_loss = data.pop().unwrap_or(f32::NAN);
+        self.write(&grads, &data)?;
+        self.write(&loss, &[mean_loss])
     }
 
     /// Before a training step: the state buffers `rule` keeps, and its learning rate in the step

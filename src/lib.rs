@@ -5,6 +5,7 @@ pub mod bench;
 pub mod cell;
 pub mod data;
 pub mod device;
+pub mod distributed;
 pub mod error;
 pub mod exec;
 pub mod gpu;

@@ -177,6 +177,14 @@ fn bad_arguments_give_one_clear_error() {
         bin().args(["sample", "--device", "cpu", "--model", "/no/such/model.safetensors"]).output().unwrap();
     assert!(!out.status.success());
     assert!(String::from_utf8_lossy(&out.stderr).contains("No such file"));
+    // Without the mpi feature (this build), --distributed says how to get it.
+    #[cfg(not(feature = "mpi"))]
+    {
+        let out = bin().args(["train", "--distributed", "--device", "cpu"]).output().unwrap();
+        assert!(!out.status.success());
+        let err = String::from_utf8_lossy(&out.stderr);
+        assert!(err.contains("built without MPI") && err.contains("--features mpi"), "{err}");
+    }
 }
 
 #[test]

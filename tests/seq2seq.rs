@@ -6,6 +6,7 @@ mod common;
 
 use common::gpu;
 use rnn_gpu::backend::Backend;
+use rnn_gpu::distributed::Single;
 use rnn_gpu::reference::ReferenceBackend;
 use rnn_gpu::rng::Rng;
 use rnn_gpu::seq2seq::{S2sExec, Seq2Seq, Seq2SeqSpec};
@@ -361,19 +362,20 @@ fn pair_training_stopped_and_resumed_matches_an_unbroken_run() {
         resume,
     };
     let never = AtomicBool::new(false);
-    let straight = train_pairs(&config("straight", false), &Device::Cpu, &never, &mut |_| {}).unwrap();
+    let straight =
+        train_pairs(&config("straight", false), &Device::Cpu, &Single, &never, &mut |_| {}).unwrap();
     assert_eq!((straight.step, straight.interrupted), (120, false));
 
     // Stop at the report of step 50, between the evaluations of steps 40 and 80.
     let stop = AtomicBool::new(false);
-    let first = train_pairs(&config("stopped", false), &Device::Cpu, &stop, &mut |p| {
+    let first = train_pairs(&config("stopped", false), &Device::Cpu, &Single, &stop, &mut |p| {
         if p.step == 50 {
             stop.store(true, Ordering::Relaxed);
         }
     })
     .unwrap();
     assert_eq!((first.step, first.interrupted), (50, true));
-    let resumed = train_pairs(&config("stopped", true), &Device::Cpu, &never, &mut |_| {}).unwrap();
+    let resumed = train_pairs(&config("stopped", true), &Device::Cpu, &Single, &never, &mut |_| {}).unwrap();
     assert_eq!((resumed.step, resumed.best), (120, straight.best));
     for file in ["checkpoint.safetensors", "seq2seq.safetensors"] {
         let a = rnn_gpu::io::read_tensors(&dir.join("straight").join(file)).unwrap();

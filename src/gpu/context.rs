@@ -190,6 +190,12 @@ impl GpuContext {
     /// rasterizers (lavapipe, SwiftShader, WARP), which run GPU code on the CPU: for those, the
     /// native CPU device is faster. An error names what was found when there is none.
     pub fn hardware() -> Result<Arc<Self>> {
+        Self::hardware_at(0)
+    }
+
+    /// As `hardware`, for one of several processes on a machine with several GPUs: the adapter
+    /// `index` (modulo their count) among those of the best kind.
+    pub fn hardware_at(index: usize) -> Result<Arc<Self>> {
         let instance = new_instance();
         let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
         let software: Vec<String> = adapters
@@ -208,7 +214,10 @@ impl GpuContext {
             };
             return Err(Error::NoAdapter(found));
         }
-        Self::from_adapter(adapters.remove(0))
+        let best = adapters[0].get_info().device_type;
+        adapters.retain(|a| a.get_info().device_type == best);
+        let n = adapters.len();
+        Self::from_adapter(adapters.remove(index % n))
     }
 
     /// Opens the best adapter whose name, driver or backend matches `selector` (any adapter when

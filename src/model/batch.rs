@@ -227,18 +227,59 @@ impl Batch {
         }
     }
 
+    /// Rank `rank`'s share of the sequences for data parallelism over `ranks` ranks (as
+    /// `distributed::share` cuts it), with their inputs, lengths,
+    /// targets (many-to-many or many-to-one, as `mode` reads them) and condition vectors.
+    pub fn shard(&self, mode: OutputMode, rank: usize, ranks: usize) -> Result<Batch> {
+        let b = self.batch;
+        let mine = crate::distributed::share(b, rank, ranks)?;
+        let (first, n) = (mine.start, mine.len());
+        // Columns first..first+n of `x`, `rows` rows of `b` columns of `width` values.
+        fn columns<T: Copy>(x: &[T], rows: usize, b: usize, first: usize, n: usize) -> Vec<T> {
+            let width = x.len() / (rows * b).max(1);
+            (0..rows).flat_map(|r| x[(r * b + first) * width..][..n * width].iter().copied()).collect()
+        }
+        let target_rows = match mode {
+            OutputMode::ManyToMany => self.steps,
+            OutputMode::ManyToOne => 1,
+        };
+        Ok(Batch {
+            steps: self.steps,
+            batch: n,
+            input: match &self.input {
+                Input::Dense(x) => Input::Dense(columns(x, self.steps, b, first, n)),
+                Input::Tokens(x) => Input::Tokens(columns(x, self.steps, b, first, n)),
+            },
+            lengths: self.lengths.as_ref().map(|l| l[first..first + n].to_vec()),
+            targets: self.targets.as_ref().map(|t| match t {
+                Targets::Classes(c) => Targets::Classes(columns(c, target_rows, b, first, n)),
+                Targets::Values(v) => Targets::Values(columns(v, target_rows, b, first, n)),
+            }),
+            condition: self.condition.as_ref().map(|c| columns(c, 1, b, first, n)),
+        })
+    }
+
+    /// The rows the loss averages over: the valid steps many-to-many, the sequences many-to-one.
+    pub fn loss_rows(&self, mode: OutputMode) -> usize {
+        match mode {
+            OutputMode::ManyToMany => {
+                self.lengths.as_ref().map_or(self.steps * self.batch, |l| l.iter().sum())
+            }
+            OutputMode::ManyToOne => self.batch,
+        }
+    }
+
     /// Per-row loss weights: 0 at padded positions, else 1/count (cross-entropy) or
     /// 1/(count*O) (mean squared error), so that the sum of the weighted row losses is the mean.
     pub fn loss_weights(&self, mode: OutputMode, loss: Loss, outputs: usize) -> Vec<f32> {
         let (t, b) = (self.steps, self.batch);
         let per = if loss == Loss::Mse { outputs } else { 1 };
+        let w = 1.0 / (self.loss_rows(mode) * per) as f32;
         match mode {
             OutputMode::ManyToMany => {
-                let count: usize = self.lengths.as_ref().map_or(t * b, |l| l.iter().sum());
-                let w = 1.0 / (count * per) as f32;
                 (0..t * b).map(|r| if self.is_valid(r / b, r % b) { w } else { 0.0 }).collect()
             }
-            OutputMode::ManyToOne => vec![1.0 / (b * per) as f32; b],
+            OutputMode::ManyToOne => vec![w; b],
         }
     }
 

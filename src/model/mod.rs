@@ -225,6 +225,31 @@ impl Model {
         Ok(())
     }
 
+    /// One data-parallel training step: this rank's share of the batch forward and backward,
+    /// then the gradients and the loss averaged over the ranks of `comm` (each rank weighted by
+    /// its valid rows), then clipping, the guard and the update, alike on every rank. N ranks
+    /// with B/N sequences each take the step one rank takes with all B (dropout aside: its masks
+    /// follow the batch's shape). `stats` reports the mean loss over the ranks.
+    pub fn train_step_distributed(
+        &mut self,
+        batch: &Batch,
+        start: Start<'_>,
+        comm: &dyn crate::distributed::Collective,
+    ) -> Result<()> {
+        if comm.size() == 1 {
+            return self.train_step(batch, start);
+        }
+        self.not_accumulating("train_step_distributed")?;
+        let head = self
+            .spec
+            .head
+            .ok_or_else(|| Error::invalid("train_step_distributed", "the model has no head, so no loss"))?;
+        self.accumulate(batch, start)?;
+        let weight = batch.loss_rows(head.mode) as f32;
+        with_engine!(&mut self.engine, e => e.reduce_gradients(comm, weight))?;
+        self.apply_update()
+    }
+
     /// Calls that overwrite the gradients are refused while some are being accumulated, rather
     /// than silently dropping them.
     fn not_accumulating(&self, op: &'static str) -> Result<()> {

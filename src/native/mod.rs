@@ -36,26 +36,43 @@ pub fn parse_threads(value: Option<&str>) -> Result<Option<usize>> {
     }
 }
 
-/// The thread count of the pool, set up on first use from `RNN_GPU_THREADS`.
+/// The pool's thread count once it is set up: on first use, from `RNN_GPU_THREADS`.
+static POOL: OnceLock<std::result::Result<usize, String>> = OnceLock::new();
+
+/// Sets up rayon's global pool with `RNN_GPU_THREADS` threads, else `default`, else all cores.
+fn start_pool(default: Option<usize>) -> std::result::Result<usize, String> {
+    let value = std::env::var(THREADS_ENV).ok();
+    let wanted = match parse_threads(value.as_deref()) {
+        Ok(wanted) => wanted.or(default),
+        Err(Error::Invalid { message, .. }) => return Err(message),
+        Err(e) => return Err(e.to_string()),
+    };
+    let mut builder = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("rnn-gpu-{i}"));
+    if let Some(n) = wanted {
+        builder = builder.num_threads(n);
+    }
+    // An application that set up rayon's pool itself keeps it; the count is then its own.
+    let _ = builder.build_global();
+    Ok(rayon::current_num_threads())
+}
+
+fn pool(default: Option<usize>) -> Result<usize> {
+    POOL.get_or_init(|| start_pool(default))
+        .clone()
+        .map_err(|message| Error::invalid("native cpu device", message))
+}
+
+/// The thread count of the pool, set up on first use from `RNN_GPU_THREADS` (all cores when it
+/// is not set).
 pub fn threads() -> Result<usize> {
-    static POOL: OnceLock<std::result::Result<usize, String>> = OnceLock::new();
-    POOL.get_or_init(|| {
-        let value = std::env::var(THREADS_ENV).ok();
-        let wanted = match parse_threads(value.as_deref()) {
-            Ok(wanted) => wanted,
-            Err(Error::Invalid { message, .. }) => return Err(message),
-            Err(e) => return Err(e.to_string()),
-        };
-        let mut builder = rayon::ThreadPoolBuilder::new().thread_name(|i| format!("rnn-gpu-{i}"));
-        if let Some(n) = wanted {
-            builder = builder.num_threads(n);
-        }
-        // An application that set up rayon's pool itself keeps it; the count is then its own.
-        let _ = builder.build_global();
-        Ok(rayon::current_num_threads())
-    })
-    .clone()
-    .map_err(|message| Error::invalid("native cpu device", message))
+    pool(None)
+}
+
+/// Sets up the pool with `n` threads unless `RNN_GPU_THREADS` says otherwise (several processes
+/// sharing a machine split its cores). Only before the device's first use; after it, the count
+/// it has is returned.
+pub fn threads_or(n: usize) -> Result<usize> {
+    pool(Some(n.clamp(1, MAX_THREADS)))
 }
 
 /// One line on the native device: the cores it uses and the GEMM it calls.

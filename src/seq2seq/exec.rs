@@ -104,6 +104,7 @@ fn prepare(spec: &Seq2SeqSpec, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<Prepare
 pub type S2sExec<B> = Executor<B, S2sWs<B>>;
 
 const TRAIN: &str = "seq2seq train";
+const TRAIN_GRAD: &str = "seq2seq train gradient";
 const EVALUATE: &str = "seq2seq evaluate";
 const LOSS_GRAD: &str = "seq2seq loss gradient";
 const ENCODE: &str = "seq2seq encode";
@@ -159,23 +160,31 @@ impl<B: Backend> S2sExec<B> {
         opt: &Optimizer,
         clip: Clip,
         seed: u32,
-    ) -> Result<()> {
+        update: bool,
+    ) -> Result<usize> {
         let p = prepare(spec, pairs)?;
         let graph = S2sGraph::new(spec, layout);
-        self.prepare_update(layout, opt)?;
+        if update {
+            self.prepare_update(layout, opt)?;
+        }
         self.workspace(&graph, p.shape())?;
         self.upload(spec, &p)?;
         self.write_seed(&p, seed)?;
-        let variant = Variant { train: true, ..Variant::default() }.with_update(opt, clip);
+        let variant = Variant { train: true, ..Variant::default() };
+        let (kind, variant) = match update {
+            true => (TRAIN, variant.with_update(opt, clip)),
+            false => (TRAIN_GRAD, variant),
+        };
         let opt = *opt;
-        self.run(TRAIN, p.shape(), variant, |be, net, ws| {
+        self.run(kind, p.shape(), variant, |be, net, ws| {
             let fo = ForwardOpts { train: true, keep: true, model_init: false };
             graph.encode(be, net, ws, fo)?;
             graph.decode(be, net, ws, fo)?;
             graph.loss(be, net, ws)?;
             graph.backward(be, net, ws, true)?;
-            record_update(be, net, &opt, clip)
-        })
+            if update { record_update(be, net, &opt, clip) } else { Ok(()) }
+        })?;
+        Ok(p.tgt_len.iter().map(|&l| l as usize).sum())
     }
 
     /// The loss (and, with `gradients`, its gradients in `net.grads`) without any update.

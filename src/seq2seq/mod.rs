@@ -92,7 +92,29 @@ impl Seq2Seq {
         let seed = self.training.rng.next_u32();
         let (spec, layout, opt, clip) =
             (&self.spec, &self.layout, self.training.optimizer, self.training.clip);
-        with_engine!(&mut self.engine, e => e.train_step(spec, layout, pairs, &opt, clip, seed))
+        with_engine!(&mut self.engine, e => e.train_step(spec, layout, pairs, &opt, clip, seed, true))?;
+        Ok(())
+    }
+
+    /// One data-parallel training step on this rank's share of the pairs: its gradients and loss
+    /// averaged over the ranks of `comm` (each weighted by its target tokens), then the same
+    /// clipping, guard and update on every rank, as `Model::train_step_distributed` does.
+    pub fn train_step_distributed(
+        &mut self,
+        pairs: &[(Vec<u32>, Vec<u32>)],
+        comm: &dyn crate::distributed::Collective,
+    ) -> Result<()> {
+        if comm.size() == 1 {
+            return self.train_step(pairs);
+        }
+        let seed = self.training.rng.next_u32();
+        let (spec, layout, opt, clip) =
+            (&self.spec, &self.layout, self.training.optimizer, self.training.clip);
+        with_engine!(&mut self.engine, e => {
+            let tokens = e.train_step(spec, layout, pairs, &opt, clip, seed, false)?;
+            e.reduce_gradients(comm, tokens as f32)?;
+            e.apply_update(layout, &opt, clip)
+        })
     }
 
     /// The step state after the last training step; an error when a step was refused.

@@ -9,6 +9,7 @@ use std::time::Instant;
 
 use super::{Seq2Seq, Seq2SeqSpec};
 use crate::data::{PairVocab, read_pairs};
+use crate::distributed::{self, Collective};
 use crate::error::{Error, Result, check_nonzero};
 use crate::io::Metadata;
 use crate::model::Device;
@@ -133,15 +134,21 @@ const BEST: &str = "seq2seq.safetensors";
 
 /// Trains (or resumes) as `cfg` says. Every `eval_every` steps the held-out accuracy is measured,
 /// the best model saved and a checkpoint written; a raised `stop` (Ctrl-C) saves a checkpoint and
-/// returns.
+/// returns. As one of the ranks of `comm` (`distributed::Single` alone): every rank draws the same
+/// batch and trains on its share of it (`Seq2Seq::train_step_distributed`); rank 0 alone evaluates
+/// and writes the files.
 pub fn train_pairs(
     cfg: &PairTrainConfig,
     device: &Device,
+    comm: &dyn Collective,
     stop: &AtomicBool,
     on_progress: &mut dyn FnMut(&PairProgress),
 ) -> Result<PairSummary> {
     check(cfg)?;
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    let (rank, ranks) = (comm.rank(), comm.size());
+    if rank == 0 {
+        std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    }
     let (checkpoint_path, best_path) = (cfg.out.join(CHECKPOINT), cfg.out.join(BEST));
     let resumed = if cfg.resume { Some(Seq2Seq::load_checkpoint(&checkpoint_path, device)?) } else { None };
     let num = |meta: &Metadata, key: &str| -> Result<u64> { crate::io::parse(&checkpoint_path, meta, key) };
@@ -223,22 +230,47 @@ pub fn train_pairs(
         m.insert("train.rng".into(), rng.state().map(|w| w.to_string()).join(","));
         m
     };
+    if ranks > 1 {
+        // The ranks must run the same job, or their updates would differ.
+        let params = model.flat_params()?;
+        let pairs_ids = train_ids.iter().flat_map(|(a, b)| a.iter().chain(b).copied().chain([u32::MAX]));
+        distributed::agree(
+            comm,
+            &[
+                ("pairs", format!("{} pairs, digest {}", train_ids.len(), distributed::digest(pairs_ids))),
+                ("model", format!("{:?}", model.spec())),
+                ("weights", distributed::digest(params.iter().map(|x| x.to_bits()))),
+                ("lr", cfg.lr.to_string()),
+                ("clip", cfg.clip.to_string()),
+                ("batch", cfg.batch.to_string()),
+                ("steps", cfg.steps.to_string()),
+                ("eval_every", cfg.eval_every.to_string()),
+                ("seed", seed.to_string()),
+                ("step", step.to_string()),
+            ],
+        )?;
+    }
     let start = Instant::now();
     let mut interrupted = false;
     while step < cfg.steps {
-        if stop.load(Ordering::Relaxed) {
+        // Every rank stops at the same step when any of them is asked to.
+        let stopping = stop.load(Ordering::Relaxed);
+        if if ranks > 1 { distributed::any(comm, stopping)? } else { stopping } {
             interrupted = true;
             break;
         }
         let batch: Vec<(Vec<u32>, Vec<u32>)> =
             (0..cfg.batch).map(|_| train_ids[rng.below(train_ids.len())].clone()).collect();
-        model.train_step(&batch)?;
+        match ranks {
+            1 => model.train_step(&batch)?,
+            _ => model.train_step_distributed(&batch[distributed::share(batch.len(), rank, ranks)?], comm)?,
+        }
         step += 1;
         let eval = step % cfg.eval_every == 0 || step == cfg.steps;
         if step % 50 == 0 || eval {
             let loss = model.stats()?.loss;
             let mut p = PairProgress { step, loss, accuracy: None, elapsed: start.elapsed().as_secs_f64() };
-            if eval {
+            if eval && rank == 0 {
                 let acc = accuracy(&mut model, &vocab, &valid, max_len)?;
                 if best.is_none_or(|b| acc > b) {
                     best = Some(acc);
@@ -247,10 +279,12 @@ pub fn train_pairs(
                 model.save_checkpoint(&checkpoint_path, &progress(step, best, &rng))?;
                 p.accuracy = Some(acc);
             }
-            on_progress(&p);
+            if rank == 0 {
+                on_progress(&p);
+            }
         }
     }
-    if interrupted || step % cfg.eval_every != 0 {
+    if rank == 0 && (interrupted || step % cfg.eval_every != 0) {
         model.save_checkpoint(&checkpoint_path, &progress(step, best, &rng))?;
     }
     Ok(PairSummary { step, best, best_model: best_path, interrupted })

@@ -6,17 +6,22 @@
 //! `eval_every` steps the validation loss is measured, a checkpoint written (the latest, and the
 //! best model so far), and the loss curve redrawn (CSV and PNG). A raised stop flag (Ctrl-C)
 //! makes the loop save a checkpoint and return.
+//!
+//! Data-parallel (`comm` of several ranks): every rank trains on its share of the streams, the
+//! gradients averaged over the ranks at each step (`Model::train_step_distributed`); rank 0 alone
+//! evaluates, samples and writes the files. The ranks check first that they run the same job.
 
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Instant;
 
 use crate::data::TextCorpus;
+use crate::distributed::{self, Collective};
 use crate::error::{Error, Result, check_nonzero};
 use crate::io::{self, Metadata};
 use crate::model::batch::Batch;
 use crate::model::generate::Sampling;
-use crate::model::spec::{Cell, ModelSpec};
+use crate::model::spec::{Cell, ModelSpec, OutputMode};
 use crate::model::{Device, Model, Start};
 use crate::update::{Clip, Optimizer};
 
@@ -211,17 +216,63 @@ fn check(cfg: &TextTrainConfig) -> Result<()> {
     Ok(())
 }
 
-/// Trains (or resumes) a character model as `cfg` says, reporting through `on_progress`.
+/// Refuses a data-parallel job whose ranks differ in anything that would make their updates
+/// differ: the text, the model and its starting weights, the training settings.
+fn agree_on_job(
+    comm: &dyn Collective,
+    cfg: &TextTrainConfig,
+    corpus: &TextCorpus,
+    model: &mut Model,
+    step: usize,
+) -> Result<()> {
+    let params = model.flat_params()?;
+    distributed::agree(
+        comm,
+        &[
+            (
+                "text",
+                format!(
+                    "{} characters, digest {}",
+                    corpus.ids.len(),
+                    distributed::digest(corpus.ids.iter().copied())
+                ),
+            ),
+            ("cell", cfg.model.cell.name().to_string()),
+            ("hidden", cfg.model.hidden.to_string()),
+            ("layers", cfg.model.layers.to_string()),
+            ("dropout", cfg.model.dropout.to_string()),
+            ("output_dropout", cfg.model.output_dropout.to_string()),
+            ("model", format!("{:?}", model.spec())),
+            ("weights", distributed::digest(params.iter().map(|x| x.to_bits()))),
+            ("optimizer", format!("{:?} {:?}", cfg.optimizer, cfg.clip)),
+            ("schedule", format!("{:?}", cfg.schedule)),
+            ("batch", cfg.batch.to_string()),
+            ("seq_len", cfg.seq_len.to_string()),
+            ("steps", cfg.steps.to_string()),
+            ("eval_every", cfg.eval_every.to_string()),
+            ("step", step.to_string()),
+        ],
+    )
+}
+
+/// Trains (or resumes) a character model as `cfg` says, reporting through `on_progress`; as one of
+/// the ranks of `comm` (`distributed::Single` alone).
 pub fn train_text(
     cfg: &TextTrainConfig,
     device: &Device,
+    comm: &dyn Collective,
     stop: &AtomicBool,
     on_progress: &mut dyn FnMut(&Progress),
 ) -> Result<Summary> {
     check(cfg)?;
+    let (rank, ranks) = (comm.rank(), comm.size());
     let corpus = TextCorpus::load(&cfg.text)?;
     let (train, valid) = corpus.split(cfg.valid_fraction);
-    let chunks = train.stream_batches(cfg.seq_len, cfg.batch);
+    let chunks: Vec<Batch> = train
+        .stream_batches(cfg.seq_len, cfg.batch)
+        .iter()
+        .map(|b| b.shard(OutputMode::ManyToMany, rank, ranks))
+        .collect::<Result<_>>()?;
     if chunks.is_empty() {
         return Err(Error::invalid(
             "train",
@@ -243,7 +294,9 @@ pub fn train_text(
     if cfg.eval_batches > 0 {
         val_chunks.truncate(cfg.eval_batches);
     }
-    std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    if rank == 0 {
+        std::fs::create_dir_all(&cfg.out).map_err(|e| Error::io(&cfg.out, e))?;
+    }
     let vocab: String = corpus.vocab.iter().collect();
 
     let (mut model, mut step, mut best_val, mut rows, elapsed0, mut carried) = if cfg.resume {
@@ -272,10 +325,11 @@ pub fn train_text(
                 format!("metadata `train.elapsed` = {elapsed} is not a duration"),
             ));
         }
-        // The carried state continues the streams only for the same number of them.
-        let carried = ck
-            .carried
-            .filter(|c| c.h.len() == ck.model.spec().state_rows() * cfg.batch * ck.model.spec().hidden);
+        // The carried state continues the streams only for the same number of them (a
+        // data-parallel run saves none: its streams restart).
+        let carried = ck.carried.filter(|c| {
+            ranks == 1 && c.h.len() == ck.model.spec().state_rows() * cfg.batch * ck.model.spec().hidden
+        });
         (ck.model, usize::try_from(step).unwrap_or(usize::MAX), best, read_curve(&cfg.out), elapsed, carried)
     } else {
         let mut model = Model::new(cfg.model.spec(corpus.vocab.len()), device, cfg.seed)?;
@@ -283,6 +337,9 @@ pub fn train_text(
         (model, 0, f32::INFINITY, Vec::new(), 0.0, None)
     };
 
+    if ranks > 1 {
+        agree_on_job(comm, cfg, &corpus, &mut model, step)?;
+    }
     let base_lr = cfg.optimizer.lr();
     let progress_meta = |step: usize, best: f32, elapsed: f64| -> Metadata {
         let mut m = Metadata::new();
@@ -302,7 +359,9 @@ pub fn train_text(
     let mut fresh = carried.is_none();
     let mut interrupted = false;
     while step < cfg.steps {
-        if stop.load(Ordering::Relaxed) {
+        // Every rank stops at the same step when any of them is asked to.
+        let stopping = stop.load(Ordering::Relaxed);
+        if if ranks > 1 { distributed::any(comm, stopping)? } else { stopping } {
             interrupted = true;
             break;
         }
@@ -318,7 +377,10 @@ pub fn train_text(
         if lr != model.optimizer().lr() {
             model.set_lr(lr)?;
         }
-        model.train_step(&chunks[pos], begin)?;
+        match ranks {
+            1 => model.train_step(&chunks[pos], begin)?,
+            _ => model.train_step_distributed(&chunks[pos], begin, comm)?,
+        }
         step += 1;
         window.1 += 1;
         let eval = step % cfg.eval_every == 0 || step == cfg.steps;
@@ -336,10 +398,11 @@ pub fn train_text(
                 elapsed,
                 sample: None,
             };
-            if eval {
+            // Validation used the training batch size's state: the streams restart after it,
+            // on every rank.
+            fresh |= eval;
+            if eval && rank == 0 {
                 let val = validation_loss(&mut model, &val_chunks)?;
-                // Validation used the training batch size's state: restart the streams' state.
-                fresh = true;
                 if val < best_val {
                     best_val = val;
                     io::save_model(
@@ -367,14 +430,16 @@ pub fn train_text(
                 p.best_val = best_val;
                 p.sample = Some(TextCorpus::decode(&corpus.vocab, &ids));
             }
-            on_progress(&p);
+            if rank == 0 {
+                on_progress(&p);
+            }
             window = (Instant::now(), 0);
         }
     }
     let elapsed = elapsed0 + start.elapsed().as_secs_f64();
-    if interrupted || step % cfg.eval_every != 0 {
+    if rank == 0 && (interrupted || step % cfg.eval_every != 0) {
         // Between evaluations the next chunk continues the streams: save their state.
-        let carried = if fresh { None } else { model.carried_state(cfg.batch)? };
+        let carried = if fresh || ranks > 1 { None } else { model.carried_state(cfg.batch)? };
         io::save_checkpoint(
             &checkpoint_path(&cfg.out),
             &mut model,

@@ -246,18 +246,13 @@ struct Classifier {
 pub(crate) fn classify_test(a: ClassifyTestArgs) -> rnn_gpu::Result<ExitCode> {
     let device = Device::from_name(&a.device)?;
     let mut c = load_classifier(&a.model, &device)?;
-    let content =
-        std::fs::read_to_string(&a.data).map_err(|e| rnn_gpu::Error::Io { path: a.data.clone(), source: e })?;
+    let content = std::fs::read_to_string(&a.data)
+        .map_err(|e| rnn_gpu::Error::Io { path: a.data.clone(), source: e })?;
     let data = LabeledText::parse(&a.data.display().to_string(), &content, Some(&c.labels))?;
     let texts: Vec<(Vec<u32>, u32)> =
         data.texts.iter().zip(&data.classes).map(|(t, &k)| (c.vocab.encode(t, c.max_len), k)).collect();
     let (loss, accuracy) = held_out(&mut c.model, &texts, 64)?;
-    outln!(
-        "{}: {} texts, loss {loss:.4}, accuracy {:.1}%",
-        a.data.display(),
-        texts.len(),
-        100.0 * accuracy
-    );
+    outln!("{}: {} texts, loss {loss:.4}, accuracy {:.1}%", a.data.display(), texts.len(), 100.0 * accuracy);
     Ok(ExitCode::SUCCESS)
 }
 

@@ -63,6 +63,7 @@ macro_rules! outln {
 mod classify;
 mod devices;
 mod forward;
+mod job;
 mod pairs;
 mod series;
 mod text;
@@ -70,6 +71,7 @@ mod text;
 use classify::*;
 use devices::*;
 use forward::*;
+use job::Job;
 use pairs::*;
 use series::*;
 use text::*;

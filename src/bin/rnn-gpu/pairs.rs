@@ -51,6 +51,10 @@ pub(crate) struct PairTrainArgs {
     device: String,
     #[arg(long, default_value_t = 1)]
     seed: u64,
+    /// Train data-parallel as one rank of `mpirun -np N rnn-gpu seq2seq train --distributed ...`
+    /// (built with the `mpi` feature): each rank takes --batch/N of each batch.
+    #[arg(long)]
+    distributed: bool,
 }
 
 #[derive(Args)]
@@ -69,8 +73,14 @@ pub(crate) struct TranslateArgs {
 }
 
 pub(crate) fn seq2seq_train(a: PairTrainArgs) -> rnn_gpu::Result<ExitCode> {
+    let job = Job::join(a.distributed)?;
+    let result = seq2seq_train_as(a, &job);
+    job.finish(result)
+}
+
+fn seq2seq_train_as(a: PairTrainArgs, job: &Job) -> rnn_gpu::Result<ExitCode> {
     use rnn_gpu::seq2seq::train::{PairTrainConfig, train_pairs};
-    let device = Device::from_name(&a.device)?;
+    let device = Device::from_name_at(&a.device, job.local_rank())?;
     let cfg = PairTrainConfig {
         pairs: a.pairs,
         out: a.out,
@@ -88,12 +98,17 @@ pub(crate) fn seq2seq_train(a: PairTrainArgs) -> rnn_gpu::Result<ExitCode> {
         seed: a.seed,
         resume: a.resume,
     };
+    if job.rank() != 0 {
+        // The other ranks train quietly; rank 0 reports for the job.
+        train_pairs(&cfg, &device, job.comm(), &AtomicBool::new(false), &mut |_| {})?;
+        return Ok(ExitCode::SUCCESS);
+    }
     outln!("device: {}", device.describe());
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
     // Ctrl-C: finish the current step, save a checkpoint, exit.
     let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
-    let summary = train_pairs(&cfg, &device, &stop, &mut |p| match p.accuracy {
+    let summary = train_pairs(&cfg, &device, job.comm(), &stop, &mut |p| match p.accuracy {
         Some(acc) => outln!(
             "step {:>6}  loss {:.4}  held-out exact match {:.1}%  {:.0}s",
             p.step,

@@ -72,6 +72,10 @@ pub(crate) struct TrainArgs {
     /// Continue from OUT/checkpoint.safetensors.
     #[arg(long)]
     resume: bool,
+    /// Train data-parallel as one rank of `mpirun -np N rnn-gpu train --distributed ...` (built
+    /// with the `mpi` feature): each rank takes --batch/N of the streams; rank 0 writes the files.
+    #[arg(long)]
+    distributed: bool,
 }
 
 #[derive(Args)]
@@ -247,6 +251,12 @@ fn optimizer(a: &TrainArgs) -> rnn_gpu::Result<Optimizer> {
 }
 
 pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Result<ExitCode> {
+    let job = Job::join(a.distributed)?;
+    let result = train_as(a, given, &job);
+    job.finish(result)
+}
+
+fn train_as(a: TrainArgs, given: &dyn Fn(&str) -> bool, job: &Job) -> rnn_gpu::Result<ExitCode> {
     let (model, optimizer, clip, schedule) = if a.resume {
         let s = resume_conflicts(&a, given)?;
         (CharModel::of(&s.spec), s.optimizer, s.clip, s.schedule)
@@ -263,7 +273,8 @@ pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Resu
         };
         (model, optimizer, clip, schedule)
     };
-    let device = Device::from_name(&a.device)?;
+    let device = Device::from_name_at(&a.device, job.local_rank())?;
+    let (comm, lead) = (job.comm(), job.rank() == 0);
     let cfg = TextTrainConfig {
         text: a.text,
         out: a.out,
@@ -280,7 +291,16 @@ pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Resu
         valid_fraction: 0.1,
         resume: a.resume,
     };
+    if !lead {
+        // The other ranks train quietly; rank 0 reports for the job.
+        let stop = AtomicBool::new(false);
+        train_text(&cfg, &device, comm, &stop, &mut |_| {})?;
+        return Ok(ExitCode::SUCCESS);
+    }
     outln!("device: {}", device.describe());
+    if comm.size() > 1 {
+        outln!("data-parallel over {} ranks, {} streams each", comm.size(), cfg.batch.div_ceil(comm.size()));
+    }
     outln!(
         "training a {}-layer {} of {} units on {} ({} steps of {}x{} characters, {} lr {}), writing to {}",
         cfg.model.layers,
@@ -333,7 +353,7 @@ pub(crate) fn train(a: TrainArgs, given: &dyn Fn(&str) -> bool) -> rnn_gpu::Resu
             }
         }
     };
-    let summary = train_text(&cfg, &device, &stop, &mut report)?;
+    let summary = train_text(&cfg, &device, comm, &stop, &mut report)?;
     bar.finish_and_clear();
     if summary.interrupted {
         outln!("interrupted at step {}; checkpoint saved, continue with --resume", summary.step);
