@@ -148,9 +148,7 @@ impl<B: Backend, W: Sync> Executor<B, W> {
         let grads = self.net.grads.clone();
         let loss = self.be.view(&self.net.step_state, step_state::LOSS, 1)?;
         let mut data = self.read(&grads)?;
-        data.push(self.read(&loss)?[0]);
-        distributed::weighted_mean(comm, &mut data, weight)?;
-        let mean_loss = data.pop().unwrap_or(f32::NAN);
+        let mean_loss = distributed::weighted_mean(comm, &mut data, self.read(&loss)?[0], weight)?;
         self.write(&grads, &data)?;
         self.write(&loss, &[mean_loss])
     }

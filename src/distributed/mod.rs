@@ -123,22 +123,23 @@ pub fn digest(words: impl IntoIterator<Item = u32>) -> String {
     format!("{h:016x}")
 }
 
-/// The weighted mean over the ranks of `data` (the gradients, then the loss): each rank's values
-/// times its `weight`, summed in rank order, over the sum of the weights. Every rank gets the
-/// same values.
-pub fn weighted_mean(comm: &dyn Collective, data: &mut Vec<f32>, weight: f32) -> Result<()> {
+/// The weighted mean over the ranks of their gradients and losses, each rank's weighted by its
+/// `weight` (its share of the loss's terms): `grads` becomes the mean gradients, the same on every
+/// rank, and the mean loss is returned. The weights' sum comes first, so that each rank scales its
+/// gradients once before the one large sum.
+pub fn weighted_mean(comm: &dyn Collective, grads: &mut [f32], loss: f32, weight: f32) -> Result<f32> {
     if !(weight > 0.0 && weight.is_finite()) {
         return Err(Error::invalid("distributed", format!("rank weight {weight} is not a positive count")));
     }
     if comm.size() == 1 {
-        return Ok(());
+        return Ok(loss);
     }
-    data.iter_mut().for_each(|x| *x *= weight);
-    data.push(weight);
-    comm.sum(data)?;
-    let total = data.pop().unwrap_or(1.0);
-    data.iter_mut().for_each(|x| *x /= total);
-    Ok(())
+    let mut totals = [weight, loss * weight];
+    comm.sum(&mut totals)?;
+    let share = weight / totals[0];
+    grads.iter_mut().for_each(|g| *g *= share);
+    comm.sum(grads)?;
+    Ok(totals[1] / totals[0])
 }
 
 /// The element-wise sum of `parts` (the ranks' equal-length slices, in rank order) into `out`.
@@ -255,11 +256,12 @@ mod tests {
     #[test]
     fn weighted_mean_weighs_each_rank_by_its_share() {
         let out = on_threads(2, |g| {
-            let (mut v, w) = if g.rank() == 0 { (vec![1.0, 3.0], 1.0) } else { (vec![4.0, 0.0], 3.0) };
-            weighted_mean(&g, &mut v, w).unwrap();
-            v
+            let (mut v, loss, w) =
+                if g.rank() == 0 { (vec![1.0, 3.0], 2.0, 1.0) } else { (vec![4.0, 0.0], 6.0, 3.0) };
+            let mean_loss = weighted_mean(&g, &mut v, loss, w).unwrap();
+            (v, mean_loss)
         });
-        assert_eq!(out, vec![vec![3.25, 0.75]; 2]);
+        assert_eq!(out, vec![(vec![3.25, 0.75], 5.0); 2]);
     }
 
     #[test]
@@ -284,7 +286,7 @@ mod tests {
 
     #[test]
     fn bad_weights_and_lengths_are_refused() {
-        let e = weighted_mean(&Single, &mut vec![1.0], 0.0).unwrap_err().to_string();
+        let e = weighted_mean(&Single, &mut [1.0], 1.0, 0.0).unwrap_err().to_string();
         assert!(e.contains("rank weight 0"), "{e}");
         let out = on_threads(2, |g| {
             let mut v = vec![0.0; 1 + g.rank()];
