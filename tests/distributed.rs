@@ -156,4 +156,10 @@ fn a_batch_too_small_for_its_ranks_is_refused() {
     assert!(e.contains("each rank needs at least one of the batch's 2 sequences"), "{e}");
     let one = b.shard(OutputMode::ManyToMany, 1, 2).unwrap();
     assert_eq!((one.batch, one.steps), (1, 2));
+    // A batch whose arrays do not fit its shape is refused, not sliced.
+    let e = b.clone().with_lengths(vec![2]).shard(OutputMode::ManyToMany, 0, 2).unwrap_err().to_string();
+    assert!(e.contains("1 lengths for 2 sequences"), "{e}");
+    let ragged = Batch::tokens(2, 2, vec![0; 3]);
+    let e = ragged.shard(OutputMode::ManyToMany, 0, 2).unwrap_err().to_string();
+    assert!(e.contains("input holds 3 values, not 2 rows of 2 sequences"), "{e}");
 }

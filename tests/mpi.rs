@@ -18,16 +18,17 @@ const LIMIT: Duration = Duration::from_secs(300);
 
 /// Runs `cmd` to its end, or kills it at `LIMIT` and fails.
 fn run(mut cmd: Command) -> Output {
-    let mut child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
+    finish(cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start"))
+}
+
+/// Waits for `child` to end, or kills it at `LIMIT` and fails.
+fn finish(mut child: std::process::Child) -> Output {
     let start = Instant::now();
     while child.try_wait().expect("wait").is_none() {
         if start.elapsed() > LIMIT {
             let _ = child.kill();
             let out = child.wait_with_output().expect("output");
-            panic!(
-                "{cmd:?} still running after {LIMIT:?}; stderr:\n{}",
-                String::from_utf8_lossy(&out.stderr)
-            );
+            panic!("still running after {LIMIT:?}; stderr:\n{}", String::from_utf8_lossy(&out.stderr));
         }
         std::thread::sleep(Duration::from_millis(50));
     }
@@ -201,6 +202,30 @@ fn a_rank_that_dies_ends_the_job_and_leaves_whole_files() {
     let ck = out.join("checkpoint.safetensors");
     assert!(ck.exists(), "rank 0 wrote no checkpoint in 4 s");
     weights(&ck);
+}
+
+#[test]
+fn ctrl_c_to_mpirun_stops_every_rank_at_one_step_with_a_checkpoint() {
+    let dir = common::test_dir("mpi_ctrl_c");
+    let text = text_file(&dir);
+    let out = dir.join("out");
+    let mut cmd = mpirun(&[(2, train_args(&text, &out, 1_000_000, &["--distributed"]))]);
+    let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
+    std::thread::sleep(Duration::from_secs(4));
+    // SAFETY: a signal to our own child process.
+    unsafe { libc::kill(child.id() as i32, libc::SIGINT) };
+    let start = Instant::now();
+    let res = finish(child);
+    assert!(start.elapsed() < Duration::from_secs(60), "the job took {:?} to stop", start.elapsed());
+    let stdout = String::from_utf8_lossy(&res.stdout);
+    let at: usize = stdout
+        .lines()
+        .find_map(|l| l.strip_prefix("interrupted at step ")?.split(';').next()?.parse().ok())
+        .unwrap_or_else(|| {
+            panic!("no interruption reported:\n{stdout}\n{}", String::from_utf8_lossy(&res.stderr))
+        });
+    let meta = rnn_gpu::io::read_metadata(&out.join("checkpoint.safetensors")).unwrap();
+    assert_eq!(meta["train.step"], at.to_string());
 }
 
 #[test]

@@ -67,6 +67,9 @@ pub fn share(n: usize, rank: usize, ranks: usize) -> Result<std::ops::Range<usiz
 
 /// Whether any rank's `flag` is set (a stop request must end every rank at the same step).
 pub fn any(comm: &dyn Collective, flag: bool) -> Result<bool> {
+    if comm.size() == 1 {
+        return Ok(flag);
+    }
     let mut v = [flag as u8 as f32];
     comm.sum(&mut v)?;
     Ok(v[0] > 0.0)
@@ -123,19 +126,47 @@ pub fn digest(words: impl IntoIterator<Item = u32>) -> String {
     format!("{h:016x}")
 }
 
+/// Checks that every rank holds the same weights (at `step`): ranks on devices that round
+/// differently would drift apart silently.
+pub fn agree_on_weights(comm: &dyn Collective, step: usize, params: &[f32]) -> Result<()> {
+    agree(
+        comm,
+        &[(&format!("the weights' digest at step {step}"), digest(params.iter().map(|x| x.to_bits())))],
+    )
+}
+
+/// What a device is, for `agree`: its kind and, for a GPU, its adapter (devices that round
+/// differently must not share a job).
+pub fn device_kind(device: &crate::Device) -> String {
+    match device {
+        crate::Device::Gpu(ctx) => {
+            format!("gpu {} ({:?})", ctx.adapter_info().name, ctx.adapter_info().backend)
+        }
+        other => other.name().to_string(),
+    }
+}
+
 /// The weighted mean over the ranks of their gradients and losses, each rank's weighted by its
 /// `weight` (its share of the loss's terms): `grads` becomes the mean gradients, the same on every
 /// rank, and the mean loss is returned. The weights' sum comes first, so that each rank scales its
 /// gradients once before the one large sum.
 pub fn weighted_mean(comm: &dyn Collective, grads: &mut [f32], loss: f32, weight: f32) -> Result<f32> {
-    if !(weight > 0.0 && weight.is_finite()) {
-        return Err(Error::invalid("distributed", format!("rank weight {weight} is not a positive count")));
-    }
+    let valid = weight > 0.0 && weight.is_finite();
+    let bad = || Error::invalid("distributed", format!("rank weight {weight} is not a positive count"));
     if comm.size() == 1 {
-        return Ok(loss);
+        return if valid { Ok(loss) } else { Err(bad()) };
     }
-    let mut totals = [weight, loss * weight];
+    // A bad weight takes part as NaN, so that every rank refuses the step together and none is
+    // left waiting in the gradients' sum.
+    let w = if valid { weight } else { f32::NAN };
+    let mut totals = [w, loss * w];
     comm.sum(&mut totals)?;
+    if !valid {
+        return Err(bad());
+    }
+    if !(totals[0] > 0.0 && totals[0].is_finite()) {
+        return Err(Error::invalid("distributed", "another rank's weight is not a positive count"));
+    }
     let share = weight / totals[0];
     grads.iter_mut().for_each(|g| *g *= share);
     comm.sum(grads)?;
@@ -288,6 +319,12 @@ mod tests {
     fn bad_weights_and_lengths_are_refused() {
         let e = weighted_mean(&Single, &mut [1.0], 1.0, 0.0).unwrap_err().to_string();
         assert!(e.contains("rank weight 0"), "{e}");
+        let out = on_threads(2, |g| {
+            let w = if g.rank() == 1 { -1.0 } else { 2.0 };
+            weighted_mean(&g, &mut [1.0], 1.0, w).map_err(|e| e.to_string())
+        });
+        assert!(out[0].as_ref().unwrap_err().contains("another rank's weight"), "{out:?}");
+        assert!(out[1].as_ref().unwrap_err().contains("rank weight -1"), "{out:?}");
         let out = on_threads(2, |g| {
             let mut v = vec![0.0; 1 + g.rank()];
             g.sum(&mut v).map_err(|e| e.to_string())

@@ -216,6 +216,12 @@ impl GpuContext {
         }
         let best = adapters[0].get_info().device_type;
         adapters.retain(|a| a.get_info().device_type == best);
+        // One GPU reached through two backends (Vulkan and DX12 on Windows) counts once.
+        let mut seen = std::collections::HashSet::new();
+        adapters.retain(|a| {
+            let i = a.get_info();
+            i.device == 0 || seen.insert((i.vendor, i.device))
+        });
         let n = adapters.len();
         Self::from_adapter(adapters.remove(index % n))
     }

@@ -234,28 +234,57 @@ impl Batch {
         let b = self.batch;
         let mine = crate::distributed::share(b, rank, ranks)?;
         let (first, n) = (mine.start, mine.len());
-        // Columns first..first+n of `x`, `rows` rows of `b` columns of `width` values.
-        fn columns<T: Copy>(x: &[T], rows: usize, b: usize, first: usize, n: usize) -> Vec<T> {
-            let width = x.len() / (rows * b).max(1);
-            (0..rows).flat_map(|r| x[(r * b + first) * width..][..n * width].iter().copied()).collect()
+        let t = self.steps;
+        // Columns first..first+n of `x`, `rows` rows of `b` columns of `width` values; an error
+        // naming `what` when `x` is not whole rows of `b` columns.
+        fn columns<T: Copy>(
+            x: &[T],
+            rows: usize,
+            b: usize,
+            cols: std::ops::Range<usize>,
+            what: &str,
+        ) -> Result<Vec<T>> {
+            if rows * b == 0 || x.len() % (rows * b) != 0 {
+                return Err(Error::invalid(
+                    "shard",
+                    format!("{what} holds {} values, not {rows} rows of {b} sequences", x.len()),
+                ));
+            }
+            let width = x.len() / (rows * b);
+            let row = |r: usize| x[(r * b + cols.start) * width..(r * b + cols.end) * width].iter().copied();
+            Ok((0..rows).flat_map(row).collect())
         }
         let target_rows = match mode {
             OutputMode::ManyToMany => self.steps,
             OutputMode::ManyToOne => 1,
         };
+        let lengths = match &self.lengths {
+            Some(l) if l.len() != b => {
+                return Err(Error::invalid("shard", format!("{} lengths for {b} sequences", l.len())));
+            }
+            l => l.as_ref().map(|l| l[first..first + n].to_vec()),
+        };
         Ok(Batch {
             steps: self.steps,
             batch: n,
             input: match &self.input {
-                Input::Dense(x) => Input::Dense(columns(x, self.steps, b, first, n)),
-                Input::Tokens(x) => Input::Tokens(columns(x, self.steps, b, first, n)),
+                Input::Dense(x) => Input::Dense(columns(x, t, b, mine.clone(), "input")?),
+                Input::Tokens(x) => Input::Tokens(columns(x, t, b, mine.clone(), "input")?),
             },
-            lengths: self.lengths.as_ref().map(|l| l[first..first + n].to_vec()),
-            targets: self.targets.as_ref().map(|t| match t {
-                Targets::Classes(c) => Targets::Classes(columns(c, target_rows, b, first, n)),
-                Targets::Values(v) => Targets::Values(columns(v, target_rows, b, first, n)),
-            }),
-            condition: self.condition.as_ref().map(|c| columns(c, 1, b, first, n)),
+            lengths,
+            targets: match &self.targets {
+                None => None,
+                Some(Targets::Classes(c)) => {
+                    Some(Targets::Classes(columns(c, target_rows, b, mine.clone(), "targets")?))
+                }
+                Some(Targets::Values(v)) => {
+                    Some(Targets::Values(columns(v, target_rows, b, mine.clone(), "targets")?))
+                }
+            },
+            condition: match &self.condition {
+                None => None,
+                Some(c) => Some(columns(c, 1, b, mine.clone(), "condition")?),
+            },
         })
     }
 

@@ -170,11 +170,13 @@ impl Model {
     /// device, leaving the weights untouched, and reported by the next `stats`.
     pub fn train_step(&mut self, batch: &Batch, start: Start<'_>) -> Result<()> {
         self.not_accumulating("train_step")?;
-        self.step_with(batch, start, GradMode::Step)
+        self.step_with(batch, start, GradMode::Step, 0)
     }
 
-    fn step_with(&mut self, batch: &Batch, start: Start<'_>, grads: GradMode) -> Result<()> {
-        let seed = self.training.rng.next_u32();
+    /// A training program; `salt` varies the dropout seed (each rank of a data-parallel job
+    /// draws its own masks).
+    fn step_with(&mut self, batch: &Batch, start: Start<'_>, grads: GradMode, salt: u32) -> Result<()> {
+        let seed = self.training.rng.next_u32() ^ salt;
         let (spec, layout, opt, clip) =
             (&self.spec, &self.layout, self.training.optimizer, self.training.clip);
         with_engine!(&mut self.engine, e => e.train_step(spec, layout, batch, start, &opt, clip, seed, grads))
@@ -187,7 +189,7 @@ impl Model {
     /// state's loss is the last batch's.
     pub fn accumulate(&mut self, batch: &Batch, start: Start<'_>) -> Result<()> {
         let first = !self.accumulating;
-        self.step_with(batch, start, GradMode::Add { first })?;
+        self.step_with(batch, start, GradMode::Add { first }, 0)?;
         self.accumulating = true;
         Ok(())
     }
@@ -244,10 +246,14 @@ impl Model {
             .spec
             .head
             .ok_or_else(|| Error::invalid("train_step_distributed", "the model has no head, so no loss"))?;
-        self.accumulate(batch, start)?;
+        self.step_with(batch, start, GradMode::Add { first: true }, rank_salt(comm.rank()))?;
         let weight = batch.loss_rows(head.mode) as f32;
-        with_engine!(&mut self.engine, e => e.reduce_gradients(comm, weight))?;
-        self.apply_update()
+        // Until the update, the gradients are this step's alone: a failed reduction leaves no
+        // accumulation open (the next step clears them).
+        with_engine!(&mut self.engine, e => {
+            e.reduce_gradients(comm, weight)?;
+            e.apply_update(&self.layout, &self.training.optimizer, self.training.clip)
+        })
     }
 
     /// Calls that overwrite the gradients are refused while some are being accumulated, rather
@@ -398,4 +404,10 @@ impl Model {
             Ok(Some(CarriedState { h: e.read(&h)?, c: c.map(|c| e.read(&c)).transpose()? }))
         })
     }
+}
+
+/// What a rank mixes into its dropout seeds, so that ranks with equal shares do not draw equal
+/// masks.
+pub(crate) fn rank_salt(rank: usize) -> u32 {
+    (rank as u32).wrapping_mul(0x9e37_79b9)
 }

@@ -107,7 +107,7 @@ impl Seq2Seq {
         if comm.size() == 1 {
             return self.train_step(pairs);
         }
-        let seed = self.training.rng.next_u32();
+        let seed = self.training.rng.next_u32() ^ crate::model::rank_salt(comm.rank());
         let (spec, layout, opt, clip) =
             (&self.spec, &self.layout, self.training.optimizer, self.training.clip);
         with_engine!(&mut self.engine, e => {

@@ -238,6 +238,7 @@ pub fn train_pairs(
             comm,
             &[
                 ("pairs", format!("{} pairs, digest {}", train_ids.len(), distributed::digest(pairs_ids))),
+                ("device", distributed::device_kind(device)),
                 ("model", format!("{:?}", model.spec())),
                 ("weights", distributed::digest(params.iter().map(|x| x.to_bits()))),
                 ("lr", cfg.lr.to_string()),
@@ -254,8 +255,7 @@ pub fn train_pairs(
     let mut interrupted = false;
     while step < cfg.steps {
         // Every rank stops at the same step when any of them is asked to.
-        let stopping = stop.load(Ordering::Relaxed);
-        if if ranks > 1 { distributed::any(comm, stopping)? } else { stopping } {
+        if distributed::any(comm, stop.load(Ordering::Relaxed))? {
             interrupted = true;
             break;
         }
@@ -270,6 +270,9 @@ pub fn train_pairs(
         if step % 50 == 0 || eval {
             let loss = model.stats()?.loss;
             let mut p = PairProgress { step, loss, accuracy: None, elapsed: start.elapsed().as_secs_f64() };
+            if eval && ranks > 1 {
+                distributed::agree_on_weights(comm, step, &model.flat_params()?)?;
+            }
             if eval && rank == 0 {
                 let acc = accuracy(&mut model, &vocab, &valid, max_len)?;
                 if best.is_none_or(|b| acc > b) {

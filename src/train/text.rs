@@ -221,6 +221,7 @@ fn check(cfg: &TextTrainConfig) -> Result<()> {
 fn agree_on_job(
     comm: &dyn Collective,
     cfg: &TextTrainConfig,
+    device: &Device,
     corpus: &TextCorpus,
     model: &mut Model,
     step: usize,
@@ -237,6 +238,7 @@ fn agree_on_job(
                     distributed::digest(corpus.ids.iter().copied())
                 ),
             ),
+            ("device", distributed::device_kind(device)),
             ("cell", cfg.model.cell.name().to_string()),
             ("hidden", cfg.model.hidden.to_string()),
             ("layers", cfg.model.layers.to_string()),
@@ -338,7 +340,7 @@ pub fn train_text(
     };
 
     if ranks > 1 {
-        agree_on_job(comm, cfg, &corpus, &mut model, step)?;
+        agree_on_job(comm, cfg, device, &corpus, &mut model, step)?;
     }
     let base_lr = cfg.optimizer.lr();
     let progress_meta = |step: usize, best: f32, elapsed: f64| -> Metadata {
@@ -360,8 +362,7 @@ pub fn train_text(
     let mut interrupted = false;
     while step < cfg.steps {
         // Every rank stops at the same step when any of them is asked to.
-        let stopping = stop.load(Ordering::Relaxed);
-        if if ranks > 1 { distributed::any(comm, stopping)? } else { stopping } {
+        if distributed::any(comm, stop.load(Ordering::Relaxed))? {
             interrupted = true;
             break;
         }
@@ -401,6 +402,9 @@ pub fn train_text(
             // Validation used the training batch size's state: the streams restart after it,
             // on every rank.
             fresh |= eval;
+            if eval && ranks > 1 {
+                distributed::agree_on_weights(comm, step, &model.flat_params()?)?;
+            }
             if eval && rank == 0 {
                 let val = validation_loss(&mut model, &val_chunks)?;
                 if val < best_val {

@@ -21,7 +21,11 @@ impl Job {
         {
             let world = rnn_gpu::distributed::mpi::MpiWorld::init()?;
             let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-            rnn_gpu::native::threads_or((cores / world.local_size()).max(1))?;
+            if let Err(e) = rnn_gpu::native::threads_or((cores / world.local_size()).max(1)) {
+                // The other ranks are on their way into a collective: end the job, not this rank.
+                eprintln!("error: rank {} of {}: {e}", world.rank(), world.size());
+                world.abort(1);
+            }
             let default_hook = std::panic::take_hook();
             std::panic::set_hook(Box::new(move |info| {
                 default_hook(info);

@@ -98,16 +98,16 @@ fn seq2seq_train_as(a: PairTrainArgs, job: &Job) -> rnn_gpu::Result<ExitCode> {
         seed: a.seed,
         resume: a.resume,
     };
+    // Ctrl-C or SIGTERM: finish the current step, save a checkpoint, exit (every rank together).
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
     if job.rank() != 0 {
         // The other ranks train quietly; rank 0 reports for the job.
-        train_pairs(&cfg, &device, job.comm(), &AtomicBool::new(false), &mut |_| {})?;
+        train_pairs(&cfg, &device, job.comm(), &stop, &mut |_| {})?;
         return Ok(ExitCode::SUCCESS);
     }
     outln!("device: {}", device.describe());
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // Ctrl-C: finish the current step, save a checkpoint, exit.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
     let summary = train_pairs(&cfg, &device, job.comm(), &stop, &mut |p| match p.accuracy {
         Some(acc) => outln!(
             "step {:>6}  loss {:.4}  held-out exact match {:.1}%  {:.0}s",

@@ -291,9 +291,13 @@ fn train_as(a: TrainArgs, given: &dyn Fn(&str) -> bool, job: &Job) -> rnn_gpu::R
         valid_fraction: 0.1,
         resume: a.resume,
     };
+    // Ctrl-C (or a SIGTERM, which is what mpirun passes on to its ranks): finish the current
+    // step, save a checkpoint, exit; every rank of a job stops at the same step.
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
     if !lead {
         // The other ranks train quietly; rank 0 reports for the job.
-        let stop = AtomicBool::new(false);
         train_text(&cfg, &device, comm, &stop, &mut |_| {})?;
         return Ok(ExitCode::SUCCESS);
     }
@@ -314,10 +318,6 @@ fn train_as(a: TrainArgs, given: &dyn Fn(&str) -> bool, job: &Job) -> rnn_gpu::R
         cfg.optimizer.lr(),
         cfg.out.display()
     );
-    let stop = Arc::new(AtomicBool::new(false));
-    let flag = stop.clone();
-    // Ctrl-C: finish the current step, save a checkpoint, exit.
-    let _ = ctrlc::set_handler(move || flag.store(true, Ordering::Relaxed));
     let pipe_closed = stop.clone();
     let bar = indicatif::ProgressBar::new(cfg.steps as u64);
     bar.set_style(
