@@ -229,7 +229,7 @@ fn ctrl_c_to_mpirun_stops_every_rank_at_one_step_with_a_checkpoint() {
 }
 
 #[test]
-fn two_ranks_train_seq2seq_as_one_rank() {
+fn two_ranks_train_seq2seq_as_one_rank_and_resume() {
     let dir = common::test_dir("mpi_seq2seq");
     let pairs = dir.join("pairs.tsv");
     let lines: String = (0..300)
@@ -239,20 +239,22 @@ fn two_ranks_train_seq2seq_as_one_rank() {
         })
         .collect();
     std::fs::write(&pairs, lines).unwrap();
-    let args = |out: &Path, extra: &[&str]| -> Vec<String> {
+    let args = |out: &Path, steps: &str, extra: &[&str]| -> Vec<String> {
         let mut a: Vec<String> =
             [BIN, "seq2seq", "train", "--device", "cpu", "--hidden", "24", "--embed", "8"]
                 .iter()
                 .map(|s| s.to_string())
                 .collect();
-        a.extend(["--batch", "6", "--steps", "20", "--eval-every", "10"].map(String::from));
+        a.extend(["--batch", "6", "--steps", steps, "--eval-every", "10"].map(String::from));
         a.extend(["--pairs".into(), pairs.display().to_string(), "--out".into(), out.display().to_string()]);
         a.extend(extra.iter().map(|s| s.to_string()));
         a
     };
-    let (one, two) = (dir.join("one"), dir.join("two"));
-    ok(&run(single(&args(&one, &[]))), "one rank");
-    ok(&run(mpirun(&[(2, args(&two, &["--distributed"]))])), "two ranks");
+    let (one, two, resumed) = (dir.join("one"), dir.join("two"), dir.join("resumed"));
+    ok(&run(single(&args(&one, "20", &[]))), "one rank");
+    ok(&run(mpirun(&[(2, args(&two, "20", &["--distributed"]))])), "two ranks");
+    ok(&run(mpirun(&[(2, args(&resumed, "10", &["--distributed"]))])), "first 10 steps");
+    ok(&run(mpirun(&[(2, args(&resumed, "20", &["--distributed", "--resume"]))])), "resumed");
     let w = |d: &Path| {
         Seq2Seq::load_checkpoint(&d.join("checkpoint.safetensors"), &Device::Cpu)
             .unwrap()
@@ -262,4 +264,6 @@ fn two_ranks_train_seq2seq_as_one_rank() {
     };
     let d = max_diff(&w(&one), &w(&two));
     assert!(d <= 1e-5, "two ranks' seq2seq weights differ from one rank's by {d}");
+    let d = max_diff(&w(&one), &w(&resumed));
+    assert!(d <= 1e-5, "the resumed two-rank seq2seq run differs from one rank's by {d}");
 }
