@@ -22,6 +22,11 @@ use crate::cell::{self, CellMath};
 use crate::host::{StepBackward, StepForward, StepKernels, Version};
 use crate::ops::{Step, StepMode};
 
+mod backward;
+mod forward;
+use backward::{AddToCarry, Bwd};
+use forward::Fwd;
+
 /// Hidden units per task. The G gate columns of a block (G·32) are a whole number of panels for
 /// every micro-kernel width (16, 32), so a block's product wastes no columns.
 const UNITS: usize = 32;
@@ -342,90 +347,6 @@ impl Input {
     }
 }
 
-/// The forward step's arithmetic for the cell `C` on its units: the cell's own (`CellMath`),
-/// with the device's vectorized activations.
-struct Fwd<C> {
-    cell: C,
-    at: Place,
-    input: Input,
-    h_prev: Shared<*const f32>,
-    c_prev: Option<Shared<*const f32>>,
-    states: Shared<*mut f32>,
-    cells: Option<Shared<*mut f32>>,
-    gates: Option<Shared<*mut f32>>,
-    y: Shared<*mut f32>,
-}
-
-impl<C: CellMath> Epilogue for Fwd<C> {
-    #[inline(always)]
-    #[allow(clippy::needless_range_loop)]
-    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, g, u0, n) = (self.at.h, C::GATES, units.start, units.len());
-        // The cell's arithmetic runs over UNITS lanes of local copies (the padding of a last,
-        // partial block computed and never stored): local, so that it vectorizes without
-        // checks of aliasing. The biases are the same for every row.
-        let (mut b_ih, mut b_hh) = ([[0.0f32; UNITS]; 4], [[0.0f32; UNITS]; 4]);
-        for k in 0..g {
-            // SAFETY: see the section's header.
-            let [bi, bh] = unsafe { self.input.biases(h, k, u0, n) };
-            load(&mut b_ih[k], bi);
-            load(&mut b_hh[k], bh);
-        }
-        let (mut x, mut p, mut saved) = ([[0.0f32; UNITS]; 4], [[0.0f32; UNITS]; 4], [[0.0f32; UNITS]; 4]);
-        let (mut hp, mut cp, mut hs, mut cs) = ([0.0f32; UNITS], [0.0; UNITS], [0.0; UNITS], [0.0; UNITS]);
-        for b in rows.clone() {
-            if b + AHEAD < rows.end {
-                self.input.prefetch(g, h, b + AHEAD, u0, n);
-            }
-            let tr = &tile[(b - rows.start) * g * UNITS..][..g * UNITS];
-            // SAFETY: see the section's header.
-            let (hprev, cprev) =
-                unsafe { (get(self.h_prev, b * h + u0, n), self.c_prev.map(|c| get(c, b * h + u0, n))) };
-            for k in 0..g {
-                // SAFETY: as above.
-                load(&mut x[k], unsafe { self.input.x(g, h, b, k, u0, n) });
-                load(&mut p[k], &tr[k * UNITS..][..n]);
-            }
-            load(&mut hp, hprev);
-            if let Some(c) = cprev {
-                load(&mut cp, c);
-            }
-            for j in 0..UNITS {
-                let mut f = cell::Forward { h_prev: hp[j], c_prev: cp[j], ..Default::default() };
-                for k in 0..C::GATES {
-                    (f.x[k], f.b_ih[k], f.p[k], f.b_hh[k]) = (x[k][j], b_ih[k][j], p[k][j], b_hh[k][j]);
-                }
-                let o = self.cell.forward::<f32, Fast<M>>(&f);
-                for k in 0..C::SAVED {
-                    saved[k][j] = o.saved[k];
-                }
-                (hs[j], cs[j]) = (o.h, o.c);
-            }
-            // SAFETY: see the section's header.
-            unsafe {
-                if let Some(gates) = self.gates {
-                    for k in 0..C::SAVED {
-                        store(put(gates, b * C::SAVED * h + k * h + u0, n), &saved[k]);
-                    }
-                }
-                let valid = self.at.valid(b);
-                let (hout, out) = (put(self.states, b * h + u0, n), put(self.y, self.at.out(b, u0), n));
-                if valid {
-                    store(hout, &hs);
-                    store(out, &hs);
-                } else {
-                    hout.copy_from_slice(hprev);
-                    out.fill(0.0);
-                }
-                if let (Some(c), Some(cprev)) = (self.cells, cprev) {
-                    let c = put(c, b * h + u0, n);
-                    if valid { store(c, &cs) } else { c.copy_from_slice(cprev) }
-                }
-            }
-        }
-    }
-}
-
 /// Copies `src` (at most UNITS values) into the front of `dst`: whole, as vectors, when it fills
 /// it.
 #[inline(always)]
@@ -445,135 +366,6 @@ fn store(dst: &mut [f32], src: &[f32; UNITS]) {
         *whole = *src;
     } else {
         dst.copy_from_slice(&src[..n]);
-    }
-}
-
-/// After the last backward step: the gradient reaching the initial state through W_hh is added
-/// to the carry.
-struct AddToCarry {
-    h: usize,
-    carry: Shared<*mut f32>,
-}
-
-impl Epilogue for AddToCarry {
-    #[inline(always)]
-    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        for b in rows.clone() {
-            let rec = &tile[(b - rows.start) * UNITS..][..units.len()];
-            // SAFETY: see the section's header.
-            add(unsafe { put(self.carry, b * self.h + units.start, units.len()) }, rec);
-        }
-    }
-}
-
-/// The backward step's arithmetic for the cell `C` on its units, as `Fwd`.
-struct Bwd<C> {
-    cell: C,
-    at: Place,
-    /// The states around the step (the new one, the previous one), where the cell reads them.
-    h: Shared<*const f32>,
-    h_prev: Shared<*const f32>,
-    c: Option<(Shared<*const f32>, Shared<*const f32>)>,
-    gates: Option<Shared<*const f32>>,
-    dy: Shared<*const f32>,
-    dg: Shared<*mut f32>,
-    dgh: Option<Shared<*mut f32>>,
-    carry_h: Shared<*mut f32>,
-    carry_c: Shared<*mut f32>,
-}
-
-impl<C: CellMath> Epilogue for Bwd<C> {
-    #[inline(always)]
-    #[allow(clippy::needless_range_loop)]
-    fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, g, u0, n) = (self.at.h, C::GATES, units.start, units.len());
-        // Staged as in `Fwd`.
-        let mut saved = [[0.0f32; UNITS]; 4];
-        let (mut hv, mut hp, mut c, mut cp) = ([0.0f32; UNITS], [0.0; UNITS], [0.0; UNITS], [0.0; UNITS]);
-        let (mut rec_a, mut ch_a, mut dy_a, mut dc) =
-            ([0.0f32; UNITS], [0.0; UNITS], [0.0; UNITS], [0.0; UNITS]);
-        let (mut gx, mut gr) = ([[0.0f32; UNITS]; 4], [[0.0f32; UNITS]; 4]);
-        let (mut carry_h, mut carry_c) = ([0.0f32; UNITS], [0.0f32; UNITS]);
-        for b in rows.clone() {
-            let rec = &tile[(b - rows.start) * UNITS..][..n];
-            // SAFETY: see the section's header.
-            let (ch, cc) = unsafe { (put(self.carry_h, b * h + u0, n), put(self.carry_c, b * h + u0, n)) };
-            // SAFETY: as above.
-            let dx = |k: usize| unsafe { put(self.dg, b * g * h + k * h + u0, n) };
-            // SAFETY: as above.
-            let dr = |k: usize| self.dgh.map(|d| unsafe { put(d, b * g * h + k * h + u0, n) });
-            // SAFETY: as above.
-            if !unsafe { self.at.valid(b) } {
-                add(ch, rec);
-                for k in 0..g {
-                    dx(k).fill(0.0);
-                    if let Some(d) = dr(k) {
-                        d.fill(0.0);
-                    }
-                }
-                continue;
-            }
-            // SAFETY: see the section's header.
-            unsafe {
-                if let Some(gates) = self.gates {
-                    for (k, v) in saved.iter_mut().enumerate().take(C::SAVED) {
-                        load(v, get(gates, b * C::SAVED * h + k * h + u0, n));
-                    }
-                }
-                if C::READS_H {
-                    load(&mut hv, get(self.h, b * h + u0, n));
-                }
-                if C::READS_H_PREV {
-                    load(&mut hp, get(self.h_prev, b * h + u0, n));
-                }
-                if let Some((cn, cpn)) = self.c {
-                    load(&mut c, get(cn, b * h + u0, n));
-                    load(&mut cp, get(cpn, b * h + u0, n));
-                }
-                load(&mut dy_a, get(self.dy, self.at.out(b, u0), n));
-            }
-            load(&mut rec_a, rec);
-            load(&mut ch_a, ch);
-            load(&mut dc, cc);
-            for j in 0..UNITS {
-                let dh = rec_a[j] + ch_a[j] + dy_a[j];
-                let mut u = cell::Backward {
-                    h: hv[j],
-                    h_prev: hp[j],
-                    c: c[j],
-                    c_prev: cp[j],
-                    dh,
-                    dc: dc[j],
-                    ..Default::default()
-                };
-                for k in 0..C::SAVED {
-                    u.saved[k] = saved[k][j];
-                }
-                let r = self.cell.backward::<f32, Fast<M>>(&u);
-                for k in 0..g {
-                    (gx[k][j], gr[k][j]) = (r.dx[k], r.dr[k]);
-                }
-                (carry_h[j], carry_c[j]) = (r.carry_h, r.carry_c);
-            }
-            for k in 0..g {
-                store(dx(k), &gx[k]);
-                if let Some(d) = dr(k) {
-                    store(d, &gr[k]);
-                }
-            }
-            store(ch, &carry_h);
-            if C::CELL_STATE {
-                store(cc, &carry_c);
-            }
-        }
-    }
-}
-
-/// `carry[j] += rec[j]`.
-#[inline(always)]
-fn add(carry: &mut [f32], rec: &[f32]) {
-    for (c, &r) in carry.iter_mut().zip(rec) {
-        *c += r;
     }
 }
 
