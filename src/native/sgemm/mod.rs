@@ -138,6 +138,12 @@ impl Aligned {
     }
 }
 
+/// The widest panel of any micro-kernel.
+const MAX_NR: usize = 32;
+
+/// Elements of B above which `Packed::pack` fills its panels in parallel.
+const PARALLEL_PACK: usize = 1 << 16;
+
 /// B (`[k, n]`, element (p, j) at `b[p * rs + j * cs]`) packed for `isa`: `n.div_ceil(NR)`
 /// panels, each `k` rows of NR values, the columns past `n` zero. Column `q` of the packed
 /// operand is column `cols(q)` of B (`None`: zero), so that a caller can reorder columns.
@@ -156,26 +162,28 @@ impl Packed {
         (b, rs, cs): (&[f32], usize, usize),
         k: usize,
         n: usize,
-        cols: impl Fn(usize) -> Option<usize>,
+        cols: impl Fn(usize) -> Option<usize> + Sync,
     ) {
         let nr = isa.nr();
         let panels = n.div_ceil(nr);
         let data = self.data.get(panels * k * nr);
-        for (q0, panel) in (0..panels).map(|p| p * nr).zip(data.chunks_exact_mut(k * nr)) {
-            for jj in 0..nr {
-                match (q0 + jj < n).then(|| cols(q0 + jj)).flatten() {
-                    Some(j) => {
-                        for p in 0..k {
-                            panel[p * nr + jj] = b[p * rs + j * cs];
-                        }
-                    }
-                    None => {
-                        for p in 0..k {
-                            panel[p * nr + jj] = 0.0;
-                        }
-                    }
+        // A panel row at a time, its NR values written together; the panels of a large B in
+        // parallel (W_hh is repacked after every update, on the training step's path).
+        let fill = |(i, panel): (usize, &mut [f32])| {
+            let mut src = [None; MAX_NR];
+            for (jj, s) in src[..nr].iter_mut().enumerate() {
+                *s = (i * nr + jj < n).then(|| cols(i * nr + jj)).flatten();
+            }
+            for (p, row) in panel.chunks_exact_mut(nr).enumerate() {
+                for (v, s) in row.iter_mut().zip(&src) {
+                    *v = s.map_or(0.0, |j| b[p * rs + j * cs]);
                 }
             }
+        };
+        if panels > 1 && k * n >= PARALLEL_PACK {
+            data.par_chunks_exact_mut(k * nr).enumerate().for_each(fill);
+        } else {
+            data.chunks_exact_mut(k * nr).enumerate().for_each(fill);
         }
         (self.isa, self.k, self.n) = (Some(isa), k, n);
     }
