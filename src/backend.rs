@@ -64,7 +64,14 @@ pub trait Backend {
     /// Host access, outside any program: write now, read now (the GPU waits).
     fn write(&mut self, t: &Self::Buf, data: &[Self::Elem]) -> Result<()>;
     fn write_u32(&mut self, t: &Self::IBuf, data: &[u32]) -> Result<()>;
-    fn read(&mut self, t: &Self::Buf) -> Result<Vec<Self::Elem>>;
+    /// Reads `t` into `out`, replacing its contents (a caller that reads every step keeps `out`
+    /// and allocates nothing after the first).
+    fn read_into(&mut self, t: &Self::Buf, out: &mut Vec<Self::Elem>) -> Result<()>;
+    fn read(&mut self, t: &Self::Buf) -> Result<Vec<Self::Elem>> {
+        let mut out = Vec::new();
+        self.read_into(t, &mut out)?;
+        Ok(out)
+    }
 
     /// Runs `record` as the program named `key`. The CPU executes each op as `record` calls it;
     /// the GPU records the ops the first time a key is seen and replays the program (one submit)

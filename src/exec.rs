@@ -48,6 +48,8 @@ pub struct Executor<B: Backend, W> {
     workspaces: HashMap<Shape, W>,
     /// Shapes, least recently used first.
     recent: Vec<Shape>,
+    /// The gradients as read for a data-parallel reduction, kept between steps.
+    reduce_scratch: (Vec<B::Elem>, Vec<f32>),
 }
 
 pub(crate) fn to_elem<T: Real>(v: &[f32]) -> Vec<T> {
@@ -57,7 +59,13 @@ pub(crate) fn to_elem<T: Real>(v: &[f32]) -> Vec<T> {
 impl<B: Backend, W: Sync> Executor<B, W> {
     pub fn new(mut be: B, layout: &ParamLayout, params: &[B::Elem]) -> Result<Self> {
         let net = Net::new(&mut be, layout, params)?;
-        Ok(Executor { be, net, workspaces: HashMap::new(), recent: Vec::new() })
+        Ok(Executor {
+            be,
+            net,
+            workspaces: HashMap::new(),
+            recent: Vec::new(),
+            reduce_scratch: Default::default(),
+        })
     }
 
     /// Makes the workspace of `shape` on first use (`make` sees the workspaces there are), and
@@ -145,11 +153,16 @@ impl<B: Backend, W: Sync> Executor<B, W> {
     /// the ranks of `comm`, each rank's weighted by `weight`, its share of the loss's terms. One
     /// readback and one upload of the gradients on a GPU.
     pub fn reduce_gradients(&mut self, comm: &dyn Collective, weight: f32) -> Result<()> {
-        let grads = self.net.grads.clone();
         let loss = self.be.view(&self.net.step_state, step_state::LOSS, 1)?;
-        let mut data = self.read(&grads)?;
-        let mean_loss = distributed::weighted_mean(comm, &mut data, self.read(&loss)?[0], weight)?;
-        self.write(&grads, &data)?;
+        let local_loss = self.read(&loss)?[0];
+        let (elems, data) = &mut self.reduce_scratch;
+        self.be.read_into(&self.net.grads, elems)?;
+        data.clear();
+        data.extend(elems.iter().map(|v| v.to_f32()));
+        let mean_loss = distributed::weighted_mean(comm, data, local_loss, weight)?;
+        elems.clear();
+        elems.extend(data.iter().map(|&v| B::Elem::from_f32(v)));
+        self.be.write(&self.net.grads, elems)?;
         self.write(&loss, &[mean_loss])
     }
 

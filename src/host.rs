@@ -78,10 +78,6 @@ impl<T: Copy> HostTensor<T> {
         Ok(())
     }
 
-    pub fn read(&self) -> Result<Vec<T>> {
-        Ok(rd(self)?.to_vec())
-    }
-
     pub fn fill(&self, value: T) -> Result<()> {
         wr(self)?.fill(value);
         Ok(())
@@ -251,8 +247,10 @@ impl<K: HostKernels> Backend for HostBackend<K> {
         t.write("write_u32", data)
     }
 
-    fn read(&mut self, t: &Self::Buf) -> Result<Vec<K::Elem>> {
-        t.read()
+    fn read_into(&mut self, t: &Self::Buf, out: &mut Vec<K::Elem>) -> Result<()> {
+        out.clear();
+        out.extend_from_slice(&rd(t)?);
+        Ok(())
     }
 
     fn execute(
