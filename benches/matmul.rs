@@ -55,7 +55,8 @@ fn bench(c: &mut Criterion) {
         let chosen = gk::MatmulPlan::new(&p);
         for plan in gk::MatmulPlan::all(&p) {
             // Check before timing: refuse to time a kernel that disagrees with its twin.
-            let check = verify::check_matmul(&ctx, p, plan, false, 7).unwrap();
+            let check =
+                rnn_gpu::wait::block_on("bench", verify::check_matmul(&ctx, p, plan, false, 7)).unwrap();
             assert!(check.pass(), "refusing to time a wrong kernel: {check}");
             let mut prog = Program::new(&ctx);
             gk::matmul_planned(&mut prog, &gc, &ga, &gb, None, plan).unwrap();

@@ -48,6 +48,9 @@ impl Variant {
     }
 }
 
+// The read futures are awaited where they are made, never sent to another thread, so the
+// trait's async fns need no `Send` bound.
+#[allow(async_fn_in_trait)]
 pub trait Backend {
     type Elem: Real;
     type Buf: Clone + Send + Sync;
@@ -61,15 +64,16 @@ pub trait Backend {
     fn len(t: &Self::Buf) -> usize;
     fn ilen(t: &Self::IBuf) -> usize;
 
-    /// Host access, outside any program: write now, read now (the GPU waits).
+    /// Host access, outside any program: write now; read when the device has finished (the
+    /// GPU's future waits for it, see `crate::wait`; the CPU devices' are ready at once).
     fn write(&mut self, t: &Self::Buf, data: &[Self::Elem]) -> Result<()>;
     fn write_u32(&mut self, t: &Self::IBuf, data: &[u32]) -> Result<()>;
     /// Reads `t` into `out`, replacing its contents (a caller that reads every step keeps `out`
     /// and allocates nothing after the first).
-    fn read_into(&mut self, t: &Self::Buf, out: &mut Vec<Self::Elem>) -> Result<()>;
-    fn read(&mut self, t: &Self::Buf) -> Result<Vec<Self::Elem>> {
+    async fn read_into(&mut self, t: &Self::Buf, out: &mut Vec<Self::Elem>) -> Result<()>;
+    async fn read(&mut self, t: &Self::Buf) -> Result<Vec<Self::Elem>> {
         let mut out = Vec::new();
-        self.read_into(t, &mut out)?;
+        self.read_into(t, &mut out).await?;
         Ok(out)
     }
 

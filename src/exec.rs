@@ -17,6 +17,7 @@ use crate::real::Real;
 use crate::rng::Rng;
 use crate::train::TrainingState;
 use crate::update::{Clip, Optimizer};
+use crate::wait::block_on;
 
 /// Workspaces (and their recorded programs) kept at once; the least recently used shape goes
 /// first, so that a stream of ever-new shapes (primes of every length) cannot exhaust memory.
@@ -153,10 +154,14 @@ impl<B: Backend, W: Sync> Executor<B, W> {
     /// the ranks of `comm`, each rank's weighted by `weight`, its share of the loss's terms. One
     /// readback and one upload of the gradients on a GPU.
     pub fn reduce_gradients(&mut self, comm: &dyn Collective, weight: f32) -> Result<()> {
+        block_on("reduce_gradients", self.reduce_gradients_async(comm, weight))
+    }
+
+    async fn reduce_gradients_async(&mut self, comm: &dyn Collective, weight: f32) -> Result<()> {
         let loss = self.be.view(&self.net.step_state, step_state::LOSS, 1)?;
-        let local_loss = self.read(&loss)?[0];
+        let local_loss = self.read_async(&loss).await?[0];
         let (elems, data) = &mut self.reduce_scratch;
-        self.be.read_into(&self.net.grads, elems)?;
+        self.be.read_into(&self.net.grads, elems).await?;
         data.clear();
         data.extend(elems.iter().map(|v| v.to_f32()));
         let mean_loss = distributed::weighted_mean(comm, data, local_loss, weight)?;
@@ -177,8 +182,8 @@ impl<B: Backend, W: Sync> Executor<B, W> {
     }
 
     /// Reads the step state (waits for the device).
-    pub fn stats(&mut self) -> Result<StepStats> {
-        let s = self.read(&self.net.step_state.clone())?;
+    pub async fn stats_async(&mut self) -> Result<StepStats> {
+        let s = self.read_async(&self.net.step_state.clone()).await?;
         Ok(StepStats {
             loss: s[step_state::LOSS],
             grad_norm: s[step_state::GRAD_NORM],
@@ -187,8 +192,16 @@ impl<B: Backend, W: Sync> Executor<B, W> {
         })
     }
 
+    pub fn stats(&mut self) -> Result<StepStats> {
+        block_on("stats", self.stats_async())
+    }
+
+    pub async fn read_async(&mut self, buf: &B::Buf) -> Result<Vec<f32>> {
+        Ok(self.be.read(buf).await?.into_iter().map(|v| v.to_f32()).collect())
+    }
+
     pub fn read(&mut self, buf: &B::Buf) -> Result<Vec<f32>> {
-        Ok(self.be.read(buf)?.into_iter().map(|v| v.to_f32()).collect())
+        block_on("read", self.read_async(buf))
     }
 
     pub fn write(&mut self, buf: &B::Buf, data: &[f32]) -> Result<()> {
@@ -261,8 +274,8 @@ impl Training {
 
     /// The rule, its state, the step state and the generator: with the parameters, everything a
     /// training run needs to continue exactly.
-    pub fn state<B: Backend, W: Sync>(&self, e: &mut Executor<B, W>) -> Result<TrainingState> {
-        e.net.training_state(&mut e.be, self.optimizer, self.clip, &self.rng)
+    pub async fn state<B: Backend, W: Sync>(&self, e: &mut Executor<B, W>) -> Result<TrainingState> {
+        e.net.training_state(&mut e.be, self.optimizer, self.clip, &self.rng).await
     }
 
     /// Restores what `state` returned.

@@ -247,7 +247,7 @@ impl<K: HostKernels> Backend for HostBackend<K> {
         t.write("write_u32", data)
     }
 
-    fn read_into(&mut self, t: &Self::Buf, out: &mut Vec<K::Elem>) -> Result<()> {
+    async fn read_into(&mut self, t: &Self::Buf, out: &mut Vec<K::Elem>) -> Result<()> {
         out.clear();
         out.extend_from_slice(&rd(t)?);
         Ok(())

@@ -21,6 +21,7 @@ pub mod seq2seq;
 pub mod train;
 pub mod update;
 pub mod verify;
+pub mod wait;
 
 pub use error::{Error, Result};
 pub use model::batch::{Batch, Input, Targets};

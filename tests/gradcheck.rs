@@ -57,7 +57,7 @@ impl ReadLoss for Exec<ReferenceBackend<f64>> {
     fn be_read_state_loss(&mut self) -> f64 {
         use rnn_gpu::backend::Backend;
         let s = self.net.step_state.clone();
-        self.be.read(&s).unwrap()[rnn_gpu::ops::step_state::LOSS]
+        rnn_gpu::wait::block_on("test", self.be.read(&s)).unwrap()[rnn_gpu::ops::step_state::LOSS]
     }
 }
 
@@ -94,12 +94,12 @@ fn check(case: Case) {
     };
     exec.loss_gradients(spec, &layout, &case.batch, start(&h0, &c0), case.dropout_seed).unwrap();
     let grads_buf = exec.net.grads.clone();
-    let grads = exec.be.read(&grads_buf).unwrap();
+    let grads = rnn_gpu::wait::block_on("test", exec.be.read(&grads_buf)).unwrap();
     let ws = exec.workspace_of(&case.batch).unwrap();
     let (d_input, dh0, dc0) = (ws.d_input.clone(), ws.dh0.clone(), ws.dc0.clone());
-    let d_input = d_input.map(|d| exec.be.read(&d).unwrap());
-    let dh0 = exec.be.read(&dh0).unwrap();
-    let dc0 = dc0.map(|d| exec.be.read(&d).unwrap());
+    let d_input = d_input.map(|d| rnn_gpu::wait::block_on("test", exec.be.read(&d)).unwrap());
+    let dh0 = rnn_gpu::wait::block_on("test", exec.be.read(&dh0)).unwrap();
+    let dc0 = dc0.map(|d| rnn_gpu::wait::block_on("test", exec.be.read(&d)).unwrap());
 
     // Every parameter.
     let eps = 1e-6;

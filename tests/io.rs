@@ -675,7 +675,7 @@ fn update_rules_match_torch_optim() {
                 rule,
             })
             .unwrap();
-            after.extend(be.read(&param).unwrap());
+            after.extend(rnn_gpu::wait::block_on("test", be.read(&param)).unwrap());
         }
         after
     }

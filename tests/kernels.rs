@@ -10,6 +10,11 @@ use rnn_gpu::gpu::kernels::MatmulPlan;
 use rnn_gpu::ops::Matmul;
 use rnn_gpu::verify::{self, MATMUL_SHAPES, SIZES};
 
+/// A check's result, waited for (the checks are async, for the browser).
+fn now<T>(check: impl Future<Output = rnn_gpu::Result<T>>) -> T {
+    rnn_gpu::wait::block_on("test", check).unwrap()
+}
+
 #[test]
 fn matmul_matches_cpu_for_every_transpose_and_shape() {
     let Some(ctx) = gpu() else { return };
@@ -24,7 +29,7 @@ fn matmul_matches_cpu_for_every_transpose_and_shape() {
                 p.accumulate = acc;
                 seed += 1;
                 let plan = MatmulPlan::new(&p);
-                checks.push(verify::check_matmul(&ctx, p, plan, acc == ta, seed).unwrap());
+                checks.push(now(verify::check_matmul(&ctx, p, plan, acc == ta, seed)));
             }
         }
     }
@@ -37,7 +42,7 @@ fn matmul_matches_cpu_in_every_tile_shape() {
     let mut checks = Vec::new();
     for (i, p) in verify::matmul_tile_cases().into_iter().enumerate() {
         for plan in MatmulPlan::all(&p) {
-            checks.push(verify::check_matmul(&ctx, p, plan, p.accumulate, 500 + i as u64).unwrap());
+            checks.push(now(verify::check_matmul(&ctx, p, plan, p.accumulate, 500 + i as u64)));
         }
     }
     assert_checks(&checks);
@@ -50,7 +55,7 @@ fn activations_match_cpu() {
     for name in ["tanh", "sigmoid", "relu"] {
         for backward in [false, true] {
             for &n in &SIZES {
-                checks.push(verify::check_activation(&ctx, name, backward, n, n as u64).unwrap());
+                checks.push(now(verify::check_activation(&ctx, name, backward, n, n as u64)));
             }
         }
     }
@@ -63,7 +68,7 @@ fn vector_and_bias_kernels_match_cpu() {
     let mut checks = Vec::new();
     for kernel in ["bias_grad", "bias_grad_pair"] {
         for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3), (3, 4), (130, 260)] {
-            checks.push(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64).unwrap());
+            checks.push(now(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64)));
         }
     }
     assert_checks(&checks);
@@ -75,7 +80,7 @@ fn reductions_match_cpu() {
     let mut checks = Vec::new();
     for &n in &[1, 7, 255, 1024, 1025, 20000] {
         for (square, acc) in [(false, false), (true, false), (false, true), (true, true)] {
-            checks.push(verify::check_reduce(&ctx, n, square, acc, n as u64).unwrap());
+            checks.push(now(verify::check_reduce(&ctx, n, square, acc, n as u64)));
         }
     }
     assert_checks(&checks);
@@ -87,7 +92,7 @@ fn softmax_and_losses_match_cpu() {
     let mut checks = Vec::new();
     for kernel in ["softmax_rows", "softmax_xent", "mse"] {
         for &(rows, cols) in &[(1, 1), (1, 5), (7, 65), (300, 3), (257, 130)] {
-            checks.extend(verify::check_rows(&ctx, kernel, rows, cols, (rows + cols) as u64).unwrap());
+            checks.extend(now(verify::check_rows(&ctx, kernel, rows, cols, (rows + cols) as u64)));
         }
     }
     assert_checks(&checks);
@@ -99,7 +104,7 @@ fn clipping_and_optimizers_match_cpu() {
     let mut checks = Vec::new();
     for rule in verify::rules_under_test(0.05) {
         for &n in &SIZES {
-            checks.extend(verify::check_optimizer(&ctx, rule, n, true, n as u64).unwrap());
+            checks.extend(now(verify::check_optimizer(&ctx, rule, n, true, n as u64)));
         }
     }
     assert_checks(&checks);
@@ -109,7 +114,7 @@ fn clipping_and_optimizers_match_cpu() {
 fn a_non_finite_step_leaves_parameters_and_state_untouched() {
     let Some(ctx) = gpu() else { return };
     for rule in verify::rules_under_test(0.05) {
-        let checks = verify::check_optimizer(&ctx, rule, 100, false, 9).unwrap();
+        let checks = now(verify::check_optimizer(&ctx, rule, 100, false, 9));
         assert_checks(&checks);
     }
     // The twin itself must refuse the step: parameters equal their initial values.
@@ -165,7 +170,7 @@ fn gather_and_scatter_add_match_cpu() {
         &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257), (2048, 256, 65), (9, 4, 2)]
     {
         for columns in [false, true] {
-            checks.extend(verify::check_gather(&ctx, n, width, vocab, columns, n as u64).unwrap());
+            checks.extend(now(verify::check_gather(&ctx, n, width, vocab, columns, n as u64)));
         }
     }
     assert_checks(&checks);
@@ -177,7 +182,7 @@ fn dropout_matches_cpu() {
     let mut checks = Vec::new();
     for &n in &SIZES {
         for prob in [0.0, 0.3, 0.9] {
-            checks.extend(verify::check_dropout(&ctx, n, prob, n as u64).unwrap());
+            checks.extend(now(verify::check_dropout(&ctx, n, prob, n as u64)));
         }
     }
     assert_checks(&checks);
@@ -191,7 +196,7 @@ fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
         for &(t, b, h) in &verify::STEP_SHAPES {
             for reverse in [false, true] {
                 let seed = (t * b * h) as u64;
-                checks.extend(verify::check_steps(&ctx, cell, t, b, h, reverse, seed).unwrap());
+                checks.extend(now(verify::check_steps(&ctx, cell, t, b, h, reverse, seed)));
             }
         }
     }
@@ -204,12 +209,12 @@ fn copy_and_attention_kernels_match_cpu() {
     let mut checks = Vec::new();
     for &(rows, width) in &[(1, 1), (7, 5), (64, 130), (300, 3)] {
         for acc in [false, true] {
-            checks.push(verify::check_copy_cols(&ctx, rows, width, acc, (rows * width) as u64).unwrap());
+            checks.push(now(verify::check_copy_cols(&ctx, rows, width, acc, (rows * width) as u64)));
         }
     }
     for &(tgt, batch, src, width) in &verify::ATTENTION_SHAPES {
         let a = rnn_gpu::ops::Attention { tgt, batch, src, width };
-        checks.extend(verify::check_attention(&ctx, a, (tgt * batch * src) as u64).unwrap());
+        checks.extend(now(verify::check_attention(&ctx, a, (tgt * batch * src) as u64)));
     }
     assert_checks(&checks);
 }

@@ -50,7 +50,7 @@ fn loss64(e: &mut S2sExec<ReferenceBackend<f64>>, s: &Seq2SeqSpec, p: &[(Vec<u32
     let layout = s.layout();
     e.evaluate(s, &layout, p, false).unwrap();
     let st = e.net.step_state.clone();
-    e.be.read(&st).unwrap()[rnn_gpu::ops::step_state::LOSS]
+    rnn_gpu::wait::block_on("test", e.be.read(&st)).unwrap()[rnn_gpu::ops::step_state::LOSS]
 }
 
 /// Every parameter, through the decoder, the attention, the bridge and the encoder, both
@@ -62,7 +62,7 @@ fn gradcheck(s: Seq2SeqSpec) {
     let p = pairs(&mut Rng::seed_from_u64(4), 3, &s);
     e.evaluate(&s, &layout, &p, true).unwrap();
     let g = e.net.grads.clone();
-    let grads = e.be.read(&g).unwrap();
+    let grads = rnn_gpu::wait::block_on("test", e.be.read(&g)).unwrap();
     let params = e.net.params.clone();
     let eps = 1e-6;
     for entry in layout.entries() {

@@ -104,7 +104,7 @@ impl Backend for GpuBackend {
         self.ctx.write_u32(t, data)
     }
 
-    fn read_into(&mut self, t: &GpuTensor, out: &mut Vec<f32>) -> Result<()> {
+    async fn read_into(&mut self, t: &GpuTensor, out: &mut Vec<f32>) -> Result<()> {
         // One staging buffer, grown to the largest read: reading the loss every step allocates
         // nothing after the first.
         if self.staging.is_none() || t.bytes() > self.staging_size {
@@ -112,7 +112,7 @@ impl Backend for GpuBackend {
             self.staging_size = t.bytes();
         }
         let staging = self.staging.as_ref().expect("staging buffer");
-        let bytes = staging.read(&self.ctx, t)?;
+        let bytes = staging.read(&self.ctx, t).await?;
         out.clear();
         out.extend(bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])));
         Ok(())

@@ -10,6 +10,7 @@ use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 
 use crate::error::{Error, Result};
+use crate::wait::block_on;
 
 /// Environment variable that picks an adapter by a part of its name or by backend
 /// (`vulkan`, `metal`, `dx12`), for example `RNN_GPU_ADAPTER=llvmpipe`.
@@ -162,11 +163,14 @@ fn shaders_checked() -> Result<bool> {
 
 /// Lists the adapters wgpu can see, best first (discrete, integrated, virtual, other, software).
 pub fn list_adapters() -> Vec<wgpu::AdapterInfo> {
+    let adapters = crate::wait::block_on("list_adapters", async { Ok(list_adapters_async().await) });
+    adapters.unwrap_or_default()
+}
+
+pub async fn list_adapters_async() -> Vec<wgpu::AdapterInfo> {
     let instance = new_instance();
-    let mut adapters: Vec<_> = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()))
-        .into_iter()
-        .map(|a| a.get_info())
-        .collect();
+    let mut adapters: Vec<_> =
+        instance.enumerate_adapters(wgpu::Backends::all()).await.into_iter().map(|a| a.get_info()).collect();
     adapters.sort_by_key(|i| device_type_rank(i.device_type));
     adapters
 }
@@ -182,8 +186,13 @@ fn new_instance() -> wgpu::Instance {
 impl GpuContext {
     /// Opens the best adapter, or the one named by `RNN_GPU_ADAPTER` when it is set.
     pub fn new() -> Result<Arc<Self>> {
+        block_on("GpuContext::new", Self::new_async())
+    }
+
+    /// As [`GpuContext::new`], awaited (in a browser, the way to open the GPU).
+    pub async fn new_async() -> Result<Arc<Self>> {
         let selector = std::env::var(ADAPTER_ENV).ok().filter(|s| !s.is_empty());
-        Self::with_selector(selector.as_deref())
+        Self::with_selector_async(selector.as_deref()).await
     }
 
     /// The best hardware adapter (discrete, integrated, virtual or other), passing over software
@@ -193,11 +202,21 @@ impl GpuContext {
         Self::hardware_at(0)
     }
 
+    /// As [`GpuContext::hardware`], awaited.
+    pub async fn hardware_async() -> Result<Arc<Self>> {
+        Self::hardware_at_async(0).await
+    }
+
     /// As `hardware`, for one of several processes on a machine with several GPUs: the adapter
     /// `index` (modulo their count) among those of the best kind.
     pub fn hardware_at(index: usize) -> Result<Arc<Self>> {
+        block_on("GpuContext::hardware_at", Self::hardware_at_async(index))
+    }
+
+    /// As [`GpuContext::hardware_at`], awaited.
+    pub async fn hardware_at_async(index: usize) -> Result<Arc<Self>> {
         let instance = new_instance();
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         let software: Vec<String> = adapters
             .iter()
             .map(|a| a.get_info())
@@ -223,14 +242,19 @@ impl GpuContext {
             i.device == 0 || seen.insert((i.vendor, i.device))
         });
         let n = adapters.len();
-        Self::from_adapter(adapters.remove(index % n))
+        Self::from_adapter(adapters.remove(index % n)).await
     }
 
     /// Opens the best adapter whose name, driver or backend matches `selector` (any adapter when
     /// `None`).
     pub fn with_selector(selector: Option<&str>) -> Result<Arc<Self>> {
+        block_on("GpuContext::with_selector", Self::with_selector_async(selector))
+    }
+
+    /// As [`GpuContext::with_selector`], awaited.
+    pub async fn with_selector_async(selector: Option<&str>) -> Result<Arc<Self>> {
         let instance = new_instance();
-        let mut adapters = pollster::block_on(instance.enumerate_adapters(wgpu::Backends::all()));
+        let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         if adapters.is_empty() {
             return Err(Error::NoAdapter(
                 "wgpu found no adapter; on Debian or Ubuntu install the software Vulkan driver with \
@@ -259,10 +283,10 @@ impl GpuContext {
                 adapters.remove(pos)
             }
         };
-        Self::from_adapter(adapter)
+        Self::from_adapter(adapter).await
     }
 
-    fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<Self>> {
+    async fn from_adapter(adapter: wgpu::Adapter) -> Result<Arc<Self>> {
         let info = adapter.get_info();
         let wanted = wgpu::Features::TIMESTAMP_QUERY
             | wgpu::Features::TIMESTAMP_QUERY_INSIDE_ENCODERS
@@ -279,15 +303,17 @@ impl GpuContext {
             }
         };
         let checked = shaders_checked()?;
-        let (device, queue) = pollster::block_on(adapter.request_device(&wgpu::DeviceDescriptor {
-            label: Some("rnn-gpu"),
-            required_features: features,
-            required_limits: limits.clone(),
-            experimental_features: wgpu::ExperimentalFeatures::disabled(),
-            memory_hints: wgpu::MemoryHints::Performance,
-            trace: wgpu::Trace::Off,
-        }))
-        .map_err(|e| Error::NoAdapter(format!("{} refused a device: {e}", info.name)))?;
+        let (device, queue) = adapter
+            .request_device(&wgpu::DeviceDescriptor {
+                label: Some("rnn-gpu"),
+                required_features: features,
+                required_limits: limits.clone(),
+                experimental_features: wgpu::ExperimentalFeatures::disabled(),
+                memory_hints: wgpu::MemoryHints::Performance,
+                trace: wgpu::Trace::Off,
+            })
+            .await
+            .map_err(|e| Error::NoAdapter(format!("{} refused a device: {e}", info.name)))?;
         Ok(Arc::new(Self::on_device(info, device, queue, limits, features.contains(wanted), checked)))
     }
 
@@ -391,23 +417,53 @@ impl GpuContext {
 
     /// Compiles WGSL source; a validation error comes back as `Err` with the compiler's message.
     pub fn compile(&self, label: &str, source: &str) -> Result<wgpu::ShaderModule> {
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
         let desc = wgpu::ShaderModuleDescriptor {
             label: Some(label),
             source: wgpu::ShaderSource::Wgsl(source.into()),
         };
-        let module = if self.checked {
-            self.device.create_shader_module(desc)
-        } else {
-            // SAFETY: the kernels under shaders/ index only within the extents their launchers
-            // (src/gpu/kernels.rs) check every buffer against, and every loop is bounded by its
-            // parameters. Validation still runs; only the injected bounds clamps and loop
-            // counters are left out.
-            unsafe { self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked()) }
-        };
-        match pollster::block_on(scope.pop()) {
-            Some(e) => Err(Error::Gpu { op: format!("compiling {label}"), message: e.to_string() }),
-            None => Ok(module),
+        self.scoped(
+            wgpu::ErrorFilter::Validation,
+            || format!("compiling {label}"),
+            || {
+                if self.checked {
+                    return self.device.create_shader_module(desc);
+                }
+                // SAFETY: the kernels under shaders/ index only within the extents their launchers
+                // (src/gpu/kernels.rs) check every buffer against, and every loop is bounded by its
+                // parameters. Validation still runs; only the injected bounds clamps and loop
+                // counters are left out.
+                unsafe {
+                    self.device.create_shader_module_trusted(desc, wgpu::ShaderRuntimeChecks::unchecked())
+                }
+            },
+        )
+    }
+
+    /// Runs `make`, which creates a wgpu object, with the errors of `filter` it raises as this
+    /// call's `Err` (`op` names the call). Natively an error scope catches them; a browser
+    /// delivers a scope's result only after control returns to its event loop, so there the
+    /// device's uncaptured-error handler collects them, and the next `check` reports them.
+    pub(crate) fn scoped<T>(
+        &self,
+        filter: wgpu::ErrorFilter,
+        op: impl FnOnce() -> String,
+        make: impl FnOnce() -> T,
+    ) -> Result<T> {
+        #[cfg(not(target_arch = "wasm32"))]
+        {
+            let scope = self.device.push_error_scope(filter);
+            let made = make();
+            match pollster::block_on(scope.pop()) {
+                Some(e) => Err(Error::Gpu { op: op(), message: e.to_string() }),
+                None => Ok(made),
+            }
+        }
+        #[cfg(target_arch = "wasm32")]
+        {
+            let _ = filter;
+            let made = make();
+            self.check(&op())?;
+            Ok(made)
         }
     }
 
@@ -442,21 +498,23 @@ impl GpuContext {
             }
         };
         let float_constants: Vec<(&str, f64)> = constants.iter().map(|&(k, v)| (k, v as f64)).collect();
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let pipeline = self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
-            label: Some(entry),
-            layout: None,
-            module: &module,
-            entry_point: Some(entry),
-            compilation_options: wgpu::PipelineCompilationOptions {
-                constants: &float_constants,
-                zero_initialize_workgroup_memory: false,
+        let pipeline = self.scoped(
+            wgpu::ErrorFilter::Validation,
+            || op.clone(),
+            || {
+                self.device.create_compute_pipeline(&wgpu::ComputePipelineDescriptor {
+                    label: Some(entry),
+                    layout: None,
+                    module: &module,
+                    entry_point: Some(entry),
+                    compilation_options: wgpu::PipelineCompilationOptions {
+                        constants: &float_constants,
+                        zero_initialize_workgroup_memory: false,
+                    },
+                    cache: None,
+                })
             },
-            cache: None,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu { op, message: e.to_string() });
-        }
+        )?;
         let layout = pipeline.get_bind_group_layout(0);
         let threads = workgroup_threads(source, entry).ok_or_else(|| Error::Gpu {
             op: op.clone(),
@@ -467,8 +525,11 @@ impl GpuContext {
         Ok(p)
     }
 
-    /// Blocks until the queue is idle. (Whoever waits counts it in its `Meter`.)
+    /// Natively, blocks until the queue is idle; in a browser the GPU progresses on its own, and
+    /// the future that waits for a result is what is awaited. (Whoever waits counts it in its
+    /// `Meter`.)
     pub fn wait(&self, op: &str) -> Result<()> {
+        #[cfg(not(target_arch = "wasm32"))]
         self.device
             .poll(wgpu::PollType::wait_indefinitely())
             .map_err(|e| Error::Gpu { op: op.to_string(), message: e.to_string() })?;

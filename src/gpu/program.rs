@@ -238,15 +238,17 @@ impl Program {
                 }),
             });
         }
-        let scope = self.ctx.device.push_error_scope(wgpu::ErrorFilter::Validation);
-        let bind_group = self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
-            label: Some(entry),
-            layout: &pipeline.layout,
-            entries: &entries,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu { op: format!("binding {shader}.wgsl::{entry}"), message: e.to_string() });
-        }
+        let bind_group = self.ctx.scoped(
+            wgpu::ErrorFilter::Validation,
+            || format!("binding {shader}.wgsl::{entry}"),
+            || {
+                self.ctx.device.create_bind_group(&wgpu::BindGroupDescriptor {
+                    label: Some(entry),
+                    layout: &pipeline.layout,
+                    entries: &entries,
+                })
+            },
+        )?;
         self.commands.push(Command::Dispatch { pipeline, bind_group, groups, macs: 0 });
         Ok(())
     }
@@ -363,7 +365,7 @@ impl Program {
         enc.copy_buffer_to_buffer(&resolve, 0, staging.buffer(), 0, count as u64 * 8);
         self.ctx.submit(enc);
         self.meter.submit(n as u64);
-        let bytes = staging.map_read(&self.ctx, count as u64 * 8)?;
+        let bytes = crate::wait::block_on("Program::profile", staging.map_read(&self.ctx, count as u64 * 8))?;
         let ticks: Vec<u64> = bytemuck::pod_collect_to_vec(&bytes);
         let period = self.ctx.queue.get_timestamp_period() as f64 * 1e-9;
         let span = match names.len() {

@@ -110,69 +110,51 @@ impl GpuContext {
 
     /// A new tensor of `shape`, contents unspecified (zero on wgpu, which clears new buffers).
     pub fn alloc(&self, what: &str, shape: &[usize]) -> Result<GpuTensor> {
-        let n: usize = shape.iter().product();
-        if n == 0 {
-            return Err(Error::range(
-                "GpuContext::alloc",
-                format!("size of {what} {shape:?}"),
-                0,
-                "at least one element",
-            ));
-        }
-        let bytes = (n as u64)
-            .checked_mul(4)
-            .ok_or_else(|| Error::range("GpuContext::alloc", what, n, "a size that fits in u64"))?;
-        self.check_size(what, bytes)?;
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(what),
-            size: whole_vec4s(bytes),
-            usage: wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu {
-                op: format!("allocating {what} ({bytes} bytes)"),
-                message: e.to_string(),
-            });
-        }
-        Ok(GpuTensor { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec() })
+        let usage = wgpu::BufferUsages::STORAGE | wgpu::BufferUsages::COPY_SRC | wgpu::BufferUsages::COPY_DST;
+        self.new_tensor("GpuContext::alloc", what, shape, usage, 0)
     }
 
     /// A new tensor of u32 `shape`: like [`GpuContext::alloc`], in a buffer of at least
     /// [`U32_BUFFER_BYTES`] that may also be bound as a uniform (the step kernels read the
     /// sequence lengths so).
     pub fn alloc_u32(&self, what: &str, shape: &[usize]) -> Result<GpuTensor> {
+        let usage = wgpu::BufferUsages::STORAGE
+            | wgpu::BufferUsages::UNIFORM
+            | wgpu::BufferUsages::COPY_SRC
+            | wgpu::BufferUsages::COPY_DST;
+        self.new_tensor("GpuContext::alloc_u32", what, shape, usage, U32_BUFFER_BYTES)
+    }
+
+    /// A buffer of 4-byte elements for `shape` (at least `min_bytes`), its size checked against
+    /// the device's limits first, and the device's refusal returned as an error.
+    fn new_tensor(
+        &self,
+        op: &'static str,
+        what: &str,
+        shape: &[usize],
+        usage: wgpu::BufferUsages,
+        min_bytes: u64,
+    ) -> Result<GpuTensor> {
         let n: usize = shape.iter().product();
         if n == 0 {
-            return Err(Error::range(
-                "GpuContext::alloc_u32",
-                format!("size of {what} {shape:?}"),
-                0,
-                "at least one element",
-            ));
+            return Err(Error::range(op, format!("size of {what} {shape:?}"), 0, "at least one element"));
         }
-        let bytes = (n as u64)
-            .checked_mul(4)
-            .ok_or_else(|| Error::range("GpuContext::alloc_u32", what, n, "a size that fits in u64"))?;
+        let bytes =
+            (n as u64).checked_mul(4).ok_or_else(|| Error::range(op, what, n, "a size that fits in u64"))?;
         self.check_size(what, bytes)?;
-        let size = whole_vec4s(bytes).max(U32_BUFFER_BYTES);
-        let scope = self.device.push_error_scope(wgpu::ErrorFilter::OutOfMemory);
-        let buffer = self.device.create_buffer(&wgpu::BufferDescriptor {
-            label: Some(what),
-            size,
-            usage: wgpu::BufferUsages::STORAGE
-                | wgpu::BufferUsages::UNIFORM
-                | wgpu::BufferUsages::COPY_SRC
-                | wgpu::BufferUsages::COPY_DST,
-            mapped_at_creation: false,
-        });
-        if let Some(e) = pollster::block_on(scope.pop()) {
-            return Err(Error::Gpu {
-                op: format!("allocating {what} ({bytes} bytes)"),
-                message: e.to_string(),
-            });
-        }
+        let size = whole_vec4s(bytes).max(min_bytes);
+        let buffer = self.scoped(
+            wgpu::ErrorFilter::OutOfMemory,
+            || format!("allocating {what} ({bytes} bytes)"),
+            || {
+                self.device.create_buffer(&wgpu::BufferDescriptor {
+                    label: Some(what),
+                    size,
+                    usage,
+                    mapped_at_creation: false,
+                })
+            },
+        )?;
         Ok(GpuTensor { buffer: Arc::new(buffer), offset: 0, shape: shape.to_vec() })
     }
 
@@ -209,9 +191,14 @@ impl GpuContext {
 
     /// Reads `t` back through a staging buffer. Waits for the GPU.
     pub fn download(&self, t: &GpuTensor) -> Result<Vec<f32>> {
+        crate::wait::block_on("GpuContext::download", self.download_async(t))
+    }
+
+    /// As [`GpuContext::download`], awaited.
+    pub async fn download_async(&self, t: &GpuTensor) -> Result<Vec<f32>> {
         // Counted by nobody: a context-level helper (verify, tests), not a model's work.
         let staging = Staging::new(self, t.bytes(), Meter::default())?;
-        Ok(bytemuck::pod_collect_to_vec(&staging.read(self, t)?))
+        Ok(bytemuck::pod_collect_to_vec(&staging.read(self, t).await?))
     }
 
     /// Copies `src` into `dst` (same length), recorded and submitted at once.
@@ -259,7 +246,7 @@ impl Staging {
     }
 
     /// Copies `t` here, submits, waits and returns its bytes.
-    pub fn read(&self, ctx: &GpuContext, t: &GpuTensor) -> Result<Vec<u8>> {
+    pub async fn read(&self, ctx: &GpuContext, t: &GpuTensor) -> Result<Vec<u8>> {
         if t.bytes() > self.size {
             return Err(Error::range("Staging::read", "bytes", t.bytes(), format!("at most {}", self.size)));
         }
@@ -267,25 +254,25 @@ impl Staging {
         self.record_copy(&mut enc, t);
         ctx.submit(enc);
         self.meter.submit(0);
-        self.map_read(ctx, t.bytes())
+        self.map_read(ctx, t.bytes()).await
     }
 
     /// Maps the first `bytes` after a submitted copy, waits, and returns them.
-    pub fn map_read(&self, ctx: &GpuContext, bytes: u64) -> Result<Vec<u8>> {
+    pub async fn map_read(&self, ctx: &GpuContext, bytes: u64) -> Result<Vec<u8>> {
         let len = bytes.div_ceil(8) * 8;
         let slice = self.buffer.slice(0..len);
-        let (tx, rx) = std::sync::mpsc::channel();
-        slice.map_async(wgpu::MapMode::Read, move |r| {
-            let _ = tx.send(r);
-        });
+        let (mapped, on_map) = crate::wait::promise();
+        slice.map_async(wgpu::MapMode::Read, move |r| mapped.resolve(r));
+        // Natively this waits until the callback has run; in a browser the promise resolves once
+        // the page's event loop has run the GPU's reply.
         ctx.wait("reading a buffer back")?;
         self.meter.wait();
-        match rx.recv() {
-            Ok(Ok(())) => {}
-            Ok(Err(e)) => {
+        match on_map.await {
+            Some(Ok(())) => {}
+            Some(Err(e)) => {
                 return Err(Error::Gpu { op: "mapping a staging buffer".into(), message: e.to_string() });
             }
-            Err(_) => {
+            None => {
                 return Err(Error::Gpu {
                     op: "mapping a staging buffer".into(),
                     message: "the map callback never ran".into(),

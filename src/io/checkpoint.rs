@@ -126,7 +126,7 @@ pub fn save_checkpoint(
     carried: Option<&CarriedState>,
     progress: &Metadata,
 ) -> Result<()> {
-    let mut tensors = model_tensors(model)?;
+    let mut tensors = crate::wait::block_on("save_checkpoint", model_tensors(model))?;
     let mut meta = spec_metadata(model.spec());
     let state = model.training_state()?;
     tensors.extend(training_tensors(&state, model.layout().total(), &mut meta));

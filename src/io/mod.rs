@@ -130,9 +130,16 @@ fn read_view(path: &Path, name: &str, v: &TensorView<'_>) -> Result<TensorData> 
 /// real length before anything is allocated from it.
 pub fn read_tensors(path: &Path) -> Result<TensorFile> {
     let bytes = std::fs::read(path).map_err(|e| Error::io(path, e))?;
-    let st = SafeTensors::deserialize(&bytes)
+    parse_tensors(path, &bytes)
+}
+
+/// A whole safetensors file from its bytes (a browser's download or file picker); `source` names
+/// it in errors.
+pub fn parse_tensors(source: &Path, bytes: &[u8]) -> Result<TensorFile> {
+    let path = source;
+    let st = SafeTensors::deserialize(bytes)
         .map_err(|e| bad(path, format!("not a valid safetensors file: {e}")))?;
-    let (_, meta) = SafeTensors::read_metadata(&bytes).map_err(|e| bad(path, e.to_string()))?;
+    let (_, meta) = SafeTensors::read_metadata(bytes).map_err(|e| bad(path, e.to_string()))?;
     let metadata: Metadata = meta.metadata().clone().unwrap_or_default().into_iter().collect();
     let mut tensors = BTreeMap::new();
     for (name, view) in st.tensors() {
@@ -177,6 +184,15 @@ pub fn write_tensors(
     tensors: &[(String, Vec<usize>, TensorData)],
     metadata: &Metadata,
 ) -> Result<()> {
+    write_atomic(path, &serialize_tensors(path, tensors, metadata)?)
+}
+
+/// A safetensors file's bytes; `path` names it in errors.
+pub fn serialize_tensors(
+    path: &Path,
+    tensors: &[(String, Vec<usize>, TensorData)],
+    metadata: &Metadata,
+) -> Result<Vec<u8>> {
     let bytes: Vec<(String, Dtype, Vec<usize>, Vec<u8>)> = tensors
         .iter()
         .map(|(name, shape, data)| match data {
@@ -194,8 +210,7 @@ pub fn write_tensors(
         .collect::<std::result::Result<Vec<_>, _>>()
         .map_err(|e| bad(path, format!("internal: {e}")))?;
     let meta: HashMap<String, String> = metadata.clone().into_iter().collect();
-    let out = safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))?;
-    write_atomic(path, &out)
+    safetensors::serialize(views, Some(meta)).map_err(|e| bad(path, e.to_string()))
 }
 
 // ---- the model description in metadata ---------------------------------------------------------

@@ -76,7 +76,16 @@ pub fn read_model(
     cell: Option<Cell>,
     extra: &dyn Fn(&Metadata, &str) -> bool,
 ) -> Result<ModelFile> {
-    let file = read_tensors(path)?;
+    model_file(path, read_tensors(path)?, cell, extra)
+}
+
+/// The model a safetensors file (read or parsed) describes; `path` names it in errors.
+fn model_file(
+    path: &Path,
+    file: TensorFile,
+    cell: Option<Cell>,
+    extra: &dyn Fn(&Metadata, &str) -> bool,
+) -> Result<ModelFile> {
     let shapes: BTreeMap<String, Vec<usize>> =
         file.tensors.iter().map(|(k, (s, _))| (k.clone(), s.clone())).collect();
     let (spec, prefix) = if file.metadata.get("format").map(|s| s.as_str()) == Some(FORMAT) {
@@ -98,8 +107,8 @@ pub fn read_model(
     Ok(ModelFile { spec, params, metadata: file.metadata, extra })
 }
 
-pub(super) fn model_tensors(model: &mut Model) -> Result<Vec<(String, Vec<usize>, TensorData)>> {
-    let flat = model.flat_params()?;
+pub(super) async fn model_tensors(model: &mut Model) -> Result<Vec<(String, Vec<usize>, TensorData)>> {
+    let flat = model.flat_params_async().await?;
     Ok(model
         .layout()
         .entries()
@@ -110,19 +119,46 @@ pub(super) fn model_tensors(model: &mut Model) -> Result<Vec<(String, Vec<usize>
 
 /// Saves a model with its description and `extra` metadata (a character model's `vocab`).
 pub fn save_model(path: &Path, model: &mut Model, extra: &Metadata) -> Result<()> {
+    write_atomic(path, &crate::wait::block_on("save_model", model_bytes_async(model, extra))?)
+}
+
+/// A model file's bytes, as `save_model` writes them (a browser saves them as a download).
+pub async fn model_bytes_async(model: &mut Model, extra: &Metadata) -> Result<Vec<u8>> {
     let mut meta = spec_metadata(model.spec());
     meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-    write_tensors(path, &model_tensors(model)?, &meta)
+    serialize_tensors(Path::new("model"), &model_tensors(model).await?, &meta)
 }
 
 /// Loads a model file onto `device`.
 pub fn load_model(path: &Path, device: &Device, cell: Option<Cell>) -> Result<(Model, Metadata)> {
+    model_on(read_tensors(path)?, path, device, cell)
+}
+
+/// Loads a model file from its bytes onto `device`; `name` names it in errors.
+pub fn load_model_bytes(
+    name: &str,
+    bytes: &[u8],
+    device: &Device,
+    cell: Option<Cell>,
+) -> Result<(Model, Metadata)> {
+    let path = Path::new(name);
+    model_on(parse_tensors(path, bytes)?, path, device, cell)
+}
+
+fn model_on(file: TensorFile, path: &Path, device: &Device, cell: Option<Cell>) -> Result<(Model, Metadata)> {
     // A checkpoint (it describes its optimizer) is a model file too; its state is not needed here.
-    let f = read_model(path, cell, &|meta, name| {
+    let f = model_file(path, file, cell, &|meta, name| {
         meta.contains_key("optimizer.name") && is_checkpoint_tensor(name)
     })?;
     let model = Model::with_flat_params(f.spec, device, &f.params, 0)?;
     Ok((model, f.metadata))
+}
+
+/// A character model (as `rnn-gpu train` writes) and its vocabulary, from a loaded file's
+/// metadata; `path` names the file in errors.
+pub fn char_vocab(path: &Path, model: &Model, meta: &Metadata) -> Result<Vec<char>> {
+    let chars = meta.get("vocab").ok_or_else(|| Error::file(path, "no vocabulary: not a character model"))?;
+    crate::data::checked_vocab(path, "character", chars, model.spec().input.vocab().unwrap_or(0))
 }
 
 // ---- training checkpoints -----------------------------------------------------------------------

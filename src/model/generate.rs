@@ -6,6 +6,7 @@ use super::spec::OutputMode;
 use super::{Model, Start};
 use crate::error::{Error, Result};
 use crate::rng::Rng;
+use crate::wait::block_on;
 
 /// How the next token is drawn from the head's logits.
 #[derive(Clone, Copy, Debug, PartialEq)]
@@ -58,7 +59,17 @@ impl Model {
     /// from `sampling.seed`. A model whose initial state is conditioned generates with
     /// `generate_conditioned`.
     pub fn generate(&mut self, prime: &[u32], len: usize, sampling: Sampling) -> Result<Vec<u32>> {
-        self.generate_from(None, prime, len, sampling)
+        block_on("Model::generate", self.generate_from(None, prime, len, sampling))
+    }
+
+    /// As [`Model::generate`], awaited (in a browser, on a GPU, the way to generate).
+    pub async fn generate_async(
+        &mut self,
+        prime: &[u32],
+        len: usize,
+        sampling: Sampling,
+    ) -> Result<Vec<u32>> {
+        self.generate_from(None, prime, len, sampling).await
     }
 
     /// `generate` from the initial state a conditioned model makes of `condition` (its vector of
@@ -76,10 +87,10 @@ impl Model {
                 "the model's initial state is not conditioned",
             ));
         }
-        self.generate_from(Some(condition), prime, len, sampling)
+        block_on("Model::generate_conditioned", self.generate_from(Some(condition), prime, len, sampling))
     }
 
-    fn generate_from(
+    async fn generate_from(
         &mut self,
         condition: Option<&[f32]>,
         prime: &[u32],
@@ -116,7 +127,7 @@ impl Model {
         if let Some(c) = condition {
             first = first.with_condition(c.to_vec());
         }
-        let logits = self.logits(&first, Start::Fresh)?;
+        let logits = self.logits_async(&first, Start::Fresh).await?;
         let mut next = sample(&logits[(prime.len() - 1) * vocab..], &sampling, &mut rng) as u32;
         let mut out = Vec::with_capacity(len);
         for i in 0..len {
@@ -124,7 +135,7 @@ impl Model {
             if i + 1 == len {
                 break;
             }
-            let logits = self.logits(&Batch::tokens(1, 1, vec![next]), Start::Continue)?;
+            let logits = self.logits_async(&Batch::tokens(1, 1, vec![next]), Start::Continue).await?;
             next = sample(&logits, &sampling, &mut rng) as u32;
         }
         Ok(out)

@@ -16,6 +16,7 @@ use crate::error::{Error, Result};
 use crate::exec::Training;
 use crate::rng::Rng;
 use crate::update::{Clip, Optimizer};
+use crate::wait::block_on;
 use batch::Batch;
 use exec::{Exec, GradMode};
 pub use exec::{Start, StepStats};
@@ -119,7 +120,11 @@ impl Model {
 
     /// The flat parameter buffer (waits for the device).
     pub fn flat_params(&mut self) -> Result<Vec<f32>> {
-        with_engine!(&mut self.engine, e => { let p = e.net.params.clone(); e.read(&p) })
+        block_on("Model::flat_params", self.flat_params_async())
+    }
+
+    pub async fn flat_params_async(&mut self) -> Result<Vec<f32>> {
+        with_engine!(&mut self.engine, e => { let p = e.net.params.clone(); e.read_async(&p).await })
     }
 
     /// Overwrites every parameter from a flat buffer of this layout.
@@ -138,7 +143,11 @@ impl Model {
 
     /// Every parameter by name, in layout order.
     pub fn named_params(&mut self) -> Result<Vec<(String, Vec<f32>)>> {
-        let flat = self.flat_params()?;
+        block_on("Model::named_params", self.named_params_async())
+    }
+
+    pub async fn named_params_async(&mut self) -> Result<Vec<(String, Vec<f32>)>> {
+        let flat = self.flat_params_async().await?;
         Ok(self.layout.entries().iter().map(|e| (e.name.clone(), flat[e.range()].to_vec())).collect())
     }
 
@@ -271,7 +280,11 @@ impl Model {
     /// The step state after the last training step (waits for the device). An error when a step
     /// was refused since the last call, naming the loss and gradient norm.
     pub fn stats(&mut self) -> Result<StepStats> {
-        let s = with_engine!(&mut self.engine, e => e.stats())?;
+        block_on("Model::stats", self.stats_async())
+    }
+
+    pub async fn stats_async(&mut self) -> Result<StepStats> {
+        let s = with_engine!(&mut self.engine, e => e.stats_async().await)?;
         self.training.checked(s)
     }
 
@@ -283,26 +296,38 @@ impl Model {
 
     /// The loss on `batch` (targets required), without dropout and without updating anything.
     pub fn evaluate(&mut self, batch: &Batch, start: Start<'_>) -> Result<f32> {
+        block_on("Model::evaluate", self.evaluate_async(batch, start))
+    }
+
+    pub async fn evaluate_async(&mut self, batch: &Batch, start: Start<'_>) -> Result<f32> {
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
             e.evaluate(spec, layout, batch, start, None)?;
-            Ok(e.stats()?.loss)
+            Ok(e.stats_async().await?.loss)
         })
     }
 
     /// The loss on `batch` and its gradients with respect to every parameter, a dense input and
     /// the initial states (no dropout, no update).
     pub fn loss_gradients(&mut self, batch: &Batch, start: Start<'_>) -> Result<(f32, Gradients)> {
+        block_on("Model::loss_gradients", self.loss_gradients_async(batch, start))
+    }
+
+    pub async fn loss_gradients_async(
+        &mut self,
+        batch: &Batch,
+        start: Start<'_>,
+    ) -> Result<(f32, Gradients)> {
         self.not_accumulating("loss_gradients")?;
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
             e.loss_gradients(spec, layout, batch, start, None)?;
-            let loss = e.stats()?.loss;
-            Ok((loss, Self::read_gradients(e, spec, layout, batch)?))
+            let loss = e.stats_async().await?.loss;
+            Ok((loss, Self::read_gradients(e, spec, layout, batch).await?))
         })
     }
 
-    fn read_gradients<B: Backend>(
+    async fn read_gradients<B: Backend>(
         e: &mut Exec<B>,
         spec: &ModelSpec,
         layout: &ParamLayout,
@@ -311,21 +336,26 @@ impl Model {
         let ws = e.workspace_of(batch)?;
         let (grads, d_input, dh0, dc0) =
             (e.net.grads.clone(), ws.d_input.clone(), ws.dh0.clone(), ws.dc0.clone());
-        let flat = e.read(&grads)?;
+        let flat = e.read_async(&grads).await?;
+        // A dense input's; an embedded one's gradient is the embedding's.
+        let input = match d_input.filter(|_| matches!(spec.input, InputKind::Dense(_))) {
+            Some(d) => Some(e.read_async(&d).await?),
+            None => None,
+        };
         Ok(Gradients {
             params: layout.entries().iter().map(|p| (p.name.clone(), flat[p.range()].to_vec())).collect(),
-            // A dense input's; an embedded one's gradient is the embedding's.
-            input: d_input
-                .filter(|_| matches!(spec.input, InputKind::Dense(_)))
-                .map(|d| e.read(&d))
-                .transpose()?,
-            h0: e.read(&dh0)?,
-            c0: dc0.map(|d| e.read(&d)).transpose()?,
+            input,
+            h0: e.read_async(&dh0).await?,
+            c0: read_optional(e, dc0).await?,
         })
     }
 
     /// Runs the model on `batch` (no dropout) and reads back outputs, final states and logits.
     pub fn forward(&mut self, batch: &Batch, start: Start<'_>) -> Result<Forward> {
+        block_on("Model::forward", self.forward_async(batch, start))
+    }
+
+    pub async fn forward_async(&mut self, batch: &Batch, start: Start<'_>) -> Result<Forward> {
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
             e.forward(spec, layout, batch, start)?;
@@ -333,10 +363,10 @@ impl Model {
             let (y, hn, cn) = (ws.layers[spec.layers - 1].y.clone(), ws.hn.clone(), ws.cn.clone());
             let logits = ws.head.as_ref().map(|h| h.logits.clone());
             Ok(Forward {
-                output: e.read(&y)?,
-                h_n: e.read(&hn)?,
-                c_n: cn.map(|c| e.read(&c)).transpose()?,
-                logits: logits.map(|l| e.read(&l)).transpose()?,
+                output: e.read_async(&y).await?,
+                h_n: e.read_async(&hn).await?,
+                c_n: read_optional(e, cn).await?,
+                logits: read_optional(e, logits).await?,
             })
         })
     }
@@ -355,12 +385,16 @@ impl Model {
 
     /// Runs the model on `batch` and reads back only the head's outputs.
     pub fn logits(&mut self, batch: &Batch, start: Start<'_>) -> Result<Vec<f32>> {
+        block_on("Model::logits", self.logits_async(batch, start))
+    }
+
+    pub async fn logits_async(&mut self, batch: &Batch, start: Start<'_>) -> Result<Vec<f32>> {
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
             e.forward(spec, layout, batch, start)?;
             let logits = e.workspace_of(batch)?.head.as_ref().map(|h| h.logits.clone());
             let logits = logits.ok_or_else(|| Error::invalid("logits", "the model has no head"))?;
-            e.read(&logits)
+            e.read_async(&logits).await
         })
     }
 
@@ -375,19 +409,34 @@ impl Model {
         d_hn: Option<&[f32]>,
         d_cn: Option<&[f32]>,
     ) -> Result<Gradients> {
+        block_on("Model::gradients", self.gradients_async(batch, start, d_output, d_hn, d_cn))
+    }
+
+    pub async fn gradients_async(
+        &mut self,
+        batch: &Batch,
+        start: Start<'_>,
+        d_output: &[f32],
+        d_hn: Option<&[f32]>,
+        d_cn: Option<&[f32]>,
+    ) -> Result<Gradients> {
         self.not_accumulating("gradients")?;
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
             e.gradients(spec, layout, batch, start, d_output, d_hn, d_cn)?;
-            Self::read_gradients(e, spec, layout, batch)
+            Self::read_gradients(e, spec, layout, batch).await
         })
     }
 
     /// The optimizer, its state, the step state and the random generator: with the parameters,
     /// everything a training run needs to continue exactly.
     pub fn training_state(&mut self) -> Result<crate::train::TrainingState> {
+        block_on("Model::training_state", self.training_state_async())
+    }
+
+    pub async fn training_state_async(&mut self) -> Result<crate::train::TrainingState> {
         let t = &self.training;
-        with_engine!(&mut self.engine, e => t.state(e))
+        with_engine!(&mut self.engine, e => t.state(e).await)
     }
 
     /// Restores what `training_state` returned.
@@ -399,10 +448,25 @@ impl Model {
     /// The state a `Start::Continue` run of batch size `batch` would start from: the final state
     /// of the last run of that batch size (none before the first).
     pub fn carried_state(&mut self, batch: usize) -> Result<Option<CarriedState>> {
+        block_on("Model::carried_state", self.carried_state_async(batch))
+    }
+
+    pub async fn carried_state_async(&mut self, batch: usize) -> Result<Option<CarriedState>> {
         with_engine!(&mut self.engine, e => {
             let Some((h, c)) = e.carried_buffers(batch) else { return Ok(None) };
-            Ok(Some(CarriedState { h: e.read(&h)?, c: c.map(|c| e.read(&c)).transpose()? }))
+            Ok(Some(CarriedState { h: e.read_async(&h).await?, c: read_optional(e, c).await? }))
         })
+    }
+}
+
+/// Reads `buf` where there is one.
+async fn read_optional<B: Backend, W: Sync>(
+    e: &mut crate::exec::Executor<B, W>,
+    buf: Option<B::Buf>,
+) -> Result<Option<Vec<f32>>> {
+    match buf {
+        Some(b) => Ok(Some(e.read_async(&b).await?)),
+        None => Ok(None),
     }
 }
 

@@ -193,7 +193,9 @@ impl Seq2Seq {
     /// The optimizer, its state, the step state and the random generator (see `Model`).
     pub fn training_state(&mut self) -> Result<crate::train::TrainingState> {
         let t = &self.training;
-        with_engine!(&mut self.engine, e => t.state(e))
+        crate::wait::block_on("Seq2Seq::training_state", async {
+            with_engine!(&mut self.engine, e => t.state(e).await)
+        })
     }
 
     pub fn set_training_state(&mut self, state: &crate::train::TrainingState) -> Result<()> {

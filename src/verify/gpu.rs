@@ -22,7 +22,7 @@ fn run(prog: Program) -> Result<()> {
 
 /// Matmul at `(m, n, k)` with the given transposes, as `plan` computes it, with a bias added to
 /// every row where `bias`.
-pub fn check_matmul(
+pub async fn check_matmul(
     ctx: &Arc<GpuContext>,
     p: Matmul,
     plan: gk::MatmulPlan,
@@ -46,7 +46,7 @@ pub fn check_matmul(
     let mut prog = Program::new(ctx);
     gk::matmul_planned(&mut prog, &gc, &ga, &gb, bias.then_some(&gbias), plan)?;
     run(prog)?;
-    let got = ctx.download(&gc)?;
+    let got = ctx.download_async(&gc).await?;
     let name = format!(
         "{}{}{}{}{}",
         plan.name(),
@@ -59,7 +59,7 @@ pub fn check_matmul(
 }
 
 /// An activation, forward or backward, over `n` elements. `name`: tanh, sigmoid or relu.
-pub fn check_activation(
+pub async fn check_activation(
     ctx: &Arc<GpuContext>,
     name: &str,
     backward: bool,
@@ -89,7 +89,7 @@ pub fn check_activation(
             }
         }
         run(prog)?;
-        (format!("{name}_forward"), ctx.download(&gy)?, y)
+        (format!("{name}_forward"), ctx.download_async(&gy).await?, y)
     } else {
         // The backward kernels take the forward output y.
         let mut y = vec![0.0; n];
@@ -118,13 +118,19 @@ pub fn check_activation(
             }
         }
         run(prog)?;
-        (format!("{name}_backward"), ctx.download(&gdx)?, dx)
+        (format!("{name}_backward"), ctx.download_async(&gdx).await?, dx)
     };
     Ok(compare(&kernel, format!("{n}"), &got, &want, Tolerance::ELEMENTWISE))
 }
 
 /// bias_grad and bias_grad_pair over `(rows, cols)`.
-pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize, seed: u64) -> Result<Check> {
+pub async fn check_blas(
+    ctx: &Arc<GpuContext>,
+    kernel: &str,
+    rows: usize,
+    cols: usize,
+    seed: u64,
+) -> Result<Check> {
     let mut rng = Rng::seed_from_u64(seed);
     let n = rows * cols;
     let y0 = rng.uniform_vec(n, -1.0, 1.0);
@@ -139,7 +145,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             run(prog)?;
             let mut w = bias.clone();
             twin::bias_grad(&mut w, &x, rows, cols);
-            (ctx.download(&gdb)?, w, format!("{rows}x{cols}"), Tolerance::accumulation(rows))
+            (ctx.download_async(&gdb).await?, w, format!("{rows}x{cols}"), Tolerance::accumulation(rows))
         }
         _ => {
             // Two views of one buffer, as b_ih and b_hh are of the gradients, each its own start.
@@ -156,8 +162,8 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
             let (mut w, mut w2) = (both[..cols].to_vec(), both[cols..].to_vec());
             twin::bias_grad(&mut w, &x, rows, cols);
             twin::bias_grad(&mut w2, &x, rows, cols);
-            let mut got = ctx.download(&gdb)?;
-            got.extend(ctx.download(&gdb2)?);
+            let mut got = ctx.download_async(&gdb).await?;
+            got.extend(ctx.download_async(&gdb2).await?);
             w.extend(w2);
             (got, w, format!("{rows}x{cols}"), Tolerance::accumulation(rows))
         }
@@ -166,7 +172,7 @@ pub fn check_blas(ctx: &Arc<GpuContext>, kernel: &str, rows: usize, cols: usize,
 }
 
 /// The two-pass sum (or sum of squares) of `n` elements into `out[index]`.
-pub fn check_reduce(
+pub async fn check_reduce(
     ctx: &Arc<GpuContext>,
     n: usize,
     square: bool,
@@ -187,12 +193,12 @@ pub fn check_reduce(
     run(prog)?;
     let name =
         format!("reduce{}{}", if square { "_sumsq" } else { "_sum" }, if accumulate { "_acc" } else { "" });
-    Ok(compare(&name, format!("{n}"), &ctx.download(&gout)?, &want, Tolerance::accumulation(n)))
+    Ok(compare(&name, format!("{n}"), &ctx.download_async(&gout).await?, &want, Tolerance::accumulation(n)))
 }
 
 /// softmax_rows, softmax_xent or mse over `(rows, cols)`; a quarter of the rows carry weight 0
 /// (padded positions). Returns one check per output.
-pub fn check_rows(
+pub async fn check_rows(
     ctx: &Arc<GpuContext>,
     kernel: &str,
     rows: usize,
@@ -214,7 +220,13 @@ pub fn check_rows(
         run(prog)?;
         let mut want = vec![0.0; n];
         twin::softmax_rows(&mut want, &x, rows, cols);
-        return Ok(vec![compare(kernel, shape, &ctx.download(&gy)?, &want, Tolerance::ELEMENTWISE)]);
+        return Ok(vec![compare(
+            kernel,
+            shape,
+            &ctx.download_async(&gy).await?,
+            &want,
+            Tolerance::ELEMENTWISE,
+        )]);
     }
     let gloss = poison(ctx, "loss", rows)?;
     let gdx = poison(ctx, "dx", n)?;
@@ -234,8 +246,8 @@ pub fn check_rows(
     // exp and log of logits up to 8 in magnitude: a few ulps of cols-long sums.
     let tol = Tolerance::accumulation(cols);
     Ok(vec![
-        compare(&format!("{kernel}.loss"), shape.clone(), &ctx.download(&gloss)?, &loss, tol),
-        compare(&format!("{kernel}.dx"), shape, &ctx.download(&gdx)?, &dx, tol),
+        compare(&format!("{kernel}.loss"), shape.clone(), &ctx.download_async(&gloss).await?, &loss, tol),
+        compare(&format!("{kernel}.dx"), shape, &ctx.download_async(&gdx).await?, &dx, tol),
     ])
 }
 
@@ -255,7 +267,7 @@ pub fn rules_under_test(lr: f32) -> Vec<(&'static str, Optimizer)> {
 /// the update rule (applying the scale) over `n` parameters, for two steps: a training step's
 /// update. With `finite` false the loss is NaN and every kernel must leave the parameters as they
 /// were.
-pub fn check_optimizer(
+pub async fn check_optimizer(
     ctx: &Arc<GpuContext>,
     (name, rule): (&str, Optimizer),
     n: usize,
@@ -294,7 +306,7 @@ pub fn check_optimizer(
             &state,
         );
         run(prog)?;
-        grads_after.push((ctx.download(&ggrad)?, grad));
+        grads_after.push((ctx.download_async(&ggrad).await?, grad));
     }
     let name = if finite { name.to_string() } else { format!("{name}_nonfinite") };
     let shape = format!("{n}");
@@ -305,22 +317,28 @@ pub fn check_optimizer(
         compare(
             "finalize_step",
             "8".into(),
-            &ctx.download(&gstate)?[1..],
+            &ctx.download_async(&gstate).await?[1..],
             &state[1..],
             Tolerance::accumulation(n),
         ),
         compare("clip_by_value", shape.clone(), &g_got, &g_want, tol),
-        compare(&name, shape.clone(), &ctx.download(&gparam)?, &param, tol),
+        compare(&name, shape.clone(), &ctx.download_async(&gparam).await?, &param, tol),
     ];
     for (k, (g, want)) in gslots.iter().zip(&state_bufs).enumerate() {
-        out.push(compare(&format!("{name}.state{k}"), shape.clone(), &ctx.download(g)?, want, tol));
+        out.push(compare(
+            &format!("{name}.state{k}"),
+            shape.clone(),
+            &ctx.download_async(g).await?,
+            want,
+            tol,
+        ));
     }
     Ok(out)
 }
 
 /// gather and scatter_add: `n` lookups of `width` from a table of `vocab` rows, as an embedding
 /// (row lookup) or as a one-hot input to a weight `[width, vocab]` (column lookup).
-pub fn check_gather(
+pub async fn check_gather(
     ctx: &Arc<GpuContext>,
     n: usize,
     width: usize,
@@ -354,11 +372,11 @@ pub fn check_gather(
     run(prog)?;
     let shape = format!("{n}x{width} of {vocab}{}", if columns { " (columns)" } else { "" });
     Ok(vec![
-        compare("gather", shape.clone(), &ctx.download(&gout)?, &out, Tolerance::ELEMENTWISE),
+        compare("gather", shape.clone(), &ctx.download_async(&gout).await?, &out, Tolerance::ELEMENTWISE),
         compare(
             if width.is_multiple_of(4) { "scatter_add4" } else { "scatter_add" },
             shape,
-            &ctx.download(&gdtable)?,
+            &ctx.download_async(&gdtable).await?,
             &dtable,
             Tolerance::accumulation(n / vocab + 1),
         ),
@@ -366,7 +384,7 @@ pub fn check_gather(
 }
 
 /// dropout_forward and dropout_backward over `n` elements with probability `prob`.
-pub fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64) -> Result<Vec<Check>> {
+pub async fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64) -> Result<Vec<Check>> {
     let mut rng = Rng::seed_from_u64(seed);
     let x = rng.uniform_vec(n, -1.0, 1.0);
     let dx0 = rng.uniform_vec(n, -1.0, 1.0);
@@ -386,8 +404,14 @@ pub fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64) -> R
     run(prog)?;
     let shape = format!("{n} p={prob}");
     Ok(vec![
-        compare("dropout_forward", shape.clone(), &ctx.download(&gy)?, &y, Tolerance::ELEMENTWISE),
-        compare("dropout_backward", shape, &ctx.download(&gdx)?, &dx, Tolerance::ELEMENTWISE),
+        compare(
+            "dropout_forward",
+            shape.clone(),
+            &ctx.download_async(&gy).await?,
+            &y,
+            Tolerance::ELEMENTWISE,
+        ),
+        compare("dropout_backward", shape, &ctx.download_async(&gdx).await?, &dx, Tolerance::ELEMENTWISE),
     ])
 }
 
@@ -418,6 +442,11 @@ pub const MATMUL_SHAPES: [(usize, usize, usize); 14] = [
 
 /// Every kernel at the standard awkward shapes: what `rnn-gpu verify` prints.
 pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
+    crate::wait::block_on("verify::all_checks", all_checks_async(ctx))
+}
+
+/// As [`all_checks`], awaited (the browser's verify).
+pub async fn all_checks_async(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
     let mut out = Vec::new();
     let mut seed = 1u64;
     let mut next = || {
@@ -430,41 +459,41 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
             p.trans_a = ta;
             p.trans_b = tb;
             p.accumulate = (m + n) % 2 == 1;
-            out.push(check_matmul(ctx, p, gk::MatmulPlan::new(&p), (m + k) % 2 == 0, next())?);
+            out.push(check_matmul(ctx, p, gk::MatmulPlan::new(&p), (m + k) % 2 == 0, next()).await?);
         }
     }
     for p in matmul_tile_cases() {
         for plan in gk::MatmulPlan::all(&p) {
-            out.push(check_matmul(ctx, p, plan, p.accumulate, next())?);
+            out.push(check_matmul(ctx, p, plan, p.accumulate, next()).await?);
         }
     }
     for name in ["tanh", "sigmoid", "relu"] {
         for backward in [false, true] {
             for &n in &SIZES {
-                out.push(check_activation(ctx, name, backward, n, next())?);
+                out.push(check_activation(ctx, name, backward, n, next()).await?);
             }
         }
     }
     for kernel in ["bias_grad", "bias_grad_pair"] {
         for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (3, 4), (130, 260)] {
-            out.push(check_blas(ctx, kernel, rows, cols, next())?);
+            out.push(check_blas(ctx, kernel, rows, cols, next()).await?);
         }
     }
     for &n in &[1, 7, 1000, 5000] {
         for (square, acc) in [(false, false), (true, false), (true, true)] {
-            out.push(check_reduce(ctx, n, square, acc, next())?);
+            out.push(check_reduce(ctx, n, square, acc, next()).await?);
         }
     }
     for kernel in ["softmax_rows", "softmax_xent", "mse"] {
         for &(rows, cols) in &[(1, 1), (1, 5), (7, 65), (300, 3), (257, 130)] {
-            out.extend(check_rows(ctx, kernel, rows, cols, next())?);
+            out.extend(check_rows(ctx, kernel, rows, cols, next()).await?);
         }
     }
     for rule in rules_under_test(0.05) {
         for &n in &[1, 100, 1000] {
-            out.extend(check_optimizer(ctx, rule, n, true, next())?);
+            out.extend(check_optimizer(ctx, rule, n, true, next()).await?);
         }
-        out.extend(check_optimizer(ctx, rule, 100, false, next())?);
+        out.extend(check_optimizer(ctx, rule, 100, false, next()).await?);
     }
     // Widths that are a multiple of 4 take gather4 and scatter_add4 (600x32: dout over more than
     // one texture row).
@@ -472,33 +501,33 @@ pub fn all_checks(ctx: &Arc<GpuContext>) -> Result<Vec<Check>> {
         &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257), (9, 4, 2), (64, 12, 5), (600, 32, 7)]
     {
         for columns in [false, true] {
-            out.extend(check_gather(ctx, n, width, vocab, columns, next())?);
+            out.extend(check_gather(ctx, n, width, vocab, columns, next()).await?);
         }
     }
     for &n in &SIZES {
-        out.extend(check_dropout(ctx, n, 0.3, next())?);
+        out.extend(check_dropout(ctx, n, 0.3, next()).await?);
     }
     for cell in crate::cell::Cell::ALL {
         for &(t, b, h) in &STEP_SHAPES {
             for reverse in [false, true] {
-                out.extend(check_steps(ctx, cell, t, b, h, reverse, next())?);
+                out.extend(check_steps(ctx, cell, t, b, h, reverse, next()).await?);
             }
         }
     }
     for &(rows, width) in &[(1, 1), (7, 5), (64, 130)] {
         for acc in [false, true] {
-            out.push(check_copy_cols(ctx, rows, width, acc, next())?);
+            out.push(check_copy_cols(ctx, rows, width, acc, next()).await?);
         }
     }
     for &(tgt, batch, src, width) in &ATTENTION_SHAPES {
-        out.extend(check_attention(ctx, crate::ops::Attention { tgt, batch, src, width }, next())?);
+        out.extend(check_attention(ctx, crate::ops::Attention { tgt, batch, src, width }, next()).await?);
     }
     Ok(out)
 }
 
 /// The fused steps of `cell` over a sequence of `(T, B, H)` on the GPU against the reference
 /// (`steps::check_steps`).
-pub fn check_steps(
+pub async fn check_steps(
     ctx: &Arc<GpuContext>,
     cell: crate::cell::Cell,
     steps: usize,
@@ -508,6 +537,7 @@ pub fn check_steps(
     seed: u64,
 ) -> Result<Vec<Check>> {
     steps::check_steps(crate::gpu::GpuBackend::new(ctx)?, "", cell, (steps, batch, hidden), reverse, seed)
+        .await
 }
 
 /// Products run with every tile shape, direct and transposed: edges in both dimensions, K not a
@@ -530,7 +560,7 @@ pub const STEP_SHAPES: [(usize, usize, usize); 6] =
     [(1, 1, 1), (4, 3, 5), (5, 9, 8), (3, 17, 65), (2, 8, 128), (2, 64, 256)];
 
 /// copy_cols between two wider buffers at odd offsets and strides, written or accumulated.
-pub fn check_copy_cols(
+pub async fn check_copy_cols(
     ctx: &Arc<GpuContext>,
     rows: usize,
     width: usize,
@@ -558,12 +588,22 @@ pub fn check_copy_cols(
     gk::copy_cols(&mut prog, &gy, &gx, p)?;
     run(prog)?;
     let name = if accumulate { "copy_cols_acc" } else { "copy_cols" };
-    Ok(compare(name, format!("{rows}x{width}"), &ctx.download(&gy)?, &want, Tolerance::ELEMENTWISE))
+    Ok(compare(
+        name,
+        format!("{rows}x{width}"),
+        &ctx.download_async(&gy).await?,
+        &want,
+        Tolerance::ELEMENTWISE,
+    ))
 }
 
 /// The attention kernels at `(T_t, B, T_s, A)`, with source lengths from 1 to T_s: masked scores,
 /// their softmax and its gradient, the context, and the two gradient mixes (accumulating).
-pub fn check_attention(ctx: &Arc<GpuContext>, a: crate::ops::Attention, seed: u64) -> Result<Vec<Check>> {
+pub async fn check_attention(
+    ctx: &Arc<GpuContext>,
+    a: crate::ops::Attention,
+    seed: u64,
+) -> Result<Vec<Check>> {
     let mut rng = Rng::seed_from_u64(seed);
     let (nq, ne, ns) = (a.tgt * a.batch * a.width, a.src * a.batch * a.width, a.tgt * a.batch * a.src);
     let q = rng.uniform_vec(nq, -1.0, 1.0);
@@ -601,11 +641,11 @@ pub fn check_attention(ctx: &Arc<GpuContext>, a: crate::ops::Attention, seed: u6
     let shape = format!("Tt{} B{} Ts{} A{}", a.tgt, a.batch, a.src, a.width);
     let tol = Tolerance::accumulation(a.width.max(a.src).max(a.tgt));
     Ok(vec![
-        compare("attention_dots", shape.clone(), &ctx.download(&gscores)?, &scores, tol),
-        compare("softmax_rows (masked)", shape.clone(), &ctx.download(&gprobs)?, &probs, tol),
-        compare("softmax_backward", shape.clone(), &ctx.download(&gdscores)?, &dscores, tol),
-        compare("attention_mix", shape.clone(), &ctx.download(&gctx)?, &ctxv, tol),
-        compare("attention_mix_t", shape, &ctx.download(&gdenc)?, &denc, tol),
+        compare("attention_dots", shape.clone(), &ctx.download_async(&gscores).await?, &scores, tol),
+        compare("softmax_rows (masked)", shape.clone(), &ctx.download_async(&gprobs).await?, &probs, tol),
+        compare("softmax_backward", shape.clone(), &ctx.download_async(&gdscores).await?, &dscores, tol),
+        compare("attention_mix", shape.clone(), &ctx.download_async(&gctx).await?, &ctxv, tol),
+        compare("attention_mix_t", shape, &ctx.download_async(&gdenc).await?, &denc, tol),
     ])
 }
 

@@ -139,7 +139,7 @@ pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
         let mut exec = Exec::new(ReferenceBackend::<f64>::new(), &layout, &init64)?;
         exec.loss_gradients(&spec, &layout, &batch, Start::Fresh, None)?;
         let buf = exec.net.grads.clone();
-        let all64 = exec.be.read(&buf)?;
+        let all64 = crate::wait::block_on("verify::gradient_checks", exec.be.read(&buf))?;
         let grads64: Vec<f32> =
             layout.entries().iter().flat_map(|e| all64[e.range()].iter().map(|&g| g as f32)).collect();
         out.push(compare(
@@ -156,7 +156,7 @@ pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
         let mut loss_at = |p: &[f64]| -> Result<f64> {
             exec.be.write(&params, p)?;
             exec.evaluate(&spec, &layout, &batch, Start::Fresh, None)?;
-            Ok(exec.be.read(&state)?[step_state::LOSS])
+            Ok(crate::wait::block_on("verify::gradient_checks", exec.be.read(&state))?[step_state::LOSS])
         };
         let eps = 1e-6;
         let (mut analytic, mut numeric) = (Vec::new(), Vec::new());

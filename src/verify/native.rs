@@ -16,6 +16,7 @@ use crate::ops::{Attention, CopyCols, Dropout, Gather, Matmul, Op, Reduce, step_
 use crate::reference::ReferenceBackend;
 use crate::rng::Rng;
 use crate::update::Optimizer;
+use crate::wait::block_on;
 
 /// What a case runs, with the meaning of its float buffers `f` and integer buffers `u`.
 #[derive(Clone, Copy, Debug)]
@@ -140,7 +141,7 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
             be.run(Op::AttentionMixT { out: &f[0], w: &f[1], x: &f[2], a, accumulate: acc })?
         }
     }
-    case.outputs.iter().map(|&(i, _)| be.read(&f[i])).collect()
+    case.outputs.iter().map(|&(i, _)| block_on("verify::native_checks", be.read(&f[i]))).collect()
 }
 
 /// `case` on the native device on `isa` against the reference; the instruction set is named in
@@ -483,13 +484,16 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             for reverse in [false, true] {
                 let seed = rng.next_u64();
                 for &isa in &isas {
-                    out.extend(steps::check_steps(
-                        NativeBackend::with_isa(isa)?,
-                        isa.name(),
-                        cell,
-                        (t, b, h),
-                        reverse,
-                        seed,
+                    out.extend(block_on(
+                        "verify::native_checks",
+                        steps::check_steps(
+                            NativeBackend::with_isa(isa)?,
+                            isa.name(),
+                            cell,
+                            (t, b, h),
+                            reverse,
+                            seed,
+                        ),
                     )?);
                 }
             }

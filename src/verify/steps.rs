@@ -55,7 +55,7 @@ struct StepData {
 /// The fused steps of `cell` over a whole sequence, forward, then backward with W_hh halved in
 /// between (as an update changes it), then the initial-state gradient: the GPU check's sequence.
 /// Without `keep`, the forward steps alone, as inference runs them: given no gates to keep.
-fn run_steps<B: Backend<Elem = f32>>(
+async fn run_steps<B: Backend<Elem = f32>>(
     be: &mut B,
     cell: Cell,
     d: &StepData,
@@ -115,8 +115,8 @@ fn run_steps<B: Backend<Elem = f32>>(
         Ok(())
     })?;
     if !keep {
-        let mut read = |i: usize| be.read(&f[i]);
-        return Ok(StepData { states: read(0)?, cells: read(1)?, gates: read(2)?, y: read(3)?, ..d.clone() });
+        let [states, cells, gates, y] = read_all(be, [&f[0], &f[1], &f[2], &f[3]]).await?;
+        return Ok(StepData { states, cells, gates, y, ..d.clone() });
     }
     // W_hh changes between the passes, as an update changes it between steps: the backward
     // steps must read the new weights.
@@ -137,27 +137,27 @@ fn run_steps<B: Backend<Elem = f32>>(
         }
         Ok(())
     })?;
-    let mut read = |i: usize| be.read(&f[i]);
-    Ok(StepData {
-        states: read(0)?,
-        cells: read(1)?,
-        gates: read(2)?,
-        y: read(3)?,
-        xw: read(4)?,
-        w_hh: read(5)?,
-        bias: read(6)?,
-        dy: read(7)?,
-        dg: read(8)?,
-        dgh: read(9)?,
-        carry: read(10)?,
-        lengths: d.lengths.clone(),
-    })
+    let [states, cells, gates, y, xw, w_hh, bias, dy, dg, dgh, carry] =
+        read_all(be, std::array::from_fn(|i| &f[i])).await?;
+    Ok(StepData { states, cells, gates, y, xw, w_hh, bias, dy, dg, dgh, carry, lengths: d.lengths.clone() })
+}
+
+/// Reads each of `bufs`, in order.
+pub(super) async fn read_all<B: Backend<Elem = f32>, const N: usize>(
+    be: &mut B,
+    bufs: [&B::Buf; N],
+) -> Result<[Vec<f32>; N]> {
+    let mut out: [Vec<f32>; N] = std::array::from_fn(|_| Vec::new());
+    for (o, b) in out.iter_mut().zip(bufs) {
+        *o = be.read(b).await?;
+    }
+    Ok(out)
 }
 
 /// The fused steps of `cell` over a whole sequence of `(T, B, H)`, forward then backward (W_hh
 /// changed between the passes), in one direction, on the device of `be` against the reference:
 /// every buffer the steps write. `label` names the device's variant in the shapes.
-pub fn check_steps<B: Backend<Elem = f32>>(
+pub async fn check_steps<B: Backend<Elem = f32>>(
     mut be: B,
     label: &str,
     cell: Cell,
@@ -209,9 +209,9 @@ pub fn check_steps<B: Backend<Elem = f32>>(
         next_t: 0,
         mode: StepMode::First,
     };
-    let n = run_steps(&mut be, cell, &data, base, reverse, true)?;
-    let inference = run_steps(&mut be, cell, &data, base, reverse, false)?;
-    let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &data, base, reverse, true)?;
+    let n = run_steps(&mut be, cell, &data, base, reverse, true).await?;
+    let inference = run_steps(&mut be, cell, &data, base, reverse, false).await?;
+    let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &data, base, reverse, true).await?;
     let shape = format!(
         "T{t_len} B{b} H{h}{}{}{label}",
         if reverse { " reverse" } else { "" },

@@ -124,12 +124,7 @@ pub(crate) struct EvalArgs {
 /// A character model and its vocabulary, from a file `train` wrote.
 fn char_model(path: &std::path::Path, device: &Device) -> rnn_gpu::Result<(rnn_gpu::Model, TextCorpus)> {
     let (model, meta) = rnn_gpu::io::load_model(path, device, None)?;
-    let chars = meta.get("vocab").ok_or_else(|| rnn_gpu::Error::File {
-        path: path.to_path_buf(),
-        message: "no vocabulary: not a character model".into(),
-    })?;
-    let vocab =
-        rnn_gpu::data::checked_vocab(path, "character", chars, model.spec().input.vocab().unwrap_or(0))?;
+    let vocab = rnn_gpu::io::char_vocab(path, &model, &meta)?;
     Ok((model, TextCorpus { vocab, ids: Vec::new() }))
 }
 

@@ -51,17 +51,19 @@ impl<B: Backend> Net<B> {
 
     /// The training state of a model trained with `optimizer`, `clip` and `rng`: its optimizer
     /// buffers and step state read back in f32, for a checkpoint.
-    pub fn training_state(
+    pub async fn training_state(
         &self,
         be: &mut B,
         optimizer: Optimizer,
         clip: Clip,
         rng: &Rng,
     ) -> Result<TrainingState> {
-        let mut read =
-            |b: &B::Buf| -> Result<Vec<f32>> { Ok(be.read(b)?.into_iter().map(|v| v.to_f32()).collect()) };
-        let slots = self.opt.iter().map(&mut read).collect::<Result<_>>()?;
-        Ok(TrainingState { optimizer, clip, slots, step_state: read(&self.step_state)?, rng: rng.state() })
+        let mut slots = Vec::with_capacity(self.opt.len());
+        for b in self.opt.iter().chain([&self.step_state]) {
+            slots.push(be.read(b).await?.into_iter().map(|v| v.to_f32()).collect::<Vec<f32>>());
+        }
+        let step_state = slots.pop().expect("the step state");
+        Ok(TrainingState { optimizer, clip, slots, step_state, rng: rng.state() })
     }
 
     /// Restores the buffers of a training state (after `reset_optimizer` for its optimizer).

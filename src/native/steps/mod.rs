@@ -16,7 +16,9 @@ use std::ops::Range;
 
 use rayon::prelude::*;
 
-use super::kernels::{Fast, Fused, MulAdd, Separate};
+#[cfg(target_arch = "x86_64")]
+use super::kernels::Fused;
+use super::kernels::{Fast, MulAdd, Separate};
 use super::sgemm::{self, Aligned, Isa, Packed, Shared};
 use crate::cell::{self, CellMath};
 use crate::host::{StepBackward, StepForward, StepKernels, Version};
@@ -116,6 +118,8 @@ const AHEAD: usize = 4;
 /// Asks for the lines holding `n` values at `p`.
 #[inline(always)]
 fn prefetch<T>(p: *const T, n: usize) {
+    #[cfg(not(target_arch = "x86_64"))]
+    let _ = (p, n);
     #[cfg(target_arch = "x86_64")]
     for i in (0..n * std::mem::size_of::<T>()).step_by(64) {
         // SAFETY: a prefetch reads nothing and never faults.
