@@ -78,7 +78,8 @@ fn vector_and_bias_kernels_match_cpu() {
 fn reductions_match_cpu() {
     let Some(ctx) = gpu() else { return };
     let mut checks = Vec::new();
-    for &n in &[1, 7, 255, 1024, 1025, 20000] {
+    // Up to 256*4 elements take one workgroup in the first pass; past 256*4*256, all 256.
+    for &n in &[1, 7, 255, 1024, 1025, 20000, 300_000] {
         for (square, acc) in [(false, false), (true, false), (false, true), (true, true)] {
             checks.push(now(verify::check_reduce(&ctx, n, square, acc, n as u64)));
         }

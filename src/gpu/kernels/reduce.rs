@@ -21,8 +21,19 @@ struct ReduceParams {
     _pad: [u32; 3],
 }
 
-/// Partial sums the first pass leaves for the second: its workgroups.
+/// Partial sums the first pass leaves for the second: its workgroups, at most.
 pub const REDUCE_PARTS: usize = 256;
+
+/// Elements each thread of the first pass sums, at least, before the first pass uses fewer than
+/// `REDUCE_PARTS` workgroups: a short buffer (a loss, a small model's gradients) then takes a few
+/// workgroups rather than 256 nearly idle ones, which cost a GPU little but a CPU running WebGPU
+/// (SwiftShader, lavapipe) a 256-thread barrier tree each.
+const PER_THREAD: usize = 4;
+
+/// The first pass's workgroups for `n` elements.
+fn parts(n: usize) -> usize {
+    n.div_ceil(256 * PER_THREAD).clamp(1, REDUCE_PARTS)
+}
 
 /// `out[index] (+)= sum(x)` (or the sum of squares), in two passes through `scratch`
 /// (`REDUCE_PARTS` elements).
@@ -65,19 +76,19 @@ fn reduce_then(
         return Err(Error::range(OP, "index", p.index, format!("below {}", out.len())));
     }
     let n = to_u32(OP, "n", x.len())?;
-    let first =
-        ReduceParams { n, parts: REDUCE_PARTS as u32, index: 0, accumulate: 0, max_norm: 0.0, _pad: [0; 3] };
+    let parts = parts(x.len()) as u32;
+    let first = ReduceParams { n, parts, index: 0, accumulate: 0, max_norm: 0.0, _pad: [0; 3] };
     prog.dispatch(
         "reduce",
         "reduce_partial",
         &[("SQUARE", p.square as u64)],
         &[(1, scratch), (2, x)],
         &first,
-        [REDUCE_PARTS as u32, 1, 1],
+        [parts, 1, 1],
     )?;
     let second = ReduceParams {
-        n: REDUCE_PARTS as u32,
-        parts: REDUCE_PARTS as u32,
+        n: parts,
+        parts,
         index: p.index as u32,
         accumulate: p.accumulate as u32,
         max_norm: finalize.unwrap_or(0.0),
