@@ -4,6 +4,7 @@
 use super::{Seq2Seq, check_decoding};
 use crate::device::with_engine;
 use crate::error::Result;
+use crate::wait::block_on;
 
 fn log_softmax(row: &[f32]) -> Vec<f32> {
     let max = row.iter().copied().fold(f32::NEG_INFINITY, f32::max);
@@ -15,6 +16,10 @@ impl Seq2Seq {
     /// Greedy decoding: the most likely token at each step, until EOS or `max_len` tokens (EOS
     /// not included in the result).
     pub fn greedy(&mut self, sources: &[Vec<u32>], max_len: usize) -> Result<Vec<Vec<u32>>> {
+        block_on("Seq2Seq::greedy", self.greedy_async(sources, max_len))
+    }
+
+    pub async fn greedy_async(&mut self, sources: &[Vec<u32>], max_len: usize) -> Result<Vec<Vec<u32>>> {
         check_decoding(1, max_len)?;
         let (spec, layout) = (&self.spec, &self.layout);
         let v = spec.tgt_vocab;
@@ -25,7 +30,7 @@ impl Seq2Seq {
             let mut done = vec![false; b];
             let mut tokens = vec![spec.bos; b];
             for _ in 0..max_len {
-                let logits = e.step(spec, layout, steps, &tokens)?;
+                let logits = e.step(spec, layout, steps, &tokens).await?;
                 for i in 0..b {
                     let row = &logits[i * v..(i + 1) * v];
                     let best = row.iter().enumerate().fold(0, |m, (j, &x)| if x > row[m] { j } else { m }) as u32;
@@ -45,6 +50,15 @@ impl Seq2Seq {
     /// Beam search of `width` hypotheses per source, scored by log-probability divided by length
     /// (EOS counted); stops when `width` hypotheses have ended or at `max_len`. Width 1 is greedy.
     pub fn beam(&mut self, sources: &[Vec<u32>], width: usize, max_len: usize) -> Result<Vec<Vec<u32>>> {
+        block_on("Seq2Seq::beam", self.beam_async(sources, width, max_len))
+    }
+
+    pub async fn beam_async(
+        &mut self,
+        sources: &[Vec<u32>],
+        width: usize,
+        max_len: usize,
+    ) -> Result<Vec<Vec<u32>>> {
         check_decoding(width, max_len)?;
         let (spec, layout) = (&self.spec, &self.layout);
         let (v, k, b) = (spec.tgt_vocab, width, sources.len());
@@ -61,7 +75,7 @@ impl Seq2Seq {
             for t in 0..max_len {
                 // At the last step a live hypothesis can no longer end, so every ending counts.
                 let last = t + 1 == max_len;
-                let logits = e.step(spec, layout, steps, &tokens)?;
+                let logits = e.step(spec, layout, steps, &tokens).await?;
                 let mut parents = vec![0u32; rows];
                 for s in 0..b {
                     if finished[s].len() >= k || live[s].is_empty() {

@@ -234,7 +234,7 @@ impl<B: Backend> S2sExec<B> {
     }
 
     /// One decoder step from the carried state: feeds `tokens` (one per row), returns the logits.
-    pub(super) fn step(
+    pub(super) async fn step(
         &mut self,
         spec: &Seq2SeqSpec,
         layout: &ParamLayout,
@@ -252,7 +252,7 @@ impl<B: Backend> S2sExec<B> {
             (None, Some(h)) => h.logits.clone(),
             (None, None) => return Err(Error::invalid("seq2seq", "the decoder has no head")),
         };
-        self.read(&logits)
+        self.read_async(&logits).await
     }
 
     /// Reorders the decoder's carried state by `parents` (beam search).

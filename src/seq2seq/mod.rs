@@ -27,6 +27,7 @@ use crate::io::{self, Metadata};
 use crate::model::params::ParamLayout;
 use crate::rng::Rng;
 use crate::update::{Clip, Optimizer};
+use crate::wait::block_on;
 pub use exec::S2sExec;
 use graph::S2sWs;
 pub use spec::{MAX_BEAM, MAX_DECODE, Seq2SeqSpec, check_decoding};
@@ -119,14 +120,25 @@ impl Seq2Seq {
 
     /// The step state after the last training step; an error when a step was refused.
     pub fn stats(&mut self) -> Result<StepStats> {
-        let s = with_engine!(&mut self.engine, e => e.stats())?;
+        block_on("Seq2Seq::stats", self.stats_async())
+    }
+
+    pub async fn stats_async(&mut self) -> Result<StepStats> {
+        let s = with_engine!(&mut self.engine, e => e.stats_async().await)?;
         self.training.checked(s)
     }
 
     /// The mean cross-entropy per target token (EOS included) on `pairs`, without updating.
     pub fn evaluate(&mut self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<f32> {
+        block_on("Seq2Seq::evaluate", self.evaluate_async(pairs))
+    }
+
+    pub async fn evaluate_async(&mut self, pairs: &[(Vec<u32>, Vec<u32>)]) -> Result<f32> {
         let (spec, layout) = (&self.spec, &self.layout);
-        with_engine!(&mut self.engine, e => { e.evaluate(spec, layout, pairs, false)?; Ok(e.stats()?.loss) })
+        with_engine!(&mut self.engine, e => {
+            e.evaluate(spec, layout, pairs, false)?;
+            Ok(e.stats_async().await?.loss)
+        })
     }
 
     /// The loss and the gradient of every parameter, by name.
@@ -145,9 +157,13 @@ impl Seq2Seq {
     }
 
     pub fn flat_params(&mut self) -> Result<Vec<f32>> {
+        block_on("Seq2Seq::flat_params", self.flat_params_async())
+    }
+
+    pub async fn flat_params_async(&mut self) -> Result<Vec<f32>> {
         with_engine!(&mut self.engine, e => {
             let p = e.net.params.clone();
-            e.read(&p)
+            e.read_async(&p).await
         })
     }
 
@@ -193,9 +209,7 @@ impl Seq2Seq {
     /// The optimizer, its state, the step state and the random generator (see `Model`).
     pub fn training_state(&mut self) -> Result<crate::train::TrainingState> {
         let t = &self.training;
-        crate::wait::block_on("Seq2Seq::training_state", async {
-            with_engine!(&mut self.engine, e => t.state(e).await)
-        })
+        block_on("Seq2Seq::training_state", async { with_engine!(&mut self.engine, e => t.state(e).await) })
     }
 
     pub fn set_training_state(&mut self, state: &crate::train::TrainingState) -> Result<()> {

@@ -92,8 +92,8 @@ impl CharModel {
         seed: u64,
     ) -> Result<CharModel, JsError> {
         let corpus = TextCorpus::from_text(text).map_err(js)?;
-        let cell =
-            Cell::from_name(cell).ok_or_else(|| JsError::new(&format!("no cell named {cell:?}: rnn, rnn_relu, lstm or gru")))?;
+        let cell = Cell::from_name(cell)
+            .ok_or_else(|| JsError::new(&format!("no cell named {cell:?}: rnn, rnn_relu, lstm or gru")))?;
         let spec = ModelSpec::char_model(cell, corpus.vocab.len(), hidden, layers);
         let mut model = Model::new(spec, &Device::Gpu(gpu.ctx.clone()), seed).map_err(js)?;
         model.set_optimizer(Optimizer::adam(lr), Clip { max_norm: 5.0, value: 0.0 }).map_err(js)?;
@@ -130,7 +130,13 @@ impl CharModel {
     }
 
     /// `len` characters after `prime`; temperature 0 picks the most likely character each time.
-    pub async fn sample(&mut self, prime: &str, len: usize, temperature: f32, seed: u64) -> Result<String, JsError> {
+    pub async fn sample(
+        &mut self,
+        prime: &str,
+        len: usize,
+        temperature: f32,
+        seed: u64,
+    ) -> Result<String, JsError> {
         let corpus = TextCorpus { vocab: self.vocab.clone(), ids: Vec::new() };
         let ids = corpus.encode(prime).map_err(js)?;
         let sampling = Sampling { temperature, top_k: 0, seed };
