@@ -5,7 +5,10 @@
 import init, { Gpu, CharModel } from './pkg/rnn_gpu_web.js';
 
 const $ = (id) => document.getElementById(id);
-const testing = new URLSearchParams(location.search).has('test');
+const query = new URLSearchParams(location.search);
+const testing = query.has('test');
+// The test of the page's no-WebGPU path (Chromium run with WebGPU off): the message must show.
+const expectNoWebgpu = query.get('expect') === 'nowebgpu';
 const TEXT_URL = 'pkg/tinyshakespeare.txt';
 
 // To the harness (a no-op outside the test).
@@ -185,19 +188,27 @@ async function browserTest() {
 }
 
 // ---- start
+// Without WebGPU the page says so; in the no-WebGPU test that is the expected outcome.
+async function noWebgpu(message, error) {
+  setStatus(message, true);
+  await report(expectNoWebgpu ? { done: true, ok: true, shown: message } : { done: true, ok: false, webgpu: false, error });
+}
+
 async function main() {
   if (!navigator.gpu) {
-    setStatus('This browser has no WebGPU, so rnn-gpu cannot run here. Use a browser with WebGPU ' +
-      '(Chrome or Edge 113+, Firefox 141+ on Windows, Safari 26), or enable it (chrome://flags/#enable-unsafe-webgpu).', true);
-    await report({ done: true, ok: false, webgpu: false, error: 'navigator.gpu is missing' });
-    return;
+    return noWebgpu('This browser has no WebGPU, so rnn-gpu cannot run here. Use a browser with WebGPU ' +
+      '(Chrome or Edge 113+, Firefox 141+ on Windows, Safari 26), or enable it (chrome://flags/#enable-unsafe-webgpu).',
+      'navigator.gpu is missing');
   }
   await init();
   try {
     gpu = await Gpu.open();
   } catch (e) {
-    setStatus(`WebGPU is there but gave no device: ${e.message ?? e}`, true);
-    await report({ done: true, ok: false, webgpu: false, error: String(e.message ?? e) });
+    return noWebgpu(`This browser has WebGPU but gave no GPU device, so rnn-gpu cannot run here: ${e.message ?? e}`,
+      String(e.message ?? e));
+  }
+  if (expectNoWebgpu) {
+    await report({ done: true, ok: false, error: 'WebGPU was found where the test switched it off' });
     return;
   }
   // The browser's own words for the adapter (wgpu's AdapterInfo is empty on the web).

@@ -9,6 +9,7 @@
 //   --chromium BIN the browser (default: $CHROMIUM, else /usr/lib/chromium/chromium, else
 //                  chromium on PATH); extra flags in $BROWSER_TEST_FLAGS (space-separated)
 //   --verbose      pass Chromium's own stderr through (else only its tail on failure)
+//   --no-webgpu    run Chromium with WebGPU switched off (to test a page's no-WebGPU path)
 //
 // The page's protocol: it is opened at http://127.0.0.1:PORT/PAGE?test=1 and POSTs JSON to
 // /report: {log: "text"} progress lines (printed), any other object (printed as JSON), and at
@@ -54,10 +55,11 @@ const MIME = {
 
 function usage(msg) {
   console.error(`run-browser-test: ${msg}\nusage: run-browser-test.mjs [--root DIR] [--timeout S] ` +
-    '[--size WxH] [--chromium BIN] [--verbose] PAGE [SCREENSHOT.png]');
+    '[--size WxH] [--chromium BIN] [--verbose] [--no-webgpu] PAGE [SCREENSHOT.png]');
   process.exit(2);
 }
-const opts = { root: path.dirname(fileURLToPath(import.meta.url)), timeout: 600, size: '1200x900', verbose: false };
+const opts = { root: path.dirname(fileURLToPath(import.meta.url)), timeout: 600, size: '1200x900', verbose: false,
+  webgpu: true };
 const positional = [];
 for (let args = process.argv.slice(2); args.length;) {
   const a = args.shift();
@@ -67,6 +69,7 @@ for (let args = process.argv.slice(2); args.length;) {
   else if (a === '--size') opts.size = value();
   else if (a === '--chromium') opts.chromium = value();
   else if (a === '--verbose') opts.verbose = true;
+  else if (a === '--no-webgpu') opts.webgpu = false;
   else if (a.startsWith('--')) usage(`unknown option ${a}`);
   else positional.push(a);
 }
@@ -161,7 +164,8 @@ const chromiumBin = opts.chromium ?? process.env.CHROMIUM ??
 const extraFlags = (process.env.BROWSER_TEST_FLAGS ?? '').split(/\s+/).filter(Boolean);
 const features = [...FEATURES, ...extraFlags.filter((f) => f.startsWith('--enable-features='))
   .flatMap((f) => f.slice('--enable-features='.length).split(','))];
-const flags = [...HARNESS_FLAGS, ...WEBGPU_FLAGS, `--enable-features=${features.join(',')}`,
+const webgpuFlags = opts.webgpu ? WEBGPU_FLAGS : ['--disable-features=WebGPU'];
+const flags = [...HARNESS_FLAGS, ...webgpuFlags, `--enable-features=${features.join(',')}`,
   `--window-size=${width},${height}`, `--user-data-dir=${userDataDir}`,
   ...extraFlags.filter((f) => !f.startsWith('--enable-features=')), 'about:blank'];
 say(`serving ${root}; opening ${pageUrl}`);

@@ -256,11 +256,13 @@ impl GpuContext {
         let instance = new_instance();
         let mut adapters = instance.enumerate_adapters(wgpu::Backends::all()).await;
         if adapters.is_empty() {
-            return Err(Error::NoAdapter(
+            let advice = if cfg!(target_arch = "wasm32") {
+                "the browser offers no WebGPU adapter (WebGPU is off, or this browser or GPU lacks it)"
+            } else {
                 "wgpu found no adapter; on Debian or Ubuntu install the software Vulkan driver with \
                  `apt-get install mesa-vulkan-drivers`, or use the CPU device"
-                    .into(),
-            ));
+            };
+            return Err(Error::NoAdapter(advice.into()));
         }
         adapters.sort_by_key(|a| device_type_rank(a.get_info().device_type));
         let adapter = match selector {
