@@ -1,5 +1,5 @@
 //! Every kernel of a device against its twin in the reference, and whole-model gradients: the
-//! cases behind the kernel tests and `rnn-gpu verify` (gpu.rs: the GPU's kernels; native.rs: the
+//! cases behind the kernel tests and `rnn-gpu verify` (gpu/: the GPU's kernels; native.rs: the
 //! native device's; steps.rs: the fused steps on any device).
 //!
 //! Outputs the kernel writes are poisoned with NaN before the run, so an element it fails to write
