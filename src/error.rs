@@ -125,8 +125,11 @@ pub(crate) fn check_finite(op: &'static str, what: &str, data: &[f32]) -> Result
 }
 
 /// The memory this machine has available now (Linux's `MemAvailable`), in bytes; `None` where it
-/// cannot be read.
+/// cannot be read (and in a browser, which has no files).
 pub(crate) fn available_memory() -> Option<u64> {
+    if cfg!(target_arch = "wasm32") {
+        return None;
+    }
     let info = std::fs::read_to_string("/proc/meminfo").ok()?;
     let line = info.lines().find(|l| l.starts_with("MemAvailable:"))?;
     let kib: u64 = line.split_whitespace().nth(1)?.parse().ok()?;
