@@ -31,15 +31,38 @@ let textPromise = null;
 const text = () => (textPromise ??= fetch(TEXT_URL).then((r) => {
   if (!r.ok) throw new Error(`${TEXT_URL}: ${r.status}`);
   return r.text();
-}));
+}).catch((e) => { textPromise = null; throw e; }));  // a failed fetch is tried again next time
 
-// ---- the loss curve
+// One call at a time on the GPU: a model's async calls hold it until they end, and verify shares
+// the device's error log. The action buttons are off while one runs (Stop stays on).
+const ACTIONS = ['start', 'save', 'fetch', 'sample', 'runverify'];
+let running = 0;
+function refreshButtons() {
+  for (const id of ACTIONS) {
+    $(id).disabled = running > 0 || (id === 'save' && !trained) || (id === 'sample' && !loaded);
+  }
+}
+function setBusy(on) {
+  running += on ? 1 : -1;
+  refreshButtons();
+}
+async function exclusive(f) {
+  setBusy(true);
+  try { return await f(); } finally { setBusy(false); }
+}
+
+// ---- the loss curve (every step, halved to every other point past 2000 points)
 const curve = [];
+function addPoint(step, loss) {
+  curve.push([step, loss]);
+  if (curve.length > 2000) for (let i = 1; i < curve.length; i++) curve.splice(i, 1);
+}
 function drawCurve() {
   const c = $('curve'), g = c.getContext('2d');
   g.clearRect(0, 0, c.width, c.height);
   if (curve.length < 1) return;
-  const lo = Math.min(...curve.map((p) => p[1])), hi = Math.max(...curve.map((p) => p[1]));
+  let lo = Infinity, hi = -Infinity;
+  for (const [, v] of curve) { lo = Math.min(lo, v); hi = Math.max(hi, v); }
   const n = Math.max(curve[curve.length - 1][0], 10);
   const x = (s) => 40 + (c.width - 50) * s / n;
   const y = (v) => 10 + (c.height - 30) * (hi - v) / Math.max(hi - lo, 1e-6);
@@ -53,21 +76,34 @@ function drawCurve() {
 }
 
 // ---- training
-function trainingModel(seedOverride) {
-  const num = (id) => Number($(id).value);
-  return text().then((t) => CharModel.train_new(gpu, t, $('cell').value, num('hidden'), num('layers'),
-    num('seqlen'), num('batch'), num('lr'), BigInt(seedOverride ?? num('seed'))));
+const SETTINGS = ['cell', 'hidden', 'layers', 'batch', 'seqlen', 'lr', 'seed'];
+let trainedSettings = '';
+const settings = () => JSON.stringify(SETTINGS.map((id) => $(id).value));
+function integer(id) {
+  const v = Number($(id).value);
+  if (!Number.isSafeInteger(v) || v < 0) throw new Error(`${id}: ${$(id).value} is not a whole number`);
+  return v;
+}
+async function trainingModel() {
+  const t = await text();
+  return CharModel.train_new(gpu, t, $('cell').value, integer('hidden'), integer('layers'),
+    integer('seqlen'), integer('batch'), Number($('lr').value), BigInt(integer('seed')));
 }
 
 // Trains `steps` steps (until Stop without a count), drawing the curve, the step time and a
 // sample every 50 steps. Returns the losses.
 async function train(steps = Infinity) {
   training = true;
-  $('start').disabled = true; $('stop').disabled = false; $('save').disabled = true;
+  setBusy(true);
+  $('stop').disabled = false;
   const losses = [];
   try {
-    if (!trained) {
+    // New settings make a new model; the same ones continue training the one there is.
+    if (!trained || settings() !== trainedSettings) {
+      trained?.free();
+      trained = null;
       trained = await trainingModel();
+      trainedSettings = settings();
       curve.length = 0;
     }
     const info = trained.describe();
@@ -77,7 +113,7 @@ async function train(steps = Infinity) {
       losses.push(loss);
       window++;
       const step = trained.steps();
-      curve.push([step, loss]);
+      addPoint(step, loss);
       if (step % 5 === 0 || losses.length === steps) {
         const ms = (performance.now() - t0) / window;
         $('trainfig').textContent = `${info} · step ${step} · loss ${loss.toFixed(4)} · ${ms.toFixed(1)} ms/step`;
@@ -88,7 +124,8 @@ async function train(steps = Infinity) {
     }
   } finally {
     training = false;
-    $('start').disabled = false; $('stop').disabled = true; $('save').disabled = !trained;
+    $('stop').disabled = true;
+    setBusy(false);
   }
   return losses;
 }
@@ -99,13 +136,15 @@ async function save() {
   a.href = URL.createObjectURL(new Blob([bytes]));
   a.download = 'browser.safetensors';
   a.click();
+  setTimeout(() => URL.revokeObjectURL(a.href), 10000);
 }
 
 // ---- loading and sampling
 function load(name, bytes) {
-  loaded = CharModel.load(gpu, name, new Uint8Array(bytes));
+  const model = CharModel.load(gpu, name, new Uint8Array(bytes));
+  loaded?.free();
+  loaded = model;
   $('modelinfo').textContent = `${name}: ${loaded.describe()}`;
-  $('sample').disabled = false;
 }
 
 async function loadUrl(url) {
@@ -115,14 +154,13 @@ async function loadUrl(url) {
 }
 
 async function sample() {
-  const out = await loaded.sample($('prime').value || '\n', Number($('len').value), Number($('temp').value),
-    BigInt($('sseed').value));
+  const out = await loaded.sample($('prime').value || '\n', integer('len'), Number($('temp').value),
+    BigInt(integer('sseed')));
   $('sampled').textContent = ($('prime').value || '\n') + out;
 }
 
 // ---- verify
 async function verify() {
-  $('runverify').disabled = true;
   $('verifysum').textContent = 'running…';
   const t0 = performance.now();
   try {
@@ -133,8 +171,9 @@ async function verify() {
       `${checks.length - failed.length} passed, ${failed.length} failed</span> (${secs} s)`;
     $('verifyout').textContent = (failed.length ? failed : checks).map((c) => c.detail).join('\n');
     return { total: checks.length, passed: checks.length - failed.length, failed: failed.map((c) => c.detail) };
-  } finally {
-    $('runverify').disabled = false;
+  } catch (e) {
+    $('verifysum').textContent = '';
+    throw e;
   }
 }
 
@@ -146,7 +185,7 @@ const guarded = (f) => async () => {
 // ---- the browser test (?test=1)
 async function browserTest() {
   const result = { done: true, adapter: $('status').textContent };
-  const v = await verify();
+  const v = await exclusive(verify);
   result.verify = { total: v.total, passed: v.passed };
   await log(`verify: ${v.passed} of ${v.total} checks pass`);
   for (const f of v.failed) await log(`  FAILED ${f}`);
@@ -165,11 +204,11 @@ async function browserTest() {
   result.training = { model: trained.describe(), steps, first_loss: first, last_loss: last, ms_per_step: msPerStep };
   await log(`training ${trained.describe()}: loss ${first.toFixed(4)} -> ${last.toFixed(4)} in ${steps} steps, ${msPerStep.toFixed(1)} ms/step`);
 
-  await loadUrl('pkg/test/native.safetensors');
+  await exclusive(() => loadUrl('pkg/test/native.safetensors'));
   const want = await (await fetch('pkg/test/native-sample.txt')).text();
   const fixture = JSON.parse(await (await fetch('pkg/test/native-sample.json')).text());
   $('prime').value = fixture.prime; $('len').value = fixture.len; $('temp').value = 0; $('sseed').value = fixture.seed;
-  await sample();
+  await exclusive(sample);
   const got = $('sampled').textContent;
   const same = got === want;
   let at = 0;
@@ -216,17 +255,18 @@ async function main() {
   const adapter = [info.vendor, info.architecture, info.description].filter(Boolean).join(' / ') || gpu.describe();
   setStatus(`WebGPU: ${adapter}${info.isFallbackAdapter ? ' (a software fallback adapter: slow)' : ''}`);
   await log(`WebGPU adapter: ${adapter}`);
-  for (const id of ['start', 'fetch', 'runverify']) $(id).disabled = false;
+  refreshButtons();
   $('start').onclick = guarded(() => train());
   $('stop').onclick = () => { training = false; };
-  $('save').onclick = guarded(save);
-  $('file').onchange = guarded(async () => {
+  $('save').onclick = guarded(() => exclusive(save));
+  $('file').onchange = guarded(() => exclusive(async () => {
     const f = $('file').files[0];
+    $('file').value = '';  // the same file picked again loads again
     if (f) load(f.name, await f.arrayBuffer());
-  });
-  $('fetch').onclick = guarded(() => loadUrl($('url').value));
-  $('sample').onclick = guarded(sample);
-  $('runverify').onclick = guarded(verify);
+  }));
+  $('fetch').onclick = guarded(() => exclusive(() => loadUrl($('url').value)));
+  $('sample').onclick = guarded(() => exclusive(sample));
+  $('runverify').onclick = guarded(() => exclusive(verify));
   if (testing) await browserTest();
 }
 

@@ -257,36 +257,52 @@ impl Staging {
         self.map_read(ctx, t.bytes()).await
     }
 
-    /// Maps the first `bytes` after a submitted copy, waits, and returns them.
+    /// Maps the first `bytes` after a submitted copy, waits, and returns them. However the read
+    /// ends (an error, or the future dropped while it waits), the buffer is left unmapped, so
+    /// that the next read through it works.
     pub async fn map_read(&self, ctx: &GpuContext, bytes: u64) -> Result<Vec<u8>> {
         let len = bytes.div_ceil(8) * 8;
         let slice = self.buffer.slice(0..len);
         let (mapped, on_map) = crate::wait::promise();
         slice.map_async(wgpu::MapMode::Read, move |r| mapped.resolve(r));
-        // Natively this waits until the callback has run; in a browser the promise resolves once
-        // the page's event loop has run the GPU's reply.
+        let mut unmap = Unmap(Some(&self.buffer));
+        // Natively the device is polled until the callback has run; in a browser the promise
+        // resolves once the page's event loop has run the GPU's reply, and only then are the
+        // errors reported that arrived meanwhile.
+        #[cfg(not(target_arch = "wasm32"))]
+        ctx.wait("reading a buffer back")?;
+        let outcome = on_map.await;
+        #[cfg(target_arch = "wasm32")]
         ctx.wait("reading a buffer back")?;
         self.meter.wait();
-        match on_map.await {
+        let failed = |message: String| Error::Gpu { op: "mapping a staging buffer".into(), message };
+        match outcome {
             Some(Ok(())) => {}
+            // Nothing was mapped: nothing to unmap.
             Some(Err(e)) => {
-                return Err(Error::Gpu { op: "mapping a staging buffer".into(), message: e.to_string() });
+                unmap.0 = None;
+                return Err(failed(e.to_string()));
             }
             None => {
-                return Err(Error::Gpu {
-                    op: "mapping a staging buffer".into(),
-                    message: "the map callback never ran".into(),
-                });
+                unmap.0 = None;
+                return Err(failed("the map callback never ran".into()));
             }
         }
-        let out = {
-            let view = slice.get_mapped_range().map_err(|e| Error::Gpu {
-                op: "mapping a staging buffer".into(),
-                message: format!("{e:?}"),
-            })?;
-            view[..bytes as usize].to_vec()
-        };
-        self.buffer.unmap();
+        let view = slice.get_mapped_range().map_err(|e| failed(format!("{e:?}")))?;
+        let out = view[..bytes as usize].to_vec();
+        drop(view);
         Ok(out)
+    }
+}
+
+/// Unmaps a staging buffer when dropped: after a read, after a failed one, or when the read's
+/// future is dropped while the map is pending (which unmapping cancels).
+struct Unmap<'a>(Option<&'a wgpu::Buffer>);
+
+impl Drop for Unmap<'_> {
+    fn drop(&mut self) {
+        if let Some(b) = self.0 {
+            b.unmap();
+        }
     }
 }

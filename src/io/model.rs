@@ -119,14 +119,19 @@ pub(super) async fn model_tensors(model: &mut Model) -> Result<Vec<(String, Vec<
 
 /// Saves a model with its description and `extra` metadata (a character model's `vocab`).
 pub fn save_model(path: &Path, model: &mut Model, extra: &Metadata) -> Result<()> {
-    write_atomic(path, &crate::wait::block_on("save_model", model_bytes_async(model, extra))?)
+    write_atomic(path, &crate::wait::block_on("save_model", model_file_bytes(path, model, extra))?)
 }
 
 /// A model file's bytes, as `save_model` writes them (a browser saves them as a download).
 pub async fn model_bytes_async(model: &mut Model, extra: &Metadata) -> Result<Vec<u8>> {
+    model_file_bytes(Path::new("model"), model, extra).await
+}
+
+/// The bytes of the model file `path` (named in errors).
+async fn model_file_bytes(path: &Path, model: &mut Model, extra: &Metadata) -> Result<Vec<u8>> {
     let mut meta = spec_metadata(model.spec());
     meta.extend(extra.iter().map(|(k, v)| (k.clone(), v.clone())));
-    serialize_tensors(Path::new("model"), &model_tensors(model).await?, &meta)
+    serialize_tensors(path, &model_tensors(model).await?, &meta)
 }
 
 /// Loads a model file onto `device`.
