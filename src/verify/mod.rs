@@ -38,6 +38,20 @@ impl Tolerance {
     }
 }
 
+/// The copy_cols case both devices' checks run: `width` columns of `rows` rows between two wider
+/// buffers, at odd offsets and strides.
+pub(crate) fn copy_cols_case(rows: usize, width: usize, accumulate: bool) -> crate::ops::CopyCols {
+    crate::ops::CopyCols {
+        rows,
+        width,
+        y_stride: width + 3,
+        y_offset: 2,
+        x_stride: width + 5,
+        x_offset: 1,
+        accumulate,
+    }
+}
+
 /// The worst element of a failed comparison.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Mismatch {

@@ -396,15 +396,7 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
     // Past the parallel threshold (32768 elements) too.
     for &(rows, width) in &[(1, 1), (7, 5), (64, 130), (300, 129)] {
         for accumulate in [false, true] {
-            let p = CopyCols {
-                rows,
-                width,
-                y_stride: width + 3,
-                y_offset: 2,
-                x_stride: width + 5,
-                x_offset: 1,
-                accumulate,
-            };
+            let p = super::copy_cols_case(rows, width, accumulate);
             let y = rng.uniform_vec(rows * (width + 3) + 2, -1.0, 1.0);
             let x = rng.uniform_vec(rows * (width + 5) + 1, -1.0, 1.0);
             cases.push(Case {

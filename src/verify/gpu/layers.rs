@@ -199,17 +199,8 @@ pub async fn check_copy_cols(
     accumulate: bool,
     seed: u64,
 ) -> Result<Check> {
-    use crate::ops::CopyCols;
     let mut rng = Rng::seed_from_u64(seed);
-    let p = CopyCols {
-        rows,
-        width,
-        y_stride: width + 3,
-        y_offset: 2,
-        x_stride: width + 5,
-        x_offset: 1,
-        accumulate,
-    };
+    let p = crate::verify::copy_cols_case(rows, width, accumulate);
     let x = rng.uniform_vec(rows * (width + 5) + 1, -1.0, 1.0);
     let y0 = rng.uniform_vec(rows * (width + 3) + 2, -1.0, 1.0);
     let mut want = y0.clone();
