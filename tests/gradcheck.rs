@@ -176,9 +176,9 @@ fn stacked(cell: Cell, bidirectional: bool) -> ModelSpec {
 }
 
 fn given_state(spec: &ModelSpec, rng: &mut Rng) -> Option<(Vec<f32>, Option<Vec<f32>>)> {
-    let n = spec.state_rows() * BATCH * spec.hidden;
-    let c = spec.cell.has_cell_state().then(|| grid(rng, n));
-    Some((grid(rng, n), c))
+    let n = |width: usize| spec.state_rows() * BATCH * width;
+    let c = spec.cell.has_cell_state().then(|| grid(rng, n(spec.hidden)));
+    Some((grid(rng, n(spec.state_size())), c))
 }
 
 fn run(cell: Cell, bidirectional: bool) {
@@ -217,6 +217,35 @@ fn gru_two_layers() {
 #[test]
 fn gru_two_layers_bidirectional() {
     run(Cell::Gru, true);
+}
+
+/// PyTorch's proj_size: W_hr's gradient and, through the product W_hh · W_hr the steps run
+/// with, W_hh's; the initial hidden state of P values.
+#[test]
+fn lstm_with_projection() {
+    for bidirectional in [false, true] {
+        let mut rng = Rng::seed_from_u64(17);
+        let spec = ModelSpec { hidden: 4, proj: 2, ..stacked(Cell::Lstm, bidirectional) };
+        let batch = batch_for(&spec, &mut rng);
+        let h0 = given_state(&spec, &mut rng);
+        check(Case { spec, batch, h0, dropout_seed: None });
+    }
+}
+
+#[test]
+fn lstm_with_projection_tokens_many_to_one_with_dropout() {
+    let mut rng = Rng::seed_from_u64(18);
+    let spec = ModelSpec {
+        layers: 2,
+        bidirectional: true,
+        proj: 3,
+        dropout: 0.3,
+        output_dropout: 0.4,
+        head: Some(Head { outputs: 2, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+        ..ModelSpec::new(Cell::Lstm, InputKind::Tokens(5), 4)
+    };
+    let batch = batch_for(&spec, &mut rng);
+    check(Case { spec, batch, h0: None, dropout_seed: Some(5) });
 }
 
 #[test]

@@ -47,7 +47,7 @@ fn close(what: &str, got: &[f32], want: &[f32]) {
 
 /// torch.nn.RNN/LSTM/GRU state_dicts and what PyTorch computed from them
 /// (tests/fixtures/make_fixtures.py): outputs, final states, and every gradient, with padded
-/// sequences, stacked and bidirectional, on each device.
+/// sequences, stacked and bidirectional, and LSTMs with projections (`proj_size`), on each device.
 #[test]
 fn pytorch_state_dicts_load_and_match_pytorch() {
     for (case, cell) in [
@@ -57,6 +57,8 @@ fn pytorch_state_dicts_load_and_match_pytorch() {
         ("lstm_bidir", Cell::Lstm),
         ("gru", Cell::Gru),
         ("gru_bidir", Cell::Gru),
+        ("lstm_proj", Cell::Lstm),
+        ("lstm_proj_bidir", Cell::Lstm),
     ] {
         let exp = io::read_tensors(&fixture(&format!("{case}.expected.safetensors"))).unwrap();
         let (t, b, _) = match exp.tensors["input"].0[..] {

@@ -132,11 +132,11 @@ pub fn save_checkpoint(
     tensors.extend(training_tensors(&state, model.layout().total(), &mut meta));
     if let Some(c) = carried {
         let spec = model.spec();
-        let rows = spec.state_rows() * spec.hidden;
-        let shape = vec![spec.state_rows(), c.h.len() / rows.max(1), spec.hidden];
-        tensors.push((CARRIED_H.into(), shape.clone(), TensorData::F32(c.h.clone())));
+        let batch = c.h.len() / (spec.state_rows() * spec.state_size()).max(1);
+        let shape = |width: usize| vec![spec.state_rows(), batch, width];
+        tensors.push((CARRIED_H.into(), shape(spec.state_size()), TensorData::F32(c.h.clone())));
         if let Some(cs) = &c.c {
-            tensors.push((CARRIED_C.into(), shape, TensorData::F32(cs.clone())));
+            tensors.push((CARRIED_C.into(), shape(spec.hidden), TensorData::F32(cs.clone())));
         }
     }
     meta.extend(progress.iter().map(|(k, v)| (k.clone(), v.clone())));
@@ -162,20 +162,21 @@ pub fn load_checkpoint(path: &Path, device: &Device) -> Result<Checkpoint> {
     Ok(Checkpoint { model, metadata: f.metadata, carried })
 }
 
-/// The carried state of a checkpoint, checked against the model: `[L*D, B, H]` finite floats,
-/// with a cell state exactly when the cell has one.
+/// The carried state of a checkpoint, checked against the model: `[L*D, B, H]` finite floats
+/// (the hidden state `[L*D, B, P]` with a projection), with a cell state of the same batch
+/// exactly when the cell has one.
 fn carried_from(
     path: &Path,
     spec: &ModelSpec,
     extra: &BTreeMap<String, (Vec<usize>, TensorData)>,
 ) -> Result<Option<CarriedState>> {
-    let floats = |name: &str| -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+    let floats = |name: &str, width: usize| -> Result<Option<(usize, Vec<f32>)>> {
         match extra.get(name) {
             None => Ok(None),
             Some((shape, TensorData::F32(v))) => {
                 if let [rows, b, h] = shape[..]
                     && rows == spec.state_rows()
-                    && h == spec.hidden
+                    && h == width
                     && b > 0
                 {
                     if let Some(i) = v.iter().position(|x| !x.is_finite()) {
@@ -184,21 +185,20 @@ fn carried_from(
                             format!("tensor {name} holds a non-finite value at index {i}"),
                         ));
                     }
-                    return Ok(Some((shape.clone(), v.clone())));
+                    return Ok(Some((b, v.clone())));
                 }
                 Err(bad(
                     path,
                     format!(
-                        "tensor {name} has shape {shape:?}; expected [{}, B, {}]",
+                        "tensor {name} has shape {shape:?}; expected [{}, B, {width}]",
                         spec.state_rows(),
-                        spec.hidden
                     ),
                 ))
             }
             Some(_) => Err(bad(path, format!("tensor {name} holds integers; expected floats"))),
         }
     };
-    let (h, c) = (floats(CARRIED_H)?, floats(CARRIED_C)?);
+    let (h, c) = (floats(CARRIED_H, spec.state_size())?, floats(CARRIED_C, spec.hidden)?);
     match (h, c, spec.cell.has_cell_state()) {
         (None, None, _) => Ok(None),
         (Some((_, h)), None, false) => Ok(Some(CarriedState { h, c: None })),
@@ -208,7 +208,7 @@ fn carried_from(
             format!(
                 "tensors {CARRIED_H} and {CARRIED_C} do not fit a {}: {}",
                 spec.cell.name(),
-                if spec.cell.has_cell_state() { "both, of one shape" } else { "the hidden state only" }
+                if spec.cell.has_cell_state() { "both, of one batch" } else { "the hidden state only" }
             ),
         )),
     }

@@ -20,6 +20,7 @@ pub fn spec_metadata(spec: &ModelSpec) -> Metadata {
         },
     );
     m.insert("hidden".into(), spec.hidden.to_string());
+    m.insert("proj".into(), spec.proj.to_string());
     m.insert("layers".into(), spec.layers.to_string());
     m.insert("bidirectional".into(), spec.bidirectional.to_string());
     m.insert("dropout".into(), spec.dropout.to_string());
@@ -120,6 +121,11 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
         cell,
         input,
         hidden: size(path, "hidden", parse(path, m, "hidden")?)?,
+        // Files written before projections existed have none.
+        proj: match m.contains_key("proj") {
+            true => parse(path, m, "proj")?,
+            false => 0,
+        },
         layers: size(path, "layers", parse(path, m, "layers")?)?,
         bidirectional: parse(path, m, "bidirectional")?,
         dropout: parse(path, m, "dropout")?,
@@ -164,12 +170,19 @@ pub fn spec_from_state_dict(
     if w_ih.len() != 2 || w_hh.len() != 2 {
         return Err(bad(path, "weight_ih_l0 and weight_hh_l0 must be matrices"));
     }
-    let hidden = w_hh[1];
-    if w_hh[0] != cell.gates() * hidden {
+    // With a projection (PyTorch's proj_size), weight_hr_l0 [P, H] gives the hidden size and
+    // weight_hh_l0 is [G*H, P].
+    let (hidden, proj) = match shapes.get(&format!("{prefix}weight_hr_l0")).map(|s| &s[..]) {
+        None => (w_hh[1], 0),
+        Some(&[p, h]) => (h, p),
+        Some(s) => return Err(bad(path, format!("weight_hr_l0 has shape {s:?}; expected [proj_size, hidden]"))),
+    };
+    let state = if proj > 0 { proj } else { hidden };
+    if w_hh[0] != cell.gates() * hidden || w_hh[1] != state {
         return Err(bad(
             path,
             format!(
-                "weight_hh_l0 has shape {w_hh:?}; a {} of hidden size {hidden} needs [{}, {hidden}]. Is the cell right?",
+                "weight_hh_l0 has shape {w_hh:?}; a {} of hidden size {hidden} needs [{}, {state}]. Is the cell right?",
                 cell.name(),
                 cell.gates() * hidden
             ),
@@ -199,6 +212,7 @@ pub fn spec_from_state_dict(
     let spec = ModelSpec {
         layers: size(path, "layers", layers)?,
         bidirectional: shapes.contains_key(&format!("{prefix}weight_ih_l0_reverse")),
+        proj,
         head,
         ..ModelSpec::new(cell, input, size(path, "hidden", hidden)?)
     };

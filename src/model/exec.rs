@@ -85,6 +85,7 @@ impl<B: Backend> Exec<B> {
             _ => return Err(Error::invalid("upload", "the batch input does not match the model input")),
         }
         be.write_u32(&ws.lengths, &batch.lengths_u32())?;
+        ws.write_first_rows(be, &batch.lengths_u32())?;
         if let (Some(head), Some(hw)) = (spec.head, &ws.head) {
             be.write(&hw.weights, &to_elem(&batch.loss_weights(head.mode, head.loss, head.outputs)))?;
             match head.loss {
@@ -126,7 +127,7 @@ impl<B: Backend> Exec<B> {
                 if !spec.learn_initial_state {
                     be.write(&ws.h0, &vec![B::Elem::ZERO; n])?;
                     if let Some(c0) = &ws.c0 {
-                        be.write(c0, &vec![B::Elem::ZERO; n])?;
+                        be.write(c0, &vec![B::Elem::ZERO; B::len(c0)])?;
                     }
                 }
             }
@@ -137,14 +138,14 @@ impl<B: Backend> Exec<B> {
                         "initial state",
                         "h0",
                         &[h0.len()],
-                        &[spec.state_rows(), batch.batch, spec.hidden],
+                        &[spec.state_rows(), batch.batch, spec.state_size()],
                     ));
                 }
                 be.write(&ws.h0, &to_elem(h0))?;
                 if let Some(c0buf) = &ws.c0 {
                     let c0 = c0.ok_or_else(|| Error::invalid("initial state", "an LSTM needs c0 with h0"))?;
                     crate::error::check_finite("initial state", "c0", c0)?;
-                    if c0.len() != n {
+                    if c0.len() != B::len(c0buf) {
                         return Err(Error::shape(
                             "initial state",
                             "c0",
@@ -222,10 +223,8 @@ impl<B: Backend> Exec<B> {
         })?;
         // Leave the final-state gradients zero for later runs.
         let (be, ws) = self.with_ws(shape(batch))?;
-        let n = B::len(&ws.dhn);
-        be.write(&ws.dhn, &vec![B::Elem::ZERO; n])?;
-        if let Some(dcn) = &ws.dcn {
-            be.write(dcn, &vec![B::Elem::ZERO; n])?;
+        for buf in [Some(&ws.dhn), ws.dcn.as_ref()].into_iter().flatten() {
+            be.write(buf, &vec![B::Elem::ZERO; B::len(buf)])?;
         }
         Ok(())
     }
@@ -253,19 +252,19 @@ impl<B: Backend> Exec<B> {
         let (be, ws) = self.with_ws(shape(batch))?;
         let top = &ws.layers[spec.layers - 1].dy;
         be.write(top, &to_elem(d_output))?;
-        let n = B::len(&ws.dhn);
-        for (buf, given, what) in [
-            (Some(&ws.dhn), d_hn, "final hidden state gradient"),
-            (ws.dcn.as_ref(), d_cn, "final cell state gradient"),
+        for (buf, given, what, width) in [
+            (Some(&ws.dhn), d_hn, "final hidden state gradient", spec.state_size()),
+            (ws.dcn.as_ref(), d_cn, "final cell state gradient", spec.hidden),
         ] {
             let Some(buf) = buf else { continue };
+            let n = B::len(buf);
             let v = given.map(|v| v.to_vec()).unwrap_or_else(|| vec![0.0; n]);
             if v.len() != n {
                 return Err(Error::shape(
                     "gradients",
                     what,
                     &[v.len()],
-                    &[spec.state_rows(), batch.batch, spec.hidden],
+                    &[spec.state_rows(), batch.batch, width],
                 ));
             }
             crate::error::check_finite("gradients", what, &v)?;
@@ -430,8 +429,8 @@ impl<B: Backend> Exec<B> {
         streams: &[usize],
     ) -> Result<()> {
         let Some((h, c)) = self.carried_buffers(batch) else { return Ok(()) };
-        let (rows, hidden) = (spec.state_rows(), spec.hidden);
-        for (buf, name) in [(Some(h), "rnn.h0"), (c, "rnn.c0")] {
+        let rows = spec.state_rows();
+        for (buf, name, hidden) in [(Some(h), "rnn.h0", spec.state_size()), (c, "rnn.c0", spec.hidden)] {
             let Some(buf) = buf else { continue };
             let initial = match layout.entries().iter().find(|e| e.name == name) {
                 Some(e) if spec.learn_initial_state => {

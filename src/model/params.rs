@@ -49,6 +49,8 @@ pub struct LayerParams {
     pub w_hh: usize,
     pub b_ih: usize,
     pub b_hh: usize,
+    /// The projection `weight_hr` (`ModelSpec::proj`).
+    pub w_hr: Option<usize>,
 }
 
 #[derive(Clone, Debug, PartialEq)]
@@ -92,9 +94,12 @@ impl ParamLayout {
                     vec![g * h, spec.layer_input(k)],
                     k_rnn,
                 );
-                self.push(format!("{prefix}rnn.weight_hh_l{k}{sfx}"), vec![g * h, h], k_rnn);
+                self.push(format!("{prefix}rnn.weight_hh_l{k}{sfx}"), vec![g * h, spec.state_size()], k_rnn);
                 self.push(format!("{prefix}rnn.bias_ih_l{k}{sfx}"), vec![g * h], k_rnn);
                 self.push(format!("{prefix}rnn.bias_hh_l{k}{sfx}"), vec![g * h], k_rnn);
+                if spec.proj > 0 {
+                    self.push(format!("{prefix}rnn.weight_hr_l{k}{sfx}"), vec![spec.proj, h], k_rnn);
+                }
             }
         }
         let states = spec.state_rows() * h;
@@ -158,6 +163,7 @@ impl ParamLayout {
             w_hh: self.get(&format!("{prefix}rnn.weight_hh_l{k}{sfx}"))?.offset,
             b_ih: self.get(&format!("{prefix}rnn.bias_ih_l{k}{sfx}"))?.offset,
             b_hh: self.get(&format!("{prefix}rnn.bias_hh_l{k}{sfx}"))?.offset,
+            w_hr: self.get(&format!("{prefix}rnn.weight_hr_l{k}{sfx}")).ok().map(|e| e.offset),
         })
     }
 

@@ -65,6 +65,9 @@ pub struct ModelSpec {
     pub cell: Cell,
     pub input: InputKind,
     pub hidden: usize,
+    /// The LSTM's projection size P (PyTorch's `proj_size`), 0 for none: the hidden state is
+    /// `h = W_hr · (o ⊙ tanh(c))` of P < H values, and what the layer outputs and feeds back.
+    pub proj: usize,
     pub layers: usize,
     pub bidirectional: bool,
     /// Dropout on the outputs of every layer but the last, in training (PyTorch's `dropout`).
@@ -103,6 +106,7 @@ impl ModelSpec {
             cell,
             input,
             hidden,
+            proj: 0,
             layers: 1,
             bidirectional: false,
             dropout: 0.0,
@@ -126,9 +130,14 @@ impl ModelSpec {
         if self.bidirectional { 2 } else { 1 }
     }
 
-    /// Columns of each layer's output, `D*H`.
+    /// Values of the hidden state `h`: P with a projection, else H (the cell state has H).
+    pub fn state_size(&self) -> usize {
+        if self.proj > 0 { self.proj } else { self.hidden }
+    }
+
+    /// Columns of each layer's output, `D*H` (`D*P` with a projection).
     pub fn output_size(&self) -> usize {
-        self.directions() * self.hidden
+        self.directions() * self.state_size()
     }
 
     /// Columns of the input of layer `k`.
@@ -145,13 +154,14 @@ impl ModelSpec {
     /// and the head), counted in u64 so that an absurd spec cannot overflow the count.
     pub fn param_count(&self) -> u64 {
         let (g, h, d) = (self.cell.gates() as u64, self.hidden as u64, self.directions() as u64);
+        let (hs, p) = (self.state_size() as u64, self.proj as u64);
         let mut n = match self.input {
             InputKind::Embedding { vocab, dim } => vocab as u64 * dim as u64,
             _ => 0,
         };
         for k in 0..self.layers.min(MAX_LAYERS + 1) {
             let input = self.layer_input(k) as u64;
-            n = n.saturating_add(d.saturating_mul(g * h * (input + h) + 2 * g * h));
+            n = n.saturating_add(d.saturating_mul(g * h * (input + hs) + 2 * g * h + p * h));
         }
         let states = if self.cell.has_cell_state() { 2 } else { 1 };
         let rows = self.state_rows() as u64;
@@ -188,6 +198,20 @@ impl ModelSpec {
         }
         if let Some(h) = self.head {
             check_nonzero(OP, "head outputs", h.outputs)?;
+        }
+        if self.proj > 0 {
+            if self.cell != Cell::Lstm {
+                return Err(Error::invalid(OP, "a projection (proj_size) is for the LSTM only, as in PyTorch"));
+            }
+            if self.proj >= self.hidden {
+                return Err(Error::range(OP, "proj_size", self.proj, format!("below hidden = {}", self.hidden)));
+            }
+            if self.learn_initial_state || self.condition.is_some() {
+                return Err(Error::invalid(
+                    OP,
+                    "a learned or conditioned initial state is not supported with a projection yet",
+                ));
+            }
         }
         if let Some(c) = self.condition {
             check_nonzero(OP, "condition size", c)?;

@@ -330,7 +330,7 @@ pub fn train_text(
         // The carried state continues the streams only for the same number of them (a
         // data-parallel run saves none: its streams restart).
         let carried = ck.carried.filter(|c| {
-            ranks == 1 && c.h.len() == ck.model.spec().state_rows() * cfg.batch * ck.model.spec().hidden
+            ranks == 1 && c.h.len() == ck.model.spec().state_rows() * cfg.batch * ck.model.spec().state_size()
         });
         (ck.model, usize::try_from(step).unwrap_or(usize::MAX), best, read_curve(&cfg.out), elapsed, carried)
     } else {

@@ -16,7 +16,7 @@ impl Graph<'_> {
         let spec = self.spec;
         let (t_len, b) = (ws.steps, ws.batch);
         let tb = t_len * b;
-        let bh = self.bh(b);
+        let (bh, bs) = (self.bh(b), self.bs(b));
         let (g, h) = (spec.cell.gates(), spec.hidden);
         let dh = spec.output_size();
         let top = spec.layers - 1;
@@ -108,11 +108,18 @@ impl Graph<'_> {
             };
             for (d, dw) in lw.dirs.iter().enumerate() {
                 let w = self.weights(be, net, k, d)?;
-                let chunk = (k * spec.directions() + d) * bh;
-                be.run(Op::Copy { src: &be.view(&ws.dhn, chunk, bh)?, dst: &be.view(&dw.carry, 0, bh)? })?;
+                let rows = k * spec.directions() + d;
+                let (h_chunk, c_chunk) = (rows * bs, rows * bh);
+                let last = be.view(&dw.states, dw.state_base + self.final_slot(d, t_len) * bh, bh)?;
+                let dhn = be.view(&ws.dhn, h_chunk, bs)?;
+                let carry_h = be.view(&dw.carry, 0, bh)?;
+                match &dw.proj {
+                    None => be.run(Op::Copy { src: &dhn, dst: &carry_h })?,
+                    Some(pw) => self.unproject_gradient(be, &w, pw, &lw.dy, &dhn, &last, &carry_h, (b, tb, d))?,
+                }
                 match &ws.dcn {
                     Some(dcn) => be.run(Op::Copy {
-                        src: &be.view(dcn, chunk, bh)?,
+                        src: &be.view(dcn, c_chunk, bh)?,
                         dst: &be.view(&dw.carry, bh, bh)?,
                     })?,
                     None => be.run(Op::Clear { x: &be.view(&dw.carry, bh, bh)? })?,
@@ -120,21 +127,28 @@ impl Graph<'_> {
                 // The gate gradients at their exact size (the buffers are padded to whole vec4s).
                 let dgx = be.view(&dw.dg, 0, tb * g * h)?;
                 let dgh = be.view(dw.dgh.as_ref().unwrap_or(&dw.dg), 0, tb * g * h)?;
+                let mut base = self.base_step(b, d, dw.state_base, w.bias_hh);
+                let (w_hh, y, dy) = match &dw.proj {
+                    None => (&w.w_hh, &lw.y, &lw.dy),
+                    Some(pw) => {
+                        (base.out_stride, base.out_col) = (h, 0);
+                        (&pw.w_eff, &pw.r, &pw.dr)
+                    }
+                };
                 let bufs = StepBufs::<B::Buf, B::IBuf> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
                     gates: dw.gates.as_ref(),
-                    y: &lw.y,
+                    y,
                     xw: &dw.xw,
-                    w_hh: &w.w_hh,
+                    w_hh,
                     bias: &w.bias,
                     lengths: &ws.lengths,
-                    dy: Some(&lw.dy),
+                    dy: Some(dy),
                     dg: Some(&dw.dg),
                     dgh: dw.dgh.as_ref(),
                     carry: Some(&dw.carry),
                 };
-                let base = self.base_step(b, d, dw.state_base, w.bias_hh);
                 let mut later: Option<usize> = None;
                 for s in (0..t_len).rev() {
                     let t = self.time(d, s, t_len);
@@ -151,24 +165,24 @@ impl Graph<'_> {
                     })?;
                     later = Some(t);
                 }
-                if init_grad {
-                    let next_t = later.unwrap_or(0);
-                    be.run(Op::Step {
-                        cell: spec.cell,
-                        bufs,
-                        s: Step { next_t, mode: StepMode::Initial, ..base },
-                        backward: true,
-                    })?;
-                    be.run(Op::Copy {
-                        src: &be.view(&dw.carry, 0, bh)?,
-                        dst: &be.view(&ws.dh0, chunk, bh)?,
-                    })?;
-                    if let Some(dc0) = &ws.dc0 {
-                        be.run(Op::Copy {
-                            src: &be.view(&dw.carry, bh, bh)?,
-                            dst: &be.view(dc0, chunk, bh)?,
+                let dh0 = be.view(&ws.dh0, h_chunk, bs)?;
+                match &dw.proj {
+                    // The initial state entered through the first steps' input projections.
+                    Some(pw) => self.project_initial_backward(be, &w, pw, &dgh, init_grad.then_some(&dh0), b)?,
+                    None if init_grad => {
+                        let next_t = later.unwrap_or(0);
+                        be.run(Op::Step {
+                            cell: spec.cell,
+                            bufs,
+                            s: Step { next_t, mode: StepMode::Initial, ..base },
+                            backward: true,
                         })?;
+                        be.run(Op::Copy { src: &carry_h, dst: &dh0 })?;
                     }
+                    None => {}
+                }
+                if let (true, Some(dc0)) = (init_grad, &ws.dc0) {
+                    be.run(Op::Copy { src: &be.view(&dw.carry, bh, bh)?, dst: &be.view(dc0, c_chunk, bh)? })?;
                 }
                 // The bias gradients, then the weight gradients: one GEMM each over all steps.
                 // b_ih and b_hh enter the same sums except in the GRU (b_hn is inside r * (.)),
@@ -201,13 +215,26 @@ impl Graph<'_> {
                     }
                     (None, None) => return Err(Error::invalid("backward", "the workspace has no input")),
                 }
-                be.run(Op::Matmul {
-                    c: &w.dw_hh,
-                    a: &dgh,
-                    b: &hprev,
-                    p: Matmul::new(g * h, h, tb).trans_a().accumulate(),
-                    bias: None,
-                })?;
+                match (&dw.proj, &w.w_hr, &w.dw_hr) {
+                    (None, _, _) => be.run(Op::Matmul {
+                        c: &w.dw_hh,
+                        a: &dgh,
+                        b: &hprev,
+                        p: Matmul::new(g * h, h, tb).trans_a().accumulate(),
+                        bias: None,
+                    })?,
+                    // W_eff = W_hh · W_hr: its gradient, then theirs through the product.
+                    (Some(pw), Some(w_hr), Some(dw_hr)) => {
+                        let p = spec.proj;
+                        let p_eff = Matmul::new(g * h, h, tb).trans_a();
+                        be.run(Op::Matmul { c: &pw.dw_eff, a: &dgh, b: &hprev, p: p_eff, bias: None })?;
+                        let p_hh = Matmul::new(g * h, p, h).trans_b().accumulate();
+                        be.run(Op::Matmul { c: &w.dw_hh, a: &pw.dw_eff, b: w_hr, p: p_hh, bias: None })?;
+                        let p_hr = Matmul::new(p, h, g * h).trans_a().accumulate();
+                        be.run(Op::Matmul { c: dw_hr, a: &w.w_hh, b: &pw.dw_eff, p: p_hr, bias: None })?;
+                    }
+                    _ => return Err(Error::invalid("backward", "a projected layer without weight_hr")),
+                }
                 if let Some(dx) = &dx {
                     let mut p = Matmul::new(tb, i, g * h);
                     p.accumulate = d > 0;
@@ -238,6 +265,55 @@ impl Graph<'_> {
         }
         if o.model_init {
             self.init_backward(be, net, ws)?;
+        }
+        Ok(())
+    }
+
+    /// Records, for a projected layer (`ProjWs`), W_hr's gradient from the outputs and the final
+    /// state, and the gradients those send to r: the steps' `dy` (`dr`) and the carry.
+    #[allow(clippy::too_many_arguments)]
+    fn unproject_gradient<B: Backend>(
+        &self,
+        be: &mut B,
+        w: &LayerViews<B>,
+        pw: &ProjWs<B>,
+        layer_dy: &B::Buf,
+        dhn: &B::Buf,
+        last: &B::Buf,
+        carry_h: &B::Buf,
+        (b, tb, d): (usize, usize, usize),
+    ) -> Result<()> {
+        let (h, p) = (self.spec.hidden, self.spec.proj);
+        let (w_hr, dw_hr) = match (&w.w_hr, &w.dw_hr) {
+            (Some(w_hr), Some(dw_hr)) => (w_hr, dw_hr),
+            _ => return Err(Error::invalid("backward", "a projected layer without weight_hr")),
+        };
+        be.run(Op::CopyCols { y: &pw.h, x: layer_dy, p: self.direction_cols(tb, d, true) })?;
+        be.run(Op::Matmul { c: &pw.dr, a: &pw.h, b: w_hr, p: Matmul::new(tb, h, p), bias: None })?;
+        be.run(Op::Matmul { c: dw_hr, a: &pw.h, b: &pw.r, p: Matmul::new(p, h, tb).trans_a().accumulate(), bias: None })?;
+        be.run(Op::Matmul { c: carry_h, a: dhn, b: w_hr, p: Matmul::new(b, h, p), bias: None })?;
+        be.run(Op::Matmul { c: dw_hr, a: dhn, b: last, p: Matmul::new(p, h, b).trans_a().accumulate(), bias: None })
+    }
+
+    /// Records, for a projected layer, the gradients through `W_hh · h0` (`project_initial`):
+    /// W_hh's from the first steps' gate gradients, and `dh0` when asked.
+    fn project_initial_backward<B: Backend>(
+        &self,
+        be: &mut B,
+        w: &LayerViews<B>,
+        pw: &ProjWs<B>,
+        dg: &B::Buf,
+        dh0: Option<&B::Buf>,
+        b: usize,
+    ) -> Result<()> {
+        let (gh, p) = (self.spec.cell.gates() * self.spec.hidden, self.spec.proj);
+        let (rows, _, _) = &pw.first_rows;
+        let lookup = Gather { n: b, width: gh, idx_stride: gh, col_stride: 1 };
+        be.run(Op::Gather { out: &pw.first, table: dg, idx: rows, p: lookup })?;
+        let p_hh = Matmul::new(gh, p, b).trans_a().accumulate();
+        be.run(Op::Matmul { c: &w.dw_hh, a: &pw.first, b: &pw.h0, p: p_hh, bias: None })?;
+        if let Some(dh0) = dh0 {
+            be.run(Op::Matmul { c: dh0, a: &pw.first, b: &w.w_hh, p: Matmul::new(b, p, gh), bias: None })?;
         }
         Ok(())
     }

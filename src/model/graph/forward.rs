@@ -14,7 +14,7 @@ impl Graph<'_> {
         let spec = self.spec;
         let (t_len, b) = (ws.steps, ws.batch);
         let tb = t_len * b;
-        let bh = self.bh(b);
+        let (bh, bs) = (self.bh(b), self.bs(b));
         let (g, h) = (spec.cell.gates(), spec.hidden);
         let dh = spec.output_size();
 
@@ -63,23 +63,33 @@ impl Graph<'_> {
                     }
                     (None, None) => return Err(Error::invalid("forward", "the workspace has no input")),
                 }
-                let chunk = (k * spec.directions() + d) * bh;
+                let rows = k * spec.directions() + d;
+                let (h_chunk, c_chunk) = (rows * bs, rows * bh);
                 let first = dw.state_base + self.first_slot(d, t_len) * bh;
-                be.run(Op::Copy {
-                    src: &be.view(&ws.h0, chunk, bh)?,
-                    dst: &be.view(&dw.states, first, bh)?,
-                })?;
-                if let (Some(c0), Some(cells)) = (&ws.c0, &dw.cells) {
-                    be.run(Op::Copy { src: &be.view(c0, chunk, bh)?, dst: &be.view(cells, first, bh)? })?;
+                let h0 = be.view(&ws.h0, h_chunk, bs)?;
+                match &dw.proj {
+                    None => be.run(Op::Copy { src: &h0, dst: &be.view(&dw.states, first, bh)? })?,
+                    Some(pw) => self.project_initial(be, &w, &dw.xw, pw, &h0, &be.view(&dw.states, first, bh)?, (b, tb))?,
                 }
-                let base = self.base_step(b, d, dw.state_base, w.bias_hh);
+                if let (Some(c0), Some(cells)) = (&ws.c0, &dw.cells) {
+                    be.run(Op::Copy { src: &be.view(c0, c_chunk, bh)?, dst: &be.view(cells, first, bh)? })?;
+                }
+                let mut base = self.base_step(b, d, dw.state_base, w.bias_hh);
+                // A projected layer's steps output r into a buffer of their own (ProjWs).
+                let (w_hh, y) = match &dw.proj {
+                    None => (&w.w_hh, &lw.y),
+                    Some(pw) => {
+                        (base.out_stride, base.out_col) = (h, 0);
+                        (&pw.w_eff, &pw.r)
+                    }
+                };
                 let bufs = StepBufs::<B::Buf, B::IBuf> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
                     gates: if o.keep { dw.gates.as_ref() } else { None },
-                    y: &lw.y,
+                    y,
                     xw: &dw.xw,
-                    w_hh: &w.w_hh,
+                    w_hh,
                     bias: &w.bias,
                     lengths: &ws.lengths,
                     dy: None,
@@ -97,10 +107,22 @@ impl Graph<'_> {
                         backward: false,
                     })?;
                 }
-                let last = dw.state_base + self.final_slot(d, t_len) * bh;
-                be.run(Op::Copy { src: &be.view(&dw.states, last, bh)?, dst: &be.view(&ws.hn, chunk, bh)? })?;
+                let last = be.view(&dw.states, dw.state_base + self.final_slot(d, t_len) * bh, bh)?;
+                let hn = be.view(&ws.hn, h_chunk, bs)?;
+                match (&dw.proj, &w.w_hr) {
+                    (None, _) => be.run(Op::Copy { src: &last, dst: &hn })?,
+                    (Some(pw), Some(w_hr)) => {
+                        // h = r · W_hrᵀ: the outputs of all steps, and the final state.
+                        let p = spec.proj;
+                        be.run(Op::Matmul { c: &pw.h, a: &pw.r, b: w_hr, p: Matmul::new(tb, p, h).trans_b(), bias: None })?;
+                        be.run(Op::CopyCols { y: &lw.y, x: &pw.h, p: self.direction_cols(tb, d, false) })?;
+                        be.run(Op::Matmul { c: &hn, a: &last, b: w_hr, p: Matmul::new(b, p, h).trans_b(), bias: None })?;
+                    }
+                    (Some(_), None) => return Err(Error::invalid("forward", "a projected layer without weight_hr")),
+                }
                 if let (Some(cn), Some(cells)) = (&ws.cn, &dw.cells) {
-                    be.run(Op::Copy { src: &be.view(cells, last, bh)?, dst: &be.view(cn, chunk, bh)? })?;
+                    let last = dw.state_base + self.final_slot(d, t_len) * bh;
+                    be.run(Op::Copy { src: &be.view(cells, last, bh)?, dst: &be.view(cn, c_chunk, bh)? })?;
                 }
             }
         }
@@ -179,6 +201,30 @@ impl Graph<'_> {
             x: &hw.loss_rows,
             p: Reduce { index: step_state::LOSS, square: false, accumulate: false },
         })
+    }
+
+    /// Records a projected layer's start (see `ProjWs`): `W_eff = W_hh · W_hr`, the steps from
+    /// r = 0, and `W_hh · h0` added to the input projection of each sequence's first step.
+    #[allow(clippy::too_many_arguments)]
+    fn project_initial<B: Backend>(
+        &self,
+        be: &mut B,
+        w: &LayerViews<B>,
+        xw: &B::Buf,
+        pw: &ProjWs<B>,
+        h0: &B::Buf,
+        first_state: &B::Buf,
+        (b, tb): (usize, usize),
+    ) -> Result<()> {
+        let (gh, h, p) = (self.spec.cell.gates() * self.spec.hidden, self.spec.hidden, self.spec.proj);
+        let w_hr = w.w_hr.as_ref().ok_or_else(|| Error::invalid("forward", "a projected layer without weight_hr"))?;
+        be.run(Op::Matmul { c: &be.view(&pw.w_eff, 0, gh * h)?, a: &w.w_hh, b: w_hr, p: Matmul::new(gh, h, p), bias: None })?;
+        be.run(Op::Clear { x: first_state })?;
+        be.run(Op::Copy { src: h0, dst: &pw.h0 })?;
+        be.run(Op::Matmul { c: &pw.first, a: &pw.h0, b: &w.w_hh, p: Matmul::new(b, gh, p).trans_b(), bias: None })?;
+        let (_, starts, list) = &pw.first_rows;
+        let scatter = Gather { n: tb, width: gh, idx_stride: gh, col_stride: 1 };
+        be.run(Op::ScatterAdd { dtable: xw, dout: &pw.first, starts, rows: list, p: scatter })
     }
 
     /// Records the model-made initial state: the learned `rnn.h0` broadcast over the batch, or

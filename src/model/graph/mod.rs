@@ -22,7 +22,7 @@ use crate::backend::Backend;
 use crate::error::{Error, Result};
 use crate::ops::align_up;
 use crate::ops::index_lists;
-use crate::ops::{Dropout, Gather, Matmul, Op, Reduce, Step, StepBufs, StepMode, step_state};
+use crate::ops::{CopyCols, Dropout, Gather, Matmul, Op, Reduce, Step, StepBufs, StepMode, step_state};
 use crate::real::Real;
 use crate::rng::Rng;
 use crate::train::TrainingState;
@@ -106,6 +106,31 @@ pub struct DirWs<B: Backend> {
     carry: B::Buf,
     /// Offset of slot 0: the reverse direction's h_prev rows (slots 1..=T) start aligned.
     state_base: usize,
+    proj: Option<ProjWs<B>>,
+}
+
+/// A projected LSTM's buffers (`ModelSpec::proj`). Its recurrence runs on the unprojected state
+/// `r = o ⊙ tanh(c)` (H values), which the step kernels carry as their hidden state, with the
+/// recurrent weight `W_eff = W_hh · W_hr` `[G*H, H]`: `W_hh · h_prev = W_eff · r_prev`. So every
+/// device runs it with the LSTM's own step kernels, and the projection `h = W_hr · r` is one GEMM
+/// over all steps. The initial state `h0` has no r: the steps start from r = 0, and
+/// `W_hh · h0` is added to the input projection of each sequence's first step (`first`).
+struct ProjWs<B: Backend> {
+    w_eff: B::Buf,
+    dw_eff: B::Buf,
+    /// The steps' outputs r `[T, B, H]` (zero past each sequence's end), and their gradient.
+    r: B::Buf,
+    dr: B::Buf,
+    /// This direction's outputs `h = r · W_hrᵀ` `[T, B, P]`, or their gradient, before they are
+    /// placed in (or after they are taken from) the layer's `[T, B, D*P]`.
+    h: B::Buf,
+    /// The initial hidden state `[B, P]`, and `W_hh · h0` `[B, G*H]` (in backward: the gate
+    /// gradients of each sequence's first step).
+    h0: B::Buf,
+    first: B::Buf,
+    /// Row `t * B + b` of each sequence's first step (t = 0 forward, len - 1 in reverse), and
+    /// their scatter lists over `T*B` rows.
+    first_rows: (B::IBuf, B::IBuf, B::IBuf),
 }
 
 pub struct LayerWs<B: Backend> {
@@ -215,11 +240,25 @@ impl Graph<'_> {
         batch * self.spec.hidden
     }
 
+    /// Values of a batch's hidden states (H, or P with a projection).
+    fn bs(&self, batch: usize) -> usize {
+        batch * self.spec.state_size()
+    }
+
     /// The many-to-one head's lookup of each sequence's final outputs (`Batch::last_rows`): rows
     /// of H, one per sequence and direction.
     fn last_rows(&self, batch: usize) -> Gather {
-        let h = self.spec.hidden;
+        let h = self.spec.state_size();
         Gather { n: batch * self.spec.directions(), width: h, idx_stride: h, col_stride: 1 }
+    }
+
+    /// A projected direction's outputs `[T*B, P]` placed into the layer's `[T*B, D*P]` at this
+    /// direction's columns, or (`take`) its columns of the layer's output gradient taken out.
+    fn direction_cols(&self, tb: usize, dir: usize, take: bool) -> CopyCols {
+        let (p, dp) = (self.spec.proj, self.spec.output_size());
+        let (layer, own) = ((dp, dir * p), (p, 0));
+        let ((y_stride, y_offset), (x_stride, x_offset)) = if take { (own, layer) } else { (layer, own) };
+        CopyCols { rows: tb, width: p, y_stride, y_offset, x_stride, x_offset, accumulate: false }
     }
 
     /// The head's input dropout: its own salt, past every layer's.
@@ -271,22 +310,27 @@ impl Graph<'_> {
         }
     }
 
-    /// Views of one layer direction's weights: W_ih, W_hh (padded to whole vec4s), the bias pair
-    /// (b_ih, then b_hh at the returned offset), and their gradients.
+    /// Views of one layer direction's weights: W_ih, W_hh (padded to whole vec4s for the step
+    /// kernels, which read W_eff instead with a projection), the bias pair (b_ih, then b_hh at the
+    /// returned offset), W_hr, and their gradients.
     fn weights<B: Backend>(&self, be: &B, net: &Net<B>, k: usize, d: usize) -> Result<LayerViews<B>> {
         let p = self.layout.layer(self.prefix, k, d)?;
         let g = self.spec.cell.gates();
         let h = self.spec.hidden;
         let i = self.spec.layer_input(k);
         let bias_hh = p.b_hh - p.b_ih;
-        let hh_len = (g * h * h).div_ceil(4) * 4;
+        let s = self.spec.state_size();
+        let hh_len = if p.w_hr.is_some() { g * h * s } else { (g * h * h).div_ceil(4) * 4 };
+        let hr = |buf: &B::Buf| p.w_hr.map(|o| be.view(buf, o, s * h)).transpose();
         Ok(LayerViews {
+            w_hr: hr(&net.params)?,
+            dw_hr: hr(&net.grads)?,
             w_ih: be.view(&net.params, p.w_ih, g * h * i)?,
             w_hh: be.view(&net.params, p.w_hh, hh_len)?,
             bias: be.view(&net.params, p.b_ih, bias_hh + g * h)?,
             bias_hh,
             dw_ih: be.view(&net.grads, p.w_ih, g * h * i)?,
-            dw_hh: be.view(&net.grads, p.w_hh, g * h * h)?,
+            dw_hh: be.view(&net.grads, p.w_hh, g * h * s)?,
             db_ih: be.view(&net.grads, p.b_ih, g * h)?,
             db_hh: be.view(&net.grads, p.b_hh, g * h)?,
         })
@@ -302,4 +346,6 @@ struct LayerViews<B: Backend> {
     dw_hh: B::Buf,
     db_ih: B::Buf,
     db_hh: B::Buf,
+    w_hr: Option<B::Buf>,
+    dw_hr: Option<B::Buf>,
 }

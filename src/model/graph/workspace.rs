@@ -10,7 +10,10 @@ impl Graph<'_> {
         let g = spec.cell.gates();
         let dh = spec.output_size();
         let lstm = spec.cell.has_cell_state();
-        let states_len = spec.state_rows() * b * h;
+        // The initial and final states: hidden `[L*D, B, H or P]`, cell `[L*D, B, H]`.
+        let states_len = spec.state_rows() * b * spec.state_size();
+        let cells_len = spec.state_rows() * b * h;
+        let proj = spec.proj;
         let opt = |be: &mut B, on: bool, what: &str, n: usize| -> Result<Option<B::Buf>> {
             if on { be.alloc(what, n).map(Some) } else { Ok(None) }
         };
@@ -37,6 +40,26 @@ impl Graph<'_> {
                     )?,
                     carry: be.alloc("carried gradients", 2 * b * h)?,
                     state_base,
+                    proj: match proj {
+                        0 => None,
+                        p => {
+                            let w_eff = (g * h * h).div_ceil(4) * 4;
+                            Some(ProjWs {
+                                w_eff: be.alloc("effective recurrent weight", w_eff)?,
+                                dw_eff: be.alloc("effective recurrent weight gradient", g * h * h)?,
+                                r: be.alloc("unprojected outputs", tb * h)?,
+                                dr: be.alloc("unprojected outputs gradient", tb * h)?,
+                                h: be.alloc("projected outputs", tb * p)?,
+                                h0: be.alloc("initial hidden state", b * p)?,
+                                first: be.alloc("first step recurrent input", b * g * h)?,
+                                first_rows: (
+                                    be.alloc_u32("first step rows", b)?,
+                                    be.alloc_u32("first step starts", tb + 1)?,
+                                    be.alloc_u32("first step list", b)?,
+                                ),
+                            })
+                        }
+                    },
                 });
             }
             layers.push(LayerWs {
@@ -146,13 +169,13 @@ impl Graph<'_> {
             lengths: be.alloc_u32("lengths", b)?,
             seeds: be.alloc_u32("dropout seed", 1)?,
             h0: be.alloc("initial hidden state", states_len)?,
-            c0: opt(be, lstm, "initial cell state", states_len)?,
+            c0: opt(be, lstm, "initial cell state", cells_len)?,
             hn: be.alloc("final hidden state", states_len)?,
-            cn: opt(be, lstm, "final cell state", states_len)?,
+            cn: opt(be, lstm, "final cell state", cells_len)?,
             dhn: be.alloc("final hidden state gradient", states_len)?,
-            dcn: opt(be, lstm, "final cell state gradient", states_len)?,
+            dcn: opt(be, lstm, "final cell state gradient", cells_len)?,
             dh0: be.alloc("initial hidden state gradient", states_len)?,
-            dc0: opt(be, lstm, "initial cell state gradient", states_len)?,
+            dc0: opt(be, lstm, "initial cell state gradient", cells_len)?,
             d_input: match spec.input {
                 InputKind::Dense(i) | InputKind::Embedding { dim: i, .. } => {
                     Some(be.alloc("input gradient", tb * i)?)
@@ -167,5 +190,26 @@ impl Graph<'_> {
                 None => None,
             },
         })
+    }
+}
+
+impl<B: Backend> Workspace<B> {
+    /// Writes, for a projected model, the rows of each sequence's first step in each direction
+    /// (`ProjWs::first_rows`), from the batch's sequence lengths (each at least 1).
+    pub fn write_first_rows(&self, be: &mut B, lengths: &[u32]) -> Result<()> {
+        let (t, b) = (self.steps, self.batch);
+        for lw in &self.layers {
+            for (d, dw) in lw.dirs.iter().enumerate() {
+                let Some(pw) = &dw.proj else { continue };
+                let rows: Vec<u32> = (0..b)
+                    .map(|i| if d == 0 { i } else { (lengths[i] as usize - 1) * b + i } as u32)
+                    .collect();
+                let (starts, list) = index_lists(&rows, t * b);
+                be.write_u32(&pw.first_rows.0, &rows)?;
+                be.write_u32(&pw.first_rows.1, &starts)?;
+                be.write_u32(&pw.first_rows.2, &list)?;
+            }
+        }
+        Ok(())
     }
 }
