@@ -182,6 +182,7 @@ fn specs() -> Vec<ModelSpec> {
             ..ModelSpec::char_model(cell, 7, 5, 1)
         });
     }
+    v.push(ModelSpec { proj: 3, bidirectional: true, ..ModelSpec::char_model(Cell::Lstm, 7, 5, 2) });
     v
 }
 

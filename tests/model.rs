@@ -166,6 +166,21 @@ fn rnn_matches_the_reference() {
 }
 
 #[test]
+fn projected_lstm_matches_the_reference() {
+    let projected = |bidirectional| ModelSpec { proj: 3, ..stacked(Cell::Lstm, 8, bidirectional) };
+    for (opt, clip) in optimizers() {
+        compare(projected(false), 6, 5, opt, clip);
+    }
+    compare(projected(true), 5, 9, Optimizer::adamw(0.01), Clip::default());
+    let many_to_one = ModelSpec {
+        head: Some(Head { outputs: 3, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+        input: InputKind::Tokens(11),
+        ..projected(true)
+    };
+    compare(many_to_one, 7, 10, Optimizer::adam(0.01), Clip { max_norm: 1.0, value: 0.0 });
+}
+
+#[test]
 fn tokens_many_to_one_and_learned_state_match_the_reference() {
     for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
         let spec = ModelSpec {
@@ -415,18 +430,20 @@ fn accumulated_and_custom_gradients_update_as_one_step() {
 /// the others carry on (zeros, or the learned initial state); bad requests are refused by name.
 #[test]
 fn session_streams_step_reset_and_match_whole_sequences() {
-    let (t, b, h) = (6, 3, 5);
-    for learn in [false, true] {
+    let (t, b) = (6, 3);
+    for (learn, proj) in [(false, 0), (true, 0), (false, 3)] {
         let spec = ModelSpec {
             layers: 2,
             learn_initial_state: learn,
+            proj,
             head: Some(Head { outputs: 4, mode: OutputMode::ManyToMany, loss: Loss::CrossEntropy }),
-            ..ModelSpec::new(Cell::Lstm, InputKind::Tokens(4), h)
+            ..ModelSpec::new(Cell::Lstm, InputKind::Tokens(4), 5)
         };
+        let h = spec.output_size();
         let mut rng = Rng::seed_from_u64(61);
         let ids: Vec<u32> = (0..t * b).map(|_| rng.below(4) as u32).collect();
         for device in devices() {
-            let what = format!("{} (learned state: {learn})", device.describe());
+            let what = format!("{} (learned state: {learn}, projection: {proj})", device.describe());
             let mut m = Model::new(spec.clone(), &device, 4).unwrap();
             if learn {
                 // A learned initial state that is not zero, so that a reset to zeros would show.

@@ -175,7 +175,9 @@ pub fn spec_from_state_dict(
     let (hidden, proj) = match shapes.get(&format!("{prefix}weight_hr_l0")).map(|s| &s[..]) {
         None => (w_hh[1], 0),
         Some(&[p, h]) => (h, p),
-        Some(s) => return Err(bad(path, format!("weight_hr_l0 has shape {s:?}; expected [proj_size, hidden]"))),
+        Some(s) => {
+            return Err(bad(path, format!("weight_hr_l0 has shape {s:?}; expected [proj_size, hidden]")));
+        }
     };
     let state = if proj > 0 { proj } else { hidden };
     if w_hh[0] != cell.gates() * hidden || w_hh[1] != state {

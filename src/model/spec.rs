@@ -201,10 +201,18 @@ impl ModelSpec {
         }
         if self.proj > 0 {
             if self.cell != Cell::Lstm {
-                return Err(Error::invalid(OP, "a projection (proj_size) is for the LSTM only, as in PyTorch"));
+                return Err(Error::invalid(
+                    OP,
+                    "a projection (proj_size) is for the LSTM only, as in PyTorch",
+                ));
             }
             if self.proj >= self.hidden {
-                return Err(Error::range(OP, "proj_size", self.proj, format!("below hidden = {}", self.hidden)));
+                return Err(Error::range(
+                    OP,
+                    "proj_size",
+                    self.proj,
+                    format!("below hidden = {}", self.hidden),
+                ));
             }
             if self.learn_initial_state || self.condition.is_some() {
                 return Err(Error::invalid(

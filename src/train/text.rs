@@ -32,6 +32,8 @@ use super::Schedule;
 pub struct CharModel {
     pub cell: Cell,
     pub hidden: usize,
+    /// The LSTM's projection size (0: none).
+    pub proj: usize,
     pub layers: usize,
     /// Between the layers.
     pub dropout: f32,
@@ -42,6 +44,7 @@ pub struct CharModel {
 impl CharModel {
     pub fn spec(&self, vocab: usize) -> ModelSpec {
         ModelSpec {
+            proj: self.proj,
             dropout: self.dropout,
             output_dropout: self.output_dropout,
             ..ModelSpec::char_model(self.cell, vocab, self.hidden, self.layers)
@@ -52,6 +55,7 @@ impl CharModel {
         CharModel {
             cell: spec.cell,
             hidden: spec.hidden,
+            proj: spec.proj,
             layers: spec.layers,
             dropout: spec.dropout,
             output_dropout: spec.output_dropout,

@@ -122,7 +122,8 @@ pub fn compare(kernel: &str, shape: String, gpu: &[f32], cpu: &[f32], tol: Toler
 }
 
 /// Whole-model gradients on a CPU device (`rnn-gpu verify --device cpu` or `reference`), per cell
-/// of a small stacked, bidirectional character model with variable lengths: the device's f32
+/// of a small stacked, bidirectional character model with variable lengths (and an LSTM with a
+/// projection): the device's f32
 /// gradients against the f64 reference of the same math, and the f64 backward against central
 /// finite differences, on a spread of parameters.
 pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
@@ -134,8 +135,13 @@ pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
     use crate::reference::ReferenceBackend;
 
     let mut out = Vec::new();
-    for cell in [Cell::Rnn { relu: false }, Cell::Lstm, Cell::Gru] {
-        let spec = ModelSpec { bidirectional: true, ..ModelSpec::char_model(cell, 5, 4, 2) };
+    let model = |cell, proj| ModelSpec { bidirectional: true, proj, ..ModelSpec::char_model(cell, 5, 4, 2) };
+    let models = [(Cell::Rnn { relu: false }, 0), (Cell::Lstm, 0), (Cell::Gru, 0), (Cell::Lstm, 3)];
+    for spec in models.map(|(cell, proj)| model(cell, proj)) {
+        let name = match spec.proj {
+            0 => spec.cell.name().to_string(),
+            p => format!("{} proj {p}", spec.cell.name()),
+        };
         let layout = ParamLayout::new(&spec);
         let mut rng = Rng::seed_from_u64(11);
         let (t, b) = (4, 3);
@@ -157,7 +163,7 @@ pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
         let grads64: Vec<f32> =
             layout.entries().iter().flat_map(|e| all64[e.range()].iter().map(|&g| g as f32)).collect();
         out.push(compare(
-            &format!("{} f32 gradients vs f64 reference, {}", device.name(), cell.name()),
+            &format!("{} f32 gradients vs f64 reference, {name}", device.name()),
             shape.clone(),
             &grads32,
             &grads64,
@@ -186,7 +192,7 @@ pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
             }
         }
         out.push(compare(
-            &format!("reference f64 backward vs finite differences, {}", cell.name()),
+            &format!("reference f64 backward vs finite differences, {name}"),
             format!("{shape}, {} parameters", analytic.len()),
             &analytic,
             &numeric,

@@ -15,6 +15,10 @@ pub(crate) struct TrainArgs {
     cell: String,
     #[arg(long, default_value_t = 128)]
     hidden: usize,
+    /// The LSTM's projection size, PyTorch's proj_size (0: none): each layer outputs and feeds
+    /// back W_hr·h, this many values.
+    #[arg(long, default_value_t = 0)]
+    proj: usize,
     #[arg(long, default_value_t = 2)]
     layers: usize,
     /// Dropout between layers in training.
@@ -191,6 +195,7 @@ pub(crate) fn resume_conflicts(a: &TrainArgs, given: &dyn Fn(&str) -> bool) -> r
     };
     differs("cell", parse_cell(&a.cell)?.name().into(), spec.cell.name().into());
     differs("hidden", a.hidden.to_string(), spec.hidden.to_string());
+    differs("proj", a.proj.to_string(), spec.proj.to_string());
     differs("layers", a.layers.to_string(), spec.layers.to_string());
     differs("dropout", a.dropout.to_string(), spec.dropout.to_string());
     differs("output_dropout", a.output_dropout.to_string(), spec.output_dropout.to_string());
@@ -262,6 +267,7 @@ fn train_as(a: TrainArgs, given: &dyn Fn(&str) -> bool, job: &Job) -> rnn_gpu::R
         let model = CharModel {
             cell: parse_cell(&a.cell)?,
             hidden: a.hidden,
+            proj: a.proj,
             layers: a.layers,
             dropout: a.dropout,
             output_dropout: a.output_dropout,

@@ -115,7 +115,9 @@ impl Graph<'_> {
                 let carry_h = be.view(&dw.carry, 0, bh)?;
                 match &dw.proj {
                     None => be.run(Op::Copy { src: &dhn, dst: &carry_h })?,
-                    Some(pw) => self.unproject_gradient(be, &w, pw, &lw.dy, &dhn, &last, &carry_h, (b, tb, d))?,
+                    Some(pw) => {
+                        self.unproject_gradient(be, &w, pw, &lw.dy, &dhn, &last, &carry_h, (b, tb, d))?
+                    }
                 }
                 match &ws.dcn {
                     Some(dcn) => be.run(Op::Copy {
@@ -168,7 +170,9 @@ impl Graph<'_> {
                 let dh0 = be.view(&ws.dh0, h_chunk, bs)?;
                 match &dw.proj {
                     // The initial state entered through the first steps' input projections.
-                    Some(pw) => self.project_initial_backward(be, &w, pw, &dgh, init_grad.then_some(&dh0), b)?,
+                    Some(pw) => {
+                        self.project_initial_backward(be, &w, pw, &dgh, init_grad.then_some(&dh0), b)?
+                    }
                     None if init_grad => {
                         let next_t = later.unwrap_or(0);
                         be.run(Op::Step {
@@ -290,9 +294,18 @@ impl Graph<'_> {
         };
         be.run(Op::CopyCols { y: &pw.h, x: layer_dy, p: self.direction_cols(tb, d, true) })?;
         be.run(Op::Matmul { c: &pw.dr, a: &pw.h, b: w_hr, p: Matmul::new(tb, h, p), bias: None })?;
-        be.run(Op::Matmul { c: dw_hr, a: &pw.h, b: &pw.r, p: Matmul::new(p, h, tb).trans_a().accumulate(), bias: None })?;
-        be.run(Op::Matmul { c: carry_h, a: dhn, b: w_hr, p: Matmul::new(b, h, p), bias: None })?;
-        be.run(Op::Matmul { c: dw_hr, a: dhn, b: last, p: Matmul::new(p, h, b).trans_a().accumulate(), bias: None })
+        be.run(Op::Matmul {
+            c: dw_hr,
+            a: &pw.h,
+            b: &pw.r,
+            p: Matmul::new(p, h, tb).trans_a().accumulate(),
+            bias: None,
+        })?;
+        be.run(Op::Copy { src: dhn, dst: &pw.last_h })?;
+        be.run(Op::Copy { src: last, dst: &pw.last_r })?;
+        be.run(Op::Matmul { c: carry_h, a: &pw.last_h, b: w_hr, p: Matmul::new(b, h, p), bias: None })?;
+        let p_hr = Matmul::new(p, h, b).trans_a().accumulate();
+        be.run(Op::Matmul { c: dw_hr, a: &pw.last_h, b: &pw.last_r, p: p_hr, bias: None })
     }
 
     /// Records, for a projected layer, the gradients through `W_hh · h0` (`project_initial`):
@@ -313,7 +326,14 @@ impl Graph<'_> {
         let p_hh = Matmul::new(gh, p, b).trans_a().accumulate();
         be.run(Op::Matmul { c: &w.dw_hh, a: &pw.first, b: &pw.h0, p: p_hh, bias: None })?;
         if let Some(dh0) = dh0 {
-            be.run(Op::Matmul { c: dh0, a: &pw.first, b: &w.w_hh, p: Matmul::new(b, p, gh), bias: None })?;
+            be.run(Op::Matmul {
+                c: &pw.last_h,
+                a: &pw.first,
+                b: &w.w_hh,
+                p: Matmul::new(b, p, gh),
+                bias: None,
+            })?;
+            be.run(Op::Copy { src: &pw.last_h, dst: dh0 })?;
         }
         Ok(())
     }

@@ -69,7 +69,15 @@ impl Graph<'_> {
                 let h0 = be.view(&ws.h0, h_chunk, bs)?;
                 match &dw.proj {
                     None => be.run(Op::Copy { src: &h0, dst: &be.view(&dw.states, first, bh)? })?,
-                    Some(pw) => self.project_initial(be, &w, &dw.xw, pw, &h0, &be.view(&dw.states, first, bh)?, (b, tb))?,
+                    Some(pw) => self.project_initial(
+                        be,
+                        &w,
+                        &dw.xw,
+                        pw,
+                        &h0,
+                        &be.view(&dw.states, first, bh)?,
+                        (b, tb),
+                    )?,
                 }
                 if let (Some(c0), Some(cells)) = (&ws.c0, &dw.cells) {
                     be.run(Op::Copy { src: &be.view(c0, c_chunk, bh)?, dst: &be.view(cells, first, bh)? })?;
@@ -114,11 +122,22 @@ impl Graph<'_> {
                     (Some(pw), Some(w_hr)) => {
                         // h = r · W_hrᵀ: the outputs of all steps, and the final state.
                         let p = spec.proj;
-                        be.run(Op::Matmul { c: &pw.h, a: &pw.r, b: w_hr, p: Matmul::new(tb, p, h).trans_b(), bias: None })?;
+                        be.run(Op::Matmul {
+                            c: &pw.h,
+                            a: &pw.r,
+                            b: w_hr,
+                            p: Matmul::new(tb, p, h).trans_b(),
+                            bias: None,
+                        })?;
                         be.run(Op::CopyCols { y: &lw.y, x: &pw.h, p: self.direction_cols(tb, d, false) })?;
-                        be.run(Op::Matmul { c: &hn, a: &last, b: w_hr, p: Matmul::new(b, p, h).trans_b(), bias: None })?;
+                        be.run(Op::Copy { src: &last, dst: &pw.last_r })?;
+                        let p_hn = Matmul::new(b, p, h).trans_b();
+                        be.run(Op::Matmul { c: &pw.last_h, a: &pw.last_r, b: w_hr, p: p_hn, bias: None })?;
+                        be.run(Op::Copy { src: &pw.last_h, dst: &hn })?;
                     }
-                    (Some(_), None) => return Err(Error::invalid("forward", "a projected layer without weight_hr")),
+                    (Some(_), None) => {
+                        return Err(Error::invalid("forward", "a projected layer without weight_hr"));
+                    }
                 }
                 if let (Some(cn), Some(cells)) = (&ws.cn, &dw.cells) {
                     let last = dw.state_base + self.final_slot(d, t_len) * bh;
@@ -217,11 +236,26 @@ impl Graph<'_> {
         (b, tb): (usize, usize),
     ) -> Result<()> {
         let (gh, h, p) = (self.spec.cell.gates() * self.spec.hidden, self.spec.hidden, self.spec.proj);
-        let w_hr = w.w_hr.as_ref().ok_or_else(|| Error::invalid("forward", "a projected layer without weight_hr"))?;
-        be.run(Op::Matmul { c: &be.view(&pw.w_eff, 0, gh * h)?, a: &w.w_hh, b: w_hr, p: Matmul::new(gh, h, p), bias: None })?;
+        let w_hr = w
+            .w_hr
+            .as_ref()
+            .ok_or_else(|| Error::invalid("forward", "a projected layer without weight_hr"))?;
+        be.run(Op::Matmul {
+            c: &be.view(&pw.w_eff, 0, gh * h)?,
+            a: &w.w_hh,
+            b: w_hr,
+            p: Matmul::new(gh, h, p),
+            bias: None,
+        })?;
         be.run(Op::Clear { x: first_state })?;
         be.run(Op::Copy { src: h0, dst: &pw.h0 })?;
-        be.run(Op::Matmul { c: &pw.first, a: &pw.h0, b: &w.w_hh, p: Matmul::new(b, gh, p).trans_b(), bias: None })?;
+        be.run(Op::Matmul {
+            c: &pw.first,
+            a: &pw.h0,
+            b: &w.w_hh,
+            p: Matmul::new(b, gh, p).trans_b(),
+            bias: None,
+        })?;
         let (_, starts, list) = &pw.first_rows;
         let scatter = Gather { n: tb, width: gh, idx_stride: gh, col_stride: 1 };
         be.run(Op::ScatterAdd { dtable: xw, dout: &pw.first, starts, rows: list, p: scatter })

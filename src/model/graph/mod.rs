@@ -128,6 +128,10 @@ struct ProjWs<B: Backend> {
     /// gradients of each sequence's first step).
     h0: B::Buf,
     first: B::Buf,
+    /// The final r `[B, H]` and h (or their gradients) `[B, P]`: the state buffers' views of one
+    /// direction need not start where a kernel can bind them.
+    last_r: B::Buf,
+    last_h: B::Buf,
     /// Row `t * B + b` of each sequence's first step (t = 0 forward, len - 1 in reverse), and
     /// their scatter lists over `T*B` rows.
     first_rows: (B::IBuf, B::IBuf, B::IBuf),

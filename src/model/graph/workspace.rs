@@ -52,6 +52,8 @@ impl Graph<'_> {
                                 h: be.alloc("projected outputs", tb * p)?,
                                 h0: be.alloc("initial hidden state", b * p)?,
                                 first: be.alloc("first step recurrent input", b * g * h)?,
+                                last_r: be.alloc("final unprojected state", b * h)?,
+                                last_h: be.alloc("final projected state", b * p)?,
                                 first_rows: (
                                     be.alloc_u32("first step rows", b)?,
                                     be.alloc_u32("first step starts", tb + 1)?,
