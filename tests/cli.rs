@@ -464,7 +464,7 @@ fn info_verify_and_bench_take_the_cpu_devices() {
     let info = run(bin().args(["info", "--device", "cpu"]));
     assert!(info.contains("native CPU") && info.contains("CPU reference"), "{info}");
     let verify = run(bin().args(["verify", "--device", "reference"]));
-    assert!(verify.contains("6 checks, 6 passed, 0 failed"), "{verify}");
+    assert!(verify.contains("8 checks, 8 passed, 0 failed"), "{verify}");
     assert!(verify.contains("finite differences"), "{verify}");
     let verify = run(bin().args(["verify", "--device", "cpu"]));
     assert!(verify.contains("passed, 0 failed") && verify.contains("lstm_step_backward.dg"), "{verify}");

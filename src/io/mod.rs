@@ -1,7 +1,7 @@
 //! Model files and training checkpoints: safetensors with PyTorch's parameter names.
 //!
 //! A model file holds `rnn.*` (PyTorch's `nn.RNN/LSTM/GRU` names) and `head.*` tensors, in f32,
-//! and metadata that describes the model (`format`, `cell`, `input`, `hidden`, `layers`,
+//! and metadata that describes the model (`format`, `cell`, `input`, `hidden`, `proj`, `layers`,
 //! `bidirectional`, `dropout`, `output_dropout`, `learn_initial_state`, `head`, and `vocab` for
 //! a character model). A bare PyTorch state_dict saved with safetensors (names without prefix, no metadata)
 //! loads too: the cell is named by the caller, the sizes come from the shapes.
