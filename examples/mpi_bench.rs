@@ -21,7 +21,7 @@ fn main() -> rnn_gpu::Result<()> {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize, default: usize| args.get(i).and_then(|s| s.parse().ok()).unwrap_or(default);
     let cell = args.first().and_then(|s| Cell::from_name(s)).unwrap_or(Cell::Lstm);
-    let case = Case { cell, hidden: num(1, 256), batch: num(2, 32), steps: num(3, 64) };
+    let case = Case { cell, hidden: num(1, 256), proj: 0, batch: num(2, 32), steps: num(3, 64) };
     let timed = num(4, 30);
     let (t, b) = (case.steps, case.batch);
     let whole = case.data();

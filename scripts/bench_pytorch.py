@@ -3,7 +3,7 @@
 operation count, printed in the same table (and as JSON with --json).
 
 A case is a character model: one-hot input of a vocabulary of 65, one torch.nn.RNN/LSTM/GRU layer
-of H units, a Linear head, softmax cross-entropy over every step, SGD. Timed like rnn-gpu: the
+of H units (the last case an LSTM with proj_size P), a Linear head, softmax cross-entropy over every step, SGD. Timed like rnn-gpu: the
 training step (zero_grad, forward, loss, backward, step, and reading the loss back), and the
 forward pass alone (under no_grad), each the median of --runs after --warmup, synchronised on CUDA.
 On a CUDA device torch uses cuDNN.
@@ -19,12 +19,17 @@ import time
 import torch
 
 VOCAB = 65
-CASES = [("rnn_tanh", 256, 32, 64), ("lstm", 256, 32, 64), ("gru", 256, 32, 64), ("lstm", 512, 64, 100)]
+# (cell, H, B, T, P): P is the LSTM's proj_size (0: none).
+CASES = [("rnn_tanh", 256, 32, 64, 0), ("lstm", 256, 32, 64, 0), ("gru", 256, 32, 64, 0), ("lstm", 512, 64, 100, 0),
+         ("lstm", 512, 64, 100, 256)]
 GATES = {"rnn_tanh": 1, "lstm": 4, "gru": 3}
 MODULES = {"rnn_tanh": torch.nn.RNN, "lstm": torch.nn.LSTM, "gru": torch.nn.GRU}
 
 
-def forward_flops(cell, h, b, t):
+def forward_flops(cell, h, b, t, p=0):
+    """The products of the model's math: W_hh, the projection W_hr when P > 0, the head."""
+    if p:
+        return 2.0 * t * b * (GATES[cell] * h * p + p * h + p * VOCAB)
     return 2.0 * t * b * (GATES[cell] * h * h + h * VOCAB)
 
 
@@ -42,13 +47,13 @@ def main():
     print(f"PyTorch {torch.__version__} on {name}")
     print(f"{'case':<24} {'device':<8} {'train ms':>10} {'tok/s':>10} {'GFLOP/s':>8} {'fwd ms':>10} {'tok/s':>10} {'GFLOP/s':>8}")
     results = []
-    for cell, h, b, t in CASES:
-        case = f"{cell} H={h} B={b} T={t}"
+    for cell, h, b, t, p in CASES:
+        case = f"{cell} H={h}" + (f" P={p}" if p else "") + f" B={b} T={t}"
         if args.only and args.only not in case:
             continue
         torch.manual_seed(1)
-        rnn = MODULES[cell](VOCAB, h).to(dev)
-        head = torch.nn.Linear(h, VOCAB).to(dev)
+        rnn = (MODULES[cell](VOCAB, h, proj_size=p) if p else MODULES[cell](VOCAB, h)).to(dev)
+        head = torch.nn.Linear(p or h, VOCAB).to(dev)
         opt = torch.optim.SGD(list(rnn.parameters()) + list(head.parameters()), lr=0.05)
         x = torch.randint(0, VOCAB, (t, b), device=dev)
         y = torch.randint(0, VOCAB, (t, b), device=dev)
@@ -80,7 +85,7 @@ def main():
             return statistics.median(ts)
 
         tr, fw = timed(train), timed(forward)
-        ff = forward_flops(cell, h, b, t)
+        ff = forward_flops(cell, h, b, t, p)
         tok = t * b
         print(f"{case:<24} {'torch':<8} {tr * 1e3:>10.1f} {tok / tr:>10.0f} {3 * ff / tr / 1e9:>8.2f} {fw * 1e3:>10.1f} {tok / fw:>10.0f} {ff / fw / 1e9:>8.2f}")
         results.append({"case": case, "train": {"ms": tr * 1e3, "tokens_per_sec": tok / tr, "gflops": 3 * ff / tr / 1e9},

@@ -19,16 +19,6 @@ fn w_row(unit: u32, q: u32) -> u32 {
 
 @group(0) @binding(11) var<storage, read_write> dgx: array<f32>; // (T, B, 3H); dgh is dgr
 
-@compute @workgroup_size(64)
-fn gru_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    p = params;
-    let ln = lane_of(wg, l, FORWARD_UNITS);
-    let sums = gate_sums(wg, l, ln);
-    if owns_tile(ln) {
-        forward_tile(ln, sums);
-    }
-}
-
 // Unit j of batch row b; components 0 to 2 of sums are gates r, z, n's recurrent sums.
 fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
     if j >= p.hidden {
@@ -56,16 +46,6 @@ fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
         gates[grow + 3u * H] = hn;
     }
     y[out_index(b, j)] = out;
-}
-
-@compute @workgroup_size(64)
-fn gru_step_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    p = params;
-    let ln = lane_of(wg, l, 4u);
-    let rec = recurrent_grad(wg, l, ln);
-    if owns_tile(ln) {
-        backward_tile(ln, rec);
-    }
 }
 
 fn backward_unit(b: u32, j: u32, rv: f32) {

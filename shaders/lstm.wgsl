@@ -17,16 +17,6 @@ fn w_row(unit: u32, q: u32) -> u32 {
     return q * params.hidden + unit;
 }
 
-@compute @workgroup_size(64)
-fn lstm_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    p = params;
-    let ln = lane_of(wg, l, FORWARD_UNITS);
-    let sums = gate_sums(wg, l, ln);
-    if owns_tile(ln) {
-        forward_tile(ln, sums);
-    }
-}
-
 // Unit j of batch row b; component q of sums is gate q's recurrent sum.
 fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
     if j >= p.hidden {
@@ -58,16 +48,6 @@ fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
         gates[row + 3u * H] = o;
     }
     y[out_index(b, j)] = out;
-}
-
-@compute @workgroup_size(64)
-fn lstm_step_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    p = params;
-    let ln = lane_of(wg, l, 4u);
-    let rec = recurrent_grad(wg, l, ln);
-    if owns_tile(ln) {
-        backward_tile(ln, rec);
-    }
 }
 
 // Unit j of batch row b, rv the gradient reaching h(b, j) through W_hh.

@@ -13,16 +13,6 @@ fn w_row(unit: u32, q: u32) -> u32 {
     return unit + q;
 }
 
-@compute @workgroup_size(64)
-fn rnn_step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    p = params;
-    let ln = lane_of(wg, l, FORWARD_UNITS);
-    let sums = gate_sums(wg, l, ln);
-    if owns_tile(ln) {
-        forward_tile(ln, sums);
-    }
-}
-
 // Units j0 .. j0 + 4 of batch row b; component q of sums is unit j0 + q's recurrent sum.
 fn forward_row(b: u32, j0: u32, sums: vec4<f32>) {
     for (var q = 0u; q < 4u; q++) {
@@ -46,16 +36,6 @@ fn forward_unit(b: u32, j: u32, sum: f32) {
     }
     states[slot_row(p.out_slot, b) + j] = h;
     y[out_index(b, j)] = out;
-}
-
-@compute @workgroup_size(64)
-fn rnn_step_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
-    p = params;
-    let ln = lane_of(wg, l, 4u);
-    let rec = recurrent_grad(wg, l, ln);
-    if owns_tile(ln) {
-        backward_tile(ln, rec);
-    }
 }
 
 fn backward_unit(b: u32, j: u32, rv: f32) {

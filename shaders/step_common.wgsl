@@ -91,6 +91,28 @@ override KEEP_GATES: bool = true;
 @group(0) @binding(10) var<storage, read_write> dgr: array<f32>;
 @group(0) @binding(12) var<storage, read_write> carry: array<f32>; // (2, B, H)
 
+// The entry points of every cell: the cell file gives FORWARD_UNITS, forward_row and
+// backward_unit (and w_row, GATES).
+@compute @workgroup_size(64)
+fn step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    p = params;
+    let ln = lane_of(wg, l, FORWARD_UNITS);
+    let sums = gate_sums(wg, l, ln);
+    if owns_tile(ln) {
+        forward_tile(ln, sums);
+    }
+}
+
+@compute @workgroup_size(64)
+fn step_backward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
+    p = params;
+    let ln = lane_of(wg, l, 4u);
+    let rec = recurrent_grad(wg, l, ln);
+    if owns_tile(ln) {
+        backward_tile(ln, rec);
+    }
+}
+
 // A lane's place in its workgroup's tile (see the top of this file).
 struct Lane {
     s: u32,  // its part of the sum

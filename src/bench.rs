@@ -26,20 +26,24 @@ pub const VOCAB: usize = 65;
 pub struct Case {
     pub cell: Cell,
     pub hidden: usize,
+    /// The LSTM's projection size (0: none).
+    pub proj: usize,
     pub batch: usize,
     pub steps: usize,
 }
 
 impl Case {
     pub fn name(&self) -> String {
-        format!("{} H={} B={} T={}", self.cell.name(), self.hidden, self.batch, self.steps)
+        let proj = if self.proj > 0 { format!(" P={}", self.proj) } else { String::new() };
+        format!("{} H={}{proj} B={} T={}", self.cell.name(), self.hidden, self.batch, self.steps)
     }
 
     pub fn tokens(&self) -> usize {
         self.batch * self.steps
     }
 
-    /// Flops of the forward pass's matrix products.
+    /// Flops of the forward pass's matrix products, as the model's math counts them (W_hh, the
+    /// projection W_hr, the head), the same count as scripts/bench_pytorch.py's.
     pub fn forward_flops(&self) -> f64 {
         let (t, b, h, g, v) = (
             self.steps as f64,
@@ -48,7 +52,10 @@ impl Case {
             self.cell.gates() as f64,
             VOCAB as f64,
         );
-        2.0 * t * b * (g * h * h + h * v)
+        match self.proj as f64 {
+            0.0 => 2.0 * t * b * (g * h * h + h * v),
+            p => 2.0 * t * b * (g * h * p + p * h + p * v),
+        }
     }
 
     pub fn train_flops(&self) -> f64 {
@@ -56,7 +63,7 @@ impl Case {
     }
 
     pub fn spec(&self) -> ModelSpec {
-        ModelSpec::char_model(self.cell, VOCAB, self.hidden, 1)
+        ModelSpec { proj: self.proj, ..ModelSpec::char_model(self.cell, VOCAB, self.hidden, 1) }
     }
 
     pub fn data(&self) -> Batch {
@@ -67,19 +74,21 @@ impl Case {
     }
 }
 
-/// DESIGN.md's standard cases.
+/// DESIGN.md's standard cases, then the LSTM H=512 with a projection to 256.
 pub fn standard_cases() -> Vec<Case> {
+    let case = |cell, hidden, proj, batch, steps| Case { cell, hidden, proj, batch, steps };
     vec![
-        Case { cell: Cell::Rnn { relu: false }, hidden: 256, batch: 32, steps: 64 },
-        Case { cell: Cell::Lstm, hidden: 256, batch: 32, steps: 64 },
-        Case { cell: Cell::Gru, hidden: 256, batch: 32, steps: 64 },
-        Case { cell: Cell::Lstm, hidden: 512, batch: 64, steps: 100 },
+        case(Cell::Rnn { relu: false }, 256, 0, 32, 64),
+        case(Cell::Lstm, 256, 0, 32, 64),
+        case(Cell::Gru, 256, 0, 32, 64),
+        case(Cell::Lstm, 512, 0, 64, 100),
+        case(Cell::Lstm, 512, 256, 64, 100),
     ]
 }
 
 /// Small cases for a smoke run.
 pub fn quick_cases() -> Vec<Case> {
-    vec![Case { cell: Cell::Lstm, hidden: 32, batch: 4, steps: 8 }]
+    vec![Case { cell: Cell::Lstm, hidden: 32, proj: 0, batch: 4, steps: 8 }]
 }
 
 /// One timing: the median of `runs` after warm-up, in seconds.
@@ -342,10 +351,11 @@ pub fn to_json(results: &[CaseResult], gemm_gflops: f64, date: &str) -> String {
         .iter()
         .map(|r| {
             format!(
-                "    {{\"case\": {:?}, \"cell\": {:?}, \"hidden\": {}, \"batch\": {}, \"steps\": {}, \"vocab\": {VOCAB}, \"train_flops\": {:.0}, \"forward_flops\": {:.0}, \"devices\": [{}]}}",
+                "    {{\"case\": {:?}, \"cell\": {:?}, \"hidden\": {}, \"proj\": {}, \"batch\": {}, \"steps\": {}, \"vocab\": {VOCAB}, \"train_flops\": {:.0}, \"forward_flops\": {:.0}, \"devices\": [{}]}}",
                 r.case.name(),
                 r.case.cell.name(),
                 r.case.hidden,
+                r.case.proj,
                 r.case.batch,
                 r.case.steps,
                 r.case.train_flops(),

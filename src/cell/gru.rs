@@ -15,7 +15,6 @@ impl CellMath for Gru {
     const READS_H_PREV: bool = true;
     const SPLITS_RECURRENT_GRADIENT: bool = true;
     const FAMILY: &'static str = "gru";
-    const ENTRIES: [&'static str; 2] = ["gru_step_forward", "gru_step_backward"];
     #[inline(always)]
     fn forward<T: Real, A: Act<T>>(&self, u: &Forward<T>) -> Output<T> {
         let r = A::sigmoid(u.x[0] + u.b_ih[0] + (u.p[0] + u.b_hh[0]));

@@ -15,7 +15,6 @@ impl CellMath for Lstm {
     const READS_H_PREV: bool = false;
     const SPLITS_RECURRENT_GRADIENT: bool = false;
     const FAMILY: &'static str = "lstm";
-    const ENTRIES: [&'static str; 2] = ["lstm_step_forward", "lstm_step_backward"];
     #[inline(always)]
     fn forward<T: Real, A: Act<T>>(&self, u: &Forward<T>) -> Output<T> {
         let pre = |k: usize| u.x[k] + u.b_ih[k] + u.p[k] + u.b_hh[k];

@@ -102,10 +102,8 @@ pub trait CellMath: Copy + Send + Sync + 'static {
     /// ones (`Grad::dr` from `dx`): then they get a buffer of their own, and b_hh a gradient of
     /// its own.
     const SPLITS_RECURRENT_GRADIENT: bool;
-    /// Its WGSL family, shaders/<family>.wgsl, and the entry points there of its forward and
-    /// backward steps.
+    /// Its WGSL family, shaders/<family>.wgsl (whose step entry points are step_common.wgsl's).
     const FAMILY: &'static str;
-    const ENTRIES: [&'static str; 2];
 
     /// Its pipeline-overridable constants in that shader.
     fn constants(&self) -> Vec<(&'static str, u64)> {
@@ -179,7 +177,7 @@ impl Cell {
 
     /// The entry point of its forward (or backward) step in its WGSL family.
     pub fn entry(self, backward: bool) -> &'static str {
-        with_cell!(self, c => entries(&c)[backward as usize])
+        if backward { "step_backward" } else { "step_forward" }
     }
 
     pub fn name(self) -> &'static str {
@@ -189,10 +187,6 @@ impl Cell {
             c => c.family(),
         }
     }
-}
-
-fn entries<C: CellMath>(_: &C) -> [&'static str; 2] {
-    C::ENTRIES
 }
 
 /// A cell's constants, read through a value of its type.

@@ -17,7 +17,6 @@ impl CellMath for Rnn {
     const READS_H_PREV: bool = false;
     const SPLITS_RECURRENT_GRADIENT: bool = false;
     const FAMILY: &'static str = "rnn";
-    const ENTRIES: [&'static str; 2] = ["rnn_step_forward", "rnn_step_backward"];
 
     fn constants(&self) -> Vec<(&'static str, u64)> {
         vec![("RELU", self.relu as u64)]

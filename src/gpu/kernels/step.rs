@@ -153,7 +153,7 @@ impl Launch {
 }
 
 /// The fused step of `cell` at time `s.t`, forward or backward (or, in `StepMode::Initial`, the
-/// initial state's gradient): `<family>_step_forward` or `_backward` of shaders/<family>.wgsl,
+/// initial state's gradient): `step_forward` or `step_backward` of shaders/<family>.wgsl,
 /// each buffer at its binding of shaders/step_common.wgsl where the cell uses it. The shapes are
 /// `Op::check`'s.
 pub fn step(
