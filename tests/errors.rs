@@ -45,6 +45,12 @@ fn invalid_specs_are_refused() {
             "output dropout",
         ),
         (ModelSpec { output_dropout: 0.5, ..ModelSpec::new(Cell::Gru, InputKind::Dense(3), 4) }, "no head"),
+        (ModelSpec { proj: 2, ..ModelSpec::char_model(Cell::Gru, 5, 4, 1) }, "LSTM only"),
+        (ModelSpec { proj: 4, ..ModelSpec::char_model(Cell::Lstm, 5, 4, 1) }, "below hidden = 4"),
+        (
+            ModelSpec { proj: 2, learn_initial_state: true, ..ModelSpec::char_model(Cell::Lstm, 5, 4, 1) },
+            "not supported with a projection",
+        ),
     ] {
         let e = Model::new(spec, &Device::Cpu, 0).err().expect("refused");
         assert!(message(e).contains(expected), "expected {expected}");
@@ -73,6 +79,7 @@ fn absurd_sizes_are_refused_by_name_without_overflow() {
             ..ModelSpec::char_model(Cell::Gru, 7, 5, 2)
         },
         ModelSpec { condition: Some(3), ..ModelSpec::new(Cell::Lstm, InputKind::Dense(4), 6) },
+        ModelSpec { proj: 3, bidirectional: true, ..ModelSpec::char_model(Cell::Lstm, 7, 5, 2) },
         ModelSpec {
             condition: Some(2),
             bidirectional: true,

@@ -214,17 +214,14 @@ fn char_batches(n: usize) -> Vec<Batch> {
         .collect()
 }
 
-/// Training 3 steps, saving, loading into a new model and training 3 more gives the same losses
-/// as 6 uninterrupted steps: parameters, optimizer moments, step count and the dropout
-/// generator all come back.
 /// Training over chunks with the state carried (truncated BPTT), stopped after three and resumed
 /// from the checkpoint, gives the same losses as a run that was not stopped: the optimizer state,
-/// the dropout generator and the carried state all come back.
+/// the dropout generator and the carried state (of P values with a projection) all come back.
 #[test]
 fn resuming_a_checkpoint_gives_the_same_losses() {
     let start = |k: usize| if k == 0 { Start::Fresh } else { Start::Continue };
-    for device in devices() {
-        let spec = ModelSpec { dropout: 0.3, ..ModelSpec::char_model(Cell::Lstm, 7, 6, 2) };
+    for (device, proj) in devices().into_iter().flat_map(|d| [(d.clone(), 0), (d, 4)]) {
+        let spec = ModelSpec { dropout: 0.3, proj, ..ModelSpec::char_model(Cell::Lstm, 7, 6, 2) };
         let batches = char_batches(6);
         let opt = Optimizer::adam(0.02);
         let clip = Clip { max_norm: 1.0, value: 0.0 };
@@ -450,6 +447,13 @@ fn malformed_files_are_refused_naming_the_tensor() {
     let (m, _) = io::load_model(&bare_path, &Device::Cpu, Some(Cell::Gru)).unwrap();
     assert_eq!(m.spec().hidden, 3);
     assert_eq!(m.spec().input, InputKind::Dense(2));
+    // A projected LSTM's (weight_hr_l0 [3, 5]) named as a GRU: W_hh's rows do not fit.
+    let e =
+        io::load_model(&fixture("lstm_proj.model.safetensors"), &Device::Cpu, Some(Cell::Gru)).err().unwrap();
+    assert!(
+        e.to_string().contains("weight_hh_l0 has shape [20, 3]; a gru of hidden size 5 needs [15, 3]"),
+        "{e}"
+    );
 
     // A checkpoint without its optimizer state.
     refused_checkpoint(&ok, "optimizer.name");
