@@ -277,6 +277,7 @@ fn bench(c: &mut Criterion) {
         dg: Some(&gdgr0),
         dgh: None,
         carry: Some(&gcarry),
+        factors: None,
     };
     let mut prog = Program::new(&ctx);
     gk::step(&mut prog, Cell::Lstm, &gbufs, step, false).unwrap();
@@ -324,6 +325,7 @@ fn bench(c: &mut Criterion) {
             dg: Some(&v[7]),
             dgh: None,
             carry: Some(&v[8]),
+            factors: None,
         }
     }
     let (nbufs, rbufs) = (bufs(&nv, &nlen), bufs(&rv, &rlen));

@@ -288,6 +288,8 @@ pub(crate) struct StepForward<'a, T> {
     pub y: &'a mut [T],
     pub xw: &'a [T],
     pub w_hh: &'a [T],
+    /// `w_hh`'s factors when it is a product (`StepBufs::factors`).
+    pub factors: Option<(&'a [T], &'a [T])>,
     pub bias: &'a [T],
     pub lengths: &'a [u32],
 }
@@ -299,6 +301,7 @@ pub(crate) struct StepBackward<'a, T> {
     pub cells: Option<&'a [T]>,
     pub gates: Option<&'a [T]>,
     pub w_hh: &'a [T],
+    pub factors: Option<(&'a [T], &'a [T])>,
     pub lengths: &'a [u32],
     pub dy: &'a [T],
     pub dg: &'a mut [T],
@@ -322,6 +325,8 @@ pub(crate) fn step<T: Copy, K: StepKernels<T>>(
 ) -> Result<()> {
     let missing = |what: &str| Error::invalid("step", format!("{} needs its {what} buffer", cell.name()));
     let (w_hh, lengths) = (rd(b.w_hh)?, rd(b.lengths)?);
+    let factors = b.factors.map(|(w, r)| Ok::<_, Error>((rd(w)?, rd(r)?))).transpose()?;
+    let factors = factors.as_ref().map(|(w, r)| (&**w, &**r));
     if !backward {
         let (mut states, mut y) = (wr(b.states)?, wr(b.y)?);
         let mut cells = b.cells.filter(|_| cell.has_cell_state()).map(wr).transpose()?;
@@ -334,6 +339,7 @@ pub(crate) fn step<T: Copy, K: StepKernels<T>>(
             y: &mut y,
             xw: &xw,
             w_hh: &w_hh,
+            factors,
             bias: &bias,
             lengths: &lengths,
         };
@@ -352,6 +358,7 @@ pub(crate) fn step<T: Copy, K: StepKernels<T>>(
         cells: cells.as_deref(),
         gates: gates.as_deref(),
         w_hh: &w_hh,
+        factors,
         lengths: &lengths,
         dy: &dy,
         dg: &mut dg,

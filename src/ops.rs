@@ -179,6 +179,10 @@ pub struct StepBufs<'a, F, I> {
     pub y: &'a F,
     pub xw: &'a F,
     pub w_hh: &'a F,
+    /// When `w_hh` is a product `W_hh · W_hr` (a projected LSTM: `[G*H, P]` by `[P, H]`), its
+    /// factors. A device may multiply by them in turn, `P·(G·H + H)` multiply-adds a batch row
+    /// where the product takes `G·H·H` (the native device does); the others read `w_hh`.
+    pub factors: Option<(&'a F, &'a F)>,
     pub bias: &'a F,
     pub lengths: &'a I,
     pub dy: Option<&'a F>,
@@ -561,6 +565,17 @@ fn check_step<F, I>(
     let g = cell.gates();
     let states = s.state_base + (s.in_slot.max(s.out_slot) + 1) * batch * h;
     need("w_hh", Some(b.w_hh), g * h * h)?;
+    if let Some((w_hh, w_hr)) = b.factors {
+        let p = len(w_hr) / h;
+        if p == 0 || p * h != len(w_hr) || len(w_hh) != g * h * p {
+            return Err(Error::shape(
+                op,
+                "factors of w_hh",
+                &[len(w_hh), len(w_hr)],
+                &[g * h * p.max(1), p.max(1) * h],
+            ));
+        }
+    }
     if ilen(b.lengths) != batch {
         return Err(Error::shape(op, "lengths", &[ilen(b.lengths)], &[batch]));
     }

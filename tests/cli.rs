@@ -37,47 +37,50 @@ fn floats(f: &io::TensorFile, name: &str) -> Vec<f32> {
 }
 
 /// `forward` on a bare PyTorch LSTM state_dict reproduces what PyTorch computed, gradients
-/// included, on the CPU device (the GPU is covered by tests/io.rs).
+/// included, on the CPU device (the GPU is covered by tests/io.rs): a bidirectional LSTM, and one
+/// with projections whose loss reaches its final states too.
 #[test]
 fn forward_with_gradients_matches_pytorch() {
-    let exp = io::read_tensors(&fixture("lstm_bidir.expected.safetensors")).unwrap();
-    let pick = |names: &[&str]| -> Vec<(String, Vec<usize>, TensorData)> {
-        names.iter().map(|n| (n.to_string(), exp.tensors[*n].0.clone(), exp.tensors[*n].1.clone())).collect()
-    };
-    let input = tmp("in.safetensors");
-    io::write_tensors(&input, &pick(&["input", "lengths", "h0", "c0"]), &Metadata::new()).unwrap();
-    let grad = tmp("grad.safetensors");
-    let g = vec![(
-        "output".to_string(),
-        exp.tensors["grad_output"].0.clone(),
-        exp.tensors["grad_output"].1.clone(),
-    )];
-    io::write_tensors(&grad, &g, &Metadata::new()).unwrap();
-    let out = tmp("out.safetensors");
-    run(bin()
-        .args(["forward", "--cell", "lstm", "--device", "cpu", "--model"])
-        .arg(fixture("lstm_bidir.model.safetensors"))
-        .arg("--input")
-        .arg(&input)
-        .arg("--grad-output")
-        .arg(&grad)
-        .arg("--out")
-        .arg(&out));
-    let got = io::read_tensors(&out).unwrap();
-    for name in [
-        "output",
-        "h_n",
-        "c_n",
-        "grad.input",
-        "grad.h0",
-        "grad.c0",
-        "grad.weight_ih_l1_reverse",
-        "grad.bias_hh_l0",
+    for (case, grads) in [
+        ("lstm_bidir", &["grad.weight_ih_l1_reverse", "grad.bias_hh_l0"][..]),
+        ("lstm_proj_bidir", &["grad.weight_hr_l1_reverse", "grad.weight_hh_l0", "grad.weight_hr_l0"][..]),
     ] {
-        let (g, e) = (floats(&got, name), floats(&exp, name));
-        assert_eq!(g.len(), e.len(), "{name}");
-        for (i, (a, b)) in g.iter().zip(&e).enumerate() {
-            assert!((a - b).abs() <= 1e-5 + 1e-4 * b.abs(), "{name}[{i}]: rnn-gpu {a} PyTorch {b}");
+        let exp = io::read_tensors(&fixture(&format!("{case}.expected.safetensors"))).unwrap();
+        let pick = |names: &[(&str, &str)]| -> Vec<(String, Vec<usize>, TensorData)> {
+            names
+                .iter()
+                .filter(|(from, _)| exp.tensors.contains_key(*from))
+                .map(|(from, to)| {
+                    (to.to_string(), exp.tensors[*from].0.clone(), exp.tensors[*from].1.clone())
+                })
+                .collect()
+        };
+        let input = tmp(&format!("{case}-in.safetensors"));
+        let inputs = [("input", "input"), ("lengths", "lengths"), ("h0", "h0"), ("c0", "c0")];
+        io::write_tensors(&input, &pick(&inputs), &Metadata::new()).unwrap();
+        let grad = tmp(&format!("{case}-grad.safetensors"));
+        let grads_in = [("grad_output", "output"), ("grad_h_n", "h_n"), ("grad_c_n", "c_n")];
+        io::write_tensors(&grad, &pick(&grads_in), &Metadata::new()).unwrap();
+        let out = tmp(&format!("{case}-out.safetensors"));
+        run(bin()
+            .args(["forward", "--cell", "lstm", "--device", "cpu", "--model"])
+            .arg(fixture(&format!("{case}.model.safetensors")))
+            .arg("--input")
+            .arg(&input)
+            .arg("--grad-output")
+            .arg(&grad)
+            .arg("--out")
+            .arg(&out));
+        let got = io::read_tensors(&out).unwrap();
+        for name in ["output", "h_n", "c_n", "grad.input", "grad.h0", "grad.c0"].iter().chain(grads) {
+            let (g, e) = (floats(&got, name), floats(&exp, name));
+            assert_eq!(g.len(), e.len(), "{case} {name}");
+            for (i, (a, b)) in g.iter().zip(&e).enumerate() {
+                assert!(
+                    (a - b).abs() <= 1e-5 + 1e-4 * b.abs(),
+                    "{case} {name}[{i}]: rnn-gpu {a} PyTorch {b}"
+                );
+            }
         }
     }
 }

@@ -172,6 +172,12 @@ pub fn spec_from_state_dict(
     }
     // With a projection (PyTorch's proj_size), weight_hr_l0 [P, H] gives the hidden size and
     // weight_hh_l0 is [G*H, P].
+    if cell != Cell::Lstm && shapes.contains_key(&format!("{prefix}weight_hr_l0")) {
+        return Err(bad(
+            path,
+            format!("weight_hr_l0 is an LSTM's projection, but the cell named is a {}", cell.name()),
+        ));
+    }
     let (hidden, proj) = match shapes.get(&format!("{prefix}weight_hr_l0")).map(|s| &s[..]) {
         None => (w_hh[1], 0),
         Some(&[p, h]) => (h, p),

@@ -348,7 +348,7 @@ impl Batch {
     /// Where a many-to-one head reads each sequence's final output, per direction: the forward
     /// direction's at its last valid step `t = len - 1`, the reverse direction's at `t = 0` (where
     /// that direction ends, having read the whole sequence), as a PyTorch model built on the final
-    /// states reads them. The outputs `[T, B, D*H]` are taken as `T*B*D` rows of H: sequence b,
+    /// states reads them. The outputs `[T, B, D*H]` are taken as `T*B*D` rows of H (of P with a projection): sequence b,
     /// direction d is row `(t * B + b) * D + d`, listed in that order (b, then d).
     pub fn last_rows(&self, directions: usize) -> Vec<u32> {
         let lengths = self.lengths_u32();

@@ -22,7 +22,8 @@ pub enum Start<'a> {
     /// The final state of the previous run with the same batch size: truncated BPTT over chunks,
     /// or streaming inference. Gradients stop at the chunk boundary.
     Continue,
-    /// Given states `h0` (and `c0` for an LSTM), `[L*D, B, H]`.
+    /// Given states `h0` (and `c0` for an LSTM), `[L*D, B, H]` (`h0` `[L*D, B, P]` with a
+    /// projection).
     Given { h0: &'a [f32], c0: Option<&'a [f32]> },
 }
 

@@ -34,9 +34,10 @@ impl Plan for ModelPlan {
 /// The outputs of a forward pass.
 #[derive(Clone, Debug, PartialEq)]
 pub struct Forward {
-    /// The top layer's outputs `[T, B, D*H]` (zero at padded steps).
+    /// The top layer's outputs `[T, B, D*H]` (`D*P` with a projection; zero at padded steps).
     pub output: Vec<f32>,
-    /// Final states `[L*D, B, H]` (each sequence's state after its last valid step).
+    /// Final states `[L*D, B, H]` (each sequence's state after its last valid step); with a
+    /// projection `h_n` has P values a row, `c_n` H.
     pub h_n: Vec<f32>,
     pub c_n: Option<Vec<f32>>,
     /// The head's outputs: `[T, B, O]` many-to-many, `[B, O]` many-to-one.
@@ -44,7 +45,8 @@ pub struct Forward {
 }
 
 /// The recurrent state one run leaves for the next (`Start::Continue`): truncated BPTT's carried
-/// state, saved in checkpoints so that a resumed run continues exactly. `[L*D, B, H]` each.
+/// state, saved in checkpoints so that a resumed run continues exactly. `[L*D, B, H]` each (the
+/// hidden state `[L*D, B, P]` with a projection).
 #[derive(Clone, Debug, PartialEq)]
 pub struct CarriedState {
     pub h: Vec<f32>,

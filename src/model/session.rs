@@ -56,7 +56,7 @@ impl Session<'_> {
 
     /// One step of every stream: `input` holds one token id per stream (`[streams]`) or one
     /// feature vector per stream (`[streams, I]`). The streams listed in `reset` start afresh from
-    /// the model's initial state first. Returns the top layer's outputs `[1, streams, H]`, the new
+    /// the model's initial state first. Returns the top layer's outputs `[1, streams, D*H]`, the new
     /// states and, with a head, its outputs `[1, streams, O]`.
     pub fn step(&mut self, input: Input, reset: &[usize]) -> Result<Forward> {
         if let Some(&s) = reset.iter().find(|&&s| s >= self.streams) {

@@ -67,6 +67,8 @@ pub struct ModelSpec {
     pub hidden: usize,
     /// The LSTM's projection size P (PyTorch's `proj_size`), 0 for none: the hidden state is
     /// `h = W_hr · (o ⊙ tanh(c))` of P < H values, and what the layer outputs and feeds back.
+    /// Wherever a shape names the hidden state (`h0`, `h_n`, outputs `D*H`), read P for H then;
+    /// the cell state keeps H.
     pub proj: usize,
     pub layers: usize,
     pub bidirectional: bool,
@@ -145,7 +147,7 @@ impl ModelSpec {
         if k == 0 { self.input.size() } else { self.output_size() }
     }
 
-    /// Rows of the initial and final state `[L*D, B, H]`.
+    /// Rows of the initial and final states `[L*D, B, H]`.
     pub fn state_rows(&self) -> usize {
         self.layers * self.directions()
     }
@@ -246,10 +248,10 @@ impl ModelSpec {
             InputKind::Embedding { vocab, dim } => vocab as u64 * dim as u64,
             _ => 0,
         };
-        let biggest = (self.cell.gates() as u64
-            * self.hidden as u64
-            * self.input.size().max(self.output_size()) as u64)
-            .max(table);
+        // A projected layer's steps multiply by W_hh · W_hr, `[G*H, H]`.
+        let widest =
+            self.input.size().max(self.output_size()).max(if self.proj > 0 { self.hidden } else { 0 });
+        let biggest = (self.cell.gates() as u64 * self.hidden as u64 * widest as u64).max(table);
         if biggest > MAX_TENSOR {
             return Err(Error::range(
                 OP,

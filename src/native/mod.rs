@@ -206,8 +206,9 @@ impl HostKernels for Native {
                 kernels::attention_mix_t(isa, &mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate)
             }
             Op::Step { cell, bufs, s, backward } => {
-                // The step packs W_hh once per version of the weights (`steps::Steps`).
-                self.steps.weights = Some(bufs.w_hh.version());
+                // The step packs W_hh once per version of the weights (`steps::Steps`): of its
+                // factors when it is a product, which a training pass forms anew.
+                self.steps.weights = Some(bufs.factors.map_or(bufs.w_hh, |(w, _)| w).version());
                 host::step(&mut self.steps, cell, &bufs, s, backward)?;
             }
             op @ (Op::Clear { .. } | Op::Copy { .. }) => return crate::reference::backend::twin(op),

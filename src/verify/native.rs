@@ -471,8 +471,11 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             out.extend(check(&case, isa, per_isa)?);
         }
     }
-    for cell in crate::cell::Cell::ALL {
+    // Every cell, and the projected LSTM (its steps given W_hh's factors) at P = H/2 or 1.
+    let projected = [(crate::cell::Cell::Lstm, true)];
+    for (cell, factors) in crate::cell::Cell::ALL.map(|c| (c, false)).into_iter().chain(projected) {
         for &(t, b, h) in STEP_SHAPES.iter().chain(&[(3, 32, 256), (2, 5, 300)]) {
+            let proj = if factors { (h / 2).max(1) } else { 0 };
             for reverse in [false, true] {
                 let seed = rng.next_u64();
                 for &isa in &isas {
@@ -483,6 +486,7 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
                             isa.name(),
                             cell,
                             (t, b, h),
+                            proj,
                             reverse,
                             seed,
                         ),

@@ -50,6 +50,8 @@ struct StepData {
     dgh: Vec<f32>,
     carry: Vec<f32>,
     lengths: Vec<u32>,
+    /// The factors W_hh `[G*H, P]` and W_hr `[P, H]` of `w_hh`, where the device is given them.
+    factors: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 /// The fused steps of `cell` over a whole sequence, forward, then backward with W_hh halved in
@@ -63,6 +65,7 @@ async fn run_steps<B: Backend<Elem = f32>>(
     reverse: bool,
     keep: bool,
 ) -> Result<StepData> {
+    let factors = d.factors.clone().map_or(Vec::new(), |(w, r)| vec![w, r]);
     let (f, u) = upload(
         be,
         &[
@@ -77,7 +80,10 @@ async fn run_steps<B: Backend<Elem = f32>>(
             d.dg.clone(),
             d.dgh.clone(),
             d.carry.clone(),
-        ],
+        ]
+        .into_iter()
+        .chain(factors)
+        .collect::<Vec<_>>(),
         std::slice::from_ref(&d.lengths),
     )?;
     let t_len = d.xw.len() / (base.batch * cell.gates() * base.hidden);
@@ -96,6 +102,7 @@ async fn run_steps<B: Backend<Elem = f32>>(
         dg: Some(&f[8]),
         dgh: Some(&f[9]),
         carry: Some(&f[10]),
+        factors: d.factors.as_ref().map(|_| (&f[11], &f[12])),
     };
     let key = |kind| ProgramKey {
         kind,
@@ -120,8 +127,11 @@ async fn run_steps<B: Backend<Elem = f32>>(
     }
     // W_hh changes between the passes, as an update changes it between steps: the backward
     // steps must read the new weights.
-    let halved: Vec<f32> = d.w_hh.iter().map(|w| w * 0.5).collect();
-    be.write(&f[5], &halved)?;
+    let halve = |w: &[f32]| -> Vec<f32> { w.iter().map(|w| w * 0.5).collect() };
+    be.write(&f[5], &halve(&d.w_hh))?;
+    if let Some((w, _)) = &d.factors {
+        be.write(&f[11], &halve(w))?;
+    }
     be.execute(key("verify steps backward"), &mut |be| {
         for s in 0..=t_len {
             let (t, next_t, mode) = if s == t_len {
@@ -139,7 +149,21 @@ async fn run_steps<B: Backend<Elem = f32>>(
     })?;
     let [states, cells, gates, y, xw, w_hh, bias, dy, dg, dgh, carry] =
         read_all(be, std::array::from_fn(|i| &f[i])).await?;
-    Ok(StepData { states, cells, gates, y, xw, w_hh, bias, dy, dg, dgh, carry, lengths: d.lengths.clone() })
+    Ok(StepData {
+        states,
+        cells,
+        gates,
+        y,
+        xw,
+        w_hh,
+        bias,
+        dy,
+        dg,
+        dgh,
+        carry,
+        lengths: d.lengths.clone(),
+        factors: d.factors.clone(),
+    })
 }
 
 /// Reads each of `bufs`, in order.
@@ -156,12 +180,14 @@ pub(super) async fn read_all<B: Backend<Elem = f32>, const N: usize>(
 
 /// The fused steps of `cell` over a whole sequence of `(T, B, H)`, forward then backward (W_hh
 /// changed between the passes), in one direction, on the device of `be` against the reference:
-/// every buffer the steps write. `label` names the device's variant in the shapes.
+/// every buffer the steps write. `label` names the device's variant in the shapes. With `proj`
+/// (a projected LSTM's P), W_hh is the product of two factors, which the device is given too.
 pub async fn check_steps<B: Backend<Elem = f32>>(
     mut be: B,
     label: &str,
     cell: Cell,
     (t_len, b, h): (usize, usize, usize),
+    proj: usize,
     reverse: bool,
     seed: u64,
 ) -> Result<Vec<Check>> {
@@ -182,19 +208,30 @@ pub async fn check_steps<B: Backend<Elem = f32>>(
         states[first + i] = rng.uniform_in(-1.0, 1.0) as f32;
         cells[first + i] = rng.uniform_in(-1.0, 1.0) as f32;
     }
+    let factors = (proj > 0).then(|| {
+        let (w, r) = (rng.uniform_vec(gh * proj, -scale, scale), rng.uniform_vec(proj * h, -scale, scale));
+        // W_hh = W · W_hr, as the graph forms it.
+        let product: Vec<f32> =
+            (0..gh * h).map(|i| (0..proj).map(|k| w[(i / h) * proj + k] * r[k * h + i % h]).sum()).collect();
+        (product, (w, r))
+    });
     let data = StepData {
         states,
         cells,
         gates: nan((t_len * b * cell.saved() * h).max(1)),
         y: nan(t_len * b * out_stride),
         xw: rng.uniform_vec(t_len * b * gh, -1.0, 1.0),
-        w_hh: rng.uniform_vec(gh * h, -scale, scale),
+        w_hh: match &factors {
+            None => rng.uniform_vec(gh * h, -scale, scale),
+            Some((product, _)) => product.clone(),
+        },
         bias: rng.uniform_vec(bias_hh + gh, -scale, scale),
         dy: rng.uniform_vec(t_len * b * out_stride, -1.0, 1.0),
         dg: nan(t_len * b * gh),
         dgh: nan(t_len * b * gh),
         carry: rng.uniform_vec(2 * b * h, -1.0, 1.0),
         lengths,
+        factors: factors.map(|(_, f)| f),
     };
     let base = Step {
         t: 0,
@@ -211,9 +248,12 @@ pub async fn check_steps<B: Backend<Elem = f32>>(
     };
     let n = run_steps(&mut be, cell, &data, base, reverse, true).await?;
     let inference = run_steps(&mut be, cell, &data, base, reverse, false).await?;
-    let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &data, base, reverse, true).await?;
+    // The reference multiplies by the product.
+    let plain = StepData { factors: None, ..data.clone() };
+    let r = run_steps(&mut ReferenceBackend::<f32>::new(), cell, &plain, base, reverse, true).await?;
     let shape = format!(
-        "T{t_len} B{b} H{h}{}{}{label}",
+        "T{t_len} B{b} H{h}{}{}{}{label}",
+        if proj > 0 { format!(" P{proj}") } else { String::new() },
         if reverse { " reverse" } else { "" },
         if label.is_empty() { "" } else { " " }
     );

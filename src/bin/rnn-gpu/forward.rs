@@ -8,7 +8,7 @@ pub(crate) struct ForwardArgs {
     #[arg(long)]
     model: PathBuf,
     /// safetensors with `input` [T, B, I] floats or `tokens` [T, B] integers, and optionally
-    /// `h0`, `c0` [L*D, B, H] and `lengths` [B].
+    /// `h0`, `c0` [L*D, B, H] (`h0` [L*D, B, P] with a projection) and `lengths` [B].
     #[arg(long)]
     input: PathBuf,
     /// safetensors with `output` [T, B, D*H], the gradient of the outputs (and optionally `h_n`,
@@ -80,22 +80,22 @@ pub(crate) fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
         batch = batch.with_lengths(lengths);
     }
     let (t, b) = (batch.steps, batch.batch);
-    let state_shape = vec![spec.state_rows(), b, spec.hidden];
+    // The hidden state has P values with a projection; the cell state has H.
+    let state_shape = vec![spec.state_rows(), b, spec.state_size()];
+    let cell_shape = vec![spec.state_rows(), b, spec.hidden];
     let input_name = match spec.input {
         InputKind::Dense(_) => "input",
         InputKind::Tokens(_) | InputKind::Embedding { .. } => "tokens",
     };
     only_known(&a.input, &file, &[input_name, "lengths", "h0", "c0"])?;
-    let state = |name: &str| -> rnn_gpu::Result<Option<Vec<f32>>> {
+    let state = |name: &str, want: &[usize]| -> rnn_gpu::Result<Option<Vec<f32>>> {
         match floats(name)? {
             None => Ok(None),
-            Some((shape, v)) if shape == state_shape => Ok(Some(v)),
-            Some((shape, _)) => {
-                Err(bad(format!("tensor {name} has shape {shape:?}; expected [L*D, B, H] = {state_shape:?}")))
-            }
+            Some((shape, v)) if shape == want => Ok(Some(v)),
+            Some((shape, _)) => Err(bad(format!("tensor {name} has shape {shape:?}; expected {want:?}"))),
         }
     };
-    let (h0, c0) = (state("h0")?, state("c0")?);
+    let (h0, c0) = (state("h0", &state_shape)?, state("c0", &cell_shape)?);
     if c0.is_some() && !spec.cell.has_cell_state() {
         return Err(bad(format!("tensor c0 is given, but a {} has no cell state", spec.cell.name())));
     }
@@ -112,7 +112,7 @@ pub(crate) fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
         ("h_n".to_string(), state_shape.clone(), TensorData::F32(f.h_n)),
     ];
     if let Some(c) = f.c_n {
-        out.push(("c_n".into(), state_shape.clone(), TensorData::F32(c)));
+        out.push(("c_n".into(), cell_shape.clone(), TensorData::F32(c)));
     }
     if let (Some(l), Some(head)) = (f.logits, spec.head) {
         let shape = match head.mode {
@@ -140,7 +140,7 @@ pub(crate) fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
             message: "missing tensor `output` [T, B, D*H]".into(),
         })?;
         let d_hn = get("h_n", &state_shape)?;
-        let d_cn = get("c_n", &state_shape)?;
+        let d_cn = get("c_n", &cell_shape)?;
         if d_cn.is_some() && !spec.cell.has_cell_state() {
             return Err(Error::File {
                 path: path.clone(),
@@ -158,7 +158,7 @@ pub(crate) fn forward(a: ForwardArgs) -> rnn_gpu::Result<ExitCode> {
         }
         out.push(("grad.h0".into(), state_shape.clone(), TensorData::F32(grads.h0)));
         if let Some(d) = grads.c0 {
-            out.push(("grad.c0".into(), state_shape, TensorData::F32(d)));
+            out.push(("grad.c0".into(), cell_shape, TensorData::F32(d)));
         }
     }
     io::write_tensors(&a.out, &out, &Default::default())?;

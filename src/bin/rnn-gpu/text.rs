@@ -307,10 +307,11 @@ fn train_as(a: TrainArgs, given: &dyn Fn(&str) -> bool, job: &Job) -> rnn_gpu::R
         outln!("data-parallel over {} ranks, {} streams each", comm.size(), cfg.batch.div_ceil(comm.size()));
     }
     outln!(
-        "training a {}-layer {} of {} units on {} ({} steps of {}x{} characters, {} lr {}), writing to {}",
+        "training a {}-layer {} of {} units{} on {} ({} steps of {}x{} characters, {} lr {}), writing to {}",
         cfg.model.layers,
         cfg.model.cell.name(),
         cfg.model.hidden,
+        if cfg.model.proj > 0 { format!(" projected to {}", cfg.model.proj) } else { String::new() },
         cfg.text.display(),
         cfg.steps,
         cfg.batch,

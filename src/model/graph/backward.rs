@@ -144,6 +144,7 @@ impl Graph<'_> {
                     y,
                     xw: &dw.xw,
                     w_hh,
+                    factors: w.w_hr.as_ref().map(|w_hr| (&w.w_hh, w_hr)),
                     bias: &w.bias,
                     lengths: &ws.lengths,
                     dy: Some(dy),

@@ -91,6 +91,7 @@ impl Graph<'_> {
                         (&pw.w_eff, &pw.r)
                     }
                 };
+                let factors = w.w_hr.as_ref().map(|w_hr| (&w.w_hh, w_hr));
                 let bufs = StepBufs::<B::Buf, B::IBuf> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
@@ -98,6 +99,7 @@ impl Graph<'_> {
                     y,
                     xw: &dw.xw,
                     w_hh,
+                    factors,
                     bias: &w.bias,
                     lengths: &ws.lengths,
                     dy: None,

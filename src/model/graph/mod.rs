@@ -171,7 +171,7 @@ pub struct Workspace<B: Backend> {
     pub tokens: Option<(B::IBuf, B::IBuf, B::IBuf)>,
     pub lengths: B::IBuf,
     pub seeds: B::IBuf,
-    /// Initial states `[L*D, B, H]`: written by the host, gathered from learned parameters, or
+    /// Initial states `[L*D, B, H]` (hidden `[L*D, B, P]` with a projection): written by the host, gathered from learned parameters, or
     /// left holding the previous run's final states (truncated BPTT, streaming).
     pub h0: B::Buf,
     pub c0: Option<B::Buf>,

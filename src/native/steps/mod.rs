@@ -41,12 +41,25 @@ const PARALLEL_MACS: usize = 1 << 16;
 /// layers x 2 x 2 of them).
 const KEEP: usize = 32;
 
-/// The packed W_hh of one version of one layer direction's weights.
+/// What a step multiplies by, packed as the right operand of a product.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Pack {
+    /// W_hh (`[g·h, k]`, k = h, or P of a projection) by gate columns: the forward product.
+    Forward,
+    /// `w` as it is (`[k, h]`: W_hh with k = g·h, or a projection's W_hr with k = P): the
+    /// backward product.
+    Backward,
+    /// A projection's W_hrᵀ (`[h, P]`): the forward step's first product, `h_prev · W_hrᵀ`.
+    Project,
+    /// A projection's W_hh (`[g·h, P]`): the backward step's first product, `dg_next · W_hh`.
+    ProjectBack,
+}
+
+/// The packed weights of one version of one layer direction's weights, by `Pack`.
 #[derive(Debug)]
 struct Packs {
-    key: (Option<Version>, Isa, usize, usize),
-    forward: Option<Packed>,
-    backward: Option<Packed>,
+    key: (Option<Version>, Isa, usize, usize, usize),
+    packs: [Option<Packed>; 4],
 }
 
 #[derive(Debug)]
@@ -60,6 +73,9 @@ pub struct Steps {
     /// Copies of the previous state for a step whose input and output slots are one.
     prev_h: Vec<f32>,
     prev_c: Vec<f32>,
+    /// A projected layer's first product of a step: `h_prev · W_hrᵀ` forward, `dg_next · W_hh`
+    /// backward (`[B, P]`).
+    projected: Vec<f32>,
 }
 
 thread_local! {
@@ -69,38 +85,95 @@ thread_local! {
 
 impl Steps {
     pub fn new(isa: Isa) -> Steps {
-        Steps { isa, packs: Vec::new(), weights: None, prev_h: Vec::new(), prev_c: Vec::new() }
+        Steps {
+            isa,
+            packs: Vec::new(),
+            weights: None,
+            prev_h: Vec::new(),
+            prev_c: Vec::new(),
+            projected: Vec::new(),
+        }
     }
 
-    /// W_hh (`[g·h, h]`) packed for the forward step (`forward`) or the backward step, from the
-    /// cache when its version is known and seen before.
-    fn packed(&mut self, isa: Isa, w_hh: &[f32], g: usize, h: usize, forward: bool) -> &Packed {
-        let key = (self.weights, isa, g, h);
+    /// `w` packed as `which` says, from the cache when its version is known and seen before; `k`
+    /// is h, or the projection's P.
+    fn packed(&mut self, which: Pack, w: &[f32], g: usize, h: usize, k: usize) -> &Packed {
+        let isa = self.isa;
+        let key = (self.weights, isa, g, h, k);
         let entry = match self.packs.iter().position(|p| p.key == key && key.0.is_some()) {
             Some(i) => self.packs.remove(i),
-            None => Packs { key, forward: None, backward: None },
+            None => Packs { key, packs: Default::default() },
         };
         self.packs.insert(0, entry);
         self.packs.truncate(KEEP);
-        let entry = &mut self.packs[0];
         let blocks = h.div_ceil(UNITS);
-        let slot = if forward { &mut entry.forward } else { &mut entry.backward };
-        slot.get_or_insert_with(|| {
+        self.packs[0].packs[which as usize].get_or_insert_with(|| {
             let mut p = Packed::default();
-            if forward {
+            match which {
                 // Packed column q: unit block q / (g·UNITS), gate (q / UNITS) % g, unit q % UNITS
                 // of the block; B[k, q] = W_hh[gate·h + unit, k].
-                p.pack(isa, (w_hh, 1, h), h, blocks * g * UNITS, |q| {
+                Pack::Forward => p.pack(isa, (w, 1, k), k, blocks * g * UNITS, |q| {
                     let (blk, r) = (q / (g * UNITS), q % (g * UNITS));
                     let u = blk * UNITS + r % UNITS;
                     (u < h).then_some((r / UNITS) * h + u)
-                });
-            } else {
-                // B[k, u] = W_hh[k, u], k over all g·h gate rows.
-                p.pack(isa, (w_hh, h, 1), g * h, blocks * UNITS, |u| (u < h).then_some(u));
+                }),
+                // B[k, u] = w[k, u]: k over all g·h gate rows of W_hh, or the P rows of W_hr.
+                Pack::Backward => p.pack(isa, (w, h, 1), k, blocks * UNITS, |u| (u < h).then_some(u)),
+                // B[u, j] = W_hr[j, u].
+                Pack::Project => p.pack(isa, (w, 1, h), h, k, Some),
+                // B[r, j] = W_hh[r, j] over its g·h rows.
+                Pack::ProjectBack => p.pack(isa, (w, k, 1), g * h, k, Some),
             }
             p
         })
+    }
+
+    /// A projected layer's first product of a step, `[batch, P]` into `projected`: A's rows
+    /// (`a_rs` apart, `packed.k` long) times the packed `which`, its column panels split across
+    /// the pool.
+    fn project(
+        &mut self,
+        which: Pack,
+        w: &[f32],
+        (g, h, p): (usize, usize, usize),
+        a: Shared<*const f32>,
+        a_rs: usize,
+        batch: usize,
+    ) {
+        let isa = self.isa;
+        self.projected.resize(batch * p, 0.0);
+        let c = Shared(self.projected.as_mut_ptr());
+        let packed = self.packed(which, w, g, h, p);
+        let (mr, nr, k) = (isa.mr(), isa.nr(), packed.k);
+        let one = |pi: usize| {
+            let cols = nr.min(p - pi * nr);
+            for k0 in (0..k).step_by(sgemm::KC) {
+                let kc = sgemm::KC.min(k - k0);
+                let panel = &packed.panel(pi)[k0 * nr..];
+                for i in (0..batch).step_by(mr) {
+                    // SAFETY: A's batch rows of k (the step's checks), the panel k x NR, C's
+                    // batch rows of p (resized above); each task writes its own columns.
+                    unsafe {
+                        sgemm::micro(
+                            isa,
+                            kc,
+                            (a.get().add(i * a_rs + k0), a_rs, 1),
+                            panel.as_ptr(),
+                            (c.get().add(i * p + pi * nr), p),
+                            mr.min(batch - i),
+                            cols,
+                            k0 > 0,
+                        )
+                    }
+                }
+            }
+        };
+        let panels = p.div_ceil(nr);
+        if batch * p * k < PARALLEL_MACS || rayon::current_num_threads() == 1 {
+            (0..panels).for_each(one);
+        } else {
+            (0..panels).into_par_iter().for_each(one);
+        }
     }
 }
 
@@ -455,8 +528,17 @@ impl StepKernels<f32> for Steps {
             gates: f.gates.map(|gates| Shared(gates[at(&s, s.t, C::SAVED * h)..].as_mut_ptr())),
             y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
         };
-        let packed = self.packed(isa, f.w_hh, g, h, true);
-        run(isa, s.batch, h, g * UNITS, Operand { a: Some((h_prev, h)), k: h, packed }, &e);
+        let (a, k, w) = match f.factors {
+            None => ((h_prev, h), h, f.w_hh),
+            Some((w_hh, w_hr)) => {
+                // h_prev · W_hrᵀ, the projected state, then its product with W_hh.
+                let p = w_hr.len() / h;
+                self.project(Pack::Project, w_hr, (g, h, p), h_prev, h, s.batch);
+                ((ro(&self.projected), p), p, w_hh)
+            }
+        };
+        let packed = self.packed(Pack::Forward, w, g, h, k);
+        run(isa, s.batch, h, g * UNITS, Operand { a: Some(a), k, packed }, &e);
     }
 
     fn backward<C: CellMath>(&mut self, cell: C, a: StepBackward<'_, f32>, s: Step) {
@@ -472,8 +554,20 @@ impl StepKernels<f32> for Steps {
         let next = (s.mode != StepMode::First).then(|| (at_ro(dgr, at(&s, s.next_t, gh)), gh));
         let carry_h = Shared(a.carry.as_mut_ptr());
         let carry_c = Shared(carry_h.get().wrapping_add(s.batch * h));
-        let packed = self.packed(isa, a.w_hh, g, h, false);
-        let op = Operand { a: next, k: gh, packed };
+        let (next, k, w) = match a.factors {
+            None => (next, gh, a.w_hh),
+            Some((w_hh, w_hr)) => {
+                // dg_next · W_hh, the gradient reaching the projected state, then through W_hr.
+                let p = w_hr.len() / h;
+                let next = next.map(|(dg_next, _)| {
+                    self.project(Pack::ProjectBack, w_hh, (g, h, p), dg_next, gh, s.batch);
+                    (ro(&self.projected), p)
+                });
+                (next, p, w_hr)
+            }
+        };
+        let packed = self.packed(Pack::Backward, w, g, h, k);
+        let op = Operand { a: next, k, packed };
         if s.mode == StepMode::Initial {
             return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry: carry_h });
         }

@@ -187,7 +187,7 @@ pub async fn check_steps(
     reverse: bool,
     seed: u64,
 ) -> Result<Vec<Check>> {
-    steps::check_steps(crate::gpu::GpuBackend::new(ctx)?, "", cell, (steps, batch, hidden), reverse, seed)
+    steps::check_steps(crate::gpu::GpuBackend::new(ctx)?, "", cell, (steps, batch, hidden), 0, reverse, seed)
         .await
 }
 
