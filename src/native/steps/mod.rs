@@ -95,11 +95,13 @@ impl Steps {
         }
     }
 
-    /// `w` packed as `which` says, from the cache when its version is known and seen before; `k`
-    /// is h, or the projection's P.
-    fn packed(&mut self, which: Pack, w: &[f32], g: usize, h: usize, k: usize) -> &Packed {
+    /// `w` packed as `which` says, from the cache when its version is known and seen before; `p`
+    /// is the layer's projection (0: none), which makes the products' length P.
+    fn packed(&mut self, which: Pack, w: &[f32], g: usize, h: usize, p: usize) -> &Packed {
         let isa = self.isa;
-        let key = (self.weights, isa, g, h, k);
+        // One entry for all of a layer direction's packs: keyed by its projection, not by the
+        // length of each product.
+        let key = (self.weights, isa, g, h, p);
         let entry = match self.packs.iter().position(|p| p.key == key && key.0.is_some()) {
             Some(i) => self.packs.remove(i),
             None => Packs { key, packs: Default::default() },
@@ -108,23 +110,28 @@ impl Steps {
         self.packs.truncate(KEEP);
         let blocks = h.div_ceil(UNITS);
         self.packs[0].packs[which as usize].get_or_insert_with(|| {
-            let mut p = Packed::default();
+            let mut packed = Packed::default();
+            let k = match (which, p) {
+                (Pack::Forward, 0) => h,
+                (Pack::Backward, 0) => g * h,
+                _ => p,
+            };
             match which {
                 // Packed column q: unit block q / (g·UNITS), gate (q / UNITS) % g, unit q % UNITS
                 // of the block; B[k, q] = W_hh[gate·h + unit, k].
-                Pack::Forward => p.pack(isa, (w, 1, k), k, blocks * g * UNITS, |q| {
+                Pack::Forward => packed.pack(isa, (w, 1, k), k, blocks * g * UNITS, |q| {
                     let (blk, r) = (q / (g * UNITS), q % (g * UNITS));
                     let u = blk * UNITS + r % UNITS;
                     (u < h).then_some((r / UNITS) * h + u)
                 }),
                 // B[k, u] = w[k, u]: k over all g·h gate rows of W_hh, or the P rows of W_hr.
-                Pack::Backward => p.pack(isa, (w, h, 1), k, blocks * UNITS, |u| (u < h).then_some(u)),
+                Pack::Backward => packed.pack(isa, (w, h, 1), k, blocks * UNITS, |u| (u < h).then_some(u)),
                 // B[u, j] = W_hr[j, u].
-                Pack::Project => p.pack(isa, (w, 1, h), h, k, Some),
+                Pack::Project => packed.pack(isa, (w, 1, h), h, p, Some),
                 // B[r, j] = W_hh[r, j] over its g·h rows.
-                Pack::ProjectBack => p.pack(isa, (w, k, 1), g * h, k, Some),
+                Pack::ProjectBack => packed.pack(isa, (w, p, 1), g * h, p, Some),
             }
-            p
+            packed
         })
     }
 
@@ -528,8 +535,8 @@ impl StepKernels<f32> for Steps {
             gates: f.gates.map(|gates| Shared(gates[at(&s, s.t, C::SAVED * h)..].as_mut_ptr())),
             y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
         };
-        let (a, k, w) = match f.factors {
-            None => ((h_prev, h), h, f.w_hh),
+        let (a, p, w) = match f.factors {
+            None => ((h_prev, h), 0, f.w_hh),
             Some((w_hh, w_hr)) => {
                 // h_prev · W_hrᵀ, the projected state, then its product with W_hh.
                 let p = w_hr.len() / h;
@@ -537,7 +544,8 @@ impl StepKernels<f32> for Steps {
                 ((ro(&self.projected), p), p, w_hh)
             }
         };
-        let packed = self.packed(Pack::Forward, w, g, h, k);
+        let packed = self.packed(Pack::Forward, w, g, h, p);
+        let k = packed.k;
         run(isa, s.batch, h, g * UNITS, Operand { a: Some(a), k, packed }, &e);
     }
 
@@ -554,8 +562,8 @@ impl StepKernels<f32> for Steps {
         let next = (s.mode != StepMode::First).then(|| (at_ro(dgr, at(&s, s.next_t, gh)), gh));
         let carry_h = Shared(a.carry.as_mut_ptr());
         let carry_c = Shared(carry_h.get().wrapping_add(s.batch * h));
-        let (next, k, w) = match a.factors {
-            None => (next, gh, a.w_hh),
+        let (next, p, w) = match a.factors {
+            None => (next, 0, a.w_hh),
             Some((w_hh, w_hr)) => {
                 // dg_next · W_hh, the gradient reaching the projected state, then through W_hr.
                 let p = w_hr.len() / h;
@@ -566,7 +574,8 @@ impl StepKernels<f32> for Steps {
                 (next, p, w_hr)
             }
         };
-        let packed = self.packed(Pack::Backward, w, g, h, k);
+        let packed = self.packed(Pack::Backward, w, g, h, p);
+        let k = packed.k;
         let op = Operand { a: next, k, packed };
         if s.mode == StepMode::Initial {
             return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry: carry_h });
