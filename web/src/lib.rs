@@ -153,8 +153,9 @@ impl CharModel {
 
     pub fn describe(&self) -> String {
         let s = self.model.spec();
+        let proj = if s.proj > 0 { format!(" projected to {}", s.proj) } else { String::new() };
         format!(
-            "{}-layer {} of {} units, vocabulary {}, {} parameters",
+            "{}-layer {} of {} units{proj}, vocabulary {}, {} parameters",
             s.layers,
             s.cell.name(),
             s.hidden,
