@@ -209,6 +209,7 @@ impl HostKernels for Native {
                 // The step packs W_hh once per version of the weights (`steps::Steps`): of its
                 // factors when it is a product, which a training pass forms anew.
                 self.steps.weights = Some(bufs.factors.map_or(bufs.w_hh, |(w, _)| w).version());
+                self.steps.projection = bufs.factors.map(|(_, w_hr)| w_hr.version());
                 host::step(&mut self.steps, cell, &bufs, s, backward)?;
             }
             op @ (Op::Clear { .. } | Op::Copy { .. }) => return crate::reference::backend::twin(op),

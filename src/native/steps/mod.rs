@@ -58,7 +58,7 @@ enum Pack {
 /// The packed weights of one version of one layer direction's weights, by `Pack`.
 #[derive(Debug)]
 struct Packs {
-    key: (Option<Version>, Isa, usize, usize, usize),
+    key: (Option<Version>, Option<Version>, Isa, usize, usize, usize),
     packs: [Option<Packed>; 4],
 }
 
@@ -70,6 +70,8 @@ pub struct Steps {
     /// The version of the W_hh the next step reads, set by the backend before each step
     /// (`None`: unknown, so packed anew).
     pub weights: Option<Version>,
+    /// Of a projected layer, the version of its W_hr (which may live in another buffer).
+    pub projection: Option<Version>,
     /// Copies of the previous state for a step whose input and output slots are one.
     prev_h: Vec<f32>,
     prev_c: Vec<f32>,
@@ -89,6 +91,7 @@ impl Steps {
             isa,
             packs: Vec::new(),
             weights: None,
+            projection: None,
             prev_h: Vec::new(),
             prev_c: Vec::new(),
             projected: Vec::new(),
@@ -101,7 +104,7 @@ impl Steps {
         let isa = self.isa;
         // One entry for all of a layer direction's packs: keyed by its projection, not by the
         // length of each product.
-        let key = (self.weights, isa, g, h, p);
+        let key = (self.weights, self.projection, isa, g, h, p);
         let entry = match self.packs.iter().position(|p| p.key == key && key.0.is_some()) {
             Some(i) => self.packs.remove(i),
             None => Packs { key, packs: Default::default() },
