@@ -113,11 +113,10 @@ impl Graph<'_> {
                 let last = be.view(&dw.states, dw.state_base + self.final_slot(d, t_len) * bh, bh)?;
                 let dhn = be.view(&ws.dhn, h_chunk, bs)?;
                 let carry_h = be.view(&dw.carry, 0, bh)?;
-                match &dw.proj {
+                let proj = self.projection(dw, &w)?;
+                match &proj {
                     None => be.run(Op::Copy { src: &dhn, dst: &carry_h })?,
-                    Some(pw) => {
-                        self.unproject_gradient(be, &w, pw, &lw.dy, &dhn, &last, &carry_h, (b, tb, d))?
-                    }
+                    Some(pj) => self.unproject_gradient(be, pj, &lw.dy, &dhn, &last, &carry_h, (b, tb, d))?,
                 }
                 match &ws.dcn {
                     Some(dcn) => be.run(Op::Copy {
@@ -130,11 +129,11 @@ impl Graph<'_> {
                 let dgx = be.view(&dw.dg, 0, tb * g * h)?;
                 let dgh = be.view(dw.dgh.as_ref().unwrap_or(&dw.dg), 0, tb * g * h)?;
                 let mut base = self.base_step(b, d, dw.state_base, w.bias_hh);
-                let (w_hh, y, dy) = match &dw.proj {
+                let (w_hh, y, dy) = match &proj {
                     None => (&w.w_hh, &lw.y, &lw.dy),
-                    Some(pw) => {
+                    Some(pj) => {
                         (base.out_stride, base.out_col) = (h, 0);
-                        (&pw.w_eff, &pw.r, &pw.dr)
+                        (&pj.ws.w_eff, &pj.ws.r, &pj.ws.dr)
                     }
                 };
                 let bufs = StepBufs::<B::Buf, B::IBuf> {
@@ -144,7 +143,7 @@ impl Graph<'_> {
                     y,
                     xw: &dw.xw,
                     w_hh,
-                    factors: w.w_hr.as_ref().map(|w_hr| (&w.w_hh, w_hr)),
+                    factors: proj.as_ref().map(|pj| (&w.w_hh, pj.w_hr)),
                     bias: &w.bias,
                     lengths: &ws.lengths,
                     dy: Some(dy),
@@ -169,10 +168,10 @@ impl Graph<'_> {
                     later = Some(t);
                 }
                 let dh0 = be.view(&ws.dh0, h_chunk, bs)?;
-                match &dw.proj {
+                match &proj {
                     // The initial state entered through the first steps' input projections.
-                    Some(pw) => {
-                        self.project_initial_backward(be, &w, pw, &dgh, init_grad.then_some(&dh0), b)?
+                    Some(pj) => {
+                        self.project_initial_backward(be, &w, pj.ws, &dgh, init_grad.then_some(&dh0), b)?
                     }
                     None if init_grad => {
                         let next_t = later.unwrap_or(0);
@@ -220,8 +219,8 @@ impl Graph<'_> {
                     }
                     (None, None) => return Err(Error::invalid("backward", "the workspace has no input")),
                 }
-                match (&dw.proj, &w.w_hr, &w.dw_hr) {
-                    (None, _, _) => be.run(Op::Matmul {
+                match &proj {
+                    None => be.run(Op::Matmul {
                         c: &w.dw_hh,
                         a: &dgh,
                         b: &hprev,
@@ -229,7 +228,7 @@ impl Graph<'_> {
                         bias: None,
                     })?,
                     // W_eff = W_hh · W_hr: its gradient, then theirs through the product.
-                    (Some(pw), Some(w_hr), Some(dw_hr)) => {
+                    Some(Projected { ws: pw, w_hr, dw_hr }) => {
                         let p = spec.proj;
                         let p_eff = Matmul::new(g * h, h, tb).trans_a();
                         be.run(Op::Matmul { c: &pw.dw_eff, a: &dgh, b: &hprev, p: p_eff, bias: None })?;
@@ -238,7 +237,6 @@ impl Graph<'_> {
                         let p_hr = Matmul::new(p, h, g * h).trans_a().accumulate();
                         be.run(Op::Matmul { c: dw_hr, a: &w.w_hh, b: &pw.dw_eff, p: p_hr, bias: None })?;
                     }
-                    _ => return Err(Error::invalid("backward", "a projected layer without weight_hr")),
                 }
                 if let Some(dx) = &dx {
                     let mut p = Matmul::new(tb, i, g * h);
@@ -280,8 +278,7 @@ impl Graph<'_> {
     fn unproject_gradient<B: Backend>(
         &self,
         be: &mut B,
-        w: &LayerViews<B>,
-        pw: &ProjWs<B>,
+        pj: &Projected<B>,
         layer_dy: &B::Buf,
         dhn: &B::Buf,
         last: &B::Buf,
@@ -289,10 +286,7 @@ impl Graph<'_> {
         (b, tb, d): (usize, usize, usize),
     ) -> Result<()> {
         let (h, p) = (self.spec.hidden, self.spec.proj);
-        let (w_hr, dw_hr) = match (&w.w_hr, &w.dw_hr) {
-            (Some(w_hr), Some(dw_hr)) => (w_hr, dw_hr),
-            _ => return Err(Error::invalid("backward", "a projected layer without weight_hr")),
-        };
+        let (pw, w_hr, dw_hr) = (pj.ws, pj.w_hr, pj.dw_hr);
         be.run(Op::CopyCols { y: &pw.h, x: layer_dy, p: self.direction_cols(tb, d, true) })?;
         be.run(Op::Matmul { c: &pw.dr, a: &pw.h, b: w_hr, p: Matmul::new(tb, h, p), bias: None })?;
         be.run(Op::Matmul {

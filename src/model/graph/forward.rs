@@ -67,31 +67,25 @@ impl Graph<'_> {
                 let (h_chunk, c_chunk) = (rows * bs, rows * bh);
                 let first = dw.state_base + self.first_slot(d, t_len) * bh;
                 let h0 = be.view(&ws.h0, h_chunk, bs)?;
-                match &dw.proj {
-                    None => be.run(Op::Copy { src: &h0, dst: &be.view(&dw.states, first, bh)? })?,
-                    Some(pw) => self.project_initial(
-                        be,
-                        &w,
-                        &dw.xw,
-                        pw,
-                        &h0,
-                        &be.view(&dw.states, first, bh)?,
-                        (b, tb),
-                    )?,
+                let proj = self.projection(dw, &w)?;
+                let first_state = be.view(&dw.states, first, bh)?;
+                match &proj {
+                    None => be.run(Op::Copy { src: &h0, dst: &first_state })?,
+                    Some(pj) => self.project_initial(be, &w, &dw.xw, pj, &h0, &first_state, (b, tb))?,
                 }
                 if let (Some(c0), Some(cells)) = (&ws.c0, &dw.cells) {
                     be.run(Op::Copy { src: &be.view(c0, c_chunk, bh)?, dst: &be.view(cells, first, bh)? })?;
                 }
                 let mut base = self.base_step(b, d, dw.state_base, w.bias_hh);
                 // A projected layer's steps output r into a buffer of their own (ProjWs).
-                let (w_hh, y) = match &dw.proj {
+                let (w_hh, y) = match &proj {
                     None => (&w.w_hh, &lw.y),
-                    Some(pw) => {
+                    Some(pj) => {
                         (base.out_stride, base.out_col) = (h, 0);
-                        (&pw.w_eff, &pw.r)
+                        (&pj.ws.w_eff, &pj.ws.r)
                     }
                 };
-                let factors = w.w_hr.as_ref().map(|w_hr| (&w.w_hh, w_hr));
+                let factors = proj.as_ref().map(|pj| (&w.w_hh, pj.w_hr));
                 let bufs = StepBufs::<B::Buf, B::IBuf> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
@@ -117,33 +111,28 @@ impl Graph<'_> {
                         backward: false,
                     })?;
                 }
-                let last = be.view(&dw.states, dw.state_base + self.final_slot(d, t_len) * bh, bh)?;
+                let final_at = dw.state_base + self.final_slot(d, t_len) * bh;
+                let last = be.view(&dw.states, final_at, bh)?;
                 let hn = be.view(&ws.hn, h_chunk, bs)?;
-                match (&dw.proj, &w.w_hr) {
-                    (None, _) => be.run(Op::Copy { src: &last, dst: &hn })?,
-                    (Some(pw), Some(w_hr)) => {
+                match &proj {
+                    None => be.run(Op::Copy { src: &last, dst: &hn })?,
+                    Some(pj) => {
                         // h = r · W_hrᵀ: the outputs of all steps, and the final state.
-                        let p = spec.proj;
-                        be.run(Op::Matmul {
-                            c: &pw.h,
-                            a: &pw.r,
-                            b: w_hr,
-                            p: Matmul::new(tb, p, h).trans_b(),
-                            bias: None,
-                        })?;
+                        let (p, pw) = (spec.proj, pj.ws);
+                        let p_out = Matmul::new(tb, p, h).trans_b();
+                        be.run(Op::Matmul { c: &pw.h, a: &pw.r, b: pj.w_hr, p: p_out, bias: None })?;
                         be.run(Op::CopyCols { y: &lw.y, x: &pw.h, p: self.direction_cols(tb, d, false) })?;
                         be.run(Op::Copy { src: &last, dst: &pw.last_r })?;
                         let p_hn = Matmul::new(b, p, h).trans_b();
-                        be.run(Op::Matmul { c: &pw.last_h, a: &pw.last_r, b: w_hr, p: p_hn, bias: None })?;
+                        be.run(Op::Matmul { c: &pw.last_h, a: &pw.last_r, b: pj.w_hr, p: p_hn, bias: None })?;
                         be.run(Op::Copy { src: &pw.last_h, dst: &hn })?;
-                    }
-                    (Some(_), None) => {
-                        return Err(Error::invalid("forward", "a projected layer without weight_hr"));
                     }
                 }
                 if let (Some(cn), Some(cells)) = (&ws.cn, &dw.cells) {
-                    let last = dw.state_base + self.final_slot(d, t_len) * bh;
-                    be.run(Op::Copy { src: &be.view(cells, last, bh)?, dst: &be.view(cn, c_chunk, bh)? })?;
+                    be.run(Op::Copy {
+                        src: &be.view(cells, final_at, bh)?,
+                        dst: &be.view(cn, c_chunk, bh)?,
+                    })?;
                 }
             }
         }
@@ -232,16 +221,13 @@ impl Graph<'_> {
         be: &mut B,
         w: &LayerViews<B>,
         xw: &B::Buf,
-        pw: &ProjWs<B>,
+        pj: &Projected<B>,
         h0: &B::Buf,
         first_state: &B::Buf,
         (b, tb): (usize, usize),
     ) -> Result<()> {
         let (gh, h, p) = (self.spec.cell.gates() * self.spec.hidden, self.spec.hidden, self.spec.proj);
-        let w_hr = w
-            .w_hr
-            .as_ref()
-            .ok_or_else(|| Error::invalid("forward", "a projected layer without weight_hr"))?;
+        let (pw, w_hr) = (pj.ws, pj.w_hr);
         be.run(Op::Matmul {
             c: &be.view(&pw.w_eff, 0, gh * h)?,
             a: &w.w_hh,

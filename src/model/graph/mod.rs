@@ -341,6 +341,29 @@ impl Graph<'_> {
     }
 }
 
+/// A projected layer direction's buffers and its W_hr (and gradient) together.
+struct Projected<'a, B: Backend> {
+    ws: &'a ProjWs<B>,
+    w_hr: &'a B::Buf,
+    dw_hr: &'a B::Buf,
+}
+
+impl Graph<'_> {
+    /// A layer direction's projection, or none for an unprojected layer: its buffers and its
+    /// weights come from the same spec, so they agree or the engine has a bug.
+    fn projection<'a, B: Backend>(
+        &self,
+        dw: &'a DirWs<B>,
+        w: &'a LayerViews<B>,
+    ) -> Result<Option<Projected<'a, B>>> {
+        match (&dw.proj, &w.w_hr, &w.dw_hr) {
+            (None, None, None) => Ok(None),
+            (Some(ws), Some(w_hr), Some(dw_hr)) => Ok(Some(Projected { ws, w_hr, dw_hr })),
+            _ => Err(Error::invalid("graph", "a layer's projection buffers and its weight_hr disagree")),
+        }
+    }
+}
+
 struct LayerViews<B: Backend> {
     w_ih: B::Buf,
     w_hh: B::Buf,
