@@ -279,8 +279,6 @@ fn bench(c: &mut Criterion) {
         carry: Some(&gcarry),
         factors: None,
     };
-    let mut prog = Program::new(&ctx);
-    gk::step(&mut prog, Cell::Lstm, &gbufs, step, false).unwrap();
     // The native device and the reference on the same host buffers.
     let dgr = rng.uniform_vec(b * 4 * h, -0.1, 0.1);
     let mut nb = NativeBackend::new().unwrap();
@@ -329,26 +327,19 @@ fn bench(c: &mut Criterion) {
         }
     }
     let (nbufs, rbufs) = (bufs(&nv, &nlen), bufs(&rv, &rlen));
-    pair(
-        c,
-        &ctx,
-        "lstm_step_forward",
-        b * h,
-        prog,
-        || nb.run(Op::Step { cell: Cell::Lstm, bufs: nbufs, s: step, backward: false }).unwrap(),
-        || rb.run(Op::Step { cell: Cell::Lstm, bufs: rbufs, s: step, backward: false }).unwrap(),
-    );
-    let mut prog = Program::new(&ctx);
-    gk::step(&mut prog, Cell::Lstm, &gbufs, step, true).unwrap();
-    pair(
-        c,
-        &ctx,
-        "lstm_step_backward",
-        b * h,
-        prog,
-        || nb.run(Op::Step { cell: Cell::Lstm, bufs: nbufs, s: step, backward: true }).unwrap(),
-        || rb.run(Op::Step { cell: Cell::Lstm, bufs: rbufs, s: step, backward: true }).unwrap(),
-    );
+    for (backward, name) in [(false, "lstm_step_forward"), (true, "lstm_step_backward")] {
+        let mut prog = Program::new(&ctx);
+        gk::step(&mut prog, Cell::Lstm, &gbufs, step, backward).unwrap();
+        pair(
+            c,
+            &ctx,
+            name,
+            b * h,
+            prog,
+            || nb.run(Op::Step { cell: Cell::Lstm, bufs: nbufs, s: step, backward }).unwrap(),
+            || rb.run(Op::Step { cell: Cell::Lstm, bufs: rbufs, s: step, backward }).unwrap(),
+        );
+    }
 
     // attention.wgsl: scores of every decoder step against every encoder step.
     let a = Attention { tgt: s.t / 4, batch: s.b, src: s.t / 2, width: s.h };

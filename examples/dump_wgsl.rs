@@ -7,9 +7,9 @@
 fn main() -> std::io::Result<()> {
     let dir = std::env::args().nth(1).unwrap_or_else(|| "target/wgsl".into());
     std::fs::create_dir_all(&dir)?;
-    for (family, source) in rnn_gpu::gpu::shaders::FAMILIES {
+    for (family, source) in rnn_gpu::gpu::shaders::families() {
         std::fs::write(std::path::Path::new(&dir).join(format!("{family}.wgsl")), source)?;
     }
-    eprintln!("wrote {} shader families to {dir}", rnn_gpu::gpu::shaders::FAMILIES.len());
+    eprintln!("wrote {} shader families to {dir}", rnn_gpu::gpu::shaders::families().len());
     Ok(())
 }

@@ -3,32 +3,20 @@
 // Forward writes y = f(x). Backward accumulates dx += dy * f'(x), expressed through the forward
 // output y (as the fused cell kernels do), so the input need not be kept.
 
-struct Params {
-    n: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-// must match src/gpu/kernels.rs::ElementwiseParams
-
-@group(0) @binding(0) var<storage, read> params: Params;
-var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // y (forward) or dx (backward), (n)
 @group(0) @binding(2) var<storage, read> x: array<f32>;         // x (forward) or y (backward), (n)
 @group(0) @binding(3) var<storage, read> dy: array<f32>;        // (n), backward only
 
 @compute @workgroup_size(256)
 fn tanh_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     out[i] = tanh_stable(x[i]);
 }
 
 @compute @workgroup_size(256)
 fn tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     let y = x[i];
     out[i] += dy[i] * (1.0 - y * y);
@@ -36,16 +24,14 @@ fn tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(256)
 fn sigmoid_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     out[i] = sigmoid(x[i]);
 }
 
 @compute @workgroup_size(256)
 fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     let y = x[i];
     out[i] += dy[i] * y * (1.0 - y);
@@ -53,16 +39,14 @@ fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_
 
 @compute @workgroup_size(256)
 fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     out[i] = max(x[i], 0.0);
 }
 
 @compute @workgroup_size(256)
 fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     out[i] += select(0.0, dy[i], x[i] > 0.0);
 }

@@ -10,22 +10,8 @@
 // Layout: x, out of mix (T_t, B, A); enc, out of mix_t (T_s, B, A); w (T_t * B, T_s). One thread
 // per output element, summing in order: deterministic, no atomics, barrier-free.
 
-struct Params {
-    tgt: u32,        // T_t
-    batch: u32,      // B
-    src: u32,        // T_s
-    width: u32,      // A
-    accumulate: u32,
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-// must match src/gpu/kernels.rs::AttentionParams
-
 override MASK: bool = false;
 
-@group(0) @binding(0) var<storage, read> params: Params;
-var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;        // (T_t, B, A) or w (T_t * B, T_s)
 @group(0) @binding(3) var<storage, read> enc: array<f32>;      // (T_s, B, A) (mix_t: x (T_t, B, A))
@@ -41,8 +27,7 @@ fn put(i: u32, v: f32) {
 
 @compute @workgroup_size(256)
 fn attention_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let e = linear_id(gid, nwg);
+    let e = begin(gid, nwg);
     if e >= p.tgt * p.batch * p.src { return; }
     let j = e % p.src;
     let tb = e / p.src;
@@ -62,8 +47,7 @@ fn attention_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
 
 @compute @workgroup_size(256)
 fn attention_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let e = linear_id(gid, nwg);
+    let e = begin(gid, nwg);
     if e >= p.tgt * p.batch * p.width { return; }
     let k = e % p.width;
     let tb = e / p.width;
@@ -77,8 +61,7 @@ fn attention_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 
 @compute @workgroup_size(256)
 fn attention_mix_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let e = linear_id(gid, nwg);
+    let e = begin(gid, nwg);
     if e >= p.src * p.batch * p.width { return; }
     let k = e % p.width;
     let jb = e / p.width;

@@ -2,16 +2,6 @@
 //   bias_grad: db[j] += sum_r dy[r, j]      see below
 //   bias_grad_pair: the same sums added to db and to db2 (the RNN's and LSTM's b_ih and b_hh)
 
-struct Params {
-    n: u32,     // columns
-    cols: u32,
-    rows: u32,
-    _pad: u32,
-}
-// must match src/gpu/kernels.rs::BlasParams
-
-@group(0) @binding(0) var<storage, read> params: Params;
-var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> y: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read_write> y2: array<f32>; // bias_grad_pair's db2
@@ -19,7 +9,7 @@ var<private> p: Params; // params, copied once per thread (common.wgsl)
 // bias_grad: a workgroup of 256 threads owns 32 columns; its 8 rows of 32 threads walk the rows
 // 8 apart, neighbouring threads reading neighbouring columns (coalesced), and the 8 sums of a
 // column are added in order in workgroup memory (deterministic).
-const BIAS_COLS: u32 = 32u; // must match src/gpu/kernels.rs::BIAS_GRAD_COLS
+const BIAS_COLS: u32 = 32u; // must match src/gpu/kernels/blas.rs::BIAS_GRAD_COLS
 var<workgroup> col_sums: array<f32, 256>;
 
 // The sum of column j of x, valid in the workgroup's first BIAS_COLS threads.

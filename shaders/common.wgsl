@@ -5,26 +5,25 @@
 
 const WG: u32 = 256u;
 
-// Kernel parameters: every kernel file binds its parameter struct at binding 0 as `params`
-// (read-only storage, src/gpu/program.rs::PARAM_CHUNK says why not uniform) and every entry
-// point first copies it into the private `p` that the code reads (src/gpu/shaders.rs checks).
+// Kernel parameters: every family binds its parameter struct at binding 0 as `params`, and every
+// entry point first copies it into the private `p` that the code reads, itself or through
+// `begin` (src/gpu/kernels/mod.rs::kernel_params declares both; src/gpu/shaders.rs checks).
 // On lavapipe each storage load is a loop over the SIMD lanes that inserts each lane's value
 // through memory, and the compiler keeps the loads of `params` where the code reads them, inside
 // loops too; a private copy is registers, read for free wherever the code reads it.
 
-// The step state: where a training step's loss, gradient norm and decision live on the device
-// (must match src/ops.rs::step_state).
-const LOSS: u32 = 0u;
-const GRAD_SUMSQ: u32 = 1u;
-const GRAD_NORM: u32 = 2u;
-const CLIP_SCALE: u32 = 3u;
-const OK: u32 = 4u;
-const STEP: u32 = 5u;
-const SKIPPED: u32 = 6u;
-const LR: u32 = 7u;
+// The step state's indices, LOSS to LR, are generated from src/ops.rs::step_state
+// (src/gpu/shaders.rs).
 
 fn linear_id(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
     return gid.x + gid.y * nwg.x * WG;
+}
+
+// The first statement of a one-dimensional entry point: the private copy of the parameters, and
+// the thread's index in the grid.
+fn begin(gid: vec3<u32>, nwg: vec3<u32>) -> u32 {
+    p = params;
+    return linear_id(gid, nwg);
 }
 
 // WGSL has no isnan/isinf, and compilers may fold `x != x` away: test the exponent bits.

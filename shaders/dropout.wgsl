@@ -4,16 +4,6 @@
 //   dropout_forward:  out = keep ? x / (1 - p) : 0
 //   dropout_backward: dx += keep ? dy / (1 - p) : 0
 
-struct Params {
-    n: u32,
-    seed: u32,
-    prob: f32,
-    _pad: u32,
-}
-// must match src/gpu/kernels.rs::DropoutParams
-
-@group(0) @binding(0) var<storage, read> params: Params;
-var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;
 @group(0) @binding(3) var<storage, read> seeds: array<u32>; // per-step seed, written by the host
@@ -42,16 +32,14 @@ fn keep_scale(i: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn dropout_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     out[i] = x[i] * keep_scale(i);
 }
 
 @compute @workgroup_size(256)
 fn dropout_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     out[i] += x[i] * keep_scale(i);
 }

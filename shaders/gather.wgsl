@@ -7,16 +7,6 @@
 //                in order, the rows of dout that read v. The host lists them (CSR: `starts`
 //                (V + 1) into `rows`), as it already holds the indices it uploads.
 
-struct Params {
-    n: u32,          // gather: rows of out; scatter_add: rows of the table (V)
-    width: u32,
-    idx_stride: u32,
-    col_stride: u32,
-}
-// must match src/gpu/kernels.rs::GatherParams
-
-@group(0) @binding(0) var<storage, read> params: Params;
-var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // gather: (n, width); scatter_add: dtable
 @group(0) @binding(2) var<storage, read> src: array<f32>;       // gather: table; scatter_add: dout (rows, width)
 @group(0) @binding(3) var<storage, read> idx: array<u32>;       // gather: (n); scatter_add: starts (V + 1)
@@ -24,8 +14,7 @@ var<private> p: Params; // params, copied once per thread (common.wgsl)
 
 @compute @workgroup_size(256)
 fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let e = linear_id(gid, nwg);
+    let e = begin(gid, nwg);
     if e >= p.n * p.width { return; }
     let i = e / p.width;
     let j = e % p.width;
@@ -34,8 +23,7 @@ fn gather(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups
 
 @compute @workgroup_size(256)
 fn scatter_add(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let e = linear_id(gid, nwg);
+    let e = begin(gid, nwg);
     if e >= p.n * p.width { return; }
     let v = e / p.width;
     let j = e % p.width;

@@ -8,16 +8,6 @@
 // Rows are a vocabulary or an output layer wide (tens to thousands): a thread loops over its row
 // with no barriers, which suits both lavapipe and the row counts (T*B) of a training step.
 
-struct Params {
-    rows: u32,
-    cols: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-// must match src/gpu/kernels.rs::RowParams
-
-@group(0) @binding(0) var<storage, read> params: Params;
-var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;      // softmax y (rows, cols) or loss (rows)
 @group(0) @binding(2) var<storage, read_write> dx: array<f32>;       // (rows, cols)
 @group(0) @binding(3) var<storage, read> x: array<f32>;              // logits or predictions (rows, cols)
@@ -35,8 +25,7 @@ fn row_max(base: u32) -> f32 {
 
 @compute @workgroup_size(256)
 fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let r = linear_id(gid, nwg);
+    let r = begin(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.cols;
     let m = row_max(base);
@@ -52,8 +41,7 @@ fn softmax_rows(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(256)
 fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let r = linear_id(gid, nwg);
+    let r = begin(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.cols;
     let w = weight[r];
@@ -81,8 +69,7 @@ fn softmax_xent(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 
 @compute @workgroup_size(256)
 fn mse(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let r = linear_id(gid, nwg);
+    let r = begin(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.cols;
     let w = weight[r];
@@ -97,8 +84,7 @@ fn mse(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) n
 
 @compute @workgroup_size(256)
 fn softmax_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let r = linear_id(gid, nwg);
+    let r = begin(gid, nwg);
     if r >= p.rows { return; }
     let base = r * p.cols;
     var s = 0.0;

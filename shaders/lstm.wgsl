@@ -50,24 +50,17 @@ fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
     y[out_index(b, j)] = out;
 }
 
-// Unit j of batch row b, rv the gradient reaching h(b, j) through W_hh.
-fn backward_unit(b: u32, j: u32, rv: f32) {
+fn padded_unit(row: u32) {
+    for (var g = 0u; g < GATES; g++) {
+        dgr[row + g * p.hidden] = 0.0;
+    }
+}
+
+// Unit j of batch row b, row its gate gradients' index, rv the gradient reaching h(b, j) through
+// W_hh.
+fn backward_unit(b: u32, j: u32, row: u32, rv: f32) {
     let H = p.hidden;
     let ci = b * H + j;
-    if p.mode == MODE_INITIAL {
-        carry[ci] += rv;
-        return;
-    }
-    let row = (p.t * p.batch + b) * 4u * H + j;
-    if !valid(b) {
-        // The state passed through: so does its gradient.
-        carry[ci] += rv;
-        dgr[row] = 0.0;
-        dgr[row + H] = 0.0;
-        dgr[row + 2u * H] = 0.0;
-        dgr[row + 3u * H] = 0.0;
-        return;
-    }
     let dh = rv + carry[ci] + dy[out_index(b, j)];
     let i = gates[row];
     let f = gates[row + H];

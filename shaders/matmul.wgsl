@@ -8,7 +8,7 @@
 // Design, the pattern of the fast WebGPU matmuls: a workgroup of 256 threads computes a BM×BN
 // tile of C; THREADS_X × THREADS_Y threads each keep TILE_M × TILE_N outputs in registers (8×8
 // in the 128×128 tile, 4×4 in the 64×64 one, 4×4 in the 32×128 tile for narrow products:
-// src/gpu/kernels.rs::MatmulTile), as 4×4 blocks strided by 4·THREADS so that neighbouring
+// src/gpu/kernels/matmul.rs::MatmulTile), as 4×4 blocks strided by 4·THREADS so that neighbouring
 // threads read neighbouring vec4s of the staged tiles (no bank conflicts, one vec4 load for 4
 // values). K runs in slices of BK = 8 staged through workgroup memory, double-buffered: while
 // the threads multiply slice t from one buffer they hold slice t + 1, loaded from memory into
@@ -24,21 +24,9 @@
 // matmul_sum_parts then adds the parts in order (deterministic) into C, with the bias and the
 // accumulation. It turns the 64 workgroups of the LSTM H=512 dW_hh into 256.
 
-struct MatmulParams {
-    m: u32,
-    n: u32,
-    k: u32,
-    accumulate: u32, // 1: C += op(A)·op(B); 0: C = op(A)·op(B)
-    k_chunk: u32,    // k of one part: k itself without split-K
-    parts: u32,      // split-K parts (1: none); matmul then writes part wg.z of the scratch
-    _pad0: u32,
-    _pad1: u32,
-}
-// must match src/gpu/kernels.rs::MatmulParams
-
 override TRANS_A: bool = false;
 override TRANS_B: bool = false;
-// TRANS_C: the kernel computes the transpose of the caller's C (src/gpu/kernels.rs::MatmulPlan)
+// TRANS_C: the kernel computes the transpose of the caller's C (src/gpu/kernels/matmul.rs::MatmulPlan)
 // and stores it transposed: its (r, col) is the caller's (col, r).
 override TRANS_C: bool = false;
 // BIAS: adds bias[col] of the caller's C (its row index under TRANS_C) to every row. Without it
@@ -53,8 +41,6 @@ override BN: u32 = THREADS_X * TILE_N;
 const BK: u32 = 8u;
 var<private> k_end: u32; // the end of this workgroup's part of k
 
-@group(0) @binding(0) var<storage, read> params: MatmulParams;
-var<private> p: MatmulParams; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> c: array<f32>; // (M, N), or (PARTS, M, N) parts
 @group(0) @binding(2) var<storage, read> a: array<f32>;       // (M, K), or (K, M) if TRANS_A;
                                                               // the parts in matmul_sum_parts
@@ -227,8 +213,7 @@ fn store(part: u32, r: u32, col: u32, v: f32) {
 // C (+)= the sum of the PARTS parts in a (in order) (+ bias): one thread per element of C.
 @compute @workgroup_size(256)
 fn matmul_sum_parts(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     let mn = p.m * p.n;
     if i >= mn {
         return;

@@ -14,17 +14,6 @@
 // One thread per parameter element; the parameters of a model are one flat buffer, so one
 // dispatch updates them all.
 
-struct Params {
-    n: u32,
-    lo: f32,          // clip_by_value
-    hi: f32,
-    _pad: u32,
-    h: vec4<f32>,     // the rule's numbers (src/update: Rule::hyper), named at the top of its entry
-}
-// must match src/gpu/kernels.rs::OptimParams
-
-@group(0) @binding(0) var<storage, read> params: Params;
-var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> step: array<f32>;  // (8) step state
 @group(0) @binding(2) var<storage, read_write> grad: array<f32>;  // (n)
 @group(0) @binding(3) var<storage, read_write> param: array<f32>; // (n)
@@ -33,8 +22,7 @@ var<private> p: Params; // params, copied once per thread (common.wgsl)
 
 @compute @workgroup_size(256)
 fn clip_by_value(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n { return; }
     let g = grad[i];
     grad[i] = select(g, clamp(g, p.lo, p.hi), is_finite_f32(g));
@@ -43,16 +31,14 @@ fn clip_by_value(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
 // h = (momentum, nesterov, weight_decay, -)
 @compute @workgroup_size(256)
 fn sgd(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     param[i] -= step[LR] * (grad[i] * step[CLIP_SCALE] + p.h.z * param[i]);
 }
 
 @compute @workgroup_size(256)
 fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     let momentum = p.h.x;
     let g = grad[i] * step[CLIP_SCALE] + p.h.z * param[i];
@@ -68,8 +54,7 @@ fn sgd_momentum(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_work
 // h = (eps, weight_decay, -, -)
 @compute @workgroup_size(256)
 fn adagrad(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     let g = grad[i] * step[CLIP_SCALE] + p.h.y * param[i];
     let sum = s1[i] + g * g;
@@ -93,8 +78,7 @@ fn moment_step(i: u32, g: f32) -> f32 {
 // h = (beta1, beta2, eps, weight_decay): L2 weight decay added to the gradient
 @compute @workgroup_size(256)
 fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     let g = grad[i] * step[CLIP_SCALE] + p.h.w * param[i];
     param[i] -= moment_step(i, g);
@@ -103,8 +87,7 @@ fn adam(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) 
 // h = (beta1, beta2, eps, weight_decay): weight decay decoupled, p -= lr * wd * p first
 @compute @workgroup_size(256)
 fn adamw(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    p = params;
-    let i = linear_id(gid, nwg);
+    let i = begin(gid, nwg);
     if i >= p.n || step[OK] == 0.0 { return; }
     let decayed = param[i] - step[LR] * p.h.w * param[i];
     param[i] = decayed - moment_step(i, grad[i] * step[CLIP_SCALE]);

@@ -8,23 +8,9 @@
 //                   state, the sum the squared gradient norm, and the same thread then decides
 //                   the step (finalize): one dispatch fewer than a kernel of its own.
 
-struct Params {
-    n: u32,          // elements of x (partial) or partials (final)
-    parts: u32,      // PARTS: the workgroups of the first pass (src/gpu/kernels.rs::REDUCE_PARTS)
-    index: u32,      // final: where in out the sum goes
-    accumulate: u32, // final: 1 adds to out[index]
-    max_norm: f32,   // FINALIZE: the clipping norm, 0 for none
-    _pad0: u32,
-    _pad1: u32,
-    _pad2: u32,
-}
-// must match src/gpu/kernels.rs::ReduceParams
-
 override SQUARE: bool = false;
 override FINALIZE: bool = false;
 
-@group(0) @binding(0) var<storage, read> params: Params;
-var<private> p: Params; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> out: array<f32>; // partial (PARTS) or out
 @group(0) @binding(2) var<storage, read> x: array<f32>;         // (n)
 

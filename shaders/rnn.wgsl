@@ -38,19 +38,14 @@ fn forward_unit(b: u32, j: u32, sum: f32) {
     y[out_index(b, j)] = out;
 }
 
-fn backward_unit(b: u32, j: u32, rv: f32) {
+fn padded_unit(row: u32) {
+    dgr[row] = 0.0;
+}
+
+// Unit j of batch row b, row its gate gradients' index, rv the gradient reaching h(b, j) through
+// W_hh.
+fn backward_unit(b: u32, j: u32, row: u32, rv: f32) {
     let ci = b * p.hidden + j;
-    if p.mode == MODE_INITIAL {
-        carry[ci] += rv;
-        return;
-    }
-    let row = (p.t * p.batch + b) * p.hidden + j;
-    if !valid(b) {
-        // The state passed through: so does its gradient.
-        carry[ci] += rv;
-        dgr[row] = 0.0;
-        return;
-    }
     let dh = rv + carry[ci] + dy[out_index(b, j)];
     let h = states[slot_row(p.out_slot, b) + j];
     var d: f32;

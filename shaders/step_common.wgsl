@@ -15,7 +15,7 @@
 // Padded steps (t >= lengths[b]) keep the state, output zero, and pass the state gradient through
 // untouched: their gate gradients are zero.
 //
-// Thread mapping (src/gpu/kernels.rs::StepTiling picks it per shape). A step is a small product
+// Thread mapping (src/gpu/kernels/step.rs::StepTiling picks it per shape). A step is a small product
 // (B rows, G*H outputs forward or H backward, a sum over H or G*H) followed by per-unit
 // arithmetic. A thread keeps a 4x4 register tile: 4 batch rows times 4 columns, a column being
 // one W_hh row forward (the G gates of one unit for the LSTM and GRU, 4 units for the RNN: each
@@ -34,32 +34,12 @@
 // Every lane stays to the end of the sums (the barriers need uniform control flow); lanes past
 // the batch, the units or the tile drop their results.
 
-struct StepParams {
-    t: u32,
-    batch: u32,
-    hidden: u32,
-    in_slot: u32,
-    out_slot: u32,
-    state_base: u32,
-    out_stride: u32,
-    out_col: u32,
-    bias_hh: u32,   // offset of b_hh within the bias binding
-    next_t: u32,    // backward: the step whose gate gradients reach this one through W_hh
-    mode: u32,      // backward: 0 the first step processed, 1 a later step, 2 the initial state
-    col_groups: u32,
-    row_groups: u32,
-    k_split: u32,
-    _pad0: u32,
-    _pad1: u32,
-}
-// must match src/gpu/kernels.rs::StepParams
-
 const MODE_FIRST: u32 = 0u;
 const MODE_STEP: u32 = 1u;
 const MODE_INITIAL: u32 = 2u;
 
 // Threads per workgroup, the chunk of the sum staged at a time, and the padded row stride of the
-// staged tiles; the tile limits below must match src/gpu/kernels.rs::StepTiling.
+// staged tiles; the tile limits below must match src/gpu/kernels/step.rs::StepTiling.
 const STEP_WG: u32 = 64u;
 const KC: u32 = 32u;
 const KCP: u32 = 33u;
@@ -69,8 +49,6 @@ var<workgroup> rows_tile: array<f32, 1056>;
 // columns (col_groups <= 16). After the sums it holds the k_split parts (64 lanes x 16).
 var<workgroup> w_tile: array<f32, 2112>;
 
-@group(0) @binding(0) var<storage, read> params: StepParams;
-var<private> p: StepParams; // params, copied once per thread (common.wgsl)
 @group(0) @binding(1) var<storage, read_write> states: array<f32>; // see the layout above
 @group(0) @binding(2) var<storage, read_write> cells: array<f32>;  // the LSTM's, like states
 @group(0) @binding(3) var<storage, read_write> gates: array<f32>;  // (T, B, 4H): LSTM i, f, g, o; GRU r, z, n, hn
@@ -82,7 +60,7 @@ override KEEP_GATES: bool = true;
 @group(0) @binding(6) var<storage, read> w_hh: array<f32>;         // (G*H, H)
 @group(0) @binding(7) var<storage, read> bias: array<f32>;         // b_ih (G*H), b_hh at bias_hh
 // The sequence lengths (B) as a uniform, to keep every step kernel within WebGPU's default of 8
-// storage buffers a stage; its 4096 vec4s take batches of up to 16384 (src/gpu/kernels.rs::
+// storage buffers a stage; its 4096 vec4s take batches of up to 16384 (src/gpu/kernels/step.rs::
 // MAX_STEP_BATCH; src/gpu/tensor.rs allocates every u32 buffer at least that large).
 @group(0) @binding(8) var<uniform> lengths: array<vec4<u32>, 4096>;
 @group(0) @binding(9) var<storage, read> dy: array<f32>;           // (T, B, D*H)
@@ -91,8 +69,8 @@ override KEEP_GATES: bool = true;
 @group(0) @binding(10) var<storage, read_write> dgr: array<f32>;
 @group(0) @binding(12) var<storage, read_write> carry: array<f32>; // (2, B, H)
 
-// The entry points of every cell: the cell file gives FORWARD_UNITS, forward_row and
-// backward_unit (and w_row, GATES).
+// The entry points of every cell: the cell file gives FORWARD_UNITS, forward_row, backward_unit
+// and padded_unit (zeroes a padded step's gate gradients), and w_row, GATES.
 @compute @workgroup_size(64)
 fn step_forward(@builtin(workgroup_id) wg: vec3<u32>, @builtin(local_invocation_index) l: u32) {
     p = params;
@@ -289,8 +267,9 @@ fn forward_tile(ln: Lane, sums: Tile) {
     }
 }
 
-// The backward epilogue of the lane's tile: each cell file's backward_unit for its 4 rows and 4
-// units, rec the gradient reaching them through W_hh.
+// The backward epilogue of the lane's tile, for its 4 rows and 4 units, rec the gradient reaching
+// them through W_hh: what every cell does with the initial state and a padded step, else the
+// cell file's backward_unit.
 fn backward_tile(ln: Lane, rec: Tile) {
     backward_row(ln.b0, ln.c0, rec.r0);
     backward_row(ln.b0 + 1u, ln.c0, rec.r1);
@@ -303,8 +282,20 @@ fn backward_row(b: u32, j0: u32, rec: vec4<f32>) {
         return;
     }
     for (var q = 0u; q < 4u; q++) {
-        if j0 + q < p.hidden {
-            backward_unit(b, j0 + q, rec[q]);
+        let j = j0 + q;
+        if j >= p.hidden {
+            continue;
+        }
+        let row = (p.t * p.batch + b) * GATES * p.hidden + j;
+        if p.mode == MODE_INITIAL {
+            // After the last step processed: the gradient reaching the initial state.
+            carry[b * p.hidden + j] += rec[q];
+        } else if !valid(b) {
+            // A padded step: the state passed through, so does its gradient; the gates had none.
+            carry[b * p.hidden + j] += rec[q];
+            padded_unit(row);
+        } else {
+            backward_unit(b, j, row, rec[q]);
         }
     }
 }

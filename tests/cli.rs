@@ -1,8 +1,12 @@
 //! The `rnn-gpu` command end to end: forward and gradients from files against PyTorch's numbers,
 //! training that resumes, sampling, and clear errors.
 
+mod common;
+
 use std::path::{Path, PathBuf};
 use std::process::Command;
+
+use common::{fixture, tmp};
 
 use rnn_gpu::io::{self, Metadata, TensorData};
 
@@ -10,16 +14,6 @@ fn bin() -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_rnn-gpu"));
     c.current_dir(env!("CARGO_MANIFEST_DIR"));
     c
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnn-gpu-cli-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
 
 fn run(cmd: &mut Command) -> String {

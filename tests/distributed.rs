@@ -4,17 +4,11 @@
 
 mod common;
 
-use common::gpu;
+use common::devices;
 use rnn_gpu::distributed::{Collective, ThreadGroup, share};
 use rnn_gpu::rng::Rng;
 use rnn_gpu::seq2seq::{Seq2Seq, Seq2SeqSpec};
 use rnn_gpu::{Batch, Cell, Clip, Device, Model, ModelSpec, Optimizer, OutputMode, Start};
-
-fn devices() -> Vec<Device> {
-    let mut d = vec![Device::Cpu, Device::Reference];
-    d.extend(gpu().map(Device::Gpu));
-    d
-}
 
 const STEPS: usize = 4;
 const VOCAB: usize = 7;

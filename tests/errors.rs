@@ -3,20 +3,13 @@
 
 mod common;
 
-use common::gpu;
+use common::{devices, gpu};
 use rnn_gpu::gpu::Program;
 use rnn_gpu::gpu::kernels as gk;
 use rnn_gpu::ops::Matmul;
 use rnn_gpu::{
     Batch, Cell, Clip, Device, Error, Head, InputKind, Loss, Model, ModelSpec, Optimizer, OutputMode, Start,
 };
-
-fn devices() -> Vec<Device> {
-    match gpu() {
-        Some(ctx) => vec![Device::Cpu, Device::Reference, Device::Gpu(ctx)],
-        None => vec![Device::Cpu, Device::Reference],
-    }
-}
 
 fn char_model(device: &Device) -> Model {
     Model::new(ModelSpec::char_model(Cell::Lstm, 5, 4, 1), device, 1).unwrap()
@@ -117,14 +110,19 @@ fn malformed_batches_are_refused_with_the_value_named() {
     }
 }
 
+/// A small many-to-one regression model: 2 inputs, 4 units, one output.
+fn regression(cell: Cell, device: &Device) -> Model {
+    let spec = ModelSpec {
+        head: Some(Head { outputs: 1, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+        ..ModelSpec::new(cell, InputKind::Dense(2), 4)
+    };
+    Model::new(spec, device, 1).unwrap()
+}
+
 #[test]
 fn non_finite_inputs_are_refused() {
     for device in devices() {
-        let spec = ModelSpec {
-            head: Some(Head { outputs: 1, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
-            ..ModelSpec::new(Cell::Gru, InputKind::Dense(2), 4)
-        };
-        let mut m = Model::new(spec, &device, 1).unwrap();
+        let mut m = regression(Cell::Gru, &device);
         let e = m.forward(&Batch::dense(1, 1, vec![0.0, f32::NAN]), Start::Fresh).err().unwrap();
         assert!(matches!(e, Error::NonFinite { index: 1, .. }), "{e}");
         let e = m
@@ -151,11 +149,7 @@ fn non_finite_inputs_are_refused() {
 #[test]
 fn a_non_finite_step_is_refused_and_reported_with_weights_untouched() {
     for device in devices() {
-        let spec = ModelSpec {
-            head: Some(Head { outputs: 1, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
-            ..ModelSpec::new(Cell::Lstm, InputKind::Dense(2), 4)
-        };
-        let mut m = Model::new(spec, &device, 1).unwrap();
+        let mut m = regression(Cell::Lstm, &device);
         m.set_optimizer(Optimizer::adam(1e-2), Clip::default()).unwrap();
         let good = Batch::dense(2, 1, vec![0.5; 4]).with_values(vec![1.0]);
         m.train_step_stats(&good, Start::Fresh).unwrap();

@@ -45,7 +45,7 @@ fn batch_for(spec: &ModelSpec, rng: &mut Rng) -> Batch {
 }
 
 fn loss(exec: &mut Exec<ReferenceBackend<f64>>, case: &Case, layout: &ParamLayout, start: Start<'_>) -> f64 {
-    exec.evaluate(&case.spec, layout, &case.batch, start, case.dropout_seed).unwrap();
+    exec.loss(&case.spec, layout, &case.batch, start, case.dropout_seed, false).unwrap();
     exec.be_read_state_loss()
 }
 
@@ -92,7 +92,7 @@ fn check(case: Case) {
             None => Start::Fresh,
         }
     };
-    exec.loss_gradients(spec, &layout, &case.batch, start(&h0, &c0), case.dropout_seed).unwrap();
+    exec.loss(spec, &layout, &case.batch, start(&h0, &c0), case.dropout_seed, true).unwrap();
     let grads_buf = exec.net.grads.clone();
     let grads = rnn_gpu::wait::block_on("test", exec.be.read(&grads_buf)).unwrap();
     let ws = exec.workspace_of(&case.batch).unwrap();
@@ -135,7 +135,7 @@ fn check(case: Case) {
                 let mut xs = x.clone();
                 xs[i] += delta;
                 let b = Batch { input: rnn_gpu::Input::Dense(xs), ..case.batch.clone() };
-                exec.evaluate(spec, &layout, &b, start(&h0, &c0), case.dropout_seed).unwrap();
+                exec.loss(spec, &layout, &b, start(&h0, &c0), case.dropout_seed, false).unwrap();
                 exec.be_read_state_loss()
             };
             let num = (shifted(eps32) - shifted(-eps32)) / (2.0 * eps_f);
@@ -189,34 +189,25 @@ fn run(cell: Cell, bidirectional: bool) {
     check(Case { spec, batch, h0, dropout_seed: None });
 }
 
-#[test]
-fn rnn_tanh_two_layers() {
-    run(Cell::Rnn { relu: false }, false);
+/// One test a cell and direction count: two stacked layers, each on its own thread.
+macro_rules! stacked_tests {
+    ($($name:ident: $cell:expr, $bidirectional:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                run($cell, $bidirectional);
+            }
+        )*
+    };
 }
 
-#[test]
-fn rnn_relu_two_layers_bidirectional() {
-    run(Cell::Rnn { relu: true }, true);
-}
-
-#[test]
-fn lstm_two_layers() {
-    run(Cell::Lstm, false);
-}
-
-#[test]
-fn lstm_two_layers_bidirectional() {
-    run(Cell::Lstm, true);
-}
-
-#[test]
-fn gru_two_layers() {
-    run(Cell::Gru, false);
-}
-
-#[test]
-fn gru_two_layers_bidirectional() {
-    run(Cell::Gru, true);
+stacked_tests! {
+    rnn_tanh_two_layers: Cell::Rnn { relu: false }, false;
+    rnn_relu_two_layers_bidirectional: Cell::Rnn { relu: true }, true;
+    lstm_two_layers: Cell::Lstm, false;
+    lstm_two_layers_bidirectional: Cell::Lstm, true;
+    gru_two_layers: Cell::Gru, false;
+    gru_two_layers_bidirectional: Cell::Gru, true;
 }
 
 /// PyTorch's proj_size: W_hr's gradient and, through the product W_hh · W_hr the steps run

@@ -7,29 +7,12 @@ use rnn_gpu::ops::Op;
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
-use common::gpu;
+use common::{devices, fixture, tmp};
 use rnn_gpu::io::{self, Metadata, TensorData};
 use rnn_gpu::rng::Rng;
 use rnn_gpu::{
     Batch, Cell, Clip, Device, Head, InputKind, Loss, Model, ModelSpec, Optimizer, OutputMode, Start,
 };
-
-fn devices() -> Vec<Device> {
-    match gpu() {
-        Some(ctx) => vec![Device::Cpu, Device::Reference, Device::Gpu(ctx)],
-        None => vec![Device::Cpu, Device::Reference],
-    }
-}
-
-fn tmp(name: &str) -> PathBuf {
-    let dir = std::env::temp_dir().join(format!("rnn-gpu-io-{}", std::process::id()));
-    std::fs::create_dir_all(&dir).unwrap();
-    dir.join(name)
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
-}
 
 fn floats(f: &io::TensorFile, name: &str) -> Vec<f32> {
     match &f.tensors.get(name).unwrap_or_else(|| panic!("fixture lacks {name}")).1 {

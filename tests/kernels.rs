@@ -5,10 +5,22 @@
 
 mod common;
 
+use std::sync::Arc;
+
 use common::{assert_checks, gpu};
+use rnn_gpu::gpu::GpuContext;
 use rnn_gpu::gpu::kernels::MatmulPlan;
 use rnn_gpu::ops::Matmul;
-use rnn_gpu::verify::{self, MATMUL_SHAPES, SIZES};
+use rnn_gpu::verify::{self, Check, MATMUL_SHAPES, SIZES};
+
+/// Runs `cases`, which push their checks, on the GPU context, and asserts every check passed
+/// (skipped, as `gpu` says, without a GPU).
+fn check_on_gpu(cases: impl FnOnce(&Arc<GpuContext>, &mut Vec<Check>)) {
+    let Some(ctx) = gpu() else { return };
+    let mut checks = Vec::new();
+    cases(&ctx, &mut checks);
+    assert_checks(&checks);
+}
 
 /// A check's result, waited for (the checks are async, for the browser).
 fn now<T>(check: impl Future<Output = rnn_gpu::Result<T>>) -> T {
@@ -17,98 +29,91 @@ fn now<T>(check: impl Future<Output = rnn_gpu::Result<T>>) -> T {
 
 #[test]
 fn matmul_matches_cpu_for_every_transpose_and_shape() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    let mut seed = 100;
-    for &(m, n, k) in &MATMUL_SHAPES {
-        for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
-            for acc in [false, true] {
-                let mut p = Matmul::new(m, n, k);
-                p.trans_a = ta;
-                p.trans_b = tb;
-                p.accumulate = acc;
-                seed += 1;
-                let plan = MatmulPlan::new(&p);
-                checks.push(now(verify::check_matmul(&ctx, p, plan, acc == ta, seed)));
+    check_on_gpu(|ctx, checks| {
+        let mut seed = 100;
+        for &(m, n, k) in &MATMUL_SHAPES {
+            for (ta, tb) in [(false, false), (false, true), (true, false), (true, true)] {
+                for acc in [false, true] {
+                    let mut p = Matmul::new(m, n, k);
+                    p.trans_a = ta;
+                    p.trans_b = tb;
+                    p.accumulate = acc;
+                    seed += 1;
+                    let plan = MatmulPlan::new(&p);
+                    checks.push(now(verify::check_matmul(ctx, p, plan, acc == ta, seed)));
+                }
             }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn matmul_matches_cpu_in_every_tile_shape() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    for (i, p) in verify::matmul_tile_cases().into_iter().enumerate() {
-        for plan in MatmulPlan::all(&p) {
-            checks.push(now(verify::check_matmul(&ctx, p, plan, p.accumulate, 500 + i as u64)));
+    check_on_gpu(|ctx, checks| {
+        for (i, p) in verify::matmul_tile_cases().into_iter().enumerate() {
+            for plan in MatmulPlan::all(&p) {
+                checks.push(now(verify::check_matmul(ctx, p, plan, p.accumulate, 500 + i as u64)));
+            }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn activations_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    for name in ["tanh", "sigmoid", "relu"] {
-        for backward in [false, true] {
-            for &n in &SIZES {
-                checks.push(now(verify::check_activation(&ctx, name, backward, n, n as u64)));
+    check_on_gpu(|ctx, checks| {
+        for name in ["tanh", "sigmoid", "relu"] {
+            for backward in [false, true] {
+                for &n in &SIZES {
+                    checks.push(now(verify::check_activation(ctx, name, backward, n, n as u64)));
+                }
             }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn vector_and_bias_kernels_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    for kernel in ["bias_grad", "bias_grad_pair"] {
-        for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3), (3, 4), (130, 260)] {
-            checks.push(now(verify::check_blas(&ctx, kernel, rows, cols, (rows * cols) as u64)));
+    check_on_gpu(|ctx, checks| {
+        for kernel in ["bias_grad", "bias_grad_pair"] {
+            for &(rows, cols) in &[(1, 1), (3, 7), (50, 65), (130, 257), (700, 3), (3, 4), (130, 260)] {
+                checks.push(now(verify::check_blas(ctx, kernel, rows, cols, (rows * cols) as u64)));
+            }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn reductions_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    // Up to 256*4 elements take one workgroup in the first pass; past 256*4*256, all 256.
-    for &n in &[1, 7, 255, 1024, 1025, 20000, 300_000] {
-        for (square, acc) in [(false, false), (true, false), (false, true), (true, true)] {
-            checks.push(now(verify::check_reduce(&ctx, n, square, acc, n as u64)));
+    check_on_gpu(|ctx, checks| {
+        // Up to 256*4 elements take one workgroup in the first pass; past 256*4*256, all 256.
+        for &n in &[1, 7, 255, 1024, 1025, 20000, 300_000] {
+            for (square, acc) in [(false, false), (true, false), (false, true), (true, true)] {
+                checks.push(now(verify::check_reduce(ctx, n, square, acc, n as u64)));
+            }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn softmax_and_losses_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    for kernel in ["softmax_rows", "softmax_xent", "mse"] {
-        for &(rows, cols) in &[(1, 1), (1, 5), (7, 65), (300, 3), (257, 130)] {
-            checks.extend(now(verify::check_rows(&ctx, kernel, rows, cols, (rows + cols) as u64)));
+    check_on_gpu(|ctx, checks| {
+        for kernel in ["softmax_rows", "softmax_xent", "mse"] {
+            for &(rows, cols) in &[(1, 1), (1, 5), (7, 65), (300, 3), (257, 130)] {
+                checks.extend(now(verify::check_rows(ctx, kernel, rows, cols, (rows + cols) as u64)));
+            }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn clipping_and_optimizers_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    for rule in verify::rules_under_test(0.05) {
-        for &n in &SIZES {
-            checks.extend(now(verify::check_optimizer(&ctx, rule, n, true, n as u64)));
+    check_on_gpu(|ctx, checks| {
+        for rule in verify::rules_under_test(0.05) {
+            for &n in &SIZES {
+                checks.extend(now(verify::check_optimizer(ctx, rule, n, true, n as u64)));
+            }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
@@ -164,58 +169,54 @@ fn clipping_by_value_keeps_non_finite_gradients_for_the_guard() {
 
 #[test]
 fn gather_and_scatter_add_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    // Widths that are a multiple of 4 take gather4 and scatter_add4.
-    for &(n, width, vocab) in
-        &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257), (2048, 256, 65), (9, 4, 2)]
-    {
-        for columns in [false, true] {
-            checks.extend(now(verify::check_gather(&ctx, n, width, vocab, columns, n as u64)));
+    check_on_gpu(|ctx, checks| {
+        // Widths that are a multiple of 4 take gather4 and scatter_add4.
+        for &(n, width, vocab) in
+            &[(1, 1, 1), (7, 5, 3), (300, 65, 65), (100, 40, 257), (2048, 256, 65), (9, 4, 2)]
+        {
+            for columns in [false, true] {
+                checks.extend(now(verify::check_gather(ctx, n, width, vocab, columns, n as u64)));
+            }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn dropout_matches_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    for &n in &SIZES {
-        for prob in [0.0, 0.3, 0.9] {
-            checks.extend(now(verify::check_dropout(&ctx, n, prob, n as u64)));
+    check_on_gpu(|ctx, checks| {
+        for &n in &SIZES {
+            for prob in [0.0, 0.3, 0.9] {
+                checks.extend(now(verify::check_dropout(ctx, n, prob, n as u64)));
+            }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn fused_step_kernels_match_cpu_for_every_cell_direction_and_shape() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    for cell in rnn_gpu::Cell::ALL {
-        for &(t, b, h) in &verify::STEP_SHAPES {
-            for reverse in [false, true] {
-                let seed = (t * b * h) as u64;
-                checks.extend(now(verify::check_steps(&ctx, cell, t, b, h, reverse, seed)));
+    check_on_gpu(|ctx, checks| {
+        for cell in rnn_gpu::Cell::ALL {
+            for &(t, b, h) in &verify::STEP_SHAPES {
+                for reverse in [false, true] {
+                    let seed = (t * b * h) as u64;
+                    checks.extend(now(verify::check_steps(ctx, cell, t, b, h, reverse, seed)));
+                }
             }
         }
-    }
-    assert_checks(&checks);
+    });
 }
 
 #[test]
 fn copy_and_attention_kernels_match_cpu() {
-    let Some(ctx) = gpu() else { return };
-    let mut checks = Vec::new();
-    for &(rows, width) in &[(1, 1), (7, 5), (64, 130), (300, 3)] {
-        for acc in [false, true] {
-            checks.push(now(verify::check_copy_cols(&ctx, rows, width, acc, (rows * width) as u64)));
+    check_on_gpu(|ctx, checks| {
+        for &(rows, width) in &[(1, 1), (7, 5), (64, 130), (300, 3)] {
+            for acc in [false, true] {
+                checks.push(now(verify::check_copy_cols(ctx, rows, width, acc, (rows * width) as u64)));
+            }
         }
-    }
-    for &(tgt, batch, src, width) in &verify::ATTENTION_SHAPES {
-        let a = rnn_gpu::ops::Attention { tgt, batch, src, width };
-        checks.extend(now(verify::check_attention(&ctx, a, (tgt * batch * src) as u64)));
-    }
-    assert_checks(&checks);
+        for &(tgt, batch, src, width) in &verify::ATTENTION_SHAPES {
+            let a = rnn_gpu::ops::Attention { tgt, batch, src, width };
+            checks.extend(now(verify::check_attention(ctx, a, (tgt * batch * src) as u64)));
+        }
+    });
 }

@@ -65,6 +65,18 @@ fn ok(out: &Output, what: &str) {
     );
 }
 
+/// In a test's own folder, the text and the output folder to train into.
+fn setup(test: &str) -> (PathBuf, PathBuf) {
+    let dir = common::test_dir(test);
+    (text_file(&dir), dir.join("out"))
+}
+
+/// Sets the value of `flag` in `args`.
+fn set(args: &mut [String], flag: &str, value: &str) {
+    let i = args.iter().position(|a| a == flag).unwrap_or_else(|| panic!("no {flag}"));
+    args[i + 1] = value.into();
+}
+
 fn text_file(dir: &Path) -> PathBuf {
     let text =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/data/tinyshakespeare.txt")).unwrap();
@@ -167,12 +179,9 @@ fn two_ranks_train_as_one_rank_with_the_whole_batch_and_resume() {
 
 #[test]
 fn ranks_that_disagree_are_refused_at_start_naming_the_difference() {
-    let dir = common::test_dir("mpi_disagree");
-    let text = text_file(&dir);
-    let out = dir.join("out");
+    let (text, out) = setup("mpi_disagree");
     let mut other = train_args(&text, &out, 20, &["--distributed"]);
-    let h = other.iter().position(|a| a == "--hidden").unwrap();
-    other[h + 1] = "48".into();
+    set(&mut other, "--hidden", "48");
     let res = run(mpirun(&[(1, train_args(&text, &out, 20, &["--distributed"])), (1, other)]));
     assert!(!res.status.success());
     let stderr = String::from_utf8_lossy(&res.stderr);
@@ -181,13 +190,10 @@ fn ranks_that_disagree_are_refused_at_start_naming_the_difference() {
 
 #[test]
 fn a_rank_that_dies_ends_the_job_and_leaves_whole_files() {
-    let dir = common::test_dir("mpi_killed");
-    let text = text_file(&dir);
-    let out = dir.join("out");
+    let (text, out) = setup("mpi_killed");
     // Rank 1 is killed (SIGKILL) after 4 s, mid-run; rank 0 would train for a long time.
     let mut args = train_args(&text, &out, 1_000_000, &["--distributed"]);
-    let e = args.iter().position(|a| a == "--eval-every").unwrap();
-    args[e + 1] = "5".into();
+    set(&mut args, "--eval-every", "5");
     let script = format!(
         "if [ \"$OMPI_COMM_WORLD_RANK\" = 1 ]; then (sleep 4; kill -9 $$) & fi; exec {}",
         args.iter().map(|a| format!("'{a}'")).collect::<Vec<_>>().join(" ")
@@ -206,9 +212,7 @@ fn a_rank_that_dies_ends_the_job_and_leaves_whole_files() {
 
 #[test]
 fn ctrl_c_to_mpirun_stops_every_rank_at_one_step_with_a_checkpoint() {
-    let dir = common::test_dir("mpi_ctrl_c");
-    let text = text_file(&dir);
-    let out = dir.join("out");
+    let (text, out) = setup("mpi_ctrl_c");
     let mut cmd = mpirun(&[(2, train_args(&text, &out, 1_000_000, &["--distributed"]))]);
     let child = cmd.stdout(Stdio::piped()).stderr(Stdio::piped()).spawn().expect("start");
     std::thread::sleep(Duration::from_secs(4));

@@ -1,20 +1,21 @@
 //! The GRU (PyTorch's gate order r, z, n): `n = tanh(W_in x + b_in + r·(W_hn h + b_hn))`,
 //! `h' = (1 - z)·n + z·h`. Kept for the backward step: r, z, n and `W_hn h + b_hn`.
 
-use super::{Act, Backward, CellMath, Forward, Grad, Output};
+use super::{Act, Backward, CellMath, Forward, Grad, Output, Shape};
 use crate::real::Real;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Gru;
 
 impl CellMath for Gru {
-    const GATES: usize = 3;
-    const SAVED: usize = 4;
-    const CELL_STATE: bool = false;
-    const READS_H: bool = false;
-    const READS_H_PREV: bool = true;
-    const SPLITS_RECURRENT_GRADIENT: bool = true;
-    const FAMILY: &'static str = "gru";
+    const SHAPE: Shape = Shape {
+        gates: 3,
+        saved: 4,
+        reads_h_prev: true,
+        splits_recurrent_gradient: true,
+        family: "gru",
+        ..Shape::PLAIN
+    };
     #[inline(always)]
     fn forward<T: Real, A: Act<T>>(&self, u: &Forward<T>) -> Output<T> {
         let r = A::sigmoid(u.x[0] + u.b_ih[0] + (u.p[0] + u.b_hh[0]));

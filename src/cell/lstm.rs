@@ -1,20 +1,14 @@
 //! The LSTM (PyTorch's gate order i, f, g, o): `c' = f·c + i·g`, `h' = o·tanh(c')`. Kept for the
 //! backward step: i, f, g, o.
 
-use super::{Act, Backward, CellMath, Forward, Grad, Output};
+use super::{Act, Backward, CellMath, Forward, Grad, Output, Shape};
 use crate::real::Real;
 
 #[derive(Clone, Copy, Debug)]
 pub struct Lstm;
 
 impl CellMath for Lstm {
-    const GATES: usize = 4;
-    const SAVED: usize = 4;
-    const CELL_STATE: bool = true;
-    const READS_H: bool = false;
-    const READS_H_PREV: bool = false;
-    const SPLITS_RECURRENT_GRADIENT: bool = false;
-    const FAMILY: &'static str = "lstm";
+    const SHAPE: Shape = Shape { gates: 4, saved: 4, cell_state: true, family: "lstm", ..Shape::PLAIN };
     #[inline(always)]
     fn forward<T: Real, A: Act<T>>(&self, u: &Forward<T>) -> Output<T> {
         let pre = |k: usize| u.x[k] + u.b_ih[k] + u.p[k] + u.b_hh[k];

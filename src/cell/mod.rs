@@ -86,24 +86,44 @@ pub struct Grad<T> {
     pub carry_c: T,
 }
 
-/// A cell: what it is made of, and its arithmetic on one hidden unit.
-pub trait CellMath: Copy + Send + Sync + 'static {
-    /// Gates per hidden unit: rows of `weight_ih` and `weight_hh` are `GATES * H`.
-    const GATES: usize;
+/// What a cell is made of: the sizes and the flags every device builds its steps from.
+#[derive(Clone, Copy, Debug)]
+pub struct Shape {
+    /// Gates per hidden unit: rows of `weight_ih` and `weight_hh` are `gates * H`.
+    pub gates: usize,
     /// Values per hidden unit the forward step keeps for the backward step (`gates` buffer).
-    const SAVED: usize;
+    pub saved: usize,
     /// Whether it carries a cell state beside the hidden state.
-    const CELL_STATE: bool;
+    pub cell_state: bool,
     /// Whether the backward step reads the new hidden state (`Backward::h`), the previous one
     /// (`h_prev`); a cell with a cell state reads `c` and `c_prev`.
-    const READS_H: bool;
-    const READS_H_PREV: bool;
+    pub reads_h: bool,
+    pub reads_h_prev: bool,
     /// Whether the gradients of the recurrent pre-activations differ from those of the input
     /// ones (`Grad::dr` from `dx`): then they get a buffer of their own, and b_hh a gradient of
     /// its own.
-    const SPLITS_RECURRENT_GRADIENT: bool;
+    pub splits_recurrent_gradient: bool,
     /// Its WGSL family, shaders/<family>.wgsl (whose step entry points are step_common.wgsl's).
-    const FAMILY: &'static str;
+    pub family: &'static str,
+}
+
+impl Shape {
+    /// One gate, nothing kept, no flags: what a cell's shape says otherwise.
+    pub const PLAIN: Shape = Shape {
+        gates: 1,
+        saved: 0,
+        cell_state: false,
+        reads_h: false,
+        reads_h_prev: false,
+        splits_recurrent_gradient: false,
+        family: "",
+    };
+}
+
+/// A cell: what it is made of, and its arithmetic on one hidden unit.
+pub trait CellMath: Copy + Send + Sync + 'static {
+    /// What it is made of.
+    const SHAPE: Shape;
 
     /// Its pipeline-overridable constants in that shader.
     fn constants(&self) -> Vec<(&'static str, u64)> {
@@ -152,23 +172,23 @@ impl Cell {
     pub const ALL: [Cell; 4] = [Cell::Rnn { relu: false }, Cell::Rnn { relu: true }, Cell::Lstm, Cell::Gru];
 
     pub fn gates(self) -> usize {
-        with_cell!(self, c => description(&c).0)
+        with_cell!(self, c => shape_of(&c).gates)
     }
 
     pub fn saved(self) -> usize {
-        with_cell!(self, c => description(&c).1)
+        with_cell!(self, c => shape_of(&c).saved)
     }
 
     pub fn has_cell_state(self) -> bool {
-        with_cell!(self, c => description(&c).2)
+        with_cell!(self, c => shape_of(&c).cell_state)
     }
 
     pub fn splits_recurrent_gradient(self) -> bool {
-        with_cell!(self, c => description(&c).3)
+        with_cell!(self, c => shape_of(&c).splits_recurrent_gradient)
     }
 
     pub fn family(self) -> &'static str {
-        with_cell!(self, c => description(&c).4)
+        with_cell!(self, c => shape_of(&c).family)
     }
 
     pub fn constants(self) -> Vec<(&'static str, u64)> {
@@ -189,9 +209,9 @@ impl Cell {
     }
 }
 
-/// A cell's constants, read through a value of its type.
-fn description<C: CellMath>(_: &C) -> (usize, usize, bool, bool, &'static str) {
-    (C::GATES, C::SAVED, C::CELL_STATE, C::SPLITS_RECURRENT_GRADIENT, C::FAMILY)
+/// A cell's shape, read through a value of its type.
+fn shape_of<C: CellMath>(_: &C) -> Shape {
+    C::SHAPE
 }
 
 impl Cell {

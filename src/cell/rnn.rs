@@ -1,7 +1,7 @@
 //! The Elman RNN: `h' = act(W_ih x + b_ih + W_hh h + b_hh)`, act tanh or relu. It keeps nothing
 //! for the backward step, which reads the new state.
 
-use super::{Act, Backward, CellMath, Forward, Grad, Output};
+use super::{Act, Backward, CellMath, Forward, Grad, Output, Shape};
 use crate::real::Real;
 
 #[derive(Clone, Copy, Debug)]
@@ -10,13 +10,7 @@ pub struct Rnn {
 }
 
 impl CellMath for Rnn {
-    const GATES: usize = 1;
-    const SAVED: usize = 0;
-    const CELL_STATE: bool = false;
-    const READS_H: bool = true;
-    const READS_H_PREV: bool = false;
-    const SPLITS_RECURRENT_GRADIENT: bool = false;
-    const FAMILY: &'static str = "rnn";
+    const SHAPE: Shape = Shape { gates: 1, reads_h: true, family: "rnn", ..Shape::PLAIN };
 
     fn constants(&self) -> Vec<(&'static str, u64)> {
         vec![("RELU", self.relu as u64)]

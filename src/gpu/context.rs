@@ -431,7 +431,7 @@ impl GpuContext {
                     return self.device.create_shader_module(desc);
                 }
                 // SAFETY: the kernels under shaders/ index only within the extents their launchers
-                // (src/gpu/kernels.rs) check every buffer against, and every loop is bounded by its
+                // (src/gpu/kernels/) check every buffer against, and every loop is bounded by its
                 // parameters. Validation still runs; only the injected bounds clamps and loop
                 // counters are left out.
                 unsafe {
@@ -548,7 +548,7 @@ mod tests {
     /// Every entry point of every family declares a workgroup size the profile can read.
     #[test]
     fn every_entry_point_has_a_literal_workgroup_size() {
-        for (family, source) in crate::gpu::shaders::FAMILIES {
+        for (family, source) in crate::gpu::shaders::families() {
             for (i, _) in source.match_indices("@compute") {
                 let name = source[i..].split("fn ").nth(1).and_then(|r| r.split('(').next()).unwrap_or("");
                 let threads = super::workgroup_threads(source, name);

@@ -354,57 +354,35 @@ impl<B: Backend> Exec<B> {
         })
     }
 
-    /// The loss on `batch` without any update; it lands in the step state. With a dropout seed the
-    /// pass runs in training mode (dropout on, masks drawn from the seed).
-    pub fn evaluate(
+    /// The loss on `batch` without any update; it lands in the step state. With `gradients`,
+    /// its gradients too (parameters in `net.grads`, the dense input and the initial states in the
+    /// workspace). With a dropout seed the pass runs in training mode (dropout on, masks drawn
+    /// from the seed).
+    pub fn loss(
         &mut self,
         spec: &ModelSpec,
         layout: &ParamLayout,
         batch: &Batch,
         start: Start<'_>,
         dropout_seed: Option<u32>,
+        gradients: bool,
     ) -> Result<()> {
         let model_init = self.begin(spec, layout, batch, start, true)?;
         let graph = Self::graph(spec, layout);
         let train = self.set_seed(batch, dropout_seed)?;
-        let fo = ForwardOpts { train, keep: false, model_init };
-        self.run(
-            EVALUATE,
-            shape(batch),
-            Variant { model_init, train, ..Variant::default() },
-            |be, net, ws| {
-                graph.forward(be, net, ws, fo)?;
-                graph.loss(be, net, ws)
-            },
-        )
-    }
-
-    /// The loss and its gradients (parameters in `net.grads`, the dense input and the initial
-    /// states in the workspace), without any update; dropout as in `evaluate`.
-    pub fn loss_gradients(
-        &mut self,
-        spec: &ModelSpec,
-        layout: &ParamLayout,
-        batch: &Batch,
-        start: Start<'_>,
-        dropout_seed: Option<u32>,
-    ) -> Result<()> {
-        let model_init = self.begin(spec, layout, batch, start, true)?;
-        let graph = Self::graph(spec, layout);
-        let train = self.set_seed(batch, dropout_seed)?;
-        let fo = ForwardOpts { train, keep: true, model_init };
+        let fo = ForwardOpts { train, keep: gradients, model_init };
         let bo = BackwardOpts { train, from_loss: true, input_grad: true, init_grad: true, model_init };
-        self.run(
-            LOSS_GRAD,
-            shape(batch),
-            Variant { model_init, train, ..Variant::default() },
-            |be, net, ws| {
-                graph.forward(be, net, ws, fo)?;
-                graph.loss(be, net, ws)?;
+        let variant = Variant { model_init, train, ..Variant::default() };
+        let kind = if gradients { LOSS_GRAD } else { EVALUATE };
+        self.run(kind, shape(batch), variant, |be, net, ws| {
+            graph.forward(be, net, ws, fo)?;
+            graph.loss(be, net, ws)?;
+            if gradients {
                 be.run(Op::Clear { x: &net.grads })?;
-                graph.backward(be, net, ws, bo)
-            },
-        )
+                graph.backward(be, net, ws, bo)?;
+            }
+            Ok(())
+        })
     }
 
     fn set_seed(&mut self, batch: &Batch, seed: Option<u32>) -> Result<bool> {

@@ -304,7 +304,7 @@ impl Model {
     pub async fn evaluate_async(&mut self, batch: &Batch, start: Start<'_>) -> Result<f32> {
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
-            e.evaluate(spec, layout, batch, start, None)?;
+            e.loss(spec, layout, batch, start, None, false)?;
             Ok(e.stats_async().await?.loss)
         })
     }
@@ -323,7 +323,7 @@ impl Model {
         self.not_accumulating("loss_gradients")?;
         let (spec, layout) = (&self.spec, &self.layout);
         with_engine!(&mut self.engine, e => {
-            e.loss_gradients(spec, layout, batch, start, None)?;
+            e.loss(spec, layout, batch, start, None, true)?;
             let loss = e.stats_async().await?.loss;
             Ok((loss, Self::read_gradients(e, spec, layout, batch).await?))
         })

@@ -272,12 +272,12 @@ fn recurrent_grad<T: Real>(s: &Step, dgr: &[T], w_hh: &[T], g_rows: usize, b: us
 /// The fused forward step of `cell` at time `s.t`, the recurrent products by plain loops, the
 /// unit's arithmetic the cell's own (`CellMath`, exact activations).
 pub(crate) fn step_forward<T: Real, C: CellMath>(cell: C, mut f: StepForward<'_, T>, s: Step) {
-    let (h, g) = (s.hidden, C::GATES);
+    let (h, g) = (s.hidden, C::SHAPE.gates);
     for b in 0..s.batch {
         let (src, dst) = (slot_row(&s, s.in_slot, b), slot_row(&s, s.out_slot, b));
         let h_prev: Vec<T> = f.states[src..src + h].to_vec();
         let row = (s.t * s.batch + b) * g * h;
-        let saved_row = (s.t * s.batch + b) * C::SAVED * h;
+        let saved_row = (s.t * s.batch + b) * C::SHAPE.saved * h;
         let valid = s.t < f.lengths[b] as usize;
         for j in 0..h {
             let c_prev = f.cells.as_ref().map_or(T::ZERO, |c| c[src + j]);
@@ -290,7 +290,7 @@ pub(crate) fn step_forward<T: Real, C: CellMath>(cell: C, mut f: StepForward<'_,
             }
             let o = cell.forward::<T, Exact>(&u);
             if let Some(gates) = f.gates.as_deref_mut() {
-                for k in 0..C::SAVED {
+                for k in 0..C::SHAPE.saved {
                     gates[saved_row + k * h + j] = o.saved[k];
                 }
             }
@@ -307,7 +307,7 @@ pub(crate) fn step_forward<T: Real, C: CellMath>(cell: C, mut f: StepForward<'_,
 /// The fused backward step of `cell` at time `s.t` (in `StepMode::Initial`, only the gradient
 /// reaching the initial state through W_hh), as `step_forward`.
 pub(crate) fn step_backward<T: Real, C: CellMath>(cell: C, mut a: StepBackward<'_, T>, s: Step) {
-    let (h, g) = (s.hidden, C::GATES);
+    let (h, g) = (s.hidden, C::SHAPE.gates);
     let bh = s.batch * h;
     let dgr: &[T] = match &a.dgh {
         Some(dgh) => dgh,
@@ -319,7 +319,7 @@ pub(crate) fn step_backward<T: Real, C: CellMath>(cell: C, mut a: StepBackward<'
         .collect();
     for b in 0..s.batch {
         let row = (s.t * s.batch + b) * g * h;
-        let saved_row = (s.t * s.batch + b) * C::SAVED * h;
+        let saved_row = (s.t * s.batch + b) * C::SHAPE.saved * h;
         let (src, dst) = (slot_row(&s, s.in_slot, b), slot_row(&s, s.out_slot, b));
         for j in 0..h {
             let ci = b * h + j;
@@ -336,8 +336,8 @@ pub(crate) fn step_backward<T: Real, C: CellMath>(cell: C, mut a: StepBackward<'
                 continue;
             }
             let mut u = cell::Backward {
-                h: if C::READS_H { a.states[dst + j] } else { T::ZERO },
-                h_prev: if C::READS_H_PREV { a.states[src + j] } else { T::ZERO },
+                h: if C::SHAPE.reads_h { a.states[dst + j] } else { T::ZERO },
+                h_prev: if C::SHAPE.reads_h_prev { a.states[src + j] } else { T::ZERO },
                 dh: rec[ci] + a.carry[ci] + a.dy[out_index(&s, b, j)],
                 dc: a.carry[bh + ci],
                 ..Default::default()
@@ -346,7 +346,7 @@ pub(crate) fn step_backward<T: Real, C: CellMath>(cell: C, mut a: StepBackward<'
                 (u.c, u.c_prev) = (cells[dst + j], cells[src + j]);
             }
             if let Some(gates) = a.gates {
-                for k in 0..C::SAVED {
+                for k in 0..C::SHAPE.saved {
                     u.saved[k] = gates[saved_row + k * h + j];
                 }
             }
@@ -358,7 +358,7 @@ pub(crate) fn step_backward<T: Real, C: CellMath>(cell: C, mut a: StepBackward<'
                 }
             }
             a.carry[ci] = r.carry_h;
-            if C::CELL_STATE {
+            if C::SHAPE.cell_state {
                 a.carry[bh + ci] = r.carry_c;
             }
         }

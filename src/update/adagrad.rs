@@ -34,13 +34,7 @@ impl Rule for Adagrad {
         [self.eps, self.weight_decay, 0.0, 0.0]
     }
 
-    fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![("eps", self.eps.to_string()), ("weight_decay", self.weight_decay.to_string())]
-    }
-
-    fn from_fields(lr: f32, get: &dyn Fn(&str) -> Result<String>) -> Result<Self> {
-        Ok(Adagrad { lr, eps: parse_field(get, "eps")?, weight_decay: parse_field(get, "weight_decay")? })
-    }
+    named_fields!(Adagrad { eps, weight_decay });
 
     fn validate(&self) -> Result<()> {
         check::positive("eps", self.eps)?;

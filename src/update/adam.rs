@@ -37,24 +37,7 @@ impl Rule for Adam {
         [self.beta1, self.beta2, self.eps, self.weight_decay]
     }
 
-    fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("beta1", self.beta1.to_string()),
-            ("beta2", self.beta2.to_string()),
-            ("eps", self.eps.to_string()),
-            ("weight_decay", self.weight_decay.to_string()),
-        ]
-    }
-
-    fn from_fields(lr: f32, get: &dyn Fn(&str) -> Result<String>) -> Result<Self> {
-        Ok(Adam {
-            lr,
-            beta1: parse_field(get, "beta1")?,
-            beta2: parse_field(get, "beta2")?,
-            eps: parse_field(get, "eps")?,
-            weight_decay: parse_field(get, "weight_decay")?,
-        })
-    }
+    named_fields!(Adam { beta1, beta2, eps, weight_decay });
 
     fn validate(&self) -> Result<()> {
         check::fraction("beta1", self.beta1)?;

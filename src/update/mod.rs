@@ -9,6 +9,20 @@
 //!
 //! A new rule: its file here, one line in `rules!` below, its entry point in optim.wgsl.
 
+/// `Rule::fields` and `Rule::from_fields` of a rule whose hyperparameters beside `lr` are the
+/// named fields, each saved under its own name.
+macro_rules! named_fields {
+    ($rule:ident { $($field:ident),* }) => {
+        fn fields(&self) -> Vec<(&'static str, String)> {
+            vec![$((stringify!($field), self.$field.to_string())),*]
+        }
+
+        fn from_fields(lr: f32, get: &dyn Fn(&str) -> Result<String>) -> Result<Self> {
+            Ok($rule { lr, $($field: parse_field(get, stringify!($field))?),* })
+        }
+    };
+}
+
 mod adagrad;
 mod adam;
 mod adamw;

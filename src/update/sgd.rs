@@ -43,22 +43,7 @@ impl Rule for Sgd {
         [self.momentum, self.nesterov as u32 as f32, self.weight_decay, 0.0]
     }
 
-    fn fields(&self) -> Vec<(&'static str, String)> {
-        vec![
-            ("momentum", self.momentum.to_string()),
-            ("nesterov", self.nesterov.to_string()),
-            ("weight_decay", self.weight_decay.to_string()),
-        ]
-    }
-
-    fn from_fields(lr: f32, get: &dyn Fn(&str) -> Result<String>) -> Result<Self> {
-        Ok(Sgd {
-            lr,
-            momentum: parse_field(get, "momentum")?,
-            nesterov: parse_field(get, "nesterov")?,
-            weight_decay: parse_field(get, "weight_decay")?,
-        })
-    }
+    named_fields!(Sgd { momentum, nesterov, weight_decay });
 
     fn validate(&self) -> Result<()> {
         check::fraction("momentum", self.momentum)?;

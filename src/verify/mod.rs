@@ -157,7 +157,7 @@ pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
 
         let init64: Vec<f64> = init.iter().map(|&v| v as f64).collect();
         let mut exec = Exec::new(ReferenceBackend::<f64>::new(), &layout, &init64)?;
-        exec.loss_gradients(&spec, &layout, &batch, Start::Fresh, None)?;
+        exec.loss(&spec, &layout, &batch, Start::Fresh, None, true)?;
         let buf = exec.net.grads.clone();
         let all64 = crate::wait::block_on("verify::gradient_checks", exec.be.read(&buf))?;
         let grads64: Vec<f32> =
@@ -175,7 +175,7 @@ pub fn gradient_checks(device: &crate::model::Device) -> Result<Vec<Check>> {
         let state = exec.net.step_state.clone();
         let mut loss_at = |p: &[f64]| -> Result<f64> {
             exec.be.write(&params, p)?;
-            exec.evaluate(&spec, &layout, &batch, Start::Fresh, None)?;
+            exec.loss(&spec, &layout, &batch, Start::Fresh, None, false)?;
             Ok(crate::wait::block_on("verify::gradient_checks", exec.be.read(&state))?[step_state::LOSS])
         };
         let eps = 1e-6;

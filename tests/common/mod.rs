@@ -44,3 +44,25 @@ pub fn test_dir(test: &str) -> std::path::PathBuf {
     std::fs::create_dir_all(&dir).unwrap();
     dir
 }
+
+/// Every device: the native CPU, the reference and, where there is one, the GPU.
+pub fn devices() -> Vec<rnn_gpu::Device> {
+    let mut d = vec![rnn_gpu::Device::Cpu, rnn_gpu::Device::Reference];
+    d.extend(gpu().map(rnn_gpu::Device::Gpu));
+    d
+}
+
+/// A path in this test binary's own temporary folder (the name says which test's file it is).
+pub fn tmp(name: &str) -> std::path::PathBuf {
+    let binary =
+        std::env::current_exe().ok().and_then(|e| e.file_stem().map(|s| s.to_string_lossy().into_owned()));
+    let dir =
+        std::env::temp_dir().join(format!("rnn-gpu-{}-{}", binary.unwrap_or_default(), std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(name)
+}
+
+/// A file of tests/fixtures (made by tests/fixtures/make_fixtures.py).
+pub fn fixture(name: &str) -> std::path::PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
+}

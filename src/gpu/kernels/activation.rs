@@ -1,18 +1,14 @@
 //! Launchers of activation.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, need, to_u32};
 use crate::error::Result;
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ElementwiseParams {
-    // must match shaders/activation.wgsl::Params
-    n: u32,
-    _pad: [u32; 3],
+kernel_params! {
+    struct ElementwiseParams {
+        n: u32, _pad: [u32; 3],
+    }
 }
 
 fn activation(

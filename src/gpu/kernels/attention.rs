@@ -1,23 +1,17 @@
 //! Launchers of attention.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, need, to_u32};
 use crate::error::{Result, check_nonzero};
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
 use crate::ops::Attention;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct AttentionParams {
-    // must match shaders/attention.wgsl::Params
-    tgt: u32,
-    batch: u32,
-    src: u32,
-    width: u32,
-    accumulate: u32,
-    _pad: [u32; 3],
+kernel_params! {
+    struct AttentionParams {
+        // T_t, B, T_s and A
+        tgt: u32, batch: u32, src: u32, width: u32,
+        accumulate: u32, _pad: [u32; 3],
+    }
 }
 
 fn attention_params(op: &'static str, a: Attention, accumulate: bool) -> Result<AttentionParams> {
@@ -25,14 +19,7 @@ fn attention_params(op: &'static str, a: Attention, accumulate: bool) -> Result<
     check_nonzero(op, "batch", a.batch)?;
     check_nonzero(op, "source steps", a.src)?;
     check_nonzero(op, "width", a.width)?;
-    Ok(AttentionParams {
-        tgt: to_u32(op, "tgt", a.tgt)?,
-        batch: to_u32(op, "batch", a.batch)?,
-        src: to_u32(op, "src", a.src)?,
-        width: to_u32(op, "width", a.width)?,
-        accumulate: accumulate as u32,
-        _pad: [0; 3],
-    })
+    Ok(checked_params!(AttentionParams, op, a; tgt, batch, src, width; accumulate: accumulate as u32))
 }
 
 /// `out[t, b, j] = x[t, b, :] · enc[j, b, :]`; with `mask`, `-1e30` where `j >= src_len[b]`.

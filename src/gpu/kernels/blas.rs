@@ -1,20 +1,15 @@
 //! Launchers of blas.wgsl: the bias gradients.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{need, to_u32};
 use crate::error::Result;
 use crate::gpu::program::Program;
 use crate::gpu::tensor::GpuTensor;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct BlasParams {
-    // must match shaders/blas.wgsl::Params
-    n: u32,
-    cols: u32,
-    rows: u32,
-    _pad: u32,
+kernel_params! {
+    struct BlasParams {
+        // n: columns
+        n: u32, cols: u32, rows: u32, _pad: u32,
+    }
 }
 
 /// `db[j] += sum_r dy[r, j]` for dy `(rows, cols)`, and `db2[j] +=` the same where given: one

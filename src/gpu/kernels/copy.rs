@@ -1,25 +1,16 @@
 //! Launchers of copy.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, to_u32};
 use crate::error::{Error, Result, check_nonzero};
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
 use crate::ops::CopyCols;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct CopyParams {
-    // must match shaders/copy.wgsl::Params
-    rows: u32,
-    width: u32,
-    y_stride: u32,
-    y_offset: u32,
-    x_stride: u32,
-    x_offset: u32,
-    accumulate: u32,
-    _pad: u32,
+kernel_params! {
+    struct CopyParams {
+        rows: u32, width: u32, y_stride: u32, y_offset: u32,
+        x_stride: u32, x_offset: u32, accumulate: u32, _pad: u32,
+    }
 }
 
 /// `y[r * y_stride + y_offset + c] (+)= x[r * x_stride + x_offset + c]` for `r < rows`,
@@ -35,17 +26,9 @@ pub fn copy_cols(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, p: CopyCols) 
     if end(p.x_stride, p.x_offset) > x.len() {
         return Err(Error::shape(OP, "x", x.shape(), &[end(p.x_stride, p.x_offset)]));
     }
-    let u = |what, v| to_u32(OP, what, v);
-    let params = CopyParams {
-        rows: u("rows", p.rows)?,
-        width: u("width", p.width)?,
-        y_stride: u("y_stride", p.y_stride)?,
-        y_offset: u("y_offset", p.y_offset)?,
-        x_stride: u("x_stride", p.x_stride)?,
-        x_offset: u("x_offset", p.x_offset)?,
-        accumulate: p.accumulate as u32,
-        _pad: 0,
-    };
+    #[rustfmt::skip]
+    let params = checked_params!(CopyParams, OP, p; rows, width, y_stride, y_offset, x_stride, x_offset;
+        accumulate: p.accumulate as u32);
     let groups = groups_1d(prog.ctx(), p.rows * p.width, WG);
     prog.dispatch("copy", "copy_cols", &[], &[(1, y), (2, x)], &params, groups)
 }

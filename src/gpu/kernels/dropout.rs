@@ -1,21 +1,15 @@
 //! Launchers of dropout.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, need, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
 use crate::ops::Dropout;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct DropoutParams {
-    // must match shaders/dropout.wgsl::Params
-    n: u32,
-    seed: u32,
-    prob: f32,
-    _pad: u32,
+kernel_params! {
+    struct DropoutParams {
+        n: u32, seed: u32, prob: f32, _pad: u32,
+    }
 }
 
 fn dropout(

@@ -1,21 +1,16 @@
 //! Launchers of gather.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, need, to_u32};
 use crate::error::{Error, Result, check_nonzero};
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
 use crate::ops::Gather;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct GatherParams {
-    // must match shaders/gather.wgsl::Params
-    n: u32,
-    width: u32,
-    idx_stride: u32,
-    col_stride: u32,
+kernel_params! {
+    struct GatherParams {
+        // n: gather: rows of out; scatter_add: rows of the table (V)
+        n: u32, width: u32, idx_stride: u32, col_stride: u32,
+    }
 }
 
 fn gather_params(op: &'static str, p: Gather) -> Result<GatherParams> {

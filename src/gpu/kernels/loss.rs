@@ -1,19 +1,14 @@
 //! Launchers of loss.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, need, to_u32};
 use crate::error::{Result, check_nonzero};
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct RowParams {
-    // must match shaders/loss.wgsl::Params
-    rows: u32,
-    cols: u32,
-    _pad: [u32; 2],
+kernel_params! {
+    struct RowParams {
+        rows: u32, cols: u32, _pad: [u32; 2],
+    }
 }
 
 fn row_params(op: &'static str, rows: usize, cols: usize) -> Result<RowParams> {

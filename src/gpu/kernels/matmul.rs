@@ -1,24 +1,19 @@
 //! Launchers of matmul.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, need, to_u32};
 use crate::error::{Error, Result, check_nonzero};
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
 use crate::ops::Matmul;
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct MatmulParams {
-    // must match shaders/matmul.wgsl::MatmulParams
-    m: u32,
-    n: u32,
-    k: u32,
-    accumulate: u32,
-    k_chunk: u32,
-    parts: u32,
-    _pad: [u32; 2],
+kernel_params! {
+    struct MatmulParams {
+        // accumulate: 1: C += op(A)·op(B); 0: C = op(A)·op(B)
+        m: u32, n: u32, k: u32, accumulate: u32,
+        // k_chunk: k of one part: k itself without split-K
+        // parts: split-K parts (1: none); matmul then writes part wg.z of the scratch
+        k_chunk: u32, parts: u32, _pad: [u32; 2],
+    }
 }
 
 /// `c = op(a)·op(b)` (or `+=`).

@@ -1,7 +1,5 @@
 //! Launchers of optim.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::{WG, need, to_u32};
 use crate::error::{Error, Result};
 use crate::gpu::program::{Program, groups_1d};
@@ -9,15 +7,13 @@ use crate::gpu::tensor::GpuTensor;
 use crate::ops::step_state;
 use crate::update::{self, Optimizer};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable, Default)]
-struct OptimParams {
-    // must match shaders/optim.wgsl::Params
-    n: u32,
-    lo: f32,
-    hi: f32,
-    _pad: u32,
-    h: [f32; 4],
+kernel_params! {
+    struct OptimParams {
+        // lo: clip_by_value
+        n: u32, lo: f32, hi: f32, _pad: u32,
+        // h: the rule's numbers (src/update: Rule::hyper), named at the top of its entry
+        h: [f32; 4],
+    }
 }
 
 pub(super) fn need_state(op: &'static str, state: &GpuTensor) -> Result<()> {

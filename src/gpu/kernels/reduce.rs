@@ -1,7 +1,5 @@
 //! Launchers of reduce.wgsl.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::optim::need_state;
 use super::{need, to_u32};
 use crate::error::{Error, Result};
@@ -9,16 +7,16 @@ use crate::gpu::program::Program;
 use crate::gpu::tensor::GpuTensor;
 use crate::ops::{Reduce, step_state};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct ReduceParams {
-    // must match shaders/reduce.wgsl::Params
-    n: u32,
-    parts: u32,
-    index: u32,
-    accumulate: u32,
-    max_norm: f32,
-    _pad: [u32; 3],
+kernel_params! {
+    struct ReduceParams {
+        // n: elements of x (partial) or partials (final)
+        // parts: PARTS: the workgroups of the first pass (REDUCE_PARTS)
+        // index: final: where in out the sum goes
+        // accumulate: final: 1 adds to out[index]
+        n: u32, parts: u32, index: u32, accumulate: u32,
+        // max_norm: FINALIZE: the clipping norm, 0 for none
+        max_norm: f32, _pad: [u32; 3],
+    }
 }
 
 /// Partial sums the first pass leaves for the second: its workgroups, at most.

@@ -1,7 +1,5 @@
 //! Launchers of rnn.wgsl, lstm.wgsl, gru.wgsl: the fused recurrent steps.
 
-use bytemuck::{Pod, Zeroable};
-
 use super::to_u32;
 use crate::cell::Cell;
 use crate::error::{Error, Result, check_nonzero};
@@ -9,25 +7,16 @@ use crate::gpu::program::Program;
 use crate::gpu::tensor::GpuTensor;
 use crate::ops::{Step, StepBufs, StepMode};
 
-#[repr(C)]
-#[derive(Clone, Copy, Pod, Zeroable)]
-struct StepParams {
-    // must match shaders/step_common.wgsl::StepParams
-    t: u32,
-    batch: u32,
-    hidden: u32,
-    in_slot: u32,
-    out_slot: u32,
-    state_base: u32,
-    out_stride: u32,
-    out_col: u32,
-    bias_hh: u32,
-    next_t: u32,
-    mode: u32,
-    col_groups: u32,
-    row_groups: u32,
-    k_split: u32,
-    _pad: [u32; 2],
+kernel_params! {
+    struct StepParams {
+        t: u32, batch: u32, hidden: u32, in_slot: u32,
+        out_slot: u32, state_base: u32, out_stride: u32, out_col: u32,
+        // bias_hh: offset of b_hh within the bias binding
+        // next_t: backward: the step whose gate gradients reach this one through W_hh
+        // mode: backward: 0 the first step processed, 1 a later step, 2 the initial state
+        bias_hh: u32, next_t: u32, mode: u32, col_groups: u32,
+        row_groups: u32, k_split: u32, _pad: [u32; 2],
+    }
 }
 
 /// The largest batch the step kernels take: the sequence lengths are a uniform array of
@@ -127,28 +116,19 @@ impl Launch {
 
     fn params(&self) -> Result<StepParams> {
         let s = &self.s;
-        let u = |what, v| to_u32(self.op, what, v);
-        Ok(StepParams {
-            t: u("t", s.t)?,
-            batch: u("batch", s.batch)?,
-            hidden: u("hidden", s.hidden)?,
-            in_slot: u("in_slot", s.in_slot)?,
-            out_slot: u("out_slot", s.out_slot)?,
-            state_base: u("state_base", s.state_base)?,
-            out_stride: u("out_stride", s.out_stride)?,
-            out_col: u("out_col", s.out_col)?,
-            bias_hh: u("bias_hh", s.bias_hh)?,
-            next_t: u("next_t", s.next_t)?,
-            mode: match s.mode {
-                StepMode::First => 0,
-                StepMode::Later => 1,
-                StepMode::Initial => 2,
-            },
-            col_groups: self.tiling.col_groups as u32,
-            row_groups: self.tiling.row_groups as u32,
-            k_split: self.tiling.k_split as u32,
-            _pad: [0; 2],
-        })
+        // shaders/step_common.wgsl::MODE_FIRST, MODE_STEP, MODE_INITIAL
+        let mode = match s.mode {
+            StepMode::First => 0,
+            StepMode::Later => 1,
+            StepMode::Initial => 2,
+        };
+        let tiling = self.tiling;
+        #[rustfmt::skip]
+        let params = checked_params!(StepParams, self.op, s;
+            t, batch, hidden, in_slot, out_slot, state_base, out_stride, out_col, bias_hh, next_t;
+            mode: mode, col_groups: tiling.col_groups as u32, row_groups: tiling.row_groups as u32,
+            k_split: tiling.k_split as u32);
+        Ok(params)
     }
 }
 

@@ -261,70 +261,63 @@ unsafe fn pack_slivers(
 // ---------------------------------------------------------------------------------------------
 // The micro-kernels
 
-/// `C[i, j] (+)= sum_p A[i, p] B[p, j]` for `i < m <= MR`, `j < n <= NR`, `p < kc`: A's element
-/// (i, p) at `a + i * a_rs + p * a_cs` (rows past `m` are not read), B a packed panel, C's row i
-/// at `c + i * c_rs`.
+/// One micro-kernel call: `C[i, j] (+)= sum_p A[i, p] B[p, j]` for `i < m <= MR`, `j < n <= NR`,
+/// `p < kc`: A's element (i, p) at `a + i * a_rs + p * a_cs` (rows past `m` are not read), B a
+/// packed panel, C's row i at `c + i * c_rs`, added to where `accumulate`.
+#[derive(Clone, Copy)]
+pub struct Tile {
+    pub kc: usize,
+    pub a: *const f32,
+    pub a_rs: usize,
+    pub a_cs: usize,
+    pub b: *const f32,
+    pub c: *mut f32,
+    pub c_rs: usize,
+    pub m: usize,
+    pub n: usize,
+    pub accumulate: bool,
+}
+
+/// Runs `t` on the micro-kernel of `isa`.
 ///
 /// # Safety
-/// `isa` must be supported; every element named must be in bounds; `m >= 1`.
-#[allow(clippy::too_many_arguments)]
+/// `isa` must be supported; every element `t` names must be in bounds; `t.m >= 1`.
 #[inline]
-pub unsafe fn micro(
-    isa: Isa,
-    kc: usize,
-    (a, a_rs, a_cs): (*const f32, usize, usize),
-    b: *const f32,
-    (c, c_rs): (*mut f32, usize),
-    m: usize,
-    n: usize,
-    accumulate: bool,
-) {
+pub unsafe fn micro(isa: Isa, t: Tile) {
     // SAFETY: the caller's contract.
     unsafe {
         match isa {
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx512 => x86::micro_8x32(kc, a, a_rs, a_cs, b, c, c_rs, m, n, accumulate),
+            Isa::Avx512 => x86::micro_8x32(t),
             #[cfg(target_arch = "x86_64")]
-            Isa::Avx2 => x86::micro_6x16(kc, a, a_rs, a_cs, b, c, c_rs, m, n, accumulate),
+            Isa::Avx2 => x86::micro_6x16(t),
             #[cfg(not(target_arch = "x86_64"))]
             Isa::Avx512 | Isa::Avx2 => unreachable!("{isa:?} on a CPU that is not x86-64"),
-            Isa::Portable => micro_portable(kc, a, a_rs, a_cs, b, c, c_rs, m, n, accumulate),
+            Isa::Portable => micro_portable(t),
         }
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-unsafe fn micro_portable(
-    kc: usize,
-    a: *const f32,
-    a_rs: usize,
-    a_cs: usize,
-    b: *const f32,
-    c: *mut f32,
-    c_rs: usize,
-    m: usize,
-    n: usize,
-    accumulate: bool,
-) {
+unsafe fn micro_portable(t: Tile) {
     const MR: usize = Isa::Portable.mr();
     const NR: usize = Isa::Portable.nr();
     let mut acc = [[0.0f32; NR]; MR];
     // SAFETY: the caller's contract: rows below m, p below kc, the panel kc x NR.
     unsafe {
-        let rows: [*const f32; MR] = std::array::from_fn(|i| a.add(i.min(m - 1) * a_rs));
-        for p in 0..kc {
-            let bv = &*(b.add(p * NR) as *const [f32; NR]);
+        let rows: [*const f32; MR] = std::array::from_fn(|i| t.a.add(i.min(t.m - 1) * t.a_rs));
+        for p in 0..t.kc {
+            let bv = &*(t.b.add(p * NR) as *const [f32; NR]);
             for i in 0..MR {
-                let av = *rows[i].add(p * a_cs);
+                let av = *rows[i].add(p * t.a_cs);
                 for j in 0..NR {
                     acc[i][j] = fma(av, bv[j], acc[i][j]);
                 }
             }
         }
-        for (i, acc) in acc.iter().enumerate().take(m) {
-            let row = std::slice::from_raw_parts_mut(c.add(i * c_rs), n);
+        for (i, acc) in acc.iter().enumerate().take(t.m) {
+            let row = std::slice::from_raw_parts_mut(t.c.add(i * t.c_rs), t.n);
             for (v, &x) in row.iter_mut().zip(acc) {
-                *v = if accumulate { *v + x } else { x };
+                *v = if t.accumulate { *v + x } else { x };
             }
         }
     }
@@ -410,13 +403,18 @@ pub unsafe fn serial(
                             unsafe {
                                 micro(
                                     isa,
-                                    kc,
-                                    (ap.add(s * sliver), s_rs, s_cs),
-                                    panel.as_ptr(),
-                                    (c.add((ic + i) * c_rs + jc + j), c_rs),
-                                    mr.min(mc - i),
-                                    nr.min(nc - j),
-                                    beta,
+                                    Tile {
+                                        kc,
+                                        a: ap.add(s * sliver),
+                                        a_rs: s_rs,
+                                        a_cs: s_cs,
+                                        b: panel.as_ptr(),
+                                        c: c.add((ic + i) * c_rs + jc + j),
+                                        c_rs,
+                                        m: mr.min(mc - i),
+                                        n: nr.min(nc - j),
+                                        accumulate: beta,
+                                    },
                                 )
                             };
                         }

@@ -41,7 +41,7 @@ impl<C: CellMath> Epilogue for Bwd<C> {
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, g, u0, n) = (self.at.h, C::GATES, units.start, units.len());
+        let (h, g, u0, n) = (self.at.h, C::SHAPE.gates, units.start, units.len());
         // Staged as in `Fwd`.
         let mut saved = [[0.0f32; UNITS]; 4];
         let (mut hv, mut hp, mut c, mut cp) = ([0.0f32; UNITS], [0.0; UNITS], [0.0; UNITS], [0.0; UNITS]);
@@ -71,14 +71,14 @@ impl<C: CellMath> Epilogue for Bwd<C> {
             // SAFETY: see the section's header.
             unsafe {
                 if let Some(gates) = self.gates {
-                    for (k, v) in saved.iter_mut().enumerate().take(C::SAVED) {
-                        load(v, get(gates, b * C::SAVED * h + k * h + u0, n));
+                    for (k, v) in saved.iter_mut().enumerate().take(C::SHAPE.saved) {
+                        load(v, get(gates, b * C::SHAPE.saved * h + k * h + u0, n));
                     }
                 }
-                if C::READS_H {
+                if C::SHAPE.reads_h {
                     load(&mut hv, get(self.h, b * h + u0, n));
                 }
-                if C::READS_H_PREV {
+                if C::SHAPE.reads_h_prev {
                     load(&mut hp, get(self.h_prev, b * h + u0, n));
                 }
                 if let Some((cn, cpn)) = self.c {
@@ -101,7 +101,7 @@ impl<C: CellMath> Epilogue for Bwd<C> {
                     dc: dc[j],
                     ..Default::default()
                 };
-                for k in 0..C::SAVED {
+                for k in 0..C::SHAPE.saved {
                     u.saved[k] = saved[k][j];
                 }
                 let r = self.cell.backward::<f32, Fast<M>>(&u);
@@ -117,7 +117,7 @@ impl<C: CellMath> Epilogue for Bwd<C> {
                 }
             }
             store(ch, &carry_h);
-            if C::CELL_STATE {
+            if C::SHAPE.cell_state {
                 store(cc, &carry_c);
             }
         }

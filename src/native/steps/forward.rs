@@ -20,7 +20,7 @@ impl<C: CellMath> Epilogue for Fwd<C> {
     #[inline(always)]
     #[allow(clippy::needless_range_loop)]
     fn apply<M: MulAdd>(&self, rows: Range<usize>, units: Range<usize>, tile: &[f32]) {
-        let (h, g, u0, n) = (self.at.h, C::GATES, units.start, units.len());
+        let (h, g, u0, n) = (self.at.h, C::SHAPE.gates, units.start, units.len());
         // The cell's arithmetic runs over UNITS lanes of local copies (the padding of a last,
         // partial block computed and never stored): local, so that it vectorizes without
         // checks of aliasing. The biases are the same for every row.
@@ -52,11 +52,11 @@ impl<C: CellMath> Epilogue for Fwd<C> {
             }
             for j in 0..UNITS {
                 let mut f = cell::Forward { h_prev: hp[j], c_prev: cp[j], ..Default::default() };
-                for k in 0..C::GATES {
+                for k in 0..C::SHAPE.gates {
                     (f.x[k], f.b_ih[k], f.p[k], f.b_hh[k]) = (x[k][j], b_ih[k][j], p[k][j], b_hh[k][j]);
                 }
                 let o = self.cell.forward::<f32, Fast<M>>(&f);
-                for k in 0..C::SAVED {
+                for k in 0..C::SHAPE.saved {
                     saved[k][j] = o.saved[k];
                 }
                 (hs[j], cs[j]) = (o.h, o.c);
@@ -64,8 +64,8 @@ impl<C: CellMath> Epilogue for Fwd<C> {
             // SAFETY: see the section's header.
             unsafe {
                 if let Some(gates) = self.gates {
-                    for k in 0..C::SAVED {
-                        store(put(gates, b * C::SAVED * h + k * h + u0, n), &saved[k]);
+                    for k in 0..C::SHAPE.saved {
+                        store(put(gates, b * C::SHAPE.saved * h + k * h + u0, n), &saved[k]);
                     }
                 }
                 let valid = self.at.valid(b);

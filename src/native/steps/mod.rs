@@ -19,7 +19,7 @@ use rayon::prelude::*;
 #[cfg(target_arch = "x86_64")]
 use super::kernels::Fused;
 use super::kernels::{Fast, MulAdd, Separate};
-use super::sgemm::{self, Aligned, Isa, Packed, Shared};
+use super::sgemm::{self, Aligned, Isa, Packed, Shared, Tile};
 use crate::cell::{self, CellMath};
 use crate::host::{StepBackward, StepForward, StepKernels, Version};
 use crate::ops::{Step, StepMode};
@@ -166,13 +166,18 @@ impl Steps {
                     unsafe {
                         sgemm::micro(
                             isa,
-                            kc,
-                            (a.get().add(i * a_rs + k0), a_rs, 1),
-                            panel.as_ptr(),
-                            (c.get().add(i * p + pi * nr), p),
-                            mr.min(batch - i),
-                            cols,
-                            k0 > 0,
+                            Tile {
+                                kc,
+                                a: a.get().add(i * a_rs + k0),
+                                a_rs,
+                                a_cs: 1,
+                                b: panel.as_ptr(),
+                                c: c.get().add(i * p + pi * nr),
+                                c_rs: p,
+                                m: mr.min(batch - i),
+                                n: cols,
+                                accumulate: k0 > 0,
+                            },
                         )
                     }
                 }
@@ -273,13 +278,18 @@ fn run<E: Epilogue>(isa: Isa, batch: usize, h: usize, cols: usize, op: Operand<'
                                 unsafe {
                                     sgemm::micro(
                                         isa,
-                                        kc,
-                                        (a.get().add((r0 + i) * a_rs + k0), a_rs, 1),
-                                        panel.as_ptr(),
-                                        (tile.as_mut_ptr().add(i * cols + pi * nr), cols),
-                                        mr.min(rs.len() - i),
-                                        nr,
-                                        k0 > 0,
+                                        Tile {
+                                            kc,
+                                            a: a.get().add((r0 + i) * a_rs + k0),
+                                            a_rs,
+                                            a_cs: 1,
+                                            b: panel.as_ptr(),
+                                            c: tile.as_mut_ptr().add(i * cols + pi * nr),
+                                            c_rs: cols,
+                                            m: mr.min(rs.len() - i),
+                                            n: nr,
+                                            accumulate: k0 > 0,
+                                        },
                                     )
                                 }
                             }
@@ -502,12 +512,12 @@ fn check_backward(s: &Step, g: usize, w_hh: usize, dg: usize, dy: usize, carry: 
 
 impl StepKernels<f32> for Steps {
     fn forward<C: CellMath>(&mut self, cell: C, f: StepForward<'_, f32>, s: Step) {
-        let (h, g, isa) = (s.hidden, C::GATES, self.isa);
+        let (h, g, isa) = (s.hidden, C::SHAPE.gates, self.isa);
         let (xw_len, y_len, states_len) = (f.xw.len(), f.y.len(), f.states.len());
         check_forward(
             &s,
             g,
-            C::SAVED,
+            C::SHAPE.saved,
             f.w_hh.len(),
             xw_len,
             y_len,
@@ -535,7 +545,7 @@ impl StepKernels<f32> for Steps {
             c_prev,
             states: Shared(states.get().wrapping_add(slot(&s, s.out_slot))),
             cells,
-            gates: f.gates.map(|gates| Shared(gates[at(&s, s.t, C::SAVED * h)..].as_mut_ptr())),
+            gates: f.gates.map(|gates| Shared(gates[at(&s, s.t, C::SHAPE.saved * h)..].as_mut_ptr())),
             y: Shared(f.y[at(&s, s.t, s.out_stride)..].as_mut_ptr()),
         };
         let (a, p, w) = match f.factors {
@@ -553,7 +563,7 @@ impl StepKernels<f32> for Steps {
     }
 
     fn backward<C: CellMath>(&mut self, cell: C, a: StepBackward<'_, f32>, s: Step) {
-        let (h, g, isa) = (s.hidden, C::GATES, self.isa);
+        let (h, g, isa) = (s.hidden, C::SHAPE.gates, self.isa);
         let gh = g * h;
         let dgr_len = a.dgh.as_ref().map_or(a.dg.len(), |d| d.len());
         check_backward(&s, g, a.w_hh.len(), dgr_len, a.dy.len(), a.carry.len() / 2, a.lengths.len());
@@ -584,14 +594,14 @@ impl StepKernels<f32> for Steps {
             return run(isa, s.batch, h, UNITS, op, &AddToCarry { h, carry: carry_h });
         }
         let states_end = slot(&s, s.in_slot.max(s.out_slot) + 1);
-        if C::READS_H || C::READS_H_PREV {
+        if C::SHAPE.reads_h || C::SHAPE.reads_h_prev {
             check("states", a.states.len(), states_end);
         }
         if let Some(cells) = a.cells {
             check("cells", cells.len(), states_end);
         }
         if let Some(gates) = a.gates {
-            check("gates", gates.len(), at(&s, s.t + 1, C::SAVED * h));
+            check("gates", gates.len(), at(&s, s.t + 1, C::SHAPE.saved * h));
         }
         let e = Bwd {
             cell,
@@ -599,7 +609,7 @@ impl StepKernels<f32> for Steps {
             h: ro(&a.states[slot(&s, s.out_slot).min(a.states.len())..]),
             h_prev: ro(&a.states[slot(&s, s.in_slot).min(a.states.len())..]),
             c: a.cells.map(|c| (ro(&c[slot(&s, s.out_slot)..]), ro(&c[slot(&s, s.in_slot)..]))),
-            gates: a.gates.map(|x| ro(&x[at(&s, s.t, C::SAVED * h)..])),
+            gates: a.gates.map(|x| ro(&x[at(&s, s.t, C::SHAPE.saved * h)..])),
             dy: ro(&a.dy[at(&s, s.t, s.out_stride)..]),
             dg: Shared(dg.get().wrapping_add(at(&s, s.t, gh))),
             dgh: dgh.map(|d| Shared(d.get().wrapping_add(at(&s, s.t, gh)))),
