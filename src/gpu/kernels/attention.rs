@@ -1,10 +1,10 @@
 //! Launchers of attention.wgsl.
 
-use super::{WG, need, to_u32};
-use crate::error::{Result, check_nonzero};
+use super::{WG, check, to_u32};
+use crate::error::Result;
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
-use crate::ops::Attention;
+use crate::ops::{Attention, Op};
 
 kernel_params! {
     struct AttentionParams {
@@ -15,10 +15,6 @@ kernel_params! {
 }
 
 fn attention_params(op: &'static str, a: Attention, accumulate: bool) -> Result<AttentionParams> {
-    check_nonzero(op, "target steps", a.tgt)?;
-    check_nonzero(op, "batch", a.batch)?;
-    check_nonzero(op, "source steps", a.src)?;
-    check_nonzero(op, "width", a.width)?;
     Ok(checked_params!(AttentionParams, op, a; tgt, batch, src, width; accumulate: accumulate as u32))
 }
 
@@ -33,11 +29,8 @@ pub fn attention_dots(
     mask: bool,
 ) -> Result<()> {
     const OP: &str = "attention_dots";
+    check(Op::AttentionDots { out, x, enc, src_len, a, mask })?;
     let params = attention_params(OP, a, false)?;
-    need(OP, "out", out, a.tgt * a.batch * a.src)?;
-    need(OP, "x", x, a.tgt * a.batch * a.width)?;
-    need(OP, "enc", enc, a.src * a.batch * a.width)?;
-    need(OP, "src_len", src_len, a.batch)?;
     let groups = groups_1d(prog.ctx(), a.tgt * a.batch * a.src, WG);
     prog.dispatch(
         "attention",
@@ -59,10 +52,8 @@ pub fn attention_mix(
     accumulate: bool,
 ) -> Result<()> {
     const OP: &str = "attention_mix";
+    check(Op::AttentionMix { out, w, enc, a, accumulate })?;
     let params = attention_params(OP, a, accumulate)?;
-    need(OP, "out", out, a.tgt * a.batch * a.width)?;
-    need(OP, "w", w, a.tgt * a.batch * a.src)?;
-    need(OP, "enc", enc, a.src * a.batch * a.width)?;
     let groups = groups_1d(prog.ctx(), a.tgt * a.batch * a.width, WG);
     prog.dispatch("attention", OP, &[], &[(1, out), (2, w), (3, enc)], &params, groups)
 }
@@ -77,10 +68,8 @@ pub fn attention_mix_t(
     accumulate: bool,
 ) -> Result<()> {
     const OP: &str = "attention_mix_t";
+    check(Op::AttentionMixT { out, w, x, a, accumulate })?;
     let params = attention_params(OP, a, accumulate)?;
-    need(OP, "out", out, a.src * a.batch * a.width)?;
-    need(OP, "w", w, a.tgt * a.batch * a.src)?;
-    need(OP, "x", x, a.tgt * a.batch * a.width)?;
     let groups = groups_1d(prog.ctx(), a.src * a.batch * a.width, WG);
     prog.dispatch("attention", OP, &[], &[(1, out), (2, w), (3, x)], &params, groups)
 }

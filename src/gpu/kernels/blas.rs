@@ -1,9 +1,10 @@
 //! Launchers of blas.wgsl: the bias gradients.
 
-use super::{need, to_u32};
+use super::{check, to_u32};
 use crate::error::Result;
 use crate::gpu::program::Program;
 use crate::gpu::tensor::GpuTensor;
+use crate::ops::Op;
 
 kernel_params! {
     struct BlasParams {
@@ -22,8 +23,7 @@ pub fn bias_grad(
     rows: usize,
     cols: usize,
 ) -> Result<()> {
-    need("bias_grad", "db", db, cols)?;
-    need("bias_grad", "dy", dy, rows * cols)?;
+    check(Op::BiasGrad { db, db2, dy, rows, cols })?;
     let p = BlasParams {
         n: to_u32("bias_grad", "cols", cols)?,
         cols: cols as u32,
@@ -33,10 +33,7 @@ pub fn bias_grad(
     let groups = [to_u32("bias_grad", "workgroups", cols.div_ceil(BIAS_GRAD_COLS))?, 1, 1];
     match db2 {
         None => prog.dispatch("blas", "bias_grad", &[], &[(1, db), (2, dy)], &p, groups),
-        Some(db2) => {
-            need("bias_grad", "db2", db2, cols)?;
-            prog.dispatch("blas", "bias_grad_pair", &[], &[(1, db), (2, dy), (3, db2)], &p, groups)
-        }
+        Some(db2) => prog.dispatch("blas", "bias_grad_pair", &[], &[(1, db), (2, dy), (3, db2)], &p, groups),
     }
 }
 

@@ -1,10 +1,10 @@
 //! Launchers of copy.wgsl.
 
-use super::{WG, to_u32};
-use crate::error::{Error, Result, check_nonzero};
+use super::{WG, check, to_u32};
+use crate::error::Result;
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
-use crate::ops::CopyCols;
+use crate::ops::{CopyCols, Op};
 
 kernel_params! {
     struct CopyParams {
@@ -17,15 +17,7 @@ kernel_params! {
 /// `c < width`.
 pub fn copy_cols(prog: &mut Program, y: &GpuTensor, x: &GpuTensor, p: CopyCols) -> Result<()> {
     const OP: &str = "copy_cols";
-    check_nonzero(OP, "rows", p.rows)?;
-    check_nonzero(OP, "width", p.width)?;
-    let end = |stride: usize, offset: usize| (p.rows - 1) * stride + offset + p.width;
-    if end(p.y_stride, p.y_offset) > y.len() {
-        return Err(Error::shape(OP, "y", y.shape(), &[end(p.y_stride, p.y_offset)]));
-    }
-    if end(p.x_stride, p.x_offset) > x.len() {
-        return Err(Error::shape(OP, "x", x.shape(), &[end(p.x_stride, p.x_offset)]));
-    }
+    check(Op::CopyCols { y, x, p })?;
     #[rustfmt::skip]
     let params = checked_params!(CopyParams, OP, p; rows, width, y_stride, y_offset, x_stride, x_offset;
         accumulate: p.accumulate as u32);

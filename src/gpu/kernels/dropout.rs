@@ -1,10 +1,10 @@
 //! Launchers of dropout.wgsl.
 
-use super::{WG, need, to_u32};
-use crate::error::{Error, Result};
+use super::{WG, check, to_u32};
+use crate::error::Result;
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
-use crate::ops::Dropout;
+use crate::ops::{Dropout, Op};
 
 kernel_params! {
     struct DropoutParams {
@@ -14,18 +14,15 @@ kernel_params! {
 
 fn dropout(
     prog: &mut Program,
-    entry: &'static str,
     out: &GpuTensor,
     x: &GpuTensor,
     seeds: &GpuTensor,
     p: Dropout,
+    backward: bool,
 ) -> Result<()> {
-    if !(0.0..1.0).contains(&p.prob) {
-        return Err(Error::range(entry, "dropout probability", p.prob, "in [0, 1)"));
-    }
+    check(Op::Dropout { out, x, seeds, p, backward })?;
+    let entry = if backward { "dropout_backward" } else { "dropout_forward" };
     let n = out.len();
-    need(entry, "input", x, n)?;
-    need(entry, "seeds", seeds, 1)?;
     let params = DropoutParams { n: to_u32(entry, "n", n)?, seed: p.salt, prob: p.prob, _pad: 0 };
     let groups = groups_1d(prog.ctx(), n, WG);
     prog.dispatch("dropout", entry, &[], &[(1, out), (2, x), (3, seeds)], &params, groups)
@@ -39,7 +36,7 @@ pub fn dropout_forward(
     seeds: &GpuTensor,
     p: Dropout,
 ) -> Result<()> {
-    dropout(prog, "dropout_forward", out, x, seeds, p)
+    dropout(prog, out, x, seeds, p, false)
 }
 
 /// `dx += keep ? dy / (1 - p) : 0`, the same mask as the forward pass.
@@ -50,5 +47,5 @@ pub fn dropout_backward(
     seeds: &GpuTensor,
     p: Dropout,
 ) -> Result<()> {
-    dropout(prog, "dropout_backward", dx, dy, seeds, p)
+    dropout(prog, dx, dy, seeds, p, true)
 }

@@ -1,10 +1,10 @@
 //! Launchers of gather.wgsl.
 
-use super::{WG, need, to_u32};
-use crate::error::{Error, Result, check_nonzero};
+use super::{WG, check, to_u32};
+use crate::error::Result;
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
-use crate::ops::Gather;
+use crate::ops::{Gather, Op};
 
 kernel_params! {
     struct GatherParams {
@@ -14,8 +14,6 @@ kernel_params! {
 }
 
 fn gather_params(op: &'static str, p: Gather) -> Result<GatherParams> {
-    check_nonzero(op, "n", p.n)?;
-    check_nonzero(op, "width", p.width)?;
     to_u32(op, "n * width", p.n * p.width)?;
     Ok(GatherParams {
         n: p.n as u32,
@@ -34,9 +32,8 @@ pub fn gather(
     idx: &GpuTensor,
     p: Gather,
 ) -> Result<()> {
+    check(Op::Gather { out, table, idx, p })?;
     let params = gather_params("gather", p)?;
-    need("gather", "out", out, p.n * p.width)?;
-    need("gather", "idx", idx, p.n)?;
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
     prog.dispatch("gather", "gather", &[], &[(1, out), (2, table), (3, idx)], &params, groups)
 }
@@ -52,11 +49,8 @@ pub fn scatter_add(
     rows: &GpuTensor,   // (rows) u32
     p: Gather,
 ) -> Result<()> {
+    check(Op::ScatterAdd { dtable, dout, starts, rows, p })?;
     let params = gather_params("scatter_add", p)?;
-    need("scatter_add", "starts", starts, p.n + 1)?;
-    if dout.len() != rows.len() * p.width {
-        return Err(Error::shape("scatter_add", "dout", dout.shape(), &[rows.len(), p.width]));
-    }
     let groups = groups_1d(prog.ctx(), p.n * p.width, WG);
     prog.dispatch(
         "gather",

@@ -1,9 +1,10 @@
 //! Launchers of loss.wgsl.
 
-use super::{WG, need, to_u32};
-use crate::error::{Result, check_nonzero};
+use super::{WG, check, to_u32};
+use crate::error::Result;
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
+use crate::ops::Op;
 
 kernel_params! {
     struct RowParams {
@@ -12,9 +13,7 @@ kernel_params! {
 }
 
 fn row_params(op: &'static str, rows: usize, cols: usize) -> Result<RowParams> {
-    check_nonzero(op, "rows", rows)?;
-    check_nonzero(op, "cols", cols)?;
-    Ok(RowParams { rows: to_u32(op, "rows", rows)?, cols: to_u32(op, "cols", cols)?, _pad: [0; 2] })
+    Ok(RowParams { rows: to_u32(op, "rows", rows)?, cols: to_u32(op, "cols", cols)?, ..Default::default() })
 }
 
 /// `y = softmax(x)` along each row of `(rows, cols)`.
@@ -25,9 +24,8 @@ pub fn softmax_rows(
     rows: usize,
     cols: usize,
 ) -> Result<()> {
+    check(Op::SoftmaxRows { y, x, rows, cols })?;
     let p = row_params("softmax_rows", rows, cols)?;
-    need("softmax_rows", "y", y, rows * cols)?;
-    need("softmax_rows", "x", x, rows * cols)?;
     let groups = groups_1d(prog.ctx(), rows, WG);
     prog.dispatch("loss", "softmax_rows", &[], &[(1, y), (3, x)], &p, groups)
 }
@@ -46,12 +44,8 @@ pub fn softmax_xent(
     cols: usize,
 ) -> Result<()> {
     const OP: &str = "softmax_xent";
+    check(Op::SoftmaxXent { loss, dx, logits, targets, weights, rows, cols })?;
     let p = row_params(OP, rows, cols)?;
-    need(OP, "loss", loss, rows)?;
-    need(OP, "dx", dx, rows * cols)?;
-    need(OP, "logits", logits, rows * cols)?;
-    need(OP, "targets", targets, rows)?;
-    need(OP, "weights", weights, rows)?;
     let groups = groups_1d(prog.ctx(), rows, WG);
     prog.dispatch(
         "loss",
@@ -76,12 +70,8 @@ pub fn mse(
     cols: usize,
 ) -> Result<()> {
     const OP: &str = "mse";
+    check(Op::Mse { loss, dx, pred, target, weights, rows, cols })?;
     let p = row_params(OP, rows, cols)?;
-    need(OP, "loss", loss, rows)?;
-    need(OP, "dx", dx, rows * cols)?;
-    need(OP, "pred", pred, rows * cols)?;
-    need(OP, "target", target, rows * cols)?;
-    need(OP, "weights", weights, rows)?;
     let groups = groups_1d(prog.ctx(), rows, WG);
     prog.dispatch("loss", "mse", &[], &[(1, loss), (2, dx), (3, pred), (5, target), (6, weights)], &p, groups)
 }
@@ -96,10 +86,8 @@ pub fn softmax_backward(
     cols: usize,
 ) -> Result<()> {
     const OP: &str = "softmax_backward";
+    check(Op::SoftmaxBackward { dx, y, dy, rows, cols })?;
     let p = row_params(OP, rows, cols)?;
-    need(OP, "dx", dx, rows * cols)?;
-    need(OP, "y", y, rows * cols)?;
-    need(OP, "dy", dy, rows * cols)?;
     let groups = groups_1d(prog.ctx(), rows, WG);
     prog.dispatch("loss", OP, &[], &[(2, dx), (3, y), (5, dy)], &p, groups)
 }

@@ -1,10 +1,10 @@
 //! Launchers of matmul.wgsl.
 
-use super::{WG, need, to_u32};
-use crate::error::{Error, Result, check_nonzero};
+use super::{WG, check, to_u32};
+use crate::error::{Error, Result};
 use crate::gpu::program::{Program, groups_1d};
 use crate::gpu::tensor::GpuTensor;
-use crate::ops::Matmul;
+use crate::ops::{Matmul, Op};
 
 kernel_params! {
     struct MatmulParams {
@@ -31,24 +31,7 @@ pub fn matmul_bias(
     bias: Option<&GpuTensor>,
     p: Matmul,
 ) -> Result<()> {
-    const OP: &str = "matmul";
-    check_nonzero(OP, "m", p.m)?;
-    check_nonzero(OP, "n", p.n)?;
-    check_nonzero(OP, "k", p.k)?;
-    let a_shape = if p.trans_a { [p.k, p.m] } else { [p.m, p.k] };
-    let b_shape = if p.trans_b { [p.n, p.k] } else { [p.k, p.n] };
-    if a.len() != p.m * p.k {
-        return Err(Error::shape(OP, "A", a.shape(), &a_shape));
-    }
-    if b.len() != p.k * p.n {
-        return Err(Error::shape(OP, "B", b.shape(), &b_shape));
-    }
-    if c.len() != p.m * p.n {
-        return Err(Error::shape(OP, "C", c.shape(), &[p.m, p.n]));
-    }
-    if let Some(bias) = bias {
-        need(OP, "bias", bias, p.n)?;
-    }
+    check(Op::Matmul { c, a, b, bias, p })?;
     matmul_planned(prog, c, a, b, bias, MatmulPlan::new(&p))
 }
 

@@ -87,6 +87,12 @@ use crate::error::{Error, Result};
 /// Threads of a workgroup of the elementwise and row kernels.
 const WG: usize = 256;
 
+/// `Op::check`, the shape checks every device runs (`Backend::run`), for a launcher called
+/// directly.
+pub(crate) fn check(op: crate::ops::Op<'_, GpuTensor, GpuTensor>) -> Result<()> {
+    op.check(GpuTensor::len, GpuTensor::len)
+}
+
 pub(crate) fn need(op: &'static str, what: &str, t: &GpuTensor, n: usize) -> Result<()> {
     if t.len() != n {
         return Err(Error::shape(op, what, t.shape(), &[n]));
