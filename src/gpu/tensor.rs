@@ -89,23 +89,16 @@ impl GpuContext {
     pub(crate) fn check_size(&self, what: &str, bytes: u64) -> Result<()> {
         let l = self.limits();
         let bytes = whole_vec4s(bytes);
-        if bytes > l.max_buffer_size {
-            return Err(Error::BufferTooLarge {
-                what: what.to_string(),
-                bytes,
-                limit_name: "max_buffer_size",
-                limit: l.max_buffer_size,
-            });
+        let limits = [
+            ("max_buffer_size", l.max_buffer_size),
+            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size as u64),
+        ];
+        match limits.into_iter().find(|&(_, limit)| bytes > limit) {
+            Some((limit_name, limit)) => {
+                Err(Error::BufferTooLarge { what: what.to_string(), bytes, limit_name, limit })
+            }
+            None => Ok(()),
         }
-        if bytes > l.max_storage_buffer_binding_size {
-            return Err(Error::BufferTooLarge {
-                what: what.to_string(),
-                bytes,
-                limit_name: "max_storage_buffer_binding_size",
-                limit: l.max_storage_buffer_binding_size,
-            });
-        }
-        Ok(())
     }
 
     /// A new tensor of `shape`, contents unspecified (zero on wgpu, which clears new buffers).

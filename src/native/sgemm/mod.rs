@@ -200,7 +200,9 @@ impl Packed {
     }
 }
 
-/// Packs rows `p0..p0+kc` and columns `j0..j0+nc` of B into `dst`, panels of `nr` columns.
+/// Packs `kc` rows and `nc` columns of B into `dst`, panels of `nr` columns: panel `s` holds
+/// element (p, j) at `s * kc * nr + p * nr + j`, columns past `nc` zero. The slivers of A are the
+/// same packing of A's transpose: `mr` rows, strides swapped.
 ///
 /// # Safety
 /// Every element of that block must be readable at `b + p * rs + j * cs`.
@@ -228,32 +230,6 @@ unsafe fn pack_block(
                 }
             }
             row[w..].fill(0.0);
-        }
-    }
-}
-
-/// Packs rows `i0..i0+mc` (relative to `a`) and K range `0..kc` of A into slivers of `mr` rows:
-/// sliver `s` holds element (i, p) at `s * kc * mr + p * mr + i`, rows past `mc` zero.
-///
-/// # Safety
-/// Every element of the block must be readable at `a + i * rs + p * cs`.
-unsafe fn pack_slivers(
-    dst: &mut [f32],
-    mr: usize,
-    a: *const f32,
-    (rs, cs): (usize, usize),
-    mc: usize,
-    kc: usize,
-) {
-    for (sliver, i0) in dst.chunks_exact_mut(kc * mr).zip((0..mc).step_by(mr)) {
-        let h = mr.min(mc - i0);
-        for p in 0..kc {
-            let col = &mut sliver[p * mr..(p + 1) * mr];
-            for (ii, v) in col[..h].iter_mut().enumerate() {
-                // SAFETY: the caller's contract; i0 + ii < mc, p < kc.
-                *v = unsafe { *a.add((i0 + ii) * rs + p * cs) };
-            }
-            col[h..].fill(0.0);
         }
     }
 }
@@ -393,7 +369,7 @@ pub unsafe fn serial(
                     } else {
                         let apack = scratch.a.get(mc.div_ceil(mr) * kc * mr);
                         // SAFETY: the caller's contract covers the block.
-                        unsafe { pack_slivers(apack, mr, a_block, (a_rs, a_cs), mc, kc) };
+                        unsafe { pack_block(apack, mr, a_block, (a_cs, a_rs), kc, mc) };
                         (apack.as_ptr(), (1, mr), kc * mr)
                     };
                     for (jr, panel) in bpack.chunks_exact(kc * nr).enumerate() {
