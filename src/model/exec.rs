@@ -2,7 +2,7 @@
 //! shapes, the host uploads, and the programs for inference, gradients and training steps.
 
 use super::batch::{Batch, Input};
-use super::graph::{BackwardOpts, ForwardOpts, Graph, Workspace};
+use super::graph::{BackwardOpts, ForwardOpts, Graph, Net, Workspace};
 use super::params::ParamLayout;
 use super::spec::{Loss, ModelSpec};
 use crate::backend::{Backend, Variant};
@@ -47,6 +47,27 @@ pub enum GradMode {
     /// Adds them to those accumulated since the last update (clearing those first when
     /// `first`); no update.
     Add { first: bool },
+}
+
+/// Records the forward pass and the loss, then, where `backward` says so, backpropagation (the
+/// gradients cleared first when its flag is set).
+fn record_loss<B: Backend>(
+    graph: &Graph<'_>,
+    be: &mut B,
+    net: &Net<B>,
+    ws: &Workspace<B>,
+    fo: ForwardOpts,
+    backward: Option<(BackwardOpts, bool)>,
+) -> Result<()> {
+    graph.forward(be, net, ws, fo)?;
+    graph.loss(be, net, ws)?;
+    if let Some((bo, clear)) = backward {
+        if clear {
+            be.run(Op::Clear { x: &net.grads })?;
+        }
+        graph.backward(be, net, ws, bo)?;
+    }
+    Ok(())
 }
 
 fn shape(batch: &Batch) -> Shape {
@@ -305,12 +326,7 @@ impl<B: Backend> Exec<B> {
             GradMode::Add { first } => (ADD_LOSS_GRAD[first as usize], variant, first),
         };
         self.run(kind, shape(batch), variant, |be, net, ws| {
-            graph.forward(be, net, ws, fo)?;
-            graph.loss(be, net, ws)?;
-            if clear {
-                be.run(Op::Clear { x: &net.grads })?;
-            }
-            graph.backward(be, net, ws, bo)?;
+            record_loss(&graph, be, net, ws, fo, Some((bo, clear)))?;
             match grads {
                 GradMode::Step => record_update(be, net, &opt, clip),
                 GradMode::Add { .. } => Ok(()),
@@ -375,13 +391,7 @@ impl<B: Backend> Exec<B> {
         let variant = Variant { model_init, train, ..Variant::default() };
         let kind = if gradients { LOSS_GRAD } else { EVALUATE };
         self.run(kind, shape(batch), variant, |be, net, ws| {
-            graph.forward(be, net, ws, fo)?;
-            graph.loss(be, net, ws)?;
-            if gradients {
-                be.run(Op::Clear { x: &net.grads })?;
-                graph.backward(be, net, ws, bo)?;
-            }
-            Ok(())
+            record_loss(&graph, be, net, ws, fo, gradients.then_some((bo, true)))
         })
     }
 

@@ -18,16 +18,8 @@ impl Rule for Adagrad {
         (name == Self::NAME).then_some(Adagrad { lr, eps: 1e-10, weight_decay: 0.0 })
     }
 
-    fn lr_mut(&mut self) -> &mut f32 {
-        &mut self.lr
-    }
-
     fn slots(&self) -> usize {
         1
-    }
-
-    fn entry(&self) -> &'static str {
-        "adagrad"
     }
 
     fn hyper(&self) -> [f32; 4] {

@@ -21,16 +21,8 @@ impl Rule for Adam {
         (name == Self::NAME).then_some(Adam { lr, beta1: 0.9, beta2: 0.999, eps: 1e-8, weight_decay: 0.0 })
     }
 
-    fn lr_mut(&mut self) -> &mut f32 {
-        &mut self.lr
-    }
-
     fn slots(&self) -> usize {
         2
-    }
-
-    fn entry(&self) -> &'static str {
-        "adam"
     }
 
     fn hyper(&self) -> [f32; 4] {

@@ -25,10 +25,6 @@ impl Rule for AdamW {
         self.0.slots()
     }
 
-    fn entry(&self) -> &'static str {
-        "adamw"
-    }
-
     fn hyper(&self) -> [f32; 4] {
         self.0.hyper()
     }

@@ -9,10 +9,14 @@
 //!
 //! A new rule: its file here, one line in `rules!` below, its entry point in optim.wgsl.
 
-/// `Rule::fields` and `Rule::from_fields` of a rule whose hyperparameters beside `lr` are the
-/// named fields, each saved under its own name.
+/// `Rule::lr_mut`, `Rule::fields` and `Rule::from_fields` of a rule whose hyperparameters beside
+/// `lr` are the named fields, each saved under its own name.
 macro_rules! named_fields {
     ($rule:ident { $($field:ident),* }) => {
+        fn lr_mut(&mut self) -> &mut f32 {
+            &mut self.lr
+        }
+
         fn fields(&self) -> Vec<(&'static str, String)> {
             vec![$((stringify!($field), self.$field.to_string())),*]
         }
@@ -62,8 +66,10 @@ pub trait Rule: Copy + Debug + PartialEq + Send + Sync + 'static {
     fn lr_mut(&mut self) -> &mut f32;
     /// State buffers the size of the parameters (momentum, sums, moments): at most `MAX_SLOTS`.
     fn slots(&self) -> usize;
-    /// Its entry point in shaders/optim.wgsl.
-    fn entry(&self) -> &'static str;
+    /// Its entry point in shaders/optim.wgsl: by default its name.
+    fn entry(&self) -> &'static str {
+        Self::NAME
+    }
     /// Its numbers as that entry point reads them (`Params.h`).
     fn hyper(&self) -> [f32; 4];
     /// Its hyperparameters by name, as a checkpoint stores them (`optimizer.<name>`); the

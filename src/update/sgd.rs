@@ -27,10 +27,6 @@ impl Rule for Sgd {
         Some(Sgd { lr, momentum, nesterov: name == "nesterov", weight_decay: 0.0 })
     }
 
-    fn lr_mut(&mut self) -> &mut f32 {
-        &mut self.lr
-    }
-
     fn slots(&self) -> usize {
         (self.momentum != 0.0) as usize
     }
