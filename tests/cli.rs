@@ -16,6 +16,11 @@ fn bin() -> Command {
     c
 }
 
+/// A command line's words.
+fn split_args(line: &str) -> Vec<&str> {
+    line.split_whitespace().collect()
+}
+
 fn run(cmd: &mut Command) -> String {
     let out = cmd.output().unwrap();
     let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
@@ -198,23 +203,10 @@ fn seq2seq_trains_from_pairs_and_translates_stdin() {
     std::fs::write(&pairs, text).unwrap();
     let out = tmp("s2s");
     let log = run(bin()
-        .args([
-            "seq2seq",
-            "train",
-            "--device",
-            "cpu",
-            "--hidden",
-            "16",
-            "--embed",
-            "8",
-            "--steps",
-            "20",
-            "--eval-every",
-            "10",
-            "--batch",
-            "8",
-            "--pairs",
-        ])
+        .args(split_args(
+            "seq2seq train --device cpu --hidden 16 --embed 8 --steps 20 --eval-every 10 --batch 8",
+        ))
+        .arg("--pairs")
         .arg(&pairs)
         .arg("--out")
         .arg(&out));
@@ -601,19 +593,8 @@ fn classify_trains_and_predicts_line_for_line() {
     std::fs::write(&data, lines).unwrap();
     let out = tmp("classify");
     let log = run(bin()
-        .args([
-            "classify",
-            "train",
-            "--device",
-            "cpu",
-            "--steps",
-            "150",
-            "--eval-every",
-            "50",
-            "--hidden",
-            "16",
-        ])
-        .args(["--embed", "8", "--data"])
+        .args(split_args("classify train --device cpu --steps 150 --eval-every 50 --hidden 16 --embed 8"))
+        .arg("--data")
         .arg(&data)
         .arg("--out")
         .arg(&out));

@@ -89,24 +89,14 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
         Kernel::ClipByValue(lo, hi) => be.run(Op::ClipByValue { grad: &f[0], lo, hi })?,
         Kernel::Reduce(p) => be.run(Op::Reduce { out: &f[0], x: &f[1], p })?,
         Kernel::SoftmaxRows { rows, cols } => be.run(Op::SoftmaxRows { y: &f[0], x: &f[1], rows, cols })?,
-        Kernel::SoftmaxXent { rows, cols } => be.run(Op::SoftmaxXent {
-            loss: &f[0],
-            dx: &f[1],
-            logits: &f[2],
-            targets: &u[0],
-            weights: &f[3],
-            rows,
-            cols,
-        })?,
-        Kernel::Mse { rows, cols } => be.run(Op::Mse {
-            loss: &f[0],
-            dx: &f[1],
-            pred: &f[2],
-            target: &f[3],
-            weights: &f[4],
-            rows,
-            cols,
-        })?,
+        Kernel::SoftmaxXent { rows, cols } => {
+            let (loss, dx, logits, weights) = (&f[0], &f[1], &f[2], &f[3]);
+            be.run(Op::SoftmaxXent { loss, dx, logits, targets: &u[0], weights, rows, cols })?
+        }
+        Kernel::Mse { rows, cols } => {
+            let (loss, dx, pred, target, weights) = (&f[0], &f[1], &f[2], &f[3], &f[4]);
+            be.run(Op::Mse { loss, dx, pred, target, weights, rows, cols })?
+        }
         Kernel::SoftmaxBackward { rows, cols } => {
             be.run(Op::SoftmaxBackward { dx: &f[0], y: &f[1], dy: &f[2], rows, cols })?
         }
@@ -114,11 +104,8 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
         Kernel::ScatterAdd(p) => {
             be.run(Op::ScatterAdd { dtable: &f[0], dout: &f[1], starts: &u[0], rows: &u[1], p })?
         }
-        Kernel::Dropout { p, backward: false } => {
-            be.run(Op::Dropout { out: &f[0], x: &f[1], seeds: &u[0], p, backward: false })?
-        }
-        Kernel::Dropout { p, backward: true } => {
-            be.run(Op::Dropout { out: &f[0], x: &f[1], seeds: &u[0], p, backward: true })?
+        Kernel::Dropout { p, backward } => {
+            be.run(Op::Dropout { out: &f[0], x: &f[1], seeds: &u[0], p, backward })?
         }
         Kernel::Update(rule) => be.run(Op::Update {
             param: &f[0],

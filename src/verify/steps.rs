@@ -263,54 +263,31 @@ pub async fn check_steps<B: Backend<Elem = f32>>(
     let own = |v: &[f32]| -> Vec<f32> {
         v.chunks(out_stride).flat_map(|row| row[out_col..out_col + h].to_vec()).collect()
     };
+    // One comparison: the step and the buffer named, the native values against the reference's.
+    let cmp = |what: &str, got: &[f32], want: &[f32], tol| {
+        let (step, buffer) = what.split_once(' ').unwrap_or((what, ""));
+        compare(&format!("{name}_step_{step}.{buffer}"), shape.clone(), got, want, tol)
+    };
     let mut out = vec![
-        compare(
-            &format!("{name}_step_forward.states"),
-            shape.clone(),
-            &written(&n.states),
-            &written(&r.states),
-            tol,
-        ),
-        compare(&format!("{name}_step_forward.y"), shape.clone(), &own(&n.y), &own(&r.y), tol),
-        compare(
-            &format!("{name}_step_forward.y (inference)"),
-            shape.clone(),
-            &own(&inference.y),
-            &own(&r.y),
-            tol,
-        ),
-        compare(
-            &format!("{name}_step_forward.states (inference)"),
-            shape.clone(),
-            &written(&inference.states),
-            &written(&r.states),
-            tol,
-        ),
-        compare(&format!("{name}_step_backward.dg"), shape.clone(), &n.dg, &r.dg, tol),
-        compare(&format!("{name}_step_backward.carry"), shape.clone(), &n.carry, &r.carry, tol),
+        cmp("forward states", &written(&n.states), &written(&r.states), tol),
+        cmp("forward y", &own(&n.y), &own(&r.y), tol),
+        cmp("forward y (inference)", &own(&inference.y), &own(&r.y), tol),
+        cmp("forward states (inference)", &written(&inference.states), &written(&r.states), tol),
+        cmp("backward dg", &n.dg, &r.dg, tol),
+        cmp("backward carry", &n.carry, &r.carry, tol),
     ];
     if cell.saved() > 0 {
-        out.push(compare(&format!("{name}_step_forward.gates"), shape.clone(), &n.gates, &r.gates, tol));
+        out.push(cmp("forward gates", &n.gates, &r.gates, tol));
         // Inference keeps nothing: the gates are as they were given, NaN.
-        out.push(compare(
-            &format!("{name}_step_forward.gates untouched (inference)"),
-            shape.clone(),
-            &inference.gates.iter().map(|g| g.is_nan() as u8 as f32).collect::<Vec<_>>(),
-            &vec![1.0; inference.gates.len()],
-            Tolerance::ELEMENTWISE,
-        ));
+        let untouched: Vec<f32> = inference.gates.iter().map(|g| g.is_nan() as u8 as f32).collect();
+        let all = vec![1.0; inference.gates.len()];
+        out.push(cmp("forward gates untouched (inference)", &untouched, &all, Tolerance::ELEMENTWISE));
     }
     if cell == Cell::Lstm {
-        out.push(compare(
-            &format!("{name}_step_forward.cells"),
-            shape.clone(),
-            &written(&n.cells),
-            &written(&r.cells),
-            tol,
-        ));
+        out.push(cmp("forward cells", &written(&n.cells), &written(&r.cells), tol));
     }
     if cell == Cell::Gru {
-        out.push(compare(&format!("{name}_step_backward.dgh"), shape, &n.dgh, &r.dgh, tol));
+        out.push(cmp("backward dgh", &n.dgh, &r.dgh, tol));
     }
     Ok(out)
 }
