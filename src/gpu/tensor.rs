@@ -91,7 +91,7 @@ impl GpuContext {
         let bytes = whole_vec4s(bytes);
         let limits = [
             ("max_buffer_size", l.max_buffer_size),
-            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size as u64),
+            ("max_storage_buffer_binding_size", l.max_storage_buffer_binding_size),
         ];
         match limits.into_iter().find(|&(_, limit)| bytes > limit) {
             Some((limit_name, limit)) => {
