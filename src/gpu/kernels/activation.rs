@@ -25,7 +25,7 @@ fn activation(
         need(entry, "dy", dy, n)?;
         args.push((3, dy));
     }
-    let params = ElementwiseParams { n: to_u32(entry, "n", n)?, _pad: [0; 3] };
+    let params = ElementwiseParams { n: to_u32(entry, "n", n)?, ..Default::default() };
     let groups = groups_1d(prog.ctx(), n, WG);
     prog.dispatch("activation", entry, &[], &args, &params, groups)
 }

@@ -28,7 +28,7 @@ pub fn bias_grad(
         n: to_u32("bias_grad", "cols", cols)?,
         cols: cols as u32,
         rows: to_u32("bias_grad", "rows", rows)?,
-        _pad: 0,
+        ..Default::default()
     };
     let groups = [to_u32("bias_grad", "workgroups", cols.div_ceil(BIAS_GRAD_COLS))?, 1, 1];
     match db2 {

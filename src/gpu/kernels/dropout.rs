@@ -23,7 +23,8 @@ fn dropout(
     check(Op::Dropout { out, x, seeds, p, backward })?;
     let entry = if backward { "dropout_backward" } else { "dropout_forward" };
     let n = out.len();
-    let params = DropoutParams { n: to_u32(entry, "n", n)?, seed: p.salt, prob: p.prob, _pad: 0 };
+    let params =
+        DropoutParams { n: to_u32(entry, "n", n)?, seed: p.salt, prob: p.prob, ..Default::default() };
     let groups = groups_1d(prog.ctx(), n, WG);
     prog.dispatch("dropout", entry, &[], &[(1, out), (2, x), (3, seeds)], &params, groups)
 }

@@ -15,12 +15,7 @@ kernel_params! {
 
 fn gather_params(op: &'static str, p: Gather) -> Result<GatherParams> {
     to_u32(op, "n * width", p.n * p.width)?;
-    Ok(GatherParams {
-        n: p.n as u32,
-        width: p.width as u32,
-        idx_stride: to_u32(op, "idx_stride", p.idx_stride)?,
-        col_stride: to_u32(op, "col_stride", p.col_stride)?,
-    })
+    Ok(checked_params!(GatherParams, op, p; n, width, idx_stride, col_stride;))
 }
 
 /// `out[i, j] = table[idx[i] * idx_stride + j * col_stride]`. Indices must address inside

@@ -48,15 +48,9 @@ pub fn matmul_planned(
 ) -> Result<()> {
     const OP: &str = "matmul";
     let q = &plan.problem;
-    let params = MatmulParams {
-        m: to_u32(OP, "m", q.m)?,
-        n: to_u32(OP, "n", q.n)?,
-        k: to_u32(OP, "k", q.k)?,
-        accumulate: q.accumulate as u32,
-        k_chunk: to_u32(OP, "k_chunk", plan.k_chunk())?,
-        parts: to_u32(OP, "parts", plan.parts)?,
-        _pad: [0; 2],
-    };
+    #[rustfmt::skip]
+    let params = checked_params!(MatmulParams, OP, q; m, n, k; accumulate: q.accumulate as u32,
+        k_chunk: to_u32(OP, "k_chunk", plan.k_chunk())?, parts: to_u32(OP, "parts", plan.parts)?);
     let (a, b) = if plan.trans_c { (b, a) } else { (a, b) };
     let groups = plan.groups();
     let max = prog.ctx().limits().max_compute_workgroups_per_dimension as usize;

@@ -75,7 +75,7 @@ fn reduce_then(
     }
     let n = to_u32(OP, "n", x.len())?;
     let parts = parts(x.len()) as u32;
-    let first = ReduceParams { n, parts, index: 0, accumulate: 0, max_norm: 0.0, _pad: [0; 3] };
+    let first = ReduceParams { n, parts, index: 0, accumulate: 0, max_norm: 0.0, ..Default::default() };
     prog.dispatch(
         "reduce",
         "reduce_partial",
@@ -90,7 +90,7 @@ fn reduce_then(
         index: p.index as u32,
         accumulate: p.accumulate as u32,
         max_norm: finalize.unwrap_or(0.0),
-        _pad: [0; 3],
+        ..Default::default()
     };
     let constants = [("FINALIZE", finalize.is_some() as u64)];
     prog.dispatch("reduce", "reduce_final", &constants, &[(1, out), (2, scratch)], &second, [1, 1, 1])
