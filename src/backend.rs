@@ -56,6 +56,11 @@ pub trait Backend {
     type Buf: Clone + Send + Sync;
     type IBuf: Clone + Send + Sync;
 
+    /// Whether its step kernels multiply a projected layer's state by the factors of the
+    /// recurrent weight (`StepBufs::factors`) and never read their product: then the graph does
+    /// not form `W_eff = W_hh·W_hr`.
+    const STEPS_TAKE_FACTORS: bool = false;
+
     /// A zeroed buffer of `len` elements.
     fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf>;
     fn alloc_u32(&mut self, what: &str, len: usize) -> Result<Self::IBuf>;

@@ -121,6 +121,7 @@ impl HostBackend<Native> {
 impl HostKernels for Native {
     type Elem = f32;
     const ON_POOL: bool = true;
+    const STEPS_TAKE_FACTORS: bool = true;
 
     fn launch(&mut self, op: HostOp<'_, f32>) -> Result<()> {
         let isa = self.isa;

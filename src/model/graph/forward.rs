@@ -213,8 +213,9 @@ impl Graph<'_> {
         })
     }
 
-    /// Records a projected layer's start (see `ProjWs`): `W_eff = W_hh · W_hr`, the steps from
-    /// r = 0, and `W_hh · h0` added to the input projection of each sequence's first step.
+    /// Records a projected layer's start (see `ProjWs`): `W_eff = W_hh · W_hr` where the device's
+    /// steps read it, the steps from r = 0, and `W_hh · h0` added to the input projection of each
+    /// sequence's first step.
     #[allow(clippy::too_many_arguments)]
     fn project_initial<B: Backend>(
         &self,
@@ -228,13 +229,15 @@ impl Graph<'_> {
     ) -> Result<()> {
         let (gh, h, p) = (self.spec.cell.gates() * self.spec.hidden, self.spec.hidden, self.spec.proj);
         let (pw, w_hr) = (pj.ws, pj.w_hr);
-        be.run(Op::Matmul {
-            c: &be.view(&pw.w_eff, 0, gh * h)?,
-            a: &w.w_hh,
-            b: w_hr,
-            p: Matmul::new(gh, h, p),
-            bias: None,
-        })?;
+        if !B::STEPS_TAKE_FACTORS {
+            be.run(Op::Matmul {
+                c: &be.view(&pw.w_eff, 0, gh * h)?,
+                a: &w.w_hh,
+                b: w_hr,
+                p: Matmul::new(gh, h, p),
+                bias: None,
+            })?;
+        }
         be.run(Op::Clear { x: first_state })?;
         be.run(Op::Copy { src: h0, dst: &pw.h0 })?;
         be.run(Op::Matmul {

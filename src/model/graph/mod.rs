@@ -116,6 +116,8 @@ pub struct DirWs<B: Backend> {
 /// over all steps. The initial state `h0` has no r: the steps start from r = 0, and
 /// `W_hh · h0` is added to the input projection of each sequence's first step (`first`).
 struct ProjWs<B: Backend> {
+    /// W_eff, formed each pass where the device's steps read it (`Backend::STEPS_TAKE_FACTORS`
+    /// false); a device that multiplies by the factors is given it unwritten, for the shapes.
     w_eff: B::Buf,
     dw_eff: B::Buf,
     /// The steps' outputs r `[T, B, H]` (zero past each sequence's end), and their gradient.
