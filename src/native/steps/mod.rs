@@ -114,21 +114,21 @@ impl Steps {
         let blocks = h.div_ceil(UNITS);
         self.packs[0].packs[which as usize].get_or_insert_with(|| {
             let mut packed = Packed::default();
-            let k = match (which, p) {
-                (Pack::Forward, 0) => h,
-                (Pack::Backward, 0) => g * h,
-                _ => p,
-            };
+            // The depth of the step's product: h_prev's (or r's) width forward, the gate
+            // gradients' backward, P where the state was projected first.
+            let k = |unprojected: usize| if p > 0 { p } else { unprojected };
             match which {
                 // Packed column q: unit block q / (g·UNITS), gate (q / UNITS) % g, unit q % UNITS
                 // of the block; B[k, q] = W_hh[gate·h + unit, k].
-                Pack::Forward => packed.pack(isa, (w, 1, k), k, blocks * g * UNITS, |q| {
+                Pack::Forward => packed.pack(isa, (w, 1, k(h)), k(h), blocks * g * UNITS, |q| {
                     let (blk, r) = (q / (g * UNITS), q % (g * UNITS));
                     let u = blk * UNITS + r % UNITS;
                     (u < h).then_some((r / UNITS) * h + u)
                 }),
                 // B[k, u] = w[k, u]: k over all g·h gate rows of W_hh, or the P rows of W_hr.
-                Pack::Backward => packed.pack(isa, (w, h, 1), k, blocks * UNITS, |u| (u < h).then_some(u)),
+                Pack::Backward => {
+                    packed.pack(isa, (w, h, 1), k(g * h), blocks * UNITS, |u| (u < h).then_some(u))
+                }
                 // B[u, j] = W_hr[j, u].
                 Pack::Project => packed.pack(isa, (w, 1, h), h, p, Some),
                 // B[r, j] = W_hh[r, j] over its g·h rows.
