@@ -38,6 +38,7 @@ fn invalid_specs_are_refused() {
             "output dropout",
         ),
         (ModelSpec { output_dropout: 0.5, ..ModelSpec::new(Cell::Gru, InputKind::Dense(3), 4) }, "no head"),
+        (ModelSpec { weight_drop: 1.0, ..ModelSpec::char_model(Cell::Lstm, 5, 4, 1) }, "weight drop"),
         (ModelSpec { proj: 2, ..ModelSpec::char_model(Cell::Gru, 5, 4, 1) }, "LSTM only"),
         (ModelSpec { proj: 4, ..ModelSpec::char_model(Cell::Lstm, 5, 4, 1) }, "below hidden = 4"),
         (

@@ -289,6 +289,37 @@ fn dropout_on_the_head_input() {
     }
 }
 
+/// DropConnect on W_hh: one mask for every step of the pass, its gradient masked the same way,
+/// through a projection's W_eff too.
+#[test]
+fn weight_drop_on_the_recurrent_weights() {
+    let specs = [
+        ModelSpec { weight_drop: 0.4, ..stacked(Cell::Lstm, true) },
+        ModelSpec { weight_drop: 0.3, dropout: 0.2, ..stacked(Cell::Gru, false) },
+        ModelSpec { weight_drop: 0.5, ..stacked(Cell::Rnn { relu: false }, true) },
+        ModelSpec { weight_drop: 0.3, hidden: 4, proj: 2, ..stacked(Cell::Lstm, true) },
+    ];
+    for spec in specs {
+        let mut rng = Rng::seed_from_u64(19);
+        let batch = batch_for(&spec, &mut rng);
+        let h0 = given_state(&spec, &mut rng);
+        // The mask is applied: weight drop alone changes the loss.
+        let layout = ParamLayout::new(&spec);
+        let init: Vec<f64> = layout.init(7).iter().map(|&v| v as f64).collect();
+        let case =
+            |spec: ModelSpec| Case { spec, batch: batch.clone(), h0: h0.clone(), dropout_seed: Some(41) };
+        let loss_of = |c: &Case| {
+            let mut exec = Exec::new(ReferenceBackend::<f64>::new(), &layout, &init).unwrap();
+            loss(&mut exec, c, &layout, Start::Fresh)
+        };
+        let without = case(ModelSpec { weight_drop: 0.0, ..spec.clone() });
+        let with = case(spec.clone());
+        let (a, b) = (loss_of(&without), loss_of(&with));
+        assert!((a - b).abs() > 1e-6, "{}: weight drop left the loss at {a}", spec.cell.name());
+        check(with);
+    }
+}
+
 #[test]
 fn embedding_input() {
     for cell in [Cell::Lstm, Cell::Rnn { relu: false }] {

@@ -161,6 +161,7 @@ fn specs() -> Vec<ModelSpec> {
             learn_initial_state: true,
             dropout: 0.1,
             output_dropout: 0.2,
+            weight_drop: 0.15,
             head: Some(Head { outputs: 2, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
             ..ModelSpec::new(cell, InputKind::Dense(3), 4)
         });

@@ -25,6 +25,7 @@ pub fn spec_metadata(spec: &ModelSpec) -> Metadata {
     m.insert("bidirectional".into(), spec.bidirectional.to_string());
     m.insert("dropout".into(), spec.dropout.to_string());
     m.insert("output_dropout".into(), spec.output_dropout.to_string());
+    m.insert("weight_drop".into(), spec.weight_drop.to_string());
     m.insert("learn_initial_state".into(), spec.learn_initial_state.to_string());
     m.insert("condition".into(), spec.condition.map_or("none".into(), |c| c.to_string()));
     m.insert(
@@ -55,6 +56,11 @@ pub(crate) fn field<'a>(path: &Path, m: &'a Metadata, key: &str) -> Result<&'a s
 pub(crate) fn parse<T: std::str::FromStr>(path: &Path, m: &Metadata, key: &str) -> Result<T> {
     let v = field(path, m, key)?;
     v.parse().map_err(|_| bad(path, format!("metadata `{key}` = {v:?} is not valid")))
+}
+
+/// A field that files written before it existed lack, read as `default` there.
+fn parse_or<T: std::str::FromStr>(path: &Path, m: &Metadata, key: &str, default: T) -> Result<T> {
+    if m.contains_key(key) { parse(path, m, key) } else { Ok(default) }
 }
 
 /// A size from a file, refused before anything is allocated for it when absurd.
@@ -121,19 +127,12 @@ pub fn spec_from_metadata(path: &Path, m: &Metadata) -> Result<ModelSpec> {
         cell,
         input,
         hidden: size(path, "hidden", parse(path, m, "hidden")?)?,
-        // Files written before projections existed have none.
-        proj: match m.contains_key("proj") {
-            true => parse(path, m, "proj")?,
-            false => 0,
-        },
+        proj: parse_or(path, m, "proj", 0)?,
         layers: size(path, "layers", parse(path, m, "layers")?)?,
         bidirectional: parse(path, m, "bidirectional")?,
         dropout: parse(path, m, "dropout")?,
-        // Files written before output dropout existed have none.
-        output_dropout: match m.contains_key("output_dropout") {
-            true => parse(path, m, "output_dropout")?,
-            false => 0.0,
-        },
+        output_dropout: parse_or(path, m, "output_dropout", 0.0)?,
+        weight_drop: parse_or(path, m, "weight_drop", 0.0)?,
         learn_initial_state: parse(path, m, "learn_initial_state")?,
         // Files written before conditioned states existed have no `condition`: none.
         condition: match m.get("condition").map(|s| s.as_str()).unwrap_or("none") {

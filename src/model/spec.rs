@@ -77,6 +77,11 @@ pub struct ModelSpec {
     /// Dropout on the head's input (the top layer's outputs), in training: what a PyTorch model
     /// does with an `nn.Dropout` between its `nn.LSTM` and its `nn.Linear`.
     pub output_dropout: f32,
+    /// DropConnect on the recurrent weights in training (AWD-LSTM's weight drop): each training
+    /// pass zeroes this fraction of every W_hh's elements, the same ones at every time step, and
+    /// scales the rest by `1 / (1 - p)`. Regularizes the recurrence itself, where dropout between
+    /// the layers cannot reach. Inference uses W_hh as it is.
+    pub weight_drop: f32,
     /// Learn the initial states `rnn.h0` (and `rnn.c0`) `[L*D, H]` instead of starting from zeros.
     pub learn_initial_state: bool,
     /// Condition the initial state on a per-sequence vector of this size (a class, features):
@@ -113,6 +118,7 @@ impl ModelSpec {
             bidirectional: false,
             dropout: 0.0,
             output_dropout: 0.0,
+            weight_drop: 0.0,
             learn_initial_state: false,
             condition: None,
             head: None,
@@ -187,7 +193,12 @@ impl ModelSpec {
         if let Some(v) = self.input.vocab() {
             check_nonzero(OP, "vocabulary", v)?;
         }
-        for (what, p) in [("dropout", self.dropout), ("output dropout", self.output_dropout)] {
+        let rates = [
+            ("dropout", self.dropout),
+            ("output dropout", self.output_dropout),
+            ("weight drop", self.weight_drop),
+        ];
+        for (what, p) in rates {
             if !(0.0..1.0).contains(&p) {
                 return Err(Error::range(OP, what, p, "in [0, 1)"));
             }

@@ -39,6 +39,8 @@ pub struct CharModel {
     pub dropout: f32,
     /// On the top layer's outputs, before the head.
     pub output_dropout: f32,
+    /// DropConnect on each W_hh (`ModelSpec::weight_drop`).
+    pub weight_drop: f32,
 }
 
 impl CharModel {
@@ -47,6 +49,7 @@ impl CharModel {
             proj: self.proj,
             dropout: self.dropout,
             output_dropout: self.output_dropout,
+            weight_drop: self.weight_drop,
             ..ModelSpec::char_model(self.cell, vocab, self.hidden, self.layers)
         }
     }
@@ -59,6 +62,7 @@ impl CharModel {
             layers: spec.layers,
             dropout: spec.dropout,
             output_dropout: spec.output_dropout,
+            weight_drop: spec.weight_drop,
         }
     }
 }
@@ -248,6 +252,7 @@ fn agree_on_job(
             ("layers", cfg.model.layers.to_string()),
             ("dropout", cfg.model.dropout.to_string()),
             ("output_dropout", cfg.model.output_dropout.to_string()),
+            ("weight_drop", cfg.model.weight_drop.to_string()),
             ("model", format!("{:?}", model.spec())),
             ("weights", distributed::digest(params.iter().map(|x| x.to_bits()))),
             ("optimizer", format!("{:?} {:?}", cfg.optimizer, cfg.clip)),

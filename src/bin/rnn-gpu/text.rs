@@ -27,6 +27,10 @@ pub(crate) struct TrainArgs {
     /// Dropout on the top layer's outputs, before the head, in training.
     #[arg(long, default_value_t = 0.0)]
     output_dropout: f32,
+    /// DropConnect on the recurrent weights W_hh in training (AWD-LSTM's weight drop): the
+    /// fraction of their elements zeroed, the same ones at every time step of a batch.
+    #[arg(long, default_value_t = 0.0)]
+    weight_drop: f32,
     /// Characters per chunk of truncated BPTT.
     #[arg(long, default_value_t = 64)]
     seq_len: usize,
@@ -199,6 +203,7 @@ pub(crate) fn resume_conflicts(a: &TrainArgs, given: &dyn Fn(&str) -> bool) -> r
     differs("layers", a.layers.to_string(), spec.layers.to_string());
     differs("dropout", a.dropout.to_string(), spec.dropout.to_string());
     differs("output_dropout", a.output_dropout.to_string(), spec.output_dropout.to_string());
+    differs("weight_drop", a.weight_drop.to_string(), spec.weight_drop.to_string());
     differs("optimizer", mine.name().into(), opt.name().into());
     for (flag, field) in
         [("momentum", "momentum"), ("nesterov", "nesterov"), ("weight_decay", "weight_decay")]
@@ -271,6 +276,7 @@ fn train_as(a: TrainArgs, given: &dyn Fn(&str) -> bool, job: &Job) -> rnn_gpu::R
             layers: a.layers,
             dropout: a.dropout,
             output_dropout: a.output_dropout,
+            weight_drop: a.weight_drop,
         };
         (model, optimizer, clip, schedule)
     };

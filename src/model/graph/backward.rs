@@ -107,7 +107,10 @@ impl Graph<'_> {
                 Some(ws.layers[k - 1].y.clone())
             };
             for (d, dw) in lw.dirs.iter().enumerate() {
-                let w = self.weights(be, net, k, d)?;
+                let w = self.weights(be, net, (k, d), dw, o.train)?;
+                if w.weight_drop.is_some() {
+                    be.run(Op::Clear { x: &w.dw_hh })?;
+                }
                 let rows = k * spec.directions() + d;
                 let (h_chunk, c_chunk) = (rows * bs, rows * bh);
                 let last = be.view(&dw.states, dw.state_base + self.final_slot(d, t_len) * bh, bh)?;
@@ -238,6 +241,7 @@ impl Graph<'_> {
                         be.run(Op::Matmul { c: dw_hr, a: &w.w_hh, b: &pw.dw_eff, p: p_hr, bias: None })?;
                     }
                 }
+                self.drop_weights_backward(be, &w, &ws.seeds)?;
                 if let Some(dx) = &dx {
                     let mut p = Matmul::new(tb, i, g * h);
                     p.accumulate = d > 0;

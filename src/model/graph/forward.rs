@@ -48,7 +48,8 @@ impl Graph<'_> {
             };
             let i = spec.layer_input(k);
             for (d, dw) in lw.dirs.iter().enumerate() {
-                let w = self.weights(be, net, k, d)?;
+                let w = self.weights(be, net, (k, d), dw, o.train)?;
+                self.drop_weights(be, &w, &ws.seeds)?;
                 match (&x, &ws.tokens) {
                     (Some(x), _) => be.run(Op::Matmul {
                         c: &dw.xw,

@@ -107,6 +107,9 @@ pub struct DirWs<B: Backend> {
     /// Offset of slot 0: the reverse direction's h_prev rows (slots 1..=T) start aligned.
     state_base: usize,
     proj: Option<ProjWs<B>>,
+    /// With weight drop (`ModelSpec::weight_drop`): W_hh after it, which the training pass's
+    /// steps read, and the gradient reaching that copy, `[G*H, H or P]`.
+    dropped: Option<(B::Buf, B::Buf)>,
 }
 
 /// A projected LSTM's buffers (`ModelSpec::proj`). Its recurrence runs on the unprojected state
@@ -318,8 +321,17 @@ impl Graph<'_> {
 
     /// Views of one layer direction's weights: W_ih, W_hh (padded to whole vec4s for the step
     /// kernels, which read W_eff instead with a projection), the bias pair (b_ih, then b_hh at the
-    /// returned offset), W_hr, and their gradients.
-    fn weights<B: Backend>(&self, be: &B, net: &Net<B>, k: usize, d: usize) -> Result<LayerViews<B>> {
+    /// returned offset), W_hr, and their gradients. In training with weight drop, W_hh and its
+    /// gradient are the direction's dropped copies (`DirWs::dropped`), and `weight_drop` holds
+    /// the parameter's own.
+    fn weights<B: Backend>(
+        &self,
+        be: &B,
+        net: &Net<B>,
+        (k, d): (usize, usize),
+        dw: &DirWs<B>,
+        train: bool,
+    ) -> Result<LayerViews<B>> {
         let p = self.layout.layer(self.prefix, k, d)?;
         let g = self.spec.cell.gates();
         let h = self.spec.hidden;
@@ -328,18 +340,52 @@ impl Graph<'_> {
         let s = self.spec.state_size();
         let hh_len = if p.w_hr.is_some() { g * h * s } else { (g * h * h).div_ceil(4) * 4 };
         let hr = |buf: &B::Buf| p.w_hr.map(|o| be.view(buf, o, s * h)).transpose();
+        let w_hh = be.view(&net.params, p.w_hh, hh_len)?;
+        let dw_hh = be.view(&net.grads, p.w_hh, g * h * s)?;
+        let (w_hh, dw_hh, weight_drop) = match (&dw.dropped, train && self.spec.weight_drop > 0.0) {
+            (Some((w, dw)), true) => {
+                let salt = (self.spec.layers + 1 + k * self.spec.directions() + d) as u32;
+                let p = Dropout { prob: self.spec.weight_drop, salt };
+                (be.view(w, 0, hh_len)?, dw.clone(), Some(WeightDrop { w_hh, dw_hh, p }))
+            }
+            (None, true) => return Err(Error::invalid("graph", "no weight drop buffers")),
+            (_, false) => (w_hh, dw_hh, None),
+        };
         Ok(LayerViews {
             w_hr: hr(&net.params)?,
             dw_hr: hr(&net.grads)?,
             w_ih: be.view(&net.params, p.w_ih, g * h * i)?,
-            w_hh: be.view(&net.params, p.w_hh, hh_len)?,
+            w_hh,
             bias: be.view(&net.params, p.b_ih, bias_hh + g * h)?,
             bias_hh,
             dw_ih: be.view(&net.grads, p.w_ih, g * h * i)?,
-            dw_hh: be.view(&net.grads, p.w_hh, g * h * s)?,
+            dw_hh,
             db_ih: be.view(&net.grads, p.b_ih, g * h)?,
             db_hh: be.view(&net.grads, p.b_hh, g * h)?,
+            weight_drop,
         })
+    }
+
+    /// Records the weight drop of a layer direction's W_hh into the copy its steps read.
+    fn drop_weights<B: Backend>(&self, be: &mut B, w: &LayerViews<B>, seeds: &B::IBuf) -> Result<()> {
+        match &w.weight_drop {
+            Some(wd) => be.run(Op::Dropout { out: &w.w_hh, x: &wd.w_hh, seeds, p: wd.p, backward: false }),
+            None => Ok(()),
+        }
+    }
+
+    /// Records the gradient of W_hh through its weight drop: the copy's gradient, accumulated
+    /// over the backward pass from zero, masked into the parameter's.
+    fn drop_weights_backward<B: Backend>(
+        &self,
+        be: &mut B,
+        w: &LayerViews<B>,
+        seeds: &B::IBuf,
+    ) -> Result<()> {
+        match &w.weight_drop {
+            Some(wd) => be.run(Op::Dropout { out: &wd.dw_hh, x: &w.dw_hh, seeds, p: wd.p, backward: true }),
+            None => Ok(()),
+        }
     }
 }
 
@@ -377,4 +423,12 @@ struct LayerViews<B: Backend> {
     db_hh: B::Buf,
     w_hr: Option<B::Buf>,
     dw_hr: Option<B::Buf>,
+    weight_drop: Option<WeightDrop<B>>,
+}
+
+/// A weight-dropped W_hh's parameter and gradient views, and its mask.
+struct WeightDrop<B: Backend> {
+    w_hh: B::Buf,
+    dw_hh: B::Buf,
+    p: Dropout,
 }

@@ -40,6 +40,17 @@ impl Graph<'_> {
                     )?,
                     carry: be.alloc("carried gradients", 2 * b * h)?,
                     state_base,
+                    dropped: match spec.weight_drop > 0.0 {
+                        true => Some((
+                            // Padded as the step kernels bind W_hh (`Graph::weights`).
+                            be.alloc("recurrent weight after weight drop", (g * h * h).div_ceil(4) * 4)?,
+                            be.alloc(
+                                "recurrent weight after weight drop, gradient",
+                                g * h * spec.state_size(),
+                            )?,
+                        )),
+                        false => None,
+                    },
                     proj: match proj {
                         0 => None,
                         p => {
