@@ -119,7 +119,7 @@ fn bench(c: &mut Criterion) {
     let gstate = up(&ctx, &[0.0; step_state::LEN]);
     let mut prog = Program::new(&ctx);
     let p = Reduce { index: step_state::GRAD_SUMSQ, square: true, accumulate: false };
-    gk::reduce(&mut prog, &gstate, &gdg, &scratch, p).unwrap();
+    gk::reduce(&mut prog, &gstate, &gdg, &scratch, p, None).unwrap();
     let (mut state, mut staten, mut partials) =
         (vec![0.0f32; step_state::LEN], vec![0.0f32; step_state::LEN], Vec::new());
     pair(
@@ -224,7 +224,7 @@ fn bench(c: &mut Criterion) {
     let gseeds = ctx.upload_u32("seed", &[1], &seeds).unwrap();
     let pd = Dropout { prob: 0.3, salt: 1 };
     let mut prog = Program::new(&ctx);
-    gk::dropout_forward(&mut prog, &gy, &gx, &gseeds, pd).unwrap();
+    gk::dropout(&mut prog, &gy, &gx, &gseeds, pd, false).unwrap();
     let (mut yd, mut ydn) = (x.clone(), x.clone());
     pair(
         c,

@@ -39,12 +39,7 @@ fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
         out = h;
     }
     states[slot_row(p.out_slot, b) + j] = h;
-    if KEEP_GATES {
-        gates[grow] = rg;
-        gates[grow + H] = z;
-        gates[grow + 2u * H] = nn;
-        gates[grow + 3u * H] = hn;
-    }
+    keep_gates(grow, vec4(rg, z, nn, hn));
     y[out_index(b, j)] = out;
 }
 

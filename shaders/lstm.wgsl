@@ -41,12 +41,7 @@ fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
     let dst = slot_row(p.out_slot, b) + j;
     cells[dst] = c;
     states[dst] = h;
-    if KEEP_GATES {
-        gates[row] = i;
-        gates[row + H] = f;
-        gates[row + 2u * H] = g;
-        gates[row + 3u * H] = o;
-    }
+    keep_gates(row, vec4(i, f, g, o));
     y[out_index(b, j)] = out;
 }
 

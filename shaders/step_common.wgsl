@@ -55,6 +55,15 @@ var<workgroup> w_tile: array<f32, 2112>;
 // Whether the forward step writes the gates (for a backward step); off in inference, which binds
 // a placeholder.
 override KEEP_GATES: bool = true;
+
+// Saves a unit's four gate values (`v`, H apart from `row`) for the backward step, in training.
+fn keep_gates(row: u32, v: vec4<f32>) {
+    if KEEP_GATES {
+        for (var q = 0u; q < 4u; q++) {
+            gates[row + q * p.hidden] = v[q];
+        }
+    }
+}
 @group(0) @binding(4) var<storage, read_write> y: array<f32>;      // (T, B, D*H)
 @group(0) @binding(5) var<storage, read> xw: array<f32>;           // (T, B, G*H)
 @group(0) @binding(6) var<storage, read> w_hh: array<f32>;         // (G*H, H)

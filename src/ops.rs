@@ -156,6 +156,14 @@ pub struct CopyCols {
 }
 
 impl CopyCols {
+    /// A `[rows, width]` matrix placed into columns `offset..offset + width` of a
+    /// `[rows, wide]` one, or (`take`) those columns taken out of it into one.
+    pub fn columns(rows: usize, wide: usize, (width, offset): (usize, usize), take: bool) -> CopyCols {
+        let (part, own) = ((wide, offset), (width, 0));
+        let ((y_stride, y_offset), (x_stride, x_offset)) = if take { (own, part) } else { (part, own) };
+        CopyCols { rows, width, y_stride, y_offset, x_stride, x_offset, accumulate: false }
+    }
+
     /// A plain copy of `n` elements between offsets.
     pub fn flat(n: usize, y_offset: usize, x_offset: usize, accumulate: bool) -> CopyCols {
         CopyCols { rows: 1, width: n, y_stride: n, y_offset, x_stride: n, x_offset, accumulate }

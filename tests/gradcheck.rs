@@ -3,6 +3,8 @@
 //! every cell, head and loss, with dropout. Central differences against backpropagation through
 //! time (see `assert_close` for the tolerance).
 
+mod common;
+
 use rnn_gpu::model::exec::Exec;
 use rnn_gpu::model::params::ParamLayout;
 use rnn_gpu::reference::ReferenceBackend;
@@ -243,13 +245,7 @@ fn lstm_with_projection_tokens_many_to_one_with_dropout() {
 fn tokens_many_to_one_mse_with_learned_initial_state() {
     for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
         let mut rng = Rng::seed_from_u64(12);
-        let spec = ModelSpec {
-            layers: 2,
-            bidirectional: true,
-            learn_initial_state: true,
-            head: Some(Head { outputs: 2, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
-            ..ModelSpec::new(cell, InputKind::Tokens(5), 3)
-        };
+        let spec = common::regressor(cell, InputKind::Tokens(5), 3, 2);
         let batch = batch_for(&spec, &mut rng);
         check(Case { spec, batch, h0: None, dropout_seed: None });
     }

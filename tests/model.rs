@@ -185,13 +185,7 @@ fn projected_lstm_matches_the_reference() {
 #[test]
 fn tokens_many_to_one_and_learned_state_match_the_reference() {
     for cell in [Cell::Lstm, Cell::Gru, Cell::Rnn { relu: false }] {
-        let spec = ModelSpec {
-            layers: 2,
-            bidirectional: true,
-            learn_initial_state: true,
-            head: Some(Head { outputs: 3, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
-            ..ModelSpec::new(cell, InputKind::Tokens(11), 12)
-        };
+        let spec = common::regressor(cell, InputKind::Tokens(11), 12, 3);
         compare(spec, 7, 10, Optimizer::adam(0.01), Clip { max_norm: 1.0, value: 0.0 });
     }
 }

@@ -164,9 +164,8 @@ impl Backend for GpuBackend {
                 k::mse(prog, loss, dx, pred, target, weights, rows, cols)
             }
             Op::SoftmaxBackward { dx, y, dy, rows, cols } => k::softmax_backward(prog, dx, y, dy, rows, cols),
-            Op::Reduce { out, x, p } => k::reduce(prog, out, x, &scratch, p),
-            Op::Dropout { out, x, seeds, p, backward: false } => k::dropout_forward(prog, out, x, seeds, p),
-            Op::Dropout { out, x, seeds, p, backward: true } => k::dropout_backward(prog, out, x, seeds, p),
+            Op::Reduce { out, x, p } => k::reduce(prog, out, x, &scratch, p, None),
+            Op::Dropout { out, x, seeds, p, backward } => k::dropout(prog, out, x, seeds, p, backward),
             Op::FinalizeStep { state, grads, max_norm } => {
                 k::finalize_step(prog, state, grads, &scratch, max_norm)
             }

@@ -9,7 +9,7 @@
 use super::Seq2SeqSpec;
 use crate::backend::Backend;
 use crate::error::{Error, Result};
-use crate::model::graph::{BackwardOpts, ForwardOpts, Graph, Net, Workspace};
+use crate::model::graph::{BackwardOpts, ForwardOpts, Graph, LayerWs, Net, Workspace};
 use crate::model::params::ParamLayout;
 use crate::model::spec::ModelSpec;
 use crate::ops::{Attention, CopyCols, Gather, Matmul, Op, Reduce, step_state};
@@ -283,8 +283,18 @@ impl<'a> S2sGraph<'a> {
         Ok(())
     }
 
-    fn attention(&self, ws: &S2sWs<impl Backend>) -> Attention {
-        Attention { tgt: ws.tgt_steps, batch: ws.batch, src: ws.src_steps, width: self.spec.enc_output() }
+    /// The attention's sizes and the two layer outputs it joins.
+    fn attention<'w, B: Backend>(&self, ws: &'w S2sWs<B>) -> Joined<'w, B> {
+        let s = self.spec;
+        let (a, hd, rows) = (s.enc_output(), s.dec_hidden, ws.tgt_steps * ws.batch);
+        Joined {
+            a,
+            hd,
+            rows,
+            dims: Attention { tgt: ws.tgt_steps, batch: ws.batch, src: ws.src_steps, width: a },
+            dec: &ws.dec.layers[s.dec_layers - 1],
+            enc: &ws.enc.layers[s.enc_layers - 1],
+        }
     }
 
     fn attention_forward<B: Backend>(
@@ -294,11 +304,8 @@ impl<'a> S2sGraph<'a> {
         ws: &S2sWs<B>,
         aw: &AttnWs<B>,
     ) -> Result<()> {
-        let s = self.spec;
-        let (a, hd, rows) = (s.enc_output(), s.dec_hidden, ws.tgt_steps * ws.batch);
-        let dims = self.attention(ws);
-        let top_dec = &ws.dec.layers[s.dec_layers - 1].y;
-        let enc_y = &ws.enc.layers[s.enc_layers - 1].y;
+        let Joined { a, hd, rows, dims, dec, enc } = self.attention(ws);
+        let (top_dec, enc_y) = (&dec.y, &enc.y);
         be.run(Op::Matmul {
             c: &aw.q,
             a: top_dec,
@@ -316,17 +323,8 @@ impl<'a> S2sGraph<'a> {
         })?;
         be.run(Op::SoftmaxRows { y: &aw.probs, x: &aw.scores, rows, cols: ws.src_steps })?;
         be.run(Op::AttentionMix { out: &aw.ctx, w: &aw.probs, enc: enc_y, a: dims, accumulate: false })?;
-        let side = |width, y_offset| CopyCols {
-            rows,
-            width,
-            y_stride: a + hd,
-            y_offset,
-            x_stride: width,
-            x_offset: 0,
-            accumulate: false,
-        };
-        be.run(Op::CopyCols { y: &aw.z, x: &aw.ctx, p: side(a, 0) })?;
-        be.run(Op::CopyCols { y: &aw.z, x: top_dec, p: side(hd, a) })?;
+        be.run(Op::CopyCols { y: &aw.z, x: &aw.ctx, p: CopyCols::columns(rows, a + hd, (a, 0), false) })?;
+        be.run(Op::CopyCols { y: &aw.z, x: top_dec, p: CopyCols::columns(rows, a + hd, (hd, a), false) })?;
         be.run(Op::Matmul {
             c: &aw.pre,
             a: &aw.z,
@@ -340,7 +338,7 @@ impl<'a> S2sGraph<'a> {
             a: &aw.st,
             b: &self.param(be, net, "decoder.head.weight")?,
             bias: Some(&self.param(be, net, "decoder.head.bias")?),
-            p: Matmul::new(rows, s.tgt_vocab, hd).trans_b(),
+            p: Matmul::new(rows, self.spec.tgt_vocab, hd).trans_b(),
         })
     }
 
@@ -351,13 +349,9 @@ impl<'a> S2sGraph<'a> {
         ws: &S2sWs<B>,
         aw: &AttnWs<B>,
     ) -> Result<()> {
-        let s = self.spec;
-        let (a, hd, rows, v) = (s.enc_output(), s.dec_hidden, ws.tgt_steps * ws.batch, s.tgt_vocab);
-        let dims = self.attention(ws);
-        let top_dec = &ws.dec.layers[s.dec_layers - 1].y;
-        let top_ddec = &ws.dec.layers[s.dec_layers - 1].dy;
-        let enc_y = &ws.enc.layers[s.enc_layers - 1].y;
-        let enc_dy = &ws.enc.layers[s.enc_layers - 1].dy;
+        let Joined { a, hd, rows, dims, dec, enc } = self.attention(ws);
+        let v = self.spec.tgt_vocab;
+        let (top_dec, top_ddec, enc_y, enc_dy) = (&dec.y, &dec.dy, &enc.y, &enc.dy);
         let head_w = self.param(be, net, "decoder.head.weight")?;
         be.run(Op::Matmul {
             c: &self.grad(be, net, "decoder.head.weight")?,
@@ -391,17 +385,8 @@ impl<'a> S2sGraph<'a> {
             bias: None,
         })?;
         be.run(Op::Matmul { c: &aw.dz, a: &aw.dpre, b: &w_c, p: Matmul::new(rows, a + hd, hd), bias: None })?;
-        let split = |width, x_offset| CopyCols {
-            rows,
-            width,
-            y_stride: width,
-            y_offset: 0,
-            x_stride: a + hd,
-            x_offset,
-            accumulate: false,
-        };
-        be.run(Op::CopyCols { y: &aw.dctx, x: &aw.dz, p: split(a, 0) })?;
-        be.run(Op::CopyCols { y: top_ddec, x: &aw.dz, p: split(hd, a) })?;
+        be.run(Op::CopyCols { y: &aw.dctx, x: &aw.dz, p: CopyCols::columns(rows, a + hd, (a, 0), true) })?;
+        be.run(Op::CopyCols { y: top_ddec, x: &aw.dz, p: CopyCols::columns(rows, a + hd, (hd, a), true) })?;
         be.run(Op::AttentionDots {
             out: &aw.dprobs,
             x: &aw.dctx,
@@ -558,4 +543,15 @@ impl<'a> S2sGraph<'a> {
         }
         Ok(())
     }
+}
+
+/// What the attention joins: the top decoder layer's outputs (`rows` = T_tgt·B of `hd`) with the
+/// top encoder layer's (`a` wide), over `dims`.
+struct Joined<'w, B: Backend> {
+    a: usize,
+    hd: usize,
+    rows: usize,
+    dims: Attention,
+    dec: &'w LayerWs<B>,
+    enc: &'w LayerWs<B>,
 }

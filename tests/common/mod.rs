@@ -66,3 +66,21 @@ pub fn tmp(name: &str) -> std::path::PathBuf {
 pub fn fixture(name: &str) -> std::path::PathBuf {
     std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures").join(name)
 }
+
+/// A 2-layer bidirectional model with learned initial states and a many-to-one MSE head of
+/// `outputs` values.
+pub fn regressor(
+    cell: rnn_gpu::Cell,
+    input: rnn_gpu::InputKind,
+    hidden: usize,
+    outputs: usize,
+) -> rnn_gpu::ModelSpec {
+    use rnn_gpu::{Head, Loss, ModelSpec, OutputMode};
+    ModelSpec {
+        layers: 2,
+        bidirectional: true,
+        learn_initial_state: true,
+        head: Some(Head { outputs, mode: OutputMode::ManyToOne, loss: Loss::Mse }),
+        ..ModelSpec::new(cell, input, hidden)
+    }
+}

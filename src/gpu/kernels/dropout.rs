@@ -12,7 +12,9 @@ kernel_params! {
     }
 }
 
-fn dropout(
+/// Forward: `out = keep ? x / (1 - p) : 0`, the mask drawn from (`seeds[0] ^ salt`, index).
+/// Backward: `out += keep ? x / (1 - p) : 0` (x the output's gradient), the same mask.
+pub fn dropout(
     prog: &mut Program,
     out: &GpuTensor,
     x: &GpuTensor,
@@ -27,26 +29,4 @@ fn dropout(
         DropoutParams { n: to_u32(entry, "n", n)?, seed: p.salt, prob: p.prob, ..Default::default() };
     let groups = groups_1d(prog.ctx(), n, WG);
     prog.dispatch("dropout", entry, &[], &[(1, out), (2, x), (3, seeds)], &params, groups)
-}
-
-/// `out = keep ? x / (1 - p) : 0`, the mask drawn from (`seeds[0] ^ salt`, index).
-pub fn dropout_forward(
-    prog: &mut Program,
-    out: &GpuTensor,
-    x: &GpuTensor,
-    seeds: &GpuTensor,
-    p: Dropout,
-) -> Result<()> {
-    dropout(prog, out, x, seeds, p, false)
-}
-
-/// `dx += keep ? dy / (1 - p) : 0`, the same mask as the forward pass.
-pub fn dropout_backward(
-    prog: &mut Program,
-    dx: &GpuTensor,
-    dy: &GpuTensor,
-    seeds: &GpuTensor,
-    p: Dropout,
-) -> Result<()> {
-    dropout(prog, dx, dy, seeds, p, true)
 }

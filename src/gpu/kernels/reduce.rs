@@ -33,18 +33,6 @@ fn parts(n: usize) -> usize {
     n.div_ceil(256 * PER_THREAD).clamp(1, REDUCE_PARTS)
 }
 
-/// `out[index] (+)= sum(x)` (or the sum of squares), in two passes through `scratch`
-/// (`REDUCE_PARTS` elements).
-pub fn reduce(
-    prog: &mut Program,
-    out: &GpuTensor,
-    x: &GpuTensor,
-    scratch: &GpuTensor,
-    p: Reduce,
-) -> Result<()> {
-    reduce_then(prog, out, x, scratch, p, None)
-}
-
 /// The squared norm of `grads` into `state[GRAD_SUMSQ]`, then the step's decision: finite or not,
 /// and the clipping scale for `max_norm` (0: no clipping) that the optimizers apply. The decision
 /// runs in the reduction's last dispatch.
@@ -56,11 +44,13 @@ pub fn finalize_step(
     max_norm: f32,
 ) -> Result<()> {
     need_state("finalize_step", state)?;
-    reduce_then(prog, state, grads, scratch, step_state::GRAD_NORM_SQUARED, Some(max_norm))
+    reduce(prog, state, grads, scratch, step_state::GRAD_NORM_SQUARED, Some(max_norm))
 }
 
-/// `reduce`, its last dispatch deciding the step for `finalize`'s max_norm where given.
-fn reduce_then(
+/// `out[index] (+)= sum(x)` (or the sum of squares), in two passes through `scratch`
+/// (`REDUCE_PARTS` elements); with `finalize`, the last dispatch decides the step for that
+/// max_norm (`finalize_step`).
+pub fn reduce(
     prog: &mut Program,
     out: &GpuTensor,
     x: &GpuTensor,

@@ -14,11 +14,7 @@ impl Graph<'_> {
         o: BackwardOpts,
     ) -> Result<()> {
         let spec = self.spec;
-        let (t_len, b) = (ws.steps, ws.batch);
-        let tb = t_len * b;
-        let (bh, bs) = (self.bh(b), self.bs(b));
-        let (g, h) = (spec.cell.gates(), spec.hidden);
-        let dh = spec.output_size();
+        let Dims { t_len, b, tb, bh, bs, g, h, dh } = self.dims(ws);
         let top = spec.layers - 1;
 
         if o.from_loss {

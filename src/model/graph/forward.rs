@@ -12,11 +12,7 @@ impl Graph<'_> {
         o: ForwardOpts,
     ) -> Result<()> {
         let spec = self.spec;
-        let (t_len, b) = (ws.steps, ws.batch);
-        let tb = t_len * b;
-        let (bh, bs) = (self.bh(b), self.bs(b));
-        let (g, h) = (spec.cell.gates(), spec.hidden);
-        let dh = spec.output_size();
+        let Dims { t_len, b, tb, bh, bs, g, h, dh } = self.dims(ws);
 
         if o.model_init {
             self.init_forward(be, net, ws)?;

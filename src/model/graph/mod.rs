@@ -244,14 +244,34 @@ pub struct Graph<'a> {
     pub prefix: &'a str,
 }
 
-impl Graph<'_> {
-    fn bh(&self, batch: usize) -> usize {
-        batch * self.spec.hidden
-    }
+/// The sizes a pass over a workspace works with.
+struct Dims {
+    /// Steps T and batch B, and T·B rows.
+    t_len: usize,
+    b: usize,
+    tb: usize,
+    /// Values of a batch's cell states (B·H) and hidden states (B·H, or B·P with a projection).
+    bh: usize,
+    bs: usize,
+    /// Gates G, hidden size H, and the layer's output width D·H (or D·P).
+    g: usize,
+    h: usize,
+    dh: usize,
+}
 
-    /// Values of a batch's hidden states (H, or P with a projection).
-    fn bs(&self, batch: usize) -> usize {
-        batch * self.spec.state_size()
+impl Graph<'_> {
+    fn dims<B: Backend>(&self, ws: &Workspace<B>) -> Dims {
+        let (spec, t_len, b) = (self.spec, ws.steps, ws.batch);
+        Dims {
+            t_len,
+            b,
+            tb: t_len * b,
+            bh: b * spec.hidden,
+            bs: b * spec.state_size(),
+            g: spec.cell.gates(),
+            h: spec.hidden,
+            dh: spec.output_size(),
+        }
     }
 
     /// The many-to-one head's lookup of each sequence's final outputs (`Batch::last_rows`): rows
@@ -264,10 +284,8 @@ impl Graph<'_> {
     /// A projected direction's outputs `[T*B, P]` placed into the layer's `[T*B, D*P]` at this
     /// direction's columns, or (`take`) its columns of the layer's output gradient taken out.
     fn direction_cols(&self, tb: usize, dir: usize, take: bool) -> CopyCols {
-        let (p, dp) = (self.spec.proj, self.spec.output_size());
-        let (layer, own) = ((dp, dir * p), (p, 0));
-        let ((y_stride, y_offset), (x_stride, x_offset)) = if take { (own, layer) } else { (layer, own) };
-        CopyCols { rows: tb, width: p, y_stride, y_offset, x_stride, x_offset, accumulate: false }
+        let p = self.spec.proj;
+        CopyCols::columns(tb, self.spec.output_size(), (p, dir * p), take)
     }
 
     /// The head's input dropout: its own salt, past every layer's.

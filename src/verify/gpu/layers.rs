@@ -160,8 +160,8 @@ pub async fn check_dropout(ctx: &Arc<GpuContext>, n: usize, prob: f32, seed: u64
     let gdx = ctx.upload("dx", &[n], &dx0)?;
     let gseeds = ctx.upload_u32("seeds", &[1], &seeds)?;
     let mut prog = Program::new(ctx);
-    gk::dropout_forward(&mut prog, &gy, &gx, &gseeds, p)?;
-    gk::dropout_backward(&mut prog, &gdx, &gx, &gseeds, p)?;
+    gk::dropout(&mut prog, &gy, &gx, &gseeds, p, false)?;
+    gk::dropout(&mut prog, &gdx, &gx, &gseeds, p, true)?;
     run(prog)?;
     let shape = format!("{n} p={prob}");
     Ok(vec![

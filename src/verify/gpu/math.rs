@@ -179,7 +179,7 @@ pub async fn check_reduce(
     let gx = ctx.upload("x", &[n], &x)?;
     let scratch = ctx.alloc("scratch", &[gk::REDUCE_PARTS])?;
     let mut prog = Program::new(ctx);
-    gk::reduce(&mut prog, &gout, &gx, &scratch, p)?;
+    gk::reduce(&mut prog, &gout, &gx, &scratch, p, None)?;
     run(prog)?;
     let name =
         format!("reduce{}{}", if square { "_sumsq" } else { "_sum" }, if accumulate { "_acc" } else { "" });
