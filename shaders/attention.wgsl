@@ -7,10 +7,12 @@
 //   attention_mix:   out[t, b, :] (+)= sum_j w[t, b, j] enc[j, b, :]   the context (w = the
 //                    weights), or the gradient of x (w = d scores)
 //   attention_mix_t: out[j, b, :] (+)= sum_t w[t, b, j] x[t, b, :]     the gradient of enc
+//                    (attention_mix with TRANSPOSED)
 // Layout: x, out of mix (T_t, B, A); enc, out of mix_t (T_s, B, A); w (T_t * B, T_s). One thread
 // per output element, summing in order: deterministic, no atomics, barrier-free.
 
 override MASK: bool = false;
+override TRANSPOSED: bool = false;
 
 @group(0) @binding(1) var<storage, read_write> out: array<f32>;
 @group(0) @binding(2) var<storage, read> x: array<f32>;        // (T_t, B, A) or w (T_t * B, T_s)
@@ -45,32 +47,20 @@ fn attention_dots(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wo
     out[e] = s;
 }
 
+// attention_mix, or with TRANSPOSED attention_mix_t: output row o is a target step (a source
+// step), the sum runs over i, the source (target) steps, and x is enc (the target-side x).
 @compute @workgroup_size(256)
 fn attention_mix(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
     let e = begin(gid, nwg);
-    if e >= p.tgt * p.batch * p.width { return; }
+    if e >= select(p.tgt, p.src, TRANSPOSED) * p.batch * p.width { return; }
     let k = e % p.width;
-    let tb = e / p.width;
-    let b = tb % p.batch;
+    let ob = e / p.width;
+    let b = ob % p.batch;
+    let o = ob / p.batch;
     var s = 0.0;
-    for (var j = 0u; j < p.src; j++) {
-        s += x[tb * p.src + j] * enc[(j * p.batch + b) * p.width + k];
-    }
-    put(e, s);
-}
-
-@compute @workgroup_size(256)
-fn attention_mix_t(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let e = begin(gid, nwg);
-    if e >= p.src * p.batch * p.width { return; }
-    let k = e % p.width;
-    let jb = e / p.width;
-    let b = jb % p.batch;
-    let j = jb / p.batch;
-    var s = 0.0;
-    for (var t = 0u; t < p.tgt; t++) {
-        let tb = t * p.batch + b;
-        s += x[tb * p.src + j] * enc[tb * p.width + k];
+    for (var i = 0u; i < select(p.src, p.tgt, TRANSPOSED); i++) {
+        let ib = i * p.batch + b;
+        s += x[select(ob * p.src + i, ib * p.src + o, TRANSPOSED)] * enc[ib * p.width + k];
     }
     put(e, s);
 }

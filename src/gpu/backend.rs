@@ -178,10 +178,10 @@ impl Backend for GpuBackend {
                 k::attention_dots(prog, out, x, enc, src_len, a, mask)
             }
             Op::AttentionMix { out, w, enc, a, accumulate } => {
-                k::attention_mix(prog, out, w, enc, a, accumulate)
+                k::attention_mix(prog, out, w, enc, a, accumulate, false)
             }
             Op::AttentionMixT { out, w, x, a, accumulate } => {
-                k::attention_mix_t(prog, out, w, x, a, accumulate)
+                k::attention_mix(prog, out, w, x, a, accumulate, true)
             }
             Op::Step { cell, bufs, s, backward } => k::step(prog, cell, &bufs, s, backward),
         }

@@ -42,34 +42,25 @@ pub fn attention_dots(
     )
 }
 
-/// `out[t, b, :] (+)= sum_j w[t, b, j] enc[j, b, :]`
+/// `out[t, b, :] (+)= sum_j w[t, b, j] x[j, b, :]` (x the encoder's outputs), or `transposed`:
+/// `out[j, b, :] (+)= sum_t w[t, b, j] x[t, b, :]`.
 pub fn attention_mix(
-    prog: &mut Program,
-    out: &GpuTensor,
-    w: &GpuTensor,
-    enc: &GpuTensor,
-    a: Attention,
-    accumulate: bool,
-) -> Result<()> {
-    const OP: &str = "attention_mix";
-    check(Op::AttentionMix { out, w, enc, a, accumulate })?;
-    let params = attention_params(OP, a, accumulate)?;
-    let groups = groups_1d(prog.ctx(), a.tgt * a.batch * a.width, WG);
-    prog.dispatch("attention", OP, &[], &[(1, out), (2, w), (3, enc)], &params, groups)
-}
-
-/// `out[j, b, :] (+)= sum_t w[t, b, j] x[t, b, :]`
-pub fn attention_mix_t(
     prog: &mut Program,
     out: &GpuTensor,
     w: &GpuTensor,
     x: &GpuTensor,
     a: Attention,
     accumulate: bool,
+    transposed: bool,
 ) -> Result<()> {
-    const OP: &str = "attention_mix_t";
-    check(Op::AttentionMixT { out, w, x, a, accumulate })?;
+    const OP: &str = "attention_mix";
+    match transposed {
+        false => check(Op::AttentionMix { out, w, enc: x, a, accumulate })?,
+        true => check(Op::AttentionMixT { out, w, x, a, accumulate })?,
+    }
     let params = attention_params(OP, a, accumulate)?;
-    let groups = groups_1d(prog.ctx(), a.src * a.batch * a.width, WG);
-    prog.dispatch("attention", OP, &[], &[(1, out), (2, w), (3, x)], &params, groups)
+    let rows = if transposed { a.src } else { a.tgt };
+    let groups = groups_1d(prog.ctx(), rows * a.batch * a.width, WG);
+    let constants = [("TRANSPOSED", transposed as u64)];
+    prog.dispatch("attention", OP, &constants, &[(1, out), (2, w), (3, x)], &params, groups)
 }

@@ -258,8 +258,8 @@ pub async fn check_attention(
     gk::attention_dots(&mut prog, &gscores, &gq, &genc, &glen, a, true)?;
     gk::softmax_rows(&mut prog, &gprobs, &gscores, rows, a.src)?;
     gk::softmax_backward(&mut prog, &gdscores, &gprobs, &gdy, rows, a.src)?;
-    gk::attention_mix(&mut prog, &gctx, &gprobs, &genc, a, true)?;
-    gk::attention_mix_t(&mut prog, &gdenc, &gprobs, &gq, a, true)?;
+    gk::attention_mix(&mut prog, &gctx, &gprobs, &genc, a, true, false)?;
+    gk::attention_mix(&mut prog, &gdenc, &gprobs, &gq, a, true, true)?;
     run(prog)?;
     let shape = format!("Tt{} B{} Ts{} A{}", a.tgt, a.batch, a.src, a.width);
     let tol = Tolerance::accumulation(a.width.max(a.src).max(a.tgt));
