@@ -1,4 +1,5 @@
-// activation.wgsl: tanh, sigmoid and relu, forward and backward, one thread per element.
+// activation.wgsl: tanh, forward and backward, one thread per element (a conditioned initial
+// state's activation; the cells apply theirs inside the fused steps).
 //
 // Forward writes y = f(x). Backward accumulates dx += dy * f'(x), expressed through the forward
 // output y (as the fused cell kernels do), so the input need not be kept.
@@ -20,33 +21,4 @@ fn tanh_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_wor
     if i >= p.n { return; }
     let y = x[i];
     out[i] += dy[i] * (1.0 - y * y);
-}
-
-@compute @workgroup_size(256)
-fn sigmoid_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = begin(gid, nwg);
-    if i >= p.n { return; }
-    out[i] = sigmoid(x[i]);
-}
-
-@compute @workgroup_size(256)
-fn sigmoid_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = begin(gid, nwg);
-    if i >= p.n { return; }
-    let y = x[i];
-    out[i] += dy[i] * y * (1.0 - y);
-}
-
-@compute @workgroup_size(256)
-fn relu_forward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = begin(gid, nwg);
-    if i >= p.n { return; }
-    out[i] = max(x[i], 0.0);
-}
-
-@compute @workgroup_size(256)
-fn relu_backward(@builtin(global_invocation_id) gid: vec3<u32>, @builtin(num_workgroups) nwg: vec3<u32>) {
-    let i = begin(gid, nwg);
-    if i >= p.n { return; }
-    out[i] += select(0.0, dy[i], x[i] > 0.0);
 }

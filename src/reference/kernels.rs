@@ -47,32 +47,6 @@ pub fn tanh_backward<T: Real>(dx: &mut [T], y: &[T], dy: &[T]) {
     }
 }
 
-pub fn sigmoid_forward<T: Real>(y: &mut [T], x: &[T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = x.sigmoid();
-    }
-}
-
-pub fn sigmoid_backward<T: Real>(dx: &mut [T], y: &[T], dy: &[T]) {
-    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-        *dx += dy * y * (T::ONE - y);
-    }
-}
-
-pub fn relu_forward<T: Real>(y: &mut [T], x: &[T]) {
-    for (y, &x) in y.iter_mut().zip(x) {
-        *y = x.max(T::ZERO);
-    }
-}
-
-pub fn relu_backward<T: Real>(dx: &mut [T], y: &[T], dy: &[T]) {
-    for ((dx, &y), &dy) in dx.iter_mut().zip(y).zip(dy) {
-        if y > T::ZERO {
-            *dx += dy;
-        }
-    }
-}
-
 pub fn add_bias<T: Real>(y: &mut [T], bias: &[T], rows: usize, cols: usize) {
     for r in 0..rows {
         for j in 0..cols {

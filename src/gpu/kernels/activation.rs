@@ -38,19 +38,3 @@ pub fn tanh_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Result<
 pub fn tanh_backward(prog: &mut Program, dx: &GpuTensor, y: &GpuTensor, dy: &GpuTensor) -> Result<()> {
     activation(prog, "tanh_backward", dx, y, Some(dy))
 }
-/// `y = 1 / (1 + exp(-x))`
-pub fn sigmoid_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Result<()> {
-    activation(prog, "sigmoid_forward", y, x, None)
-}
-/// `dx += dy * y * (1 - y)`
-pub fn sigmoid_backward(prog: &mut Program, dx: &GpuTensor, y: &GpuTensor, dy: &GpuTensor) -> Result<()> {
-    activation(prog, "sigmoid_backward", dx, y, Some(dy))
-}
-/// `y = max(x, 0)`
-pub fn relu_forward(prog: &mut Program, y: &GpuTensor, x: &GpuTensor) -> Result<()> {
-    activation(prog, "relu_forward", y, x, None)
-}
-/// `dx += dy * (y > 0)`
-pub fn relu_backward(prog: &mut Program, dx: &GpuTensor, y: &GpuTensor, dy: &GpuTensor) -> Result<()> {
-    activation(prog, "relu_backward", dx, y, Some(dy))
-}

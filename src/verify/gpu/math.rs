@@ -48,14 +48,8 @@ pub async fn check_matmul(
     Ok(compare(&name, format!("{}x{}x{}", p.m, p.n, p.k), &got, &c, Tolerance::accumulation(p.k)))
 }
 
-/// An activation, forward or backward, over `n` elements. `name`: tanh, sigmoid or relu.
-pub async fn check_activation(
-    ctx: &Arc<GpuContext>,
-    name: &str,
-    backward: bool,
-    n: usize,
-    seed: u64,
-) -> Result<Check> {
+/// tanh, forward or backward, over `n` elements.
+pub async fn check_tanh(ctx: &Arc<GpuContext>, backward: bool, n: usize, seed: u64) -> Result<Check> {
     let mut rng = Rng::seed_from_u64(seed);
     // Past +-10 to reach the saturated ends, where a careless tanh overflows.
     let x = rng.uniform_vec(n, -12.0, 12.0);
@@ -64,51 +58,23 @@ pub async fn check_activation(
     let (kernel, got, want) = if !backward {
         let mut y = vec![0.0; n];
         let gy = poison(ctx, "y", n)?;
-        match name {
-            "tanh" => {
-                twin::tanh_forward(&mut y, &x);
-                gk::tanh_forward(&mut prog, &gy, &gx)?
-            }
-            "sigmoid" => {
-                twin::sigmoid_forward(&mut y, &x);
-                gk::sigmoid_forward(&mut prog, &gy, &gx)?
-            }
-            _ => {
-                twin::relu_forward(&mut y, &x);
-                gk::relu_forward(&mut prog, &gy, &gx)?
-            }
-        }
+        twin::tanh_forward(&mut y, &x);
+        gk::tanh_forward(&mut prog, &gy, &gx)?;
         run(prog)?;
-        (format!("{name}_forward"), ctx.download_async(&gy).await?, y)
+        ("tanh_forward", ctx.download_async(&gy).await?, y)
     } else {
         // The backward kernels take the forward output y.
         let mut y = vec![0.0; n];
-        match name {
-            "tanh" => twin::tanh_forward(&mut y, &x),
-            "sigmoid" => twin::sigmoid_forward(&mut y, &x),
-            _ => twin::relu_forward(&mut y, &x),
-        }
+        twin::tanh_forward(&mut y, &x);
         let dy = rng.uniform_vec(n, -1.0, 1.0);
         let dx0 = rng.uniform_vec(n, -1.0, 1.0);
         let mut dx = dx0.clone();
         let (gyv, gdy, gdx) =
             (ctx.upload("y", &[n], &y)?, ctx.upload("dy", &[n], &dy)?, ctx.upload("dx", &[n], &dx0)?);
-        match name {
-            "tanh" => {
-                twin::tanh_backward(&mut dx, &y, &dy);
-                gk::tanh_backward(&mut prog, &gdx, &gyv, &gdy)?
-            }
-            "sigmoid" => {
-                twin::sigmoid_backward(&mut dx, &y, &dy);
-                gk::sigmoid_backward(&mut prog, &gdx, &gyv, &gdy)?
-            }
-            _ => {
-                twin::relu_backward(&mut dx, &y, &dy);
-                gk::relu_backward(&mut prog, &gdx, &gyv, &gdy)?
-            }
-        }
+        twin::tanh_backward(&mut dx, &y, &dy);
+        gk::tanh_backward(&mut prog, &gdx, &gyv, &gdy)?;
         run(prog)?;
-        (format!("{name}_backward"), ctx.download_async(&gdx).await?, dx)
+        ("tanh_backward", ctx.download_async(&gdx).await?, dx)
     };
     Ok(compare(&kernel, format!("{n}"), &got, &want, Tolerance::ELEMENTWISE))
 }
