@@ -21,9 +21,6 @@ fn w_row(unit: u32, q: u32) -> u32 {
 
 // Unit j of batch row b; components 0 to 2 of sums are gates r, z, n's recurrent sums.
 fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
-    if j >= p.hidden {
-        return;
-    }
     let H = p.hidden;
     let bh = p.bias_hh;
     let xrow = (p.t * p.batch + b) * 3u * H + j;

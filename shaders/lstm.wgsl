@@ -19,9 +19,6 @@ fn w_row(unit: u32, q: u32) -> u32 {
 
 // Unit j of batch row b; component q of sums is gate q's recurrent sum.
 fn forward_row(b: u32, j: u32, sums: vec4<f32>) {
-    if j >= p.hidden {
-        return;
-    }
     let H = p.hidden;
     let bh = p.bias_hh;
     let row = (p.t * p.batch + b) * 4u * H + j;

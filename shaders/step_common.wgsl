@@ -260,8 +260,11 @@ fn recurrent_grad(wg: vec3<u32>, l: u32, ln: Lane) -> Tile {
 }
 
 // The forward epilogue of the lane's tile: the cell file's forward_row for each of its 4 batch
-// rows, sums the recurrent sums of its 4 columns.
+// rows, sums the recurrent sums of its 4 columns; none past the hidden units.
 fn forward_tile(ln: Lane, sums: Tile) {
+    if ln.c0 >= p.hidden {
+        return;
+    }
     if ln.b0 < p.batch {
         forward_row(ln.b0, ln.c0, sums.r0);
     }
