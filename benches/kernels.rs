@@ -18,7 +18,7 @@ use rnn_gpu::native::kernels as nk;
 use rnn_gpu::ops::{Attention, CopyCols, Dropout, Gather, Reduce, Step, StepMode, step_state};
 use rnn_gpu::ops::{Op, StepBufs};
 use rnn_gpu::reference::ReferenceBackend;
-use rnn_gpu::reference::kernels as cpu;
+use rnn_gpu::reference::kernels::{self as cpu, RowLoss};
 use rnn_gpu::rng::Rng;
 
 fn quick() -> bool {
@@ -153,8 +153,20 @@ fn bench(c: &mut Criterion) {
         "loss_softmax_xent",
         rows * s.v,
         prog,
-        || nk::softmax_xent(&mut lossn, &mut dxn, &logits, &targets, &weights, rows, s.v),
-        || cpu::softmax_xent(&mut loss, &mut dx, &logits, &targets, &weights, rows, s.v),
+        || {
+            nk::softmax_xent(
+                RowLoss { loss: &mut lossn, dx: &mut dxn, weights: &weights, rows, cols: s.v },
+                &logits,
+                &targets,
+            )
+        },
+        || {
+            cpu::softmax_xent(
+                RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols: s.v },
+                &logits,
+                &targets,
+            )
+        },
     );
 
     // optim.wgsl: Adam over the parameters of the case.

@@ -6,7 +6,7 @@
 use rayon::prelude::*;
 
 use crate::ops::{Attention, CopyCols, Dropout, Gather, Matmul, Reduce};
-use crate::reference::kernels as twin;
+use crate::reference::kernels::{self as twin, RowLoss};
 use crate::update::{MAX_SLOTS, Optimizer};
 
 use super::sgemm::{self, Isa, Shared};
@@ -372,16 +372,8 @@ pub fn bias_grad(db: &mut [f32], dy: &[f32], rows: usize, cols: usize) {
     });
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn softmax_xent(
-    loss: &mut [f32],
-    dx: &mut [f32],
-    logits: &[f32],
-    targets: &[u32],
-    weights: &[f32],
-    rows: usize,
-    cols: usize,
-) {
+pub fn softmax_xent(out: RowLoss<'_, f32>, logits: &[f32], targets: &[u32]) {
+    let RowLoss { loss, dx, weights, rows, cols } = out;
     let r = row_block(rows, cols);
     loss[..rows].par_chunks_mut(r).zip(dx[..rows * cols].par_chunks_mut(r * cols)).enumerate().for_each(
         |(bi, (loss, dx))| {
@@ -412,16 +404,8 @@ pub fn softmax_xent(
     );
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn mse(
-    loss: &mut [f32],
-    dx: &mut [f32],
-    pred: &[f32],
-    target: &[f32],
-    weights: &[f32],
-    rows: usize,
-    cols: usize,
-) {
+pub fn mse(out: RowLoss<'_, f32>, pred: &[f32], target: &[f32]) {
+    let RowLoss { loss, dx, weights, rows, cols } = out;
     let r = row_block(rows, cols);
     let n = rows * cols;
     loss[..rows]
@@ -430,7 +414,9 @@ pub fn mse(
         .zip(pred[..n].par_chunks(r * cols))
         .zip(target[..n].par_chunks(r * cols))
         .zip(weights[..rows].par_chunks(r))
-        .for_each(|((((l, d), p), t), w)| twin::mse(l, d, p, t, w, l.len(), cols));
+        .for_each(|((((loss, dx), p), t), weights)| {
+            twin::mse(RowLoss { rows: loss.len(), loss, dx, weights, cols }, p, t)
+        });
 }
 
 pub fn softmax_rows(y: &mut [f32], x: &[f32], rows: usize, cols: usize) {

@@ -154,26 +154,15 @@ impl HostKernels for Native {
             ),
             Op::SoftmaxRows { y, x, rows, cols } => kernels::softmax_rows(&mut wr(y)?, &rd(x)?, rows, cols),
             Op::SoftmaxXent { loss, dx, logits, targets, weights, rows, cols } => {
-                let (mut loss, mut dx) = (wr(loss)?, wr(dx)?);
-                kernels::softmax_xent(
-                    &mut loss,
-                    &mut dx,
-                    &rd(logits)?,
-                    &rd(targets)?,
-                    &rd(weights)?,
-                    rows,
-                    cols,
-                )
+                let (mut loss, mut dx, weights) = (wr(loss)?, wr(dx)?, rd(weights)?);
+                let out = twin::RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols };
+                kernels::softmax_xent(out, &rd(logits)?, &rd(targets)?)
             }
-            Op::Mse { loss, dx, pred, target, weights, rows, cols } => kernels::mse(
-                &mut wr(loss)?,
-                &mut wr(dx)?,
-                &rd(pred)?,
-                &rd(target)?,
-                &rd(weights)?,
-                rows,
-                cols,
-            ),
+            Op::Mse { loss, dx, pred, target, weights, rows, cols } => {
+                let (mut loss, mut dx, weights) = (wr(loss)?, wr(dx)?, rd(weights)?);
+                let out = twin::RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols };
+                kernels::mse(out, &rd(pred)?, &rd(target)?)
+            }
             Op::SoftmaxBackward { dx, y, dy, rows, cols } => {
                 kernels::softmax_backward(&mut wr(dx)?, &rd(y)?, &rd(dy)?, rows, cols)
             }

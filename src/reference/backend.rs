@@ -65,17 +65,15 @@ pub(crate) fn twin<T: Real>(op: HostOp<'_, T>) -> Result<()> {
             k::scatter_add(&mut wr(dtable)?, &rd(dout)?, &rd(starts)?, &rd(rows)?, p)
         }
         Op::SoftmaxRows { y, x, rows, cols } => k::softmax_rows(&mut wr(y)?, &rd(x)?, rows, cols),
-        Op::SoftmaxXent { loss, dx, logits, targets, weights, rows, cols } => k::softmax_xent(
-            &mut wr(loss)?,
-            &mut wr(dx)?,
-            &rd(logits)?,
-            &rd(targets)?,
-            &rd(weights)?,
-            rows,
-            cols,
-        ),
+        Op::SoftmaxXent { loss, dx, logits, targets, weights, rows, cols } => {
+            let (mut loss, mut dx, weights) = (wr(loss)?, wr(dx)?, rd(weights)?);
+            let out = k::RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols };
+            k::softmax_xent(out, &rd(logits)?, &rd(targets)?)
+        }
         Op::Mse { loss, dx, pred, target, weights, rows, cols } => {
-            k::mse(&mut wr(loss)?, &mut wr(dx)?, &rd(pred)?, &rd(target)?, &rd(weights)?, rows, cols)
+            let (mut loss, mut dx, weights) = (wr(loss)?, wr(dx)?, rd(weights)?);
+            let out = k::RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols };
+            k::mse(out, &rd(pred)?, &rd(target)?)
         }
         Op::SoftmaxBackward { dx, y, dy, rows, cols } => {
             k::softmax_backward(&mut wr(dx)?, &rd(y)?, &rd(dy)?, rows, cols)

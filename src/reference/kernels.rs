@@ -90,16 +90,18 @@ pub fn softmax_rows<T: Real>(y: &mut [T], x: &[T], rows: usize, cols: usize) {
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn softmax_xent<T: Real>(
-    loss: &mut [T],
-    dx: &mut [T],
-    logits: &[T],
-    targets: &[u32],
-    weights: &[T],
-    rows: usize,
-    cols: usize,
-) {
+/// What a loss over rows writes, and the row weights it reads: `loss[r]`, row r's weighted loss,
+/// and `dx`, its gradient `[rows, cols]` (zero for a row of weight 0).
+pub struct RowLoss<'a, T> {
+    pub loss: &'a mut [T],
+    pub dx: &'a mut [T],
+    pub weights: &'a [T],
+    pub rows: usize,
+    pub cols: usize,
+}
+
+pub fn softmax_xent<T: Real>(out: RowLoss<'_, T>, logits: &[T], targets: &[u32]) {
+    let RowLoss { loss, dx, weights, rows, cols } = out;
     for r in 0..rows {
         let w = weights[r];
         let row = &logits[r * cols..(r + 1) * cols];
@@ -120,16 +122,8 @@ pub fn softmax_xent<T: Real>(
     }
 }
 
-#[allow(clippy::too_many_arguments)]
-pub fn mse<T: Real>(
-    loss: &mut [T],
-    dx: &mut [T],
-    pred: &[T],
-    target: &[T],
-    weights: &[T],
-    rows: usize,
-    cols: usize,
-) {
+pub fn mse<T: Real>(out: RowLoss<'_, T>, pred: &[T], target: &[T]) {
+    let RowLoss { loss, dx, weights, rows, cols } = out;
     let two = T::from_f64(2.0);
     for r in 0..rows {
         let w = weights[r];

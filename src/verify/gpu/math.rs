@@ -192,11 +192,15 @@ pub async fn check_rows(
     if kernel == "softmax_xent" {
         let gt = ctx.upload_u32("targets", &[rows], &targets)?;
         gk::softmax_xent(&mut prog, &gloss, &gdx, &gx, &gt, &gw, rows, cols)?;
-        twin::softmax_xent(&mut loss, &mut dx, &x, &targets, &weights, rows, cols);
+        twin::softmax_xent(
+            twin::RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols },
+            &x,
+            &targets,
+        );
     } else {
         let gv = ctx.upload("target", &[n], &values)?;
         gk::mse(&mut prog, &gloss, &gdx, &gx, &gv, &gw, rows, cols)?;
-        twin::mse(&mut loss, &mut dx, &x, &values, &weights, rows, cols);
+        twin::mse(twin::RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols }, &x, &values);
     }
     run(prog)?;
     // exp and log of logits up to 8 in magnitude: a few ulps of cols-long sums.
