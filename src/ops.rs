@@ -338,21 +338,16 @@ pub enum Op<'a, F, I> {
         a: Attention,
         mask: bool,
     },
-    /// `out[t, b, :] (+)= Σ_j w[t, b, j] enc[j, b, :]`.
+    /// `out[t, b, :] (+)= Σ_j w[t, b, j] x[j, b, :]`, x the encoder's outputs (the context);
+    /// or `transposed`, `out[j, b, :] (+)= Σ_t w[t, b, j] x[t, b, :]`, x target-side (the
+    /// gradient of the encoder's outputs).
     AttentionMix {
-        out: &'a F,
-        w: &'a F,
-        enc: &'a F,
-        a: Attention,
-        accumulate: bool,
-    },
-    /// `out[j, b, :] (+)= Σ_t w[t, b, j] x[t, b, :]`.
-    AttentionMixT {
         out: &'a F,
         w: &'a F,
         x: &'a F,
         a: Attention,
         accumulate: bool,
+        transposed: bool,
     },
     /// One fused recurrent step of `cell`, forward or backward.
     Step {
@@ -394,8 +389,8 @@ impl<F, I> Op<'_, F, I> {
             Op::Update { .. } => "update",
             Op::CopyCols { .. } => "copy_cols",
             Op::AttentionDots { .. } => "attention_dots",
-            Op::AttentionMix { .. } => "attention_mix",
-            Op::AttentionMixT { .. } => "attention_mix_t",
+            Op::AttentionMix { transposed: false, .. } => "attention_mix",
+            Op::AttentionMix { transposed: true, .. } => "attention_mix_t",
             Op::Step { backward: false, .. } => "step_forward",
             Op::Step { backward: true, .. } => "step_backward",
         }
@@ -532,17 +527,12 @@ impl<F, I> Op<'_, F, I> {
                 exactly("enc", len(enc), a.src * a.batch * a.width)?;
                 exactly("src_len", ilen(src_len), a.batch)
             }
-            Op::AttentionMix { out, w, enc, a, .. } => {
+            Op::AttentionMix { out, w, x, a, transposed, .. } => {
                 a.check(op)?;
-                exactly("out", len(out), a.tgt * a.batch * a.width)?;
+                let (out_steps, x_steps) = if *transposed { (a.src, a.tgt) } else { (a.tgt, a.src) };
+                exactly("out", len(out), out_steps * a.batch * a.width)?;
                 exactly("w", len(w), a.tgt * a.batch * a.src)?;
-                exactly("enc", len(enc), a.src * a.batch * a.width)
-            }
-            Op::AttentionMixT { out, w, x, a, .. } => {
-                a.check(op)?;
-                exactly("out", len(out), a.src * a.batch * a.width)?;
-                exactly("w", len(w), a.tgt * a.batch * a.src)?;
-                exactly("x", len(x), a.tgt * a.batch * a.width)
+                exactly("x", len(x), x_steps * a.batch * a.width)
             }
             Op::Step { cell, bufs, s, backward } => check_step(op, *cell, bufs, s, *backward, len, ilen),
         }

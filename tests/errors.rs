@@ -234,7 +234,7 @@ fn every_device_refuses_the_same_malformed_ops() {
             Op::Dropout { out: &a6, x: &b6, seeds: &i2, p: Dropout { prob: 1.0, salt: 0 }, backward: false },
             Op::ClipByValue { grad: &a6, lo: 1.0, hi: -1.0 },
             Op::FinalizeStep { state: &one, grads: &a6, max_norm: 1.0 },
-            Op::AttentionMix { out: &a6, w: &b6, enc: &c4, a, accumulate: false },
+            Op::AttentionMix { out: &a6, w: &b6, x: &c4, a, accumulate: false, transposed: false },
         ];
         ops.into_iter().map(|op| be.run(op).expect_err("a malformed op runs").to_string()).collect()
     }

@@ -177,11 +177,8 @@ impl Backend for GpuBackend {
             Op::AttentionDots { out, x, enc, src_len, a, mask } => {
                 k::attention_dots(prog, out, x, enc, src_len, a, mask)
             }
-            Op::AttentionMix { out, w, enc, a, accumulate } => {
-                k::attention_mix(prog, out, w, enc, a, accumulate, false)
-            }
-            Op::AttentionMixT { out, w, x, a, accumulate } => {
-                k::attention_mix(prog, out, w, x, a, accumulate, true)
+            Op::AttentionMix { out, w, x, a, accumulate, transposed } => {
+                k::attention_mix(prog, out, w, x, a, accumulate, transposed)
             }
             Op::Step { cell, bufs, s, backward } => k::step(prog, cell, &bufs, s, backward),
         }

@@ -113,29 +113,27 @@ pub fn attention_dots(
     }
 }
 
-/// `out[t, b, :] (+)= sum_j w[t, b, j] enc[j, b, :]`.
-pub fn attention_mix(isa: Isa, out: &mut [f32], w: &[f32], enc: &[f32], a: Attention, accumulate: bool) {
+/// `out[t, b, :] (+)= sum_j w[t, b, j] x[j, b, :]`, or `transposed`:
+/// `out[j, b, :] (+)= sum_t w[t, b, j] x[t, b, :]` (`Op::AttentionMix`).
+pub fn attention_mix(
+    isa: Isa,
+    out: &mut [f32],
+    w: &[f32],
+    x: &[f32],
+    a: Attention,
+    accumulate: bool,
+    transposed: bool,
+) {
     let (bw, bs) = (a.batch * a.width, a.batch * a.src);
+    // Per batch row: out (rows of out_steps) = w (or its transpose) · x.
+    let (out_steps, sum_steps, w_strides) =
+        if transposed { (a.src, a.tgt, (1, bs)) } else { (a.tgt, a.src, (bs, 1)) };
     per_batch_products(
         isa,
         a.batch,
-        (a.tgt, a.width, a.src),
+        (out_steps, a.width, sum_steps),
         (out, a.width, bw),
-        (w, a.src, bs, 1),
-        (enc, a.width, bw, 1),
-        accumulate,
-    );
-}
-
-/// `out[j, b, :] (+)= sum_t w[t, b, j] x[t, b, :]`.
-pub fn attention_mix_t(isa: Isa, out: &mut [f32], w: &[f32], x: &[f32], a: Attention, accumulate: bool) {
-    let (bw, bs) = (a.batch * a.width, a.batch * a.src);
-    per_batch_products(
-        isa,
-        a.batch,
-        (a.src, a.width, a.tgt),
-        (out, a.width, bw),
-        (w, a.src, 1, bs),
+        (w, a.src, w_strides.0, w_strides.1),
         (x, a.width, bw, 1),
         accumulate,
     );

@@ -189,11 +189,8 @@ impl HostKernels for Native {
             Op::AttentionDots { out, x, enc, src_len, a, mask } => {
                 kernels::attention_dots(isa, &mut wr(out)?, &rd(x)?, &rd(enc)?, &rd(src_len)?, a, mask)
             }
-            Op::AttentionMix { out, w, enc, a, accumulate } => {
-                kernels::attention_mix(isa, &mut wr(out)?, &rd(w)?, &rd(enc)?, a, accumulate)
-            }
-            Op::AttentionMixT { out, w, x, a, accumulate } => {
-                kernels::attention_mix_t(isa, &mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate)
+            Op::AttentionMix { out, w, x, a, accumulate, transposed } => {
+                kernels::attention_mix(isa, &mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate, transposed)
             }
             Op::Step { cell, bufs, s, backward } => {
                 // The step packs W_hh once per version of the weights (`steps::Steps`): of its

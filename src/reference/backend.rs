@@ -100,11 +100,9 @@ pub(crate) fn twin<T: Real>(op: HostOp<'_, T>) -> Result<()> {
         Op::AttentionDots { out, x, enc, src_len, a, mask } => {
             k::attention_dots(&mut wr(out)?, &rd(x)?, &rd(enc)?, &rd(src_len)?, a, mask)
         }
-        Op::AttentionMix { out, w, enc, a, accumulate } => {
-            k::attention_mix(&mut wr(out)?, &rd(w)?, &rd(enc)?, a, accumulate)
-        }
-        Op::AttentionMixT { out, w, x, a, accumulate } => {
-            k::attention_mix_t(&mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate)
+        Op::AttentionMix { out, w, x, a, accumulate, transposed } => {
+            let mix = if transposed { k::attention_mix_t } else { k::attention_mix };
+            mix(&mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate)
         }
         Op::Step { cell, bufs, s, backward } => {
             host::step(&mut Twins(PhantomData), cell, &bufs, s, backward)?

@@ -322,7 +322,14 @@ impl<'a> S2sGraph<'a> {
             mask: true,
         })?;
         be.run(Op::SoftmaxRows { y: &aw.probs, x: &aw.scores, rows, cols: ws.src_steps })?;
-        be.run(Op::AttentionMix { out: &aw.ctx, w: &aw.probs, enc: enc_y, a: dims, accumulate: false })?;
+        be.run(Op::AttentionMix {
+            out: &aw.ctx,
+            w: &aw.probs,
+            x: enc_y,
+            a: dims,
+            accumulate: false,
+            transposed: false,
+        })?;
         be.run(Op::CopyCols { y: &aw.z, x: &aw.ctx, p: CopyCols::columns(rows, a + hd, (a, 0), false) })?;
         be.run(Op::CopyCols { y: &aw.z, x: top_dec, p: CopyCols::columns(rows, a + hd, (hd, a), false) })?;
         be.run(Op::Matmul {
@@ -395,7 +402,14 @@ impl<'a> S2sGraph<'a> {
             a: dims,
             mask: false,
         })?;
-        be.run(Op::AttentionMixT { out: enc_dy, w: &aw.probs, x: &aw.dctx, a: dims, accumulate: false })?;
+        be.run(Op::AttentionMix {
+            out: enc_dy,
+            w: &aw.probs,
+            x: &aw.dctx,
+            a: dims,
+            accumulate: false,
+            transposed: true,
+        })?;
         be.run(Op::SoftmaxBackward {
             dx: &aw.dscores,
             y: &aw.probs,
@@ -403,8 +417,22 @@ impl<'a> S2sGraph<'a> {
             rows,
             cols: ws.src_steps,
         })?;
-        be.run(Op::AttentionMix { out: &aw.dq, w: &aw.dscores, enc: enc_y, a: dims, accumulate: false })?;
-        be.run(Op::AttentionMixT { out: enc_dy, w: &aw.dscores, x: &aw.q, a: dims, accumulate: true })?;
+        be.run(Op::AttentionMix {
+            out: &aw.dq,
+            w: &aw.dscores,
+            x: enc_y,
+            a: dims,
+            accumulate: false,
+            transposed: false,
+        })?;
+        be.run(Op::AttentionMix {
+            out: enc_dy,
+            w: &aw.dscores,
+            x: &aw.q,
+            a: dims,
+            accumulate: true,
+            transposed: true,
+        })?;
         let w_a = self.param(be, net, "attention.w_a")?;
         be.run(Op::Matmul {
             c: &self.grad(be, net, "attention.w_a")?,

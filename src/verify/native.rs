@@ -58,10 +58,8 @@ enum Kernel {
     CopyCols(CopyCols),
     /// f: out, x, enc; u: src_len.
     AttentionDots(Attention, bool),
-    /// f: out, w, enc.
-    AttentionMix(Attention, bool),
-    /// f: out, w, x.
-    AttentionMixT(Attention, bool),
+    /// f: out, w, x (accumulate, transposed).
+    AttentionMix(Attention, bool, bool),
 }
 
 struct Case {
@@ -121,11 +119,8 @@ fn run<B: Backend<Elem = f32>>(be: &mut B, case: &Case) -> Result<Vec<Vec<f32>>>
         Kernel::AttentionDots(a, mask) => {
             be.run(Op::AttentionDots { out: &f[0], x: &f[1], enc: &f[2], src_len: &u[0], a, mask })?
         }
-        Kernel::AttentionMix(a, acc) => {
-            be.run(Op::AttentionMix { out: &f[0], w: &f[1], enc: &f[2], a, accumulate: acc })?
-        }
-        Kernel::AttentionMixT(a, acc) => {
-            be.run(Op::AttentionMixT { out: &f[0], w: &f[1], x: &f[2], a, accumulate: acc })?
+        Kernel::AttentionMix(a, accumulate, transposed) => {
+            be.run(Op::AttentionMix { out: &f[0], w: &f[1], x: &f[2], a, accumulate, transposed })?
         }
     }
     case.outputs.iter().map(|&(i, _)| block_on("verify::native_checks", be.read(&f[i]))).collect()
@@ -429,13 +424,13 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
             ));
             cases.push(case(
                 "attention_mix",
-                Kernel::AttentionMix(a, flag),
+                Kernel::AttentionMix(a, flag, false),
                 vec![mix_out, w.clone(), enc.clone()],
                 vec![],
             ));
             cases.push(case(
                 "attention_mix_t",
-                Kernel::AttentionMixT(a, flag),
+                Kernel::AttentionMix(a, flag, true),
                 vec![mix_t_out, w.clone(), x.clone()],
                 vec![],
             ));
@@ -448,11 +443,7 @@ pub fn kernel_checks() -> Result<Vec<Check>> {
     for case in cases {
         let per_isa = matches!(
             case.kernel,
-            Kernel::Matmul(_)
-                | Kernel::MatmulBias(_)
-                | Kernel::AttentionDots(..)
-                | Kernel::AttentionMix(..)
-                | Kernel::AttentionMixT(..)
+            Kernel::Matmul(_) | Kernel::MatmulBias(_) | Kernel::AttentionDots(..) | Kernel::AttentionMix(..)
         );
         for &isa in if per_isa { &isas[..] } else { &isas[..1] } {
             out.extend(check(&case, isa, per_isa)?);

@@ -54,10 +54,7 @@ pub fn attention_mix(
     transposed: bool,
 ) -> Result<()> {
     const OP: &str = "attention_mix";
-    match transposed {
-        false => check(Op::AttentionMix { out, w, enc: x, a, accumulate })?,
-        true => check(Op::AttentionMixT { out, w, x, a, accumulate })?,
-    }
+    check(Op::AttentionMix { out, w, x, a, accumulate, transposed })?;
     let params = attention_params(OP, a, accumulate)?;
     let rows = if transposed { a.src } else { a.tgt };
     let groups = groups_1d(prog.ctx(), rows * a.batch * a.width, WG);
