@@ -283,28 +283,24 @@ impl<'a> S2sGraph<'a> {
         Ok(())
     }
 
-    /// The attention's sizes and the two layer outputs it joins.
-    fn attention<'w, B: Backend>(&self, ws: &'w S2sWs<B>) -> Joined<'w, B> {
+    /// The attention's sizes, the two layer outputs it joins, and its buffers.
+    fn attention<'w, B: Backend>(&self, ws: &'w S2sWs<B>) -> Result<Joined<'w, B>> {
         let s = self.spec;
         let (a, hd, rows) = (s.enc_output(), s.dec_hidden, ws.tgt_steps * ws.batch);
-        Joined {
+        let aw = ws.attn.as_ref().ok_or_else(|| Error::invalid("attention", "no attention buffers"))?;
+        Ok(Joined {
             a,
             hd,
             rows,
             dims: Attention { tgt: ws.tgt_steps, batch: ws.batch, src: ws.src_steps, width: a },
             dec: &ws.dec.layers[s.dec_layers - 1],
             enc: &ws.enc.layers[s.enc_layers - 1],
-        }
+            aw,
+        })
     }
 
-    fn attention_forward<B: Backend>(
-        &self,
-        be: &mut B,
-        net: &Net<B>,
-        ws: &S2sWs<B>,
-        aw: &AttnWs<B>,
-    ) -> Result<()> {
-        let Joined { a, hd, rows, dims, dec, enc } = self.attention(ws);
+    fn attention_forward<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>) -> Result<()> {
+        let Joined { a, hd, rows, dims, dec, enc, aw } = self.attention(ws)?;
         let (top_dec, enc_y) = (&dec.y, &enc.y);
         be.run(Op::Matmul {
             c: &aw.q,
@@ -349,14 +345,8 @@ impl<'a> S2sGraph<'a> {
         })
     }
 
-    fn attention_backward<B: Backend>(
-        &self,
-        be: &mut B,
-        net: &Net<B>,
-        ws: &S2sWs<B>,
-        aw: &AttnWs<B>,
-    ) -> Result<()> {
-        let Joined { a, hd, rows, dims, dec, enc } = self.attention(ws);
+    fn attention_backward<B: Backend>(&self, be: &mut B, net: &Net<B>, ws: &S2sWs<B>) -> Result<()> {
+        let Joined { a, hd, rows, dims, dec, enc, aw } = self.attention(ws)?;
         let v = self.spec.tgt_vocab;
         let (top_dec, top_ddec, enc_y, enc_dy) = (&dec.y, &dec.dy, &enc.y, &enc.dy);
         let head_w = self.param(be, net, "decoder.head.weight")?;
@@ -488,8 +478,8 @@ impl<'a> S2sGraph<'a> {
             ws.dec.input.as_ref().ok_or_else(|| Error::invalid("decode", "no decoder input buffer"))?;
         self.embed(be, net, input, &ws.tgt, "decoder.embedding.weight", ws.tgt_steps * ws.batch)?;
         self.dec().forward(be, net, &ws.dec, fo)?;
-        if let Some(aw) = &ws.attn {
-            self.attention_forward(be, net, ws, aw)?;
+        if ws.attn.is_some() {
+            self.attention_forward(be, net, ws)?;
         }
         Ok(())
     }
@@ -524,9 +514,9 @@ impl<'a> S2sGraph<'a> {
         let s = self.spec;
         be.run(Op::Clear { x: &net.grads })?;
         let enc_dy = &ws.enc.layers[s.enc_layers - 1].dy;
-        match &ws.attn {
-            Some(aw) => self.attention_backward(be, net, ws, aw)?,
-            None => be.run(Op::Clear { x: enc_dy })?,
+        match ws.attn.is_some() {
+            true => self.attention_backward(be, net, ws)?,
+            false => be.run(Op::Clear { x: enc_dy })?,
         }
         let opts = |from_loss| BackwardOpts {
             train,
@@ -573,7 +563,7 @@ impl<'a> S2sGraph<'a> {
     }
 }
 
-/// What the attention joins: the top decoder layer's outputs (`rows` = T_tgt·B of `hd`) with the
+/// What the attention joins, and its buffers: the top decoder layer's outputs (`rows` = T_tgt·B of `hd`) with the
 /// top encoder layer's (`a` wide), over `dims`.
 struct Joined<'w, B: Backend> {
     a: usize,
@@ -582,4 +572,5 @@ struct Joined<'w, B: Backend> {
     dims: Attention,
     dec: &'w LayerWs<B>,
     enc: &'w LayerWs<B>,
+    aw: &'w AttnWs<B>,
 }
