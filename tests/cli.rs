@@ -365,6 +365,9 @@ fn resume_refuses_flags_that_contradict_the_checkpoint() {
         assert!(err.contains(part), "{part:?} not in {err}");
     }
     // The same values as the checkpoint's are no conflict.
+    let res = run_flags(&text, &out, "10").args(["--resume", "--weight-drop", "0.3"]).output().unwrap();
+    let err = String::from_utf8_lossy(&res.stderr);
+    assert!(err.contains("--weight-drop 0.3 (the checkpoint's: 0)"), "{err}");
     let ok = run(run_flags(&text, &out, "10").args(["--resume", "--hidden", "48", "--layers", "2"]));
     assert!(ok.contains("training a 2-layer lstm of 48 units") && ok.contains("done: 10 steps"), "{ok}");
 }
@@ -421,6 +424,7 @@ fn absurd_counts_are_refused_and_a_closed_pipe_ends_quietly() {
         (vec!["train", "--optimizer", "sgd", "--nesterov"], "nesterov needs a momentum"),
         (vec!["train", "--optimizer", "sgd", "--momentum", "1.5"], "momentum"),
         (vec!["train", "--weight-decay=-1"], "weight"),
+        (vec!["train", "--weight-drop", "1"], "weight drop"),
     ] {
         let mut c = bin();
         c.args(&args).args(["--device", "cpu"]);
