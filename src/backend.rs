@@ -56,10 +56,12 @@ pub trait Backend {
     type Buf: Clone + Send + Sync;
     type IBuf: Clone + Send + Sync;
 
-    /// Whether its step kernels multiply a projected layer's state by the factors of the
-    /// recurrent weight (`StepBufs::factors`) and never read their product: then the graph does
-    /// not form `W_eff = W_hh·W_hr`.
-    const STEPS_TAKE_FACTORS: bool = false;
+    /// Whether its step kernels multiply the state of a projected layer of this shape by the
+    /// factors of the recurrent weight (`StepBufs::factors`) rather than by their product: then
+    /// the graph does not form `W_eff = W_hh·W_hr` and hands the steps the factors.
+    fn steps_take_factors(_gates: usize, _hidden: usize, _proj: usize) -> bool {
+        false
+    }
 
     /// A zeroed buffer of `len` elements.
     fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf>;

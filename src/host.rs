@@ -194,8 +194,10 @@ pub trait HostKernels: Send {
     /// Whether the device's programs run on a thread of the rayon pool (the native device's
     /// kernels split their work across it).
     const ON_POOL: bool;
-    /// `Backend::STEPS_TAKE_FACTORS`.
-    const STEPS_TAKE_FACTORS: bool = false;
+    /// `Backend::steps_take_factors`.
+    fn steps_take_factors(_gates: usize, _hidden: usize, _proj: usize) -> bool {
+        false
+    }
     /// Runs an op whose shapes `Backend::run` has checked.
     fn launch(&mut self, op: HostOp<'_, Self::Elem>) -> Result<()>;
 }
@@ -220,7 +222,10 @@ impl<K: HostKernels> Backend for HostBackend<K> {
     type Elem = K::Elem;
     type Buf = HostTensor<K::Elem>;
     type IBuf = HostTensor<u32>;
-    const STEPS_TAKE_FACTORS: bool = K::STEPS_TAKE_FACTORS;
+
+    fn steps_take_factors(gates: usize, hidden: usize, proj: usize) -> bool {
+        K::steps_take_factors(gates, hidden, proj)
+    }
 
     fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf> {
         self.memory.alloc(what, len, K::Elem::ZERO)

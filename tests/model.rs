@@ -6,6 +6,7 @@
 mod common;
 
 use common::gpu;
+use rnn_gpu::backend::Backend;
 use rnn_gpu::rng::Rng;
 use rnn_gpu::{
     Batch, Cell, Clip, Device, Head, InputKind, Loss, Model, ModelSpec, Optimizer, OutputMode, Start,
@@ -180,6 +181,12 @@ fn projected_lstm_matches_the_reference() {
         ..projected(true)
     };
     compare(many_to_one, 7, 10, Optimizer::adam(0.01), Clip { max_norm: 1.0, value: 0.0 });
+    // P near H: the native device's steps read the product W_hh·W_hr, as the GPU's do, where
+    // multiplying by the factors would take more work.
+    let wide = ModelSpec { proj: 7, ..stacked(Cell::Lstm, 8, true) };
+    assert!(!rnn_gpu::native::NativeBackend::steps_take_factors(4, 8, 7));
+    assert!(rnn_gpu::native::NativeBackend::steps_take_factors(4, 8, 3));
+    compare(wide, 5, 9, Optimizer::adam(0.01), Clip::default());
 }
 
 #[test]

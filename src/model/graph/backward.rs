@@ -142,7 +142,7 @@ impl Graph<'_> {
                     y,
                     xw: &dw.xw,
                     w_hh,
-                    factors: proj.as_ref().map(|pj| (&w.w_hh, pj.w_hr)),
+                    factors: proj.as_ref().and_then(|pj| self.factors(&w, pj)),
                     bias: &w.bias,
                     lengths: &ws.lengths,
                     dy: Some(dy),

@@ -82,7 +82,7 @@ impl Graph<'_> {
                         (&pj.ws.w_eff, &pj.ws.r)
                     }
                 };
-                let factors = proj.as_ref().map(|pj| (&w.w_hh, pj.w_hr));
+                let factors = proj.as_ref().and_then(|pj| self.factors(&w, pj));
                 let bufs = StepBufs::<B::Buf, B::IBuf> {
                     states: &dw.states,
                     cells: dw.cells.as_ref(),
@@ -226,7 +226,7 @@ impl Graph<'_> {
     ) -> Result<()> {
         let (gh, h, p) = (self.spec.cell.gates() * self.spec.hidden, self.spec.hidden, self.spec.proj);
         let (pw, w_hr) = (pj.ws, pj.w_hr);
-        if !B::STEPS_TAKE_FACTORS {
+        if self.factors(w, pj).is_none() {
             be.run(Op::Matmul {
                 c: &be.view(&pw.w_eff, 0, gh * h)?,
                 a: &w.w_hh,

@@ -119,8 +119,8 @@ pub struct DirWs<B: Backend> {
 /// over all steps. The initial state `h0` has no r: the steps start from r = 0, and
 /// `W_hh · h0` is added to the input projection of each sequence's first step (`first`).
 struct ProjWs<B: Backend> {
-    /// W_eff, formed each pass where the device's steps read it (`Backend::STEPS_TAKE_FACTORS`
-    /// false); a device that multiplies by the factors is given it unwritten, for the shapes.
+    /// W_eff, formed each pass where the device's steps read it (`Graph::factors` none); steps
+    /// that multiply by the factors are given it unwritten, for the shapes.
     w_eff: B::Buf,
     dw_eff: B::Buf,
     /// The steps' outputs r `[T, B, H]` (zero past each sequence's end), and their gradient.
@@ -427,6 +427,20 @@ impl Graph<'_> {
             (Some(ws), Some(w_hr), Some(dw_hr)) => Ok(Some(Projected { ws, w_hr, dw_hr })),
             _ => Err(Error::invalid("graph", "a layer's projection buffers and its weight_hr disagree")),
         }
+    }
+}
+
+impl Graph<'_> {
+    /// The factors W_hh and W_hr that a projected layer's steps multiply by, where the device
+    /// takes them for this shape (`Backend::steps_take_factors`); none where the steps read
+    /// their product W_eff.
+    fn factors<'a, B: Backend>(
+        &self,
+        w: &'a LayerViews<B>,
+        pj: &Projected<'a, B>,
+    ) -> Option<(&'a B::Buf, &'a B::Buf)> {
+        let s = self.spec;
+        B::steps_take_factors(s.cell.gates(), s.hidden, s.proj).then_some((&w.w_hh, pj.w_hr))
     }
 }
 
