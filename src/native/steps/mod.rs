@@ -154,33 +154,20 @@ impl Steps {
         self.projected.resize(batch * p, 0.0);
         let c = Shared(self.projected.as_mut_ptr());
         let packed = self.packed(which, w, g, h, p);
-        let (mr, nr, k) = (isa.mr(), isa.nr(), packed.k);
+        let (nr, k) = (isa.nr(), packed.k);
         let one = |pi: usize| {
-            let cols = nr.min(p - pi * nr);
-            for k0 in (0..k).step_by(sgemm::KC) {
-                let kc = sgemm::KC.min(k - k0);
-                let panel = &packed.panel(pi)[k0 * nr..];
-                for i in (0..batch).step_by(mr) {
-                    // SAFETY: A's batch rows of k (the step's checks), the panel k x NR, C's
-                    // batch rows of p (resized above); each task writes its own columns.
-                    unsafe {
-                        sgemm::micro(
-                            isa,
-                            Tile {
-                                kc,
-                                a: a.get().add(i * a_rs + k0),
-                                a_rs,
-                                a_cs: 1,
-                                b: panel.as_ptr(),
-                                c: c.get().add(i * p + pi * nr),
-                                c_rs: p,
-                                m: mr.min(batch - i),
-                                n: cols,
-                                accumulate: k0 > 0,
-                            },
-                        )
-                    }
-                }
+            // SAFETY: A's batch rows of k (the step's checks), the panel k x NR, C's batch rows
+            // of p (resized above); each task writes its own columns.
+            unsafe {
+                panel_product(
+                    isa,
+                    (a.get(), a_rs),
+                    batch,
+                    packed,
+                    pi..pi + 1,
+                    p - pi * nr,
+                    (c.get().add(pi * nr), p),
+                )
             }
         };
         let panels = p.div_ceil(nr);
@@ -258,7 +245,7 @@ fn run<E: Epilogue>(isa: Isa, batch: usize, h: usize, cols: usize, op: Operand<'
     let groups = want.div_ceil(blocks).min(batch.div_ceil(isa.mr())).max(1);
     let rows = batch.div_ceil(groups).next_multiple_of(isa.mr());
     let groups = batch.div_ceil(rows);
-    let (mr, nr, k) = (isa.mr(), isa.nr(), op.k);
+    let (nr, k) = (isa.nr(), op.k);
     let one = |i: usize| {
         let (blk, r0) = (i % blocks, (i / blocks) * rows);
         let rs = r0..(r0 + rows).min(batch);
@@ -266,36 +253,21 @@ fn run<E: Epilogue>(isa: Isa, batch: usize, h: usize, cols: usize, op: Operand<'
         TILE.with_borrow_mut(|tile| {
             let tile = tile.get(rows * cols);
             match op.a {
-                Some((a, a_rs)) => {
-                    // K in slices whose part of a panel stays in L1 while the row slivers pass.
-                    for k0 in (0..k).step_by(sgemm::KC) {
-                        let kc = sgemm::KC.min(k - k0);
-                        for pi in 0..cols / nr {
-                            let panel = &op.packed.panel(blk * (cols / nr) + pi)[k0 * nr..];
-                            for i in (0..rs.len()).step_by(mr) {
-                                // SAFETY: A's rows of the step are in bounds (the callers'
-                                // asserts), the panel is k x NR, the tile rows x cols.
-                                unsafe {
-                                    sgemm::micro(
-                                        isa,
-                                        Tile {
-                                            kc,
-                                            a: a.get().add((r0 + i) * a_rs + k0),
-                                            a_rs,
-                                            a_cs: 1,
-                                            b: panel.as_ptr(),
-                                            c: tile.as_mut_ptr().add(i * cols + pi * nr),
-                                            c_rs: cols,
-                                            m: mr.min(rs.len() - i),
-                                            n: nr,
-                                            accumulate: k0 > 0,
-                                        },
-                                    )
-                                }
-                            }
-                        }
-                    }
-                }
+                // SAFETY: A's rows of the step are in bounds (the callers' asserts), the panels
+                // k x NR, the tile rows x cols.
+                Some((a, a_rs)) => unsafe {
+                    let panels = blk * (cols / nr)..(blk + 1) * (cols / nr);
+                    let a = a.get().add(r0 * a_rs);
+                    panel_product(
+                        isa,
+                        (a, a_rs),
+                        rs.len(),
+                        op.packed,
+                        panels,
+                        cols,
+                        (tile.as_mut_ptr(), cols),
+                    )
+                },
                 None => tile.fill(0.0),
             }
             apply(isa, e, rs, us, tile);
@@ -306,6 +278,51 @@ fn run<E: Epilogue>(isa: Isa, batch: usize, h: usize, cols: usize, op: Operand<'
         (0..tasks).for_each(one);
     } else {
         (0..tasks).into_par_iter().for_each(one);
+    }
+}
+
+/// `C = A · B` for `m` rows of A (`a_rs` apart, the packed product's depth long) and the
+/// `panels` of packed B, `n` columns of C in all (`c_rs` apart): K in slices whose part of a
+/// panel stays in L1 while the row slivers pass.
+///
+/// # Safety
+/// `isa` supported; A's `m` rows, C's `m` rows of `n` and the panels in bounds.
+#[inline(always)]
+unsafe fn panel_product(
+    isa: Isa,
+    (a, a_rs): (*const f32, usize),
+    m: usize,
+    packed: &Packed,
+    panels: Range<usize>,
+    n: usize,
+    (c, c_rs): (*mut f32, usize),
+) {
+    let (mr, nr, k) = (isa.mr(), isa.nr(), packed.k);
+    for k0 in (0..k).step_by(sgemm::KC) {
+        let kc = sgemm::KC.min(k - k0);
+        for (q, pi) in panels.clone().enumerate() {
+            let panel = &packed.panel(pi)[k0 * nr..];
+            for i in (0..m).step_by(mr) {
+                // SAFETY: the caller's contract.
+                unsafe {
+                    sgemm::micro(
+                        isa,
+                        Tile {
+                            kc,
+                            a: a.add(i * a_rs + k0),
+                            a_rs,
+                            a_cs: 1,
+                            b: panel.as_ptr(),
+                            c: c.add(i * c_rs + q * nr),
+                            c_rs,
+                            m: mr.min(m - i),
+                            n: nr.min(n - q * nr),
+                            accumulate: k0 > 0,
+                        },
+                    )
+                }
+            }
+        }
     }
 }
 
