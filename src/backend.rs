@@ -63,6 +63,11 @@ pub trait Backend {
         false
     }
 
+    /// Whether its forward step kernels read a token-input layer's projection from the table of
+    /// every token's (`StepBufs::xw_rows`) rather than from a copy gathered for all steps: a
+    /// CPU's cache holds the table, where the gathered copy comes from memory.
+    const STEPS_READ_INPUT_TABLE: bool = false;
+
     /// A zeroed buffer of `len` elements.
     fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf>;
     fn alloc_u32(&mut self, what: &str, len: usize) -> Result<Self::IBuf>;

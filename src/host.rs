@@ -198,6 +198,8 @@ pub trait HostKernels: Send {
     fn steps_take_factors(_gates: usize, _hidden: usize, _proj: usize) -> bool {
         false
     }
+    /// `Backend::STEPS_READ_INPUT_TABLE`.
+    const STEPS_READ_INPUT_TABLE: bool = false;
     /// Runs an op whose shapes `Backend::run` has checked.
     fn launch(&mut self, op: HostOp<'_, Self::Elem>) -> Result<()>;
 }
@@ -226,6 +228,8 @@ impl<K: HostKernels> Backend for HostBackend<K> {
     fn steps_take_factors(gates: usize, hidden: usize, proj: usize) -> bool {
         K::steps_take_factors(gates, hidden, proj)
     }
+
+    const STEPS_READ_INPUT_TABLE: bool = K::STEPS_READ_INPUT_TABLE;
 
     fn alloc(&mut self, what: &str, len: usize) -> Result<Self::Buf> {
         self.memory.alloc(what, len, K::Elem::ZERO)
@@ -295,6 +299,9 @@ pub(crate) struct StepForward<'a, T> {
     pub gates: Option<&'a mut [T]>,
     pub y: &'a mut [T],
     pub xw: &'a [T],
+    /// With a table for `xw` (`StepBufs::xw_rows`): the table row of each of the step's batch
+    /// rows, each checked to be in the table.
+    pub xw_rows: Option<&'a [u32]>,
     pub w_hh: &'a [T],
     /// `w_hh`'s factors when it is a product (`StepBufs::factors`).
     pub factors: Option<(&'a [T], &'a [T])>,
@@ -340,12 +347,30 @@ pub(crate) fn step<T: Copy, K: StepKernels<T>>(
         let mut cells = b.cells.filter(|_| cell.has_cell_state()).map(wr).transpose()?;
         let mut gates = b.gates.filter(|_| cell.saved() > 0).map(wr).transpose()?;
         let (xw, bias) = (rd(b.xw)?, rd(b.bias)?);
+        let rows = b.xw_rows.map(rd).transpose()?;
+        let xw_rows = match &rows {
+            None => None,
+            Some(rows) => {
+                let step = &rows[s.t * s.batch..(s.t + 1) * s.batch];
+                let table = xw.len() / (cell.gates() * s.hidden);
+                if let Some(&r) = step.iter().find(|&&r| r as usize >= table) {
+                    return Err(Error::range(
+                        "step",
+                        "xw_rows",
+                        r,
+                        format!("below {table}, the table's rows"),
+                    ));
+                }
+                Some(step)
+            }
+        };
         let f = StepForward {
             states: &mut states,
             cells: cells.as_deref_mut(),
             gates: gates.as_deref_mut(),
             y: &mut y,
             xw: &xw,
+            xw_rows,
             w_hh: &w_hh,
             factors,
             bias: &bias,

@@ -186,6 +186,10 @@ pub struct StepBufs<'a, F, I> {
     pub gates: Option<&'a F>,
     pub y: &'a F,
     pub xw: &'a F,
+    /// Where given (the forward step of a token-input layer, on a device that reads the table,
+    /// `Backend::STEPS_READ_INPUT_TABLE`): `xw` is the table of every token's projection
+    /// `[V, G*H]` (`W_ihᵀ`), and row b of step t reads its row `xw_rows[t*B + b]` (the token).
+    pub xw_rows: Option<&'a I>,
     pub w_hh: &'a F,
     /// When `w_hh` is a product `W_hh · W_hr` (a projected LSTM: `[G*H, P]` by `[P, H]`), its
     /// factors. A device may multiply by them in turn, `P·(G·H + H)` multiply-adds a batch row
@@ -596,7 +600,15 @@ fn check_step<F, I>(
     if !backward {
         need("states", Some(b.states), states)?;
         per_step("y", Some(b.y), s.out_stride, s.t)?;
-        per_step("xw", Some(b.xw), g * h, s.t)?;
+        match b.xw_rows {
+            None => per_step("xw", Some(b.xw), g * h, s.t)?,
+            Some(rows) => {
+                need("xw", Some(b.xw), g * h)?;
+                if ilen(rows) < (s.t + 1) * batch {
+                    return Err(Error::shape(op, "xw_rows", &[ilen(rows)], &[(s.t + 1) * batch]));
+                }
+            }
+        }
         return need("bias", Some(b.bias), s.bias_hh + g * h);
     }
     if !cell.has_cell_state() {

@@ -260,3 +260,58 @@ fn every_device_refuses_the_same_malformed_ops() {
     }
     assert!(reference.iter().all(|e| !e.is_empty()));
 }
+
+/// A step that reads its input projection from a table (`StepBufs::xw_rows`): the native device
+/// refuses a row past the table by name; the devices whose steps read a gathered projection
+/// refuse the table itself.
+#[test]
+fn a_step_reading_a_table_refuses_rows_past_it() {
+    use rnn_gpu::backend::Backend;
+    use rnn_gpu::ops::{Op, Step, StepBufs, StepMode};
+    fn run_step<B: Backend>(be: &mut B, rows: &[u32]) -> rnn_gpu::Result<()> {
+        let (h, batch) = (4, 2);
+        let f = |be: &mut B, n: usize| be.alloc("t", n).unwrap();
+        let (states, y, table, w_hh, bias) =
+            (f(be, 3 * batch * h), f(be, batch * h), f(be, 2 * h), f(be, h * h), f(be, 2 * h));
+        let (lengths, xw_rows) =
+            (be.alloc_u32("lengths", batch).unwrap(), be.alloc_u32("rows", batch).unwrap());
+        be.write_u32(&lengths, &[1, 1]).unwrap();
+        be.write_u32(&xw_rows, rows).unwrap();
+        let bufs = StepBufs {
+            states: &states,
+            cells: None,
+            gates: None,
+            y: &y,
+            xw: &table,
+            xw_rows: Some(&xw_rows),
+            w_hh: &w_hh,
+            factors: None,
+            bias: &bias,
+            lengths: &lengths,
+            dy: None,
+            dg: None,
+            dgh: None,
+            carry: None,
+        };
+        let s = Step {
+            t: 0,
+            batch,
+            hidden: h,
+            in_slot: 0,
+            out_slot: 1,
+            state_base: 0,
+            out_stride: h,
+            out_col: 0,
+            bias_hh: h,
+            next_t: 0,
+            mode: StepMode::First,
+        };
+        be.run(Op::Step { cell: Cell::Rnn { relu: false }, bufs, s, backward: false })
+    }
+    let mut native = rnn_gpu::native::NativeBackend::new().unwrap();
+    run_step(&mut native, &[1, 0]).unwrap();
+    let e = message(run_step(&mut native, &[1, 2]).unwrap_err());
+    assert!(e.contains("xw_rows") && e.contains("below 2"), "{e}");
+    let e = message(run_step(&mut rnn_gpu::reference::ReferenceBackend::<f32>::new(), &[1, 0]).unwrap_err());
+    assert!(e.contains("table"), "{e}");
+}

@@ -128,6 +128,8 @@ impl HostKernels for Native {
         proj * (gates * hidden + hidden) < gates * hidden * hidden
     }
 
+    const STEPS_READ_INPUT_TABLE: bool = true;
+
     fn launch(&mut self, op: HostOp<'_, f32>) -> Result<()> {
         let isa = self.isa;
         match op {

@@ -6,9 +6,9 @@ use std::marker::PhantomData;
 
 use super::kernels as k;
 use crate::cell::CellMath;
-use crate::error::Result;
+use crate::error::{Error, Result};
 use crate::host::{self, HostBackend, HostKernels, HostOp, StepBackward, StepForward, StepKernels, rd, wr};
-use crate::ops::{Op, Step};
+use crate::ops::{Op, Step, StepBufs};
 use crate::real::Real;
 
 /// The plain-loop twins, as the kernels of a CPU device.
@@ -103,6 +103,12 @@ pub(crate) fn twin<T: Real>(op: HostOp<'_, T>) -> Result<()> {
         Op::AttentionMix { out, w, x, a, accumulate, transposed } => {
             let mix = if transposed { k::attention_mix_t } else { k::attention_mix };
             mix(&mut wr(out)?, &rd(w)?, &rd(x)?, a, accumulate)
+        }
+        Op::Step { bufs: StepBufs { xw_rows: Some(_), .. }, .. } => {
+            return Err(Error::invalid(
+                "step",
+                "the reference's steps read a gathered projection, not a table",
+            ));
         }
         Op::Step { cell, bufs, s, backward } => {
             host::step(&mut Twins(PhantomData), cell, &bufs, s, backward)?

@@ -95,6 +95,7 @@ async fn run_steps<B: Backend<Elem = f32>>(
         gates: Some(&f[2]),
         y: &f[3],
         xw: &f[4],
+        xw_rows: None,
         w_hh: &f[5],
         bias: &f[6],
         lengths: &u[0],

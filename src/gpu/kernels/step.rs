@@ -154,6 +154,9 @@ pub fn step(
     ) -> Result<&'a GpuTensor> {
         buf.ok_or_else(|| Error::invalid(op, format!("{} needs its {what} buffer", cell.name())))
     }
+    if b.xw_rows.is_some() {
+        return Err(Error::invalid(op, "the GPU steps read a gathered projection, not a table"));
+    }
     let mut storage: Vec<(u32, &GpuTensor)> = vec![(6, b.w_hh)];
     if cell.has_cell_state() {
         storage.push((2, needed(op, cell, "cells", b.cells)?));

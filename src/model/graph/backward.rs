@@ -141,6 +141,7 @@ impl Graph<'_> {
                     gates: dw.gates.as_ref(),
                     y,
                     xw: &dw.xw,
+                    xw_rows: None,
                     w_hh,
                     factors: proj.as_ref().and_then(|pj| self.factors(&w, pj)),
                     bias: &w.bias,

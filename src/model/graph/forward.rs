@@ -55,8 +55,13 @@ impl Graph<'_> {
                         bias: None,
                     })?,
                     (None, Some((tokens, _, _))) => {
-                        let p = Gather { n: tb, width: g * h, idx_stride: 1, col_stride: i };
-                        be.run(Op::Gather { out: &dw.xw, table: &w.w_ih, idx: tokens, p })?;
+                        // Row r of W_ihᵀ, or of the projection, is column `idx[r]` of W_ih.
+                        let (out, idx, n) = match &dw.table {
+                            Some((table, list)) => (table, list, B::ilen(list)),
+                            None => (&dw.xw, tokens, tb),
+                        };
+                        let p = Gather { n, width: g * h, idx_stride: 1, col_stride: i };
+                        be.run(Op::Gather { out, table: &w.w_ih, idx, p })?;
                     }
                     (None, None) => return Err(Error::invalid("forward", "the workspace has no input")),
                 }
@@ -88,7 +93,8 @@ impl Graph<'_> {
                     cells: dw.cells.as_ref(),
                     gates: if o.keep { dw.gates.as_ref() } else { None },
                     y,
-                    xw: &dw.xw,
+                    xw: dw.table.as_ref().map_or(&dw.xw, |(table, _)| table),
+                    xw_rows: dw.table.as_ref().and(ws.tokens.as_ref()).map(|(tokens, _, _)| tokens),
                     w_hh,
                     factors,
                     bias: &w.bias,

@@ -97,7 +97,12 @@ impl<B: Backend> Net<B> {
 
 /// One direction of one layer.
 pub struct DirWs<B: Backend> {
+    /// The input projection of every step `[T, B, G*H]` (unused where `table` is given).
     xw: B::Buf,
+    /// A token-input layer on a device whose steps read the projection from a table
+    /// (`Backend::STEPS_READ_INPUT_TABLE`): every token's projection, `W_ihᵀ` `[V, G*H]`, and the
+    /// list 0..V that gathers it.
+    table: Option<(B::Buf, B::IBuf)>,
     states: B::Buf,
     cells: Option<B::Buf>,
     gates: Option<B::Buf>,

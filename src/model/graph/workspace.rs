@@ -22,11 +22,26 @@ impl Graph<'_> {
         for k in 0..spec.layers {
             let dropped = k > 0 && spec.dropout > 0.0;
             let mut dirs = Vec::new();
+            // A projection adds to the first steps' input projections (`project_initial`), so
+            // they are gathered.
+            let vocab = match spec.input {
+                InputKind::Tokens(v) if k == 0 && proj == 0 && B::STEPS_READ_INPUT_TABLE => Some(v),
+                _ => None,
+            };
             for d in 0..spec.directions() {
                 let state_base = if d == 1 { align_up(b * h) - b * h } else { 0 };
                 let state_len = (state_base + (t + 1) * b * h).div_ceil(4) * 4;
+                let table = match vocab {
+                    None => None,
+                    Some(v) => {
+                        let list = be.alloc_u32("token list", v)?;
+                        be.write_u32(&list, &(0..v as u32).collect::<Vec<_>>())?;
+                        Some((be.alloc("input projection table", v * g * h)?, list))
+                    }
+                };
                 dirs.push(DirWs {
-                    xw: be.alloc("input projection", tb * g * h)?,
+                    xw: be.alloc("input projection", if table.is_some() { g * h } else { tb * g * h })?,
+                    table,
                     states: be.alloc("hidden states", state_len)?,
                     cells: opt(be, lstm, "cell states", state_len)?,
                     gates: opt(be, spec.cell.saved() > 0, "gates", tb * spec.cell.saved() * h)?,

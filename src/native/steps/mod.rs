@@ -422,14 +422,35 @@ impl Place {
 
 /// A forward step's input: its rows of the input projection (`[B, G*H]`) and the two biases.
 struct Input {
+    /// The step's rows of the projection, or the table of every token's (`rows`).
     xw: Shared<*const f32>,
+    /// With a table: the table row of each batch row.
+    rows: Option<Shared<*const u32>>,
     b_ih: Shared<*const f32>,
     b_hh: Shared<*const f32>,
 }
 
 impl Input {
-    fn of(s: &Step, xw: &[f32], bias: &[f32], g: usize) -> Input {
-        Input { xw: ro(&xw[at(s, s.t, g * s.hidden)..]), b_ih: ro(bias), b_hh: ro(&bias[s.bias_hh..]) }
+    fn of(s: &Step, xw: &[f32], rows: Option<&[u32]>, bias: &[f32], g: usize) -> Input {
+        let xw = match rows {
+            None => ro(&xw[at(s, s.t, g * s.hidden)..]),
+            Some(_) => ro(xw),
+        };
+        let rows = rows.map(|r| Shared(r.as_ptr()));
+        Input { xw, rows, b_ih: ro(bias), b_hh: ro(&bias[s.bias_hh..]) }
+    }
+
+    /// Where batch row b's projection starts in `xw`.
+    ///
+    /// # Safety
+    /// b is one of the step's batch rows.
+    #[inline(always)]
+    unsafe fn row(&self, gates: usize, h: usize, b: usize) -> usize {
+        match self.rows {
+            None => b * gates * h,
+            // SAFETY: the caller's contract; the table has B rows' indices.
+            Some(rows) => unsafe { *rows.get().add(b) as usize * gates * h },
+        }
     }
 
     /// Gate k's projection for row b, units u0.. (n of them), of a `gates`-gate cell.
@@ -439,7 +460,7 @@ impl Input {
     #[inline(always)]
     unsafe fn x<'a>(&self, gates: usize, h: usize, b: usize, k: usize, u0: usize, n: usize) -> &'a [f32] {
         // SAFETY: the caller's contract.
-        unsafe { get(self.xw, b * gates * h + k * h + u0, n) }
+        unsafe { get(self.xw, self.row(gates, h, b) + k * h + u0, n) }
     }
 
     /// Gate k's b_ih and b_hh for units u0.. (n of them).
@@ -452,11 +473,14 @@ impl Input {
         unsafe { [get(self.b_ih, k * h + u0, n), get(self.b_hh, k * h + u0, n)] }
     }
 
-    /// Asks for row b's projection of units u0.. before it is needed.
+    /// Asks for row b's projection of units u0.. before it is needed (a gathered projection
+    /// comes from memory; a table is in cache).
     #[inline(always)]
     fn prefetch(&self, gates: usize, h: usize, b: usize, u0: usize, n: usize) {
-        for k in 0..gates {
-            prefetch(self.xw.get().wrapping_add(b * gates * h + k * h + u0), n);
+        if self.rows.is_none() {
+            for k in 0..gates {
+                prefetch(self.xw.get().wrapping_add(b * gates * h + k * h + u0), n);
+            }
         }
     }
 }
@@ -498,7 +522,7 @@ fn check_forward(
     g: usize,
     saved: usize,
     w_hh: usize,
-    xw: usize,
+    (xw, table): (usize, Option<usize>),
     y: usize,
     states: usize,
     gates: Option<usize>,
@@ -506,7 +530,12 @@ fn check_forward(
 ) {
     let h = s.hidden;
     check("w_hh", w_hh, g * h * h);
-    check("xw", xw, at(s, s.t + 1, g * h));
+    match table {
+        // A table of rows (`Input`): the rows' indices were checked against it where they were
+        // locked (`host::step`).
+        Some(rows) => check("xw_rows", rows, s.batch),
+        None => check("xw", xw, at(s, s.t + 1, g * h)),
+    }
     check("y", y, at(s, s.t + 1, s.out_stride));
     assert!(s.out_col + h <= s.out_stride, "step: output columns past the row");
     check("states", states, slot(s, s.in_slot.max(s.out_slot) + 1));
@@ -536,7 +565,7 @@ impl StepKernels<f32> for Steps {
             g,
             C::SHAPE.saved,
             f.w_hh.len(),
-            xw_len,
+            (xw_len, f.xw_rows.map(|r| r.len())),
             y_len,
             states_len,
             f.gates.as_ref().map(|x| x.len()),
@@ -557,7 +586,7 @@ impl StepKernels<f32> for Steps {
         let e = Fwd {
             cell,
             at: Place::of(&s, f.lengths),
-            input: Input::of(&s, f.xw, f.bias, g),
+            input: Input::of(&s, f.xw, f.xw_rows, f.bias, g),
             h_prev,
             c_prev,
             states: Shared(states.get().wrapping_add(slot(&s, s.out_slot))),
