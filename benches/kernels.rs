@@ -257,19 +257,7 @@ fn bench(c: &mut Criterion) {
     let w_hh = rng.uniform_vec(4 * h * h, -0.06, 0.06);
     let bias = rng.uniform_vec(8 * h, -0.06, 0.06);
     let lengths = vec![1u32; b];
-    let step = Step {
-        t: 0,
-        batch: b,
-        hidden: h,
-        in_slot: 0,
-        out_slot: 1,
-        state_base: 0,
-        out_stride: h,
-        out_col: 0,
-        bias_hh: 4 * h,
-        next_t: 0,
-        mode: StepMode::Later,
-    };
+    let step = Step { mode: StepMode::Later, ..Step::first(b, h, 4) };
     let (gstates, gcells, ggates, gyy) =
         (up(&ctx, &st0), up(&ctx, &st0), up(&ctx, &vec![0.0; b * 4 * h]), up(&ctx, &vec![0.0; b * h]));
     let (gxw, gw, gbias, glen) =

@@ -142,6 +142,27 @@ pub struct Step {
     pub mode: StepMode,
 }
 
+impl Step {
+    /// Step 0 of a one-direction layer of `hidden` units and `gates` gates: from slot 0 into
+    /// slot 1, the outputs `[T, B, H]` its own, b_hh right after b_ih; backward, the first step
+    /// processed.
+    pub fn first(batch: usize, hidden: usize, gates: usize) -> Step {
+        Step {
+            t: 0,
+            batch,
+            hidden,
+            in_slot: 0,
+            out_slot: 1,
+            state_base: 0,
+            out_stride: hidden,
+            out_col: 0,
+            bias_hh: gates * hidden,
+            next_t: 0,
+            mode: StepMode::First,
+        }
+    }
+}
+
 /// `y[r * y_stride + y_offset + c] (+)= x[r * x_stride + x_offset + c]` for `r < rows`,
 /// `c < width`.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]

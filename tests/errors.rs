@@ -267,7 +267,7 @@ fn every_device_refuses_the_same_malformed_ops() {
 #[test]
 fn a_step_reading_a_table_refuses_rows_past_it() {
     use rnn_gpu::backend::Backend;
-    use rnn_gpu::ops::{Op, Step, StepBufs, StepMode};
+    use rnn_gpu::ops::{Op, Step, StepBufs};
     fn run_step<B: Backend>(be: &mut B, rows: &[u32]) -> rnn_gpu::Result<()> {
         let (h, batch) = (4, 2);
         let f = |be: &mut B, n: usize| be.alloc("t", n).unwrap();
@@ -293,20 +293,12 @@ fn a_step_reading_a_table_refuses_rows_past_it() {
             dgh: None,
             carry: None,
         };
-        let s = Step {
-            t: 0,
-            batch,
-            hidden: h,
-            in_slot: 0,
-            out_slot: 1,
-            state_base: 0,
-            out_stride: h,
-            out_col: 0,
-            bias_hh: h,
-            next_t: 0,
-            mode: StepMode::First,
-        };
-        be.run(Op::Step { cell: Cell::Rnn { relu: false }, bufs, s, backward: false })
+        be.run(Op::Step {
+            cell: Cell::Rnn { relu: false },
+            bufs,
+            s: Step::first(batch, h, 1),
+            backward: false,
+        })
     }
     let mut native = rnn_gpu::native::NativeBackend::new().unwrap();
     run_step(&mut native, &[1, 0]).unwrap();
