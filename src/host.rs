@@ -11,6 +11,7 @@ use crate::cell::{Cell, CellMath, with_cell};
 use crate::error::{Error, Result};
 use crate::ops::{Op, Step, StepBufs};
 use crate::real::Real;
+use crate::reference::kernels::RowLoss;
 
 /// A view of a host buffer.
 #[derive(Clone, Debug)]
@@ -149,6 +150,18 @@ pub(crate) fn wr<T>(t: &HostTensor<T>) -> Result<Write<'_, T>> {
     // its contents came from.
     t.buf.written.store(next_write(), Ordering::Relaxed);
     Ok(Write { guard, range: t.offset..t.offset + t.len })
+}
+
+/// Locks what a row loss writes and its row weights (`RowLoss`) and runs `f` on them; the
+/// caller locks what the loss reads.
+pub(crate) fn row_loss<T: Copy>(
+    (loss, dx, weights): (&HostTensor<T>, &HostTensor<T>, &HostTensor<T>),
+    (rows, cols): (usize, usize),
+    f: impl FnOnce(RowLoss<'_, T>),
+) -> Result<()> {
+    let (mut loss, mut dx, weights) = (wr(loss)?, wr(dx)?, rd(weights)?);
+    f(RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols });
+    Ok(())
 }
 
 /// Bytes of the buffers allocated so far, and what the machine had available at the start: an

@@ -226,7 +226,8 @@ pub struct StepBufs<'a, F, I> {
 
 /// One op of the network, on float buffers `F` and u32 buffers `I`: outputs first, then inputs,
 /// then the descriptor, as the kernels take them. Every device runs every op
-/// (`Backend::run`), and `check` is the shape contract all of them enforce before they do.
+/// (`Backend::run`), and `check` is the shape contract all of them enforce before they do; a
+/// step that reads its input from a table runs only where `Backend::STEPS_READ_INPUT_TABLE`.
 pub enum Op<'a, F, I> {
     /// `x = 0`.
     Clear {

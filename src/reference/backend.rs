@@ -66,14 +66,12 @@ pub(crate) fn twin<T: Real>(op: HostOp<'_, T>) -> Result<()> {
         }
         Op::SoftmaxRows { y, x, rows, cols } => k::softmax_rows(&mut wr(y)?, &rd(x)?, rows, cols),
         Op::SoftmaxXent { loss, dx, logits, targets, weights, rows, cols } => {
-            let (mut loss, mut dx, weights) = (wr(loss)?, wr(dx)?, rd(weights)?);
-            let out = k::RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols };
-            k::softmax_xent(out, &rd(logits)?, &rd(targets)?)
+            let (logits, targets) = (rd(logits)?, rd(targets)?);
+            host::row_loss((loss, dx, weights), (rows, cols), |out| k::softmax_xent(out, &logits, &targets))?
         }
         Op::Mse { loss, dx, pred, target, weights, rows, cols } => {
-            let (mut loss, mut dx, weights) = (wr(loss)?, wr(dx)?, rd(weights)?);
-            let out = k::RowLoss { loss: &mut loss, dx: &mut dx, weights: &weights, rows, cols };
-            k::mse(out, &rd(pred)?, &rd(target)?)
+            let (pred, target) = (rd(pred)?, rd(target)?);
+            host::row_loss((loss, dx, weights), (rows, cols), |out| k::mse(out, &pred, &target))?
         }
         Op::SoftmaxBackward { dx, y, dy, rows, cols } => {
             k::softmax_backward(&mut wr(dx)?, &rd(y)?, &rd(dy)?, rows, cols)

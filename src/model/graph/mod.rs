@@ -101,7 +101,7 @@ pub struct DirWs<B: Backend> {
     xw: B::Buf,
     /// A token-input layer on a device whose steps read the projection from a table
     /// (`Backend::STEPS_READ_INPUT_TABLE`): every token's projection, `W_ihᵀ` `[V, G*H]`, and the
-    /// list 0..V that gathers it.
+    /// list 0..V that gathers it (one list for the layer's directions).
     table: Option<(B::Buf, B::IBuf)>,
     states: B::Buf,
     cells: Option<B::Buf>,

@@ -24,20 +24,20 @@ impl Graph<'_> {
             let mut dirs = Vec::new();
             // A projection adds to the first steps' input projections (`project_initial`), so
             // they are gathered.
-            let vocab = match spec.input {
-                InputKind::Tokens(v) if k == 0 && proj == 0 && B::STEPS_READ_INPUT_TABLE => Some(v),
+            let tokens = match spec.input {
+                InputKind::Tokens(v) if k == 0 && proj == 0 && B::STEPS_READ_INPUT_TABLE => {
+                    let list = be.alloc_u32("token list", v)?;
+                    be.write_u32(&list, &(0..v as u32).collect::<Vec<_>>())?;
+                    Some((v, list))
+                }
                 _ => None,
             };
             for d in 0..spec.directions() {
                 let state_base = if d == 1 { align_up(b * h) - b * h } else { 0 };
                 let state_len = (state_base + (t + 1) * b * h).div_ceil(4) * 4;
-                let table = match vocab {
+                let table = match &tokens {
                     None => None,
-                    Some(v) => {
-                        let list = be.alloc_u32("token list", v)?;
-                        be.write_u32(&list, &(0..v as u32).collect::<Vec<_>>())?;
-                        Some((be.alloc("input projection table", v * g * h)?, list))
-                    }
+                    Some((v, list)) => Some((be.alloc("input projection table", v * g * h)?, list.clone())),
                 };
                 dirs.push(DirWs {
                     xw: be.alloc("input projection", if table.is_some() { g * h } else { tb * g * h })?,

@@ -420,7 +420,8 @@ impl Place {
     }
 }
 
-/// A forward step's input: its rows of the input projection (`[B, G*H]`) and the two biases.
+/// A forward step's input: its rows of the input projection (`[B, G*H]`), or the table and the
+/// row of it each batch row reads (`StepBufs::xw_rows`), and the two biases.
 struct Input {
     /// The step's rows of the projection, or the table of every token's (`rows`).
     xw: Shared<*const f32>,
